@@ -1,0 +1,137 @@
+# credfs: a FUSE filesystem that serves always-fresh OAuth tokens as files.
+#
+#   make                 build build/credfs and build/credfsctl
+#   make check           unit + integration tests, plain and ASan+UBSan builds
+#   make SANITIZE=1      the ASan+UBSan build, in build-asan/
+#   make deps            install missing Debian packages (apt-get)
+#   make demo            mount a demo against the fake provider
+#   make install         PREFIX=/usr/local DESTDIR=
+
+VERSION := 0.1.0
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/credfs
+PKG_CONFIG ?= pkg-config
+PYTHON ?= /usr/bin/python3
+CLANG_FORMAT ?= clang-format
+
+PKGS := fuse3 libcurl libcrypto jansson
+DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
+	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
+	python3 python3-pytest python3-prometheus-client
+
+ifeq ($(SANITIZE),1)
+BUILD ?= build-asan
+SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer
+HARDEN :=
+else
+BUILD ?= build
+SAN :=
+HARDEN := -D_FORTIFY_SOURCE=2 -fstack-protector-strong
+endif
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Wformat=2 -Wshadow \
+	-Wno-unused-parameter -Wno-format-truncation -D_GNU_SOURCE -fPIE $(HARDEN) $(SAN) -MMD -MP \
+	-DCREDFS_VERSION='"$(VERSION)"' \
+	$(shell $(PKG_CONFIG) --cflags $(PKGS))
+ifneq ($(CI),)
+CFLAGS += -Werror
+endif
+LDFLAGS += -pie -Wl,-z,relro,-z,now $(SAN)
+LDLIBS += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lpthread -lm
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRCS := $(filter-out src/main.c src/ctl.c,$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/%)
+
+all: $(BUILD)/credfs $(BUILD)/credfsctl
+
+$(BUILD)/%.o: src/%.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) -Isrc -c -o $@ $<
+
+$(BUILD)/libcredfs.a: $(LIB_OBJS)
+	@echo "  AR      $@"
+	$(Q)$(AR) rcs $@ $^
+
+$(BUILD)/credfs: $(BUILD)/main.o $(BUILD)/libcredfs.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/credfsctl: $(BUILD)/ctl.o $(BUILD)/libcredfs.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_%.o: tests/unit/test_%.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS) -Isrc -c -o $@ $<
+
+$(BUILD)/test_%: $(BUILD)/test_%.o $(BUILD)/libcredfs.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD):
+	$(Q)mkdir -p $@
+
+# One build: unit tests, then the integration suite against real mounts.
+check-one: all $(UNIT_BINS)
+	$(Q)set -e; for t in $(UNIT_BINS); do echo "  UNIT    $$t"; ./$$t; done
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q \
+		-p no:cacheprovider tests/integration
+
+# Everything: the plain build, then the ASan+UBSan build of the same tests.
+check:
+	$(Q)$(MAKE) --no-print-directory check-one
+	$(Q)$(MAKE) --no-print-directory check-one SANITIZE=1
+
+deps:
+	$(Q)missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+			grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "  APT    $$missing"; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; \
+	else echo "  DEPS    all present"; fi
+
+demo: all
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
+		bash examples/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
+		$(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BUILD)/credfs $(BUILD)/credfsctl $(DESTDIR)$(BINDIR)/
+	sed 's|@BINDIR@|$(BINDIR)|g' systemd/credfs.service.in \
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/credfs.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/credfs.service
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/credfs $(DESTDIR)$(BINDIR)/credfsctl \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/credfs.service
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+format:
+	$(CLANG_FORMAT) -i src/*.c src/*.h tests/unit/*.c
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all check check-one deps demo install uninstall format clean
+.SECONDARY:
+
+-include $(wildcard $(BUILD)/*.d)

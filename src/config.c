@@ -1,0 +1,817 @@
+/*
+ * config: strict parsing of the JSON configuration with jansson.
+ *
+ * Unknown keys, wrong types, out-of-range numbers, bad names and dangling
+ * references are all refused, each with the JSON path that is wrong
+ * ("tenants.acme.credentials.google.scopes[2]: expected a string"), so an
+ * operator can fix the file without reading code.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#define MAX_SECRET_BYTES 4096
+#define MAX_PATH_TEXT 512
+
+struct ctx {
+	char *err;
+	size_t errlen;
+	const char *file;
+};
+
+static int fail(struct ctx *c, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct ctx *c, const char *path, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	snprintf(c->err, c->errlen, "%s: %s: %s", c->file, path, what);
+	return -EINVAL;
+}
+
+static void join(char out[MAX_PATH_TEXT], const char *path, const char *key)
+{
+	if (path[0])
+		snprintf(out, MAX_PATH_TEXT, "%s.%s", path, key);
+	else
+		snprintf(out, MAX_PATH_TEXT, "%s", key);
+}
+
+static const char *json_kind(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "an object";
+	case JSON_ARRAY: return "an array";
+	case JSON_STRING: return "a string";
+	case JSON_INTEGER: return "an integer";
+	case JSON_REAL: return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "a boolean";
+	default: return "null";
+	}
+}
+
+/* Refuse any key of @obj not in the NULL-terminated @allowed list. */
+static int check_keys(struct ctx *c, const json_t *obj, const char *path,
+		      const char *const *allowed)
+{
+	char sub[MAX_PATH_TEXT];
+	const char *key;
+	json_t *v;
+
+	json_object_foreach((json_t *)obj, key, v) {
+		const char *const *a;
+
+		for (a = allowed; *a; a++)
+			if (!strcmp(*a, key))
+				break;
+		if (*a)
+			continue;
+		join(sub, path, key);
+		if (!strcmp(key, "client_secret"))
+			return fail(c, sub, "secrets do not belong in the "
+				    "config; put it in a file named by "
+				    "client_secret_file");
+		return fail(c, sub, "unknown key");
+	}
+	return 0;
+}
+
+static int get_object(struct ctx *c, const json_t *obj, const char *path,
+		      const char *key, bool required, json_t **out)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *v = json_object_get(obj, key);
+
+	join(sub, path, key);
+	*out = NULL;
+	if (!v)
+		return required ? fail(c, sub, "missing") : 0;
+	if (!json_is_object(v))
+		return fail(c, sub, "expected an object, got %s", json_kind(v));
+	*out = v;
+	return 0;
+}
+
+static int get_string(struct ctx *c, const json_t *obj, const char *path,
+		      const char *key, bool required, char **out)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *v = json_object_get(obj, key);
+
+	join(sub, path, key);
+	if (!v)
+		return required ? fail(c, sub, "missing") : 0;
+	if (!json_is_string(v))
+		return fail(c, sub, "expected a string, got %s", json_kind(v));
+	if (json_string_length(v) == 0)
+		return fail(c, sub, "must not be empty");
+	if (strlen(json_string_value(v)) != json_string_length(v))
+		return fail(c, sub, "contains a NUL byte");
+	free(*out);
+	*out = strdup(json_string_value(v));
+	return *out ? 0 : -ENOMEM;
+}
+
+static int get_number(struct ctx *c, const json_t *obj, const char *path,
+		      const char *key, double min, double max, double *out)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *v = json_object_get(obj, key);
+	double d;
+
+	if (!v)
+		return 0;
+	join(sub, path, key);
+	if (!json_is_number(v))
+		return fail(c, sub, "expected a number, got %s", json_kind(v));
+	d = json_number_value(v);
+	if (!isfinite(d) || d < min || d > max)
+		return fail(c, sub, "must be between %g and %g", min, max);
+	*out = d;
+	return 0;
+}
+
+/* A duration in seconds (integer or fraction), stored in milliseconds. */
+static int get_seconds(struct ctx *c, const json_t *obj, const char *path,
+		       const char *key, double min, double max, int64_t *ms)
+{
+	double d = (double)*ms / 1000.0;
+	int r = get_number(c, obj, path, key, min, max, &d);
+
+	if (r == 0)
+		*ms = (int64_t)llround(d * 1000.0);
+	return r;
+}
+
+static int get_id(struct ctx *c, const json_t *obj, const char *path,
+		  const char *key, unsigned *out)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *v = json_object_get(obj, key);
+	json_int_t i;
+
+	if (!v)
+		return 0;
+	join(sub, path, key);
+	if (!json_is_integer(v))
+		return fail(c, sub, "expected an integer, got %s", json_kind(v));
+	i = json_integer_value(v);
+	if (i < 0 || i >= (json_int_t)UINT_MAX)
+		return fail(c, sub, "must be between 0 and %u", UINT_MAX - 1);
+	*out = (unsigned)i;
+	return 0;
+}
+
+/* "0440": octal, read bits only (the mount is read-only). */
+static int get_mode(struct ctx *c, const json_t *obj, const char *path,
+		    const char *key, mode_t *out)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *v = json_object_get(obj, key);
+	const char *s;
+	unsigned long m;
+	char *end;
+
+	if (!v)
+		return 0;
+	join(sub, path, key);
+	if (!json_is_string(v))
+		return fail(c, sub, "expected an octal string such as \"0440\", "
+			    "got %s", json_kind(v));
+	s = json_string_value(v);
+	errno = 0;
+	m = strtoul(s, &end, 8);
+	if (!s[0] || *end || errno || m > 0777)
+		return fail(c, sub, "\"%s\" is not an octal mode such as "
+			    "\"0440\"", s);
+	if (m & ~0444UL)
+		return fail(c, sub, "\"%s\" has write or execute bits; the "
+			    "mount is read-only, use read bits (0444 at most)",
+			    s);
+	*out = (mode_t)m;
+	return 0;
+}
+
+/* RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ) */
+static bool scope_valid(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch < 0x21 || ch > 0x7e || ch == '"' || ch == '\\')
+			return false;
+	}
+	return true;
+}
+
+static bool host_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	char buf[64];
+	size_t n = strlen(host);
+
+	if (!strcasecmp(host, "localhost"))
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (n > 2 && n < sizeof(buf) && host[0] == '[' && host[n - 1] == ']') {
+		memcpy(buf, host + 1, n - 2);
+		buf[n - 2] = '\0';
+		return inet_pton(AF_INET6, buf, &a6) == 1 &&
+		       IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	return false;
+}
+
+/* https:// anywhere; http:// only to a loopback address (for tests). */
+static int check_token_url(struct ctx *c, const char *path, const char *url)
+{
+	char *scheme = NULL, *host = NULL;
+	CURLU *u = curl_url();
+	int r = 0;
+
+	if (!u)
+		return -ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		r = fail(c, path, "\"%s\" is not a valid absolute URL", url);
+		goto out;
+	}
+	if (!strcmp(scheme, "https"))
+		goto out;
+	if (!strcmp(scheme, "http")) {
+		if (!host_is_loopback(host))
+			r = fail(c, path, "http:// is allowed only for loopback "
+				 "hosts; use https:// for %s", host);
+		goto out;
+	}
+	r = fail(c, path, "scheme \"%s\" is not allowed; use https://",
+		 scheme);
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return r;
+}
+
+static int parse_timing(struct ctx *c, const json_t *obj, const char *path,
+			struct timing *t)
+{
+	int r;
+
+	r = get_seconds(c, obj, path, "refresh_lead_s", 0, 86400,
+			&t->refresh_lead_ms);
+	if (r == 0)
+		r = get_number(c, obj, path, "refresh_fraction", 0.0, 0.95,
+			       &t->refresh_fraction);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "min_ttl_s", 0, 86400,
+				&t->min_ttl_ms);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "open_wait_s", 0, 300,
+				&t->open_wait_ms);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "clock_skew_s", 0, 600,
+				&t->clock_skew_ms);
+	return r;
+}
+
+#define TIMING_KEYS \
+	"refresh_lead_s", "refresh_fraction", "min_ttl_s", "open_wait_s", \
+		"clock_skew_s"
+
+static int resolve_path(const char *base_file, const char *p, char **out)
+{
+	const char *slash = strrchr(base_file, '/');
+	int n;
+
+	if (p[0] == '/' || !slash) {
+		*out = strdup(p);
+		return *out ? 0 : -ENOMEM;
+	}
+	n = asprintf(out, "%.*s/%s", (int)(slash - base_file), base_file, p);
+	return n < 0 ? -ENOMEM : 0;
+}
+
+static int parse_params(struct ctx *c, const json_t *obj, const char *path,
+			struct provider_conf *p)
+{
+	static const char *const reserved[] = {
+		"grant_type", "scope", "client_id", "client_secret",
+		"refresh_token", "code", "code_verifier", NULL,
+	};
+	char sub[MAX_PATH_TEXT];
+	json_t *params, *v;
+	const char *key;
+	size_t i = 0;
+	int r;
+
+	r = get_object(c, obj, path, "token_params", false, &params);
+	if (r < 0 || !params)
+		return r;
+	p->params = calloc(json_object_size(params) + 1, sizeof(*p->params));
+	if (!p->params)
+		return -ENOMEM;
+	json_object_foreach(params, key, v) {
+		const char *const *res;
+
+		snprintf(sub, sizeof(sub), "%s.token_params.%s", path, key);
+		for (res = reserved; *res; res++)
+			if (!strcmp(*res, key))
+				return fail(c, sub, "is set by credfs itself");
+		if (!json_is_string(v))
+			return fail(c, sub, "expected a string, got %s",
+				    json_kind(v));
+		p->params[i].name = strdup(key);
+		p->params[i].value = strdup(json_string_value(v));
+		if (!p->params[i].name || !p->params[i].value)
+			return -ENOMEM;
+		p->n_params = ++i;
+	}
+	return 0;
+}
+
+static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
+			  struct provider_conf *p)
+{
+	static const char *const keys[] = {
+		"token_url", "client_id", "client_secret_file", "auth_method",
+		"grant", "timeout_s", "default_lifetime_s", "backoff_initial_s",
+		"backoff_max_s", "max_concurrency", "max_response_bytes",
+		"token_params", TIMING_KEYS, NULL,
+	};
+	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
+	char *auth = NULL, *grant = NULL, *secret_file = NULL;
+	double conc = 4, maxresp = 256 * 1024;
+	int r;
+
+	snprintf(path, sizeof(path), "providers.%s", name);
+	if (!name_valid(name))
+		return fail(c, path, "provider names must match "
+			    "[a-z0-9][a-z0-9._-]{0,63}");
+	if (!json_is_object(obj))
+		return fail(c, path, "expected an object, got %s",
+			    json_kind(obj));
+	p->name = strdup(name);
+	if (!p->name)
+		return -ENOMEM;
+	p->auth = AUTH_CLIENT_SECRET_BASIC;
+	p->grant = GRANT_CLIENT_CREDENTIALS;
+	p->timing = (struct timing){
+		.refresh_lead_ms = 300000,
+		.refresh_fraction = 0.5,
+		.min_ttl_ms = 60000,
+		.open_wait_ms = 5000,
+		.clock_skew_ms = 5000,
+	};
+	p->timeout_ms = 10000;
+	p->default_lifetime_ms = 3600000;
+	p->backoff_initial_ms = 1000;
+	p->backoff_max_ms = 300000;
+
+	r = check_keys(c, obj, path, keys);
+	if (r == 0)
+		r = get_string(c, obj, path, "token_url", true, &p->token_url);
+	if (r == 0) {
+		join(sub, path, "token_url");
+		r = check_token_url(c, sub, p->token_url);
+	}
+	if (r == 0)
+		r = get_string(c, obj, path, "client_id", true, &p->client_id);
+	if (r == 0)
+		r = get_string(c, obj, path, "client_secret_file", true,
+			       &secret_file);
+	if (r == 0)
+		r = resolve_path(c->file, secret_file, &p->client_secret_file);
+	if (r == 0)
+		r = get_string(c, obj, path, "auth_method", false, &auth);
+	if (r == 0 && auth) {
+		join(sub, path, "auth_method");
+		if (!strcmp(auth, "client_secret_post"))
+			p->auth = AUTH_CLIENT_SECRET_POST;
+		else if (strcmp(auth, "client_secret_basic"))
+			r = fail(c, sub, "\"%s\" is not one of "
+				 "client_secret_basic, client_secret_post",
+				 auth);
+	}
+	if (r == 0)
+		r = get_string(c, obj, path, "grant", false, &grant);
+	if (r == 0 && grant && strcmp(grant, "client_credentials")) {
+		join(sub, path, "grant");
+		r = fail(c, sub, "\"%s\" is not supported (supported: "
+			 "client_credentials)", grant);
+	}
+	if (r == 0)
+		r = parse_timing(c, obj, path, &p->timing);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "timeout_s", 0.1, 300,
+				&p->timeout_ms);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "default_lifetime_s", 1, 31536000,
+				&p->default_lifetime_ms);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "backoff_initial_s", 0.01, 3600,
+				&p->backoff_initial_ms);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "backoff_max_s", 0.01, 86400,
+				&p->backoff_max_ms);
+	if (r == 0)
+		r = get_number(c, obj, path, "max_concurrency", 1, 256, &conc);
+	if (r == 0)
+		r = get_number(c, obj, path, "max_response_bytes", 1024,
+			       16 * 1024 * 1024, &maxresp);
+	if (r == 0)
+		r = parse_params(c, obj, path, p);
+	p->max_concurrency = (unsigned)conc;
+	p->max_response_bytes = (size_t)maxresp;
+	free(auth);
+	free(grant);
+	free(secret_file);
+	return r;
+}
+
+static int cmp_tenant(const void *a, const void *b)
+{
+	return strcmp(((const struct tenant_conf *)a)->name,
+		      ((const struct tenant_conf *)b)->name);
+}
+
+static int cmp_cred(const void *a, const void *b)
+{
+	const struct cred_conf *x = a, *y = b;
+	int r = strcmp(x->tenant, y->tenant);
+
+	return r ? r : strcmp(x->provider->name, y->provider->name);
+}
+
+static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
+			struct cred_conf *cc)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *arr = json_object_get(obj, "scopes"), *v;
+	size_t i, j;
+
+	join(sub, path, "scopes");
+	if (!arr)
+		return fail(c, sub, "missing (list the scopes to request, "
+			    "or [] for the provider's default)");
+	if (!json_is_array(arr))
+		return fail(c, sub, "expected an array, got %s",
+			    json_kind(arr));
+	cc->scopes = calloc(json_array_size(arr) + 1, sizeof(char *));
+	if (!cc->scopes)
+		return -ENOMEM;
+	json_array_foreach(arr, i, v) {
+		snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, i);
+		if (!json_is_string(v))
+			return fail(c, sub, "expected a string, got %s",
+				    json_kind(v));
+		if (!scope_valid(json_string_value(v)))
+			return fail(c, sub, "\"%s\" is not a valid scope "
+				    "(RFC 6749 section 3.3)",
+				    json_string_value(v));
+		for (j = 0; j < cc->n_scopes; j++)
+			if (!strcmp(cc->scopes[j], json_string_value(v)))
+				return fail(c, sub, "\"%s\" is listed twice",
+					    json_string_value(v));
+		cc->scopes[i] = strdup(json_string_value(v));
+		if (!cc->scopes[i])
+			return -ENOMEM;
+		cc->n_scopes = i + 1;
+	}
+	return 0;
+}
+
+static const struct provider_conf *find_provider(const struct config *cfg,
+						 const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->n_providers; i++)
+		if (!strcmp(cfg->providers[i].name, name))
+			return &cfg->providers[i];
+	return NULL;
+}
+
+static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
+			const json_t *obj, struct tenant_conf *t)
+{
+	static const char *const tkeys[] = { "credentials", "uid", "gid",
+					     "mode", NULL };
+	static const char *const ckeys[] = { "scopes", "uid", "gid", "mode",
+					     TIMING_KEYS, NULL };
+	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
+	json_t *creds, *v;
+	const char *pname;
+	int r;
+
+	snprintf(path, sizeof(path), "tenants.%s", name);
+	if (!name_valid(name))
+		return fail(c, path, "tenant names must match "
+			    "[a-z0-9][a-z0-9._-]{0,63}");
+	if (!json_is_object(obj))
+		return fail(c, path, "expected an object, got %s",
+			    json_kind(obj));
+	t->name = strdup(name);
+	if (!t->name)
+		return -ENOMEM;
+	t->mode = 0440;
+	r = check_keys(c, obj, path, tkeys);
+	if (r == 0)
+		r = get_id(c, obj, path, "uid", &t->uid);
+	if (r == 0)
+		r = get_id(c, obj, path, "gid", &t->gid);
+	if (r == 0)
+		r = get_mode(c, obj, path, "mode", &t->mode);
+	if (r == 0)
+		r = get_object(c, obj, path, "credentials", true, &creds);
+	if (r < 0)
+		return r;
+	json_object_foreach(creds, pname, v) {
+		struct cred_conf *cc = &cfg->creds[cfg->n_creds];
+
+		snprintf(sub, sizeof(sub), "%s.credentials.%s", path, pname);
+		if (!name_valid(pname))
+			return fail(c, sub, "provider names must match "
+				    "[a-z0-9][a-z0-9._-]{0,63}");
+		if (!json_is_object(v))
+			return fail(c, sub, "expected an object, got %s",
+				    json_kind(v));
+		cc->provider = find_provider(cfg, pname);
+		if (!cc->provider)
+			return fail(c, sub, "no provider \"%s\" is defined "
+				    "under providers", pname);
+		cfg->n_creds++;
+		cc->timing = cc->provider->timing;
+		cc->uid = t->uid;
+		cc->gid = t->gid;
+		cc->mode = t->mode;
+		r = check_keys(c, v, sub, ckeys);
+		if (r == 0)
+			r = parse_scopes(c, v, sub, cc);
+		if (r == 0)
+			r = parse_timing(c, v, sub, &cc->timing);
+		if (r == 0)
+			r = get_id(c, v, sub, "uid", &cc->uid);
+		if (r == 0)
+			r = get_id(c, v, sub, "gid", &cc->gid);
+		if (r == 0)
+			r = get_mode(c, v, sub, "mode", &cc->mode);
+		if (r < 0)
+			return r;
+		t->n_creds++;
+	}
+	return 0;
+}
+
+static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
+{
+	static const char *const keys[] = { "providers", "tenants",
+					    "log_level", NULL };
+	static const char *const levels[] = { "error", "warning", "info",
+					      "debug" };
+	json_t *providers, *tenants, *v, *t;
+	char *level = NULL;
+	const char *key, *tkey;
+	size_t n_creds = 0, i;
+	int r;
+
+	if (!json_is_object(root))
+		return fail(c, "(top level)", "expected an object, got %s",
+			    json_kind(root));
+	r = check_keys(c, root, "", keys);
+	if (r == 0)
+		r = get_object(c, root, "", "providers", true, &providers);
+	if (r == 0)
+		r = get_object(c, root, "", "tenants", true, &tenants);
+	if (r == 0)
+		r = get_string(c, root, "", "log_level", false, &level);
+	if (r < 0)
+		goto out;
+	cfg->log_level = LOG_INFO;
+	if (level) {
+		for (i = 0; i < ARRAY_SIZE(levels); i++)
+			if (!strcmp(levels[i], level))
+				break;
+		if (i == ARRAY_SIZE(levels)) {
+			r = fail(c, "log_level", "\"%s\" is not one of error, "
+				 "warning, info, debug", level);
+			goto out;
+		}
+		cfg->log_level = (int)i;
+	}
+
+	cfg->providers = calloc(json_object_size(providers) + 1,
+				sizeof(*cfg->providers));
+	cfg->tenants = calloc(json_object_size(tenants) + 1,
+			      sizeof(*cfg->tenants));
+	if (!cfg->providers || !cfg->tenants) {
+		r = -ENOMEM;
+		goto out;
+	}
+	json_object_foreach(providers, key, v) {
+		r = parse_provider(c, key, v, &cfg->providers[cfg->n_providers]);
+		cfg->n_providers++; /* freed by config_free even on error */
+		if (r < 0)
+			goto out;
+	}
+
+	json_object_foreach(tenants, tkey, t) {
+		json_t *cr = json_is_object(t) ?
+				     json_object_get(t, "credentials") : NULL;
+
+		n_creds += json_is_object(cr) ? json_object_size(cr) : 0;
+	}
+	cfg->creds = calloc(n_creds + 1, sizeof(*cfg->creds));
+	if (!cfg->creds) {
+		r = -ENOMEM;
+		goto out;
+	}
+	json_object_foreach(tenants, tkey, t) {
+		struct tenant_conf *tc = &cfg->tenants[cfg->n_tenants];
+
+		tc->first_cred = cfg->n_creds;
+		r = parse_tenant(c, cfg, tkey, t, tc);
+		cfg->n_tenants++;
+		if (r < 0)
+			goto out;
+	}
+
+	/* Sort tenants, then credentials; re-point credentials at tenants. */
+	qsort(cfg->tenants, cfg->n_tenants, sizeof(*cfg->tenants), cmp_tenant);
+	for (i = 0; i < cfg->n_tenants; i++) {
+		struct tenant_conf *tc = &cfg->tenants[i];
+		size_t j;
+
+		for (j = 0; j < tc->n_creds; j++)
+			cfg->creds[tc->first_cred + j].tenant = tc->name;
+	}
+	qsort(cfg->creds, cfg->n_creds, sizeof(*cfg->creds), cmp_cred);
+	for (i = 0, n_creds = 0; i < cfg->n_tenants; i++) {
+		cfg->tenants[i].first_cred = n_creds;
+		n_creds += cfg->tenants[i].n_creds;
+	}
+out:
+	free(level);
+	return r;
+}
+
+int config_parse(const char *json, size_t len, const char *path,
+		 struct config **out, char *err, size_t errlen)
+{
+	struct ctx c = { .err = err, .errlen = errlen, .file = path };
+	struct config *cfg;
+	json_error_t jerr;
+	json_t *root;
+	int r;
+
+	*out = NULL;
+	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		snprintf(err, errlen, "%s:%d:%d: invalid JSON: %s", path,
+			 jerr.line, jerr.column, jerr.text);
+		return -EINVAL;
+	}
+	cfg = calloc(1, sizeof(*cfg));
+	if (!cfg) {
+		r = -ENOMEM;
+		goto out_root;
+	}
+	cfg->path = strdup(path);
+	r = cfg->path ? parse_root(&c, root, cfg) : -ENOMEM;
+	if (r == -ENOMEM)
+		snprintf(err, errlen, "%s: out of memory", path);
+	if (r < 0) {
+		config_free(cfg);
+		goto out_root;
+	}
+	*out = cfg;
+out_root:
+	json_decref(root);
+	return r;
+}
+
+int config_load_secrets(struct config *cfg, char *err, size_t errlen)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->n_providers; i++) {
+		struct provider_conf *p = &cfg->providers[i];
+		struct buf b;
+		int r;
+
+		r = file_read_capped(p->client_secret_file, MAX_SECRET_BYTES,
+				     true, &b);
+		if (r == -EPERM) {
+			snprintf(err, errlen, "%s: providers.%s.client_secret_"
+				 "file: %s is readable or writable by group or "
+				 "others; chmod 600 it", cfg->path, p->name,
+				 p->client_secret_file);
+			return r;
+		}
+		if (r < 0) {
+			snprintf(err, errlen, "%s: providers.%s.client_secret_"
+				 "file: cannot read %s: %s", cfg->path, p->name,
+				 p->client_secret_file,
+				 r == -EFBIG ? "larger than 4096 bytes" :
+					       strerror(-r));
+			return r;
+		}
+		while (b.len && (b.data[b.len - 1] == '\n' ||
+				 b.data[b.len - 1] == '\r'))
+			b.data[--b.len] = '\0';
+		if (b.len == 0 || strlen(b.data) != b.len) {
+			buf_free(&b);
+			snprintf(err, errlen, "%s: providers.%s.client_secret_"
+				 "file: %s is empty or holds a NUL byte",
+				 cfg->path, p->name, p->client_secret_file);
+			return -EINVAL;
+		}
+		strfreezero(p->client_secret);
+		p->client_secret = b.data; /* keeps the buffer, wiped later */
+	}
+	return 0;
+}
+
+int config_load(const char *path, struct config **out, char *err,
+		size_t errlen)
+{
+	struct buf b;
+	int r;
+
+	*out = NULL;
+	r = file_read_capped(path, CONFIG_MAX_BYTES, false, &b);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: cannot read: %s", path,
+			 r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+		return r;
+	}
+	r = config_parse(b.data, b.len, path, out, err, errlen);
+	buf_free(&b);
+	if (r < 0)
+		return r;
+	r = config_load_secrets(*out, err, errlen);
+	if (r < 0) {
+		config_free(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
+void config_free(struct config *cfg)
+{
+	size_t i, j;
+
+	if (!cfg)
+		return;
+	for (i = 0; i < cfg->n_providers; i++) {
+		struct provider_conf *p = &cfg->providers[i];
+
+		free(p->name);
+		free(p->token_url);
+		free(p->client_id);
+		free(p->client_secret_file);
+		strfreezero(p->client_secret);
+		for (j = 0; j < p->n_params; j++) {
+			free(p->params[j].name);
+			free(p->params[j].value);
+		}
+		free(p->params);
+	}
+	for (i = 0; i < cfg->n_creds; i++) {
+		for (j = 0; j < cfg->creds[i].n_scopes; j++)
+			free(cfg->creds[i].scopes[j]);
+		free(cfg->creds[i].scopes);
+	}
+	for (i = 0; i < cfg->n_tenants; i++)
+		free(cfg->tenants[i].name);
+	free(cfg->providers);
+	free(cfg->tenants);
+	free(cfg->creds);
+	free(cfg->path);
+	free(cfg);
+}

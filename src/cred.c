@@ -1,0 +1,381 @@
+/*
+ * cred: credential state, token generations and the freshness rule.
+ *
+ * Lock order: a credential's lock may be held while the refresher's lock is
+ * taken (through the kick callback), never the other way round.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "cred.h"
+#include "plan.h"
+#include "util.h"
+
+const char *cred_state_name(enum cred_state s)
+{
+	switch (s) {
+	case CRED_PENDING: return "pending";
+	case CRED_VALID: return "valid";
+	case CRED_REFRESHING: return "refreshing";
+	case CRED_EXPIRED: return "expired";
+	case CRED_ERROR: return "error";
+	}
+	return "unknown";
+}
+
+struct token *token_ref(struct token *tok)
+{
+	if (tok)
+		atomic_fetch_add_explicit(&tok->refs, 1, memory_order_relaxed);
+	return tok;
+}
+
+void token_unref(struct token *tok)
+{
+	if (!tok ||
+	    atomic_fetch_sub_explicit(&tok->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	free(tok->type);
+	free(tok->scopes);
+	freezero(tok, sizeof(*tok) + tok->len + 1);
+}
+
+int cred_table_new(const struct config *cfg, struct cred_table **out)
+{
+	struct cred_table *t;
+	pthread_condattr_t ca;
+	size_t i;
+
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->cfg = cfg;
+	t->creds = calloc(cfg->n_creds + 1, sizeof(*t->creds));
+	if (!t->creds) {
+		free(t);
+		return -ENOMEM;
+	}
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *c = &t->creds[i];
+
+		pthread_mutex_init(&c->lock, NULL);
+		pthread_cond_init(&c->cond, &ca);
+		c->conf = &cfg->creds[i];
+		c->index = (uint32_t)i;
+		c->version = 1;
+	}
+	pthread_condattr_destroy(&ca);
+	t->n = cfg->n_creds;
+	atomic_init(&t->version, 1);
+	*out = t;
+	return 0;
+}
+
+void cred_table_free(struct cred_table *t)
+{
+	size_t i;
+
+	if (!t)
+		return;
+	for (i = 0; i < t->n; i++) {
+		token_unref(t->creds[i].cur);
+		token_unref(t->creds[i].prev);
+		pthread_mutex_destroy(&t->creds[i].lock);
+		pthread_cond_destroy(&t->creds[i].cond);
+	}
+	free(t->creds);
+	free(t);
+}
+
+static int64_t lifetime_of(const struct token *tok)
+{
+	return tok->expires_ms - tok->issued_ms;
+}
+
+static bool token_expired(const struct cred *c, const struct token *tok,
+			  int64_t now)
+{
+	return tok->expires_ms - now <=
+	       plan_skew_ms(&c->conf->timing, lifetime_of(tok));
+}
+
+/* Unexpired, with at least the effective min_ttl left. */
+static bool token_fresh(const struct cred *c, const struct token *tok,
+			int64_t now)
+{
+	return !token_expired(c, tok, now) &&
+	       tok->expires_ms - now >=
+		       plan_min_ttl_ms(&c->conf->timing, lifetime_of(tok));
+}
+
+static enum cred_state state_locked(const struct cred *c, int64_t now)
+{
+	if (!c->cur)
+		return c->consecutive_failures ? CRED_ERROR : CRED_PENDING;
+	if (token_expired(c, c->cur, now))
+		return CRED_EXPIRED;
+	return c->in_flight ? CRED_REFRESHING : CRED_VALID;
+}
+
+void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	pthread_mutex_lock(&c->lock);
+	v->state = state_locked(c, now_ms);
+	if (c->cur) {
+		v->has_token = true;
+		v->gen = c->cur->gen;
+		v->issued_ms = c->cur->issued_ms;
+		v->expires_ms = c->cur->expires_ms;
+		v->token_len = c->cur->len;
+		snprintf(v->token_type, sizeof(v->token_type), "%s",
+			 c->cur->type);
+		memcpy(v->fp, c->cur->fp, sizeof(v->fp));
+		v->scopes = strdup(c->cur->scopes);
+	}
+	v->refresh_count = c->refresh_count;
+	v->failure_count = c->failure_count;
+	v->consecutive_failures = c->consecutive_failures;
+	v->last_refresh_ms = c->last_refresh_ms;
+	v->next_refresh_ms = c->next_refresh_ms;
+	v->last_error_ms = c->last_error_ms;
+	memcpy(v->last_error, c->last_error, sizeof(v->last_error));
+	v->version = c->version;
+	pthread_mutex_unlock(&c->lock);
+	v->reads = atomic_load_explicit(&c->reads, memory_order_relaxed);
+	v->open_errors =
+		atomic_load_explicit(&c->open_errors, memory_order_relaxed);
+}
+
+void cred_view_clear(struct cred_view *v)
+{
+	free(v->scopes);
+	v->scopes = NULL;
+}
+
+uint64_t cred_current_gen(struct cred *c, size_t *len, int64_t *mtime_ms)
+{
+	uint64_t gen = 0;
+
+	pthread_mutex_lock(&c->lock);
+	*len = 0;
+	*mtime_ms = 0;
+	if (c->cur) {
+		gen = c->cur->gen;
+		*len = c->cur->len;
+		*mtime_ms = c->cur->issued_ms;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return gen;
+}
+
+/* Wait on @c->cond until @deadline (monotonic ms); false on timeout. */
+static bool wait_until(struct cred *c, int64_t deadline)
+{
+	struct timespec ts = {
+		.tv_sec = deadline / 1000,
+		.tv_nsec = (deadline % 1000) * 1000000,
+	};
+
+	return pthread_cond_timedwait(&c->cond, &c->lock, &ts) != ETIMEDOUT;
+}
+
+int cred_open_token(struct cred_table *t, struct cred *c, uint64_t gen,
+		    struct token **out)
+{
+	int64_t deadline = time_mono_ms() + c->conf->timing.open_wait_ms;
+	struct token *tok;
+	uint64_t seen;
+	int64_t now;
+	bool usable;
+	int r = 0;
+
+	*out = NULL;
+	pthread_mutex_lock(&c->lock);
+	now = time_real_ms();
+	tok = c->cur;
+	if ((tok ? tok->gen : 0) != gen) {
+		/* Opened through a name looked up before a rotation. */
+		if (c->prev && c->prev->gen == gen &&
+		    token_fresh(c, c->prev, now))
+			*out = token_ref(c->prev);
+		else
+			r = -ESTALE;
+		goto out;
+	}
+	if (tok && token_fresh(c, tok, now))
+		goto out_serve;
+
+	/*
+	 * Too close to expiry, or no token. While the provider is healthy,
+	 * wait for the one refresh (starting it if none is in flight); while
+	 * it fails, wait only if nothing usable is left and a retry is
+	 * already in flight. Either way reads never add requests of their own
+	 * beyond that single flight.
+	 */
+	usable = tok && !token_expired(c, tok, now);
+	if (c->consecutive_failures == 0 || (c->in_flight && !usable)) {
+		seen = c->attempts;
+		if (!c->in_flight && t->kick)
+			t->kick(t->kick_arg, c);
+		while (c->attempts == seen && c->cur == tok)
+			if (!wait_until(c, deadline))
+				break;
+		if (c->cur != tok) {
+			r = -ESTALE; /* a new generation: look it up */
+			goto out;
+		}
+		now = time_real_ms();
+	}
+	if (tok && !token_expired(c, tok, now))
+		goto out_serve;
+	r = tok ? -EKEYEXPIRED : -EAGAIN;
+	goto out;
+out_serve:
+	*out = token_ref(tok);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+bool cred_begin_attempt(struct cred *c)
+{
+	bool started = false;
+
+	pthread_mutex_lock(&c->lock);
+	if (!c->in_flight) {
+		c->in_flight = true;
+		c->version++;
+		started = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return started;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* "a\nb\n" from the granted scopes, or the requested ones when the
+ * response did not list any (RFC 6749 5.1). */
+static char *scopes_text(const struct cred_conf *cc,
+			 const struct oauth_token *ot)
+{
+	char **list = ot->scopes;
+	size_t n = ot->n_scopes, i;
+	char **sorted = NULL;
+	struct buf b;
+
+	if (!list) {
+		sorted = calloc(cc->n_scopes + 1, sizeof(char *));
+		if (!sorted)
+			return NULL;
+		memcpy(sorted, cc->scopes, cc->n_scopes * sizeof(char *));
+		qsort(sorted, cc->n_scopes, sizeof(char *), cmp_str);
+		list = sorted;
+		n = cc->n_scopes;
+	}
+	buf_init(&b, 1024 * 1024);
+	for (i = 0; i < n; i++)
+		if (buf_printf(&b, "%s\n", list[i]) < 0)
+			break;
+	free(sorted);
+	if (!b.data)
+		return strdup("");
+	return b.data;
+}
+
+static struct token *token_new(struct cred *c, struct oauth_token *ot,
+			       int64_t sent_ms)
+{
+	const struct provider_conf *p = c->conf->provider;
+	struct token *tok;
+	int64_t lifetime;
+
+	tok = calloc(1, sizeof(*tok) + ot->len + 1);
+	if (!tok)
+		return NULL;
+	atomic_init(&tok->refs, 1);
+	tok->len = ot->len;
+	memcpy(tok->value, ot->access_token, ot->len);
+	tok->type = strdup(ot->token_type);
+	tok->scopes = scopes_text(c->conf, ot);
+	if (!tok->type || !tok->scopes) {
+		token_unref(tok);
+		return NULL;
+	}
+	lifetime = ot->expires_in_ms >= 0 ? ot->expires_in_ms :
+					    p->default_lifetime_ms;
+	tok->issued_ms = sent_ms;
+	tok->expires_ms = sent_ms + lifetime;
+	fingerprint(tok->value, tok->len, tok->fp);
+	return tok;
+}
+
+int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
+			    struct oauth_result *res, int64_t sent_ms,
+			    double u, bool *rotated)
+{
+	const struct provider_conf *p = c->conf->provider;
+	struct token *tok = NULL, *old_prev = NULL;
+	int64_t now = time_real_ms(), next;
+
+	*rotated = false;
+	if (res->outcome == OAUTH_OK) {
+		tok = token_new(c, &res->tok, sent_ms);
+		if (!tok) {
+			res->outcome = OAUTH_TRANSIENT;
+			snprintf(res->error, sizeof(res->error),
+				 "out of memory storing the token");
+		}
+	}
+
+	pthread_mutex_lock(&c->lock);
+	c->in_flight = false;
+	c->attempts++;
+	if (tok) {
+		tok->gen = ++c->last_gen;
+		old_prev = c->prev;
+		c->prev = c->cur;
+		c->cur = tok;
+		c->refresh_count++;
+		c->consecutive_failures = 0;
+		c->last_refresh_ms = now;
+		next = plan_refresh_at(&c->conf->timing, tok->issued_ms,
+					tok->expires_ms, u);
+		*rotated = true;
+	} else {
+		int64_t delay;
+
+		c->failure_count++;
+		c->consecutive_failures++;
+		c->last_error_ms = now;
+		snprintf(c->last_error, sizeof(c->last_error), "%s",
+			 res->error);
+		if (res->retry_after_ms >= 0)
+			delay = res->retry_after_ms;
+		else if (res->outcome == OAUTH_TRANSIENT ||
+			 res->outcome == OAUTH_MALFORMED)
+			delay = plan_backoff_ms(p->backoff_initial_ms,
+						 p->backoff_max_ms,
+						 c->consecutive_failures, u);
+		else /* refused: the provider will not change its mind soon */
+			delay = p->backoff_max_ms / 2 +
+				(int64_t)(u * (double)(p->backoff_max_ms / 2));
+		next = now + delay;
+	}
+	c->next_refresh_ms = next;
+	c->version++;
+	atomic_fetch_add(&t->version, 1);
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	token_unref(old_prev);
+	return next;
+}

@@ -1,0 +1,34 @@
+/*
+ * fs: the FUSE low-level operations. Answers each request exactly once,
+ * asking cred for snapshots and render for text; the only module that calls
+ * fuse_reply_* or fuse_lowlevel_notify_*.
+ */
+#ifndef CREDFS_FS_H
+#define CREDFS_FS_H
+
+#include <stddef.h>
+
+struct cred;
+struct cred_table;
+struct fs;
+struct fuse_lowlevel_ops;
+struct fuse_session;
+
+/* Create the filesystem state for @t. 0 or -ENOMEM. */
+int fs_new(struct cred_table *t, struct fs **out);
+/* Free it. NULL is a no-op. */
+void fs_free(struct fs *fs);
+
+/* The operations table to pass to fuse_session_new() with @fs as userdata. */
+const struct fuse_lowlevel_ops *fs_ops(void);
+
+/* The session, for cache invalidation. Set once it exists. */
+void fs_set_session(struct fs *fs, struct fuse_session *se);
+
+/*
+ * A new token generation of @c was published: drop the kernel's cached
+ * name so the next lookup finds the new inode. Refresher thread, no locks.
+ */
+void fs_token_rotated(void *fs, struct cred *c);
+
+#endif

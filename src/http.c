@@ -1,0 +1,151 @@
+/*
+ * http: curl easy handles for token requests. The policy lives here so that
+ * no request can be sent without it: no redirects (a token request must not
+ * be replayed to another host), only http/https, certificate and host
+ * verification always on, a per-request timeout and a response size cap.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "http.h"
+#include "oauth.h"
+#include "util.h"
+
+struct http_req {
+	CURL *easy;
+	struct curl_slist *headers;
+	struct buf body;
+	struct buf resp;
+	bool too_big;
+	void *user;
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg)
+{
+	struct http_req *r = arg;
+
+	if (buf_append(&r->resp, p, size * n) < 0) {
+		r->too_big = true;
+		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+	}
+	return size * n;
+}
+
+int http_req_new(const char *url, struct buf *body, char *auth_header,
+		 int64_t timeout_ms, size_t max_response, void *user,
+		 struct http_req **out)
+{
+	struct curl_slist *h;
+	struct http_req *r;
+	CURL *e;
+
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		goto out_fail;
+	r->body = *body;
+	buf_init(body, 0);
+	buf_init(&r->resp, max_response);
+	r->user = user;
+	r->easy = e = curl_easy_init();
+	if (!e)
+		goto out_fail;
+	h = curl_slist_append(NULL, "Accept: application/json");
+	if (h)
+		r->headers = h;
+	h = h ? curl_slist_append(h, "Content-Type: "
+				  "application/x-www-form-urlencoded") : NULL;
+	if (h && auth_header)
+		h = curl_slist_append(h, auth_header);
+	if (!h)
+		goto out_fail;
+	strfreezero(auth_header);
+	auth_header = NULL;
+
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+			 (curl_off_t)max_response);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "credfs/" CREDFS_VERSION);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body.data ? r->body.data : "");
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)r->body.len);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+	*out = r;
+	return 0;
+out_fail:
+	strfreezero(auth_header);
+	http_req_free(r);
+	return -ENOMEM;
+}
+
+CURL *http_req_easy(struct http_req *r)
+{
+	return r->easy;
+}
+
+void *http_req_user(struct http_req *r)
+{
+	return r->user;
+}
+
+void http_req_finish(struct http_req *r, CURLcode code, int64_t now_ms,
+		     struct oauth_result *res)
+{
+	struct curl_header *ra = NULL;
+	const char *why;
+	long status = 0;
+
+	if (code != CURLE_OK) {
+		memset(res, 0, sizeof(*res));
+		res->retry_after_ms = -1;
+		if (r->too_big || code == CURLE_FILESIZE_EXCEEDED) {
+			res->outcome = OAUTH_MALFORMED;
+			snprintf(res->error, sizeof(res->error),
+				 "response body over the %zu byte limit",
+				 r->resp.cap);
+			return;
+		}
+		res->outcome = OAUTH_TRANSIENT;
+		why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(code);
+		oauth_sanitize(why, strlen(why), res->error,
+			       sizeof(res->error));
+		return;
+	}
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (curl_easy_header(r->easy, "Retry-After", 0, CURLH_HEADER, -1,
+			     &ra) != CURLHE_OK)
+		ra = NULL;
+	oauth_classify(status, r->resp.data, r->resp.len,
+		       ra ? ra->value : NULL, now_ms, res);
+}
+
+void http_req_free(struct http_req *r)
+{
+	struct curl_slist *h;
+
+	if (!r)
+		return;
+	for (h = r->headers; h; h = h->next)
+		OPENSSL_cleanse(h->data, strlen(h->data));
+	curl_slist_free_all(r->headers);
+	if (r->easy)
+		curl_easy_cleanup(r->easy);
+	buf_free(&r->body);
+	buf_free(&r->resp);
+	free(r);
+}

@@ -1,0 +1,84 @@
+/*
+ * log: leveled, timestamped lines on stderr (the journal under systemd).
+ * One write(2) per line so concurrent threads never interleave mid-line.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static volatile enum log_level log_level = LOG_INFO;
+
+static const char *const level_names[] = {
+	[LOG_ERR] = "error",
+	[LOG_WARN] = "warning",
+	[LOG_INFO] = "info",
+	[LOG_DEBUG] = "debug",
+};
+
+void log_set_level(enum log_level level)
+{
+	log_level = level;
+}
+
+enum log_level log_get_level(void)
+{
+	return log_level;
+}
+
+static void log_vline(enum log_level level, const char *suffix,
+		      const char *fmt, va_list ap)
+{
+	char line[1024];
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+	int k;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+	k = snprintf(line + n, sizeof(line) - n, ".%03ldZ credfs[%d] %s: ",
+		     ts.tv_nsec / 1000000, (int)getpid(), level_names[level]);
+	if (k > 0)
+		n += (size_t)k;
+	if (n < sizeof(line)) {
+		k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		n = k < 0 ? n : n + (size_t)k;
+	}
+	if (suffix && n < sizeof(line)) {
+		k = snprintf(line + n, sizeof(line) - n, "%s", suffix);
+		n = k < 0 ? n : n + (size_t)k;
+	}
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	line[n++] = '\n';
+	(void)!write(STDERR_FILENO, line, n);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	log_vline(level, NULL, fmt, ap);
+	va_end(ap);
+}
+
+int log_error_errno(int r, const char *fmt, ...)
+{
+	char suffix[128];
+	va_list ap;
+
+	snprintf(suffix, sizeof(suffix), ": %s", strerror(r < 0 ? -r : r));
+	va_start(ap, fmt);
+	log_vline(LOG_ERR, suffix, fmt, ap);
+	va_end(ap);
+	return r;
+}

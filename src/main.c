@@ -1,0 +1,332 @@
+/*
+ * credfs: the daemon. Loads the config, mounts the tree, runs the refresher
+ * and the FUSE session loop, and unmounts cleanly on SIGINT or SIGTERM.
+ * Without -f it forks and returns only once the mount is ready.
+ */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <fuse_lowlevel.h>
+#include <jansson.h>
+
+#include "config.h"
+#include "cred.h"
+#include "fs.h"
+#include "log.h"
+#include "oauth.h"
+#include "refresher.h"
+#include "util.h"
+
+#define MAX_FUSE_THREADS 64
+
+struct opts {
+	bool foreground;
+	bool debug;
+	const char *config;
+	const char *pid_file;
+	const char *mountpoint;
+	char *fuse_opts; /* user's -o options, comma-joined */
+};
+
+static const char usage_text[] =
+	"Usage: credfs [-f] [-d] [-o OPT[,OPT...]] [--pid-file FILE]\n"
+	"              --config FILE MOUNTPOINT\n"
+	"\n"
+	"Serve always-fresh OAuth access tokens as files under MOUNTPOINT.\n"
+	"\n"
+	"  -c, --config FILE    configuration (JSON), see docs/config.md\n"
+	"  -f, --foreground     stay in the foreground (for systemd)\n"
+	"  -d, --debug          debug logging and FUSE request tracing\n"
+	"  -o OPT[,OPT...]      extra FUSE mount options\n"
+	"      --pid-file FILE  write the daemon's PID to FILE\n"
+	"  -h, --help           show this help\n"
+	"  -V, --version        show the version\n"
+	"\n"
+	"Without -f, credfs returns once the mount is ready and keeps running\n"
+	"in the background. SIGINT or SIGTERM unmount and stop it.\n";
+
+static int append_opt(char **dst, const char *o)
+{
+	char *n;
+
+	if (asprintf(&n, "%s%s%s", *dst ? *dst : "", *dst ? "," : "", o) < 0)
+		return -ENOMEM;
+	free(*dst);
+	*dst = n;
+	return 0;
+}
+
+/* 0 to go on, 1 for a clean exit (help, version), -1 for a usage error. */
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	enum { OPT_PID_FILE = 256 };
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "foreground", no_argument, NULL, 'f' },
+		{ "debug", no_argument, NULL, 'd' },
+		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "c:fdo:hV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': o->config = optarg; break;
+		case 'f': o->foreground = true; break;
+		case 'd': o->debug = true; break;
+		case OPT_PID_FILE: o->pid_file = optarg; break;
+		case 'o':
+			if (append_opt(&o->fuse_opts, optarg) < 0)
+				return -1;
+			break;
+		case 'h': fputs(usage_text, stdout); return 1;
+		case 'V': printf("credfs %s\n", CREDFS_VERSION); return 1;
+		default: fputs(usage_text, stderr); return -1;
+		}
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "credfs: %s\n", optind < argc ?
+			"too many arguments" : "missing MOUNTPOINT");
+		fputs(usage_text, stderr);
+		return -1;
+	}
+	o->mountpoint = argv[optind];
+	if (!o->config) {
+		fprintf(stderr, "credfs: missing --config FILE\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* Fork; the parent waits for the child's readiness byte and exits with it. */
+static int daemonize(int *ready_fd)
+{
+	int p[2];
+	char status = 1;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &status, 1) != 1)
+			status = 1;
+		_exit(status ? EXIT_FAILURE : EXIT_SUCCESS);
+	}
+	close(p[0]);
+	setsid();
+	*ready_fd = p[1];
+	return 0;
+}
+
+static void signal_ready(int *ready_fd, char status)
+{
+	int fd;
+
+	if (*ready_fd < 0)
+		return;
+	if (status == 0) {
+		fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (fd >= 0) {
+			dup2(fd, STDIN_FILENO);
+			dup2(fd, STDOUT_FILENO);
+			if (fd > STDERR_FILENO)
+				close(fd);
+		}
+		(void)!chdir("/");
+	}
+	(void)!write(*ready_fd, &status, 1);
+	close(*ready_fd);
+	*ready_fd = -1;
+}
+
+static int write_pid_file(const char *path)
+{
+	char text[32];
+	int fd, n, r = 0;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		  0644);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(text, sizeof(text), "%d\n", (int)getpid());
+	if (write(fd, text, (size_t)n) != n)
+		r = -EIO;
+	close(fd);
+	return r;
+}
+
+/* Wipe jansson's copies of token responses when it frees them. */
+static void json_wipe_free(void *p)
+{
+	if (p)
+		freezero(p, malloc_usable_size(p));
+}
+
+static int run(struct opts *o, struct config *cfg, int *ready_fd)
+{
+	char *argv_fuse[] = { "credfs", "-o", NULL, NULL, NULL, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(0, argv_fuse);
+	struct fuse_loop_config *loop = NULL;
+	struct refresher *rf = NULL;
+	struct fuse_session *se = NULL;
+	struct cred_table *t = NULL;
+	char *mount_opts = NULL;
+	struct fs *fs = NULL;
+	int r;
+
+	r = cred_table_new(cfg, &t);
+	if (r == 0)
+		r = fs_new(t, &fs);
+	if (r == 0)
+		r = refresher_new(t, fs_token_rotated, fs, &rf);
+	if (r < 0) {
+		log_error_errno(r, "cannot set up");
+		goto out;
+	}
+
+	/* Ours go last so that they win over anything passed with -o. */
+	if ((o->fuse_opts && append_opt(&mount_opts, o->fuse_opts) < 0) ||
+	    append_opt(&mount_opts, "ro,default_permissions,nosuid,nodev,"
+		       "noexec,fsname=credfs,subtype=credfs") < 0 ||
+	    (geteuid() == 0 && append_opt(&mount_opts, "allow_other") < 0)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	args.argc = 3;
+	argv_fuse[2] = mount_opts;
+	if (o->debug)
+		argv_fuse[args.argc++] = "-d";
+	se = fuse_session_new(&args, fs_ops(), sizeof(*fs_ops()), fs);
+	if (!se) {
+		r = -EINVAL;
+		log_error("cannot create the FUSE session (bad -o option?)");
+		goto out;
+	}
+	if (fuse_set_signal_handlers(se) != 0) {
+		r = -EIO;
+		goto out_destroy;
+	}
+	signal(SIGHUP, SIG_IGN); /* reserved for reloading */
+	if (fuse_session_mount(se, o->mountpoint) != 0) {
+		r = -EIO;
+		log_error("cannot mount on %s", o->mountpoint);
+		goto out_signals;
+	}
+	fs_set_session(fs, se);
+	r = refresher_start(rf);
+	if (r < 0) {
+		log_error_errno(r, "cannot start the refresher");
+		goto out_unmount;
+	}
+	if (o->pid_file) {
+		r = write_pid_file(o->pid_file);
+		if (r < 0) {
+			log_error_errno(r, "cannot write %s", o->pid_file);
+			goto out_unmount;
+		}
+	}
+	log_info("mounted on %s: %zu tenants, %zu credentials", o->mountpoint,
+		 cfg->n_tenants, cfg->n_creds);
+	signal_ready(ready_fd, 0);
+
+	loop = fuse_loop_cfg_create();
+	if (!loop) {
+		r = -ENOMEM;
+		goto out_unmount;
+	}
+	fuse_loop_cfg_set_max_threads(loop, MAX_FUSE_THREADS);
+	r = fuse_session_loop_mt(se, loop);
+	fuse_loop_cfg_destroy(loop);
+	r = r < 0 ? r : 0;
+	log_info("unmounting %s", o->mountpoint);
+out_unmount:
+	/* Stop the refresher before the session it notifies goes away. */
+	refresher_free(rf);
+	rf = NULL;
+	fs_set_session(fs, NULL);
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_destroy:
+	fuse_session_destroy(se);
+out:
+	refresher_free(rf);
+	fs_free(fs);
+	cred_table_free(t);
+	free(mount_opts);
+	fuse_opt_free_args(&args);
+	if (o->pid_file && r == 0)
+		unlink(o->pid_file);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct rlimit no_core = { 0, 0 };
+	struct opts o = { 0 };
+	struct config *cfg = NULL;
+	int ready_fd = -1, r;
+	char err[1024];
+	struct stat st;
+
+	r = parse_args(argc, argv, &o);
+	if (r != 0) {
+		free(o.fuse_opts);
+		return r > 0 ? EXIT_SUCCESS : 2;
+	}
+	/* Tokens and keys live in this process: no core dumps, no ptrace by
+	 * other users, nothing created readable by others. */
+	prctl(PR_SET_DUMPABLE, 0);
+	setrlimit(RLIMIT_CORE, &no_core);
+	umask(077);
+	json_set_alloc_funcs(malloc, json_wipe_free);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "credfs: cannot initialise libcurl\n");
+		return EXIT_FAILURE;
+	}
+
+	r = config_load(o.config, &cfg, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "credfs: %s\n", err);
+		goto out;
+	}
+	log_set_level(o.debug ? LOG_DEBUG : (enum log_level)cfg->log_level);
+	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "credfs: %s: not a directory\n", o.mountpoint);
+		r = -ENOTDIR;
+		goto out;
+	}
+	if (!o.foreground) {
+		r = daemonize(&ready_fd);
+		if (r < 0) {
+			log_error_errno(r, "cannot start in the background");
+			goto out;
+		}
+	}
+	r = run(&o, cfg, &ready_fd);
+	signal_ready(&ready_fd, 1); /* only if it never became ready */
+out:
+	config_free(cfg);
+	curl_global_cleanup();
+	free(o.fuse_opts);
+	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

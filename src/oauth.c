@@ -1,0 +1,353 @@
+/*
+ * oauth: request building and response classification for the token
+ * endpoint. Everything a provider sends is treated as hostile: sizes are
+ * capped, types checked, and error text reduced to printable ASCII before
+ * it can reach a status file.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "config.h"
+#include "oauth.h"
+#include "plan.h"
+
+#define MAX_EXPIRES_IN_S (366LL * 86400)
+#define MAX_TOKEN_TYPE 64
+#define MAX_SCOPES 256
+
+const char *oauth_outcome_name(enum oauth_outcome o)
+{
+	switch (o) {
+	case OAUTH_OK: return "ok";
+	case OAUTH_TRANSIENT: return "transient";
+	case OAUTH_RATE_LIMITED: return "rate_limited";
+	case OAUTH_MALFORMED: return "malformed";
+	case OAUTH_INVALID_GRANT: return "invalid_grant";
+	case OAUTH_INVALID_CLIENT: return "invalid_client";
+	case OAUTH_REJECTED: return "rejected";
+	}
+	return "unknown";
+}
+
+void oauth_sanitize(const char *in, size_t inlen, char *out, size_t n)
+{
+	size_t i, j = 0;
+
+	if (!n)
+		return;
+	for (i = 0; i < inlen && j + 1 < n; i++) {
+		unsigned char ch = (unsigned char)in[i];
+
+		out[j++] = (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?';
+	}
+	out[j] = '\0';
+}
+
+/* Append "&name=value", form-urlencoded (RFC 6749 appendix B). */
+static int form_add(struct buf *b, const char *name, const char *value)
+{
+	char *enc = curl_easy_escape(NULL, value, 0);
+	int r;
+
+	if (!enc)
+		return -ENOMEM;
+	r = buf_printf(b, "%s%s=%s", b->len ? "&" : "", name, enc);
+	OPENSSL_cleanse(enc, strlen(enc));
+	curl_free(enc);
+	return r;
+}
+
+static int scope_join(const struct cred_conf *cc, struct buf *out)
+{
+	size_t i;
+	int r = 0;
+
+	buf_init(out, 64 * 1024);
+	for (i = 0; i < cc->n_scopes && r == 0; i++)
+		r = buf_printf(out, "%s%s", i ? " " : "", cc->scopes[i]);
+	if (r == 0)
+		r = buf_append(out, "", 0);
+	return r;
+}
+
+/* RFC 6749 2.3.1: id and secret are form-urlencoded, then Basic. */
+static int basic_header(const struct provider_conf *p, char **out)
+{
+	char *id = curl_easy_escape(NULL, p->client_id, 0);
+	char *sec = curl_easy_escape(NULL, p->client_secret, 0);
+	unsigned char *b64 = NULL;
+	struct buf plain;
+	int r = -ENOMEM, n;
+
+	buf_init(&plain, 16 * 1024);
+	if (!id || !sec)
+		goto out;
+	r = buf_printf(&plain, "%s:%s", id, sec);
+	if (r < 0)
+		goto out;
+	b64 = malloc(4 * ((plain.len + 2) / 3) + 1);
+	r = -ENOMEM;
+	if (!b64)
+		goto out;
+	n = EVP_EncodeBlock(b64, (unsigned char *)plain.data, (int)plain.len);
+	if (asprintf(out, "Authorization: Basic %.*s", n, b64) < 0)
+		goto out;
+	r = 0;
+out:
+	if (b64)
+		freezero(b64, 4 * ((plain.len + 2) / 3) + 1);
+	buf_free(&plain);
+	if (sec) {
+		OPENSSL_cleanse(sec, strlen(sec));
+		curl_free(sec);
+	}
+	curl_free(id);
+	return r;
+}
+
+int oauth_build_request(const struct cred_conf *cc, struct buf *body,
+			char **auth_header)
+{
+	const struct provider_conf *p = cc->provider;
+	struct buf scope;
+	size_t i;
+	int r;
+
+	*auth_header = NULL;
+	buf_init(body, 64 * 1024);
+	r = form_add(body, "grant_type", "client_credentials");
+	if (r == 0 && cc->n_scopes) {
+		r = scope_join(cc, &scope);
+		if (r == 0)
+			r = form_add(body, "scope", scope.data);
+		buf_free(&scope);
+	}
+	for (i = 0; r == 0 && i < p->n_params; i++)
+		r = form_add(body, p->params[i].name, p->params[i].value);
+	if (r == 0 && p->auth == AUTH_CLIENT_SECRET_POST) {
+		r = form_add(body, "client_id", p->client_id);
+		if (r == 0)
+			r = form_add(body, "client_secret", p->client_secret);
+	}
+	if (r == 0 && p->auth == AUTH_CLIENT_SECRET_BASIC)
+		r = basic_header(p, auth_header);
+	if (r < 0)
+		buf_free(body);
+	return r;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Split a space-separated scope string into a sorted, unique list. */
+static int split_scopes(const char *s, struct oauth_token *t)
+{
+	char *copy = strdup(s), *p, *save = NULL;
+	size_t i, n = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	t->scopes = calloc(MAX_SCOPES + 1, sizeof(char *));
+	if (!t->scopes) {
+		free(copy);
+		return -ENOMEM;
+	}
+	for (p = strtok_r(copy, " ", &save); p && n < MAX_SCOPES;
+	     p = strtok_r(NULL, " ", &save)) {
+		t->scopes[n] = strdup(p);
+		if (!t->scopes[n])
+			break;
+		n++;
+	}
+	free(copy);
+	qsort(t->scopes, n, sizeof(char *), cmp_str);
+	t->n_scopes = 0;
+	for (i = 0; i < n; i++) {
+		if (t->n_scopes && !strcmp(t->scopes[t->n_scopes - 1],
+					   t->scopes[i])) {
+			free(t->scopes[i]);
+			continue;
+		}
+		t->scopes[t->n_scopes++] = t->scopes[i];
+	}
+	return 0;
+}
+
+static bool token_chars_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+static void malformed(struct oauth_result *res, const char *what)
+{
+	res->outcome = OAUTH_MALFORMED;
+	snprintf(res->error, sizeof(res->error), "malformed token response: %s",
+		 what);
+}
+
+/* RFC 6749 5.1. Fills res->tok or classifies the body as malformed. */
+static void parse_success(json_t *root, struct oauth_result *res)
+{
+	json_t *at = json_object_get(root, "access_token");
+	json_t *tt = json_object_get(root, "token_type");
+	json_t *ei = json_object_get(root, "expires_in");
+	json_t *sc = json_object_get(root, "scope");
+	struct oauth_token *t = &res->tok;
+	char what[128];
+	double d;
+
+	if (!json_is_string(at) || json_string_length(at) == 0)
+		return malformed(res, "no access_token string");
+	if (json_string_length(at) > OAUTH_MAX_TOKEN_BYTES) {
+		snprintf(what, sizeof(what), "access_token is %zu bytes, over "
+			 "the %d byte limit", json_string_length(at),
+			 OAUTH_MAX_TOKEN_BYTES);
+		return malformed(res, what);
+	}
+	if (!token_chars_ok(json_string_value(at), json_string_length(at)))
+		return malformed(res, "access_token holds whitespace or "
+				 "non-ASCII bytes");
+	if (tt && (!json_is_string(tt) || json_string_length(tt) == 0 ||
+		   json_string_length(tt) > MAX_TOKEN_TYPE ||
+		   !token_chars_ok(json_string_value(tt),
+				   json_string_length(tt))))
+		return malformed(res, "token_type is not a short word");
+	t->expires_in_ms = -1;
+	if (ei) {
+		if (!json_is_number(ei))
+			return malformed(res, "expires_in is not a number");
+		d = json_number_value(ei);
+		if (!isfinite(d) || d <= 0)
+			return malformed(res, "expires_in is not positive");
+		if (d > (double)MAX_EXPIRES_IN_S)
+			return malformed(res, "expires_in is over one year");
+		t->expires_in_ms = (int64_t)(d * 1000.0);
+	}
+	if (sc && !json_is_string(sc))
+		return malformed(res, "scope is not a string");
+
+	t->len = json_string_length(at);
+	t->access_token = malloc(t->len + 1);
+	t->token_type = strdup(tt ? json_string_value(tt) : "Bearer");
+	if (!t->access_token || !t->token_type ||
+	    (sc && split_scopes(json_string_value(sc), t) < 0)) {
+		oauth_result_clear(res);
+		res->outcome = OAUTH_TRANSIENT;
+		snprintf(res->error, sizeof(res->error), "out of memory");
+		return;
+	}
+	memcpy(t->access_token, json_string_value(at), t->len + 1);
+	res->outcome = OAUTH_OK;
+}
+
+/* Map an RFC 6749 5.2 error code to an outcome. */
+static enum oauth_outcome error_outcome(const char *code, long status)
+{
+	static const struct {
+		const char *code;
+		enum oauth_outcome outcome;
+	} map[] = {
+		{ "invalid_grant", OAUTH_INVALID_GRANT },
+		{ "invalid_client", OAUTH_INVALID_CLIENT },
+		{ "unauthorized_client", OAUTH_INVALID_CLIENT },
+		{ "invalid_scope", OAUTH_REJECTED },
+		{ "invalid_request", OAUTH_REJECTED },
+		{ "unsupported_grant_type", OAUTH_REJECTED },
+		{ "access_denied", OAUTH_REJECTED },
+		{ "temporarily_unavailable", OAUTH_TRANSIENT },
+		{ "server_error", OAUTH_TRANSIENT },
+		{ "slow_down", OAUTH_RATE_LIMITED },
+	};
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(map); i++)
+		if (!strcmp(map[i].code, code))
+			return map[i].outcome;
+	if (status == 429)
+		return OAUTH_RATE_LIMITED;
+	if (status >= 500 || status == 408)
+		return OAUTH_TRANSIENT;
+	return status == 401 ? OAUTH_INVALID_CLIENT : OAUTH_REJECTED;
+}
+
+static void classify_error(long status, json_t *root, struct oauth_result *res)
+{
+	json_t *code = json_object_get(root, "error");
+	json_t *desc = json_object_get(root, "error_description");
+	char c[64] = "", d[160] = "";
+
+	if (json_is_string(code))
+		oauth_sanitize(json_string_value(code),
+			       json_string_length(code), c, sizeof(c));
+	if (json_is_string(desc))
+		oauth_sanitize(json_string_value(desc),
+			       json_string_length(desc), d, sizeof(d));
+	res->outcome = error_outcome(c, status);
+	snprintf(res->error, sizeof(res->error), "%s%s%s (HTTP %ld)",
+		 c[0] ? c : "error", d[0] ? ": " : "", d, status);
+}
+
+void oauth_classify(long status, const char *body, size_t len,
+		    const char *retry_after, int64_t now_ms,
+		    struct oauth_result *res)
+{
+	json_t *root = NULL;
+
+	memset(res, 0, sizeof(*res));
+	res->retry_after_ms = plan_retry_after_ms(retry_after, now_ms);
+	if (len)
+		root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	if (root && !json_is_object(root)) {
+		json_decref(root);
+		root = NULL;
+	}
+
+	if (status >= 200 && status < 300) {
+		if (!root)
+			malformed(res, len ? "body is not a JSON object" :
+					     "empty body");
+		else if (json_is_string(json_object_get(root, "error")))
+			classify_error(status, root, res);
+		else
+			parse_success(root, res);
+	} else if (root && json_is_string(json_object_get(root, "error"))) {
+		classify_error(status, root, res);
+	} else {
+		res->outcome = error_outcome("", status);
+		snprintf(res->error, sizeof(res->error), "HTTP %ld%s", status,
+			 status >= 300 && status < 400 ?
+				 " (redirects are not followed)" : "");
+	}
+	if (res->outcome == OAUTH_TRANSIENT && res->retry_after_ms >= 0 &&
+	    status == 503)
+		res->outcome = OAUTH_RATE_LIMITED;
+	json_decref(root);
+}
+
+void oauth_result_clear(struct oauth_result *res)
+{
+	size_t i;
+
+	if (res->tok.access_token)
+		freezero(res->tok.access_token, res->tok.len);
+	free(res->tok.token_type);
+	for (i = 0; i < res->tok.n_scopes; i++)
+		free(res->tok.scopes[i]);
+	free(res->tok.scopes);
+	memset(&res->tok, 0, sizeof(res->tok));
+}

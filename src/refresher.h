@@ -1,0 +1,26 @@
+/*
+ * refresher: owns time. One thread, one schedule (a min-heap of due times)
+ * for every credential, and one curl multi handle that drives every token
+ * request, with a bounded number in flight per provider.
+ */
+#ifndef CREDFS_REFRESHER_H
+#define CREDFS_REFRESHER_H
+
+struct cred;
+struct cred_table;
+struct refresher;
+
+/* Called on the refresher thread, with no lock held, after @c rotated. */
+typedef void (*refresher_rotate_fn)(void *arg, struct cred *c);
+
+/* Create the refresher for @t; every credential is due at once. 0 or -errno. */
+int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
+		  void *arg, struct refresher **out);
+
+/* Start the thread. 0 or -errno. */
+int refresher_start(struct refresher *rf);
+
+/* Stop the thread (if started), abort requests in flight, free. NULL-safe. */
+void refresher_free(struct refresher *rf);
+
+#endif

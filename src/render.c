@@ -1,0 +1,391 @@
+/*
+ * render: status, status.json, expires_at, token_type, scopes, the root
+ * status table and metrics. Pure formatting of cred_view snapshots.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "config.h"
+#include "cred.h"
+#include "render.h"
+#include "util.h"
+
+static const char *const file_names[CF_COUNT] = {
+	[CF_ACCESS_TOKEN] = "access_token",
+	[CF_TOKEN_TYPE] = "token_type",
+	[CF_EXPIRES_AT] = "expires_at",
+	[CF_SCOPES] = "scopes",
+	[CF_STATUS] = "status",
+	[CF_STATUS_JSON] = "status.json",
+};
+
+const char *render_file_name(enum cred_file f)
+{
+	return f < CF_COUNT ? file_names[f] : NULL;
+}
+
+static const char *health(const struct cred_view *v)
+{
+	return v->consecutive_failures ? "failing" : "ok";
+}
+
+static int64_t secs_until(int64_t at_ms, int64_t now_ms)
+{
+	int64_t d = at_ms - now_ms;
+
+	/* Round toward the safe side: a token with 0.9 s left has 0. */
+	return d > 0 ? d / 1000 : -((-d + 999) / 1000);
+}
+
+static void time_or_never(int64_t ms, char out[32])
+{
+	if (ms > 0)
+		time_rfc3339(ms, out);
+	else
+		snprintf(out, 32, "never");
+}
+
+static int requested_scopes(const struct cred *c, struct buf *b)
+{
+	size_t i;
+	int r = 0;
+
+	for (i = 0; i < c->conf->n_scopes && r == 0; i++)
+		r = buf_printf(b, "%s%s", i ? " " : "", c->conf->scopes[i]);
+	return r;
+}
+
+/* "a\nb\n" -> "a b" into @b. */
+static int granted_scopes(const struct cred_view *v, struct buf *b)
+{
+	const char *p = v->scopes ? v->scopes : "";
+	int r = 0;
+
+	while (*p && r == 0) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+
+		r = buf_printf(b, "%s%.*s", b->len ? " " : "", (int)n, p);
+		p += n + (nl ? 1 : 0);
+	}
+	return r;
+}
+
+static int render_status(struct cred *c, const struct cred_view *v,
+			 int64_t now, struct buf *out)
+{
+	char exp[32] = "-", last[32], next[32], lerr[32];
+	struct buf req, gr;
+	int r;
+
+	buf_init(&req, 64 * 1024);
+	buf_init(&gr, 64 * 1024);
+	r = requested_scopes(c, &req);
+	if (r == 0)
+		r = granted_scopes(v, &gr);
+	if (r < 0)
+		goto out;
+	if (v->has_token)
+		time_rfc3339(v->expires_ms, exp);
+	time_or_never(v->last_refresh_ms, last);
+	time_or_never(v->next_refresh_ms, next);
+	time_or_never(v->last_error_ms, lerr);
+	r = buf_printf(out,
+		"tenant: %s\n"
+		"provider: %s\n"
+		"grant: client_credentials\n"
+		"state: %s\n"
+		"health: %s\n"
+		"token_type: %s\n"
+		"fingerprint: %s\n"
+		"expires_at: %s\n"
+		"expires_in: %" PRId64 "\n"
+		"last_refresh: %s\n"
+		"next_refresh: %s\n"
+		"next_refresh_in: %" PRId64 "\n"
+		"refresh_count: %" PRIu64 "\n"
+		"consecutive_failures: %u\n"
+		"failure_count: %" PRIu64 "\n"
+		"last_error: %s\n"
+		"last_error_at: %s\n"
+		"reads: %" PRIu64 "\n"
+		"scopes_requested: %s\n"
+		"scopes_granted: %s\n",
+		c->conf->tenant, c->conf->provider->name,
+		cred_state_name(v->state), health(v),
+		v->has_token ? v->token_type : "-",
+		v->has_token ? v->fp : "-", exp,
+		v->has_token ? secs_until(v->expires_ms, now) : 0, last, next,
+		v->next_refresh_ms ? secs_until(v->next_refresh_ms, now) : 0,
+		v->refresh_count, v->consecutive_failures, v->failure_count,
+		v->last_error[0] ? v->last_error : "-", lerr, v->reads,
+		req.len ? req.data : "-", gr.len ? gr.data : "-");
+out:
+	buf_free(&req);
+	buf_free(&gr);
+	return r;
+}
+
+static json_t *json_time(int64_t ms)
+{
+	char t[32];
+
+	if (ms <= 0)
+		return json_null();
+	time_rfc3339(ms, t);
+	return json_string(t);
+}
+
+static json_t *json_lines(const char *s, bool split_space)
+{
+	json_t *arr = json_array();
+	const char sep = split_space ? ' ' : '\n';
+
+	while (arr && s && *s) {
+		const char *e = strchr(s, sep);
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+
+		if (n)
+			json_array_append_new(arr, json_stringn(s, n));
+		s += n + (e ? 1 : 0);
+	}
+	return arr;
+}
+
+static int render_status_json(struct cred *c, const struct cred_view *v,
+			      int64_t now, struct buf *out)
+{
+	json_t *o = json_object(), *req = json_array();
+	char *text;
+	size_t i;
+	int r = -ENOMEM;
+
+	if (!o || !req)
+		goto out;
+	for (i = 0; i < c->conf->n_scopes; i++)
+		json_array_append_new(req, json_string(c->conf->scopes[i]));
+	json_object_set_new(o, "tenant", json_string(c->conf->tenant));
+	json_object_set_new(o, "provider",
+			    json_string(c->conf->provider->name));
+	json_object_set_new(o, "grant", json_string("client_credentials"));
+	json_object_set_new(o, "state", json_string(cred_state_name(v->state)));
+	json_object_set_new(o, "health", json_string(health(v)));
+	json_object_set_new(o, "token_type", v->has_token ?
+			    json_string(v->token_type) : json_null());
+	json_object_set_new(o, "fingerprint", v->has_token ?
+			    json_string(v->fp) : json_null());
+	json_object_set_new(o, "expires_at", v->has_token ?
+			    json_time(v->expires_ms) : json_null());
+	json_object_set_new(o, "expires_in", v->has_token ?
+			    json_integer(secs_until(v->expires_ms, now)) :
+			    json_null());
+	json_object_set_new(o, "last_refresh", json_time(v->last_refresh_ms));
+	json_object_set_new(o, "next_refresh", json_time(v->next_refresh_ms));
+	json_object_set_new(o, "next_refresh_in", v->next_refresh_ms ?
+			    json_integer(secs_until(v->next_refresh_ms, now)) :
+			    json_null());
+	json_object_set_new(o, "refresh_count",
+			    json_integer((json_int_t)v->refresh_count));
+	json_object_set_new(o, "consecutive_failures",
+			    json_integer(v->consecutive_failures));
+	json_object_set_new(o, "failure_count",
+			    json_integer((json_int_t)v->failure_count));
+	json_object_set_new(o, "last_error", v->last_error[0] ?
+			    json_string(v->last_error) : json_null());
+	json_object_set_new(o, "last_error_at", json_time(v->last_error_ms));
+	json_object_set_new(o, "reads", json_integer((json_int_t)v->reads));
+	json_object_set_new(o, "scopes_requested", req);
+	req = NULL;
+	json_object_set_new(o, "scopes_granted", json_lines(v->scopes, false));
+	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	if (!text)
+		goto out;
+	r = buf_printf(out, "%s\n", text);
+	free(text);
+out:
+	json_decref(req);
+	json_decref(o);
+	return r;
+}
+
+int render_cred_file(enum cred_file f, struct cred *c, int64_t now_ms,
+		     struct buf *out)
+{
+	struct cred_view v;
+	char t[32];
+	int r = 0;
+
+	cred_view(c, now_ms, &v);
+	switch (f) {
+	case CF_TOKEN_TYPE:
+		if (v.has_token)
+			r = buf_printf(out, "%s\n", v.token_type);
+		break;
+	case CF_EXPIRES_AT:
+		if (v.has_token) {
+			time_rfc3339(v.expires_ms, t);
+			r = buf_printf(out, "%s\n", t);
+		}
+		break;
+	case CF_SCOPES:
+		if (v.scopes)
+			r = buf_append(out, v.scopes, strlen(v.scopes));
+		break;
+	case CF_STATUS:
+		r = render_status(c, &v, now_ms, out);
+		break;
+	case CF_STATUS_JSON:
+		r = render_status_json(c, &v, now_ms, out);
+		break;
+	default:
+		r = -EINVAL;
+	}
+	cred_view_clear(&v);
+	return r;
+}
+
+/* last_error as one token of the line: "-" or the text in double quotes
+ * (inner double quotes become single ones). */
+static void quoted_error(const struct cred_view *v, char *out, size_t n)
+{
+	size_t i;
+
+	if (!v->last_error[0]) {
+		snprintf(out, n, "-");
+		return;
+	}
+	snprintf(out, n, "\"%s\"", v->last_error);
+	for (i = 1; out[i] && out[i + 1]; i++)
+		if (out[i] == '"')
+			out[i] = '\'';
+}
+
+int render_root_status(struct cred_table *t, int64_t now_ms, struct buf *out)
+{
+	char err[OAUTH_ERROR_TEXT + 2], exp[24];
+	size_t i;
+	int r = 0;
+
+	for (i = 0; i < t->n && r == 0; i++) {
+		struct cred *c = &t->creds[i];
+		struct cred_view v;
+
+		cred_view(c, now_ms, &v);
+		quoted_error(&v, err, sizeof(err));
+		if (v.has_token)
+			snprintf(exp, sizeof(exp), "%" PRId64,
+				 secs_until(v.expires_ms, now_ms));
+		else
+			snprintf(exp, sizeof(exp), "-");
+		r = buf_printf(out, "%s/%s state=%s health=%s expires_in=%s"
+			       " next_refresh_in=%" PRId64 " refreshes=%" PRIu64
+			       " failures=%u last_error=%s\n",
+			       c->conf->tenant, c->conf->provider->name,
+			       cred_state_name(v.state), health(&v), exp,
+			       v.next_refresh_ms ?
+				       secs_until(v.next_refresh_ms, now_ms) : 0,
+			       v.refresh_count, v.consecutive_failures, err);
+		cred_view_clear(&v);
+	}
+	return r;
+}
+
+typedef int64_t (*series_fn)(const struct cred_view *v, int64_t now_ms);
+
+static int64_t m_expires_in(const struct cred_view *v, int64_t now)
+{
+	return v->has_token ? secs_until(v->expires_ms, now) : 0;
+}
+
+static int64_t m_success(const struct cred_view *v, int64_t now)
+{
+	return (int64_t)v->refresh_count;
+}
+
+static int64_t m_failure(const struct cred_view *v, int64_t now)
+{
+	return (int64_t)v->failure_count;
+}
+
+static int64_t m_consecutive(const struct cred_view *v, int64_t now)
+{
+	return v->consecutive_failures;
+}
+
+static int64_t m_reads(const struct cred_view *v, int64_t now)
+{
+	return (int64_t)v->reads;
+}
+
+static int64_t m_open_errors(const struct cred_view *v, int64_t now)
+{
+	return (int64_t)v->open_errors;
+}
+
+static const struct {
+	const char *name, *type, *help;
+	series_fn fn;
+} series[] = {
+	{ "credfs_token_expires_in_seconds", "gauge",
+	  "Seconds until the current token expires (0 without one).",
+	  m_expires_in },
+	{ "credfs_refresh_success_total", "counter",
+	  "Token requests that returned a token.", m_success },
+	{ "credfs_refresh_failure_total", "counter",
+	  "Token requests that failed.", m_failure },
+	{ "credfs_refresh_consecutive_failures", "gauge",
+	  "Failures since the last successful refresh.", m_consecutive },
+	{ "credfs_token_reads_total", "counter",
+	  "Successful opens of access_token.", m_reads },
+	{ "credfs_token_open_errors_total", "counter",
+	  "Opens of access_token that failed (expired, no token).",
+	  m_open_errors },
+};
+
+int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out)
+{
+	uint64_t by_state[CRED_ERROR + 1] = { 0 };
+	struct cred_view *views;
+	size_t i, k;
+	int s, r;
+
+	views = calloc(t->n + 1, sizeof(*views));
+	if (!views)
+		return -ENOMEM;
+	for (i = 0; i < t->n; i++) {
+		cred_view(&t->creds[i], now_ms, &views[i]);
+		by_state[views[i].state]++;
+	}
+	r = buf_printf(out,
+		       "# HELP credfs_info Build information.\n"
+		       "# TYPE credfs_info gauge\n"
+		       "credfs_info{version=\"%s\"} 1\n"
+		       "# HELP credfs_credentials Credentials by state.\n"
+		       "# TYPE credfs_credentials gauge\n",
+		       CREDFS_VERSION);
+	for (s = 0; s <= CRED_ERROR && r == 0; s++)
+		r = buf_printf(out, "credfs_credentials{state=\"%s\"} %" PRIu64
+			       "\n", cred_state_name((enum cred_state)s),
+			       by_state[s]);
+
+	for (k = 0; k < ARRAY_SIZE(series) && r == 0; k++) {
+		r = buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
+			       series[k].name, series[k].help, series[k].name,
+			       series[k].type);
+		for (i = 0; i < t->n && r == 0; i++)
+			r = buf_printf(out, "%s{tenant=\"%s\",provider=\"%s\"} %"
+				       PRId64 "\n", series[k].name,
+				       t->creds[i].conf->tenant,
+				       t->creds[i].conf->provider->name,
+				       series[k].fn(&views[i], now_ms));
+	}
+	for (i = 0; i < t->n; i++)
+		cred_view_clear(&views[i]);
+	free(views);
+	return r;
+}

@@ -1,0 +1,39 @@
+/*
+ * render: the text of every file except access_token. Renders from a
+ * cred_view (which never holds the token), so nothing here can leak one.
+ */
+#ifndef CREDFS_RENDER_H
+#define CREDFS_RENDER_H
+
+#include <stdint.h>
+
+struct buf;
+struct cred;
+struct cred_table;
+
+/* The files of a credential directory, in listing order. */
+enum cred_file {
+	CF_DIR = 0,
+	CF_ACCESS_TOKEN,
+	CF_TOKEN_TYPE,
+	CF_EXPIRES_AT,
+	CF_SCOPES,
+	CF_STATUS,
+	CF_STATUS_JSON,
+	CF_COUNT,
+};
+
+/* Name of @f in the directory ("access_token", ...); NULL for CF_DIR. */
+const char *render_file_name(enum cred_file f);
+
+/* The content of file @f (not CF_ACCESS_TOKEN) of @c at @now_ms. 0/-errno. */
+int render_cred_file(enum cred_file f, struct cred *c, int64_t now_ms,
+		     struct buf *out);
+
+/* The root status table: one line per credential. 0 or -errno. */
+int render_root_status(struct cred_table *t, int64_t now_ms, struct buf *out);
+
+/* Prometheus text exposition format (version 0.0.4). 0 or -errno. */
+int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out);
+
+#endif

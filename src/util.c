@@ -1,0 +1,220 @@
+/*
+ * util: small helpers shared by every module. Nothing here logs; errors are
+ * returned as -errno for the caller to report once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "util.h"
+
+void buf_init(struct buf *b, size_t cap)
+{
+	b->data = NULL;
+	b->len = 0;
+	b->alloc = 0;
+	b->cap = cap;
+}
+
+/* Grow to hold @need bytes plus a NUL; old contents are wiped, not left. */
+static int buf_reserve(struct buf *b, size_t need)
+{
+	size_t alloc;
+	char *p;
+
+	if (need > b->cap)
+		return -E2BIG;
+	if (need + 1 <= b->alloc)
+		return 0;
+	alloc = b->alloc ? b->alloc : 64;
+	while (alloc < need + 1)
+		alloc *= 2;
+	if (alloc > b->cap + 1)
+		alloc = b->cap + 1;
+	p = malloc(alloc);
+	if (!p)
+		return -ENOMEM;
+	if (b->data) {
+		memcpy(p, b->data, b->len);
+		freezero(b->data, b->alloc);
+	}
+	b->data = p;
+	b->alloc = alloc;
+	return 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+	int r;
+
+	if (n > b->cap - b->len)
+		return -E2BIG;
+	r = buf_reserve(b, b->len + n);
+	if (r < 0)
+		return r;
+	if (n)
+		memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+int buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n, r;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	r = buf_reserve(b, b->len + (size_t)n);
+	if (r < 0)
+		return r;
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+void buf_free(struct buf *b)
+{
+	freezero(b->data, b->alloc);
+	b->data = NULL;
+	b->len = 0;
+	b->alloc = 0;
+}
+
+void freezero(void *p, size_t n)
+{
+	if (!p)
+		return;
+	OPENSSL_cleanse(p, n);
+	free(p);
+}
+
+void strfreezero(char *s)
+{
+	if (s)
+		freezero(s, strlen(s));
+}
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t time_real_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}
+
+int64_t time_mono_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+void time_rfc3339(int64_t ms, char out[32])
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) ||
+	    !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, 32, "1970-01-01T00:00:00Z");
+}
+
+int file_read_capped(const char *path, size_t cap, bool private_only,
+		     struct buf *out)
+{
+	char chunk[4096];
+	struct stat st;
+	ssize_t n;
+	int fd, r;
+
+	buf_init(out, cap);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = -EINVAL;
+		goto out_close;
+	}
+	if (private_only && (st.st_mode & 077)) {
+		r = -EPERM;
+		goto out_close;
+	}
+	for (;;) {
+		n = read(fd, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			goto out_close;
+		}
+		if (n == 0)
+			break;
+		r = buf_append(out, chunk, (size_t)n);
+		if (r < 0) {
+			r = r == -E2BIG ? -EFBIG : r;
+			goto out_close;
+		}
+	}
+	r = buf_append(out, "", 0); /* a NUL even for an empty file */
+out_close:
+	OPENSSL_cleanse(chunk, sizeof(chunk));
+	close(fd);
+	if (r < 0)
+		buf_free(out);
+	return r;
+}
+
+bool name_valid(const char *s)
+{
+	size_t i;
+
+	if (!s || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+		return false;
+	for (i = 1; s[i]; i++) {
+		char c = s[i];
+
+		if (i > 63)
+			return false;
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+void fingerprint(const void *p, size_t n, char out[9])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	int i;
+
+	if (!EVP_Digest(p, n, md, &mdlen, EVP_sha256(), NULL) || mdlen < 4) {
+		snprintf(out, 9, "????????");
+		return;
+	}
+	for (i = 0; i < 4; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}

@@ -1,0 +1,58 @@
+/*
+ * util: capped byte buffers, wiping, clocks, RFC 3339 time, capped file
+ * reads and the name rule for tenants and providers.
+ */
+#ifndef CREDFS_UTIL_H
+#define CREDFS_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A growable buffer with a hard cap; its bytes are wiped when freed. */
+struct buf {
+	char *data;
+	size_t len;
+	size_t alloc;
+	size_t cap;
+};
+
+/* Start an empty buffer that refuses to grow past @cap bytes. */
+void buf_init(struct buf *b, size_t cap);
+/* Append @n bytes: 0, -E2BIG past the cap, -ENOMEM. Keeps a NUL after. */
+int buf_append(struct buf *b, const void *p, size_t n);
+/* Append formatted text: 0, -E2BIG, -ENOMEM. */
+int buf_printf(struct buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Wipe and free the contents; the buffer can be reused after buf_init. */
+void buf_free(struct buf *b);
+
+/* Wipe @n bytes at @p, then free it. NULL is a no-op. */
+void freezero(void *p, size_t n);
+/* Wipe and free a NUL-terminated string. NULL is a no-op. */
+void strfreezero(char *s);
+
+/* Milliseconds since the epoch (CLOCK_REALTIME). */
+int64_t time_real_ms(void);
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t time_mono_ms(void);
+/* Format @ms since the epoch as "2026-11-28T09:00:00Z" (UTC, seconds). */
+void time_rfc3339(int64_t ms, char out[32]);
+
+/*
+ * Read a whole regular file of at most @cap bytes into @out (NUL-terminated).
+ * With @private_only, the file must not be readable or writable by group or
+ * others. Returns 0, or -errno (-EFBIG past the cap, -EPERM for loose mode).
+ */
+int file_read_capped(const char *path, size_t cap, bool private_only,
+		     struct buf *out);
+
+/* True for names matching [a-z0-9][a-z0-9._-]{0,63}. */
+bool name_valid(const char *s);
+
+/* "ab12cd34": the first 8 hex digits of SHA-256(@p); safe to log. */
+void fingerprint(const void *p, size_t n, char out[9]);
+
+#endif

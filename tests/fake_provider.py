@@ -1,0 +1,407 @@
+#!/usr/bin/env python3
+"""A fake OAuth 2.0 provider on 127.0.0.1, for tests and the demo.
+
+Endpoints (RFC 6749, 7009, 7662):
+  POST /token       client_credentials and refresh_token grants; refresh
+                    tokens rotate, and reusing an old one revokes the whole
+                    token family, as real providers do
+  POST /revoke      RFC 7009 revocation
+  POST /introspect  RFC 7662 introspection
+
+Control interface (JSON), also available as methods for in-process use:
+  POST /_control/fault   {"kind": ..., "count": N, ...}  queue a fault
+  POST /_control/clear   drop queued faults
+  POST /_control/config  {"lifetime": seconds, "grant_scope": "..."}
+  POST /_control/refresh_token {"client_id": ..., "scope": ...} -> {"refresh_token": ...}
+  GET  /_control/stats   request counters
+
+Fault kinds: status (any HTTP status and body), rate_limit (429 with
+Retry-After), delay (sleep, then answer normally), html, truncated,
+no_access_token, huge (a 10 MB body), invalid_client, invalid_grant,
+close (drop the connection without an answer). A count of -1 means until
+cleared.
+
+Run standalone: fake_provider.py --port-file F [--lifetime S] [--client ID:SECRET]
+"""
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Fault:
+    def __init__(self, kind, count=1, **kw):
+        self.kind = kind
+        self.count = count
+        self.kw = kw
+
+
+class FakeProvider:
+    def __init__(self, lifetime=3600, clients=None, host="127.0.0.1", port=0):
+        self.lock = threading.Lock()
+        self.lifetime = lifetime
+        self.clients = clients or {"credfs-test": "s3cret-client"}
+        self.grant_scope = None      # answer with this scope instead
+        self.rotate = True
+        self.faults = []
+        self.tokens = {}             # access token -> record
+        self.refresh = {}            # refresh token -> record
+        self.revoked_families = set()
+        self.requests = []           # (time, path, grant, client, outcome)
+        self.reused_refresh = 0
+        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server.daemon_threads = True
+        self.thread = None
+
+    # -- lifecycle -------------------------------------------------------
+    @property
+    def port(self):
+        return self.server.server_address[1]
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        if self.thread:
+            self.thread.join(timeout=5)
+
+    # -- control ---------------------------------------------------------
+    def inject(self, kind, count=1, **kw):
+        with self.lock:
+            self.faults.append(Fault(kind, count, **kw))
+
+    def clear_faults(self):
+        with self.lock:
+            self.faults.clear()
+
+    def mint_refresh_token(self, client_id, scope=""):
+        with self.lock:
+            return self._new_refresh(client_id, scope, secrets.token_hex(8))
+
+    def token_requests(self, grant=None):
+        with self.lock:
+            return [r for r in self.requests
+                    if r[1] == "/token" and (grant is None or r[2] == grant)]
+
+    def issued(self, token):
+        """The record of an access token this provider issued, or None."""
+        with self.lock:
+            return self.tokens.get(token)
+
+    def stats(self):
+        with self.lock:
+            ok = sum(1 for r in self.requests if r[4] == "ok")
+            return {
+                "requests": len(self.requests),
+                "token_requests": sum(1 for r in self.requests
+                                      if r[1] == "/token"),
+                "tokens_issued": len(self.tokens),
+                "ok": ok,
+                "reused_refresh_tokens": self.reused_refresh,
+                "faults_queued": len(self.faults),
+            }
+
+    # -- internals -------------------------------------------------------
+    def _take_fault(self):
+        with self.lock:
+            if not self.faults:
+                return None
+            f = self.faults[0]
+            if f.count > 0:
+                f.count -= 1
+                if f.count == 0:
+                    self.faults.pop(0)
+            return f
+
+    def _new_access(self, client_id, scope, family=None):
+        tok = "fake-" + secrets.token_urlsafe(24)
+        now = time.time()
+        self.tokens[tok] = {"client_id": client_id, "scope": scope,
+                            "issued": now, "expires": now + self.lifetime,
+                            "family": family, "active": True}
+        return tok
+
+    def _new_refresh(self, client_id, scope, family):
+        rt = "fakert-" + secrets.token_urlsafe(24)
+        self.refresh[rt] = {"client_id": client_id, "scope": scope,
+                            "family": family, "used": False}
+        return rt
+
+    def _record(self, path, grant, client, outcome):
+        self.requests.append((time.time(), path, grant, client, outcome))
+
+    def _handler(self):
+        prov = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def _send(self, status, body, ctype="application/json",
+                      headers=None):
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body)
+                if isinstance(body, str):
+                    body = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _form(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n).decode() if n else ""
+                return {k: v[0] for k, v in
+                        urllib.parse.parse_qs(raw, keep_blank_values=True)
+                        .items()}
+
+            def _client(self, form):
+                auth = self.headers.get("Authorization", "")
+                if auth.startswith("Basic "):
+                    raw = base64.b64decode(auth[6:]).decode()
+                    cid, _, sec = raw.partition(":")
+                    cid = urllib.parse.unquote_plus(cid)
+                    sec = urllib.parse.unquote_plus(sec)
+                else:
+                    cid = form.get("client_id", "")
+                    sec = form.get("client_secret", "")
+                if cid in prov.clients and prov.clients[cid] == sec:
+                    return cid
+                return None
+
+            def do_GET(self):
+                if self.path == "/_control/stats":
+                    return self._send(200, prov.stats())
+                self._send(404, {"error": "not_found"})
+
+            def do_POST(self):
+                if self.path.startswith("/_control/"):
+                    return self._control()
+                form = self._form()
+                if self.path == "/token":
+                    return self._token(form)
+                if self.path == "/revoke":
+                    return self._revoke(form)
+                if self.path == "/introspect":
+                    return self._introspect(form)
+                self._send(404, {"error": "not_found"})
+
+            def _control(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n) or b"{}")
+                what = self.path[len("/_control/"):]
+                if what == "fault":
+                    kind = body.pop("kind")
+                    count = body.pop("count", 1)
+                    prov.inject(kind, count, **body)
+                elif what == "clear":
+                    prov.clear_faults()
+                elif what == "config":
+                    with prov.lock:
+                        if "lifetime" in body:
+                            prov.lifetime = body["lifetime"]
+                        if "grant_scope" in body:
+                            prov.grant_scope = body["grant_scope"]
+                        if "rotate" in body:
+                            prov.rotate = bool(body["rotate"])
+                elif what == "refresh_token":
+                    rt = prov.mint_refresh_token(body["client_id"],
+                                                 body.get("scope", ""))
+                    return self._send(200, {"refresh_token": rt})
+                else:
+                    return self._send(404, {"error": "not_found"})
+                self._send(200, {"ok": True})
+
+            def _fault(self, f, grant, cid):
+                """Answer with fault @f; True if the request is done."""
+                k = f.kind
+                with prov.lock:
+                    prov._record("/token", grant, cid, "fault:" + k)
+                if k == "delay":
+                    time.sleep(f.kw.get("seconds", 1))
+                    return False
+                if k == "close":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return True
+                if k == "status":
+                    self._send(f.kw.get("status", 503),
+                               f.kw.get("body", {"error": "server_error"}),
+                               headers=f.kw.get("headers"))
+                elif k == "rate_limit":
+                    self._send(429, {"error": "rate_limited"},
+                               headers={"Retry-After":
+                                        str(f.kw.get("retry_after", 2))})
+                elif k == "html":
+                    self._send(200, "<html><body>Oops</body></html>",
+                               ctype="text/html")
+                elif k == "truncated":
+                    self._send(200, '{"access_token": "abc", "expi')
+                elif k == "no_access_token":
+                    self._send(200, {"token_type": "Bearer",
+                                     "expires_in": 3600})
+                elif k == "huge":
+                    self._send(200, "x" * (10 * 1024 * 1024),
+                               ctype="text/plain")
+                elif k == "invalid_client":
+                    self._send(401, {"error": "invalid_client",
+                                     "error_description":
+                                     "Client authentication failed"})
+                elif k == "invalid_grant":
+                    self._send(400, {"error": "invalid_grant",
+                                     "error_description":
+                                     "Grant revoked or expired"})
+                else:
+                    self._send(500, {"error": "server_error",
+                                     "error_description":
+                                     "unknown fault " + k})
+                return True
+
+            def _token(self, form):
+                grant = form.get("grant_type", "")
+                cid = self._client(form)
+                f = prov._take_fault()
+                if f and self._fault(f, grant, cid):
+                    return
+                if cid is None:
+                    with prov.lock:
+                        prov._record("/token", grant, cid, "invalid_client")
+                    return self._send(401, {"error": "invalid_client"})
+                scope = form.get("scope", "")
+                with prov.lock:
+                    if grant == "client_credentials":
+                        tok = prov._new_access(cid, scope)
+                        body = {"access_token": tok, "token_type": "Bearer",
+                                "expires_in": prov.lifetime}
+                    elif grant == "refresh_token":
+                        body = self._refresh_locked(form, cid)
+                        if body is None:
+                            prov._record("/token", grant, cid,
+                                         "invalid_grant")
+                            return self._send(400,
+                                              {"error": "invalid_grant"})
+                    else:
+                        prov._record("/token", grant, cid, "unsupported")
+                        return self._send(
+                            400, {"error": "unsupported_grant_type"})
+                    granted = (prov.grant_scope if prov.grant_scope
+                               is not None else
+                               prov.tokens[body["access_token"]]["scope"])
+                    if granted:
+                        body["scope"] = granted
+                    prov._record("/token", grant, cid, "ok")
+                self._send(200, body)
+
+            def _refresh_locked(self, form, cid):
+                rt = form.get("refresh_token", "")
+                rec = prov.refresh.get(rt)
+                if rec is None or rec["client_id"] != cid or \
+                        rec["family"] in prov.revoked_families:
+                    return None
+                if rec["used"] and prov.rotate:
+                    # Reuse of a rotated refresh token: revoke the family.
+                    prov.reused_refresh += 1
+                    prov.revoked_families.add(rec["family"])
+                    for t in prov.tokens.values():
+                        if t["family"] == rec["family"]:
+                            t["active"] = False
+                    return None
+                scope = form.get("scope") or rec["scope"]
+                tok = prov._new_access(cid, scope, rec["family"])
+                body = {"access_token": tok, "token_type": "Bearer",
+                        "expires_in": prov.lifetime}
+                if prov.rotate:
+                    rec["used"] = True
+                    body["refresh_token"] = prov._new_refresh(
+                        cid, rec["scope"], rec["family"])
+                return body
+
+            def _revoke(self, form):
+                cid = self._client(form)
+                if cid is None:
+                    return self._send(401, {"error": "invalid_client"})
+                tok = form.get("token", "")
+                with prov.lock:
+                    prov._record("/revoke", "", cid, "ok")
+                    if tok in prov.tokens:
+                        prov.tokens[tok]["active"] = False
+                    elif tok in prov.refresh:
+                        prov.revoked_families.add(prov.refresh[tok]["family"])
+                self._send(200, "", ctype="text/plain")
+
+            def _introspect(self, form):
+                cid = self._client(form)
+                if cid is None:
+                    return self._send(401, {"error": "invalid_client"})
+                tok = form.get("token", "")
+                with prov.lock:
+                    prov._record("/introspect", "", cid, "ok")
+                    rec = prov.tokens.get(tok)
+                    rrec = prov.refresh.get(tok)
+                    if rec and rec["active"] and rec["expires"] > time.time():
+                        body = {"active": True, "scope": rec["scope"],
+                                "client_id": rec["client_id"],
+                                "exp": int(rec["expires"]),
+                                "token_type": "Bearer"}
+                    elif rrec and rrec["family"] not in \
+                            prov.revoked_families:
+                        body = {"active": True, "scope": rrec["scope"],
+                                "client_id": rrec["client_id"]}
+                    else:
+                        body = {"active": False}
+                self._send(200, body)
+
+        return Handler
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port-file", required=True,
+                    help="write the chosen port here once listening")
+    ap.add_argument("--lifetime", type=float, default=3600)
+    ap.add_argument("--client", action="append", default=[],
+                    help="ID:SECRET of an accepted client (repeatable)")
+    args = ap.parse_args()
+    clients = dict(c.split(":", 1) for c in args.client) or None
+    prov = FakeProvider(lifetime=args.lifetime, clients=clients,
+                        port=args.port)
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % prov.port)
+    os.rename(tmp, args.port_file)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        prov.server.serve_forever(poll_interval=0.1)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        prov.server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+/* Unit tests for config: strict validation and the messages it gives. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "config.h"
+
+#define PROVIDER \
+	"\"providers\":{\"google\":{\"token_url\":\"https://oauth2.example/" \
+	"token\",\"client_id\":\"id\",\"client_secret_file\":\"/s\"}}"
+
+static int parse(const char *json, struct config **cfg, char *err)
+{
+	return config_parse(json, strlen(json), "c.json", cfg, err, 512);
+}
+
+static void valid_config_and_defaults(void **state)
+{
+	const char *json = "{" PROVIDER ",\"tenants\":{"
+		"\"zeta\":{\"credentials\":{\"google\":{\"scopes\":[\"a\"]}}},"
+		"\"acme\":{\"uid\":1000,\"mode\":\"0400\",\"credentials\":"
+		"{\"google\":{\"scopes\":[],\"min_ttl_s\":1.5}}}}}";
+	struct config *cfg;
+	char err[512];
+
+	assert_int_equal(parse(json, &cfg, err), 0);
+	assert_int_equal(cfg->n_tenants, 2);
+	assert_string_equal(cfg->tenants[0].name, "acme"); /* sorted */
+	assert_int_equal(cfg->n_creds, 2);
+	assert_string_equal(cfg->creds[0].tenant, "acme");
+	assert_string_equal(cfg->creds[1].tenant, "zeta");
+	assert_int_equal(cfg->creds[0].uid, 1000);
+	assert_int_equal(cfg->creds[0].mode, 0400);
+	assert_int_equal(cfg->creds[1].mode, 0440);
+	assert_int_equal(cfg->creds[0].timing.min_ttl_ms, 1500);
+	assert_int_equal(cfg->creds[1].timing.min_ttl_ms, 60000);
+	assert_int_equal(cfg->providers[0].timing.refresh_lead_ms, 300000);
+	assert_true(cfg->providers[0].timing.refresh_fraction == 0.5);
+	assert_int_equal(cfg->providers[0].timing.open_wait_ms, 5000);
+	assert_int_equal(cfg->providers[0].timeout_ms, 10000);
+	assert_int_equal(cfg->providers[0].auth, AUTH_CLIENT_SECRET_BASIC);
+	assert_string_equal(cfg->providers[0].client_secret_file, "/s");
+	config_free(cfg);
+}
+
+static void relative_secret_path_follows_config(void **state)
+{
+	const char *json = "{\"providers\":{\"p\":{\"token_url\":"
+		"\"http://127.0.0.1:9/t\",\"client_id\":\"i\","
+		"\"client_secret_file\":\"sec/p\"}},\"tenants\":{}}";
+	struct config *cfg;
+	char err[512];
+
+	assert_int_equal(config_parse(json, strlen(json), "/etc/credfs/c.json",
+				      &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->providers[0].client_secret_file,
+			    "/etc/credfs/sec/p");
+	config_free(cfg);
+}
+
+static const struct {
+	const char *json;
+	const char *message;
+} bad[] = {
+	{ "{", "c.json:1:1: invalid JSON" },
+	{ "[]", "(top level): expected an object, got an array" },
+	{ "{\"tenants\":{}}", "providers: missing" },
+	{ "{" PROVIDER "}", "tenants: missing" },
+	{ "{" PROVIDER ",\"tenants\":{},\"colour\":1}", "colour: unknown key" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	  "{\"scopes\":[\"a\",\"b\",3]}}}}}",
+	  "tenants.acme.credentials.google.scopes[2]: expected a string, got "
+	  "an integer" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	  "{\"scopes\":[\"a b\"]}}}}}",
+	  "tenants.acme.credentials.google.scopes[0]: \"a b\" is not a valid "
+	  "scope" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	  "{\"scopes\":[\"a\",\"a\"]}}}}}", "scopes[1]: \"a\" is listed twice" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	  "{}}}}}", "tenants.acme.credentials.google.scopes: missing" },
+	{ "{" PROVIDER ",\"tenants\":{\"Acme\":{\"credentials\":{}}}}",
+	  "tenants.Acme: tenant names must match" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme/x\":{\"credentials\":{}}}}",
+	  "tenants.acme/x: tenant names must match" },
+	{ "{" PROVIDER ",\"tenants\":{\".acme\":{\"credentials\":{}}}}",
+	  "tenants..acme: tenant names must match" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"github\":"
+	  "{\"scopes\":[]}}}}}",
+	  "tenants.acme.credentials.github: no provider \"github\" is defined" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{}}}",
+	  "tenants.acme.credentials: missing" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	  "\"mode\":\"0644\"}}}", "tenants.acme.mode: \"0644\" has write" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	  "\"mode\":440}}}", "tenants.acme.mode: expected an octal string" },
+	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	  "\"uid\":-1}}}", "tenants.acme.uid: must be between 0 and" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"http://oauth2.example/t\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	  "providers.g.token_url: http:// is allowed only for loopback hosts" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"ftp://127.0.0.1/t\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	  "providers.g.token_url: scheme \"ftp\" is not allowed" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"not a url\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	  "providers.g.token_url: \"not a url\" is not a valid absolute URL" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	  "\"client_id\":\"i\",\"client_secret\":\"hunter2\"}},\"tenants\":{}}",
+	  "providers.g.client_secret: secrets do not belong in the config" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	  "\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	  "providers.g.client_id: missing" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	  "\"auth_method\":\"private_key_jwt\"}},\"tenants\":{}}",
+	  "providers.g.auth_method: \"private_key_jwt\" is not one of" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	  "\"grant\":\"password\"}},\"tenants\":{}}",
+	  "providers.g.grant: \"password\" is not supported" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	  "\"refresh_fraction\":1.5}},\"tenants\":{}}",
+	  "providers.g.refresh_fraction: must be between 0 and 0.95" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	  "\"timeout_s\":\"10\"}},\"tenants\":{}}",
+	  "providers.g.timeout_s: expected a number, got a string" },
+	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	  "\"token_params\":{\"scope\":\"x\"}}},\"tenants\":{}}",
+	  "providers.g.token_params.scope: is set by credfs itself" },
+	{ "{\"providers\":{\"G\":{}},\"tenants\":{}}",
+	  "providers.G: provider names must match" },
+	{ "{\"providers\":{},\"providers\":{},\"tenants\":{}}",
+	  "invalid JSON: duplicate object key" },
+	{ "{" PROVIDER ",\"tenants\":{},\"log_level\":\"loud\"}",
+	  "log_level: \"loud\" is not one of" },
+};
+
+static void bad_configs_name_the_path(void **state)
+{
+	struct config *cfg;
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		if (parse(bad[i].json, &cfg, err) == 0)
+			fail_msg("case %zu accepted", i);
+		assert_null(cfg);
+		if (!strstr(err, bad[i].message))
+			fail_msg("case %zu: want \"%s\" in \"%s\"", i,
+				 bad[i].message, err);
+		assert_null(strchr(err, '\n')); /* one line */
+	}
+}
+
+static void secret_file_checks(void **state)
+{
+	char dir[] = "/tmp/credfs-test-XXXXXX", path[128], json[512];
+	struct config *cfg;
+	char err[512];
+	FILE *f;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/secret", dir);
+	f = fopen(path, "w");
+	fputs("s3cret\n", f);
+	fclose(f);
+	snprintf(json, sizeof(json), "{\"providers\":{\"g\":{\"token_url\":"
+		 "\"https://a.example/t\",\"client_id\":\"i\","
+		 "\"client_secret_file\":\"%s\"}},\"tenants\":{}}", path);
+
+	chmod(path, 0644);
+	assert_int_equal(parse(json, &cfg, err), 0);
+	assert_int_not_equal(config_load_secrets(cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "readable or writable by group or others"));
+	config_free(cfg);
+
+	chmod(path, 0600);
+	assert_int_equal(parse(json, &cfg, err), 0);
+	assert_int_equal(config_load_secrets(cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg->providers[0].client_secret, "s3cret");
+	config_free(cfg);
+
+	unlink(path);
+	assert_int_equal(parse(json, &cfg, err), 0);
+	assert_int_not_equal(config_load_secrets(cfg, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "cannot read"));
+	config_free(cfg);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(valid_config_and_defaults),
+		cmocka_unit_test(relative_secret_path_follows_config),
+		cmocka_unit_test(bad_configs_name_the_path),
+		cmocka_unit_test(secret_file_checks),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,209 @@
+/* Unit tests for oauth: token request bodies and response classification. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "oauth.h"
+
+static void classify(long status, const char *body, const char *retry_after,
+		     struct oauth_result *res)
+{
+	oauth_classify(status, body, body ? strlen(body) : 0, retry_after,
+		       1000000, res);
+}
+
+static void success_full(void **state)
+{
+	struct oauth_result res;
+
+	classify(200, "{\"access_token\":\"abc.def\",\"token_type\":\"bearer\","
+		 "\"expires_in\":3600,\"scope\":\"b a b\"}", NULL, &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_string_equal(res.tok.access_token, "abc.def");
+	assert_int_equal(res.tok.len, 7);
+	assert_string_equal(res.tok.token_type, "bearer");
+	assert_int_equal(res.tok.expires_in_ms, 3600000);
+	assert_int_equal(res.tok.n_scopes, 2); /* sorted, deduplicated */
+	assert_string_equal(res.tok.scopes[0], "a");
+	assert_string_equal(res.tok.scopes[1], "b");
+	oauth_result_clear(&res);
+	assert_null(res.tok.access_token);
+}
+
+static void success_minimal(void **state)
+{
+	struct oauth_result res;
+
+	classify(200, "{\"access_token\":\"t\"}", NULL, &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_string_equal(res.tok.token_type, "Bearer");
+	assert_int_equal(res.tok.expires_in_ms, -1);
+	assert_null(res.tok.scopes);
+	oauth_result_clear(&res);
+}
+
+static void malformed_bodies(void **state)
+{
+	static const char *const bodies[] = {
+		"<html><body>Oops</body></html>",
+		"{\"access_token\": \"abc\", \"expi",
+		"{\"token_type\":\"Bearer\",\"expires_in\":3600}",
+		"{\"access_token\":\"\"}",
+		"{\"access_token\":42}",
+		"{\"access_token\":\"a b\"}",
+		"{\"access_token\":\"a\\nb\"}",
+		"{\"access_token\":\"t\",\"expires_in\":\"3600\"}",
+		"{\"access_token\":\"t\",\"expires_in\":-5}",
+		"{\"access_token\":\"t\",\"expires_in\":0}",
+		"{\"access_token\":\"t\",\"expires_in\":1e12}",
+		"{\"access_token\":\"t\",\"scope\":[\"a\"]}",
+		"{\"access_token\":\"t\",\"token_type\":\"\"}",
+		"[\"access_token\"]",
+		"{\"access_token\":\"t\",\"access_token\":\"u\"}",
+		"",
+	};
+	struct oauth_result res;
+	size_t i;
+
+	for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		classify(200, bodies[i], NULL, &res);
+		if (res.outcome != OAUTH_MALFORMED)
+			fail_msg("body %zu classified as %s", i,
+				 oauth_outcome_name(res.outcome));
+		assert_null(res.tok.access_token);
+		assert_non_null(strstr(res.error, "malformed"));
+	}
+}
+
+static void oversized_token_refused(void **state)
+{
+	size_t n = OAUTH_MAX_TOKEN_BYTES + 1;
+	char *body = malloc(n + 32);
+	struct oauth_result res;
+
+	strcpy(body, "{\"access_token\":\"");
+	memset(body + 17, 'a', n);
+	strcpy(body + 17 + n, "\"}");
+	classify(200, body, NULL, &res);
+	assert_int_equal(res.outcome, OAUTH_MALFORMED);
+	assert_non_null(strstr(res.error, "over the"));
+	free(body);
+}
+
+static void error_codes(void **state)
+{
+	static const struct {
+		long status;
+		const char *body;
+		enum oauth_outcome want;
+	} cases[] = {
+		{ 400, "{\"error\":\"invalid_grant\"}", OAUTH_INVALID_GRANT },
+		{ 401, "{\"error\":\"invalid_client\"}", OAUTH_INVALID_CLIENT },
+		{ 400, "{\"error\":\"unauthorized_client\"}", OAUTH_INVALID_CLIENT },
+		{ 400, "{\"error\":\"invalid_scope\"}", OAUTH_REJECTED },
+		{ 400, "{\"error\":\"something_new\"}", OAUTH_REJECTED },
+		{ 503, "{\"error\":\"temporarily_unavailable\"}", OAUTH_TRANSIENT },
+		{ 500, "<html>", OAUTH_TRANSIENT },
+		{ 502, NULL, OAUTH_TRANSIENT },
+		{ 408, NULL, OAUTH_TRANSIENT },
+		{ 429, "{\"error\":\"rate_limited\"}", OAUTH_RATE_LIMITED },
+		{ 401, "Unauthorized", OAUTH_INVALID_CLIENT },
+		{ 404, "not found", OAUTH_REJECTED },
+		{ 302, NULL, OAUTH_REJECTED },
+		/* Slack-style: 200 with an error object. */
+		{ 200, "{\"ok\":false,\"error\":\"invalid_grant\"}",
+		  OAUTH_INVALID_GRANT },
+	};
+	struct oauth_result res;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		classify(cases[i].status, cases[i].body, NULL, &res);
+		if (res.outcome != cases[i].want)
+			fail_msg("case %zu: got %s", i,
+				 oauth_outcome_name(res.outcome));
+	}
+}
+
+static void error_text_is_sanitized(void **state)
+{
+	struct oauth_result res;
+
+	classify(401, "{\"error\":\"invalid_client\",\"error_description\":"
+		 "\"bad\\u0007 client\\nsecret\"}", NULL, &res);
+	assert_string_equal(res.error,
+			    "invalid_client: bad? client?secret (HTTP 401)");
+}
+
+static void retry_after_parsed(void **state)
+{
+	struct oauth_result res;
+
+	classify(429, "{}", "7", &res);
+	assert_int_equal(res.outcome, OAUTH_RATE_LIMITED);
+	assert_int_equal(res.retry_after_ms, 7000);
+	classify(503, NULL, "2", &res);
+	assert_int_equal(res.outcome, OAUTH_RATE_LIMITED);
+	assert_int_equal(res.retry_after_ms, 2000);
+	classify(503, NULL, NULL, &res);
+	assert_int_equal(res.outcome, OAUTH_TRANSIENT);
+	assert_int_equal(res.retry_after_ms, -1);
+}
+
+static void request_basic_and_post(void **state)
+{
+	char *scopes[] = { "read:all", "write x", NULL };
+	struct param params[] = { { "audience", "https://api.example/" } };
+	struct provider_conf p = {
+		.client_id = "my id",
+		.client_secret = "p@ss:word",
+		.auth = AUTH_CLIENT_SECRET_BASIC,
+		.params = params,
+		.n_params = 1,
+	};
+	struct cred_conf cc = { .provider = &p, .scopes = scopes,
+				.n_scopes = 1 };
+	struct buf body;
+	char *auth;
+
+	assert_int_equal(oauth_build_request(&cc, &body, &auth), 0);
+	assert_string_equal(body.data, "grant_type=client_credentials"
+			    "&scope=read%3Aall"
+			    "&audience=https%3A%2F%2Fapi.example%2F");
+	/* base64("my%20id:p%40ss%3Aword") */
+	assert_string_equal(auth, "Authorization: Basic "
+			    "bXklMjBpZDpwJTQwc3MlM0F3b3Jk");
+	buf_free(&body);
+	free(auth);
+
+	p.auth = AUTH_CLIENT_SECRET_POST;
+	p.n_params = 0;
+	cc.n_scopes = 2;
+	assert_int_equal(oauth_build_request(&cc, &body, &auth), 0);
+	assert_null(auth);
+	assert_string_equal(body.data, "grant_type=client_credentials"
+			    "&scope=read%3Aall%20write%20x"
+			    "&client_id=my%20id&client_secret=p%40ss%3Aword");
+	buf_free(&body);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(success_full),
+		cmocka_unit_test(success_minimal),
+		cmocka_unit_test(malformed_bodies),
+		cmocka_unit_test(oversized_token_refused),
+		cmocka_unit_test(error_codes),
+		cmocka_unit_test(error_text_is_sanitized),
+		cmocka_unit_test(retry_after_parsed),
+		cmocka_unit_test(request_basic_and_post),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
