@@ -186,7 +186,28 @@ static bool wait_until(struct cred *c, int64_t deadline)
 	return pthread_cond_timedwait(&c->cond, &c->lock, &ts) != ETIMEDOUT;
 }
 
-int cred_open_token(struct cred_table *t, struct cred *c, uint64_t gen,
+static uint32_t gen_of(const struct token *tok)
+{
+	return tok ? (uint32_t)tok->gen : 0;
+}
+
+int cred_token_of_gen(struct cred *c, uint32_t gen32, struct token **out)
+{
+	int r = 0;
+
+	*out = NULL;
+	pthread_mutex_lock(&c->lock);
+	if (c->cur && gen_of(c->cur) == gen32)
+		*out = token_ref(c->cur);
+	else if (c->prev && gen_of(c->prev) == gen32)
+		*out = token_ref(c->prev);
+	else if (gen32 != 0)
+		r = -ESTALE;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 		    struct token **out)
 {
 	int64_t deadline = time_mono_ms() + c->conf->timing.open_wait_ms;
@@ -200,9 +221,9 @@ int cred_open_token(struct cred_table *t, struct cred *c, uint64_t gen,
 	pthread_mutex_lock(&c->lock);
 	now = time_real_ms();
 	tok = c->cur;
-	if ((tok ? tok->gen : 0) != gen) {
+	if (gen_of(tok) != gen) {
 		/* Opened through a name looked up before a rotation. */
-		if (c->prev && c->prev->gen == gen &&
+		if (c->prev && gen_of(c->prev) == gen &&
 		    token_fresh(c, c->prev, now))
 			*out = token_ref(c->prev);
 		else

@@ -121,13 +121,21 @@ void cred_view_clear(struct cred_view *v);
 uint64_t cred_current_gen(struct cred *c, size_t *len, int64_t *mtime_ms);
 
 /*
- * The open() rule for generation @gen of @c (DESIGN.md, Freshness): return
+ * Generation @gen32 (low 32 bits, as in inode numbers) of @c: 0 with a
+ * referenced token in *@out (NULL for generation 0, "no token yet"), or
+ * -ESTALE when that generation is no longer held.
+ */
+int cred_token_of_gen(struct cred *c, uint32_t gen32, struct token **out);
+
+/*
+ * The open() rule for generation @gen (low 32 bits) of @c (DESIGN.md,
+ * Freshness): return
  * a referenced token in *@out, waiting up to open_wait for a refresh when the
  * token is too close to expiry. Returns 0, -ESTALE when @gen is no longer
  * served (the caller looks up again), -EKEYEXPIRED, or -EAGAIN
  * when no token was ever obtained.
  */
-int cred_open_token(struct cred_table *t, struct cred *c, uint64_t gen,
+int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 		    struct token **out);
 
 /* Refresher: mark a request as started. Returns false if one already is. */

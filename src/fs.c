@@ -11,9 +11,12 @@
  * it opened (no torn reads, even for readers that read 16 bytes at a time),
  * and the kernel may cache its pages because they never change.
  *
- * Every other file is rendered text. Its content is cached per wall-clock
- * second and credential version, so the size that stat() reports and the
- * bytes that the following open() serves are the same snapshot.
+ * Every other file is rendered text, and follows the same rule: each
+ * distinct rendering (a snapshot, re-rendered at most once per second or on
+ * a credential change) is served under its own inode number, and names of
+ * rendered files are looked up afresh on every path walk (entry timeout 0).
+ * So stat() of a path, and fstat() of an open file, report the exact size of
+ * the bytes that file serves, whatever changes in between.
  */
 #define FUSE_USE_VERSION 312
 
@@ -34,38 +37,46 @@
 #include "render.h"
 #include "util.h"
 
-#define INO_STATUS 2
-#define INO_METRICS 3
 #define INO_TENANTS 4
 #define INO_TENANT_BASE (1ULL << 48)
 #define INO_CRED_BASE (2ULL << 48)
 #define INO_TOKEN_BIT (1ULL << 63)
+#define INO_SNAP_BIT (1ULL << 62)
 
 #define DIR_TIMEOUT 60.0
 #define TOKEN_ENTRY_TIMEOUT 60.0 /* invalidated on rotation anyway */
-#define TOKEN_ATTR_TIMEOUT 86400.0 /* a generation never changes */
+#define FILE_ATTR_TIMEOUT 86400.0 /* an inode's content never changes */
 
-enum kind { K_ROOT, K_STATUS, K_METRICS, K_TENANTS, K_TENANT, K_CRED,
-	    K_TOKEN };
+enum kind { K_ROOT, K_TENANTS, K_TENANT, K_CRED_DIR, K_TOKEN, K_SNAP };
+
+/* Slots of rendered files: the root's two, then four per credential. */
+#define SLOT_STATUS 0
+#define SLOT_METRICS 1
+#define SLOTS_PER_CRED (CF_COUNT - CF_TOKEN_TYPE)
 
 struct node {
 	enum kind kind;
 	size_t tenant;      /* K_TENANT */
-	struct cred *cred;  /* K_CRED, K_TOKEN */
-	enum cred_file file; /* K_CRED */
-	uint32_t gen;       /* K_TOKEN: low 32 bits of the generation */
+	struct cred *cred;  /* K_CRED_DIR, K_TOKEN, K_SNAP of a credential */
+	enum cred_file file; /* K_SNAP of a credential */
+	size_t slot;        /* K_SNAP */
+	uint32_t gen;       /* K_TOKEN: generation, K_SNAP: snapshot number */
 };
 
-/* Rendered text, shared by the cache and the open handles that read it. */
+/* One rendering, shared by the cache and the open handles that read it. */
 struct blob {
 	atomic_uint refs;
+	uint32_t seq;
+	int64_t rendered_ms;
 	size_t len;
 	char data[];
 };
 
+/* The current and previous rendering of one file. */
 struct rcache {
 	pthread_mutex_t lock;
-	struct blob *blob;
+	struct blob *cur, *prev;
+	uint32_t last_seq;
 	uint64_t version;
 	int64_t second;
 };
@@ -80,7 +91,7 @@ struct fs {
 	struct cred_table *t;
 	struct fuse_session *se;
 	int64_t start_ms;
-	struct rcache *cache; /* [0] status, [1] metrics, then per cred */
+	struct rcache *cache; /* by slot */
 	size_t n_cache;
 };
 
@@ -102,9 +113,19 @@ static uint64_t token_ino(const struct cred *c, uint64_t gen)
 	       (gen & 0xffffffffULL);
 }
 
-static uint64_t cred_ino(const struct cred *c, enum cred_file f)
+static uint64_t cred_dir_ino(const struct cred *c)
 {
-	return INO_CRED_BASE | ((uint64_t)c->index << 4) | (uint64_t)f;
+	return INO_CRED_BASE | (uint64_t)c->index;
+}
+
+static uint64_t snap_ino(size_t slot, uint32_t seq)
+{
+	return INO_SNAP_BIT | ((uint64_t)slot << 32) | seq;
+}
+
+static size_t cred_slot(const struct cred *c, enum cred_file f)
+{
+	return 2 + (size_t)c->index * SLOTS_PER_CRED + (f - CF_TOKEN_TYPE);
 }
 
 /* Decode @ino; false if it names nothing. */
@@ -123,10 +144,22 @@ static bool node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 		n->gen = (uint32_t)i;
 		return true;
 	}
+	if (i & INO_SNAP_BIT) {
+		n->kind = K_SNAP;
+		n->slot = (size_t)((i & ~INO_SNAP_BIT) >> 32);
+		n->gen = (uint32_t)i;
+		if (n->slot >= fs->n_cache)
+			return false;
+		if (n->slot >= 2) {
+			idx = (n->slot - 2) / SLOTS_PER_CRED;
+			n->cred = &fs->t->creds[idx];
+			n->file = (enum cred_file)(CF_TOKEN_TYPE +
+						   (n->slot - 2) % SLOTS_PER_CRED);
+		}
+		return true;
+	}
 	switch (i) {
 	case FUSE_ROOT_ID: n->kind = K_ROOT; return true;
-	case INO_STATUS: n->kind = K_STATUS; return true;
-	case INO_METRICS: n->kind = K_METRICS; return true;
 	case INO_TENANTS: n->kind = K_TENANTS; return true;
 	}
 	if ((i >> 48) == 1) {
@@ -135,21 +168,14 @@ static bool node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 		return n->tenant < cfg->n_tenants;
 	}
 	if ((i >> 48) == 2) {
-		idx = (i - INO_CRED_BASE) >> 4;
-		n->kind = K_CRED;
-		n->file = (enum cred_file)(i & 0xf);
-		if (idx >= fs->t->n || n->file == CF_ACCESS_TOKEN ||
-		    n->file >= CF_COUNT)
+		idx = i - INO_CRED_BASE;
+		n->kind = K_CRED_DIR;
+		if (idx >= fs->t->n)
 			return false;
 		n->cred = &fs->t->creds[idx];
 		return true;
 	}
 	return false;
-}
-
-static mode_t dir_mode(mode_t file_mode)
-{
-	return S_IFDIR | file_mode | ((file_mode & 0444) >> 2);
 }
 
 static void set_times(struct stat *st, int64_t ms)
@@ -160,84 +186,134 @@ static void set_times(struct stat *st, int64_t ms)
 		(long)(ms % 1000) * 1000000;
 }
 
-/* The cache slot of a rendered file; NULL for anything else. */
-static struct rcache *cache_of(struct fs *fs, const struct node *n)
+static uint64_t version_of(struct fs *fs, size_t slot)
 {
-	if (n->kind == K_STATUS)
-		return &fs->cache[0];
-	if (n->kind == K_METRICS)
-		return &fs->cache[1];
-	if (n->kind == K_CRED && n->file != CF_DIR)
-		return &fs->cache[2 + n->cred->index * (CF_COUNT - 2) +
-				  (n->file - CF_TOKEN_TYPE)];
-	return NULL;
-}
-
-static uint64_t version_of(struct fs *fs, const struct node *n)
-{
+	struct cred *c;
 	uint64_t v;
 
-	if (n->kind != K_CRED)
+	if (slot < 2)
 		return atomic_load(&fs->t->version);
-	pthread_mutex_lock(&n->cred->lock);
-	v = n->cred->version;
-	pthread_mutex_unlock(&n->cred->lock);
+	c = &fs->t->creds[(slot - 2) / SLOTS_PER_CRED];
+	pthread_mutex_lock(&c->lock);
+	v = c->version;
+	pthread_mutex_unlock(&c->lock);
 	return v;
 }
 
-/* The current rendering of @n, referenced; NULL with *@err on failure. */
-static struct blob *rendered(struct fs *fs, const struct node *n, int *err)
+static int render_slot(struct fs *fs, size_t slot, int64_t now,
+		       struct buf *text)
 {
-	struct rcache *rc = cache_of(fs, n);
+	if (slot == SLOT_STATUS)
+		return render_root_status(fs->t, now, text);
+	if (slot == SLOT_METRICS)
+		return render_metrics(fs->t, now, text);
+	return render_cred_file((enum cred_file)(CF_TOKEN_TYPE +
+						 (slot - 2) % SLOTS_PER_CRED),
+				&fs->t->creds[(slot - 2) / SLOTS_PER_CRED],
+				now, text);
+}
+
+/*
+ * The current rendering of @slot, referenced; NULL with *@err on failure.
+ * Re-rendered at most once per second or credential change; a rendering
+ * that differs from the last one gets the next snapshot number (inode).
+ */
+static struct blob *rendered(struct fs *fs, size_t slot, int *err)
+{
+	struct rcache *rc = &fs->cache[slot];
 	int64_t now = time_real_ms();
-	uint64_t version = version_of(fs, n);
+	uint64_t version = version_of(fs, slot);
 	struct blob *b = NULL;
 	struct buf text;
 	int r;
 
 	pthread_mutex_lock(&rc->lock);
-	if (rc->blob && rc->version == version && rc->second == now / 1000) {
-		b = blob_ref(rc->blob);
-		goto out;
-	}
+	if (rc->cur && rc->version == version && rc->second == now / 1000)
+		goto out_ref;
 	buf_init(&text, 4 * 1024 * 1024);
-	if (n->kind == K_STATUS)
-		r = render_root_status(fs->t, now, &text);
-	else if (n->kind == K_METRICS)
-		r = render_metrics(fs->t, now, &text);
-	else
-		r = render_cred_file(n->file, n->cred, now, &text);
-	if (r == 0) {
-		b = malloc(sizeof(*b) + text.len);
-		r = b ? 0 : -ENOMEM;
-	}
+	r = render_slot(fs, slot, now, &text);
 	if (r < 0) {
 		*err = -r;
 		buf_free(&text);
 		goto out;
 	}
-	atomic_init(&b->refs, 2); /* the cache's and the caller's */
-	b->len = text.len;
-	memcpy(b->data, text.data, text.len);
-	buf_free(&text);
-	blob_unref(rc->blob);
-	rc->blob = b;
 	rc->version = version;
 	rc->second = now / 1000;
+	if (rc->cur && rc->cur->len == text.len &&
+	    (!text.len || !memcmp(rc->cur->data, text.data, text.len))) {
+		buf_free(&text);
+		goto out_ref; /* same bytes: same inode */
+	}
+	b = malloc(sizeof(*b) + text.len);
+	if (!b) {
+		*err = ENOMEM;
+		buf_free(&text);
+		goto out;
+	}
+	atomic_init(&b->refs, 1);
+	b->seq = ++rc->last_seq;
+	b->rendered_ms = now;
+	b->len = text.len;
+	if (text.len)
+		memcpy(b->data, text.data, text.len);
+	buf_free(&text);
+	blob_unref(rc->prev);
+	rc->prev = rc->cur;
+	rc->cur = b;
+out_ref:
+	b = blob_ref(rc->cur);
 out:
 	pthread_mutex_unlock(&rc->lock);
 	return b;
 }
 
-/* Fill @st for @n. For a token inode of a generation no longer held,
- * returns ESTALE. */
-static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
-		   struct stat *st)
+/* Snapshot @seq of @slot if it is still held (current or previous). */
+static struct blob *snapshot(struct fs *fs, size_t slot, uint32_t seq)
+{
+	struct rcache *rc = &fs->cache[slot];
+	struct blob *b = NULL;
+
+	pthread_mutex_lock(&rc->lock);
+	if (rc->cur && rc->cur->seq == seq)
+		b = blob_ref(rc->cur);
+	else if (rc->prev && rc->prev->seq == seq)
+		b = blob_ref(rc->prev);
+	pthread_mutex_unlock(&rc->lock);
+	return b;
+}
+
+/* Owner and mode of a file of @n; directories add x where r is set. */
+static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
+		     mode_t type)
 {
 	const struct config *cfg = fs->t->cfg;
-	const struct cred_conf *cc = n->cred ? n->cred->conf : NULL;
-	struct blob *b;
-	int err = 0;
+	mode_t mode = 0440;
+
+	st->st_uid = 0;
+	st->st_gid = 0;
+	if (n->kind == K_TENANT) {
+		mode = cfg->tenants[n->tenant].mode;
+		st->st_uid = cfg->tenants[n->tenant].uid;
+		st->st_gid = cfg->tenants[n->tenant].gid;
+	} else if (n->cred) {
+		mode = n->cred->conf->mode;
+		st->st_uid = n->cred->conf->uid;
+		st->st_gid = n->cred->conf->gid;
+	}
+	if (type == S_IFDIR)
+		mode |= (mode & 0444) >> 2;
+	st->st_mode = type | mode;
+}
+
+/*
+ * Fill @st for @n, taking content from handle @h when given. Token and
+ * snapshot inodes that are no longer held give ESTALE.
+ */
+static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
+		   const struct handle *h, struct stat *st)
+{
+	struct token *tok = NULL;
+	struct blob *b = NULL;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -250,52 +326,33 @@ static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 		st->st_nlink = 2;
 		return 0;
 	case K_TENANT:
-		st->st_mode = dir_mode(cfg->tenants[n->tenant].mode);
-		st->st_uid = cfg->tenants[n->tenant].uid;
-		st->st_gid = cfg->tenants[n->tenant].gid;
+	case K_CRED_DIR:
+		owner_of(fs, n, st, S_IFDIR);
 		st->st_nlink = 2;
 		return 0;
-	case K_TOKEN: {
-		struct cred *c = n->cred;
-		struct token *tok = NULL;
-
-		pthread_mutex_lock(&c->lock);
-		if (c->cur && (uint32_t)c->cur->gen == n->gen)
-			tok = c->cur;
-		else if (c->prev && (uint32_t)c->prev->gen == n->gen)
-			tok = c->prev;
+	case K_TOKEN:
+		owner_of(fs, n, st, S_IFREG);
+		if (h)
+			tok = token_ref(h->tok);
+		else if (cred_token_of_gen(n->cred, n->gen, &tok) < 0)
+			return ESTALE;
 		if (tok) {
 			st->st_size = (off_t)tok->len;
 			set_times(st, tok->issued_ms);
+			token_unref(tok);
 		}
-		pthread_mutex_unlock(&c->lock);
-		st->st_mode = S_IFREG | cc->mode;
-		st->st_uid = cc->uid;
-		st->st_gid = cc->gid;
-		return !tok && n->gen != 0 ? ESTALE : 0;
+		return 0;
+	case K_SNAP:
+		owner_of(fs, n, st, S_IFREG);
+		b = h ? blob_ref(h->blob) : snapshot(fs, n->slot, n->gen);
+		if (!b)
+			return ESTALE;
+		st->st_size = (off_t)b->len;
+		set_times(st, b->rendered_ms);
+		blob_unref(b);
+		return 0;
 	}
-	case K_CRED:
-		st->st_uid = cc->uid;
-		st->st_gid = cc->gid;
-		if (n->file == CF_DIR) {
-			st->st_mode = dir_mode(cc->mode);
-			st->st_nlink = 2;
-			return 0;
-		}
-		st->st_mode = S_IFREG | cc->mode;
-		break;
-	case K_STATUS:
-	case K_METRICS:
-		st->st_mode = S_IFREG | 0440;
-		break;
-	}
-	b = rendered(fs, n, &err);
-	if (!b)
-		return err;
-	st->st_size = (off_t)b->len;
-	set_times(st, time_real_ms());
-	blob_unref(b);
-	return 0;
+	return ENOENT;
 }
 
 static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
@@ -309,19 +366,25 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	err = stat_of(fs, &n, ino, &e.attr);
+	err = stat_of(fs, &n, ino, NULL, &e.attr);
 	if (err) {
 		fuse_reply_err(req, err == ESTALE ? ENOENT : err);
 		return;
 	}
 	e.ino = ino;
-	e.entry_timeout = n.kind == K_TOKEN ? TOKEN_ENTRY_TIMEOUT : DIR_TIMEOUT;
-	if (n.kind == K_TOKEN)
-		e.attr_timeout = TOKEN_ATTR_TIMEOUT;
-	else if (S_ISDIR(e.attr.st_mode))
+	switch (n.kind) {
+	case K_TOKEN:
+		e.entry_timeout = TOKEN_ENTRY_TIMEOUT;
+		e.attr_timeout = FILE_ATTR_TIMEOUT;
+		break;
+	case K_SNAP:
+		e.entry_timeout = 0; /* every walk finds the newest snapshot */
+		e.attr_timeout = FILE_ATTR_TIMEOUT;
+		break;
+	default:
+		e.entry_timeout = DIR_TIMEOUT;
 		e.attr_timeout = DIR_TIMEOUT;
-	else
-		e.attr_timeout = 0; /* rendered: size changes with content */
+	}
 	fuse_reply_entry(req, &e);
 }
 
@@ -351,6 +414,21 @@ static uint64_t current_token_ino(struct cred *c)
 	return token_ino(c, cred_current_gen(c, &len, &mtime));
 }
 
+/* The inode of the newest snapshot of @slot, or 0 if it cannot render. */
+static fuse_ino_t current_snap_ino(struct fs *fs, size_t slot)
+{
+	struct blob *b;
+	uint32_t seq;
+	int err = 0;
+
+	b = rendered(fs, slot, &err);
+	if (!b)
+		return 0;
+	seq = b->seq;
+	blob_unref(b);
+	return snap_ino(slot, seq);
+}
+
 /* The inode of @name in directory @parent, or 0. */
 static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
 			    const char *name)
@@ -363,9 +441,9 @@ static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
 	switch (parent->kind) {
 	case K_ROOT:
 		if (!strcmp(name, "status"))
-			return INO_STATUS;
+			return current_snap_ino(fs, SLOT_STATUS);
 		if (!strcmp(name, "metrics"))
-			return INO_METRICS;
+			return current_snap_ino(fs, SLOT_METRICS);
 		if (!strcmp(name, "tenants"))
 			return INO_TENANTS;
 		return 0;
@@ -378,18 +456,17 @@ static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
 			struct cred *c = &fs->t->creds[tc->first_cred + i];
 
 			if (!strcmp(c->conf->provider->name, name))
-				return cred_ino(c, CF_DIR);
+				return cred_dir_ino(c);
 		}
 		return 0;
-	case K_CRED:
-		if (parent->file != CF_DIR)
-			return 0;
+	case K_CRED_DIR:
 		if (!strcmp(name, render_file_name(CF_ACCESS_TOKEN)))
 			return current_token_ino(parent->cred);
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++)
 			if (!strcmp(name, render_file_name((enum cred_file)i)))
-				return cred_ino(parent->cred,
-						(enum cred_file)i);
+				return current_snap_ino(
+					fs, cred_slot(parent->cred,
+						      (enum cred_file)i));
 		return 0;
 	default:
 		return 0;
@@ -427,20 +504,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	err = stat_of(fs, &n, ino, &st);
-	if (h && h->tok) { /* an open generation knows its own size */
-		st.st_size = (off_t)h->tok->len;
-		set_times(&st, h->tok->issued_ms);
-		err = 0;
-	} else if (h && h->blob) {
-		st.st_size = (off_t)h->blob->len;
-	}
+	err = stat_of(fs, &n, ino, h, &st);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
 	}
-	fuse_reply_attr(req, &st, n.kind == K_TOKEN ? TOKEN_ATTR_TIMEOUT :
-				  S_ISDIR(st.st_mode) ? DIR_TIMEOUT : 0);
+	fuse_reply_attr(req, &st, S_ISDIR(st.st_mode) ? DIR_TIMEOUT :
+							FILE_ATTR_TIMEOUT);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -471,11 +541,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (r == 0)
 			atomic_fetch_add(&n.cred->reads, 1);
 		err = -r;
-		/* Immutable per inode: the page cache may keep it. */
-		fi->keep_cache = 1;
-	} else if (cache_of(fs, &n)) {
-		h->blob = rendered(fs, &n, &err);
-		fi->direct_io = 1; /* always read this open's snapshot */
+	} else if (n.kind == K_SNAP) {
+		h->blob = snapshot(fs, n.slot, n.gen);
+		err = h->blob ? 0 : ESTALE; /* the kernel looks up again */
 	} else {
 		err = EISDIR;
 	}
@@ -484,6 +552,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, err);
 		return;
 	}
+	/* The inode's bytes never change: the page cache may keep them. */
+	fi->keep_cache = 1;
 	fi->fh = (uintptr_t)h;
 	if (fuse_reply_open(req, fi) != 0) {
 		token_unref(h->tok);
@@ -559,7 +629,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	if (!node_of(fs, ino, &n) ||
 	    (n.kind != K_ROOT && n.kind != K_TENANTS && n.kind != K_TENANT &&
-	     !(n.kind == K_CRED && n.file == CF_DIR))) {
+	     n.kind != K_CRED_DIR)) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
@@ -571,8 +641,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	dir_add(req, &d, ".", ino, S_IFDIR);
 	dir_add(req, &d, "..", FUSE_ROOT_ID, S_IFDIR);
 	if (n.kind == K_ROOT) {
-		dir_add(req, &d, "status", INO_STATUS, S_IFREG);
-		dir_add(req, &d, "metrics", INO_METRICS, S_IFREG);
+		dir_add(req, &d, "status", snap_ino(SLOT_STATUS, 0), S_IFREG);
+		dir_add(req, &d, "metrics", snap_ino(SLOT_METRICS, 0), S_IFREG);
 		dir_add(req, &d, "tenants", INO_TENANTS, S_IFDIR);
 	} else if (n.kind == K_TENANTS) {
 		for (i = 0; i < cfg->n_tenants && !d.full; i++)
@@ -585,14 +655,16 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			struct cred *c = &fs->t->creds[tc->first_cred + i];
 
 			dir_add(req, &d, c->conf->provider->name,
-				cred_ino(c, CF_DIR), S_IFDIR);
+				cred_dir_ino(c), S_IFDIR);
 		}
 	} else {
 		dir_add(req, &d, render_file_name(CF_ACCESS_TOKEN),
 			current_token_ino(n.cred), S_IFREG);
+		/* Snapshot 0: readdir's d_ino is a hint; lookup decides. */
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++)
 			dir_add(req, &d, render_file_name((enum cred_file)i),
-				cred_ino(n.cred, (enum cred_file)i), S_IFREG);
+				snap_ino(cred_slot(n.cred, (enum cred_file)i),
+					 0), S_IFREG);
 	}
 	fuse_reply_buf(req, d.p, d.len);
 	free(d.p);
@@ -715,7 +787,7 @@ int fs_new(struct cred_table *t, struct fs **out)
 		return -ENOMEM;
 	fs->t = t;
 	fs->start_ms = time_real_ms();
-	fs->n_cache = 2 + t->n * (CF_COUNT - 2);
+	fs->n_cache = 2 + t->n * SLOTS_PER_CRED;
 	fs->cache = calloc(fs->n_cache, sizeof(*fs->cache));
 	if (!fs->cache) {
 		free(fs);
@@ -734,7 +806,8 @@ void fs_free(struct fs *fs)
 	if (!fs)
 		return;
 	for (i = 0; i < fs->n_cache; i++) {
-		blob_unref(fs->cache[i].blob);
+		blob_unref(fs->cache[i].cur);
+		blob_unref(fs->cache[i].prev);
 		pthread_mutex_destroy(&fs->cache[i].lock);
 	}
 	free(fs->cache);
@@ -754,7 +827,7 @@ void fs_token_rotated(void *arg, struct cred *c)
 
 	if (!fs->se)
 		return;
-	r = fuse_lowlevel_notify_inval_entry(fs->se, cred_ino(c, CF_DIR), name,
+	r = fuse_lowlevel_notify_inval_entry(fs->se, cred_dir_ino(c), name,
 					     sizeof(name) - 1);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate access_token: %s",

@@ -239,11 +239,11 @@ class FakeProvider:
             def _fault(self, f, grant, cid):
                 """Answer with fault @f; True if the request is done."""
                 k = f.kind
-                with prov.lock:
-                    prov._record("/token", grant, cid, "fault:" + k)
-                if k == "delay":
+                if k == "delay":  # then answered (and recorded) as usual
                     time.sleep(f.kw.get("seconds", 1))
                     return False
+                with prov.lock:
+                    prov._record("/token", grant, cid, "fault:" + k)
                 if k == "close":
                     self.close_connection = True
                     self.connection.shutdown(2)

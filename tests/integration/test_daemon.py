@@ -1,0 +1,153 @@
+"""The command: arguments, bad configs refused before mounting, background
+and foreground modes, clean unmount on SIGINT and SIGTERM."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import (CREDFS, CREDFSCTL, is_mounted, reap, simple_config,
+                      wait_for)
+
+
+def run(*args, timeout=20):
+    return subprocess.run(list(args), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def test_help_and_version():
+    r = run(CREDFS, "--help")
+    assert r.returncode == 0 and "--config FILE MOUNTPOINT" in r.stdout
+    r = run(CREDFS, "--version")
+    assert r.returncode == 0 and r.stdout.startswith("credfs ")
+    r = run(CREDFSCTL, "--help")
+    assert r.returncode == 0 and "check" in r.stdout
+    r = run(CREDFSCTL, "--version")
+    assert r.returncode == 0 and r.stdout.startswith("credfsctl ")
+    r = run(CREDFSCTL, "frobnicate")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    ((), "missing MOUNTPOINT"),
+    (("/tmp",), "missing --config FILE"),
+    (("--config", "/nonexistent.json", "/tmp"),
+     "/nonexistent.json: cannot read: No such file or directory"),
+    (("--bogus",), "unrecognized option '--bogus'"),
+])
+def test_bad_arguments(args, message):
+    r = run(CREDFS, *args)
+    assert r.returncode != 0
+    assert message in r.stderr
+
+
+def bad_cases(m):
+    """(name, config, message) for configs that must be refused."""
+    good = simple_config(m)
+    cases = []
+
+    def case(name, message, edit):
+        c = json.loads(json.dumps(good))
+        edit(c)
+        cases.append((name, c, message))
+
+    case("unknown key", "providers.idp.tokn_url: unknown key",
+         lambda c: c["providers"]["idp"].update(tokn_url="x"))
+    case("wrong type", "tenants.acme.credentials.idp.scopes[1]: expected a "
+         "string, got an integer",
+         lambda c: c["tenants"]["acme"]["credentials"]["idp"].update(
+             scopes=["read", 7]))
+    case("bad tenant name", "tenants.ACME: tenant names must match",
+         lambda c: c["tenants"].update(ACME=c["tenants"].pop("acme")))
+    case("missing field", "providers.idp.token_url: missing",
+         lambda c: c["providers"]["idp"].pop("token_url"))
+    case("unknown provider", "tenants.acme.credentials.github: no provider "
+         "\"github\" is defined",
+         lambda c: c["tenants"]["acme"]["credentials"].update(
+             github={"scopes": []}))
+    case("plain http", "providers.idp.token_url: http:// is allowed only "
+         "for loopback hosts",
+         lambda c: c["providers"]["idp"].update(
+             token_url="http://oauth.example.com/token"))
+    case("secret inline", "providers.idp.client_secret: secrets do not "
+         "belong in the config",
+         lambda c: c["providers"]["idp"].update(client_secret="hunter2"))
+    loose = m.secret_file(name="loose", mode=0o644)
+    case("loose secret file", "providers.idp.client_secret_file: %s is "
+         "readable or writable by group or others" % loose,
+         lambda c: c["providers"]["idp"].update(client_secret_file=loose))
+    return cases
+
+
+def test_bad_configs_are_refused_before_mounting(mount, tmp_path):
+    m = mount()
+    for name, config, message in bad_cases(m):
+        m.write_config(config)
+        r = run(CREDFS, "--config", m.config_path, m.mnt)
+        assert r.returncode != 0, name
+        assert message in r.stderr, (name, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)
+        assert not is_mounted(m.mnt), name
+        # credfsctl check says the same.
+        r = run(CREDFSCTL, "check", "--config", m.config_path)
+        assert r.returncode == 1 and message in r.stderr, name
+    m.write_config(simple_config(m))
+    r = run(CREDFSCTL, "check", "--config", m.config_path)
+    assert r.returncode == 0 and "1 credentials" in r.stdout
+
+
+def test_sigterm_and_sigint_unmount_cleanly(mount):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        m = mount(simple_config, name="m%d" % sig)
+        assert m.token("acme", "idp")
+        status = m.stop(sig)
+        assert status is not None and os.WIFEXITED(status) and \
+            os.WEXITSTATUS(status) == 0, (status, m.log())
+        assert not is_mounted(m.mnt)
+        assert not os.path.exists(m.pid_file)
+        assert "unmounting" in m.log()
+
+
+def test_foreground_mode(mount):
+    m = mount()
+    m.write_config(simple_config(m))
+    with open(m.log_path, "ab") as log:
+        proc = subprocess.Popen([CREDFS, "-f", "--config", m.config_path,
+                                 m.mnt], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: is_mounted(m.mnt), 10, what="the mount")
+        assert proc.poll() is None  # still in the foreground
+        assert m.token("acme", "idp")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not is_mounted(m.mnt)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if is_mounted(m.mnt):
+            subprocess.run(["fusermount3", "-uz", m.mnt], timeout=10)
+
+
+def test_mount_failure_is_reported(mount, tmp_path):
+    m = mount()
+    m.write_config(simple_config(m))
+    r = run(CREDFS, "--config", m.config_path, str(tmp_path / "nowhere"))
+    assert r.returncode != 0 and "not a directory" in r.stderr
+    r = run(CREDFS, "-o", "no_such_option", "--config", m.config_path, m.mnt)
+    assert r.returncode != 0 and "no_such_option" in r.stderr
+    assert not is_mounted(m.mnt)
+
+
+def test_unmount_by_fusermount_stops_daemon(mount):
+    m = mount(simple_config)
+    pid = m.pid
+    subprocess.run(["fusermount3", "-u", m.mnt], check=True, timeout=10)
+    status = reap(pid, 10)
+    assert status is not None and os.WEXITSTATUS(status) == 0
+    m.pid = None
+    m.exit_status = status
