@@ -1,0 +1,111 @@
+"""Install, uninstall, the shipped example config, and the fake provider's
+HTTP control interface that the demo relies on."""
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+from conftest import BUILD, CREDFSCTL, ROOT
+
+
+def make(*args):
+    extra = ["SANITIZE=1"] if BUILD.rstrip("/").endswith("build-asan") else []
+    return subprocess.run(["make", "-C", ROOT, "--no-print-directory",
+                           "BUILD=" + BUILD] + extra + list(args),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_install_and_uninstall(tmp_path):
+    dest = str(tmp_path / "root")
+    r = make("install", "DESTDIR=" + dest, "PREFIX=/opt/credfs")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for p in ("opt/credfs/bin/credfs", "opt/credfs/bin/credfsctl"):
+        assert os.access(os.path.join(dest, p), os.X_OK), p
+    unit = os.path.join(dest, "opt/credfs/lib/systemd/system/credfs.service")
+    with open(unit) as f:
+        text = f.read()
+    assert "ExecStart=/opt/credfs/bin/credfs -f" in text
+    assert "@BINDIR@" not in text
+    assert os.path.exists(os.path.join(dest, "opt/credfs/share/doc/credfs/"
+                                       "config.md"))
+    out = subprocess.run([os.path.join(dest, "opt/credfs/bin/credfs"),
+                          "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("credfs ")
+    r = make("uninstall", "DESTDIR=" + dest, "PREFIX=/opt/credfs")
+    assert r.returncode == 0, r.stderr
+    left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]
+    assert left == []
+
+
+def test_example_config_is_valid(tmp_path):
+    with open(os.path.join(ROOT, "examples", "config.json")) as f:
+        config = json.load(f)
+    secret = tmp_path / "secret"
+    secret.write_text("x\n")
+    os.chmod(secret, 0o600)
+    for p in config["providers"].values():
+        p["client_secret_file"] = str(secret)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    r = subprocess.run([CREDFSCTL, "check", "--config", str(path)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert "2 tenants" in r.stdout
+
+
+def post(url, body=None, headers=None):
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    req = urllib.request.Request(url, data=data or b"", method="POST",
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_fake_provider_control_over_http(provider):
+    base = provider.url
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    ok = b"grant_type=client_credentials&client_id=credfs-test" \
+         b"&client_secret=s3cret-client"
+    assert post(base + "/_control/fault",
+                {"kind": "status", "status": 502, "count": 2})[0] == 200
+    assert post(base + "/token", ok, form)[0] == 502
+    assert post(base + "/token", ok, form)[0] == 502
+    status, body = post(base + "/token", ok, form)
+    assert status == 200
+    tok = json.loads(body)["access_token"]
+    assert post(base + "/token", b"grant_type=client_credentials"
+                b"&client_id=credfs-test&client_secret=wrong", form)[0] == 401
+    status, body = post(base + "/introspect", ok + b"&token=" + tok.encode(),
+                        form)
+    assert json.loads(body)["active"] is True
+    assert post(base + "/revoke", ok + b"&token=" + tok.encode(), form)[0] \
+        == 200
+    status, body = post(base + "/introspect", ok + b"&token=" + tok.encode(),
+                        form)
+    assert json.loads(body)["active"] is False
+    with urllib.request.urlopen(base + "/_control/stats", timeout=10) as r:
+        stats = json.loads(r.read())
+    assert stats["token_requests"] == 4 and stats["tokens_issued"] == 1
+
+
+def test_fake_provider_rotation_and_family_revocation(provider):
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    auth = b"&client_id=credfs-test&client_secret=s3cret-client"
+    rt = provider.mint_refresh_token("credfs-test", "offline")
+    status, body = post(provider.url + "/token", b"grant_type=refresh_token"
+                        b"&refresh_token=" + rt.encode() + auth, form)
+    assert status == 200
+    new = json.loads(body)
+    assert new["refresh_token"] != rt
+    # Reusing the rotated token revokes the whole family, new one included.
+    assert post(provider.url + "/token", b"grant_type=refresh_token"
+                b"&refresh_token=" + rt.encode() + auth, form)[0] == 400
+    assert post(provider.url + "/token", b"grant_type=refresh_token"
+                b"&refresh_token=" + new["refresh_token"].encode() + auth,
+                form)[0] == 400
+    assert provider.stats()["reused_refresh_tokens"] == 1
