@@ -78,7 +78,7 @@ static int check_keys(struct ctx *c, const json_t *obj, const char *path,
 	const char *key;
 	json_t *v;
 
-	json_object_foreach((json_t *)obj, key, v) {
+	json_object_foreach ((json_t *)obj, key, v) {
 		const char *const *a;
 
 		for (a = allowed; *a; a++)
@@ -88,7 +88,8 @@ static int check_keys(struct ctx *c, const json_t *obj, const char *path,
 			continue;
 		join(sub, path, key);
 		if (!strcmp(key, "client_secret"))
-			return fail(c, sub, "secrets do not belong in the "
+			return fail(c, sub,
+				    "secrets do not belong in the "
 				    "config; put it in a file named by "
 				    "client_secret_file");
 		return fail(c, sub, "unknown key");
@@ -174,7 +175,8 @@ static int get_id(struct ctx *c, const json_t *obj, const char *path,
 		return 0;
 	join(sub, path, key);
 	if (!json_is_integer(v))
-		return fail(c, sub, "expected an integer, got %s", json_kind(v));
+		return fail(c, sub, "expected an integer, got %s",
+			    json_kind(v));
 	i = json_integer_value(v);
 	if (i < 0 || i >= (json_int_t)UINT_MAX)
 		return fail(c, sub, "must be between 0 and %u", UINT_MAX - 1);
@@ -196,16 +198,21 @@ static int get_mode(struct ctx *c, const json_t *obj, const char *path,
 		return 0;
 	join(sub, path, key);
 	if (!json_is_string(v))
-		return fail(c, sub, "expected an octal string such as \"0440\", "
-			    "got %s", json_kind(v));
+		return fail(c, sub,
+			    "expected an octal string such as \"0440\", "
+			    "got %s",
+			    json_kind(v));
 	s = json_string_value(v);
 	errno = 0;
 	m = strtoul(s, &end, 8);
 	if (!s[0] || *end || errno || m > 0777)
-		return fail(c, sub, "\"%s\" is not an octal mode such as "
-			    "\"0440\"", s);
+		return fail(c, sub,
+			    "\"%s\" is not an octal mode such as "
+			    "\"0440\"",
+			    s);
 	if (m & ~0444UL)
-		return fail(c, sub, "\"%s\" has write or execute bits; the "
+		return fail(c, sub,
+			    "\"%s\" has write or execute bits; the "
 			    "mount is read-only, use read bits (0444 at most)",
 			    s);
 	*out = (mode_t)m;
@@ -265,12 +272,13 @@ static int check_token_url(struct ctx *c, const char *path, const char *url)
 		goto out;
 	if (!strcmp(scheme, "http")) {
 		if (!host_is_loopback(host))
-			r = fail(c, path, "http:// is allowed only for loopback "
-				 "hosts; use https:// for %s", host);
+			r = fail(c, path,
+				 "http:// is allowed only for loopback "
+				 "hosts; use https:// for %s",
+				 host);
 		goto out;
 	}
-	r = fail(c, path, "scheme \"%s\" is not allowed; use https://",
-		 scheme);
+	r = fail(c, path, "scheme \"%s\" is not allowed; use https://", scheme);
 out:
 	curl_free(scheme);
 	curl_free(host);
@@ -300,7 +308,7 @@ static int parse_timing(struct ctx *c, const json_t *obj, const char *path,
 	return r;
 }
 
-#define TIMING_KEYS \
+#define TIMING_KEYS                                                       \
 	"refresh_lead_s", "refresh_fraction", "min_ttl_s", "open_wait_s", \
 		"clock_skew_s"
 
@@ -321,8 +329,8 @@ static int parse_params(struct ctx *c, const json_t *obj, const char *path,
 			struct provider_conf *p)
 {
 	static const char *const reserved[] = {
-		"grant_type", "scope", "client_id", "client_secret",
-		"refresh_token", "code", "code_verifier", NULL,
+		"grant_type",	 "scope", "client_id",	   "client_secret",
+		"refresh_token", "code",  "code_verifier", NULL,
 	};
 	char sub[MAX_PATH_TEXT];
 	json_t *params, *v;
@@ -336,7 +344,7 @@ static int parse_params(struct ctx *c, const json_t *obj, const char *path,
 	p->params = calloc(json_object_size(params) + 1, sizeof(*p->params));
 	if (!p->params)
 		return -ENOMEM;
-	json_object_foreach(params, key, v) {
+	json_object_foreach (params, key, v) {
 		const char *const *res;
 
 		snprintf(sub, sizeof(sub), "%s.token_params.%s", path, key);
@@ -359,10 +367,20 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 			  struct provider_conf *p)
 {
 	static const char *const keys[] = {
-		"token_url", "client_id", "client_secret_file", "auth_method",
-		"grant", "timeout_s", "default_lifetime_s", "backoff_initial_s",
-		"backoff_max_s", "max_concurrency", "max_response_bytes",
-		"token_params", TIMING_KEYS, NULL,
+		"token_url",
+		"client_id",
+		"client_secret_file",
+		"auth_method",
+		"grant",
+		"timeout_s",
+		"default_lifetime_s",
+		"backoff_initial_s",
+		"backoff_max_s",
+		"max_concurrency",
+		"max_response_bytes",
+		"token_params",
+		TIMING_KEYS,
+		NULL,
 	};
 	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
 	char *auth = NULL, *grant = NULL, *secret_file = NULL;
@@ -371,7 +389,8 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 
 	snprintf(path, sizeof(path), "providers.%s", name);
 	if (!name_valid(name))
-		return fail(c, path, "provider names must match "
+		return fail(c, path,
+			    "provider names must match "
 			    "[a-z0-9][a-z0-9._-]{0,63}");
 	if (!json_is_object(obj))
 		return fail(c, path, "expected an object, got %s",
@@ -414,7 +433,8 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 		if (!strcmp(auth, "client_secret_post"))
 			p->auth = AUTH_CLIENT_SECRET_POST;
 		else if (strcmp(auth, "client_secret_basic"))
-			r = fail(c, sub, "\"%s\" is not one of "
+			r = fail(c, sub,
+				 "\"%s\" is not one of "
 				 "client_secret_basic, client_secret_post",
 				 auth);
 	}
@@ -422,8 +442,10 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 		r = get_string(c, obj, path, "grant", false, &grant);
 	if (r == 0 && grant && strcmp(grant, "client_credentials")) {
 		join(sub, path, "grant");
-		r = fail(c, sub, "\"%s\" is not supported (supported: "
-			 "client_credentials)", grant);
+		r = fail(c, sub,
+			 "\"%s\" is not supported (supported: "
+			 "client_credentials)",
+			 grant);
 	}
 	if (r == 0)
 		r = parse_timing(c, obj, path, &p->timing);
@@ -477,7 +499,8 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 
 	join(sub, path, "scopes");
 	if (!arr)
-		return fail(c, sub, "missing (list the scopes to request, "
+		return fail(c, sub,
+			    "missing (list the scopes to request, "
 			    "or [] for the provider's default)");
 	if (!json_is_array(arr))
 		return fail(c, sub, "expected an array, got %s",
@@ -485,13 +508,14 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 	cc->scopes = calloc(json_array_size(arr) + 1, sizeof(char *));
 	if (!cc->scopes)
 		return -ENOMEM;
-	json_array_foreach(arr, i, v) {
+	json_array_foreach (arr, i, v) {
 		snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, i);
 		if (!json_is_string(v))
 			return fail(c, sub, "expected a string, got %s",
 				    json_kind(v));
 		if (!scope_valid(json_string_value(v)))
-			return fail(c, sub, "\"%s\" is not a valid scope "
+			return fail(c, sub,
+				    "\"%s\" is not a valid scope "
 				    "(RFC 6749 section 3.3)",
 				    json_string_value(v));
 		for (j = 0; j < cc->n_scopes; j++)
@@ -520,10 +544,10 @@ static const struct provider_conf *find_provider(const struct config *cfg,
 static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 			const json_t *obj, struct tenant_conf *t)
 {
-	static const char *const tkeys[] = { "credentials", "uid", "gid",
-					     "mode", NULL };
-	static const char *const ckeys[] = { "scopes", "uid", "gid", "mode",
-					     TIMING_KEYS, NULL };
+	static const char *const tkeys[] = {"credentials", "uid", "gid", "mode",
+					    NULL};
+	static const char *const ckeys[] = {"scopes", "uid",	   "gid",
+					    "mode",   TIMING_KEYS, NULL};
 	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
 	json_t *creds, *v;
 	const char *pname;
@@ -531,7 +555,8 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 
 	snprintf(path, sizeof(path), "tenants.%s", name);
 	if (!name_valid(name))
-		return fail(c, path, "tenant names must match "
+		return fail(c, path,
+			    "tenant names must match "
 			    "[a-z0-9][a-z0-9._-]{0,63}");
 	if (!json_is_object(obj))
 		return fail(c, path, "expected an object, got %s",
@@ -551,20 +576,23 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 		r = get_object(c, obj, path, "credentials", true, &creds);
 	if (r < 0)
 		return r;
-	json_object_foreach(creds, pname, v) {
+	json_object_foreach (creds, pname, v) {
 		struct cred_conf *cc = &cfg->creds[cfg->n_creds];
 
 		snprintf(sub, sizeof(sub), "%s.credentials.%s", path, pname);
 		if (!name_valid(pname))
-			return fail(c, sub, "provider names must match "
+			return fail(c, sub,
+				    "provider names must match "
 				    "[a-z0-9][a-z0-9._-]{0,63}");
 		if (!json_is_object(v))
 			return fail(c, sub, "expected an object, got %s",
 				    json_kind(v));
 		cc->provider = find_provider(cfg, pname);
 		if (!cc->provider)
-			return fail(c, sub, "no provider \"%s\" is defined "
-				    "under providers", pname);
+			return fail(c, sub,
+				    "no provider \"%s\" is defined "
+				    "under providers",
+				    pname);
 		cfg->n_creds++;
 		cc->timing = cc->provider->timing;
 		cc->uid = t->uid;
@@ -590,10 +618,10 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 
 static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 {
-	static const char *const keys[] = { "providers", "tenants",
-					    "log_level", NULL };
-	static const char *const levels[] = { "error", "warning", "info",
-					      "debug" };
+	static const char *const keys[] = {"providers", "tenants", "log_level",
+					   NULL};
+	static const char *const levels[] = {"error", "warning", "info",
+					     "debug"};
 	json_t *providers, *tenants, *v, *t;
 	char *level = NULL;
 	const char *key, *tkey;
@@ -618,8 +646,10 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 			if (!strcmp(levels[i], level))
 				break;
 		if (i == ARRAY_SIZE(levels)) {
-			r = fail(c, "log_level", "\"%s\" is not one of error, "
-				 "warning, info, debug", level);
+			r = fail(c, "log_level",
+				 "\"%s\" is not one of error, "
+				 "warning, info, debug",
+				 level);
 			goto out;
 		}
 		cfg->log_level = (int)i;
@@ -627,22 +657,24 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 
 	cfg->providers = calloc(json_object_size(providers) + 1,
 				sizeof(*cfg->providers));
-	cfg->tenants = calloc(json_object_size(tenants) + 1,
-			      sizeof(*cfg->tenants));
+	cfg->tenants =
+		calloc(json_object_size(tenants) + 1, sizeof(*cfg->tenants));
 	if (!cfg->providers || !cfg->tenants) {
 		r = -ENOMEM;
 		goto out;
 	}
-	json_object_foreach(providers, key, v) {
-		r = parse_provider(c, key, v, &cfg->providers[cfg->n_providers]);
+	json_object_foreach (providers, key, v) {
+		r = parse_provider(c, key, v,
+				   &cfg->providers[cfg->n_providers]);
 		cfg->n_providers++; /* freed by config_free even on error */
 		if (r < 0)
 			goto out;
 	}
 
-	json_object_foreach(tenants, tkey, t) {
-		json_t *cr = json_is_object(t) ?
-				     json_object_get(t, "credentials") : NULL;
+	json_object_foreach (tenants, tkey, t) {
+		json_t *cr = json_is_object(t)
+				     ? json_object_get(t, "credentials")
+				     : NULL;
 
 		n_creds += json_is_object(cr) ? json_object_size(cr) : 0;
 	}
@@ -651,7 +683,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		r = -ENOMEM;
 		goto out;
 	}
-	json_object_foreach(tenants, tkey, t) {
+	json_object_foreach (tenants, tkey, t) {
 		struct tenant_conf *tc = &cfg->tenants[cfg->n_tenants];
 
 		tc->first_cred = cfg->n_creds;
@@ -683,7 +715,7 @@ out:
 int config_parse(const char *json, size_t len, const char *path,
 		 struct config **out, char *err, size_t errlen)
 {
-	struct ctx c = { .err = err, .errlen = errlen, .file = path };
+	struct ctx c = {.err = err, .errlen = errlen, .file = path};
 	struct config *cfg;
 	json_error_t jerr;
 	json_t *root;
@@ -727,26 +759,29 @@ int config_load_secrets(struct config *cfg, char *err, size_t errlen)
 		r = file_read_capped(p->client_secret_file, MAX_SECRET_BYTES,
 				     true, &b);
 		if (r == -EPERM) {
-			snprintf(err, errlen, "%s: providers.%s.client_secret_"
+			snprintf(err, errlen,
+				 "%s: providers.%s.client_secret_"
 				 "file: %s is readable or writable by group or "
-				 "others; chmod 600 it", cfg->path, p->name,
-				 p->client_secret_file);
+				 "others; chmod 600 it",
+				 cfg->path, p->name, p->client_secret_file);
 			return r;
 		}
 		if (r < 0) {
-			snprintf(err, errlen, "%s: providers.%s.client_secret_"
-				 "file: cannot read %s: %s", cfg->path, p->name,
-				 p->client_secret_file,
-				 r == -EFBIG ? "larger than 4096 bytes" :
-					       strerror(-r));
+			snprintf(err, errlen,
+				 "%s: providers.%s.client_secret_"
+				 "file: cannot read %s: %s",
+				 cfg->path, p->name, p->client_secret_file,
+				 r == -EFBIG ? "larger than 4096 bytes"
+					     : strerror(-r));
 			return r;
 		}
-		while (b.len && (b.data[b.len - 1] == '\n' ||
-				 b.data[b.len - 1] == '\r'))
+		while (b.len &&
+		       (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
 			b.data[--b.len] = '\0';
 		if (b.len == 0 || strlen(b.data) != b.len) {
 			buf_free(&b);
-			snprintf(err, errlen, "%s: providers.%s.client_secret_"
+			snprintf(err, errlen,
+				 "%s: providers.%s.client_secret_"
 				 "file: %s is empty or holds a NUL byte",
 				 cfg->path, p->name, p->client_secret_file);
 			return -EINVAL;
@@ -757,8 +792,7 @@ int config_load_secrets(struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-int config_load(const char *path, struct config **out, char *err,
-		size_t errlen)
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
 	struct buf b;
 	int r;

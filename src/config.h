@@ -34,7 +34,7 @@ struct provider_conf {
 	char *token_url;
 	char *client_id;
 	char *client_secret_file; /* absolute, resolved against the config */
-	char *client_secret;      /* loaded by config_load(), wiped on free */
+	char *client_secret;	  /* loaded by config_load(), wiped on free */
 	enum auth_method auth;
 	enum grant_type grant;
 	struct timing timing;

@@ -332,8 +332,8 @@ static struct token *token_new(struct cred *c, struct oauth_token *ot,
 		token_unref(tok);
 		return NULL;
 	}
-	lifetime = ot->expires_in_ms >= 0 ? ot->expires_in_ms :
-					    p->default_lifetime_ms;
+	lifetime = ot->expires_in_ms >= 0 ? ot->expires_in_ms
+					  : p->default_lifetime_ms;
 	tok->issued_ms = sent_ms;
 	tok->expires_ms = sent_ms + lifetime;
 	fingerprint(tok->value, tok->len, tok->fp);
@@ -341,8 +341,8 @@ static struct token *token_new(struct cred *c, struct oauth_token *ot,
 }
 
 int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
-			    struct oauth_result *res, int64_t sent_ms,
-			    double u, bool *rotated)
+			    struct oauth_result *res, int64_t sent_ms, double u,
+			    bool *rotated)
 {
 	const struct provider_conf *p = c->conf->provider;
 	struct token *tok = NULL, *old_prev = NULL;
@@ -370,7 +370,7 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		c->consecutive_failures = 0;
 		c->last_refresh_ms = now;
 		next = plan_refresh_at(&c->conf->timing, tok->issued_ms,
-					tok->expires_ms, u);
+				       tok->expires_ms, u);
 		*rotated = true;
 	} else {
 		int64_t delay;
@@ -385,8 +385,8 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		else if (res->outcome == OAUTH_TRANSIENT ||
 			 res->outcome == OAUTH_MALFORMED)
 			delay = plan_backoff_ms(p->backoff_initial_ms,
-						 p->backoff_max_ms,
-						 c->consecutive_failures, u);
+						p->backoff_max_ms,
+						c->consecutive_failures, u);
 		else /* refused: the provider will not change its mind soon */
 			delay = p->backoff_max_ms / 2 +
 				(int64_t)(u * (double)(p->backoff_max_ms / 2));

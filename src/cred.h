@@ -20,24 +20,24 @@ struct cred_conf;
 struct http_req;
 
 enum cred_state {
-	CRED_PENDING,    /* no token yet, first request not answered */
-	CRED_VALID,      /* a token that is not expired */
+	CRED_PENDING,	 /* no token yet, first request not answered */
+	CRED_VALID,	 /* a token that is not expired */
 	CRED_REFRESHING, /* valid, and a request is in flight */
-	CRED_EXPIRED,    /* the only token left has expired */
-	CRED_ERROR,      /* no token yet, and requests are failing */
+	CRED_EXPIRED,	 /* the only token left has expired */
+	CRED_ERROR,	 /* no token yet, and requests are failing */
 };
 
 /* One token generation: immutable once published. */
 struct token {
 	atomic_uint refs;
-	uint64_t gen;       /* 1, 2, ...; 0 means "no token" */
+	uint64_t gen;	    /* 1, 2, ...; 0 means "no token" */
 	int64_t issued_ms;  /* wall clock, when the request was sent */
 	int64_t expires_ms; /* wall clock */
-	char *type;         /* "Bearer" */
-	char *scopes;       /* granted scopes, sorted, one per line */
-	char fp[9];         /* fingerprint: first 8 hex of SHA-256 */
+	char *type;	    /* "Bearer" */
+	char *scopes;	    /* granted scopes, sorted, one per line */
+	char fp[9];	    /* fingerprint: first 8 hex of SHA-256 */
 	size_t len;
-	char value[];       /* len bytes, NUL-terminated, wiped on free */
+	char value[]; /* len bytes, NUL-terminated, wiped on free */
 };
 
 struct cred {
@@ -51,15 +51,15 @@ struct cred {
 	struct token *prev;
 	uint64_t last_gen;
 	bool in_flight;
-	uint64_t attempts;       /* completed requests */
+	uint64_t attempts; /* completed requests */
 	unsigned consecutive_failures;
-	uint64_t refresh_count;  /* successful requests */
+	uint64_t refresh_count; /* successful requests */
 	uint64_t failure_count;
 	int64_t last_refresh_ms; /* wall clock of the last success, 0 never */
 	int64_t next_refresh_ms; /* wall clock of the next planned request */
-	int64_t last_error_ms;   /* wall clock of the last failure, 0 never */
+	int64_t last_error_ms;	 /* wall clock of the last failure, 0 never */
 	char last_error[OAUTH_ERROR_TEXT];
-	uint64_t version;        /* bumped on every change above */
+	uint64_t version; /* bumped on every change above */
 
 	/* Lock-free counters. */
 	atomic_uint_fast64_t reads;
@@ -147,7 +147,7 @@ bool cred_begin_attempt(struct cred *c);
  * next request with jitter @u in [0, 1). Returns its wall-clock time in ms.
  */
 int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
-			    struct oauth_result *res, int64_t sent_ms,
-			    double u, bool *rotated);
+			    struct oauth_result *res, int64_t sent_ms, double u,
+			    bool *rotated);
 
 #endif

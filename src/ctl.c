@@ -25,7 +25,8 @@ static int version_main(int argc, char **argv)
 	return 0;
 }
 
-/* credfsctl check --config FILE: validate as the daemon would, mount nothing. */
+/* credfsctl check --config FILE: validate as the daemon would, mount nothing.
+ */
 static int check_main(int argc, char **argv)
 {
 	const char *path = NULL;
@@ -37,14 +38,17 @@ static int check_main(int argc, char **argv)
 		if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) &&
 		    i + 1 < argc) {
 			path = argv[++i];
-		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+		} else if (!strcmp(argv[i], "--help") ||
+			   !strcmp(argv[i], "-h")) {
 			printf("Usage: credfsctl check --config FILE\n\n"
 			       "Validate FILE (and read its client secret "
 			       "files) exactly as credfs would.\n");
 			return 0;
 		} else {
-			fprintf(stderr, "credfsctl check: unexpected argument "
-				"'%s'\n", argv[i]);
+			fprintf(stderr,
+				"credfsctl check: unexpected argument "
+				"'%s'\n",
+				argv[i]);
 			return 2;
 		}
 	}
@@ -63,9 +67,9 @@ static int check_main(int argc, char **argv)
 }
 
 static const struct command commands[] = {
-	{ "check", check_main, "validate a configuration file" },
-	{ "help", help_main, "show this help" },
-	{ "version", version_main, "show the version" },
+	{"check", check_main, "validate a configuration file"},
+	{"help", help_main, "show this help"},
+	{"version", version_main, "show the version"},
 };
 
 static int help_main(int argc, char **argv)
@@ -94,11 +98,14 @@ int main(int argc, char **argv)
 		if (strcmp(commands[i].name, name))
 			continue;
 		curl_global_init(CURL_GLOBAL_DEFAULT);
-		r = commands[i].main(argc > 1 ? argc - 1 : 1, argv + (argc > 1));
+		r = commands[i].main(argc > 1 ? argc - 1 : 1,
+				     argv + (argc > 1));
 		curl_global_cleanup();
 		return r;
 	}
-	fprintf(stderr, "credfsctl: unknown command '%s' (try 'credfsctl "
-		"help')\n", name);
+	fprintf(stderr,
+		"credfsctl: unknown command '%s' (try 'credfsctl "
+		"help')\n",
+		name);
 	return 2;
 }

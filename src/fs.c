@@ -44,7 +44,7 @@
 #define INO_SNAP_BIT (1ULL << 62)
 
 #define DIR_TIMEOUT 60.0
-#define TOKEN_ENTRY_TIMEOUT 60.0 /* invalidated on rotation anyway */
+#define TOKEN_ENTRY_TIMEOUT 60.0  /* invalidated on rotation anyway */
 #define FILE_ATTR_TIMEOUT 86400.0 /* an inode's content never changes */
 
 enum kind { K_ROOT, K_TENANTS, K_TENANT, K_CRED_DIR, K_TOKEN, K_SNAP };
@@ -56,11 +56,11 @@ enum kind { K_ROOT, K_TENANTS, K_TENANT, K_CRED_DIR, K_TOKEN, K_SNAP };
 
 struct node {
 	enum kind kind;
-	size_t tenant;      /* K_TENANT */
-	struct cred *cred;  /* K_CRED_DIR, K_TOKEN, K_SNAP of a credential */
+	size_t tenant;	     /* K_TENANT */
+	struct cred *cred;   /* K_CRED_DIR, K_TOKEN, K_SNAP of a credential */
 	enum cred_file file; /* K_SNAP of a credential */
-	size_t slot;        /* K_SNAP */
-	uint32_t gen;       /* K_TOKEN: generation, K_SNAP: snapshot number */
+	size_t slot;	     /* K_SNAP */
+	uint32_t gen;	     /* K_TOKEN: generation, K_SNAP: snapshot number */
 };
 
 /* One rendering, shared by the cache and the open handles that read it. */
@@ -153,8 +153,8 @@ static bool node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 		if (n->slot >= 2) {
 			idx = (n->slot - 2) / SLOTS_PER_CRED;
 			n->cred = &fs->t->creds[idx];
-			n->file = (enum cred_file)(CF_TOKEN_TYPE +
-						   (n->slot - 2) % SLOTS_PER_CRED);
+			n->file = (enum cred_file)(
+				CF_TOKEN_TYPE + (n->slot - 2) % SLOTS_PER_CRED);
 		}
 		return true;
 	}
@@ -207,10 +207,9 @@ static int render_slot(struct fs *fs, size_t slot, int64_t now,
 		return render_root_status(fs->t, now, text);
 	if (slot == SLOT_METRICS)
 		return render_metrics(fs->t, now, text);
-	return render_cred_file((enum cred_file)(CF_TOKEN_TYPE +
-						 (slot - 2) % SLOTS_PER_CRED),
-				&fs->t->creds[(slot - 2) / SLOTS_PER_CRED],
-				now, text);
+	return render_cred_file(
+		(enum cred_file)(CF_TOKEN_TYPE + (slot - 2) % SLOTS_PER_CRED),
+		&fs->t->creds[(slot - 2) / SLOTS_PER_CRED], now, text);
 }
 
 /*
@@ -381,9 +380,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
 		e.entry_timeout = 0; /* every walk finds the newest snapshot */
 		e.attr_timeout = FILE_ATTR_TIMEOUT;
 		break;
-	default:
-		e.entry_timeout = DIR_TIMEOUT;
-		e.attr_timeout = DIR_TIMEOUT;
+	default: e.entry_timeout = DIR_TIMEOUT; e.attr_timeout = DIR_TIMEOUT;
 	}
 	fuse_reply_entry(req, &e);
 }
@@ -468,8 +465,7 @@ static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
 					fs, cred_slot(parent->cred,
 						      (enum cred_file)i));
 		return 0;
-	default:
-		return 0;
+	default: return 0;
 	}
 }
 
@@ -509,8 +505,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, err);
 		return;
 	}
-	fuse_reply_attr(req, &st, S_ISDIR(st.st_mode) ? DIR_TIMEOUT :
-							FILE_ATTR_TIMEOUT);
+	fuse_reply_attr(req, &st,
+			S_ISDIR(st.st_mode) ? DIR_TIMEOUT : FILE_ATTR_TIMEOUT);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -602,7 +598,7 @@ struct dirbuf {
 static void dir_add(fuse_req_t req, struct dirbuf *d, const char *name,
 		    fuse_ino_t ino, mode_t mode)
 {
-	struct stat st = { .st_ino = ino, .st_mode = mode };
+	struct stat st = {.st_ino = ino, .st_mode = mode};
 	size_t need;
 
 	d->next++;
@@ -623,7 +619,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs *fs = fuse_req_userdata(req);
 	const struct config *cfg = fs->t->cfg;
-	struct dirbuf d = { .size = size, .from = off };
+	struct dirbuf d = {.size = size, .from = off};
 	struct node n;
 	size_t i;
 
@@ -664,7 +660,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++)
 			dir_add(req, &d, render_file_name((enum cred_file)i),
 				snap_ino(cred_slot(n.cred, (enum cred_file)i),
-					 0), S_IFREG);
+					 0),
+				S_IFREG);
 	}
 	fuse_reply_buf(req, d.p, d.len);
 	free(d.p);

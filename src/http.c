@@ -58,7 +58,8 @@ int http_req_new(const char *url, struct buf *body, char *auth_header,
 	if (h)
 		r->headers = h;
 	h = h ? curl_slist_append(h, "Content-Type: "
-				  "application/x-www-form-urlencoded") : NULL;
+				     "application/x-www-form-urlencoded")
+	      : NULL;
 	if (h && auth_header)
 		h = curl_slist_append(h, auth_header);
 	if (!h)
@@ -79,7 +80,8 @@ int http_req_new(const char *url, struct buf *body, char *auth_header,
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "credfs/" CREDFS_VERSION);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body.data ? r->body.data : "");
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+			 r->body.data ? r->body.data : "");
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)r->body.len);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
@@ -130,8 +132,8 @@ void http_req_finish(struct http_req *r, CURLcode code, int64_t now_ms,
 	if (curl_easy_header(r->easy, "Retry-After", 0, CURLH_HEADER, -1,
 			     &ra) != CURLHE_OK)
 		ra = NULL;
-	oauth_classify(status, r->resp.data, r->resp.len,
-		       ra ? ra->value : NULL, now_ms, res);
+	oauth_classify(status, r->resp.data, r->resp.len, ra ? ra->value : NULL,
+		       now_ms, res);
 }
 
 void http_req_free(struct http_req *r)

@@ -30,8 +30,8 @@ enum log_level log_get_level(void)
 	return log_level;
 }
 
-static void log_vline(enum log_level level, const char *suffix,
-		      const char *fmt, va_list ap)
+static void log_vline(enum log_level level, const char *suffix, const char *fmt,
+		      va_list ap)
 {
 	char line[1024];
 	struct timespec ts;
@@ -42,8 +42,9 @@ static void log_vline(enum log_level level, const char *suffix,
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	k = snprintf(line + n, sizeof(line) - n, ".%03ldZ credfs[%d] %s: ",
-		     ts.tv_nsec / 1000000, (int)getpid(), level_names[level]);
+	k = snprintf(line + n, sizeof(line) - n,
+		     ".%03ldZ credfs[%d] %s: ", ts.tv_nsec / 1000000,
+		     (int)getpid(), level_names[level]);
 	if (k > 0)
 		n += (size_t)k;
 	if (n < sizeof(line)) {

@@ -74,17 +74,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { OPT_PID_FILE = 256 };
 	static const struct option longopts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "foreground", no_argument, NULL, 'f' },
-		{ "debug", no_argument, NULL, 'd' },
-		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		{"config", required_argument, NULL, 'c'},
+		{"foreground", no_argument, NULL, 'f'},
+		{"debug", no_argument, NULL, 'd'},
+		{"pid-file", required_argument, NULL, OPT_PID_FILE},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
 	};
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "c:fdo:hV", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:fdo:hV", longopts, NULL)) !=
+	       -1) {
 		switch (ch) {
 		case 'c': o->config = optarg; break;
 		case 'f': o->foreground = true; break;
@@ -100,8 +101,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 	}
 	if (optind + 1 != argc) {
-		fprintf(stderr, "credfs: %s\n", optind < argc ?
-			"too many arguments" : "missing MOUNTPOINT");
+		fprintf(stderr, "credfs: %s\n",
+			optind < argc ? "too many arguments"
+				      : "missing MOUNTPOINT");
 		fputs(usage_text, stderr);
 		return -1;
 	}
@@ -183,7 +185,7 @@ static void json_wipe_free(void *p)
 
 static int run(struct opts *o, struct config *cfg, int *ready_fd)
 {
-	char *argv_fuse[] = { "credfs", "-o", NULL, NULL, NULL, NULL };
+	char *argv_fuse[] = {"credfs", "-o", NULL, NULL, NULL, NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(0, argv_fuse);
 	struct fuse_loop_config *loop = NULL;
 	struct refresher *rf = NULL;
@@ -205,7 +207,8 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 
 	/* Ours go last so that they win over anything passed with -o. */
 	if ((o->fuse_opts && append_opt(&mount_opts, o->fuse_opts) < 0) ||
-	    append_opt(&mount_opts, "ro,default_permissions,nosuid,nodev,"
+	    append_opt(&mount_opts,
+		       "ro,default_permissions,nosuid,nodev,"
 		       "noexec,fsname=credfs,subtype=credfs") < 0 ||
 	    (geteuid() == 0 && append_opt(&mount_opts, "allow_other") < 0)) {
 		r = -ENOMEM;
@@ -281,8 +284,8 @@ out:
 
 int main(int argc, char **argv)
 {
-	struct rlimit no_core = { 0, 0 };
-	struct opts o = { 0 };
+	struct rlimit no_core = {0, 0};
+	struct opts o = {0};
 	struct config *cfg = NULL;
 	int ready_fd = -1, r;
 	char err[1024];

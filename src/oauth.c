@@ -173,8 +173,8 @@ static int split_scopes(const char *s, struct oauth_token *t)
 	qsort(t->scopes, n, sizeof(char *), cmp_str);
 	t->n_scopes = 0;
 	for (i = 0; i < n; i++) {
-		if (t->n_scopes && !strcmp(t->scopes[t->n_scopes - 1],
-					   t->scopes[i])) {
+		if (t->n_scopes &&
+		    !strcmp(t->scopes[t->n_scopes - 1], t->scopes[i])) {
 			free(t->scopes[i]);
 			continue;
 		}
@@ -214,18 +214,19 @@ static void parse_success(json_t *root, struct oauth_result *res)
 	if (!json_is_string(at) || json_string_length(at) == 0)
 		return malformed(res, "no access_token string");
 	if (json_string_length(at) > OAUTH_MAX_TOKEN_BYTES) {
-		snprintf(what, sizeof(what), "access_token is %zu bytes, over "
-			 "the %d byte limit", json_string_length(at),
-			 OAUTH_MAX_TOKEN_BYTES);
+		snprintf(what, sizeof(what),
+			 "access_token is %zu bytes, over "
+			 "the %d byte limit",
+			 json_string_length(at), OAUTH_MAX_TOKEN_BYTES);
 		return malformed(res, what);
 	}
 	if (!token_chars_ok(json_string_value(at), json_string_length(at)))
 		return malformed(res, "access_token holds whitespace or "
-				 "non-ASCII bytes");
-	if (tt && (!json_is_string(tt) || json_string_length(tt) == 0 ||
-		   json_string_length(tt) > MAX_TOKEN_TYPE ||
-		   !token_chars_ok(json_string_value(tt),
-				   json_string_length(tt))))
+				      "non-ASCII bytes");
+	if (tt &&
+	    (!json_is_string(tt) || json_string_length(tt) == 0 ||
+	     json_string_length(tt) > MAX_TOKEN_TYPE ||
+	     !token_chars_ok(json_string_value(tt), json_string_length(tt))))
 		return malformed(res, "token_type is not a short word");
 	t->expires_in_ms = -1;
 	if (ei) {
@@ -262,16 +263,16 @@ static enum oauth_outcome error_outcome(const char *code, long status)
 		const char *code;
 		enum oauth_outcome outcome;
 	} map[] = {
-		{ "invalid_grant", OAUTH_INVALID_GRANT },
-		{ "invalid_client", OAUTH_INVALID_CLIENT },
-		{ "unauthorized_client", OAUTH_INVALID_CLIENT },
-		{ "invalid_scope", OAUTH_REJECTED },
-		{ "invalid_request", OAUTH_REJECTED },
-		{ "unsupported_grant_type", OAUTH_REJECTED },
-		{ "access_denied", OAUTH_REJECTED },
-		{ "temporarily_unavailable", OAUTH_TRANSIENT },
-		{ "server_error", OAUTH_TRANSIENT },
-		{ "slow_down", OAUTH_RATE_LIMITED },
+		{"invalid_grant", OAUTH_INVALID_GRANT},
+		{"invalid_client", OAUTH_INVALID_CLIENT},
+		{"unauthorized_client", OAUTH_INVALID_CLIENT},
+		{"invalid_scope", OAUTH_REJECTED},
+		{"invalid_request", OAUTH_REJECTED},
+		{"unsupported_grant_type", OAUTH_REJECTED},
+		{"access_denied", OAUTH_REJECTED},
+		{"temporarily_unavailable", OAUTH_TRANSIENT},
+		{"server_error", OAUTH_TRANSIENT},
+		{"slow_down", OAUTH_RATE_LIMITED},
 	};
 	size_t i;
 
@@ -319,8 +320,8 @@ void oauth_classify(long status, const char *body, size_t len,
 
 	if (status >= 200 && status < 300) {
 		if (!root)
-			malformed(res, len ? "body is not a JSON object" :
-					     "empty body");
+			malformed(res, len ? "body is not a JSON object"
+					   : "empty body");
 		else if (json_is_string(json_object_get(root, "error")))
 			classify_error(status, root, res);
 		else
@@ -330,8 +331,9 @@ void oauth_classify(long status, const char *body, size_t len,
 	} else {
 		res->outcome = error_outcome("", status);
 		snprintf(res->error, sizeof(res->error), "HTTP %ld%s", status,
-			 status >= 300 && status < 400 ?
-				 " (redirects are not followed)" : "");
+			 status >= 300 && status < 400
+				 ? " (redirects are not followed)"
+				 : "");
 	}
 	if (res->outcome == OAUTH_TRANSIENT && res->retry_after_ms >= 0 &&
 	    status == 503)

@@ -19,12 +19,12 @@ struct cred_conf;
 
 enum oauth_outcome {
 	OAUTH_OK,
-	OAUTH_TRANSIENT,     /* network, 5xx, timeouts: back off, retry */
-	OAUTH_RATE_LIMITED,  /* 429: retry no sooner than Retry-After */
-	OAUTH_MALFORMED,     /* 2xx we cannot use: back off, retry */
-	OAUTH_INVALID_GRANT, /* the grant is dead (revoked, expired) */
-	OAUTH_INVALID_CLIENT,/* our client credentials are refused */
-	OAUTH_REJECTED,      /* any other refusal (invalid_scope, 4xx) */
+	OAUTH_TRANSIENT,      /* network, 5xx, timeouts: back off, retry */
+	OAUTH_RATE_LIMITED,   /* 429: retry no sooner than Retry-After */
+	OAUTH_MALFORMED,      /* 2xx we cannot use: back off, retry */
+	OAUTH_INVALID_GRANT,  /* the grant is dead (revoked, expired) */
+	OAUTH_INVALID_CLIENT, /* our client credentials are refused */
+	OAUTH_REJECTED,	      /* any other refusal (invalid_scope, 4xx) */
 };
 
 /* A parsed successful response. access_token is wiped on clear. */
@@ -33,14 +33,14 @@ struct oauth_token {
 	size_t len;
 	char *token_type;
 	int64_t expires_in_ms; /* -1 when the response had none */
-	char **scopes;         /* sorted, deduplicated; NULL when absent */
+	char **scopes;	       /* sorted, deduplicated; NULL when absent */
 	size_t n_scopes;
 };
 
 struct oauth_result {
 	enum oauth_outcome outcome;
-	struct oauth_token tok;  /* filled only for OAUTH_OK */
-	int64_t retry_after_ms;  /* -1 unless the provider asked */
+	struct oauth_token tok;	      /* filled only for OAUTH_OK */
+	int64_t retry_after_ms;	      /* -1 unless the provider asked */
 	char error[OAUTH_ERROR_TEXT]; /* printable, never holds a token */
 };
 

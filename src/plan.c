@@ -35,18 +35,19 @@ int64_t plan_jitter_span_ms(const struct timing *t, int64_t lifetime_ms)
 }
 
 int64_t plan_refresh_at(const struct timing *t, int64_t issued_ms,
-			 int64_t expires_ms, double u)
+			int64_t expires_ms, double u)
 {
 	int64_t lifetime = expires_ms - issued_ms;
 	int64_t lead = plan_lead_ms(t, lifetime);
-	int64_t jitter = (int64_t)(u * (double)plan_jitter_span_ms(t, lifetime));
+	int64_t jitter =
+		(int64_t)(u * (double)plan_jitter_span_ms(t, lifetime));
 	int64_t at = expires_ms - lead - jitter;
 
 	return at < issued_ms ? issued_ms : at;
 }
 
 int64_t plan_backoff_ms(int64_t initial_ms, int64_t max_ms, unsigned n,
-			 double u)
+			double u)
 {
 	int64_t ceiling = initial_ms;
 	int64_t d;

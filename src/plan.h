@@ -23,12 +23,12 @@ int64_t plan_jitter_span_ms(const struct timing *t, int64_t lifetime_ms);
  * Never before @issued_ms.
  */
 int64_t plan_refresh_at(const struct timing *t, int64_t issued_ms,
-			 int64_t expires_ms, double u);
+			int64_t expires_ms, double u);
 
 /* Delay before retry @n (1 = first retry): full jitter, that is
  * @u * min(@max_ms, @initial_ms * 2^(n-1)), at least 10 ms. */
 int64_t plan_backoff_ms(int64_t initial_ms, int64_t max_ms, unsigned n,
-			 double u);
+			double u);
 
 /* A token with less than this left is refreshed before it is served:
  * min(min_ttl, lifetime / 4), so short-lived tokens do not refresh per open. */

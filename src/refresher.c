@@ -138,15 +138,16 @@ static void complete(struct refresher *rf, struct cred *c,
 	int64_t next, now;
 	bool rotated;
 
-	next = cred_finish_attempt(rf->t, c, res, sent_ms,
-				   plan_rand(&rf->rng), &rotated);
+	next = cred_finish_attempt(rf->t, c, res, sent_ms, plan_rand(&rf->rng),
+				   &rotated);
 	now = time_real_ms();
 	if (rotated)
 		log_debug("%s/%s: refreshed, expires in %llds, next refresh in "
-			  "%llds", c->conf->tenant, c->conf->provider->name,
-			  (long long)(res->tok.expires_in_ms >= 0 ?
-					      res->tok.expires_in_ms / 1000 :
-					      -1),
+			  "%llds",
+			  c->conf->tenant, c->conf->provider->name,
+			  (long long)(res->tok.expires_in_ms >= 0
+					      ? res->tok.expires_in_ms / 1000
+					      : -1),
 			  (long long)((next - now) / 1000));
 	else
 		log_warn("%s/%s: refresh failed (%s): %s; retry in %.1fs",
@@ -165,7 +166,7 @@ static void complete(struct refresher *rf, struct cred *c,
 static void start(struct refresher *rf, struct cred *c)
 {
 	const struct provider_conf *p = c->conf->provider;
-	struct oauth_result res = { .retry_after_ms = -1 };
+	struct oauth_result res = {.retry_after_ms = -1};
 	struct http_req *req = NULL;
 	char *auth = NULL;
 	struct buf body;
@@ -275,16 +276,16 @@ static void *run(void *arg)
 		reap(rf);
 
 		pthread_mutex_lock(&rf->lock);
-		wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms() :
-				  IDLE_WAIT_MS;
+		wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms()
+				: IDLE_WAIT_MS;
 		if (wait_ms <= 0 || rf->stop)
 			continue;
 		pthread_mutex_unlock(&rf->lock);
 		/* Returns early for socket activity or curl_multi_wakeup(). */
-		curl_multi_poll(rf->multi, NULL, 0,
-				(int)(wait_ms < IDLE_WAIT_MS ? wait_ms :
-							       IDLE_WAIT_MS),
-				NULL);
+		curl_multi_poll(
+			rf->multi, NULL, 0,
+			(int)(wait_ms < IDLE_WAIT_MS ? wait_ms : IDLE_WAIT_MS),
+			NULL);
 		pthread_mutex_lock(&rf->lock);
 	}
 	pthread_mutex_unlock(&rf->lock);

@@ -76,8 +76,8 @@ static int granted_scopes(const struct cred_view *v, struct buf *b)
 	return r;
 }
 
-static int render_status(struct cred *c, const struct cred_view *v,
-			 int64_t now, struct buf *out)
+static int render_status(struct cred *c, const struct cred_view *v, int64_t now,
+			 struct buf *out)
 {
 	char exp[32] = "-", last[32], next[32], lerr[32];
 	struct buf req, gr;
@@ -95,7 +95,8 @@ static int render_status(struct cred *c, const struct cred_view *v,
 	time_or_never(v->last_refresh_ms, last);
 	time_or_never(v->next_refresh_ms, next);
 	time_or_never(v->last_error_ms, lerr);
-	r = buf_printf(out,
+	r = buf_printf(
+		out,
 		"tenant: %s\n"
 		"provider: %s\n"
 		"grant: client_credentials\n"
@@ -118,9 +119,9 @@ static int render_status(struct cred *c, const struct cred_view *v,
 		"scopes_granted: %s\n",
 		c->conf->tenant, c->conf->provider->name,
 		cred_state_name(v->state), health(v),
-		v->has_token ? v->token_type : "-",
-		v->has_token ? v->fp : "-", exp,
-		v->has_token ? secs_until(v->expires_ms, now) : 0, last, next,
+		v->has_token ? v->token_type : "-", v->has_token ? v->fp : "-",
+		exp, v->has_token ? secs_until(v->expires_ms, now) : 0, last,
+		next,
 		v->next_refresh_ms ? secs_until(v->next_refresh_ms, now) : 0,
 		v->refresh_count, v->consecutive_failures, v->failure_count,
 		v->last_error[0] ? v->last_error : "-", lerr, v->reads,
@@ -175,28 +176,34 @@ static int render_status_json(struct cred *c, const struct cred_view *v,
 	json_object_set_new(o, "grant", json_string("client_credentials"));
 	json_object_set_new(o, "state", json_string(cred_state_name(v->state)));
 	json_object_set_new(o, "health", json_string(health(v)));
-	json_object_set_new(o, "token_type", v->has_token ?
-			    json_string(v->token_type) : json_null());
-	json_object_set_new(o, "fingerprint", v->has_token ?
-			    json_string(v->fp) : json_null());
-	json_object_set_new(o, "expires_at", v->has_token ?
-			    json_time(v->expires_ms) : json_null());
-	json_object_set_new(o, "expires_in", v->has_token ?
-			    json_integer(secs_until(v->expires_ms, now)) :
-			    json_null());
+	json_object_set_new(o, "token_type",
+			    v->has_token ? json_string(v->token_type)
+					 : json_null());
+	json_object_set_new(o, "fingerprint",
+			    v->has_token ? json_string(v->fp) : json_null());
+	json_object_set_new(o, "expires_at",
+			    v->has_token ? json_time(v->expires_ms)
+					 : json_null());
+	json_object_set_new(
+		o, "expires_in",
+		v->has_token ? json_integer(secs_until(v->expires_ms, now))
+			     : json_null());
 	json_object_set_new(o, "last_refresh", json_time(v->last_refresh_ms));
 	json_object_set_new(o, "next_refresh", json_time(v->next_refresh_ms));
-	json_object_set_new(o, "next_refresh_in", v->next_refresh_ms ?
-			    json_integer(secs_until(v->next_refresh_ms, now)) :
-			    json_null());
+	json_object_set_new(
+		o, "next_refresh_in",
+		v->next_refresh_ms
+			? json_integer(secs_until(v->next_refresh_ms, now))
+			: json_null());
 	json_object_set_new(o, "refresh_count",
 			    json_integer((json_int_t)v->refresh_count));
 	json_object_set_new(o, "consecutive_failures",
 			    json_integer(v->consecutive_failures));
 	json_object_set_new(o, "failure_count",
 			    json_integer((json_int_t)v->failure_count));
-	json_object_set_new(o, "last_error", v->last_error[0] ?
-			    json_string(v->last_error) : json_null());
+	json_object_set_new(o, "last_error",
+			    v->last_error[0] ? json_string(v->last_error)
+					     : json_null());
 	json_object_set_new(o, "last_error_at", json_time(v->last_error_ms));
 	json_object_set_new(o, "reads", json_integer((json_int_t)v->reads));
 	json_object_set_new(o, "scopes_requested", req);
@@ -236,14 +243,9 @@ int render_cred_file(enum cred_file f, struct cred *c, int64_t now_ms,
 		if (v.scopes)
 			r = buf_append(out, v.scopes, strlen(v.scopes));
 		break;
-	case CF_STATUS:
-		r = render_status(c, &v, now_ms, out);
-		break;
-	case CF_STATUS_JSON:
-		r = render_status_json(c, &v, now_ms, out);
-		break;
-	default:
-		r = -EINVAL;
+	case CF_STATUS: r = render_status(c, &v, now_ms, out); break;
+	case CF_STATUS_JSON: r = render_status_json(c, &v, now_ms, out); break;
+	default: r = -EINVAL;
 	}
 	cred_view_clear(&v);
 	return r;
@@ -282,13 +284,15 @@ int render_root_status(struct cred_table *t, int64_t now_ms, struct buf *out)
 				 secs_until(v.expires_ms, now_ms));
 		else
 			snprintf(exp, sizeof(exp), "-");
-		r = buf_printf(out, "%s/%s state=%s health=%s expires_in=%s"
+		r = buf_printf(out,
+			       "%s/%s state=%s health=%s expires_in=%s"
 			       " next_refresh_in=%" PRId64 " refreshes=%" PRIu64
 			       " failures=%u last_error=%s\n",
 			       c->conf->tenant, c->conf->provider->name,
 			       cred_state_name(v.state), health(&v), exp,
-			       v.next_refresh_ms ?
-				       secs_until(v.next_refresh_ms, now_ms) : 0,
+			       v.next_refresh_ms
+				       ? secs_until(v.next_refresh_ms, now_ms)
+				       : 0,
 			       v.refresh_count, v.consecutive_failures, err);
 		cred_view_clear(&v);
 	}
@@ -331,25 +335,25 @@ static const struct {
 	const char *name, *type, *help;
 	series_fn fn;
 } series[] = {
-	{ "credfs_token_expires_in_seconds", "gauge",
-	  "Seconds until the current token expires (0 without one).",
-	  m_expires_in },
-	{ "credfs_refresh_success_total", "counter",
-	  "Token requests that returned a token.", m_success },
-	{ "credfs_refresh_failure_total", "counter",
-	  "Token requests that failed.", m_failure },
-	{ "credfs_refresh_consecutive_failures", "gauge",
-	  "Failures since the last successful refresh.", m_consecutive },
-	{ "credfs_token_reads_total", "counter",
-	  "Successful opens of access_token.", m_reads },
-	{ "credfs_token_open_errors_total", "counter",
-	  "Opens of access_token that failed (expired, no token).",
-	  m_open_errors },
+	{"credfs_token_expires_in_seconds", "gauge",
+	 "Seconds until the current token expires (0 without one).",
+	 m_expires_in},
+	{"credfs_refresh_success_total", "counter",
+	 "Token requests that returned a token.", m_success},
+	{"credfs_refresh_failure_total", "counter",
+	 "Token requests that failed.", m_failure},
+	{"credfs_refresh_consecutive_failures", "gauge",
+	 "Failures since the last successful refresh.", m_consecutive},
+	{"credfs_token_reads_total", "counter",
+	 "Successful opens of access_token.", m_reads},
+	{"credfs_token_open_errors_total", "counter",
+	 "Opens of access_token that failed (expired, no token).",
+	 m_open_errors},
 };
 
 int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out)
 {
-	uint64_t by_state[CRED_ERROR + 1] = { 0 };
+	uint64_t by_state[CRED_ERROR + 1] = {0};
 	struct cred_view *views;
 	size_t i, k;
 	int s, r;
@@ -369,20 +373,22 @@ int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out)
 		       "# TYPE credfs_credentials gauge\n",
 		       CREDFS_VERSION);
 	for (s = 0; s <= CRED_ERROR && r == 0; s++)
-		r = buf_printf(out, "credfs_credentials{state=\"%s\"} %" PRIu64
-			       "\n", cred_state_name((enum cred_state)s),
-			       by_state[s]);
+		r = buf_printf(
+			out, "credfs_credentials{state=\"%s\"} %" PRIu64 "\n",
+			cred_state_name((enum cred_state)s), by_state[s]);
 
 	for (k = 0; k < ARRAY_SIZE(series) && r == 0; k++) {
 		r = buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
 			       series[k].name, series[k].help, series[k].name,
 			       series[k].type);
 		for (i = 0; i < t->n && r == 0; i++)
-			r = buf_printf(out, "%s{tenant=\"%s\",provider=\"%s\"} %"
-				       PRId64 "\n", series[k].name,
-				       t->creds[i].conf->tenant,
-				       t->creds[i].conf->provider->name,
-				       series[k].fn(&views[i], now_ms));
+			r = buf_printf(
+				out,
+				"%s{tenant=\"%s\",provider=\"%s\"} %" PRId64
+				"\n",
+				series[k].name, t->creds[i].conf->tenant,
+				t->creds[i].conf->provider->name,
+				series[k].fn(&views[i], now_ms));
 	}
 	for (i = 0; i < t->n; i++)
 		cred_view_clear(&views[i]);

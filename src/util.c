@@ -133,8 +133,7 @@ void time_rfc3339(int64_t ms, char out[32])
 	time_t t = (time_t)(ms / 1000);
 	struct tm tm;
 
-	if (!gmtime_r(&t, &tm) ||
-	    !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+	if (!gmtime_r(&t, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		snprintf(out, 32, "1970-01-01T00:00:00Z");
 }
 
@@ -191,7 +190,8 @@ bool name_valid(const char *s)
 {
 	size_t i;
 
-	if (!s || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+	if (!s ||
+	    !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
 		return false;
 	for (i = 1; s[i]; i++) {
 		char c = s[i];

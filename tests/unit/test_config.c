@@ -12,7 +12,7 @@
 
 #include "config.h"
 
-#define PROVIDER \
+#define PROVIDER                                                             \
 	"\"providers\":{\"google\":{\"token_url\":\"https://oauth2.example/" \
 	"token\",\"client_id\":\"id\",\"client_secret_file\":\"/s\"}}"
 
@@ -23,7 +23,8 @@ static int parse(const char *json, struct config **cfg, char *err)
 
 static void valid_config_and_defaults(void **state)
 {
-	const char *json = "{" PROVIDER ",\"tenants\":{"
+	const char *json =
+		"{" PROVIDER ",\"tenants\":{"
 		"\"zeta\":{\"credentials\":{\"google\":{\"scopes\":[\"a\"]}}},"
 		"\"acme\":{\"uid\":1000,\"mode\":\"0400\",\"credentials\":"
 		"{\"google\":{\"scopes\":[],\"min_ttl_s\":1.5}}}}}";
@@ -53,13 +54,14 @@ static void valid_config_and_defaults(void **state)
 static void relative_secret_path_follows_config(void **state)
 {
 	const char *json = "{\"providers\":{\"p\":{\"token_url\":"
-		"\"http://127.0.0.1:9/t\",\"client_id\":\"i\","
-		"\"client_secret_file\":\"sec/p\"}},\"tenants\":{}}";
+			   "\"http://127.0.0.1:9/t\",\"client_id\":\"i\","
+			   "\"client_secret_file\":\"sec/p\"}},\"tenants\":{}}";
 	struct config *cfg;
 	char err[512];
 
 	assert_int_equal(config_parse(json, strlen(json), "/etc/credfs/c.json",
-				      &cfg, err, sizeof(err)), 0);
+				      &cfg, err, sizeof(err)),
+			 0);
 	assert_string_equal(cfg->providers[0].client_secret_file,
 			    "/etc/credfs/sec/p");
 	config_free(cfg);
@@ -69,81 +71,86 @@ static const struct {
 	const char *json;
 	const char *message;
 } bad[] = {
-	{ "{", "c.json:1:1: invalid JSON" },
-	{ "[]", "(top level): expected an object, got an array" },
-	{ "{\"tenants\":{}}", "providers: missing" },
-	{ "{" PROVIDER "}", "tenants: missing" },
-	{ "{" PROVIDER ",\"tenants\":{},\"colour\":1}", "colour: unknown key" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
-	  "{\"scopes\":[\"a\",\"b\",3]}}}}}",
-	  "tenants.acme.credentials.google.scopes[2]: expected a string, got "
-	  "an integer" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
-	  "{\"scopes\":[\"a b\"]}}}}}",
-	  "tenants.acme.credentials.google.scopes[0]: \"a b\" is not a valid "
-	  "scope" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
-	  "{\"scopes\":[\"a\",\"a\"]}}}}}", "scopes[1]: \"a\" is listed twice" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
-	  "{}}}}}", "tenants.acme.credentials.google.scopes: missing" },
-	{ "{" PROVIDER ",\"tenants\":{\"Acme\":{\"credentials\":{}}}}",
-	  "tenants.Acme: tenant names must match" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme/x\":{\"credentials\":{}}}}",
-	  "tenants.acme/x: tenant names must match" },
-	{ "{" PROVIDER ",\"tenants\":{\".acme\":{\"credentials\":{}}}}",
-	  "tenants..acme: tenant names must match" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"github\":"
-	  "{\"scopes\":[]}}}}}",
-	  "tenants.acme.credentials.github: no provider \"github\" is defined" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{}}}",
-	  "tenants.acme.credentials: missing" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
-	  "\"mode\":\"0644\"}}}", "tenants.acme.mode: \"0644\" has write" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
-	  "\"mode\":440}}}", "tenants.acme.mode: expected an octal string" },
-	{ "{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
-	  "\"uid\":-1}}}", "tenants.acme.uid: must be between 0 and" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"http://oauth2.example/t\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
-	  "providers.g.token_url: http:// is allowed only for loopback hosts" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"ftp://127.0.0.1/t\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
-	  "providers.g.token_url: scheme \"ftp\" is not allowed" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"not a url\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
-	  "providers.g.token_url: \"not a url\" is not a valid absolute URL" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
-	  "\"client_id\":\"i\",\"client_secret\":\"hunter2\"}},\"tenants\":{}}",
-	  "providers.g.client_secret: secrets do not belong in the config" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
-	  "\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
-	  "providers.g.client_id: missing" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
-	  "\"auth_method\":\"private_key_jwt\"}},\"tenants\":{}}",
-	  "providers.g.auth_method: \"private_key_jwt\" is not one of" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
-	  "\"grant\":\"password\"}},\"tenants\":{}}",
-	  "providers.g.grant: \"password\" is not supported" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
-	  "\"refresh_fraction\":1.5}},\"tenants\":{}}",
-	  "providers.g.refresh_fraction: must be between 0 and 0.95" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
-	  "\"timeout_s\":\"10\"}},\"tenants\":{}}",
-	  "providers.g.timeout_s: expected a number, got a string" },
-	{ "{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
-	  "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
-	  "\"token_params\":{\"scope\":\"x\"}}},\"tenants\":{}}",
-	  "providers.g.token_params.scope: is set by credfs itself" },
-	{ "{\"providers\":{\"G\":{}},\"tenants\":{}}",
-	  "providers.G: provider names must match" },
-	{ "{\"providers\":{},\"providers\":{},\"tenants\":{}}",
-	  "invalid JSON: duplicate object key" },
-	{ "{" PROVIDER ",\"tenants\":{},\"log_level\":\"loud\"}",
-	  "log_level: \"loud\" is not one of" },
+	{"{", "c.json:1:1: invalid JSON"},
+	{"[]", "(top level): expected an object, got an array"},
+	{"{\"tenants\":{}}", "providers: missing"},
+	{"{" PROVIDER "}", "tenants: missing"},
+	{"{" PROVIDER ",\"tenants\":{},\"colour\":1}", "colour: unknown key"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	 "{\"scopes\":[\"a\",\"b\",3]}}}}}",
+	 "tenants.acme.credentials.google.scopes[2]: expected a string, got "
+	 "an integer"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	 "{\"scopes\":[\"a b\"]}}}}}",
+	 "tenants.acme.credentials.google.scopes[0]: \"a b\" is not a valid "
+	 "scope"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	 "{\"scopes\":[\"a\",\"a\"]}}}}}",
+	 "scopes[1]: \"a\" is listed twice"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
+	 "{}}}}}",
+	 "tenants.acme.credentials.google.scopes: missing"},
+	{"{" PROVIDER ",\"tenants\":{\"Acme\":{\"credentials\":{}}}}",
+	 "tenants.Acme: tenant names must match"},
+	{"{" PROVIDER ",\"tenants\":{\"acme/x\":{\"credentials\":{}}}}",
+	 "tenants.acme/x: tenant names must match"},
+	{"{" PROVIDER ",\"tenants\":{\".acme\":{\"credentials\":{}}}}",
+	 "tenants..acme: tenant names must match"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"github\":"
+	 "{\"scopes\":[]}}}}}",
+	 "tenants.acme.credentials.github: no provider \"github\" is defined"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{}}}",
+	 "tenants.acme.credentials: missing"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	 "\"mode\":\"0644\"}}}",
+	 "tenants.acme.mode: \"0644\" has write"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	 "\"mode\":440}}}",
+	 "tenants.acme.mode: expected an octal string"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	 "\"uid\":-1}}}",
+	 "tenants.acme.uid: must be between 0 and"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"http://oauth2.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	 "providers.g.token_url: http:// is allowed only for loopback hosts"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"ftp://127.0.0.1/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	 "providers.g.token_url: scheme \"ftp\" is not allowed"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"not a url\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	 "providers.g.token_url: \"not a url\" is not a valid absolute URL"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret\":\"hunter2\"}},\"tenants\":{}}",
+	 "providers.g.client_secret: secrets do not belong in the config"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
+	 "providers.g.client_id: missing"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"auth_method\":\"private_key_jwt\"}},\"tenants\":{}}",
+	 "providers.g.auth_method: \"private_key_jwt\" is not one of"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"grant\":\"password\"}},\"tenants\":{}}",
+	 "providers.g.grant: \"password\" is not supported"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"refresh_fraction\":1.5}},\"tenants\":{}}",
+	 "providers.g.refresh_fraction: must be between 0 and 0.95"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"timeout_s\":\"10\"}},\"tenants\":{}}",
+	 "providers.g.timeout_s: expected a number, got a string"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"token_params\":{\"scope\":\"x\"}}},\"tenants\":{}}",
+	 "providers.g.token_params.scope: is set by credfs itself"},
+	{"{\"providers\":{\"G\":{}},\"tenants\":{}}",
+	 "providers.G: provider names must match"},
+	{"{\"providers\":{},\"providers\":{},\"tenants\":{}}",
+	 "invalid JSON: duplicate object key"},
+	{"{" PROVIDER ",\"tenants\":{},\"log_level\":\"loud\"}",
+	 "log_level: \"loud\" is not one of"},
 };
 
 static void bad_configs_name_the_path(void **state)
@@ -176,9 +183,11 @@ static void secret_file_checks(void **state)
 	f = fopen(path, "w");
 	fputs("s3cret\n", f);
 	fclose(f);
-	snprintf(json, sizeof(json), "{\"providers\":{\"g\":{\"token_url\":"
+	snprintf(json, sizeof(json),
+		 "{\"providers\":{\"g\":{\"token_url\":"
 		 "\"https://a.example/t\",\"client_id\":\"i\","
-		 "\"client_secret_file\":\"%s\"}},\"tenants\":{}}", path);
+		 "\"client_secret_file\":\"%s\"}},\"tenants\":{}}",
+		 path);
 
 	chmod(path, 0644);
 	assert_int_equal(parse(json, &cfg, err), 0);

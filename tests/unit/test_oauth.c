@@ -21,8 +21,10 @@ static void success_full(void **state)
 {
 	struct oauth_result res;
 
-	classify(200, "{\"access_token\":\"abc.def\",\"token_type\":\"bearer\","
-		 "\"expires_in\":3600,\"scope\":\"b a b\"}", NULL, &res);
+	classify(200,
+		 "{\"access_token\":\"abc.def\",\"token_type\":\"bearer\","
+		 "\"expires_in\":3600,\"scope\":\"b a b\"}",
+		 NULL, &res);
 	assert_int_equal(res.outcome, OAUTH_OK);
 	assert_string_equal(res.tok.access_token, "abc.def");
 	assert_int_equal(res.tok.len, 7);
@@ -102,22 +104,24 @@ static void error_codes(void **state)
 		const char *body;
 		enum oauth_outcome want;
 	} cases[] = {
-		{ 400, "{\"error\":\"invalid_grant\"}", OAUTH_INVALID_GRANT },
-		{ 401, "{\"error\":\"invalid_client\"}", OAUTH_INVALID_CLIENT },
-		{ 400, "{\"error\":\"unauthorized_client\"}", OAUTH_INVALID_CLIENT },
-		{ 400, "{\"error\":\"invalid_scope\"}", OAUTH_REJECTED },
-		{ 400, "{\"error\":\"something_new\"}", OAUTH_REJECTED },
-		{ 503, "{\"error\":\"temporarily_unavailable\"}", OAUTH_TRANSIENT },
-		{ 500, "<html>", OAUTH_TRANSIENT },
-		{ 502, NULL, OAUTH_TRANSIENT },
-		{ 408, NULL, OAUTH_TRANSIENT },
-		{ 429, "{\"error\":\"rate_limited\"}", OAUTH_RATE_LIMITED },
-		{ 401, "Unauthorized", OAUTH_INVALID_CLIENT },
-		{ 404, "not found", OAUTH_REJECTED },
-		{ 302, NULL, OAUTH_REJECTED },
+		{400, "{\"error\":\"invalid_grant\"}", OAUTH_INVALID_GRANT},
+		{401, "{\"error\":\"invalid_client\"}", OAUTH_INVALID_CLIENT},
+		{400, "{\"error\":\"unauthorized_client\"}",
+		 OAUTH_INVALID_CLIENT},
+		{400, "{\"error\":\"invalid_scope\"}", OAUTH_REJECTED},
+		{400, "{\"error\":\"something_new\"}", OAUTH_REJECTED},
+		{503, "{\"error\":\"temporarily_unavailable\"}",
+		 OAUTH_TRANSIENT},
+		{500, "<html>", OAUTH_TRANSIENT},
+		{502, NULL, OAUTH_TRANSIENT},
+		{408, NULL, OAUTH_TRANSIENT},
+		{429, "{\"error\":\"rate_limited\"}", OAUTH_RATE_LIMITED},
+		{401, "Unauthorized", OAUTH_INVALID_CLIENT},
+		{404, "not found", OAUTH_REJECTED},
+		{302, NULL, OAUTH_REJECTED},
 		/* Slack-style: 200 with an error object. */
-		{ 200, "{\"ok\":false,\"error\":\"invalid_grant\"}",
-		  OAUTH_INVALID_GRANT },
+		{200, "{\"ok\":false,\"error\":\"invalid_grant\"}",
+		 OAUTH_INVALID_GRANT},
 	};
 	struct oauth_result res;
 	size_t i;
@@ -134,8 +138,10 @@ static void error_text_is_sanitized(void **state)
 {
 	struct oauth_result res;
 
-	classify(401, "{\"error\":\"invalid_client\",\"error_description\":"
-		 "\"bad\\u0007 client\\nsecret\"}", NULL, &res);
+	classify(401,
+		 "{\"error\":\"invalid_client\",\"error_description\":"
+		 "\"bad\\u0007 client\\nsecret\"}",
+		 NULL, &res);
 	assert_string_equal(res.error,
 			    "invalid_client: bad? client?secret (HTTP 401)");
 }
@@ -157,8 +163,8 @@ static void retry_after_parsed(void **state)
 
 static void request_basic_and_post(void **state)
 {
-	char *scopes[] = { "read:all", "write x", NULL };
-	struct param params[] = { { "audience", "https://api.example/" } };
+	char *scopes[] = {"read:all", "write x", NULL};
+	struct param params[] = {{"audience", "https://api.example/"}};
 	struct provider_conf p = {
 		.client_id = "my id",
 		.client_secret = "p@ss:word",
@@ -166,18 +172,18 @@ static void request_basic_and_post(void **state)
 		.params = params,
 		.n_params = 1,
 	};
-	struct cred_conf cc = { .provider = &p, .scopes = scopes,
-				.n_scopes = 1 };
+	struct cred_conf cc = {.provider = &p, .scopes = scopes, .n_scopes = 1};
 	struct buf body;
 	char *auth;
 
 	assert_int_equal(oauth_build_request(&cc, &body, &auth), 0);
-	assert_string_equal(body.data, "grant_type=client_credentials"
+	assert_string_equal(body.data,
+			    "grant_type=client_credentials"
 			    "&scope=read%3Aall"
 			    "&audience=https%3A%2F%2Fapi.example%2F");
 	/* base64("my%20id:p%40ss%3Aword") */
 	assert_string_equal(auth, "Authorization: Basic "
-			    "bXklMjBpZDpwJTQwc3MlM0F3b3Jk");
+				  "bXklMjBpZDpwJTQwc3MlM0F3b3Jk");
 	buf_free(&body);
 	free(auth);
 
@@ -186,7 +192,8 @@ static void request_basic_and_post(void **state)
 	cc.n_scopes = 2;
 	assert_int_equal(oauth_build_request(&cc, &body, &auth), 0);
 	assert_null(auth);
-	assert_string_equal(body.data, "grant_type=client_credentials"
+	assert_string_equal(body.data,
+			    "grant_type=client_credentials"
 			    "&scope=read%3Aall%20write%20x"
 			    "&client_id=my%20id&client_secret=p%40ss%3Aword");
 	buf_free(&body);

@@ -35,7 +35,8 @@ static void short_token_uses_fraction(void **state)
 	int64_t issued = 0, expires = 4000;
 
 	assert_int_equal(plan_lead_ms(&defaults, 4000), 2000);
-	assert_int_equal(plan_refresh_at(&defaults, issued, expires, 0.0), 2000);
+	assert_int_equal(plan_refresh_at(&defaults, issued, expires, 0.0),
+			 2000);
 	assert_int_equal(plan_refresh_at(&defaults, issued, expires, 0.999),
 			 2000 - 199);
 }
@@ -87,10 +88,11 @@ static void retry_after_forms(void **state)
 
 	assert_int_equal(plan_retry_after_ms("3", now), 3000);
 	assert_int_equal(plan_retry_after_ms(" 120 ", now), 120000);
-	assert_int_equal(plan_retry_after_ms("Sun, 06 Nov 1994 08:49:47 GMT",
-					      now), 10000);
-	assert_int_equal(plan_retry_after_ms("Sun, 06 Nov 1994 08:49:00 GMT",
-					      now), 0);
+	assert_int_equal(
+		plan_retry_after_ms("Sun, 06 Nov 1994 08:49:47 GMT", now),
+		10000);
+	assert_int_equal(
+		plan_retry_after_ms("Sun, 06 Nov 1994 08:49:00 GMT", now), 0);
 	assert_int_equal(plan_retry_after_ms("99999999", now), 3600000);
 	assert_int_equal(plan_retry_after_ms("soon", now), -1);
 	assert_int_equal(plan_retry_after_ms("3x", now), -1);
