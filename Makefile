@@ -16,11 +16,15 @@ DOCDIR ?= $(PREFIX)/share/doc/credfs
 PKG_CONFIG ?= pkg-config
 PYTHON ?= /usr/bin/python3
 CLANG_FORMAT ?= clang-format
+# Bounds: one integration test, and the whole integration run.
+TEST_TIMEOUT_S ?= 180
+TEST_LIMIT_S ?= 1200
 
 PKGS := fuse3 libcurl libcrypto jansson
 DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
-	python3 python3-pytest python3-prometheus-client
+	python3 python3-pytest python3-pytest-timeout \
+	python3-prometheus-client
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan
@@ -87,8 +91,9 @@ $(BUILD):
 # One build: unit tests, then the integration suite against real mounts.
 check-one: all $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "  UNIT    $$t"; ./$$t; done
-	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q \
-		-p no:cacheprovider tests/integration
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) timeout -k 30 $(TEST_LIMIT_S) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider \
+		--timeout=$(TEST_TIMEOUT_S) tests/integration
 
 # Everything: the plain build, then the ASan+UBSan build of the same tests.
 check:
