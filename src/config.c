@@ -410,7 +410,7 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 	p->timeout_ms = 10000;
 	p->default_lifetime_ms = 3600000;
 	p->backoff_initial_ms = 1000;
-	p->backoff_max_ms = 300000;
+	p->backoff_max_ms = 60000;
 
 	r = check_keys(c, obj, path, keys);
 	if (r == 0)

@@ -151,3 +151,11 @@ def test_unmount_by_fusermount_stops_daemon(mount):
     assert status is not None and os.WEXITSTATUS(status) == 0
     m.pid = None
     m.exit_status = status
+
+
+def test_debug_flag_traces_fuse_requests(mount):
+    m = mount(simple_config, args=("-d",))
+    assert m.token("acme", "idp")
+    log = m.log()
+    assert "opcode: LOOKUP" in log and "opcode: OPEN" in log
+    assert " debug: " in log  # credfs's own debug lines

@@ -80,6 +80,15 @@ def test_tree_and_contents(mount, provider):
     assert sj["scopes_requested"] == ["read", "admin.view"]
     assert set(fields) == set(sj)
 
+    # No token in any other file.
+    tokens = [m.token(t, p) for t, p in (("acme", "idp"), ("acme", "other"),
+                                         ("zeta", "idp"))]
+    for dirpath, _, files in os.walk(m.mnt):
+        for name in files:
+            if name != "access_token":
+                text = open(os.path.join(dirpath, name)).read()
+                assert not any(t in text for t in tokens), name
+
     root = m.read("status").splitlines()
     assert [line.split()[0] for line in root] == \
         ["acme/idp", "acme/other", "zeta/idp"]
