@@ -159,20 +159,14 @@ void cred_view_clear(struct cred_view *v)
 	v->scopes = NULL;
 }
 
-uint64_t cred_current_gen(struct cred *c, size_t *len, int64_t *mtime_ms)
+struct token *cred_current_token(struct cred *c)
 {
-	uint64_t gen = 0;
+	struct token *tok;
 
 	pthread_mutex_lock(&c->lock);
-	*len = 0;
-	*mtime_ms = 0;
-	if (c->cur) {
-		gen = c->cur->gen;
-		*len = c->cur->len;
-		*mtime_ms = c->cur->issued_ms;
-	}
+	tok = token_ref(c->cur);
 	pthread_mutex_unlock(&c->lock);
-	return gen;
+	return tok;
 }
 
 /* Wait on @c->cond until @deadline (monotonic ms); false on timeout. */

@@ -117,8 +117,8 @@ const char *cred_state_name(enum cred_state s);
 void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v);
 void cred_view_clear(struct cred_view *v);
 
-/* Current generation number, 0 when no token has been obtained. */
-uint64_t cred_current_gen(struct cred *c, size_t *len, int64_t *mtime_ms);
+/* The current token, referenced, or NULL when none was obtained yet. */
+struct token *cred_current_token(struct cred *c);
 
 /*
  * Generation @gen32 (low 32 bits, as in inode numbers) of @c: 0 with a

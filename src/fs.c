@@ -354,7 +354,9 @@ static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 	return ENOENT;
 }
 
-static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
+/* Reply to a lookup of @ino; @held, for files, is the content it serves. */
+static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
+			const struct handle *held)
 {
 	struct fuse_entry_param e;
 	struct node n;
@@ -365,7 +367,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	err = stat_of(fs, &n, ino, NULL, &e.attr);
+	err = stat_of(fs, &n, ino, held, &e.attr);
 	if (err) {
 		fuse_reply_err(req, err == ESTALE ? ENOENT : err);
 		return;
@@ -403,47 +405,28 @@ static int tenant_find(const struct config *cfg, const char *name)
 	return -1;
 }
 
-static uint64_t current_token_ino(struct cred *c)
-{
-	int64_t mtime;
-	size_t len;
-
-	return token_ino(c, cred_current_gen(c, &len, &mtime));
-}
-
-/* The inode of the newest snapshot of @slot, or 0 if it cannot render. */
-static fuse_ino_t current_snap_ino(struct fs *fs, size_t slot)
-{
-	struct blob *b;
-	uint32_t seq;
-	int err = 0;
-
-	b = rendered(fs, slot, &err);
-	if (!b)
-		return 0;
-	seq = b->seq;
-	blob_unref(b);
-	return snap_ino(slot, seq);
-}
-
-/* The inode of @name in directory @parent, or 0. */
+/*
+ * The inode of @name in directory @parent, or 0. For a file, @held gets a
+ * reference to the content that inode serves (the current token or
+ * rendering), so that the reply's attributes describe exactly it.
+ */
 static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
-			    const char *name)
+			    const char *name, struct handle *held)
 {
 	const struct config *cfg = fs->t->cfg;
 	const struct tenant_conf *tc;
-	size_t i;
-	int ti;
+	size_t i, slot = SIZE_MAX;
+	int ti, err = 0;
 
 	switch (parent->kind) {
 	case K_ROOT:
-		if (!strcmp(name, "status"))
-			return current_snap_ino(fs, SLOT_STATUS);
-		if (!strcmp(name, "metrics"))
-			return current_snap_ino(fs, SLOT_METRICS);
 		if (!strcmp(name, "tenants"))
 			return INO_TENANTS;
-		return 0;
+		if (!strcmp(name, "status"))
+			slot = SLOT_STATUS;
+		else if (!strcmp(name, "metrics"))
+			slot = SLOT_METRICS;
+		break;
 	case K_TENANTS:
 		ti = tenant_find(cfg, name);
 		return ti < 0 ? 0 : INO_TENANT_BASE + (fuse_ino_t)ti;
@@ -457,21 +440,28 @@ static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
 		}
 		return 0;
 	case K_CRED_DIR:
-		if (!strcmp(name, render_file_name(CF_ACCESS_TOKEN)))
-			return current_token_ino(parent->cred);
+		if (!strcmp(name, render_file_name(CF_ACCESS_TOKEN))) {
+			held->tok = cred_current_token(parent->cred);
+			return token_ino(parent->cred,
+					 held->tok ? held->tok->gen : 0);
+		}
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++)
 			if (!strcmp(name, render_file_name((enum cred_file)i)))
-				return current_snap_ino(
-					fs, cred_slot(parent->cred,
-						      (enum cred_file)i));
-		return 0;
+				slot = cred_slot(parent->cred,
+						 (enum cred_file)i);
+		break;
 	default: return 0;
 	}
+	if (slot == SIZE_MAX)
+		return 0;
+	held->blob = rendered(fs, slot, &err);
+	return held->blob ? snap_ino(slot, held->blob->seq) : 0;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct handle held = {NULL, NULL};
 	struct node p;
 	fuse_ino_t ino;
 
@@ -479,12 +469,15 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	ino = child_ino(fs, &p, name);
-	if (!ino) {
+	ino = child_ino(fs, &p, name, &held);
+	if (ino)
+		reply_entry(req, fs, ino,
+			    ino & (INO_TOKEN_BIT | INO_SNAP_BIT) ? &held
+								 : NULL);
+	else
 		fuse_reply_err(req, ENOENT);
-		return;
-	}
-	reply_entry(req, fs, ino);
+	token_unref(held.tok);
+	blob_unref(held.blob);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -654,8 +647,11 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				cred_dir_ino(c), S_IFDIR);
 		}
 	} else {
+		struct token *tok = cred_current_token(n.cred);
+
 		dir_add(req, &d, render_file_name(CF_ACCESS_TOKEN),
-			current_token_ino(n.cred), S_IFREG);
+			token_ino(n.cred, tok ? tok->gen : 0), S_IFREG);
+		token_unref(tok);
 		/* Snapshot 0: readdir's d_ino is a hint; lookup decides. */
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++)
 			dir_add(req, &d, render_file_name((enum cred_file)i),

@@ -181,7 +181,9 @@ def test_malformed_responses_are_classified_and_survived(mount, provider):
     errors = set()
     for kind in ("html", "truncated", "no_access_token", "huge", "close"):
         failures = m.status("acme", "idp")["failure_count"]
-        provider.inject(kind)
+        # curl retries a request once on a fresh connection when a reused
+        # one is dropped, so "close" must happen twice to surface.
+        provider.inject(kind, count=2 if kind == "close" else 1)
         st = wait_for(lambda: (lambda s: s if s["failure_count"] > failures
                                else None)(m.status("acme", "idp")), 10,
                       what="the failure from " + kind)
