@@ -193,6 +193,7 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	struct cred_table *t = NULL;
 	char *mount_opts = NULL;
 	struct fs *fs = NULL;
+	bool wrote_pid = false;
 	int r;
 
 	r = cred_table_new(cfg, &t);
@@ -246,6 +247,7 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 			log_error_errno(r, "cannot write %s", o->pid_file);
 			goto out_unmount;
 		}
+		wrote_pid = true;
 	}
 	log_info("mounted on %s: %zu tenants, %zu credentials", o->mountpoint,
 		 cfg->n_tenants, cfg->n_creds);
@@ -277,7 +279,7 @@ out:
 	cred_table_free(t);
 	free(mount_opts);
 	fuse_opt_free_args(&args);
-	if (o->pid_file && r == 0)
+	if (wrote_pid)
 		unlink(o->pid_file);
 	return r;
 }
