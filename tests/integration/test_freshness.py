@@ -68,6 +68,8 @@ def test_readers_always_get_fresh_whole_tokens(mount, provider):
     # request about every 1.8 to 2 s, whatever the readers do.
     n = len(provider.token_requests())
     expected = elapsed / 1.9
+    print("reads=%d token_requests=%d elapsed=%.1fs tokens_seen=%d"
+          % (sum(counts), n, elapsed, len(seen)))
     assert expected - 3 <= n <= expected + 3, (n, elapsed)
     assert len(seen) >= 8  # readers really crossed rotations
 
