@@ -164,59 +164,150 @@ static int get_seconds(struct ctx *c, const json_t *obj, const char *path,
 	return r;
 }
 
-static int get_id(struct ctx *c, const json_t *obj, const char *path,
-		  const char *key, unsigned *out)
+static int get_bool(struct ctx *c, const json_t *obj, const char *path,
+		    const char *key, bool *out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v = json_object_get(obj, key);
-	json_int_t i;
 
 	if (!v)
 		return 0;
 	join(sub, path, key);
-	if (!json_is_integer(v))
-		return fail(c, sub, "expected an integer, got %s",
+	if (!json_is_boolean(v))
+		return fail(c, sub, "expected true or false, got %s",
 			    json_kind(v));
-	i = json_integer_value(v);
-	if (i < 0 || i >= (json_int_t)UINT_MAX)
-		return fail(c, sub, "must be between 0 and %u", UINT_MAX - 1);
-	*out = (unsigned)i;
+	*out = json_is_true(v);
 	return 0;
 }
 
-/* "0440": octal, read bits only (the mount is read-only). */
-static int get_mode(struct ctx *c, const json_t *obj, const char *path,
-		    const char *key, mode_t *out)
+/* An optional array of ids (uids or gids); *out is NULL when absent. */
+static int get_ids(struct ctx *c, const json_t *obj, const char *path,
+		   const char *key, unsigned **out, size_t *n)
 {
 	char sub[MAX_PATH_TEXT];
-	json_t *v = json_object_get(obj, key);
-	const char *s;
-	unsigned long m;
-	char *end;
+	json_t *arr = json_object_get(obj, key), *v;
+	size_t i;
 
-	if (!v)
-		return 0;
 	join(sub, path, key);
-	if (!json_is_string(v))
-		return fail(c, sub,
-			    "expected an octal string such as \"0440\", "
-			    "got %s",
-			    json_kind(v));
-	s = json_string_value(v);
-	errno = 0;
-	m = strtoul(s, &end, 8);
-	if (!s[0] || *end || errno || m > 0777)
-		return fail(c, sub,
-			    "\"%s\" is not an octal mode such as "
-			    "\"0440\"",
-			    s);
-	if (m & ~0444UL)
-		return fail(c, sub,
-			    "\"%s\" has write or execute bits; the "
-			    "mount is read-only, use read bits (0444 at most)",
-			    s);
-	*out = (mode_t)m;
+	if (!arr)
+		return 0;
+	if (!json_is_array(arr))
+		return fail(c, sub, "expected an array, got %s",
+			    json_kind(arr));
+	*out = calloc(json_array_size(arr) + 1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	json_array_foreach (arr, i, v) {
+		json_int_t id = json_integer_value(v);
+
+		snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
+		if (!json_is_integer(v))
+			return fail(c, sub, "expected an integer, got %s",
+				    json_kind(v));
+		if (id < 0 || id >= (json_int_t)UINT_MAX)
+			return fail(c, sub, "must be between 0 and %u",
+				    UINT_MAX - 1);
+		(*out)[i] = (unsigned)id;
+		*n = i + 1;
+	}
 	return 0;
+}
+
+/* An optional array of non-empty strings, each checked by @valid. */
+static int get_strings(struct ctx *c, const json_t *obj, const char *path,
+		       const char *key, bool (*valid)(const char *),
+		       const char *what, char ***out, size_t *n)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *arr = json_object_get(obj, key), *v;
+	size_t i;
+
+	join(sub, path, key);
+	if (!arr)
+		return 0;
+	if (!json_is_array(arr))
+		return fail(c, sub, "expected an array, got %s",
+			    json_kind(arr));
+	*out = calloc(json_array_size(arr) + 1, sizeof(char *));
+	if (!*out)
+		return -ENOMEM;
+	json_array_foreach (arr, i, v) {
+		snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
+		if (!json_is_string(v))
+			return fail(c, sub, "expected a string, got %s",
+				    json_kind(v));
+		if (!valid(json_string_value(v)))
+			return fail(c, sub, "\"%s\" is not %s",
+				    json_string_value(v), what);
+		(*out)[i] = strdup(json_string_value(v));
+		if (!(*out)[i])
+			return -ENOMEM;
+		*n = i + 1;
+	}
+	return 0;
+}
+
+/* "/", or "/a/b" without "//", "." or ".." parts or a trailing slash. */
+static bool cgroup_path_valid(const char *p)
+{
+	const char *part;
+
+	if (p[0] != '/' || strlen(p) > 512)
+		return false;
+	if (!p[1])
+		return true;
+	for (part = p + 1;;) {
+		const char *e = strchr(part, '/');
+		size_t n = e ? (size_t)(e - part) : strlen(part);
+
+		if (n == 0 || (n == 1 && part[0] == '.') ||
+		    (n == 2 && part[0] == '.' && part[1] == '.'))
+			return false;
+		if (!e)
+			return true;
+		part = e + 1;
+	}
+}
+
+static int parse_readers(struct ctx *c, const json_t *obj, const char *path,
+			 struct readers *r)
+{
+	static const char *const keys[] = {"uids", "gids", "cgroups", NULL};
+	char sub[MAX_PATH_TEXT];
+	json_t *v;
+	int ret;
+
+	ret = get_object(c, obj, path, "readers", false, &v);
+	if (ret < 0 || !v)
+		return ret;
+	join(sub, path, "readers");
+	r->set = true;
+	ret = check_keys(c, v, sub, keys);
+	if (ret == 0)
+		ret = get_ids(c, v, sub, "uids", &r->uids, &r->n_uids);
+	if (ret == 0)
+		ret = get_ids(c, v, sub, "gids", &r->gids, &r->n_gids);
+	if (ret == 0)
+		ret = get_strings(c, v, sub, "cgroups", cgroup_path_valid,
+				  "a cgroup v2 path such as \"/system.slice/"
+				  "agent.service\"",
+				  &r->cgroups, &r->n_cgroups);
+	if (ret == 0 && !r->n_uids && !r->n_gids)
+		ret = fail(c, sub,
+			   "lists no uids and no gids, so nobody "
+			   "could read");
+	return ret;
+}
+
+static void readers_free(struct readers *r)
+{
+	size_t i;
+
+	free(r->uids);
+	free(r->gids);
+	for (i = 0; i < r->n_cgroups; i++)
+		free(r->cgroups[i]);
+	free(r->cgroups);
 }
 
 /* RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ) */
@@ -379,6 +470,8 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 		"max_concurrency",
 		"max_response_bytes",
 		"token_params",
+		"high_risk_scopes",
+		"strict_scopes",
 		TIMING_KEYS,
 		NULL,
 	};
@@ -468,6 +561,12 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 			       16 * 1024 * 1024, &maxresp);
 	if (r == 0)
 		r = parse_params(c, obj, path, p);
+	if (r == 0)
+		r = get_strings(c, obj, path, "high_risk_scopes", scope_valid,
+				"a scope (or a prefix ending in *)",
+				&p->high_risk, &p->n_high_risk);
+	if (r == 0)
+		r = get_bool(c, obj, path, "strict_scopes", &p->strict_scopes);
 	p->max_concurrency = (unsigned)conc;
 	p->max_response_bytes = (size_t)maxresp;
 	free(auth);
@@ -541,13 +640,71 @@ static const struct provider_conf *find_provider(const struct config *cfg,
 	return NULL;
 }
 
+static bool high_risk(const struct provider_conf *p, const char *scope)
+{
+	size_t i;
+
+	for (i = 0; i < p->n_high_risk; i++) {
+		const char *h = p->high_risk[i];
+		size_t n = strlen(h);
+
+		if (n && h[n - 1] == '*' ? !strncmp(h, scope, n - 1)
+					 : !strcmp(h, scope))
+			return true;
+	}
+	return false;
+}
+
+/* Every high-risk scope requested is allowed, and every allowance names a
+ * requested scope. */
+static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
+			   const struct cred_conf *cc)
+{
+	char sub[MAX_PATH_TEXT];
+	char **allow = NULL;
+	size_t n_allow = 0, i, j;
+	int r;
+
+	r = get_strings(c, obj, path, "allow_high_risk", scope_valid, "a scope",
+			&allow, &n_allow);
+	for (i = 0; r == 0 && i < n_allow; i++) {
+		for (j = 0; j < cc->n_scopes; j++)
+			if (!strcmp(allow[i], cc->scopes[j]))
+				break;
+		snprintf(sub, sizeof(sub), "%s.allow_high_risk[%zu]", path, i);
+		if (j == cc->n_scopes)
+			r = fail(c, sub,
+				 "\"%s\" is not among the requested "
+				 "scopes",
+				 allow[i]);
+	}
+	for (i = 0; r == 0 && i < cc->n_scopes; i++) {
+		if (!high_risk(cc->provider, cc->scopes[i]))
+			continue;
+		for (j = 0; j < n_allow; j++)
+			if (!strcmp(allow[j], cc->scopes[i]))
+				break;
+		snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, i);
+		if (j == n_allow)
+			r = fail(c, sub,
+				 "\"%s\" is high-risk for provider "
+				 "%s; list it in allow_high_risk to request it",
+				 cc->scopes[i], cc->provider->name);
+	}
+	for (i = 0; i < n_allow; i++)
+		free(allow[i]);
+	free(allow);
+	return r;
+}
+
 static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 			const json_t *obj, struct tenant_conf *t)
 {
-	static const char *const tkeys[] = {"credentials", "uid", "gid", "mode",
-					    NULL};
-	static const char *const ckeys[] = {"scopes", "uid",	   "gid",
-					    "mode",   TIMING_KEYS, NULL};
+	static const char *const tkeys[] = {"credentials", "readers", NULL};
+	static const char *const ckeys[] = {
+		"scopes",	   "readers",	"strict_scopes",
+		"allow_high_risk", TIMING_KEYS, NULL,
+	};
 	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
 	json_t *creds, *v;
 	const char *pname;
@@ -564,14 +721,9 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 	t->name = strdup(name);
 	if (!t->name)
 		return -ENOMEM;
-	t->mode = 0440;
 	r = check_keys(c, obj, path, tkeys);
 	if (r == 0)
-		r = get_id(c, obj, path, "uid", &t->uid);
-	if (r == 0)
-		r = get_id(c, obj, path, "gid", &t->gid);
-	if (r == 0)
-		r = get_mode(c, obj, path, "mode", &t->mode);
+		r = parse_readers(c, obj, path, &t->readers);
 	if (r == 0)
 		r = get_object(c, obj, path, "credentials", true, &creds);
 	if (r < 0)
@@ -595,20 +747,19 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 				    pname);
 		cfg->n_creds++;
 		cc->timing = cc->provider->timing;
-		cc->uid = t->uid;
-		cc->gid = t->gid;
-		cc->mode = t->mode;
+		cc->strict_scopes = cc->provider->strict_scopes;
 		r = check_keys(c, v, sub, ckeys);
 		if (r == 0)
 			r = parse_scopes(c, v, sub, cc);
 		if (r == 0)
 			r = parse_timing(c, v, sub, &cc->timing);
 		if (r == 0)
-			r = get_id(c, v, sub, "uid", &cc->uid);
+			r = parse_readers(c, v, sub, &cc->readers);
 		if (r == 0)
-			r = get_id(c, v, sub, "gid", &cc->gid);
+			r = get_bool(c, v, sub, "strict_scopes",
+				     &cc->strict_scopes);
 		if (r == 0)
-			r = get_mode(c, v, sub, "mode", &cc->mode);
+			r = check_high_risk(c, v, sub, cc);
 		if (r < 0)
 			return r;
 		t->n_creds++;
@@ -618,8 +769,10 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 
 static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 {
-	static const char *const keys[] = {"providers", "tenants", "log_level",
-					   NULL};
+	static const char *const keys[] = {
+		"providers", "tenants",	  "log_level", "allow_root",
+		"ops_gids",  "audit_log", NULL,
+	};
 	static const char *const levels[] = {"error", "warning", "info",
 					     "debug"};
 	json_t *providers, *tenants, *v, *t;
@@ -638,6 +791,15 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		r = get_object(c, root, "", "tenants", true, &tenants);
 	if (r == 0)
 		r = get_string(c, root, "", "log_level", false, &level);
+	cfg->allow_root = true;
+	if (r == 0)
+		r = get_bool(c, root, "", "allow_root", &cfg->allow_root);
+	if (r == 0)
+		r = get_ids(c, root, "", "ops_gids", &cfg->ops_gids,
+			    &cfg->n_ops_gids);
+	if (r == 0)
+		r = get_string(c, root, "", "audit_log", false,
+			       &cfg->audit_log);
 	if (r < 0)
 		goto out;
 	cfg->log_level = LOG_INFO;
@@ -699,17 +861,92 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		struct tenant_conf *tc = &cfg->tenants[i];
 		size_t j;
 
-		for (j = 0; j < tc->n_creds; j++)
+		for (j = 0; j < tc->n_creds; j++) {
 			cfg->creds[tc->first_cred + j].tenant = tc->name;
+			cfg->creds[tc->first_cred + j].tenant_idx = i;
+		}
 	}
 	qsort(cfg->creds, cfg->n_creds, sizeof(*cfg->creds), cmp_cred);
 	for (i = 0, n_creds = 0; i < cfg->n_tenants; i++) {
 		cfg->tenants[i].first_cred = n_creds;
 		n_creds += cfg->tenants[i].n_creds;
 	}
+	r = config_set_read_path(cfg, false, c->err, c->errlen);
 out:
 	free(level);
 	return r;
+}
+
+/* One owner, one group and a mode that let exactly @r's uids and gids
+ * read, where that can be said; otherwise readable by all, for the daemon
+ * to decide. Without readers: root only. */
+static void ownership(const struct readers *r, uid_t *uid, gid_t *gid,
+		      mode_t *mode)
+{
+	*uid = r->n_uids == 1 ? r->uids[0] : 0;
+	*gid = r->n_gids == 1 ? r->gids[0] : 0;
+	*mode = 0400 | (r->n_gids == 1 ? 0040 : 0);
+	if (r->n_uids > 1 || r->n_gids > 1)
+		*mode = 0444;
+}
+
+static bool expressible(const struct readers *r)
+{
+	return r->n_uids <= 1 && r->n_gids <= 1 && r->n_cgroups == 0;
+}
+
+int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
+			 size_t errlen)
+{
+	struct ctx c = {.err = err, .errlen = errlen, .file = cfg->path};
+	char path[MAX_PATH_TEXT];
+	size_t i, j;
+
+	for (i = 0; cache_kernel && i < cfg->n_tenants; i++) {
+		const struct tenant_conf *t = &cfg->tenants[i];
+
+		snprintf(path, sizeof(path), "tenants.%s.readers", t->name);
+		if (!expressible(&t->readers))
+			return fail(&c, path,
+				    "with -o cache=kernel only file "
+				    "modes are checked: list at most one uid "
+				    "and one gid, and no cgroups");
+		for (j = 0; j < t->n_creds; j++) {
+			const struct cred_conf *cc =
+				&cfg->creds[t->first_cred + j];
+
+			snprintf(path, sizeof(path),
+				 "tenants.%s.credentials.%s.readers", t->name,
+				 cc->provider->name);
+			if (!expressible(&cc->readers))
+				return fail(&c, path,
+					    "with -o cache=kernel "
+					    "only file modes are checked: list "
+					    "at most one uid and one gid, and "
+					    "no cgroups");
+		}
+	}
+	if (cache_kernel && !cfg->allow_root)
+		return fail(&c, "allow_root",
+			    "false cannot be enforced with "
+			    "-o cache=kernel (root passes file mode checks)");
+	cfg->cache_kernel = cache_kernel;
+	for (i = 0; i < cfg->n_tenants; i++) {
+		struct tenant_conf *t = &cfg->tenants[i];
+
+		ownership(&t->readers, &t->uid, &t->gid, &t->mode);
+		for (j = 0; j < t->n_creds; j++) {
+			struct cred_conf *cc = &cfg->creds[t->first_cred + j];
+			const struct readers *r = &t->readers;
+
+			/* Audited: the daemon checks the narrowing (and audits
+			 * the denial); cache=kernel: the modes must. */
+			if (cache_kernel && cc->readers.set)
+				r = &cc->readers;
+			ownership(r, &cc->uid, &cc->gid, &cc->mode);
+		}
+	}
+	return 0;
 }
 
 int config_parse(const char *json, size_t len, const char *path,
@@ -835,14 +1072,22 @@ void config_free(struct config *cfg)
 			free(p->params[j].value);
 		}
 		free(p->params);
+		for (j = 0; j < p->n_high_risk; j++)
+			free(p->high_risk[j]);
+		free(p->high_risk);
 	}
 	for (i = 0; i < cfg->n_creds; i++) {
 		for (j = 0; j < cfg->creds[i].n_scopes; j++)
 			free(cfg->creds[i].scopes[j]);
 		free(cfg->creds[i].scopes);
+		readers_free(&cfg->creds[i].readers);
 	}
-	for (i = 0; i < cfg->n_tenants; i++)
+	for (i = 0; i < cfg->n_tenants; i++) {
 		free(cfg->tenants[i].name);
+		readers_free(&cfg->tenants[i].readers);
+	}
+	free(cfg->ops_gids);
+	free(cfg->audit_log);
 	free(cfg->providers);
 	free(cfg->tenants);
 	free(cfg->creds);

@@ -6,6 +6,7 @@
 #ifndef CREDFS_CONFIG_H
 #define CREDFS_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -29,6 +30,17 @@ struct param {
 	char *value;
 };
 
+/* Who may read: a uid or gid match, and, with cgroups, a cgroup match. */
+struct readers {
+	bool set; /* given in the config */
+	uid_t *uids;
+	size_t n_uids;
+	gid_t *gids;
+	size_t n_gids;
+	char **cgroups; /* cgroup v2 paths, "/a/b", no trailing slash */
+	size_t n_cgroups;
+};
+
 struct provider_conf {
 	char *name;
 	char *token_url;
@@ -46,21 +58,30 @@ struct provider_conf {
 	size_t max_response_bytes;
 	struct param *params; /* extra token request parameters */
 	size_t n_params;
+	char **high_risk; /* scopes that need allow_high_risk; "x*" = prefix */
+	size_t n_high_risk;
+	bool strict_scopes;
 };
 
 struct cred_conf {
 	const char *tenant; /* points into the tenant */
+	size_t tenant_idx;  /* into config.tenants */
 	const struct provider_conf *provider;
 	char **scopes;
 	size_t n_scopes;
 	struct timing timing;
+	struct readers readers; /* narrows the tenant's; unset = no narrowing */
+	bool strict_scopes;	/* do not serve a wider grant than requested */
+	/* Owner and mode of its files, from config_set_read_path(). */
 	uid_t uid;
 	gid_t gid;
-	mode_t mode; /* of its files; directories get x where r is set */
+	mode_t mode;
 };
 
 struct tenant_conf {
 	char *name;
+	struct readers readers; /* unset: root only (if allow_root) */
+	/* Owner and mode of its directory (x added where r is set). */
 	uid_t uid;
 	gid_t gid;
 	mode_t mode;
@@ -70,7 +91,12 @@ struct tenant_conf {
 
 struct config {
 	char *path;
-	int log_level; /* enum log_level */
+	int log_level;	 /* enum log_level */
+	bool allow_root; /* uid 0 passes the uid/gid test of every tenant */
+	gid_t *ops_gids; /* may see every credential in status and metrics */
+	size_t n_ops_gids;
+	char *audit_log;   /* NULL: audit lines go to stderr */
+	bool cache_kernel; /* -o cache=kernel: see config_set_read_path() */
 	struct provider_conf *providers;
 	size_t n_providers;
 	struct tenant_conf *tenants; /* sorted by name */
@@ -93,6 +119,18 @@ int config_load(const char *path, struct config **out, char *err,
 
 /* Read every provider's client secret file. 0 or -errno + @err. */
 int config_load_secrets(struct config *cfg, char *err, size_t errlen);
+
+/*
+ * Choose the read path and derive every file's owner and mode from the
+ * readers. On the audited path (@cache_kernel false) modes express the
+ * tenant's readers and the daemon checks the rest on each access. With
+ * @cache_kernel the kernel's mode check is the only one, so readers must fit
+ * in one owner and one group, with no cgroups and allow_root on; otherwise
+ * -EINVAL and a message naming the offending path. config_parse() applies
+ * the audited path.
+ */
+int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
+			 size_t errlen);
 
 /* Free everything, wiping secrets. NULL is a no-op. */
 void config_free(struct config *cfg);

@@ -41,6 +41,7 @@ void token_unref(struct token *tok)
 		return;
 	free(tok->type);
 	free(tok->scopes);
+	free(tok->over);
 	freezero(tok, sizeof(*tok) + tok->len + 1);
 }
 
@@ -138,6 +139,7 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 			 c->cur->type);
 		memcpy(v->fp, c->cur->fp, sizeof(v->fp));
 		v->scopes = strdup(c->cur->scopes);
+		v->over = c->cur->over ? strdup(c->cur->over) : NULL;
 	}
 	v->refresh_count = c->refresh_count;
 	v->failure_count = c->failure_count;
@@ -156,7 +158,9 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 void cred_view_clear(struct cred_view *v)
 {
 	free(v->scopes);
+	free(v->over);
 	v->scopes = NULL;
+	v->over = NULL;
 }
 
 struct token *cred_current_token(struct cred *c)
@@ -307,6 +311,25 @@ static char *scopes_text(const struct cred_conf *cc,
 	return b.data;
 }
 
+/* Granted scopes that were not requested, space-separated, or NULL. */
+static char *over_privileged(const struct cred_conf *cc,
+			     const struct oauth_token *ot)
+{
+	struct buf b;
+	size_t i, j;
+
+	buf_init(&b, 64 * 1024);
+	for (i = 0; i < ot->n_scopes; i++) {
+		for (j = 0; j < cc->n_scopes; j++)
+			if (!strcmp(ot->scopes[i], cc->scopes[j]))
+				break;
+		if (j == cc->n_scopes &&
+		    buf_printf(&b, "%s%s", b.len ? " " : "", ot->scopes[i]) < 0)
+			break;
+	}
+	return b.data;
+}
+
 static struct token *token_new(struct cred *c, struct oauth_token *ot,
 			       int64_t sent_ms)
 {
@@ -322,6 +345,7 @@ static struct token *token_new(struct cred *c, struct oauth_token *ot,
 	memcpy(tok->value, ot->access_token, ot->len);
 	tok->type = strdup(ot->token_type);
 	tok->scopes = scopes_text(c->conf, ot);
+	tok->over = over_privileged(c->conf, ot);
 	if (!tok->type || !tok->scopes) {
 		token_unref(tok);
 		return NULL;

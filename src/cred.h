@@ -35,7 +35,8 @@ struct token {
 	int64_t expires_ms; /* wall clock */
 	char *type;	    /* "Bearer" */
 	char *scopes;	    /* granted scopes, sorted, one per line */
-	char fp[9];	    /* fingerprint: first 8 hex of SHA-256 */
+	char *over; /* granted, not requested, space-separated; or NULL */
+	char fp[9]; /* fingerprint: first 8 hex of SHA-256 */
 	size_t len;
 	char value[]; /* len bytes, NUL-terminated, wiped on free */
 };
@@ -66,7 +67,10 @@ struct cred {
 	atomic_uint_fast64_t open_errors;
 
 	/* Owned by the refresher thread and its lock. */
-	int64_t due_mono;
+	int64_t due_mono;     /* heap key: min(attempt_mono, expiry_mono) */
+	int64_t attempt_mono; /* next request */
+	int64_t expiry_mono;  /* when the current token expires; INT64_MAX */
+	uint64_t expiry_gen;
 	size_t heap_idx;
 	struct cred *wait_next;
 	struct http_req *req; /* the request in flight */
@@ -75,7 +79,8 @@ struct cred {
 
 struct cred_table {
 	const struct config *cfg;
-	struct cred *creds; /* same order as cfg->creds */
+	struct audit *audit; /* refresh outcomes; its health in status */
+	struct cred *creds;  /* same order as cfg->creds */
 	size_t n;
 	atomic_uint_fast64_t version; /* bumped on any credential change */
 	/* Asks the refresher to refresh @c now (single-flight). */
@@ -93,6 +98,7 @@ struct cred_view {
 	char token_type[65];
 	char fp[9];
 	char *scopes; /* owned by the view: free with cred_view_clear */
+	char *over;   /* likewise: over-privileged scopes, or NULL */
 	uint64_t refresh_count, failure_count, reads, open_errors;
 	unsigned consecutive_failures;
 	int64_t last_refresh_ms, next_refresh_ms, last_error_ms;

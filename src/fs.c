@@ -33,7 +33,10 @@
 #include "config.h"
 #include "cred.h"
 #include "fs.h"
+#include "audit.h"
 #include "log.h"
+#include "plan.h"
+#include "policy.h"
 #include "render.h"
 #include "util.h"
 
@@ -67,18 +70,34 @@ struct node {
 struct blob {
 	atomic_uint refs;
 	uint32_t seq;
+	uint64_t view;
 	int64_t rendered_ms;
 	size_t len;
 	char data[];
 };
 
-/* The current and previous rendering of one file. */
-struct rcache {
-	pthread_mutex_t lock;
+/*
+ * The current and previous rendering of one file for one view. Root status
+ * and metrics show each caller only the credentials it may see, so they
+ * keep a few views (keyed by the set of visible tenants); the files of a
+ * credential have one.
+ */
+struct rview {
+	uint64_t key;
 	struct blob *cur, *prev;
-	uint32_t last_seq;
 	uint64_t version;
 	int64_t second;
+	uint64_t used;
+};
+
+#define ROOT_VIEWS 8
+
+struct rcache {
+	pthread_mutex_t lock;
+	struct rview *views;
+	unsigned n_views;
+	uint32_t last_seq;
+	uint64_t clock;
 };
 
 /* An open file: exactly one of @tok and @blob. */
@@ -90,6 +109,8 @@ struct handle {
 struct fs {
 	struct cred_table *t;
 	struct fuse_session *se;
+	struct audit *audit;
+	bool cache_kernel;
 	int64_t start_ms;
 	struct rcache *cache; /* by slot */
 	size_t n_cache;
@@ -200,46 +221,75 @@ static uint64_t version_of(struct fs *fs, size_t slot)
 	return v;
 }
 
-static int render_slot(struct fs *fs, size_t slot, int64_t now,
-		       struct buf *text)
+static int render_slot(struct fs *fs, size_t slot, const bool *visible,
+		       int64_t now, struct buf *text)
 {
 	if (slot == SLOT_STATUS)
-		return render_root_status(fs->t, now, text);
+		return render_root_status(fs->t, visible, now, text);
 	if (slot == SLOT_METRICS)
-		return render_metrics(fs->t, now, text);
+		return render_metrics(fs->t, visible, now, text);
 	return render_cred_file(
+		fs->t,
 		(enum cred_file)(CF_TOKEN_TYPE + (slot - 2) % SLOTS_PER_CRED),
 		&fs->t->creds[(slot - 2) / SLOTS_PER_CRED], now, text);
 }
 
+/* The view of @rc for @key: the matching one, else the least recently used
+ * (emptied). Under rc->lock. */
+static struct rview *view_of(struct rcache *rc, uint64_t key)
+{
+	struct rview *v = &rc->views[0];
+	unsigned i;
+
+	for (i = 0; i < rc->n_views; i++) {
+		if (rc->views[i].key == key && rc->views[i].cur) {
+			v = &rc->views[i];
+			goto out;
+		}
+		if (rc->views[i].used < v->used)
+			v = &rc->views[i];
+	}
+	blob_unref(v->cur);
+	blob_unref(v->prev);
+	memset(v, 0, sizeof(*v));
+	v->key = key;
+out:
+	v->used = ++rc->clock;
+	return v;
+}
+
 /*
- * The current rendering of @slot, referenced; NULL with *@err on failure.
- * Re-rendered at most once per second or credential change; a rendering
- * that differs from the last one gets the next snapshot number (inode).
+ * The current rendering of @slot for view @key (@visible: the tenants it
+ * shows, NULL for all), referenced; NULL with *@err on failure. Re-rendered
+ * at most once per second or credential change; a rendering that differs
+ * from the last one gets the next snapshot number (inode).
  */
-static struct blob *rendered(struct fs *fs, size_t slot, int *err)
+static struct blob *rendered(struct fs *fs, size_t slot, uint64_t key,
+			     const bool *visible, int *err)
 {
 	struct rcache *rc = &fs->cache[slot];
 	int64_t now = time_real_ms();
 	uint64_t version = version_of(fs, slot);
 	struct blob *b = NULL;
+	struct rview *v;
 	struct buf text;
 	int r;
 
 	pthread_mutex_lock(&rc->lock);
-	if (rc->cur && rc->version == version && rc->second == now / 1000)
+	v = view_of(rc, key);
+	if (v->cur && v->version == version && v->second == now / 1000)
 		goto out_ref;
-	buf_init(&text, 4 * 1024 * 1024);
-	r = render_slot(fs, slot, now, &text);
+	buf_init(&text, 64 * 1024 * 1024);
+	r = render_slot(fs, slot, visible, now, &text);
 	if (r < 0) {
 		*err = -r;
 		buf_free(&text);
 		goto out;
 	}
-	rc->version = version;
-	rc->second = now / 1000;
-	if (rc->cur && rc->cur->len == text.len &&
-	    (!text.len || !memcmp(rc->cur->data, text.data, text.len))) {
+	v->version = version;
+	v->second = now / 1000;
+	if (v->cur && v->cur->len == text.len &&
+	    (!text.len || !memcmp(v->cur->data, text.data, text.len))) {
 		buf_free(&text);
 		goto out_ref; /* same bytes: same inode */
 	}
@@ -251,16 +301,17 @@ static struct blob *rendered(struct fs *fs, size_t slot, int *err)
 	}
 	atomic_init(&b->refs, 1);
 	b->seq = ++rc->last_seq;
+	b->view = key;
 	b->rendered_ms = now;
 	b->len = text.len;
 	if (text.len)
 		memcpy(b->data, text.data, text.len);
 	buf_free(&text);
-	blob_unref(rc->prev);
-	rc->prev = rc->cur;
-	rc->cur = b;
+	blob_unref(v->prev);
+	v->prev = v->cur;
+	v->cur = b;
 out_ref:
-	b = blob_ref(rc->cur);
+	b = blob_ref(v->cur);
 out:
 	pthread_mutex_unlock(&rc->lock);
 	return b;
@@ -271,14 +322,69 @@ static struct blob *snapshot(struct fs *fs, size_t slot, uint32_t seq)
 {
 	struct rcache *rc = &fs->cache[slot];
 	struct blob *b = NULL;
+	unsigned i;
 
 	pthread_mutex_lock(&rc->lock);
-	if (rc->cur && rc->cur->seq == seq)
-		b = blob_ref(rc->cur);
-	else if (rc->prev && rc->prev->seq == seq)
-		b = blob_ref(rc->prev);
+	for (i = 0; i < rc->n_views && !b; i++) {
+		struct rview *v = &rc->views[i];
+
+		if (v->cur && v->cur->seq == seq)
+			b = blob_ref(v->cur);
+		else if (v->prev && v->prev->seq == seq)
+			b = blob_ref(v->prev);
+	}
 	pthread_mutex_unlock(&rc->lock);
 	return b;
+}
+
+static int req_getgroups(void *arg, int size, gid_t list[])
+{
+	return fuse_req_getgroups(arg, size, list);
+}
+
+static void caller_of(fuse_req_t req, struct caller *who)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	caller_init(who, ctx->uid, ctx->gid, ctx->pid, req_getgroups, req);
+}
+
+/*
+ * Which tenants @who may see, into @visible (one flag per tenant), and a key
+ * naming that set: 0 for "all" (ops callers and the kernel-cache path).
+ */
+static uint64_t view_key(struct fs *fs, struct caller *who, bool *visible)
+{
+	const struct config *cfg = fs->t->cfg;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t i;
+
+	if (fs->cache_kernel || policy_ops(cfg, who)) {
+		for (i = 0; i < cfg->n_tenants; i++)
+			visible[i] = true;
+		return 0;
+	}
+	for (i = 0; i < cfg->n_tenants; i++) {
+		visible[i] = policy_tenant(cfg, &cfg->tenants[i], who);
+		h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) * 0x100000001b3ULL;
+	}
+	return h | 1;
+}
+
+static void audit_denied(struct fs *fs, struct caller *who, const char *tenant,
+			 const char *provider, const char *outcome,
+			 const char *detail)
+{
+	struct audit_rec rec = {
+		.event = "denied",
+		.tenant = tenant,
+		.provider = provider,
+		.who = who,
+		.outcome = outcome,
+		.detail = detail,
+	};
+
+	audit_log(fs->audit, &rec);
 }
 
 /* Owner and mode of a file of @n; directories add x where r is set. */
@@ -374,6 +480,12 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 	}
 	e.ino = ino;
 	switch (n.kind) {
+	case K_TENANT:
+		/* Audited: whether a tenant is visible depends on the caller,
+		 * so every path walk asks. */
+		e.entry_timeout = fs->cache_kernel ? DIR_TIMEOUT : 0;
+		e.attr_timeout = DIR_TIMEOUT;
+		break;
 	case K_TOKEN:
 		e.entry_timeout = TOKEN_ENTRY_TIMEOUT;
 		e.attr_timeout = FILE_ATTR_TIMEOUT;
@@ -406,18 +518,24 @@ static int tenant_find(const struct config *cfg, const char *name)
 }
 
 /*
- * The inode of @name in directory @parent, or 0. For a file, @held gets a
- * reference to the content that inode serves (the current token or
- * rendering), so that the reply's attributes describe exactly it.
+ * The inode of @name in directory @parent, or 0 with *@err. For a file,
+ * @held gets a reference to the content that inode serves (the current
+ * token or rendering), so that the reply's attributes describe exactly it.
  */
-static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
-			    const char *name, struct handle *held)
+static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
+			    const struct node *parent, const char *name,
+			    struct handle *held, int *err)
 {
 	const struct config *cfg = fs->t->cfg;
 	const struct tenant_conf *tc;
 	size_t i, slot = SIZE_MAX;
-	int ti, err = 0;
+	struct caller who;
+	uint64_t key = 0;
+	bool *visible = NULL;
+	fuse_ino_t ino = 0;
+	int ti;
 
+	*err = ENOENT;
 	switch (parent->kind) {
 	case K_ROOT:
 		if (!strcmp(name, "tenants"))
@@ -429,7 +547,17 @@ static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
 		break;
 	case K_TENANTS:
 		ti = tenant_find(cfg, name);
-		return ti < 0 ? 0 : INO_TENANT_BASE + (fuse_ino_t)ti;
+		if (ti < 0)
+			return 0;
+		caller_of(req, &who);
+		if (!fs->cache_kernel &&
+		    !policy_tenant(cfg, &cfg->tenants[ti], &who)) {
+			/* Invisible: the same answer as for no such tenant. */
+			audit_denied(fs, &who, name, NULL, "ENOENT",
+				     "not a reader of this tenant");
+			return 0;
+		}
+		return INO_TENANT_BASE + (fuse_ino_t)ti;
 	case K_TENANT:
 		tc = &cfg->tenants[parent->tenant];
 		for (i = 0; i < tc->n_creds; i++) {
@@ -454,8 +582,20 @@ static fuse_ino_t child_ino(struct fs *fs, const struct node *parent,
 	}
 	if (slot == SIZE_MAX)
 		return 0;
-	held->blob = rendered(fs, slot, &err);
-	return held->blob ? snap_ino(slot, held->blob->seq) : 0;
+	if (slot < 2) { /* root files show what the caller may see */
+		visible = calloc(cfg->n_tenants + 1, sizeof(bool));
+		if (!visible) {
+			*err = ENOMEM;
+			return 0;
+		}
+		caller_of(req, &who);
+		key = view_key(fs, &who, visible);
+	}
+	held->blob = rendered(fs, slot, key, visible, err);
+	if (held->blob)
+		ino = snap_ino(slot, held->blob->seq);
+	free(visible);
+	return ino;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -464,18 +604,19 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct handle held = {NULL, NULL};
 	struct node p;
 	fuse_ino_t ino;
+	int err;
 
 	if (!node_of(fs, parent, &p)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	ino = child_ino(fs, &p, name, &held);
+	ino = child_ino(fs, req, &p, name, &held, &err);
 	if (ino)
 		reply_entry(req, fs, ino,
 			    ino & (INO_TOKEN_BIT | INO_SNAP_BIT) ? &held
 								 : NULL);
 	else
-		fuse_reply_err(req, ENOENT);
+		fuse_reply_err(req, err);
 	token_unref(held.tok);
 	blob_unref(held.blob);
 }
@@ -502,16 +643,79 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 			S_ISDIR(st.st_mode) ? DIR_TIMEOUT : FILE_ATTR_TIMEOUT);
 }
 
+static const char *errno_name(int e)
+{
+	switch (e) {
+	case 0: return "ok";
+	case EACCES: return "EACCES";
+	case EAGAIN: return "EAGAIN";
+	case EKEYEXPIRED: return "EKEYEXPIRED";
+	case ESTALE: return "ESTALE";
+	case ENOMEM: return "ENOMEM";
+	default: return "error";
+	}
+}
+
+/* The audited open of a token generation: policy, freshness, scopes. */
+static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
+		      struct token **out)
+{
+	const struct config *cfg = fs->t->cfg;
+	struct cred *c = n->cred;
+	const struct tenant_conf *t =
+		&cfg->tenants[tenant_find(cfg, c->conf->tenant)];
+	struct audit_rec rec = {
+		.event = "read",
+		.tenant = c->conf->tenant,
+		.provider = c->conf->provider->name,
+	};
+	struct caller who;
+	int r;
+
+	caller_of(req, &who);
+	rec.who = &who;
+	if (!policy_cred(cfg, t, c->conf, &who)) {
+		audit_denied(fs, &who, rec.tenant, rec.provider, "EACCES",
+			     "not a reader of this credential");
+		return -EACCES;
+	}
+	r = cred_open_token(fs->t, c, n->gen, out);
+	if (r == -ESTALE)
+		return r; /* the kernel looks the name up again: no line */
+	if (r == 0 && c->conf->strict_scopes && (*out)->over) {
+		token_unref(*out);
+		*out = NULL;
+		audit_denied(fs, &who, rec.tenant, rec.provider, "EACCES",
+			     "granted scopes wider than requested "
+			     "(strict_scopes)");
+		return -EACCES;
+	}
+	if (r < 0)
+		atomic_fetch_add(&c->open_errors, 1);
+	else
+		atomic_fetch_add(&c->reads, 1);
+	rec.outcome = errno_name(-r);
+	rec.fp = *out ? (*out)->fp : NULL;
+	audit_log(fs->audit, &rec);
+	return r;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct handle *h;
 	struct node n;
-	int err = 0, r;
+	int err = 0;
 
 	if ((fi->flags & O_ACCMODE) != O_RDONLY ||
 	    (fi->flags & (O_TRUNC | O_CREAT))) {
 		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (fs->cache_kernel) {
+		/* The kernel stops sending opens and serves reads from the
+		 * page cache; the mode bits are the only check. */
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
 	if (!node_of(fs, ino, &n)) {
@@ -524,19 +728,25 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (n.kind == K_TOKEN) {
-		r = cred_open_token(fs->t, n.cred, n.gen, &h->tok);
-		if (r < 0 && r != -ESTALE)
-			atomic_fetch_add(&n.cred->open_errors, 1);
-		if (r == 0)
-			atomic_fetch_add(&n.cred->reads, 1);
-		err = -r;
+		err = -open_token(fs, req, &n, &h->tok);
 	} else if (n.kind == K_SNAP) {
 		h->blob = snapshot(fs, n.slot, n.gen);
 		err = h->blob ? 0 : ESTALE; /* the kernel looks up again */
+		if (h->blob && n.slot < 2) {
+			/* A root file's view must be the caller's own. */
+			bool *vis = calloc(fs->t->cfg->n_tenants + 1, 1);
+			struct caller who;
+
+			caller_of(req, &who);
+			if (!vis || view_key(fs, &who, vis) != h->blob->view)
+				err = vis ? ESTALE : ENOMEM;
+			free(vis);
+		}
 	} else {
 		err = EISDIR;
 	}
 	if (err) {
+		blob_unref(h->blob);
 		free(h);
 		fuse_reply_err(req, err);
 		return;
@@ -551,20 +761,60 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 }
 
+/* Kernel-cache path: no open, so a read names only the inode. */
+static int content_of_ino(struct fs *fs, fuse_ino_t ino, struct handle *h)
+{
+	const struct timing *tm;
+	struct node n;
+	int64_t now;
+
+	if (!node_of(fs, ino, &n))
+		return ENOENT;
+	if (n.kind == K_SNAP) {
+		h->blob = snapshot(fs, n.slot, n.gen);
+		return h->blob ? 0 : ESTALE;
+	}
+	if (n.kind != K_TOKEN)
+		return EISDIR;
+	if (cred_token_of_gen(n.cred, n.gen, &h->tok) < 0 || !h->tok)
+		return n.gen ? ESTALE : EAGAIN;
+	tm = &n.cred->conf->timing;
+	now = time_real_ms();
+	if (h->tok->expires_ms - now <=
+	    plan_skew_ms(tm, h->tok->expires_ms - h->tok->issued_ms))
+		return EKEYEXPIRED;
+	return 0;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	struct fs *fs = fuse_req_userdata(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	const char *data = h->tok ? h->tok->value : h->blob->data;
-	size_t len = h->tok ? h->tok->len : h->blob->len;
+	struct handle byino = {NULL, NULL};
+	const char *data;
+	size_t len;
+	int err;
 
-	if (off < 0 || (size_t)off >= len) {
-		fuse_reply_buf(req, NULL, 0);
-		return;
+	if (!h) {
+		err = content_of_ino(fs, ino, &byino);
+		if (err) {
+			token_unref(byino.tok);
+			blob_unref(byino.blob);
+			fuse_reply_err(req, err);
+			return;
+		}
+		h = &byino;
 	}
-	if (size > len - (size_t)off)
+	data = h->tok ? h->tok->value : h->blob->data;
+	len = h->tok ? h->tok->len : h->blob->len;
+	if (off < 0 || (size_t)off >= len)
+		size = 0;
+	else if (size > len - (size_t)off)
 		size = len - (size_t)off;
-	fuse_reply_buf(req, data + off, size);
+	fuse_reply_buf(req, size ? data + off : NULL, size);
+	token_unref(byino.tok);
+	blob_unref(byino.blob);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
@@ -634,9 +884,14 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		dir_add(req, &d, "metrics", snap_ino(SLOT_METRICS, 0), S_IFREG);
 		dir_add(req, &d, "tenants", INO_TENANTS, S_IFDIR);
 	} else if (n.kind == K_TENANTS) {
+		struct caller who;
+
+		caller_of(req, &who);
 		for (i = 0; i < cfg->n_tenants && !d.full; i++)
-			dir_add(req, &d, cfg->tenants[i].name,
-				INO_TENANT_BASE + i, S_IFDIR);
+			if (fs->cache_kernel ||
+			    policy_tenant(cfg, &cfg->tenants[i], &who))
+				dir_add(req, &d, cfg->tenants[i].name,
+					INO_TENANT_BASE + i, S_IFDIR);
 	} else if (n.kind == K_TENANT) {
 		const struct tenant_conf *tc = &cfg->tenants[n.tenant];
 
@@ -770,7 +1025,8 @@ const struct fuse_lowlevel_ops *fs_ops(void)
 	return &ops;
 }
 
-int fs_new(struct cred_table *t, struct fs **out)
+int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
+	   struct fs **out)
 {
 	struct fs *fs;
 	size_t i;
@@ -779,29 +1035,47 @@ int fs_new(struct cred_table *t, struct fs **out)
 	if (!fs)
 		return -ENOMEM;
 	fs->t = t;
+	fs->audit = audit;
+	fs->cache_kernel = cache_kernel;
 	fs->start_ms = time_real_ms();
 	fs->n_cache = 2 + t->n * SLOTS_PER_CRED;
 	fs->cache = calloc(fs->n_cache, sizeof(*fs->cache));
-	if (!fs->cache) {
-		free(fs);
-		return -ENOMEM;
+	if (!fs->cache)
+		goto out_free;
+	for (i = 0; i < fs->n_cache; i++) {
+		struct rcache *rc = &fs->cache[i];
+
+		rc->n_views = i < 2 ? ROOT_VIEWS : 1;
+		rc->views = calloc(rc->n_views, sizeof(*rc->views));
+		if (!rc->views)
+			goto out_free;
+		pthread_mutex_init(&rc->lock, NULL);
 	}
-	for (i = 0; i < fs->n_cache; i++)
-		pthread_mutex_init(&fs->cache[i].lock, NULL);
 	*out = fs;
 	return 0;
+out_free:
+	fs_free(fs);
+	return -ENOMEM;
 }
 
 void fs_free(struct fs *fs)
 {
 	size_t i;
+	unsigned v;
 
 	if (!fs)
 		return;
-	for (i = 0; i < fs->n_cache; i++) {
-		blob_unref(fs->cache[i].cur);
-		blob_unref(fs->cache[i].prev);
-		pthread_mutex_destroy(&fs->cache[i].lock);
+	for (i = 0; fs->cache && i < fs->n_cache; i++) {
+		struct rcache *rc = &fs->cache[i];
+
+		if (!rc->views)
+			break; /* fs_new failed here; nothing after it */
+		for (v = 0; v < rc->n_views; v++) {
+			blob_unref(rc->views[v].cur);
+			blob_unref(rc->views[v].prev);
+		}
+		free(rc->views);
+		pthread_mutex_destroy(&rc->lock);
 	}
 	free(fs->cache);
 	free(fs);
@@ -824,6 +1098,22 @@ void fs_token_rotated(void *arg, struct cred *c)
 					     sizeof(name) - 1);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate access_token: %s",
+			  c->conf->tenant, c->conf->provider->name,
+			  strerror(-r));
+}
+
+void fs_token_expired(void *arg, struct cred *c, uint64_t gen)
+{
+	struct fs *fs = arg;
+	int r;
+
+	if (!fs->se)
+		return;
+	/* Drop the cached pages: the next read reaches the daemon, which
+	 * refuses an expired token. */
+	r = fuse_lowlevel_notify_inval_inode(fs->se, token_ino(c, gen), 0, 0);
+	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
+		log_debug("%s/%s: cannot invalidate the expired token: %s",
 			  c->conf->tenant, c->conf->provider->name,
 			  strerror(-r));
 }

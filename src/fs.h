@@ -6,16 +6,24 @@
 #ifndef CREDFS_FS_H
 #define CREDFS_FS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+struct audit;
 struct cred;
 struct cred_table;
 struct fs;
 struct fuse_lowlevel_ops;
 struct fuse_session;
 
-/* Create the filesystem state for @t. 0 or -ENOMEM. */
-int fs_new(struct cred_table *t, struct fs **out);
+/*
+ * Create the filesystem state for @t, auditing to @audit. With
+ * @cache_kernel, opens are not sent to the daemon (see docs/security.md).
+ * 0 or -ENOMEM.
+ */
+int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
+	   struct fs **out);
 /* Free it. NULL is a no-op. */
 void fs_free(struct fs *fs);
 
@@ -30,5 +38,11 @@ void fs_set_session(struct fs *fs, struct fuse_session *se);
  * name so the next lookup finds the new inode. Refresher thread, no locks.
  */
 void fs_token_rotated(void *fs, struct cred *c);
+
+/*
+ * Generation @gen of @c has expired with no successor: drop its cached
+ * pages so no read is served from them. Refresher thread, no locks.
+ */
+void fs_token_expired(void *fs, struct cred *c, uint64_t gen);
 
 #endif

@@ -9,7 +9,9 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@
 
 #include "config.h"
 #include "cred.h"
+#include "audit.h"
 #include "fs.h"
 #include "log.h"
 #include "oauth.h"
@@ -35,6 +38,7 @@
 struct opts {
 	bool foreground;
 	bool debug;
+	bool cache_kernel; /* -o cache=kernel */
 	const char *config;
 	const char *pid_file;
 	const char *mountpoint;
@@ -50,7 +54,9 @@ static const char usage_text[] =
 	"  -c, --config FILE    configuration (JSON), see docs/config.md\n"
 	"  -f, --foreground     stay in the foreground (for systemd)\n"
 	"  -d, --debug          debug logging and FUSE request tracing\n"
-	"  -o OPT[,OPT...]      extra FUSE mount options\n"
+	"  -o OPT[,OPT...]      mount options: cache=audited (default) or\n"
+	"                       cache=kernel (see docs/security.md), and\n"
+	"                       extra FUSE options\n"
 	"      --pid-file FILE  write the daemon's PID to FILE\n"
 	"  -h, --help           show this help\n"
 	"  -V, --version        show the version\n"
@@ -67,6 +73,33 @@ static int append_opt(char **dst, const char *o)
 	free(*dst);
 	*dst = n;
 	return 0;
+}
+
+/* Take credfs's own options out of a -o list; pass the rest to FUSE. */
+static int take_opts(struct opts *o, const char *list)
+{
+	char *copy = strdup(list), *opt, *save = NULL;
+	int r = 0;
+
+	if (!copy)
+		return -1;
+	for (opt = strtok_r(copy, ",", &save); opt && r == 0;
+	     opt = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(opt, "cache=kernel"))
+			o->cache_kernel = true;
+		else if (!strcmp(opt, "cache=audited"))
+			o->cache_kernel = false;
+		else if (!strncmp(opt, "cache=", 6)) {
+			fprintf(stderr,
+				"credfs: -o %s: use cache=audited or "
+				"cache=kernel\n",
+				opt);
+			r = -1;
+		} else if (append_opt(&o->fuse_opts, opt) < 0)
+			r = -1;
+	}
+	free(copy);
+	return r;
 }
 
 /* 0 to go on, 1 for a clean exit (help, version), -1 for a usage error. */
@@ -92,7 +125,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'd': o->debug = true; break;
 		case OPT_PID_FILE: o->pid_file = optarg; break;
 		case 'o':
-			if (append_opt(&o->fuse_opts, optarg) < 0)
+			if (take_opts(o, optarg) < 0)
 				return -1;
 			break;
 		case 'h': fputs(usage_text, stdout); return 1;
@@ -176,6 +209,34 @@ static int write_pid_file(const char *path)
 	return r;
 }
 
+/* SIGHUP is blocked in every thread and taken here: reopen the audit log
+ * (for logrotate). SIGUSR2 with @stop set ends the thread. */
+struct hup {
+	pthread_t thread;
+	struct audit *audit;
+	atomic_bool stop;
+};
+
+static void *hup_main(void *arg)
+{
+	struct hup *h = arg;
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR2);
+	while (!atomic_load(&h->stop)) {
+		if (sigwait(&set, &sig) != 0 || sig != SIGHUP)
+			continue;
+		if (audit_reopen(h->audit) == 0)
+			log_info("SIGHUP: audit log reopened");
+		else
+			log_error("SIGHUP: cannot reopen the audit log");
+	}
+	return NULL;
+}
+
 /* Wipe jansson's copies of token responses when it frees them. */
 static void json_wipe_free(void *p)
 {
@@ -193,14 +254,36 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	struct cred_table *t = NULL;
 	char *mount_opts = NULL;
 	struct fs *fs = NULL;
-	bool wrote_pid = false;
+	struct audit *audit = NULL;
+	struct hup hup = {.stop = false};
+	bool wrote_pid = false, hup_started = false;
+	sigset_t hupset;
 	int r;
 
-	r = cred_table_new(cfg, &t);
+	r = audit_open(cfg->audit_log, &audit);
+	if (r < 0) {
+		log_error_errno(r, "cannot open the audit log %s",
+				cfg->audit_log);
+		goto out;
+	}
+	/* Block SIGHUP and SIGUSR2 before any thread starts; hup_main takes
+	 * them. */
+	sigemptyset(&hupset);
+	sigaddset(&hupset, SIGHUP);
+	sigaddset(&hupset, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, &hupset, NULL);
+	hup.audit = audit;
+	r = -pthread_create(&hup.thread, NULL, hup_main, &hup);
+	hup_started = r == 0;
 	if (r == 0)
-		r = fs_new(t, &fs);
+		r = cred_table_new(cfg, &t);
+	if (r == 0) {
+		t->audit = audit;
+		r = fs_new(t, audit, cfg->cache_kernel, &fs);
+	}
 	if (r == 0)
-		r = refresher_new(t, fs_token_rotated, fs, &rf);
+		r = refresher_new(t, fs_token_rotated, fs_token_expired, fs,
+				  &rf);
 	if (r < 0) {
 		log_error_errno(r, "cannot set up");
 		goto out;
@@ -229,7 +312,7 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 		r = -EIO;
 		goto out_destroy;
 	}
-	signal(SIGHUP, SIG_IGN); /* reserved for reloading */
+	signal(SIGHUP, SIG_DFL); /* blocked: taken by hup_main */
 	if (fuse_session_mount(se, o->mountpoint) != 0) {
 		r = -EIO;
 		log_error("cannot mount on %s", o->mountpoint);
@@ -249,8 +332,9 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 		}
 		wrote_pid = true;
 	}
-	log_info("mounted on %s: %zu tenants, %zu credentials", o->mountpoint,
-		 cfg->n_tenants, cfg->n_creds);
+	log_info("mounted on %s: %zu tenants, %zu credentials, cache=%s",
+		 o->mountpoint, cfg->n_tenants, cfg->n_creds,
+		 cfg->cache_kernel ? "kernel" : "audited");
 	signal_ready(ready_fd, 0);
 
 	loop = fuse_loop_cfg_create();
@@ -277,6 +361,12 @@ out:
 	refresher_free(rf);
 	fs_free(fs);
 	cred_table_free(t);
+	if (hup_started) {
+		atomic_store(&hup.stop, true);
+		pthread_kill(hup.thread, SIGUSR2);
+		pthread_join(hup.thread, NULL);
+	}
+	audit_free(audit);
 	free(mount_opts);
 	fuse_opt_free_args(&args);
 	if (wrote_pid)
@@ -315,6 +405,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_set_level(o.debug ? LOG_DEBUG : (enum log_level)cfg->log_level);
+	if (config_set_read_path(cfg, o.cache_kernel, err, sizeof(err)) < 0) {
+		fprintf(stderr, "credfs: %s\n", err);
+		r = -EINVAL;
+		goto out;
+	}
 	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "credfs: %s: not a directory\n", o.mountpoint);
 		r = -ENOTDIR;

@@ -17,6 +17,7 @@
 
 #include <curl/curl.h>
 
+#include "audit.h"
 #include "config.h"
 #include "cred.h"
 #include "http.h"
@@ -37,6 +38,7 @@ struct lane {
 struct refresher {
 	struct cred_table *t;
 	refresher_rotate_fn on_rotate;
+	refresher_expire_fn on_expire;
 	void *arg;
 	CURLM *multi;
 	struct lane *lanes; /* one per provider */
@@ -89,8 +91,12 @@ static void heap_down(struct refresher *rf, size_t i)
 	}
 }
 
-static void heap_push(struct refresher *rf, struct cred *c, int64_t due)
+/* Insert @c keyed by the earlier of its next request and its expiry. */
+static void heap_push(struct refresher *rf, struct cred *c)
 {
+	int64_t due = c->attempt_mono < c->expiry_mono ? c->attempt_mono
+						       : c->expiry_mono;
+
 	c->due_mono = due;
 	c->heap_idx = rf->n;
 	rf->heap[rf->n++] = c;
@@ -119,7 +125,8 @@ static void kick(void *arg, struct cred *c)
 
 	pthread_mutex_lock(&rf->lock);
 	/* Not in the heap means it is queued or in flight already. */
-	if (c->heap_idx != NOT_IN_HEAP && c->due_mono > now) {
+	if (c->heap_idx != NOT_IN_HEAP && c->attempt_mono > now) {
+		c->attempt_mono = now;
 		c->due_mono = now;
 		heap_up(rf, c->heap_idx);
 	}
@@ -130,6 +137,53 @@ static void kick(void *arg, struct cred *c)
 static size_t lane_of(struct refresher *rf, const struct cred *c)
 {
 	return (size_t)(c->conf->provider - rf->t->cfg->providers);
+}
+
+static void audit_refresh(struct refresher *rf, struct cred *c,
+			  const struct oauth_result *res, bool rotated)
+{
+	struct token *tok = rotated ? cred_current_token(c) : NULL;
+	struct audit_rec rec = {
+		.event = rotated ? "refresh_ok" : "refresh_failed",
+		.tenant = c->conf->tenant,
+		.provider = c->conf->provider->name,
+		.outcome = oauth_outcome_name(res->outcome),
+		.fp = tok ? tok->fp : NULL,
+		.detail = rotated ? NULL : res->error,
+	};
+
+	if (rf->t->audit)
+		audit_log(rf->t->audit, &rec);
+	token_unref(tok);
+}
+
+/* Plan the expiry event of @c's new token (refresher thread). */
+static void arm_expiry(struct refresher *rf, struct cred *c)
+{
+	struct token *tok = cred_current_token(c);
+	int64_t skew;
+
+	if (!tok)
+		return;
+	skew = plan_skew_ms(&c->conf->timing, tok->expires_ms - tok->issued_ms);
+	c->expiry_gen = tok->gen;
+	c->expiry_mono =
+		time_mono_ms() + (tok->expires_ms - skew - time_real_ms());
+	token_unref(tok);
+}
+
+/* The expiry of @c's token came before a new one: tell the filesystem. */
+static void expired(struct refresher *rf, struct cred *c)
+{
+	struct token *tok = cred_current_token(c);
+
+	if (tok && tok->gen == c->expiry_gen) {
+		log_warn("%s/%s: token expired with no successor",
+			 c->conf->tenant, c->conf->provider->name);
+		if (rf->on_expire)
+			rf->on_expire(rf->arg, c, tok->gen);
+	}
+	token_unref(tok);
 }
 
 static void complete(struct refresher *rf, struct cred *c,
@@ -154,11 +208,15 @@ static void complete(struct refresher *rf, struct cred *c,
 			 c->conf->tenant, c->conf->provider->name,
 			 oauth_outcome_name(res->outcome), res->error,
 			 (double)(next - now) / 1000.0);
+	audit_refresh(rf, c, res, rotated);
 	if (rotated && rf->on_rotate)
 		rf->on_rotate(rf->arg, c);
+	if (rotated)
+		arm_expiry(rf, c);
 
 	pthread_mutex_lock(&rf->lock);
-	heap_push(rf, c, time_mono_ms() + (next - now));
+	c->attempt_mono = time_mono_ms() + (next - now);
+	heap_push(rf, c);
 	pthread_mutex_unlock(&rf->lock);
 }
 
@@ -258,8 +316,20 @@ static void *run(void *arg)
 		int64_t now = time_mono_ms();
 
 		while (rf->n && rf->heap[0]->due_mono <= now) {
-			*tail = heap_pop(rf);
-			tail = &(*tail)->wait_next;
+			struct cred *c = heap_pop(rf);
+
+			if (c->attempt_mono > now) {
+				/* An expiry event, not a request. */
+				c->expiry_mono = INT64_MAX;
+				heap_push(rf, c);
+				*tail = NULL;
+				pthread_mutex_unlock(&rf->lock);
+				expired(rf, c);
+				pthread_mutex_lock(&rf->lock);
+				continue;
+			}
+			*tail = c;
+			tail = &c->wait_next;
 		}
 		*tail = NULL;
 		pthread_mutex_unlock(&rf->lock);
@@ -293,7 +363,8 @@ static void *run(void *arg)
 }
 
 int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
-		  void *arg, struct refresher **out)
+		  refresher_expire_fn on_expire, void *arg,
+		  struct refresher **out)
 {
 	struct refresher *rf;
 	int64_t now = time_mono_ms();
@@ -304,6 +375,7 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 		return -ENOMEM;
 	rf->t = t;
 	rf->on_rotate = on_rotate;
+	rf->on_expire = on_expire;
 	rf->arg = arg;
 	pthread_mutex_init(&rf->lock, NULL);
 	rf->heap = calloc(t->n + 1, sizeof(*rf->heap));
@@ -316,8 +388,11 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	if (getrandom(&rf->rng, sizeof(rf->rng), 0) != sizeof(rf->rng) ||
 	    !rf->rng)
 		rf->rng = (uint64_t)now | 1;
-	for (i = 0; i < t->n; i++)
-		heap_push(rf, &t->creds[i], now);
+	for (i = 0; i < t->n; i++) {
+		t->creds[i].attempt_mono = now;
+		t->creds[i].expiry_mono = INT64_MAX;
+		heap_push(rf, &t->creds[i]);
+	}
 	t->kick = kick;
 	t->kick_arg = rf;
 	*out = rf;

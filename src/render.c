@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "audit.h"
 #include "cred.h"
 #include "render.h"
 #include "util.h"
@@ -76,13 +77,37 @@ static int granted_scopes(const struct cred_view *v, struct buf *b)
 	return r;
 }
 
-static int render_status(struct cred *c, const struct cred_view *v, int64_t now,
+/* Why a valid token is not served, or "-". */
+static const char *refused(const struct cred *c, const struct cred_view *v)
+{
+	if (c->conf->strict_scopes && v->over)
+		return "granted scopes wider than requested (strict_scopes)";
+	return "-";
+}
+
+/* "ok", or "failing: N failed writes, last: ..." */
+static void audit_health(struct cred_table *t, char *out, size_t n)
+{
+	char last[128] = "";
+	uint64_t f =
+		t->audit ? audit_failures(t->audit, last, sizeof(last)) : 0;
+
+	if (!f)
+		snprintf(out, n, "ok");
+	else
+		snprintf(out, n, "failing: %" PRIu64 " failed writes, last: %s",
+			 f, last);
+}
+
+static int render_status(struct cred_table *t, struct cred *c,
+			 const struct cred_view *v, int64_t now,
 			 struct buf *out)
 {
-	char exp[32] = "-", last[32], next[32], lerr[32];
+	char exp[32] = "-", last[32], next[32], lerr[32], audit_text[192];
 	struct buf req, gr;
 	int r;
 
+	audit_health(t, audit_text, sizeof(audit_text));
 	buf_init(&req, 64 * 1024);
 	buf_init(&gr, 64 * 1024);
 	r = requested_scopes(c, &req);
@@ -116,7 +141,11 @@ static int render_status(struct cred *c, const struct cred_view *v, int64_t now,
 		"last_error_at: %s\n"
 		"reads: %" PRIu64 "\n"
 		"scopes_requested: %s\n"
-		"scopes_granted: %s\n",
+		"scopes_granted: %s\n"
+		"over_privileged: %s\n"
+		"strict_scopes: %s\n"
+		"refused: %s\n"
+		"audit: %s\n",
 		c->conf->tenant, c->conf->provider->name,
 		cred_state_name(v->state), health(v),
 		v->has_token ? v->token_type : "-", v->has_token ? v->fp : "-",
@@ -125,7 +154,10 @@ static int render_status(struct cred *c, const struct cred_view *v, int64_t now,
 		v->next_refresh_ms ? secs_until(v->next_refresh_ms, now) : 0,
 		v->refresh_count, v->consecutive_failures, v->failure_count,
 		v->last_error[0] ? v->last_error : "-", lerr, v->reads,
-		req.len ? req.data : "-", gr.len ? gr.data : "-");
+		req.len ? req.data : "-", gr.len ? gr.data : "-",
+		v->over ? v->over : "-",
+		c->conf->strict_scopes ? "true" : "false", refused(c, v),
+		audit_text);
 out:
 	buf_free(&req);
 	buf_free(&gr);
@@ -158,10 +190,12 @@ static json_t *json_lines(const char *s, bool split_space)
 	return arr;
 }
 
-static int render_status_json(struct cred *c, const struct cred_view *v,
-			      int64_t now, struct buf *out)
+static int render_status_json(struct cred_table *t, struct cred *c,
+			      const struct cred_view *v, int64_t now,
+			      struct buf *out)
 {
 	json_t *o = json_object(), *req = json_array();
+	char audit_text[192];
 	char *text;
 	size_t i;
 	int r = -ENOMEM;
@@ -209,6 +243,16 @@ static int render_status_json(struct cred *c, const struct cred_view *v,
 	json_object_set_new(o, "scopes_requested", req);
 	req = NULL;
 	json_object_set_new(o, "scopes_granted", json_lines(v->scopes, false));
+	json_object_set_new(o, "over_privileged",
+			    v->over ? json_lines(v->over, true) : json_null());
+	json_object_set_new(o, "strict_scopes",
+			    json_boolean(c->conf->strict_scopes));
+	json_object_set_new(o, "refused",
+			    strcmp(refused(c, v), "-")
+				    ? json_string(refused(c, v))
+				    : json_null());
+	audit_health(t, audit_text, sizeof(audit_text));
+	json_object_set_new(o, "audit", json_string(audit_text));
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	if (!text)
 		goto out;
@@ -220,11 +264,11 @@ out:
 	return r;
 }
 
-int render_cred_file(enum cred_file f, struct cred *c, int64_t now_ms,
-		     struct buf *out)
+int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,
+		     int64_t now_ms, struct buf *out)
 {
 	struct cred_view v;
-	char t[32];
+	char when[32];
 	int r = 0;
 
 	cred_view(c, now_ms, &v);
@@ -235,16 +279,18 @@ int render_cred_file(enum cred_file f, struct cred *c, int64_t now_ms,
 		break;
 	case CF_EXPIRES_AT:
 		if (v.has_token) {
-			time_rfc3339(v.expires_ms, t);
-			r = buf_printf(out, "%s\n", t);
+			time_rfc3339(v.expires_ms, when);
+			r = buf_printf(out, "%s\n", when);
 		}
 		break;
 	case CF_SCOPES:
 		if (v.scopes)
 			r = buf_append(out, v.scopes, strlen(v.scopes));
 		break;
-	case CF_STATUS: r = render_status(c, &v, now_ms, out); break;
-	case CF_STATUS_JSON: r = render_status_json(c, &v, now_ms, out); break;
+	case CF_STATUS: r = render_status(t, c, &v, now_ms, out); break;
+	case CF_STATUS_JSON:
+		r = render_status_json(t, c, &v, now_ms, out);
+		break;
 	default: r = -EINVAL;
 	}
 	cred_view_clear(&v);
@@ -267,7 +313,8 @@ static void quoted_error(const struct cred_view *v, char *out, size_t n)
 			out[i] = '\'';
 }
 
-int render_root_status(struct cred_table *t, int64_t now_ms, struct buf *out)
+int render_root_status(struct cred_table *t, const bool *visible,
+		       int64_t now_ms, struct buf *out)
 {
 	char err[OAUTH_ERROR_TEXT + 2], exp[24];
 	size_t i;
@@ -277,6 +324,8 @@ int render_root_status(struct cred_table *t, int64_t now_ms, struct buf *out)
 		struct cred *c = &t->creds[i];
 		struct cred_view v;
 
+		if (visible && !visible[c->conf->tenant_idx])
+			continue;
 		cred_view(c, now_ms, &v);
 		quoted_error(&v, err, sizeof(err));
 		if (v.has_token)
@@ -351,7 +400,8 @@ static const struct {
 	 m_open_errors},
 };
 
-int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out)
+int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
+		   struct buf *out)
 {
 	uint64_t by_state[CRED_ERROR + 1] = {0};
 	struct cred_view *views;
@@ -362,6 +412,8 @@ int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out)
 	if (!views)
 		return -ENOMEM;
 	for (i = 0; i < t->n; i++) {
+		if (visible && !visible[t->creds[i].conf->tenant_idx])
+			continue;
 		cred_view(&t->creds[i], now_ms, &views[i]);
 		by_state[views[i].state]++;
 	}
@@ -381,7 +433,9 @@ int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out)
 		r = buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
 			       series[k].name, series[k].help, series[k].name,
 			       series[k].type);
-		for (i = 0; i < t->n && r == 0; i++)
+		for (i = 0; i < t->n && r == 0; i++) {
+			if (visible && !visible[t->creds[i].conf->tenant_idx])
+				continue;
 			r = buf_printf(
 				out,
 				"%s{tenant=\"%s\",provider=\"%s\"} %" PRId64
@@ -389,7 +443,17 @@ int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out)
 				series[k].name, t->creds[i].conf->tenant,
 				t->creds[i].conf->provider->name,
 				series[k].fn(&views[i], now_ms));
+		}
 	}
+	if (r == 0)
+		r = buf_printf(
+			out,
+			"# HELP credfs_audit_write_failures_total "
+			"Audit lines that could not be written.\n"
+			"# TYPE credfs_audit_write_failures_total "
+			"counter\ncredfs_audit_write_failures_total %" PRIu64
+			"\n",
+			t->audit ? audit_failures(t->audit, NULL, 0) : 0);
 	for (i = 0; i < t->n; i++)
 		cred_view_clear(&views[i]);
 	free(views);

@@ -5,6 +5,7 @@
 #ifndef CREDFS_RENDER_H
 #define CREDFS_RENDER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct buf;
@@ -27,13 +28,17 @@ enum cred_file {
 const char *render_file_name(enum cred_file f);
 
 /* The content of file @f (not CF_ACCESS_TOKEN) of @c at @now_ms. 0/-errno. */
-int render_cred_file(enum cred_file f, struct cred *c, int64_t now_ms,
-		     struct buf *out);
+int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,
+		     int64_t now_ms, struct buf *out);
 
-/* The root status table: one line per credential. 0 or -errno. */
-int render_root_status(struct cred_table *t, int64_t now_ms, struct buf *out);
+/* The root status table: one line per credential of a tenant flagged in
+ * @visible (NULL: all). 0 or -errno. */
+int render_root_status(struct cred_table *t, const bool *visible,
+		       int64_t now_ms, struct buf *out);
 
-/* Prometheus text exposition format (version 0.0.4). 0 or -errno. */
-int render_metrics(struct cred_table *t, int64_t now_ms, struct buf *out);
+/* Prometheus text exposition format (version 0.0.4), for the tenants
+ * flagged in @visible (NULL: all). 0 or -errno. */
+int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
+		   struct buf *out);
 
 #endif

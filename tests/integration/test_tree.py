@@ -160,7 +160,8 @@ def test_inodes_and_mtime(mount):
     d = m.path("tenants", "acme", "idp")
     ino = os.stat(d).st_ino
     st = os.stat(os.path.join(d, "access_token"))
-    assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o440
+    # No readers configured: root only.
+    assert stat.S_ISREG(st.st_mode) and st.st_mode & 0o777 == 0o400
     assert st.st_uid == 0 and st.st_gid == 0
     last = m.status("acme", "idp")["last_refresh"]
     last_t = datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(
@@ -219,11 +220,11 @@ def test_every_mutation_refused(mount, tmp_path):
     assert not os.path.exists(str(tmp_path / "stolen"))
 
 
-def test_other_users_follow_file_modes(mount, provider, public_dir):
-    """Run as root, credfs mounts with allow_other; the modes decide."""
+def test_other_users_see_only_their_tenants(mount, provider, public_dir):
+    """Run as root, credfs mounts with allow_other; readers decide."""
     def config(m):
         c = simple_config(m, tenants=("acme", "open"))
-        c["tenants"]["open"].update({"uid": 65534, "mode": "0400"})
+        c["tenants"]["open"]["readers"] = {"uids": [65534]}
         return c
     m = mount(config, mnt=os.path.join(public_dir, "mnt"))
     as_nobody = ["setpriv", "--reuid=65534", "--regid=65534",
@@ -233,9 +234,9 @@ def test_other_users_follow_file_modes(mount, provider, public_dir):
         return subprocess.run(as_nobody + list(cmd), capture_output=True,
                               text=True, timeout=10)
     r = run("ls", m.path("tenants"))
-    assert r.returncode == 0 and r.stdout.split() == ["acme", "open"]
+    assert r.returncode == 0 and r.stdout.split() == ["open"]
     r = run("cat", m.path("tenants", "acme", "idp", "access_token"))
-    assert r.returncode != 0 and "Permission denied" in r.stderr
+    assert r.returncode != 0 and "No such file or directory" in r.stderr
     r = run("cat", m.path("tenants", "open", "idp", "access_token"))
     assert r.returncode == 0, r.stderr
     assert provider.issued(r.stdout) is not None

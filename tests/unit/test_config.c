@@ -26,7 +26,7 @@ static void valid_config_and_defaults(void **state)
 	const char *json =
 		"{" PROVIDER ",\"tenants\":{"
 		"\"zeta\":{\"credentials\":{\"google\":{\"scopes\":[\"a\"]}}},"
-		"\"acme\":{\"uid\":1000,\"mode\":\"0400\",\"credentials\":"
+		"\"acme\":{\"readers\":{\"uids\":[1000]},\"credentials\":"
 		"{\"google\":{\"scopes\":[],\"min_ttl_s\":1.5}}}}}";
 	struct config *cfg;
 	char err[512];
@@ -37,17 +37,130 @@ static void valid_config_and_defaults(void **state)
 	assert_int_equal(cfg->n_creds, 2);
 	assert_string_equal(cfg->creds[0].tenant, "acme");
 	assert_string_equal(cfg->creds[1].tenant, "zeta");
+	assert_int_equal(cfg->creds[1].tenant_idx, 1);
+	/* Ownership follows the readers: one uid owns, 0400. */
 	assert_int_equal(cfg->creds[0].uid, 1000);
 	assert_int_equal(cfg->creds[0].mode, 0400);
-	assert_int_equal(cfg->creds[1].mode, 0440);
+	/* No readers: root only. */
+	assert_int_equal(cfg->creds[1].uid, 0);
+	assert_int_equal(cfg->creds[1].mode, 0400);
+	assert_true(cfg->allow_root);
+	assert_null(cfg->audit_log);
 	assert_int_equal(cfg->creds[0].timing.min_ttl_ms, 1500);
 	assert_int_equal(cfg->creds[1].timing.min_ttl_ms, 60000);
 	assert_int_equal(cfg->providers[0].timing.refresh_lead_ms, 300000);
 	assert_true(cfg->providers[0].timing.refresh_fraction == 0.5);
 	assert_int_equal(cfg->providers[0].timing.open_wait_ms, 5000);
 	assert_int_equal(cfg->providers[0].timeout_ms, 10000);
+	assert_int_equal(cfg->providers[0].backoff_max_ms, 60000);
 	assert_int_equal(cfg->providers[0].auth, AUTH_CLIENT_SECRET_BASIC);
 	assert_string_equal(cfg->providers[0].client_secret_file, "/s");
+	config_free(cfg);
+}
+
+#define TENANT(readers, cred)                           \
+	"{" PROVIDER ",\"tenants\":{\"acme\":{" readers \
+	"\"credentials\":{\"google\":{\"scopes\":[\"r\"]" cred "}}}}}"
+
+static void ownership_follows_readers(void **state)
+{
+	static const struct {
+		const char *json;
+		unsigned uid, gid, mode;
+	} cases[] = {
+		{TENANT("\"readers\":{\"gids\":[2001]},", ""), 0, 2001, 0440},
+		{TENANT("\"readers\":{\"uids\":[7],\"gids\":[8]},", ""), 7, 8,
+		 0440},
+		/* More than one uid: the kernel cannot say it, the daemon does.
+		 */
+		{TENANT("\"readers\":{\"uids\":[7,9]},", ""), 0, 0, 0444},
+		/* Audited path: a credential's narrowing is the daemon's job.
+		 */
+		{TENANT("\"readers\":{\"gids\":[5]},",
+			",\"readers\":{\"uids\":[6]}"),
+		 0, 5, 0440},
+	};
+	struct config *cfg;
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (parse(cases[i].json, &cfg, err) != 0)
+			fail_msg("case %zu: %s", i, err);
+		assert_int_equal(cfg->creds[0].uid, cases[i].uid);
+		assert_int_equal(cfg->creds[0].gid, cases[i].gid);
+		assert_int_equal(cfg->creds[0].mode, cases[i].mode);
+		config_free(cfg);
+	}
+}
+
+static void cache_kernel_needs_expressible_readers(void **state)
+{
+	static const struct {
+		const char *json;
+		const char *message; /* NULL: accepted */
+	} cases[] = {
+		{TENANT("\"readers\":{\"uids\":[7],\"gids\":[8]},", ""), NULL},
+		{TENANT("\"readers\":{\"uids\":[7,9]},", ""),
+		 "tenants.acme.readers: with -o cache=kernel only file modes"},
+		{TENANT("\"readers\":{\"gids\":[8],\"cgroups\":[\"/a\"]},", ""),
+		 "tenants.acme.readers: with -o cache=kernel"},
+		{TENANT("\"readers\":{\"gids\":[8]},",
+			",\"readers\":{\"gids\":[1,2]}"),
+		 "tenants.acme.credentials.google.readers: with -o "
+		 "cache=kernel"},
+		{"{" PROVIDER ",\"allow_root\":false,\"tenants\":{}}",
+		 "allow_root: false cannot be enforced with -o cache=kernel"},
+	};
+	struct config *cfg;
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(parse(cases[i].json, &cfg, err), 0);
+		if (!cases[i].message) {
+			assert_int_equal(config_set_read_path(cfg, true, err,
+							      sizeof(err)),
+					 0);
+			assert_true(cfg->cache_kernel);
+			assert_int_equal(cfg->creds[0].mode, 0440);
+		} else {
+			assert_int_not_equal(config_set_read_path(cfg, true,
+								  err,
+								  sizeof(err)),
+					     0);
+			if (!strstr(err, cases[i].message))
+				fail_msg("case %zu: %s", i, err);
+		}
+		config_free(cfg);
+	}
+	/* With cache=kernel, a credential's own readers set its modes. */
+	assert_int_equal(parse(TENANT("\"readers\":{\"gids\":[5]},",
+				      ",\"readers\":{\"uids\":[6]}"),
+			       &cfg, err),
+			 0);
+	assert_int_equal(config_set_read_path(cfg, true, err, sizeof(err)), 0);
+	assert_int_equal(cfg->creds[0].uid, 6);
+	assert_int_equal(cfg->creds[0].mode, 0400);
+	assert_int_equal(cfg->tenants[0].gid, 5);
+	config_free(cfg);
+}
+
+static void high_risk_allowed_explicitly(void **state)
+{
+	const char *json =
+		"{\"providers\":{\"g\":{\"token_url\":"
+		"\"https://a.example/t\",\"client_id\":\"i\","
+		"\"client_secret_file\":\"/s\",\"strict_scopes\":true,"
+		"\"high_risk_scopes\":[\"admin\",\"mail.*\"]}},\"tenants\":"
+		"{\"acme\":{\"credentials\":{\"g\":{\"scopes\":[\"read\","
+		"\"mail.send\"],\"allow_high_risk\":[\"mail.send\"]}}}}}";
+	struct config *cfg;
+	char err[512];
+
+	if (parse(json, &cfg, err) != 0)
+		fail_msg("%s", err);
+	assert_true(cfg->creds[0].strict_scopes); /* from the provider */
 	config_free(cfg);
 }
 
@@ -102,14 +215,42 @@ static const struct {
 	{"{" PROVIDER ",\"tenants\":{\"acme\":{}}}",
 	 "tenants.acme.credentials: missing"},
 	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
-	 "\"mode\":\"0644\"}}}",
-	 "tenants.acme.mode: \"0644\" has write"},
+	 "\"uid\":0}}}",
+	 "tenants.acme.uid: unknown key"},
 	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
-	 "\"mode\":440}}}",
-	 "tenants.acme.mode: expected an octal string"},
+	 "\"readers\":{\"uids\":[-1]}}}}",
+	 "tenants.acme.readers.uids[0]: must be between 0 and"},
 	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
-	 "\"uid\":-1}}}",
-	 "tenants.acme.uid: must be between 0 and"},
+	 "\"readers\":{\"gids\":\"x\"}}}}",
+	 "tenants.acme.readers.gids: expected an array, got a string"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	 "\"readers\":{\"cgroups\":[\"/a\"]}}}}",
+	 "tenants.acme.readers: lists no uids and no gids"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	 "\"readers\":{\"uids\":[1],\"cgroups\":[\"system.slice\"]}}}}",
+	 "tenants.acme.readers.cgroups[0]: \"system.slice\" is not a cgroup v2 "
+	 "path"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	 "\"readers\":{\"uids\":[1],\"cgroups\":[\"/a/../b\"]}}}}",
+	 "tenants.acme.readers.cgroups[0]: \"/a/../b\" is not"},
+	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{},"
+	 "\"readers\":{\"users\":[1]}}}}",
+	 "tenants.acme.readers.users: unknown key"},
+	{"{" PROVIDER ",\"allow_root\":\"yes\",\"tenants\":{}}",
+	 "allow_root: expected true or false, got a string"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"high_risk_scopes\":[\"admin\",\"mail.*\"]}},\"tenants\":{\"acme\":"
+	 "{\"credentials\":{\"g\":{\"scopes\":[\"read\",\"mail.send\"]}}}}}",
+	 "tenants.acme.credentials.g.scopes[1]: \"mail.send\" is high-risk for "
+	 "provider g; list it in allow_high_risk"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},"
+	 "\"tenants\":{\"acme\":{\"credentials\":{\"g\":{\"scopes\":"
+	 "[\"read\"],\"allow_high_risk\":[\"admin\"]}}}}}",
+	 "tenants.acme.credentials.g.allow_high_risk[0]: \"admin\" is not "
+	 "among "
+	 "the requested scopes"},
 	{"{\"providers\":{\"g\":{\"token_url\":\"http://oauth2.example/t\","
 	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\"}},\"tenants\":{}}",
 	 "providers.g.token_url: http:// is allowed only for loopback hosts"},
@@ -214,6 +355,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(valid_config_and_defaults),
 		cmocka_unit_test(relative_secret_path_follows_config),
+		cmocka_unit_test(ownership_follows_readers),
+		cmocka_unit_test(cache_kernel_needs_expressible_readers),
+		cmocka_unit_test(high_risk_allowed_explicitly),
 		cmocka_unit_test(bad_configs_name_the_path),
 		cmocka_unit_test(secret_file_checks),
 	};
