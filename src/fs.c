@@ -106,10 +106,24 @@ struct handle {
 	struct blob *blob;
 };
 
+/* Recent tenant-level denials: the kernel may ask twice for one path walk
+ * (revalidate a cached name, then look it up), which is logged once. */
+#define RECENT_DENIALS 16
+#define DENIAL_DEDUP_MS 200
+
+struct denial {
+	pid_t pid;
+	size_t tenant;
+	int64_t ms;
+};
+
 struct fs {
 	struct cred_table *t;
 	struct fuse_session *se;
 	struct audit *audit;
+	pthread_mutex_t denial_lock;
+	struct denial recent[RECENT_DENIALS];
+	unsigned next_denial;
 	bool cache_kernel;
 	int64_t start_ms;
 	struct rcache *cache; /* by slot */
@@ -371,6 +385,30 @@ static uint64_t view_key(struct fs *fs, struct caller *who, bool *visible)
 	return h | 1;
 }
 
+/* False if @pid was denied @tenant moments ago (the same path walk). */
+static bool first_denial(struct fs *fs, pid_t pid, size_t tenant)
+{
+	int64_t now = time_mono_ms();
+	bool first = true;
+	unsigned i;
+
+	pthread_mutex_lock(&fs->denial_lock);
+	for (i = 0; i < RECENT_DENIALS; i++) {
+		struct denial *d = &fs->recent[i];
+
+		if (d->pid == pid && d->tenant == tenant &&
+		    now - d->ms < DENIAL_DEDUP_MS) {
+			first = false;
+			break;
+		}
+	}
+	if (first)
+		fs->recent[fs->next_denial++ % RECENT_DENIALS] =
+			(struct denial){pid, tenant, now};
+	pthread_mutex_unlock(&fs->denial_lock);
+	return first;
+}
+
 static void audit_denied(struct fs *fs, struct caller *who, const char *tenant,
 			 const char *provider, const char *outcome,
 			 const char *detail)
@@ -404,6 +442,8 @@ static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
 		mode = n->cred->conf->mode;
 		st->st_uid = n->cred->conf->uid;
 		st->st_gid = n->cred->conf->gid;
+	} else if (n->kind == K_SNAP) {
+		mode = 0444; /* root status, metrics: each sees its own view */
 	}
 	if (type == S_IFDIR)
 		mode |= (mode & 0444) >> 2;
@@ -518,6 +558,33 @@ static int tenant_find(const struct config *cfg, const char *name)
 }
 
 /*
+ * Kernel-cache path: no open() reaches the daemon, so the lookup of
+ * access_token applies the open rule (wait for a first or fresher token,
+ * refuse an expired one) and names only a generation fit to serve. 0 with
+ * *@out referenced, or a positive errno.
+ */
+static int lookup_token(struct fs *fs, struct cred *c, struct token **out)
+{
+	int tries, r = -EAGAIN;
+
+	for (tries = 0; tries < 3; tries++) {
+		struct token *cur = cred_current_token(c);
+		uint32_t gen = cur ? (uint32_t)cur->gen : 0;
+
+		token_unref(cur);
+		r = cred_open_token(fs->t, c, gen, out);
+		if (r != -ESTALE)
+			break;
+	}
+	if (r == 0 && c->conf->strict_scopes && (*out)->over) {
+		token_unref(*out);
+		*out = NULL;
+		r = -EACCES;
+	}
+	return r == -ESTALE ? EAGAIN : -r;
+}
+
+/*
  * The inode of @name in directory @parent, or 0 with *@err. For a file,
  * @held gets a reference to the content that inode serves (the current
  * token or rendering), so that the reply's attributes describe exactly it.
@@ -553,8 +620,9 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 		if (!fs->cache_kernel &&
 		    !policy_tenant(cfg, &cfg->tenants[ti], &who)) {
 			/* Invisible: the same answer as for no such tenant. */
-			audit_denied(fs, &who, name, NULL, "ENOENT",
-				     "not a reader of this tenant");
+			if (first_denial(fs, who.pid, (size_t)ti))
+				audit_denied(fs, &who, name, NULL, "ENOENT",
+					     "not a reader of this tenant");
 			return 0;
 		}
 		return INO_TENANT_BASE + (fuse_ino_t)ti;
@@ -569,7 +637,14 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 		return 0;
 	case K_CRED_DIR:
 		if (!strcmp(name, render_file_name(CF_ACCESS_TOKEN))) {
-			held->tok = cred_current_token(parent->cred);
+			if (fs->cache_kernel) {
+				*err = lookup_token(fs, parent->cred,
+						    &held->tok);
+				if (*err)
+					return 0;
+			} else {
+				held->tok = cred_current_token(parent->cred);
+			}
 			return token_ino(parent->cred,
 					 held->tok ? held->tok->gen : 0);
 		}
@@ -1036,6 +1111,7 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 		return -ENOMEM;
 	fs->t = t;
 	fs->audit = audit;
+	pthread_mutex_init(&fs->denial_lock, NULL);
 	fs->cache_kernel = cache_kernel;
 	fs->start_ms = time_real_ms();
 	fs->n_cache = 2 + t->n * SLOTS_PER_CRED;
@@ -1078,6 +1154,7 @@ void fs_free(struct fs *fs)
 		pthread_mutex_destroy(&rc->lock);
 	}
 	free(fs->cache);
+	pthread_mutex_destroy(&fs->denial_lock);
 	free(fs);
 }
 
@@ -1109,8 +1186,11 @@ void fs_token_expired(void *arg, struct cred *c, uint64_t gen)
 
 	if (!fs->se)
 		return;
-	/* Drop the cached pages: the next read reaches the daemon, which
-	 * refuses an expired token. */
+	/* Drop the cached pages and name: the next read or lookup reaches
+	 * the daemon, which refuses an expired token. */
+	fuse_lowlevel_notify_inval_entry(fs->se, cred_dir_ino(c),
+					 "access_token",
+					 strlen("access_token"));
 	r = fuse_lowlevel_notify_inval_inode(fs->se, token_ino(c, gen), 0, 0);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate the expired token: %s",

@@ -157,6 +157,7 @@ def test_cp_and_node_read_whole_files(mount, tmp_path):
 
 def test_inodes_and_mtime(mount):
     m = mount(simple_config)
+    m.token("acme", "idp")  # waits for the first token
     d = m.path("tenants", "acme", "idp")
     ino = os.stat(d).st_ino
     st = os.stat(os.path.join(d, "access_token"))
