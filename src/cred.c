@@ -94,6 +94,24 @@ void cred_table_free(struct cred_table *t)
 	free(t);
 }
 
+static bool wait_until(struct cred *c, int64_t deadline);
+
+size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline)
+{
+	size_t i, pending = 0;
+
+	for (i = 0; i < t->n; i++) {
+		struct cred *c = &t->creds[i];
+
+		pthread_mutex_lock(&c->lock);
+		while (c->attempts == 0 && wait_until(c, deadline))
+			;
+		pending += c->attempts == 0;
+		pthread_mutex_unlock(&c->lock);
+	}
+	return pending;
+}
+
 static int64_t lifetime_of(const struct token *tok)
 {
 	return tok->expires_ms - tok->issued_ms;

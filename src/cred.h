@@ -111,6 +111,10 @@ int cred_table_new(const struct config *cfg, struct cred_table **out);
 /* Free the table and every token it holds. NULL is a no-op. */
 void cred_table_free(struct cred_table *t);
 
+/* Wait until every credential's first request was answered, or until
+ * @deadline (monotonic ms). Returns how many are still unanswered. */
+size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline);
+
 /* Take another reference to @tok (NULL-safe); returns @tok. */
 struct token *token_ref(struct token *tok);
 /* Drop a reference, wiping and freeing at zero. NULL is a no-op. */

@@ -237,6 +237,34 @@ static void *hup_main(void *arg)
 	return NULL;
 }
 
+/* Tells the waiting parent (without -f) that the mount is ready, once
+ * every credential's first request has been answered or the longest
+ * open_wait_s has passed, so that a reader right after start-up finds
+ * tokens, not the empty "no token yet" files. */
+struct ready {
+	pthread_t thread;
+	struct cred_table *t;
+	int *ready_fd;
+};
+
+static void *ready_main(void *arg)
+{
+	struct ready *rd = arg;
+	int64_t wait_ms = 0;
+	size_t i, pending;
+
+	for (i = 0; i < rd->t->n; i++)
+		if (rd->t->creds[i].conf->timing.open_wait_ms > wait_ms)
+			wait_ms = rd->t->creds[i].conf->timing.open_wait_ms;
+	pending = cred_table_wait_answered(rd->t, time_mono_ms() + wait_ms);
+	if (pending)
+		log_warn("ready with %zu credentials still waiting for their "
+			 "first token",
+			 pending);
+	signal_ready(rd->ready_fd, 0);
+	return NULL;
+}
+
 /* Wipe jansson's copies of token responses when it frees them. */
 static void json_wipe_free(void *p)
 {
@@ -256,6 +284,7 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	struct fs *fs = NULL;
 	struct audit *audit = NULL;
 	struct hup hup = {.stop = false};
+	struct ready rd = {0};
 	bool wrote_pid = false, hup_started = false;
 	sigset_t hupset;
 	int r;
@@ -335,17 +364,26 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	log_info("mounted on %s: %zu tenants, %zu credentials, cache=%s",
 		 o->mountpoint, cfg->n_tenants, cfg->n_creds,
 		 cfg->cache_kernel ? "kernel" : "audited");
-	signal_ready(ready_fd, 0);
-
-	loop = fuse_loop_cfg_create();
-	if (!loop) {
-		r = -ENOMEM;
+	/* Ready once every credential had its first answer (bounded), with
+	 * the session already serving: see ready_main(). */
+	rd.t = t;
+	rd.ready_fd = ready_fd;
+	r = -pthread_create(&rd.thread, NULL, ready_main, &rd);
+	if (r < 0) {
+		log_error_errno(r, "cannot start");
 		goto out_unmount;
 	}
-	fuse_loop_cfg_set_max_threads(loop, MAX_FUSE_THREADS);
-	r = fuse_session_loop_mt(se, loop);
-	fuse_loop_cfg_destroy(loop);
-	r = r < 0 ? r : 0;
+
+	loop = fuse_loop_cfg_create();
+	if (loop) {
+		fuse_loop_cfg_set_max_threads(loop, MAX_FUSE_THREADS);
+		r = fuse_session_loop_mt(se, loop);
+		fuse_loop_cfg_destroy(loop);
+		r = r < 0 ? r : 0;
+	} else {
+		r = -ENOMEM;
+	}
+	pthread_join(rd.thread, NULL);
 	log_info("unmounting %s", o->mountpoint);
 out_unmount:
 	/* Stop the refresher before the session it notifies goes away. */

@@ -159,3 +159,26 @@ def test_debug_flag_traces_fuse_requests(mount):
     log = m.log()
     assert "opcode: LOOKUP" in log and "opcode: OPEN" in log
     assert " debug: " in log  # credfs's own debug lines
+
+
+def test_start_returns_once_tokens_are_there(mount, provider):
+    """Without -f, credfs returns when every credential had its first
+    answer, so `credfs ... && cat .../access_token` just works."""
+    provider.inject("delay", count=2, seconds=1.0)
+    m = mount()
+    t0 = time.monotonic()
+    m.start(simple_config(m, tenants=("acme", "beta")))
+    assert time.monotonic() - t0 >= 0.9
+    for t in ("acme", "beta"):
+        st = m.status(t, "idp")
+        assert st["state"] == "valid", st
+        assert os.stat(m.path("tenants", t, "idp", "access_token")).st_size
+
+
+def test_start_is_bounded_when_the_provider_is_down(mount, provider):
+    provider.inject("status", count=-1, status=503)
+    m = mount()
+    t0 = time.monotonic()
+    m.start(simple_config(m, open_wait_s=1, backoff_initial_s=5))
+    assert time.monotonic() - t0 < 5
+    assert m.status("acme", "idp")["state"] == "error"
