@@ -104,6 +104,17 @@ struct rcache {
 struct handle {
 	struct token *tok;
 	struct blob *blob;
+	/* In its shard's list, so that handles whose release never came
+	 * (the session ended first) are freed with the filesystem. */
+	struct handle *prev, *next;
+	unsigned shard;
+};
+
+#define HANDLE_SHARDS 16
+
+struct hshard {
+	pthread_mutex_t lock;
+	struct handle *head;
 };
 
 /* Recent tenant-level denials: the kernel may ask twice for one path walk
@@ -124,6 +135,8 @@ struct fs {
 	pthread_mutex_t denial_lock;
 	struct denial recent[RECENT_DENIALS];
 	unsigned next_denial;
+	struct hshard handles[HANDLE_SHARDS];
+	atomic_uint next_shard;
 	bool cache_kernel;
 	int64_t start_ms;
 	struct rcache *cache; /* by slot */
@@ -349,6 +362,42 @@ static struct blob *snapshot(struct fs *fs, size_t slot, uint32_t seq)
 	}
 	pthread_mutex_unlock(&rc->lock);
 	return b;
+}
+
+static struct handle *handle_new(struct fs *fs)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	struct hshard *sh;
+
+	if (!h)
+		return NULL;
+	h->shard = atomic_fetch_add(&fs->next_shard, 1) % HANDLE_SHARDS;
+	sh = &fs->handles[h->shard];
+	pthread_mutex_lock(&sh->lock);
+	h->next = sh->head;
+	if (sh->head)
+		sh->head->prev = h;
+	sh->head = h;
+	pthread_mutex_unlock(&sh->lock);
+	return h;
+}
+
+/* Unlink @h, drop what it holds and free it. */
+static void handle_free(struct fs *fs, struct handle *h)
+{
+	struct hshard *sh = &fs->handles[h->shard];
+
+	pthread_mutex_lock(&sh->lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		sh->head = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&sh->lock);
+	token_unref(h->tok);
+	blob_unref(h->blob);
+	free(h);
 }
 
 static int req_getgroups(void *arg, int size, gid_t list[])
@@ -676,7 +725,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct handle held = {NULL, NULL};
+	struct handle held = {0};
 	struct node p;
 	fuse_ino_t ino;
 	int err;
@@ -797,7 +846,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	h = calloc(1, sizeof(*h));
+	h = handle_new(fs);
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -821,19 +870,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		err = EISDIR;
 	}
 	if (err) {
-		blob_unref(h->blob);
-		free(h);
+		handle_free(fs, h);
 		fuse_reply_err(req, err);
 		return;
 	}
 	/* The inode's bytes never change: the page cache may keep them. */
 	fi->keep_cache = 1;
 	fi->fh = (uintptr_t)h;
-	if (fuse_reply_open(req, fi) != 0) {
-		token_unref(h->tok);
-		blob_unref(h->blob);
-		free(h);
-	}
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(fs, h);
 }
 
 /* Kernel-cache path: no open, so a read names only the inode. */
@@ -866,7 +911,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-	struct handle byino = {NULL, NULL};
+	struct handle byino = {0};
 	const char *data;
 	size_t len;
 	int err;
@@ -897,11 +942,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
-	if (h) {
-		token_unref(h->tok);
-		blob_unref(h->blob);
-		free(h);
-	}
+	if (h)
+		handle_free(fuse_req_userdata(req), h);
 	fuse_reply_err(req, 0);
 }
 
@@ -1112,6 +1154,8 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	fs->t = t;
 	fs->audit = audit;
 	pthread_mutex_init(&fs->denial_lock, NULL);
+	for (i = 0; i < HANDLE_SHARDS; i++)
+		pthread_mutex_init(&fs->handles[i].lock, NULL);
 	fs->cache_kernel = cache_kernel;
 	fs->start_ms = time_real_ms();
 	fs->n_cache = 2 + t->n * SLOTS_PER_CRED;
@@ -1154,6 +1198,11 @@ void fs_free(struct fs *fs)
 		pthread_mutex_destroy(&rc->lock);
 	}
 	free(fs->cache);
+	for (i = 0; i < HANDLE_SHARDS; i++) {
+		while (fs->handles[i].head)
+			handle_free(fs, fs->handles[i].head);
+		pthread_mutex_destroy(&fs->handles[i].lock);
+	}
 	pthread_mutex_destroy(&fs->denial_lock);
 	free(fs);
 }
