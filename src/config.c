@@ -97,8 +97,29 @@ static int check_keys(struct ctx *c, const json_t *obj, const char *path,
 	return 0;
 }
 
-static int get_object(struct ctx *c, const json_t *obj, const char *path,
-		      const char *key, bool required, json_t **out)
+#define T_OBJECT (1u << JSON_OBJECT)
+#define T_ARRAY (1u << JSON_ARRAY)
+#define T_STRING (1u << JSON_STRING)
+#define T_INTEGER (1u << JSON_INTEGER)
+#define T_NUMBER ((1u << JSON_INTEGER) | (1u << JSON_REAL))
+#define T_BOOL ((1u << JSON_TRUE) | (1u << JSON_FALSE))
+
+/* @v is of one of the types in @want, or a message names @path. */
+static int check_type(struct ctx *c, const json_t *v, const char *path,
+		      unsigned want, const char *what)
+{
+	if ((1u << json_typeof(v)) & want)
+		return 0;
+	return fail(c, path, "expected %s, got %s", what, json_kind(v));
+}
+
+/*
+ * @obj's member @key into *@out (NULL when absent and not @required),
+ * checked to be of a type in @want (@what names it in the message).
+ */
+static int get_value(struct ctx *c, const json_t *obj, const char *path,
+		     const char *key, bool required, unsigned want,
+		     const char *what, json_t **out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v = json_object_get(obj, key);
@@ -107,23 +128,30 @@ static int get_object(struct ctx *c, const json_t *obj, const char *path,
 	*out = NULL;
 	if (!v)
 		return required ? fail(c, sub, "missing") : 0;
-	if (!json_is_object(v))
-		return fail(c, sub, "expected an object, got %s", json_kind(v));
+	if (check_type(c, v, sub, want, what) < 0)
+		return -EINVAL;
 	*out = v;
 	return 0;
+}
+
+static int get_object(struct ctx *c, const json_t *obj, const char *path,
+		      const char *key, bool required, json_t **out)
+{
+	return get_value(c, obj, path, key, required, T_OBJECT, "an object",
+			 out);
 }
 
 static int get_string(struct ctx *c, const json_t *obj, const char *path,
 		      const char *key, bool required, char **out)
 {
 	char sub[MAX_PATH_TEXT];
-	json_t *v = json_object_get(obj, key);
+	json_t *v;
+	int r;
 
+	r = get_value(c, obj, path, key, required, T_STRING, "a string", &v);
+	if (r < 0 || !v)
+		return r;
 	join(sub, path, key);
-	if (!v)
-		return required ? fail(c, sub, "missing") : 0;
-	if (!json_is_string(v))
-		return fail(c, sub, "expected a string, got %s", json_kind(v));
 	if (json_string_length(v) == 0)
 		return fail(c, sub, "must not be empty");
 	if (strlen(json_string_value(v)) != json_string_length(v))
@@ -137,15 +165,15 @@ static int get_number(struct ctx *c, const json_t *obj, const char *path,
 		      const char *key, double min, double max, double *out)
 {
 	char sub[MAX_PATH_TEXT];
-	json_t *v = json_object_get(obj, key);
+	json_t *v;
 	double d;
+	int r;
 
-	if (!v)
-		return 0;
-	join(sub, path, key);
-	if (!json_is_number(v))
-		return fail(c, sub, "expected a number, got %s", json_kind(v));
+	r = get_value(c, obj, path, key, false, T_NUMBER, "a number", &v);
+	if (r < 0 || !v)
+		return r;
 	d = json_number_value(v);
+	join(sub, path, key);
 	if (!isfinite(d) || d < min || d > max)
 		return fail(c, sub, "must be between %g and %g", min, max);
 	*out = d;
@@ -167,43 +195,48 @@ static int get_seconds(struct ctx *c, const json_t *obj, const char *path,
 static int get_bool(struct ctx *c, const json_t *obj, const char *path,
 		    const char *key, bool *out)
 {
-	char sub[MAX_PATH_TEXT];
-	json_t *v = json_object_get(obj, key);
+	json_t *v;
+	int r;
 
-	if (!v)
-		return 0;
-	join(sub, path, key);
-	if (!json_is_boolean(v))
-		return fail(c, sub, "expected true or false, got %s",
-			    json_kind(v));
-	*out = json_is_true(v);
-	return 0;
+	r = get_value(c, obj, path, key, false, T_BOOL, "true or false", &v);
+	if (r == 0 && v)
+		*out = json_is_true(v);
+	return r;
 }
 
-/* An optional array of ids (uids or gids); *out is NULL when absent. */
+/*
+ * An optional array: *@arr (NULL when absent), and *@out allocated for
+ * its elements of @size bytes each, plus one.
+ */
+static int get_array(struct ctx *c, const json_t *obj, const char *path,
+		     const char *key, size_t size, json_t **arr, void **out)
+{
+	int r = get_value(c, obj, path, key, false, T_ARRAY, "an array", arr);
+
+	if (r < 0 || !*arr)
+		return r;
+	*out = calloc(json_array_size(*arr) + 1, size);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* An optional array of ids (uids or gids). */
 static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 		   const char *key, unsigned **out, size_t *n)
 {
 	char sub[MAX_PATH_TEXT];
-	json_t *arr = json_object_get(obj, key), *v;
+	json_t *arr, *v;
 	size_t i;
+	int r;
 
-	join(sub, path, key);
-	if (!arr)
-		return 0;
-	if (!json_is_array(arr))
-		return fail(c, sub, "expected an array, got %s",
-			    json_kind(arr));
-	*out = calloc(json_array_size(arr) + 1, sizeof(**out));
-	if (!*out)
-		return -ENOMEM;
+	r = get_array(c, obj, path, key, sizeof(**out), &arr, (void **)out);
+	if (r < 0 || !arr)
+		return r;
 	json_array_foreach (arr, i, v) {
 		json_int_t id = json_integer_value(v);
 
 		snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
-		if (!json_is_integer(v))
-			return fail(c, sub, "expected an integer, got %s",
-				    json_kind(v));
+		if (check_type(c, v, sub, T_INTEGER, "an integer") < 0)
+			return -EINVAL;
 		if (id < 0 || id >= (json_int_t)UINT_MAX)
 			return fail(c, sub, "must be between 0 and %u",
 				    UINT_MAX - 1);
@@ -213,29 +246,24 @@ static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 	return 0;
 }
 
-/* An optional array of non-empty strings, each checked by @valid. */
+/* An optional array of strings, each accepted by @valid (@what names a
+ * valid one in the message). */
 static int get_strings(struct ctx *c, const json_t *obj, const char *path,
 		       const char *key, bool (*valid)(const char *),
 		       const char *what, char ***out, size_t *n)
 {
 	char sub[MAX_PATH_TEXT];
-	json_t *arr = json_object_get(obj, key), *v;
+	json_t *arr, *v;
 	size_t i;
+	int r;
 
-	join(sub, path, key);
-	if (!arr)
-		return 0;
-	if (!json_is_array(arr))
-		return fail(c, sub, "expected an array, got %s",
-			    json_kind(arr));
-	*out = calloc(json_array_size(arr) + 1, sizeof(char *));
-	if (!*out)
-		return -ENOMEM;
+	r = get_array(c, obj, path, key, sizeof(char *), &arr, (void **)out);
+	if (r < 0 || !arr)
+		return r;
 	json_array_foreach (arr, i, v) {
 		snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
-		if (!json_is_string(v))
-			return fail(c, sub, "expected a string, got %s",
-				    json_kind(v));
+		if (check_type(c, v, sub, T_STRING, "a string") < 0)
+			return -EINVAL;
 		if (!valid(json_string_value(v)))
 			return fail(c, sub, "\"%s\" is not %s",
 				    json_string_value(v), what);
@@ -593,40 +621,26 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 			struct cred_conf *cc)
 {
 	char sub[MAX_PATH_TEXT];
-	json_t *arr = json_object_get(obj, "scopes"), *v;
 	size_t i, j;
+	int r;
 
 	join(sub, path, "scopes");
-	if (!arr)
+	if (!json_object_get(obj, "scopes"))
 		return fail(c, sub,
 			    "missing (list the scopes to request, "
 			    "or [] for the provider's default)");
-	if (!json_is_array(arr))
-		return fail(c, sub, "expected an array, got %s",
-			    json_kind(arr));
-	cc->scopes = calloc(json_array_size(arr) + 1, sizeof(char *));
-	if (!cc->scopes)
-		return -ENOMEM;
-	json_array_foreach (arr, i, v) {
-		snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, i);
-		if (!json_is_string(v))
-			return fail(c, sub, "expected a string, got %s",
-				    json_kind(v));
-		if (!scope_valid(json_string_value(v)))
-			return fail(c, sub,
-				    "\"%s\" is not a valid scope "
-				    "(RFC 6749 section 3.3)",
-				    json_string_value(v));
-		for (j = 0; j < cc->n_scopes; j++)
-			if (!strcmp(cc->scopes[j], json_string_value(v)))
-				return fail(c, sub, "\"%s\" is listed twice",
-					    json_string_value(v));
-		cc->scopes[i] = strdup(json_string_value(v));
-		if (!cc->scopes[i])
-			return -ENOMEM;
-		cc->n_scopes = i + 1;
-	}
-	return 0;
+	r = get_strings(c, obj, path, "scopes", scope_valid,
+			"a valid scope (RFC 6749 section 3.3)", &cc->scopes,
+			&cc->n_scopes);
+	for (i = 1; r == 0 && i < cc->n_scopes; i++)
+		for (j = 0; r == 0 && j < i; j++)
+			if (!strcmp(cc->scopes[i], cc->scopes[j])) {
+				snprintf(sub, sizeof(sub), "%s.scopes[%zu]",
+					 path, i);
+				r = fail(c, sub, "\"%s\" is listed twice",
+					 cc->scopes[i]);
+			}
+	return r;
 }
 
 static const struct provider_conf *find_provider(const struct config *cfg,
