@@ -1,0 +1,199 @@
+/*
+ * record: sealing and opening credential records (see record.h for the
+ * layout). Everything read back is checked: the header's magic, version and
+ * size, the AEAD tag, and the plaintext's JSON types.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+
+#include "crypto.h"
+#include "key.h"
+#include "record.h"
+#include "util.h"
+
+#define MAGIC "CFSR"
+#define VERSION 1
+#define HEADER_BYTES (4 + 1 + 8)
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* "credfs-record" || version || len || tenant || len || provider || gen */
+static int make_aad(const char *tenant, const char *provider, uint64_t gen,
+		    struct buf *aad)
+{
+	uint8_t v = VERSION, tl = (uint8_t)strlen(tenant),
+		pl = (uint8_t)strlen(provider), g[8];
+	int r;
+
+	put_be64(g, gen);
+	buf_init(aad, 512);
+	r = buf_append(aad, "credfs-record", 13);
+	if (r == 0)
+		r = buf_append(aad, &v, 1);
+	if (r == 0)
+		r = buf_append(aad, &tl, 1);
+	if (r == 0)
+		r = buf_append(aad, tenant, tl);
+	if (r == 0)
+		r = buf_append(aad, &pl, 1);
+	if (r == 0)
+		r = buf_append(aad, provider, pl);
+	if (r == 0)
+		r = buf_append(aad, g, sizeof(g));
+	return r;
+}
+
+static void set_opt(json_t *o, const char *key, const char *v)
+{
+	json_object_set_new(o, key, v ? json_string(v) : json_null());
+}
+
+int record_seal(const uint8_t *master, const char *tenant, const char *provider,
+		const struct record *r, struct buf *out)
+{
+	uint8_t key[CRYPTO_KEY_BYTES], header[HEADER_BYTES];
+	json_t *o = json_object();
+	struct buf aad;
+	char *text = NULL;
+	int ret = -ENOMEM;
+
+	buf_init(out, RECORD_MAX_BYTES);
+	buf_init(&aad, 0);
+	if (!o)
+		goto out;
+	set_opt(o, "refresh_token", r->refresh_token);
+	set_opt(o, "access_token", r->access_token);
+	set_opt(o, "token_type", r->token_type);
+	set_opt(o, "scope", r->scope);
+	json_object_set_new(o, "issued_ms", json_integer(r->issued_ms));
+	json_object_set_new(o, "expires_ms", json_integer(r->expires_ms));
+	text = json_dumps(o, JSON_COMPACT);
+	if (!text)
+		goto out;
+	ret = crypto_tenant_key(master, tenant, key);
+	if (ret == 0)
+		ret = make_aad(tenant, provider, r->generation, &aad);
+	memcpy(header, MAGIC, 4);
+	header[4] = VERSION;
+	put_be64(header + 5, r->generation);
+	if (ret == 0)
+		ret = buf_append(out, header, sizeof(header));
+	if (ret == 0)
+		ret = crypto_seal(key, aad.data, aad.len, text, strlen(text),
+				  out);
+out:
+	OPENSSL_cleanse(key, sizeof(key));
+	if (text)
+		strfreezero(text);
+	json_decref(o);
+	buf_free(&aad);
+	if (ret < 0)
+		buf_free(out);
+	return ret;
+}
+
+int record_generation(const void *data, size_t len, uint64_t *gen)
+{
+	const uint8_t *p = data;
+
+	if (len < HEADER_BYTES + CRYPTO_NONCE_BYTES + CRYPTO_TAG_BYTES ||
+	    len > RECORD_MAX_BYTES || memcmp(p, MAGIC, 4) || p[4] != VERSION)
+		return -EPROTO;
+	*gen = get_be64(p + 5);
+	return 0;
+}
+
+/* A string member, or NULL for null/absent; -EPROTO for another type. */
+static int take_str(json_t *o, const char *key, char **out)
+{
+	json_t *v = json_object_get(o, key);
+
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v))
+		return -EPROTO;
+	*out = strdup(json_string_value(v));
+	return *out ? 0 : -ENOMEM;
+}
+
+int record_open(const uint8_t *master, const char *tenant, const char *provider,
+		const void *data, size_t len, struct record *r)
+{
+	uint8_t key[CRYPTO_KEY_BYTES];
+	struct buf aad, pt;
+	json_t *o = NULL, *v;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	buf_init(&aad, 0);
+	buf_init(&pt, 0);
+	ret = record_generation(data, len, &r->generation);
+	if (ret == 0)
+		ret = crypto_tenant_key(master, tenant, key);
+	if (ret == 0)
+		ret = make_aad(tenant, provider, r->generation, &aad);
+	if (ret == 0)
+		ret = crypto_open(key, aad.data, aad.len,
+				  (const uint8_t *)data + HEADER_BYTES,
+				  len - HEADER_BYTES, &pt);
+	if (ret < 0)
+		goto out;
+	o = json_loadb(pt.data, pt.len, JSON_REJECT_DUPLICATES, NULL);
+	ret = json_is_object(o) ? 0 : -EPROTO;
+	if (ret == 0)
+		ret = take_str(o, "refresh_token", &r->refresh_token);
+	if (ret == 0)
+		ret = take_str(o, "access_token", &r->access_token);
+	if (ret == 0)
+		ret = take_str(o, "token_type", &r->token_type);
+	if (ret == 0)
+		ret = take_str(o, "scope", &r->scope);
+	v = json_object_get(o, "issued_ms");
+	if (ret == 0 && v && !json_is_integer(v))
+		ret = -EPROTO;
+	r->issued_ms = json_integer_value(v);
+	v = json_object_get(o, "expires_ms");
+	if (ret == 0 && v && !json_is_integer(v))
+		ret = -EPROTO;
+	r->expires_ms = json_integer_value(v);
+out:
+	OPENSSL_cleanse(key, sizeof(key));
+	json_decref(o);
+	buf_free(&aad);
+	buf_free(&pt);
+	if (ret < 0)
+		record_clear(r);
+	return ret;
+}
+
+void record_clear(struct record *r)
+{
+	strfreezero(r->refresh_token);
+	strfreezero(r->access_token);
+	free(r->token_type);
+	free(r->scope);
+	memset(r, 0, sizeof(*r));
+}

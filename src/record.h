@@ -1,0 +1,52 @@
+/*
+ * record: the sealed form of one credential, the same bytes in every store
+ * backend. Layout (integers big-endian):
+ *
+ *   "CFSR" | version (1 byte, 1) | generation (8) | nonce (12) |
+ *   ciphertext | tag (16)
+ *
+ * sealed with AES-256-GCM under the tenant's key (HKDF of the master key),
+ * with associated data binding the version, tenant, provider and
+ * generation. The plaintext is a JSON object. A record moved to another
+ * tenant or provider, or with its generation edited, does not open.
+ */
+#ifndef CREDFS_RECORD_H
+#define CREDFS_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf;
+
+#define RECORD_MAX_BYTES (1024 * 1024)
+
+struct record {
+	uint64_t generation; /* +1 on every write of a credential */
+	char *refresh_token; /* or NULL */
+	char *access_token;  /* or NULL */
+	char *token_type;    /* or NULL */
+	char *scope;	     /* granted, space-separated, or NULL */
+	int64_t issued_ms;   /* 0 if unknown */
+	int64_t expires_ms;  /* 0 if unknown */
+};
+
+/* Seal @r as tenant/provider under @master into @out. 0 or -errno. */
+int record_seal(const uint8_t *master, const char *tenant, const char *provider,
+		const struct record *r, struct buf *out);
+
+/*
+ * Open @len bytes at @data as tenant/provider into @r (free with
+ * record_clear). 0; -EPROTO for a damaged header or plaintext; -EBADMSG when
+ * it is not authentic (tampered, another tenant's or provider's, or another
+ * master key).
+ */
+int record_open(const uint8_t *master, const char *tenant, const char *provider,
+		const void *data, size_t len, struct record *r);
+
+/* The generation in a record's header, without opening it; -EPROTO. */
+int record_generation(const void *data, size_t len, uint64_t *gen);
+
+/* Wipe and free what @r holds. Safe on a zeroed record. */
+void record_clear(struct record *r);
+
+#endif

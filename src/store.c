@@ -1,0 +1,348 @@
+/*
+ * store: the file backend. Layout under the store directory (0700):
+ *
+ *   daemon.lock        flock()ed by the one credfs daemon; holds its pid
+ *   write.lock         flock()ed around every record write or removal
+ *   keycheck           a record sealed with the master key, to tell a
+ *                      wrong key from a damaged record
+ *   <tenant>/<provider>.rec   one sealed record per credential (0600)
+ *
+ * A write goes to a temporary file in the same directory, is fsync()ed,
+ * renamed over the record and the directory fsync()ed: a crash at any
+ * instant leaves the old record or the new one. Nothing is followed
+ * through a symlink.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "record.h"
+#include "store.h"
+#include "util.h"
+
+#define KEYCHECK_TENANT "-keycheck-"
+
+struct store {
+	int dirfd;
+	int daemon_lock; /* -1 unless STORE_DAEMON */
+	int write_lock;
+	const uint8_t *master;
+	atomic_uint tmp_seq;
+};
+
+static int lock_file(int dirfd, const char *name, int *out)
+{
+	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+			0600);
+
+	if (fd < 0)
+		return -errno;
+	*out = fd;
+	return 0;
+}
+
+/* Take the daemon lock, or say who holds it. */
+static int take_daemon_lock(struct store *s, const char *dir, char *err,
+			    size_t errlen)
+{
+	char pid[32] = "";
+	ssize_t n;
+	int r;
+
+	r = lock_file(s->dirfd, "daemon.lock", &s->daemon_lock);
+	if (r < 0) {
+		snprintf(err, errlen, "store %s: daemon.lock: %s", dir,
+			 strerror(-r));
+		return r;
+	}
+	if (flock(s->daemon_lock, LOCK_EX | LOCK_NB) < 0) {
+		n = pread(s->daemon_lock, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		snprintf(err, errlen,
+			 "store %s is in use by another credfs "
+			 "(pid %s)",
+			 dir, pid[0] ? pid : "unknown");
+		return -EBUSY;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(s->daemon_lock, 0) < 0 ||
+	    pwrite(s->daemon_lock, pid, (size_t)n, 0) != n)
+		return -errno;
+	return 0;
+}
+
+/* Read a whole file under @dirfd (at most RECORD_MAX_BYTES). */
+static int read_at(int dirfd, const char *name, struct buf *out)
+{
+	char chunk[4096];
+	struct stat st;
+	ssize_t n;
+	int fd, r = 0;
+
+	buf_init(out, RECORD_MAX_BYTES);
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		r = -EINVAL;
+	while (r == 0 && (n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		r = n < 0 ? -errno : buf_append(out, chunk, (size_t)n);
+	}
+	close(fd);
+	if (r < 0)
+		buf_free(out);
+	return r;
+}
+
+/* Write @len bytes to @name under @dirfd by temp file, fsync, rename and
+ * directory fsync. */
+static int write_at(struct store *s, int dirfd, const char *name,
+		    const void *data, size_t len)
+{
+	const char *p = data;
+	char tmp[256];
+	size_t done = 0;
+	int fd, r = 0;
+
+	snprintf(tmp, sizeof(tmp), ".%s.%d.%u.tmp", name, (int)getpid(),
+		 atomic_fetch_add(&s->tmp_seq, 1));
+	fd = openat(dirfd, tmp,
+		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	while (r == 0 && done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = -errno;
+		else
+			done += (size_t)n;
+	}
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(dirfd, tmp, 0);
+		return r;
+	}
+	return fsync(dirfd) < 0 ? -errno : 0;
+}
+
+/* The tenant's directory, created (and made durable) if @create. */
+static int tenant_dir(struct store *s, const char *tenant, bool create)
+{
+	int fd;
+
+	if (!name_valid(tenant))
+		return -EINVAL;
+	if (create) {
+		if (mkdirat(s->dirfd, tenant, 0700) == 0) {
+			if (fsync(s->dirfd) < 0)
+				return -errno;
+		} else if (errno != EEXIST) {
+			return -errno;
+		}
+	}
+	fd = openat(s->dirfd, tenant,
+		    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : fd;
+}
+
+static void record_name(const char *provider, char out[80])
+{
+	snprintf(out, 80, "%s.rec", provider);
+}
+
+static int check_key(struct store *s, const char *dir, bool create, char *err,
+		     size_t errlen)
+{
+	struct record r = {0};
+	struct buf b;
+	int ret;
+
+	ret = read_at(s->dirfd, "keycheck", &b);
+	if (ret == -ENOENT && create) {
+		ret = record_seal(s->master, KEYCHECK_TENANT, "-", &r, &b);
+		if (ret == 0)
+			ret = write_at(s, s->dirfd, "keycheck", b.data, b.len);
+		buf_free(&b);
+		if (ret < 0)
+			snprintf(err, errlen,
+				 "store %s: cannot write "
+				 "keycheck: %s",
+				 dir, strerror(-ret));
+		return ret;
+	}
+	if (ret == -ENOENT) {
+		snprintf(err, errlen,
+			 "store %s is not initialised (no "
+			 "keycheck); run credfsctl init",
+			 dir);
+		return ret;
+	}
+	if (ret < 0) {
+		snprintf(err, errlen, "store %s: keycheck: %s", dir,
+			 strerror(-ret));
+		return ret;
+	}
+	ret = record_open(s->master, KEYCHECK_TENANT, "-", b.data, b.len, &r);
+	buf_free(&b);
+	record_clear(&r);
+	if (ret < 0) {
+		snprintf(err, errlen,
+			 "store %s: the master key does not open "
+			 "this store (wrong key file?)",
+			 dir);
+		return -EKEYREJECTED;
+	}
+	return 0;
+}
+
+int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
+		   struct store **out, char *err, size_t errlen)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	struct stat st;
+	int r;
+
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->daemon_lock = s->write_lock = s->dirfd = -1;
+	s->master = master;
+	if (mode == STORE_CREATE && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		snprintf(err, errlen, "store %s: %s", dir, strerror(-r));
+		goto out_free;
+	}
+	s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (s->dirfd < 0) {
+		r = -errno;
+		snprintf(err, errlen, "store %s: %s", dir, strerror(-r));
+		goto out_free;
+	}
+	if (fstat(s->dirfd, &st) == 0 && (st.st_mode & 077)) {
+		r = -EPERM;
+		snprintf(err, errlen,
+			 "store %s: mode %04o lets group or others "
+			 "in; chmod 700 it",
+			 dir, (unsigned)(st.st_mode & 07777));
+		goto out_free;
+	}
+	if (mode == STORE_DAEMON) {
+		r = take_daemon_lock(s, dir, err, errlen);
+		if (r < 0)
+			goto out_free;
+	}
+	r = lock_file(s->dirfd, "write.lock", &s->write_lock);
+	if (r == 0)
+		r = check_key(s, dir, mode == STORE_CREATE, err, errlen);
+	if (r < 0)
+		goto out_free;
+	*out = s;
+	return 0;
+out_free:
+	store_close(s);
+	return r;
+}
+
+int store_load(struct store *s, const char *tenant, const char *provider,
+	       uint64_t min_generation, struct record *r)
+{
+	char name[80];
+	struct buf b;
+	int fd, ret;
+
+	memset(r, 0, sizeof(*r));
+	if (!name_valid(provider))
+		return -EINVAL;
+	fd = tenant_dir(s, tenant, false);
+	if (fd < 0)
+		return fd;
+	record_name(provider, name);
+	ret = read_at(fd, name, &b);
+	close(fd);
+	if (ret < 0)
+		return ret;
+	ret = record_open(s->master, tenant, provider, b.data, b.len, r);
+	buf_free(&b);
+	if (ret == 0 && r->generation < min_generation) {
+		record_clear(r);
+		ret = -ESTALE;
+	}
+	return ret;
+}
+
+int store_save(struct store *s, const char *tenant, const char *provider,
+	       const struct record *r)
+{
+	char name[80];
+	struct buf b;
+	int fd, ret;
+
+	if (!name_valid(provider))
+		return -EINVAL;
+	ret = record_seal(s->master, tenant, provider, r, &b);
+	if (ret < 0)
+		return ret;
+	flock(s->write_lock, LOCK_EX);
+	fd = tenant_dir(s, tenant, true);
+	if (fd >= 0) {
+		record_name(provider, name);
+		ret = write_at(s, fd, name, b.data, b.len);
+		close(fd);
+	} else {
+		ret = fd;
+	}
+	flock(s->write_lock, LOCK_UN);
+	buf_free(&b);
+	return ret;
+}
+
+int store_remove(struct store *s, const char *tenant, const char *provider)
+{
+	char name[80];
+	int fd, ret = 0;
+
+	if (!name_valid(provider))
+		return -EINVAL;
+	flock(s->write_lock, LOCK_EX);
+	fd = tenant_dir(s, tenant, false);
+	if (fd >= 0) {
+		record_name(provider, name);
+		if (unlinkat(fd, name, 0) < 0 || fsync(fd) < 0)
+			ret = -errno;
+		close(fd);
+	} else {
+		ret = fd;
+	}
+	flock(s->write_lock, LOCK_UN);
+	return ret;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->daemon_lock >= 0)
+		close(s->daemon_lock);
+	if (s->write_lock >= 0)
+		close(s->write_lock);
+	if (s->dirfd >= 0)
+		close(s->dirfd);
+	free(s);
+}

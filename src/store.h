@@ -1,0 +1,49 @@
+/*
+ * store: where sealed credential records live. One interface, so that a
+ * shared PostgreSQL backend can replace the file backend without the
+ * refresher or the FUSE layer noticing. Records are sealed by record.c;
+ * backends only ever see ciphertext.
+ */
+#ifndef CREDFS_STORE_H
+#define CREDFS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct record;
+struct store;
+
+enum store_mode {
+	STORE_DAEMON, /* the one daemon: holds the store's daemon lock */
+	STORE_ADMIN,  /* credfsctl: may run next to the daemon */
+	STORE_CREATE, /* credfsctl init: create the directory and key check */
+};
+
+/*
+ * Open the file store in @dir with @master (borrowed; must outlive the
+ * store). Checks the master key against the store's key check. 0, or
+ * -errno with a message in @err: a second daemon gets -EBUSY naming the
+ * holder's pid, a wrong key -EKEYREJECTED.
+ */
+int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
+		   struct store **out, char *err, size_t errlen);
+
+/*
+ * Load tenant/provider into @r. A record older than @min_generation is a
+ * rollback. 0, -ENOENT (none), -ESTALE (rollback), -EBADMSG (not
+ * authentic: tampered, moved from elsewhere, or another key), -EPROTO.
+ */
+int store_load(struct store *s, const char *tenant, const char *provider,
+	       uint64_t min_generation, struct record *r);
+
+/* Replace tenant/provider with @r, atomically and durably. 0 or -errno. */
+int store_save(struct store *s, const char *tenant, const char *provider,
+	       const struct record *r);
+
+/* Delete tenant/provider, durably. 0, -ENOENT, or -errno. */
+int store_remove(struct store *s, const char *tenant, const char *provider);
+
+/* Close, releasing locks. NULL is a no-op. */
+void store_close(struct store *s);
+
+#endif

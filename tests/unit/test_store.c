@@ -1,0 +1,295 @@
+/* Unit tests for crypto, key, record and the file store. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "crypto.h"
+#include "key.h"
+#include "record.h"
+#include "store.h"
+#include "util.h"
+
+static const uint8_t master[32] = "0123456789abcdef0123456789abcde";
+static const uint8_t other[32] = "fedcba9876543210fedcba987654321";
+
+static void tenant_keys_differ(void **state)
+{
+	uint8_t a[32], b[32], a2[32];
+
+	assert_int_equal(crypto_tenant_key(master, "acme", a), 0);
+	assert_int_equal(crypto_tenant_key(master, "beta", b), 0);
+	assert_int_equal(crypto_tenant_key(master, "acme", a2), 0);
+	assert_memory_not_equal(a, b, 32);
+	assert_memory_equal(a, a2, 32);
+}
+
+static void seal_open_round_trip(void **state)
+{
+	uint8_t key[32];
+	struct buf c, p, c2;
+
+	crypto_tenant_key(master, "acme", key);
+	buf_init(&c, 4096);
+	buf_init(&c2, 4096);
+	assert_int_equal(crypto_seal(key, "ad", 2, "hello", 5, &c), 0);
+	assert_int_equal(c.len, 12 + 5 + 16);
+	assert_int_equal(crypto_seal(key, "ad", 2, "hello", 5, &c2), 0);
+	assert_memory_not_equal(c.data, c2.data, 12); /* fresh nonces */
+	assert_int_equal(crypto_open(key, "ad", 2, c.data, c.len, &p), 0);
+	assert_int_equal(p.len, 5);
+	assert_memory_equal(p.data, "hello", 5);
+	buf_free(&p);
+	assert_int_equal(crypto_open(key, "ax", 2, c.data, c.len, &p),
+			 -EBADMSG);
+	assert_int_equal(crypto_open(key, "ad", 2, c.data, 10, &p), -EBADMSG);
+	buf_free(&c);
+	buf_free(&c2);
+}
+
+static const struct record sample = {
+	.generation = 7,
+	.refresh_token = "rt-secret",
+	.access_token = "at-secret",
+	.token_type = "Bearer",
+	.scope = "a b",
+	.issued_ms = 1000,
+	.expires_ms = 3601000,
+};
+
+static void record_round_trip(void **state)
+{
+	struct record r;
+	struct buf b;
+	uint64_t gen;
+
+	assert_int_equal(record_seal(master, "acme", "google", &sample, &b), 0);
+	assert_null(memmem(b.data, b.len, "rt-secret", 9)); /* sealed */
+	assert_int_equal(record_generation(b.data, b.len, &gen), 0);
+	assert_int_equal(gen, 7);
+	assert_int_equal(
+		record_open(master, "acme", "google", b.data, b.len, &r), 0);
+	assert_int_equal(r.generation, 7);
+	assert_string_equal(r.refresh_token, "rt-secret");
+	assert_string_equal(r.access_token, "at-secret");
+	assert_string_equal(r.token_type, "Bearer");
+	assert_string_equal(r.scope, "a b");
+	assert_int_equal(r.issued_ms, 1000);
+	assert_int_equal(r.expires_ms, 3601000);
+	record_clear(&r);
+	/* Bound to its place and its key. */
+	assert_int_equal(
+		record_open(master, "beta", "google", b.data, b.len, &r),
+		-EBADMSG);
+	assert_int_equal(
+		record_open(master, "acme", "slack", b.data, b.len, &r),
+		-EBADMSG);
+	assert_int_equal(
+		record_open(other, "acme", "google", b.data, b.len, &r),
+		-EBADMSG);
+	buf_free(&b);
+}
+
+static void bit_flip_at_every_byte_is_rejected(void **state)
+{
+	struct record r;
+	struct buf b;
+	size_t i;
+	int bit;
+
+	assert_int_equal(record_seal(master, "acme", "google", &sample, &b), 0);
+	for (i = 0; i < b.len; i++) {
+		for (bit = 0; bit < 8; bit += 7) {
+			int ret;
+
+			b.data[i] ^= (char)(1 << bit);
+			ret = record_open(master, "acme", "google", b.data,
+					  b.len, &r);
+			b.data[i] ^= (char)(1 << bit);
+			if (ret != -EBADMSG && ret != -EPROTO)
+				fail_msg("flip at byte %zu bit %d: %d", i, bit,
+					 ret);
+		}
+	}
+	/* Truncated at any length too. */
+	for (i = 0; i < b.len; i++)
+		assert_true(record_open(master, "acme", "google", b.data, i,
+					&r) < 0);
+	buf_free(&b);
+}
+
+static char dir[64];
+
+static int setup_dir(void **state)
+{
+	snprintf(dir, sizeof(dir), "/tmp/credfs-unit-XXXXXX");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown_dir(void **state)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void file_store(void **state)
+{
+	char path[160], err[256];
+	struct store *s, *s2;
+	struct record r;
+	struct record v2 = sample;
+	struct stat st;
+	struct buf old;
+
+	snprintf(path, sizeof(path), "%s/store", dir);
+	assert_int_equal(store_open_dir(path, master, STORE_DAEMON, &s, err,
+					sizeof(err)),
+			 -ENOENT);
+	assert_int_equal(store_open_dir(path, master, STORE_CREATE, &s, err,
+					sizeof(err)),
+			 0);
+	store_close(s);
+	/* One daemon per store; the second is told who holds it. */
+	assert_int_equal(store_open_dir(path, master, STORE_DAEMON, &s, err,
+					sizeof(err)),
+			 0);
+	assert_int_equal(store_open_dir(path, master, STORE_DAEMON, &s2, err,
+					sizeof(err)),
+			 -EBUSY);
+	assert_non_null(strstr(err, "in use by another credfs (pid "));
+	/* Admin access beside the daemon is fine. */
+	assert_int_equal(store_open_dir(path, master, STORE_ADMIN, &s2, err,
+					sizeof(err)),
+			 0);
+	store_close(s2);
+	/* A wrong key is named as such. */
+	assert_int_equal(
+		store_open_dir(path, other, STORE_ADMIN, &s2, err, sizeof(err)),
+		-EKEYREJECTED);
+	assert_non_null(strstr(err, "the master key does not open this store"));
+
+	assert_int_equal(store_load(s, "acme", "google", 0, &r), -ENOENT);
+	assert_int_equal(store_save(s, "acme", "google", &sample), 0);
+	assert_int_equal(store_load(s, "acme", "google", 7, &r), 0);
+	assert_string_equal(r.refresh_token, "rt-secret");
+	record_clear(&r);
+
+	/* Modes: directories 0700, records 0600; no temp files left. */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	snprintf(path, sizeof(path), "%s/store/acme", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	snprintf(path, sizeof(path), "%s/store/acme/google.rec", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(file_read_capped(path, 1 << 20, true, &old), 0);
+
+	/* Rollback: generation 8 written, the old 7 put back, refused. */
+	v2.generation = 8;
+	v2.refresh_token = "rt-rotated";
+	assert_int_equal(store_save(s, "acme", "google", &v2), 0);
+	assert_int_equal(store_load(s, "acme", "google", 8, &r), 0);
+	record_clear(&r);
+	{
+		int fd = open(path, O_WRONLY | O_TRUNC);
+
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, old.data, old.len),
+				 (ssize_t)old.len);
+		close(fd);
+	}
+	assert_int_equal(store_load(s, "acme", "google", 8, &r), -ESTALE);
+
+	/* A record copied into another tenant's place does not open. */
+	snprintf(path, sizeof(path), "%s/store/beta", dir);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/store/beta/google.rec", dir);
+	{
+		int fd = open(path, O_WRONLY | O_CREAT, 0600);
+
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, old.data, old.len),
+				 (ssize_t)old.len);
+		close(fd);
+	}
+	assert_int_equal(store_load(s, "beta", "google", 0, &r), -EBADMSG);
+	buf_free(&old);
+
+	/* Names cannot escape the store. */
+	assert_int_equal(store_load(s, "../x", "google", 0, &r), -EINVAL);
+	assert_int_equal(store_save(s, "acme", "../../etc", &sample), -EINVAL);
+
+	assert_int_equal(store_remove(s, "acme", "google"), 0);
+	assert_int_equal(store_load(s, "acme", "google", 0, &r), -ENOENT);
+	store_close(s);
+}
+
+static void master_key_files(void **state)
+{
+	char path[160], err[256];
+	uint8_t *k = NULL, *k2 = NULL;
+	int fd;
+
+	unsetenv("CREDENTIALS_DIRECTORY");
+	snprintf(path, sizeof(path), "%s/key", dir);
+	assert_int_equal(key_create(path, err, sizeof(err)), 0);
+	assert_int_equal(key_create(path, err, sizeof(err)), -EEXIST);
+	assert_int_equal(key_load(path, &k, err, sizeof(err)), 0);
+	assert_int_equal(key_load(path, &k2, err, sizeof(err)), 0);
+	assert_memory_equal(k, k2, KEY_BYTES);
+	key_free(k2);
+
+	chmod(path, 0644);
+	assert_int_equal(key_load(path, &k2, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "mode 0644 lets group or others in"));
+	chmod(path, 0600);
+
+	snprintf(path, sizeof(path), "%s/short", dir);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	assert_int_equal(write(fd, "abc", 3), 3);
+	close(fd);
+	assert_int_equal(key_load(path, &k2, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "must hold exactly 32 bytes"));
+
+	/* A systemd credential wins over the key file. */
+	snprintf(path, sizeof(path), "%s/creds", dir);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/creds/credfs.key", dir);
+	assert_int_equal(key_create(path, err, sizeof(err)), 0);
+	snprintf(path, sizeof(path), "%s/creds", dir);
+	setenv("CREDENTIALS_DIRECTORY", path, 1);
+	snprintf(path, sizeof(path), "%s/key", dir);
+	assert_int_equal(key_load(path, &k2, err, sizeof(err)), 0);
+	assert_memory_not_equal(k, k2, KEY_BYTES);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	key_free(k);
+	key_free(k2);
+	assert_int_equal(key_load(NULL, &k, err, sizeof(err)), -ENOENT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(tenant_keys_differ),
+		cmocka_unit_test(seal_open_round_trip),
+		cmocka_unit_test(record_round_trip),
+		cmocka_unit_test(bit_flip_at_every_byte_is_rejected),
+		cmocka_unit_test_setup_teardown(file_store, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(master_key_files, setup_dir,
+						teardown_dir),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
