@@ -781,11 +781,35 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 	return 0;
 }
 
+static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
+{
+	static const char *const keys[] = {"dir", "key_file", NULL};
+	char *dir = NULL, *key = NULL;
+	json_t *st;
+	int r;
+
+	r = get_object(c, root, "", "store", false, &st);
+	if (r < 0 || !st)
+		return r;
+	r = check_keys(c, st, "store", keys);
+	if (r == 0)
+		r = get_string(c, st, "store", "dir", true, &dir);
+	if (r == 0)
+		r = get_string(c, st, "store", "key_file", false, &key);
+	if (r == 0)
+		r = resolve_path(c->file, dir, &cfg->store_dir);
+	if (r == 0 && key)
+		r = resolve_path(c->file, key, &cfg->store_key_file);
+	free(dir);
+	free(key);
+	return r;
+}
+
 static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 {
 	static const char *const keys[] = {
 		"providers", "tenants",	  "log_level", "allow_root",
-		"ops_gids",  "audit_log", NULL,
+		"ops_gids",  "audit_log", "store",     NULL,
 	};
 	static const char *const levels[] = {"error", "warning", "info",
 					     "debug"};
@@ -814,6 +838,8 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 	if (r == 0)
 		r = get_string(c, root, "", "audit_log", false,
 			       &cfg->audit_log);
+	if (r == 0)
+		r = parse_store(c, root, cfg);
 	if (r < 0)
 		goto out;
 	cfg->log_level = LOG_INFO;
@@ -1043,7 +1069,7 @@ int config_load_secrets(struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-int config_load(const char *path, struct config **out, char *err, size_t errlen)
+int config_read(const char *path, struct config **out, char *err, size_t errlen)
 {
 	struct buf b;
 	int r;
@@ -1057,6 +1083,13 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	}
 	r = config_parse(b.data, b.len, path, out, err, errlen);
 	buf_free(&b);
+	return r;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+	int r = config_read(path, out, err, errlen);
+
 	if (r < 0)
 		return r;
 	r = config_load_secrets(*out, err, errlen);
@@ -1102,6 +1135,8 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->ops_gids);
 	free(cfg->audit_log);
+	free(cfg->store_dir);
+	free(cfg->store_key_file);
 	free(cfg->providers);
 	free(cfg->tenants);
 	free(cfg->creds);

@@ -95,8 +95,10 @@ struct config {
 	bool allow_root; /* uid 0 passes the uid/gid test of every tenant */
 	gid_t *ops_gids; /* may see every credential in status and metrics */
 	size_t n_ops_gids;
-	char *audit_log;   /* NULL: audit lines go to stderr */
-	bool cache_kernel; /* -o cache=kernel: see config_set_read_path() */
+	char *audit_log;      /* NULL: audit lines go to stderr */
+	char *store_dir;      /* NULL: no store configured */
+	char *store_key_file; /* NULL: only $CREDENTIALS_DIRECTORY/credfs.key */
+	bool cache_kernel;    /* -o cache=kernel: see config_set_read_path() */
 	struct provider_conf *providers;
 	size_t n_providers;
 	struct tenant_conf *tenants; /* sorted by name */
@@ -112,6 +114,10 @@ struct config {
  */
 int config_parse(const char *json, size_t len, const char *path,
 		 struct config **out, char *err, size_t errlen);
+
+/* Read and parse @path without reading client secrets. 0 or -errno. */
+int config_read(const char *path, struct config **out, char *err,
+		size_t errlen);
 
 /* Read @path, parse it and load the client secrets. 0 or -errno + @err. */
 int config_load(const char *path, struct config **out, char *err,

@@ -28,9 +28,11 @@
 #include "cred.h"
 #include "audit.h"
 #include "fs.h"
+#include "key.h"
 #include "log.h"
 #include "oauth.h"
 #include "refresher.h"
+#include "store.h"
 #include "util.h"
 
 #define MAX_FUSE_THREADS 64
@@ -283,6 +285,9 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	char *mount_opts = NULL;
 	struct fs *fs = NULL;
 	struct audit *audit = NULL;
+	struct store *store = NULL;
+	uint8_t *key = NULL;
+	char err[1024];
 	struct hup hup = {.stop = false};
 	struct ready rd = {0};
 	bool wrote_pid = false, hup_started = false;
@@ -294,6 +299,17 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 		log_error_errno(r, "cannot open the audit log %s",
 				cfg->audit_log);
 		goto out;
+	}
+	if (cfg->store_dir) {
+		/* One daemon per store, and the right key, before mounting. */
+		r = key_load(cfg->store_key_file, &key, err, sizeof(err));
+		if (r == 0)
+			r = store_open_dir(cfg->store_dir, key, STORE_DAEMON,
+					   &store, err, sizeof(err));
+		if (r < 0) {
+			log_error("%s", err);
+			goto out;
+		}
 	}
 	/* Block SIGHUP and SIGUSR2 before any thread starts; hup_main takes
 	 * them. */
@@ -405,6 +421,8 @@ out:
 		pthread_join(hup.thread, NULL);
 	}
 	audit_free(audit);
+	store_close(store);
+	key_free(key);
 	free(mount_opts);
 	fuse_opt_free_args(&args);
 	if (wrote_pid)
