@@ -112,6 +112,14 @@ deps:
 			--no-install-recommends $$missing; \
 	else echo "  DEPS    all present"; fi
 
+$(BUILD)/bench-%: bench/%.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) -O2 -g -std=gnu11 -Wall -Wextra $(SAN) -pthread -o $@ $<
+
+# The read-path benchmark (docs/performance.md); BENCH_SECONDS, BENCH_THREADS.
+bench: all $(BUILD)/bench-reader $(BUILD)/bench-httpd
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) bash bench/run.sh
+
 demo: all
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 		bash examples/demo.sh
@@ -136,7 +144,7 @@ format:
 clean:
 	rm -rf build build-asan
 
-.PHONY: all check check-one deps demo install uninstall format clean
+.PHONY: all bench check check-one deps demo install uninstall format clean
 .SECONDARY:
 
 -include $(wildcard $(BUILD)/*.d)

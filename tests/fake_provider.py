@@ -37,6 +37,14 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def fnv64(text):
+    """FNV-1a, 64 bits: the check value of bench tokens (bench/reader.c)."""
+    h = 0xcbf29ce484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
 class Fault:
     def __init__(self, kind, count=1, **kw):
         self.kind = kind
@@ -57,6 +65,8 @@ class FakeProvider:
         self.revoked_families = set()
         self.requests = []           # (time, path, grant, client, outcome)
         self.reused_refresh = 0
+        self.bench_tokens = False
+        self.serial = 0
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
         self.thread = None
@@ -132,8 +142,16 @@ class FakeProvider:
             return f
 
     def _new_access(self, client_id, scope, family=None):
-        tok = "fake-" + secrets.token_urlsafe(24)
         now = time.time()
+        if self.bench_tokens:
+            # Self-checking: "bench.<expires_ms>.<serial>.<fnv64 of both>",
+            # so a reader can tell a torn or expired token on its own.
+            self.serial += 1
+            body = "bench.%d.%d" % (int((now + self.lifetime) * 1000),
+                                    self.serial)
+            tok = "%s.%016x" % (body, fnv64(body))
+        else:
+            tok = "fake-" + secrets.token_urlsafe(24)
         self.tokens[tok] = {"client_id": client_id, "scope": scope,
                             "issued": now, "expires": now + self.lifetime,
                             "family": family, "active": True}
@@ -153,6 +171,9 @@ class FakeProvider:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; without this,
+            # Nagle and delayed ACKs add 40 ms to every answer.
+            disable_nagle_algorithm = True
 
             def log_message(self, fmt, *args):
                 pass
@@ -386,10 +407,13 @@ def main():
     ap.add_argument("--lifetime", type=float, default=3600)
     ap.add_argument("--client", action="append", default=[],
                     help="ID:SECRET of an accepted client (repeatable)")
+    ap.add_argument("--bench-tokens", action="store_true",
+                    help="issue self-checking tokens (for bench/reader)")
     args = ap.parse_args()
     clients = dict(c.split(":", 1) for c in args.client) or None
     prov = FakeProvider(lifetime=args.lifetime, clients=clients,
                         port=args.port)
+    prov.bench_tokens = args.bench_tokens
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write("%d\n" % prov.port)
