@@ -61,14 +61,15 @@ provider() {
 	wait_file "$work/$1.port"
 }
 
-# mount NAME PROVIDER [credfs options...]
+# mount NAME PROVIDER REFRESH_FRACTION [credfs options...]
 mount_credfs() {
-	local name=$1 prov=$2
-	shift 2
+	local name=$1 prov=$2 fraction=$3
+	shift 3
 	cat > "$work/$name.json" <<JSON
 { "log_level": "warning", "audit_log": "$work/$name.audit",
   "providers": { "idp": { "token_url": "http://127.0.0.1:$(cat "$work/$prov.port")/token",
-    "client_id": "bench", "client_secret_file": "$work/secret" } },
+    "client_id": "bench", "client_secret_file": "$work/secret",
+    "refresh_fraction": $fraction } },
   "tenants": { "t": { "readers": { "uids": [0] },
     "credentials": { "idp": { "scopes": [] } } } } }
 JSON
@@ -96,12 +97,16 @@ run() { # LABEL THREADS reader-args...
 		"$(grep -o 'io_errors=.*' <<<"$out")"
 }
 
-provider slow 2      # rotates about every second
-provider fast 0.02   # rotates about every 10 ms
-mount_credfs audited-1s slow
-mount_credfs kernel-1s slow -o cache=kernel
-mount_credfs audited-10ms fast
-mount_credfs kernel-10ms fast -o cache=kernel
+# 2 s tokens refreshed at half their life: a rotation about every second.
+# 200 ms tokens refreshed at 90% of their life (minus up to 18 ms of
+# jitter): a rotation about every 10 ms, with tokens that stay valid long
+# enough to be checked.
+provider slow 2
+provider fast 0.2
+mount_credfs audited-1s slow 0.5
+mount_credfs kernel-1s slow 0.5 -o cache=kernel
+mount_credfs audited-10ms fast 0.9
+mount_credfs kernel-10ms fast 0.9 -o cache=kernel
 tok=tenants/t/idp/access_token
 
 for t in $threads; do

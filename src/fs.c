@@ -549,6 +549,29 @@ static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 	return ENOENT;
 }
 
+/*
+ * How long the kernel may keep the name access_token pointing at @tok:
+ * until the token counts as expired, so that even a starved refresher
+ * cannot leave an expired token reachable through the cache (the
+ * kernel-cache path has no open() to check it). Rotations invalidate the
+ * name earlier. No token yet: ask again every time.
+ */
+static double token_entry_timeout(const struct cred *c, const struct token *tok)
+{
+	int64_t left;
+
+	if (!tok)
+		return 0;
+	left = tok->expires_ms -
+	       plan_skew_ms(&c->conf->timing,
+			    tok->expires_ms - tok->issued_ms) -
+	       time_real_ms();
+	if (left <= 0)
+		return 0;
+	return left / 1000.0 < TOKEN_ENTRY_TIMEOUT ? left / 1000.0
+						   : TOKEN_ENTRY_TIMEOUT;
+}
+
 /* Reply to a lookup of @ino; @held, for files, is the content it serves. */
 static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 			const struct handle *held)
@@ -576,7 +599,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 		e.attr_timeout = DIR_TIMEOUT;
 		break;
 	case K_TOKEN:
-		e.entry_timeout = TOKEN_ENTRY_TIMEOUT;
+		e.entry_timeout = token_entry_timeout(n.cred, held->tok);
 		e.attr_timeout = FILE_ATTR_TIMEOUT;
 		break;
 	case K_SNAP:
