@@ -25,11 +25,6 @@ void log_set_level(enum log_level level)
 	log_level = level;
 }
 
-enum log_level log_get_level(void)
-{
-	return log_level;
-}
-
 static void log_vline(enum log_level level, const char *suffix, const char *fmt,
 		      va_list ap)
 {

@@ -9,7 +9,6 @@ enum log_level { LOG_ERR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* Set the least severe level that is printed (default LOG_INFO). */
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 
 /* Print one line at @level, prefixed with the time and level. */
 void log_msg(enum log_level level, const char *fmt, ...)
