@@ -111,7 +111,7 @@ void audit_log(struct audit *a, const struct audit_rec *rec)
 		json_object_set_new(o, "gid", json_integer(rec->who->gid));
 		json_object_set_new(o, "pid", json_integer(rec->who->pid));
 		set_str(o, "comm", caller_comm(rec->who));
-		set_str(o, "cgroup", caller_cgroup(rec->who));
+		set_str(o, "cgroup", caller_audit_cgroup(rec->who));
 	} else {
 		set_str(o, "uid", NULL);
 		set_str(o, "gid", NULL);

@@ -137,6 +137,7 @@ struct fs {
 	unsigned next_denial;
 	struct hshard handles[HANDLE_SHARDS];
 	atomic_uint next_shard;
+	struct caller_cache *callers; /* audit fields by pid */
 	bool cache_kernel;
 	int64_t start_ms;
 	struct rcache *cache; /* by slot */
@@ -409,7 +410,8 @@ static void caller_of(fuse_req_t req, struct caller *who)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 
-	caller_init(who, ctx->uid, ctx->gid, ctx->pid, req_getgroups, req);
+	caller_init(who, ctx->uid, ctx->gid, ctx->pid, req_getgroups, req,
+		    ((struct fs *)fuse_req_userdata(req))->callers);
 }
 
 /*
@@ -1181,6 +1183,9 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 		pthread_mutex_init(&fs->handles[i].lock, NULL);
 	fs->cache_kernel = cache_kernel;
 	fs->start_ms = time_real_ms();
+	fs->callers = caller_cache_new();
+	if (!fs->callers)
+		goto out_free;
 	fs->n_cache = 2 + t->n * SLOTS_PER_CRED;
 	fs->cache = calloc(fs->n_cache, sizeof(*fs->cache));
 	if (!fs->cache)
@@ -1227,6 +1232,7 @@ void fs_free(struct fs *fs)
 		pthread_mutex_destroy(&fs->handles[i].lock);
 	}
 	pthread_mutex_destroy(&fs->denial_lock);
+	caller_cache_free(fs->callers);
 	free(fs);
 }
 

@@ -8,15 +8,89 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "policy.h"
+#include "util.h"
+
+#define CACHE_SLOTS 256
+#define CACHE_TTL_MS 1000
+
+struct cache_slot {
+	pid_t pid;
+	int64_t ms;
+	char comm[17];
+	char cgroup[512]; /* "" when unknown */
+};
+
+struct caller_cache {
+	pthread_mutex_t lock;
+	struct cache_slot slots[CACHE_SLOTS];
+};
+
+struct caller_cache *caller_cache_new(void)
+{
+	struct caller_cache *c = calloc(1, sizeof(*c));
+
+	if (c)
+		pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+void caller_cache_free(struct caller_cache *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* Fill comm and cgroup of @who from the cache; false on a miss. */
+static bool cache_get(struct caller *who)
+{
+	struct caller_cache *c = who->cache;
+	struct cache_slot *s;
+	bool hit;
+
+	if (!c)
+		return false;
+	s = &c->slots[(unsigned)who->pid % CACHE_SLOTS];
+	pthread_mutex_lock(&c->lock);
+	hit = s->pid == who->pid && time_mono_ms() - s->ms < CACHE_TTL_MS;
+	if (hit) {
+		memcpy(who->comm, s->comm, sizeof(who->comm));
+		memcpy(who->audit_cgroup, s->cgroup, sizeof(who->audit_cgroup));
+		who->comm_read = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return hit;
+}
+
+static void cache_put(struct caller *who)
+{
+	struct caller_cache *c = who->cache;
+	struct cache_slot *s;
+
+	if (!c)
+		return;
+	s = &c->slots[(unsigned)who->pid % CACHE_SLOTS];
+	pthread_mutex_lock(&c->lock);
+	s->pid = who->pid;
+	s->ms = time_mono_ms();
+	memcpy(s->comm, who->comm, sizeof(s->comm));
+	memcpy(s->cgroup, who->audit_cgroup, sizeof(s->cgroup));
+	pthread_mutex_unlock(&c->lock);
+}
 
 void caller_init(struct caller *who, uid_t uid, gid_t gid, pid_t pid,
-		 int (*getgroups)(void *, int, gid_t[]), void *arg)
+		 int (*getgroups)(void *, int, gid_t[]), void *arg,
+		 struct caller_cache *cache)
 {
 	memset(who, 0, sizeof(*who));
+	who->cache = cache;
 	who->uid = uid;
 	who->gid = gid;
 	who->pid = pid;
@@ -65,7 +139,7 @@ const char *caller_cgroup(struct caller *who)
 	return NULL;
 }
 
-const char *caller_comm(struct caller *who)
+static void read_comm(struct caller *who)
 {
 	size_t n;
 
@@ -78,7 +152,31 @@ const char *caller_comm(struct caller *who)
 		if (n && who->comm[n - 1] == '\n')
 			who->comm[n - 1] = '\0';
 	}
+}
+
+/* Both audit fields, from the cache or from /proc (then cached). */
+static void audit_fields(struct caller *who)
+{
+	if (who->comm_read || cache_get(who))
+		return;
+	read_comm(who);
+	snprintf(who->audit_cgroup, sizeof(who->audit_cgroup), "%s",
+		 caller_cgroup(who) ? who->cgroup : "");
+	cache_put(who);
+}
+
+const char *caller_comm(struct caller *who)
+{
+	audit_fields(who);
 	return who->comm;
+}
+
+const char *caller_audit_cgroup(struct caller *who)
+{
+	if (who->cgroup_state > 0) /* read for a decision: the freshest */
+		return who->cgroup;
+	audit_fields(who);
+	return who->audit_cgroup[0] ? who->audit_cgroup : NULL;
 }
 
 static bool id_listed(const unsigned *list, size_t n, unsigned id)

@@ -15,8 +15,11 @@ struct tenant_conf;
 
 #define CALLER_MAX_GROUPS 256
 
+struct caller_cache;
+
 /* The process behind a request; groups, cgroup and comm are read lazily. */
 struct caller {
+	struct caller_cache *cache; /* for audit fields only, may be NULL */
 	uid_t uid;
 	gid_t gid;
 	pid_t pid;
@@ -30,16 +33,30 @@ struct caller {
 	char cgroup[512];
 	bool comm_read;
 	char comm[17];
+	/* Audit copy of the cgroup, possibly from the cache: never used for
+	 * decisions, which read cgroup above. */
+	char audit_cgroup[512];
 };
 
-/* Start a caller; nothing is read from /proc until it is needed. */
+/* Start a caller; nothing is read from /proc until it is needed. @cache
+ * (may be NULL) serves the audit fields of recently seen pids. */
 void caller_init(struct caller *who, uid_t uid, gid_t gid, pid_t pid,
-		 int (*getgroups)(void *, int, gid_t[]), void *arg);
+		 int (*getgroups)(void *, int, gid_t[]), void *arg,
+		 struct caller_cache *cache);
 
-/* Its cgroup v2 path ("/system.slice/x.service"), or NULL if unknown. */
+/* Its cgroup v2 path ("/system.slice/x.service") read now from /proc, or
+ * NULL if unknown. This is what access decisions use. */
 const char *caller_cgroup(struct caller *who);
-/* Its command name, or "?". */
+
+/* For audit lines: the cgroup and command name, from the cache when the
+ * pid was seen in the last second (a moved or reused pid may show the
+ * old value for that long; decisions never use these). */
+const char *caller_audit_cgroup(struct caller *who);
 const char *caller_comm(struct caller *who);
+
+/* A cache of audit fields by pid. NULL on allocation failure. */
+struct caller_cache *caller_cache_new(void);
+void caller_cache_free(struct caller_cache *c);
 
 /* May @who see tenant @t (list it, look it up)? */
 bool policy_tenant(const struct config *cfg, const struct tenant_conf *t,
