@@ -38,6 +38,7 @@
 #include "plan.h"
 #include "policy.h"
 #include "render.h"
+#include "snap.h"
 #include "util.h"
 
 #define INO_TENANTS 4
@@ -66,44 +67,10 @@ struct node {
 	uint32_t gen;	     /* K_TOKEN: generation, K_SNAP: snapshot number */
 };
 
-/* One rendering, shared by the cache and the open handles that read it. */
-struct blob {
-	atomic_uint refs;
-	uint32_t seq;
-	uint64_t view;
-	int64_t rendered_ms;
-	size_t len;
-	char data[];
-};
-
-/*
- * The current and previous rendering of one file for one view. Root status
- * and metrics show each caller only the credentials it may see, so they
- * keep a few views (keyed by the set of visible tenants); the files of a
- * credential have one.
- */
-struct rview {
-	uint64_t key;
-	struct blob *cur, *prev;
-	uint64_t version;
-	int64_t second;
-	uint64_t used;
-};
-
-#define ROOT_VIEWS 8
-
-struct rcache {
-	pthread_mutex_t lock;
-	struct rview *views;
-	unsigned n_views;
-	uint32_t last_seq;
-	uint64_t clock;
-};
-
-/* An open file: exactly one of @tok and @blob. */
+/* An open file: exactly one of @tok and @snap. */
 struct handle {
 	struct token *tok;
-	struct blob *blob;
+	struct snap *snap;
 	/* In its shard's list, so that handles whose release never came
 	 * (the session ended first) are freed with the filesystem. */
 	struct handle *prev, *next;
@@ -140,21 +107,9 @@ struct fs {
 	struct caller_cache *callers; /* audit fields by pid */
 	bool cache_kernel;
 	int64_t start_ms;
-	struct rcache *cache; /* by slot */
-	size_t n_cache;
+	struct snaps *snaps; /* rendered files, by slot */
+	size_t n_slots;
 };
-
-static struct blob *blob_ref(struct blob *b)
-{
-	atomic_fetch_add(&b->refs, 1);
-	return b;
-}
-
-static void blob_unref(struct blob *b)
-{
-	if (b && atomic_fetch_sub(&b->refs, 1) == 1)
-		free(b);
-}
 
 static uint64_t token_ino(const struct cred *c, uint64_t gen)
 {
@@ -197,7 +152,7 @@ static bool node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 		n->kind = K_SNAP;
 		n->slot = (size_t)((i & ~INO_SNAP_BIT) >> 32);
 		n->gen = (uint32_t)i;
-		if (n->slot >= fs->n_cache)
+		if (n->slot >= fs->n_slots)
 			return false;
 		if (n->slot >= 2) {
 			idx = (n->slot - 2) / SLOTS_PER_CRED;
@@ -262,107 +217,19 @@ static int render_slot(struct fs *fs, size_t slot, const bool *visible,
 		&fs->t->creds[(slot - 2) / SLOTS_PER_CRED], now, text);
 }
 
-/* The view of @rc for @key: the matching one, else the least recently used
- * (emptied). Under rc->lock. */
-static struct rview *view_of(struct rcache *rc, uint64_t key)
+static int render_cb(void *arg, size_t slot, const bool *visible, int64_t now,
+		     struct buf *text)
 {
-	struct rview *v = &rc->views[0];
-	unsigned i;
-
-	for (i = 0; i < rc->n_views; i++) {
-		if (rc->views[i].key == key && rc->views[i].cur) {
-			v = &rc->views[i];
-			goto out;
-		}
-		if (rc->views[i].used < v->used)
-			v = &rc->views[i];
-	}
-	blob_unref(v->cur);
-	blob_unref(v->prev);
-	memset(v, 0, sizeof(*v));
-	v->key = key;
-out:
-	v->used = ++rc->clock;
-	return v;
+	return render_slot(arg, slot, visible, now, text);
 }
 
-/*
- * The current rendering of @slot for view @key (@visible: the tenants it
- * shows, NULL for all), referenced; NULL with *@err on failure. Re-rendered
- * at most once per second or credential change; a rendering that differs
- * from the last one gets the next snapshot number (inode).
- */
-static struct blob *rendered(struct fs *fs, size_t slot, uint64_t key,
+/* The current rendering of @slot for view @key (@visible: the tenants it
+ * shows, NULL for all), referenced; NULL with *@err on failure. */
+static struct snap *rendered(struct fs *fs, size_t slot, uint64_t key,
 			     const bool *visible, int *err)
 {
-	struct rcache *rc = &fs->cache[slot];
-	int64_t now = time_real_ms();
-	uint64_t version = version_of(fs, slot);
-	struct blob *b = NULL;
-	struct rview *v;
-	struct buf text;
-	int r;
-
-	pthread_mutex_lock(&rc->lock);
-	v = view_of(rc, key);
-	if (v->cur && v->version == version && v->second == now / 1000)
-		goto out_ref;
-	buf_init(&text, 64 * 1024 * 1024);
-	r = render_slot(fs, slot, visible, now, &text);
-	if (r < 0) {
-		*err = -r;
-		buf_free(&text);
-		goto out;
-	}
-	v->version = version;
-	v->second = now / 1000;
-	if (v->cur && v->cur->len == text.len &&
-	    (!text.len || !memcmp(v->cur->data, text.data, text.len))) {
-		buf_free(&text);
-		goto out_ref; /* same bytes: same inode */
-	}
-	b = malloc(sizeof(*b) + text.len);
-	if (!b) {
-		*err = ENOMEM;
-		buf_free(&text);
-		goto out;
-	}
-	atomic_init(&b->refs, 1);
-	b->seq = ++rc->last_seq;
-	b->view = key;
-	b->rendered_ms = now;
-	b->len = text.len;
-	if (text.len)
-		memcpy(b->data, text.data, text.len);
-	buf_free(&text);
-	blob_unref(v->prev);
-	v->prev = v->cur;
-	v->cur = b;
-out_ref:
-	b = blob_ref(v->cur);
-out:
-	pthread_mutex_unlock(&rc->lock);
-	return b;
-}
-
-/* Snapshot @seq of @slot if it is still held (current or previous). */
-static struct blob *snapshot(struct fs *fs, size_t slot, uint32_t seq)
-{
-	struct rcache *rc = &fs->cache[slot];
-	struct blob *b = NULL;
-	unsigned i;
-
-	pthread_mutex_lock(&rc->lock);
-	for (i = 0; i < rc->n_views && !b; i++) {
-		struct rview *v = &rc->views[i];
-
-		if (v->cur && v->cur->seq == seq)
-			b = blob_ref(v->cur);
-		else if (v->prev && v->prev->seq == seq)
-			b = blob_ref(v->prev);
-	}
-	pthread_mutex_unlock(&rc->lock);
-	return b;
+	return snaps_current(fs->snaps, slot, key, version_of(fs, slot),
+			     render_cb, fs, visible, err);
 }
 
 static struct handle *handle_new(struct fs *fs)
@@ -397,7 +264,7 @@ static void handle_free(struct fs *fs, struct handle *h)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&sh->lock);
 	token_unref(h->tok);
-	blob_unref(h->blob);
+	snap_unref(h->snap);
 	free(h);
 }
 
@@ -509,7 +376,7 @@ static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 		   const struct handle *h, struct stat *st)
 {
 	struct token *tok = NULL;
-	struct blob *b = NULL;
+	struct snap *b = NULL;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -540,12 +407,13 @@ static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 		return 0;
 	case K_SNAP:
 		owner_of(fs, n, st, S_IFREG);
-		b = h ? blob_ref(h->blob) : snapshot(fs, n->slot, n->gen);
+		b = h ? snap_ref(h->snap)
+		      : snaps_find(fs->snaps, n->slot, n->gen);
 		if (!b)
 			return ESTALE;
 		st->st_size = (off_t)b->len;
 		set_times(st, b->rendered_ms);
-		blob_unref(b);
+		snap_unref(b);
 		return 0;
 	}
 	return ENOENT;
@@ -740,9 +608,9 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 		caller_of(req, &who);
 		key = view_key(fs, &who, visible);
 	}
-	held->blob = rendered(fs, slot, key, visible, err);
-	if (held->blob)
-		ino = snap_ino(slot, held->blob->seq);
+	held->snap = rendered(fs, slot, key, visible, err);
+	if (held->snap)
+		ino = snap_ino(slot, held->snap->seq);
 	free(visible);
 	return ino;
 }
@@ -767,7 +635,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	else
 		fuse_reply_err(req, err);
 	token_unref(held.tok);
-	blob_unref(held.blob);
+	snap_unref(held.snap);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -879,15 +747,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (n.kind == K_TOKEN) {
 		err = -open_token(fs, req, &n, &h->tok);
 	} else if (n.kind == K_SNAP) {
-		h->blob = snapshot(fs, n.slot, n.gen);
-		err = h->blob ? 0 : ESTALE; /* the kernel looks up again */
-		if (h->blob && n.slot < 2) {
+		h->snap = snaps_find(fs->snaps, n.slot, n.gen);
+		err = h->snap ? 0 : ESTALE; /* the kernel looks up again */
+		if (h->snap && n.slot < 2) {
 			/* A root file's view must be the caller's own. */
 			bool *vis = calloc(fs->t->cfg->n_tenants + 1, 1);
 			struct caller who;
 
 			caller_of(req, &who);
-			if (!vis || view_key(fs, &who, vis) != h->blob->view)
+			if (!vis || view_key(fs, &who, vis) != h->snap->view)
 				err = vis ? ESTALE : ENOMEM;
 			free(vis);
 		}
@@ -916,8 +784,8 @@ static int content_of_ino(struct fs *fs, fuse_ino_t ino, struct handle *h)
 	if (!node_of(fs, ino, &n))
 		return ENOENT;
 	if (n.kind == K_SNAP) {
-		h->blob = snapshot(fs, n.slot, n.gen);
-		return h->blob ? 0 : ESTALE;
+		h->snap = snaps_find(fs->snaps, n.slot, n.gen);
+		return h->snap ? 0 : ESTALE;
 	}
 	if (n.kind != K_TOKEN)
 		return EISDIR;
@@ -945,21 +813,21 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		err = content_of_ino(fs, ino, &byino);
 		if (err) {
 			token_unref(byino.tok);
-			blob_unref(byino.blob);
+			snap_unref(byino.snap);
 			fuse_reply_err(req, err);
 			return;
 		}
 		h = &byino;
 	}
-	data = h->tok ? h->tok->value : h->blob->data;
-	len = h->tok ? h->tok->len : h->blob->len;
+	data = h->tok ? h->tok->value : h->snap->data;
+	len = h->tok ? h->tok->len : h->snap->len;
 	if (off < 0 || (size_t)off >= len)
 		size = 0;
 	else if (size > len - (size_t)off)
 		size = len - (size_t)off;
 	fuse_reply_buf(req, size ? data + off : NULL, size);
 	token_unref(byino.tok);
-	blob_unref(byino.blob);
+	snap_unref(byino.snap);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
@@ -1186,19 +1054,9 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	fs->callers = caller_cache_new();
 	if (!fs->callers)
 		goto out_free;
-	fs->n_cache = 2 + t->n * SLOTS_PER_CRED;
-	fs->cache = calloc(fs->n_cache, sizeof(*fs->cache));
-	if (!fs->cache)
+	fs->n_slots = 2 + t->n * SLOTS_PER_CRED;
+	if (snaps_new(fs->n_slots, 2, &fs->snaps) < 0)
 		goto out_free;
-	for (i = 0; i < fs->n_cache; i++) {
-		struct rcache *rc = &fs->cache[i];
-
-		rc->n_views = i < 2 ? ROOT_VIEWS : 1;
-		rc->views = calloc(rc->n_views, sizeof(*rc->views));
-		if (!rc->views)
-			goto out_free;
-		pthread_mutex_init(&rc->lock, NULL);
-	}
 	*out = fs;
 	return 0;
 out_free:
@@ -1209,23 +1067,10 @@ out_free:
 void fs_free(struct fs *fs)
 {
 	size_t i;
-	unsigned v;
 
 	if (!fs)
 		return;
-	for (i = 0; fs->cache && i < fs->n_cache; i++) {
-		struct rcache *rc = &fs->cache[i];
-
-		if (!rc->views)
-			break; /* fs_new failed here; nothing after it */
-		for (v = 0; v < rc->n_views; v++) {
-			blob_unref(rc->views[v].cur);
-			blob_unref(rc->views[v].prev);
-		}
-		free(rc->views);
-		pthread_mutex_destroy(&rc->lock);
-	}
-	free(fs->cache);
+	snaps_free(fs->snaps);
 	for (i = 0; i < HANDLE_SHARDS; i++) {
 		while (fs->handles[i].head)
 			handle_free(fs, fs->handles[i].head);
