@@ -113,8 +113,8 @@ out:
 	return r;
 }
 
-int oauth_build_request(const struct cred_conf *cc, struct buf *body,
-			char **auth_header)
+int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
+			struct buf *body, char **auth_header)
 {
 	const struct provider_conf *p = cc->provider;
 	struct buf scope;
@@ -123,7 +123,13 @@ int oauth_build_request(const struct cred_conf *cc, struct buf *body,
 
 	*auth_header = NULL;
 	buf_init(body, 64 * 1024);
-	r = form_add(body, "grant_type", "client_credentials");
+	if (refresh_token) {
+		r = form_add(body, "grant_type", "refresh_token");
+		if (r == 0)
+			r = form_add(body, "refresh_token", refresh_token);
+	} else {
+		r = form_add(body, "grant_type", "client_credentials");
+	}
 	if (r == 0 && cc->n_scopes) {
 		r = scope_join(cc, &scope);
 		if (r == 0)
@@ -207,6 +213,7 @@ static void parse_success(json_t *root, struct oauth_result *res)
 	json_t *tt = json_object_get(root, "token_type");
 	json_t *ei = json_object_get(root, "expires_in");
 	json_t *sc = json_object_get(root, "scope");
+	json_t *rt = json_object_get(root, "refresh_token");
 	struct oauth_token *t = &res->tok;
 	char what[128];
 	double d;
@@ -241,11 +248,18 @@ static void parse_success(json_t *root, struct oauth_result *res)
 	}
 	if (sc && !json_is_string(sc))
 		return malformed(res, "scope is not a string");
+	if (rt &&
+	    (!json_is_string(rt) || json_string_length(rt) == 0 ||
+	     json_string_length(rt) > OAUTH_MAX_TOKEN_BYTES ||
+	     !token_chars_ok(json_string_value(rt), json_string_length(rt))))
+		return malformed(res, "refresh_token is not a usable string");
 
 	t->len = json_string_length(at);
 	t->access_token = malloc(t->len + 1);
 	t->token_type = strdup(tt ? json_string_value(tt) : "Bearer");
-	if (!t->access_token || !t->token_type ||
+	if (rt)
+		t->refresh_token = strdup(json_string_value(rt));
+	if (!t->access_token || !t->token_type || (rt && !t->refresh_token) ||
 	    (sc && split_scopes(json_string_value(sc), t) < 0)) {
 		oauth_result_clear(res);
 		res->outcome = OAUTH_TRANSIENT;
@@ -347,6 +361,7 @@ void oauth_result_clear(struct oauth_result *res)
 
 	if (res->tok.access_token)
 		freezero(res->tok.access_token, res->tok.len);
+	strfreezero(res->tok.refresh_token);
 	free(res->tok.token_type);
 	for (i = 0; i < res->tok.n_scopes; i++)
 		free(res->tok.scopes[i]);

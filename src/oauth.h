@@ -35,6 +35,7 @@ struct oauth_token {
 	int64_t expires_in_ms; /* -1 when the response had none */
 	char **scopes;	       /* sorted, deduplicated; NULL when absent */
 	size_t n_scopes;
+	char *refresh_token; /* a rotated refresh token, or NULL; wiped */
 };
 
 struct oauth_result {
@@ -48,12 +49,14 @@ struct oauth_result {
 const char *oauth_outcome_name(enum oauth_outcome o);
 
 /*
- * Build a client_credentials request for @cc: the form body into @body and,
- * for client_secret_basic, the "Authorization: Basic ..." header line into
- * *@auth_header (wipe with strfreezero). Returns 0 or -errno.
+ * Build a token request for @cc: client_credentials, or with
+ * @refresh_token the refresh_token grant (RFC 6749 section 6). The form
+ * body goes into @body and, for client_secret_basic, the "Authorization:
+ * Basic ..." header line into *@auth_header (wipe with strfreezero).
+ * Returns 0 or -errno.
  */
-int oauth_build_request(const struct cred_conf *cc, struct buf *body,
-			char **auth_header);
+int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
+			struct buf *body, char **auth_header);
 
 /*
  * Classify a response: HTTP @status (0 if none arrived), @body of @len

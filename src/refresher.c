@@ -233,7 +233,7 @@ static void start(struct refresher *rf, struct cred *c)
 	if (!cred_begin_attempt(c))
 		return;
 	rf->lanes[lane_of(rf, c)].inflight++;
-	r = oauth_build_request(c->conf, &body, &auth);
+	r = oauth_build_request(c->conf, NULL, &body, &auth);
 	if (r == 0)
 		r = http_req_new(p->token_url, &body, auth, p->timeout_ms,
 				 p->max_response_bytes, c, &req);

@@ -176,7 +176,7 @@ static void request_basic_and_post(void **state)
 	struct buf body;
 	char *auth;
 
-	assert_int_equal(oauth_build_request(&cc, &body, &auth), 0);
+	assert_int_equal(oauth_build_request(&cc, NULL, &body, &auth), 0);
 	assert_string_equal(body.data,
 			    "grant_type=client_credentials"
 			    "&scope=read%3Aall"
@@ -190,13 +190,50 @@ static void request_basic_and_post(void **state)
 	p.auth = AUTH_CLIENT_SECRET_POST;
 	p.n_params = 0;
 	cc.n_scopes = 2;
-	assert_int_equal(oauth_build_request(&cc, &body, &auth), 0);
+	assert_int_equal(oauth_build_request(&cc, NULL, &body, &auth), 0);
 	assert_null(auth);
 	assert_string_equal(body.data,
 			    "grant_type=client_credentials"
 			    "&scope=read%3Aall%20write%20x"
 			    "&client_id=my%20id&client_secret=p%40ss%3Aword");
 	buf_free(&body);
+}
+
+static void refresh_token_grant(void **state)
+{
+	char *scopes[] = {"offline", NULL};
+	struct provider_conf p = {
+		.client_id = "id",
+		.client_secret = "sec",
+		.auth = AUTH_CLIENT_SECRET_POST,
+	};
+	struct cred_conf cc = {.provider = &p, .scopes = scopes, .n_scopes = 1};
+	struct oauth_result res;
+	struct buf body;
+	char *auth;
+
+	assert_int_equal(oauth_build_request(&cc, "rt/1+2", &body, &auth), 0);
+	assert_string_equal(body.data, "grant_type=refresh_token"
+				       "&refresh_token=rt%2F1%2B2&scope=offline"
+				       "&client_id=id&client_secret=sec");
+	buf_free(&body);
+
+	/* A rotated refresh token comes back with the access token. */
+	classify(200, "{\"access_token\":\"a\",\"refresh_token\":\"r2\"}", NULL,
+		 &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_string_equal(res.tok.refresh_token, "r2");
+	oauth_result_clear(&res);
+	assert_null(res.tok.refresh_token);
+	classify(200, "{\"access_token\":\"a\"}", NULL, &res);
+	assert_null(res.tok.refresh_token); /* none: keep the old one */
+	oauth_result_clear(&res);
+	classify(200, "{\"access_token\":\"a\",\"refresh_token\":7}", NULL,
+		 &res);
+	assert_int_equal(res.outcome, OAUTH_MALFORMED);
+	classify(200, "{\"access_token\":\"a\",\"refresh_token\":\"r 2\"}",
+		 NULL, &res);
+	assert_int_equal(res.outcome, OAUTH_MALFORMED);
 }
 
 int main(void)
@@ -210,6 +247,7 @@ int main(void)
 		cmocka_unit_test(error_text_is_sanitized),
 		cmocka_unit_test(retry_after_parsed),
 		cmocka_unit_test(request_basic_and_post),
+		cmocka_unit_test(refresh_token_grant),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
