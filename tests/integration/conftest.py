@@ -194,8 +194,10 @@ def public_dir():
 
 
 @pytest.fixture
-def mount(tmp_path, provider):
-    """A factory: mount(config_dict) -> Mount; all torn down at the end."""
+def mount(tmp_path, provider, public_dir):
+    """A factory: mount(config_dict) -> Mount; all torn down at the end.
+    It depends on public_dir so that mounts made there are unmounted
+    before that directory is removed (fixtures end in reverse order)."""
     mounts = []
 
     def make(config=None, name="mnt", args=(), check=True, mnt=None):
