@@ -117,11 +117,16 @@ static int64_t lifetime_of(const struct token *tok)
 	return tok->expires_ms - tok->issued_ms;
 }
 
+int64_t cred_token_deadline(const struct cred *c, const struct token *tok)
+{
+	return tok->expires_ms -
+	       plan_skew_ms(&c->conf->timing, lifetime_of(tok));
+}
+
 static bool token_expired(const struct cred *c, const struct token *tok,
 			  int64_t now)
 {
-	return tok->expires_ms - now <=
-	       plan_skew_ms(&c->conf->timing, lifetime_of(tok));
+	return now >= cred_token_deadline(c, tok);
 }
 
 /* Unexpired, with at least the effective min_ttl left. */

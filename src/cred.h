@@ -115,6 +115,10 @@ void cred_table_free(struct cred_table *t);
  * @deadline (monotonic ms). Returns how many are still unanswered. */
 size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline);
 
+/* Wall-clock ms from which @tok counts as expired for @c: its expiry less
+ * the clock-skew margin. The one definition every path uses. */
+int64_t cred_token_deadline(const struct cred *c, const struct token *tok);
+
 /* Take another reference to @tok (NULL-safe); returns @tok. */
 struct token *token_ref(struct token *tok);
 /* Drop a reference, wiping and freeing at zero. NULL is a no-op. */

@@ -35,7 +35,6 @@
 #include "fs.h"
 #include "audit.h"
 #include "log.h"
-#include "plan.h"
 #include "policy.h"
 #include "render.h"
 #include "snap.h"
@@ -432,10 +431,7 @@ static double token_entry_timeout(const struct cred *c, const struct token *tok)
 
 	if (!tok)
 		return 0;
-	left = tok->expires_ms -
-	       plan_skew_ms(&c->conf->timing,
-			    tok->expires_ms - tok->issued_ms) -
-	       time_real_ms();
+	left = cred_token_deadline(c, tok) - time_real_ms();
 	if (left <= 0)
 		return 0;
 	return left / 1000.0 < TOKEN_ENTRY_TIMEOUT ? left / 1000.0
@@ -679,8 +675,7 @@ static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
 {
 	const struct config *cfg = fs->t->cfg;
 	struct cred *c = n->cred;
-	const struct tenant_conf *t =
-		&cfg->tenants[tenant_find(cfg, c->conf->tenant)];
+	const struct tenant_conf *t = &cfg->tenants[c->conf->tenant_idx];
 	struct audit_rec rec = {
 		.event = "read",
 		.tenant = c->conf->tenant,
@@ -777,9 +772,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 /* Kernel-cache path: no open, so a read names only the inode. */
 static int content_of_ino(struct fs *fs, fuse_ino_t ino, struct handle *h)
 {
-	const struct timing *tm;
 	struct node n;
-	int64_t now;
 
 	if (!node_of(fs, ino, &n))
 		return ENOENT;
@@ -791,10 +784,7 @@ static int content_of_ino(struct fs *fs, fuse_ino_t ino, struct handle *h)
 		return EISDIR;
 	if (cred_token_of_gen(n.cred, n.gen, &h->tok) < 0 || !h->tok)
 		return n.gen ? ESTALE : EAGAIN;
-	tm = &n.cred->conf->timing;
-	now = time_real_ms();
-	if (h->tok->expires_ms - now <=
-	    plan_skew_ms(tm, h->tok->expires_ms - h->tok->issued_ms))
+	if (time_real_ms() >= cred_token_deadline(n.cred, h->tok))
 		return EKEYEXPIRED;
 	return 0;
 }

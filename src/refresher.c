@@ -161,14 +161,12 @@ static void audit_refresh(struct refresher *rf, struct cred *c,
 static void arm_expiry(struct refresher *rf, struct cred *c)
 {
 	struct token *tok = cred_current_token(c);
-	int64_t skew;
 
 	if (!tok)
 		return;
-	skew = plan_skew_ms(&c->conf->timing, tok->expires_ms - tok->issued_ms);
 	c->expiry_gen = tok->gen;
 	c->expiry_mono =
-		time_mono_ms() + (tok->expires_ms - skew - time_real_ms());
+		time_mono_ms() + (cred_token_deadline(c, tok) - time_real_ms());
 	token_unref(tok);
 }
 
