@@ -431,17 +431,26 @@ static int parse_timing(struct ctx *c, const json_t *obj, const char *path,
 	"refresh_lead_s", "refresh_fraction", "min_ttl_s", "open_wait_s", \
 		"clock_skew_s"
 
-static int resolve_path(const char *base_file, const char *p, char **out)
+/* A file name: a string member, made absolute against the config file's
+ * directory (so it means the same after the daemon's chdir("/")). */
+static int get_path(struct ctx *c, const json_t *obj, const char *path,
+		    const char *key, bool required, char **out)
 {
-	const char *slash = strrchr(base_file, '/');
-	int n;
+	const char *slash = strrchr(c->file, '/');
+	char *p = NULL;
+	int r;
 
-	if (p[0] == '/' || !slash) {
+	r = get_string(c, obj, path, key, required, &p);
+	if (r < 0 || !p)
+		return r;
+	free(*out);
+	if (p[0] == '/' || !slash)
 		*out = strdup(p);
-		return *out ? 0 : -ENOMEM;
-	}
-	n = asprintf(out, "%.*s/%s", (int)(slash - base_file), base_file, p);
-	return n < 0 ? -ENOMEM : 0;
+	else if (asprintf(out, "%.*s/%s", (int)(slash - c->file), c->file, p) <
+		 0)
+		*out = NULL;
+	free(p);
+	return *out ? 0 : -ENOMEM;
 }
 
 static int parse_params(struct ctx *c, const json_t *obj, const char *path,
@@ -504,7 +513,7 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 		NULL,
 	};
 	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
-	char *auth = NULL, *grant = NULL, *secret_file = NULL;
+	char *auth = NULL, *grant = NULL;
 	double conc = 4, maxresp = 256 * 1024;
 	int r;
 
@@ -543,10 +552,8 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 	if (r == 0)
 		r = get_string(c, obj, path, "client_id", true, &p->client_id);
 	if (r == 0)
-		r = get_string(c, obj, path, "client_secret_file", true,
-			       &secret_file);
-	if (r == 0)
-		r = resolve_path(c->file, secret_file, &p->client_secret_file);
+		r = get_path(c, obj, path, "client_secret_file", true,
+			     &p->client_secret_file);
 	if (r == 0)
 		r = get_string(c, obj, path, "auth_method", false, &auth);
 	if (r == 0 && auth) {
@@ -599,7 +606,6 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 	p->max_response_bytes = (size_t)maxresp;
 	free(auth);
 	free(grant);
-	free(secret_file);
 	return r;
 }
 
@@ -784,7 +790,6 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
 {
 	static const char *const keys[] = {"dir", "key_file", NULL};
-	char *dir = NULL, *key = NULL;
 	json_t *st;
 	int r;
 
@@ -793,15 +798,10 @@ static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
 		return r;
 	r = check_keys(c, st, "store", keys);
 	if (r == 0)
-		r = get_string(c, st, "store", "dir", true, &dir);
+		r = get_path(c, st, "store", "dir", true, &cfg->store_dir);
 	if (r == 0)
-		r = get_string(c, st, "store", "key_file", false, &key);
-	if (r == 0)
-		r = resolve_path(c->file, dir, &cfg->store_dir);
-	if (r == 0 && key)
-		r = resolve_path(c->file, key, &cfg->store_key_file);
-	free(dir);
-	free(key);
+		r = get_path(c, st, "store", "key_file", false,
+			     &cfg->store_key_file);
 	return r;
 }
 
@@ -836,8 +836,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		r = get_ids(c, root, "", "ops_gids", &cfg->ops_gids,
 			    &cfg->n_ops_gids);
 	if (r == 0)
-		r = get_string(c, root, "", "audit_log", false,
-			       &cfg->audit_log);
+		r = get_path(c, root, "", "audit_log", false, &cfg->audit_log);
 	if (r == 0)
 		r = parse_store(c, root, cfg);
 	if (r < 0)

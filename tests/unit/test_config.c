@@ -168,7 +168,9 @@ static void relative_secret_path_follows_config(void **state)
 {
 	const char *json = "{\"providers\":{\"p\":{\"token_url\":"
 			   "\"http://127.0.0.1:9/t\",\"client_id\":\"i\","
-			   "\"client_secret_file\":\"sec/p\"}},\"tenants\":{}}";
+			   "\"client_secret_file\":\"sec/p\"}},\"tenants\":{},"
+			   "\"audit_log\":\"log/audit\",\"store\":{\"dir\":"
+			   "\"store\",\"key_file\":\"/k\"}}";
 	struct config *cfg;
 	char err[512];
 
@@ -177,6 +179,9 @@ static void relative_secret_path_follows_config(void **state)
 			 0);
 	assert_string_equal(cfg->providers[0].client_secret_file,
 			    "/etc/credfs/sec/p");
+	assert_string_equal(cfg->audit_log, "/etc/credfs/log/audit");
+	assert_string_equal(cfg->store_dir, "/etc/credfs/store");
+	assert_string_equal(cfg->store_key_file, "/k");
 	config_free(cfg);
 }
 
