@@ -139,35 +139,30 @@ static size_t lane_of(struct refresher *rf, const struct cred *c)
 	return (size_t)(c->conf->provider - rf->t->cfg->providers);
 }
 
+/* @tok: the new token after a rotation, NULL after a failure. */
 static void audit_refresh(struct refresher *rf, struct cred *c,
-			  const struct oauth_result *res, bool rotated)
+			  const struct oauth_result *res,
+			  const struct token *tok)
 {
-	struct token *tok = rotated ? cred_current_token(c) : NULL;
 	struct audit_rec rec = {
-		.event = rotated ? "refresh_ok" : "refresh_failed",
+		.event = tok ? "refresh_ok" : "refresh_failed",
 		.tenant = c->conf->tenant,
 		.provider = c->conf->provider->name,
 		.outcome = oauth_outcome_name(res->outcome),
 		.fp = tok ? tok->fp : NULL,
-		.detail = rotated ? NULL : res->error,
+		.detail = tok ? NULL : res->error,
 	};
 
 	if (rf->t->audit)
 		audit_log(rf->t->audit, &rec);
-	token_unref(tok);
 }
 
-/* Plan the expiry event of @c's new token (refresher thread). */
-static void arm_expiry(struct refresher *rf, struct cred *c)
+/* Plan the expiry event of @c's new token @tok (refresher thread). */
+static void arm_expiry(struct cred *c, const struct token *tok)
 {
-	struct token *tok = cred_current_token(c);
-
-	if (!tok)
-		return;
 	c->expiry_gen = tok->gen;
 	c->expiry_mono =
 		time_mono_ms() + (cred_token_deadline(c, tok) - time_real_ms());
-	token_unref(tok);
 }
 
 /* The expiry of @c's token came before a new one: tell the filesystem. */
@@ -187,6 +182,7 @@ static void expired(struct refresher *rf, struct cred *c)
 static void complete(struct refresher *rf, struct cred *c,
 		     struct oauth_result *res, int64_t sent_ms)
 {
+	struct token *tok = NULL;
 	int64_t next, now;
 	bool rotated;
 
@@ -206,11 +202,14 @@ static void complete(struct refresher *rf, struct cred *c,
 			 c->conf->tenant, c->conf->provider->name,
 			 oauth_outcome_name(res->outcome), res->error,
 			 (double)(next - now) / 1000.0);
-	audit_refresh(rf, c, res, rotated);
-	if (rotated && rf->on_rotate)
-		rf->on_rotate(rf->arg, c);
 	if (rotated)
-		arm_expiry(rf, c);
+		tok = cred_current_token(c); /* only this thread publishes */
+	audit_refresh(rf, c, res, tok);
+	if (tok && rf->on_rotate)
+		rf->on_rotate(rf->arg, c);
+	if (tok)
+		arm_expiry(c, tok);
+	token_unref(tok);
 
 	pthread_mutex_lock(&rf->lock);
 	c->attempt_mono = time_mono_ms() + (next - now);
