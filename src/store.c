@@ -6,12 +6,15 @@
  *   keycheck           a record sealed with the master key, to tell a
  *                      wrong key from a damaged record
  *   <tenant>/<provider>.rec   one sealed record per credential (0600)
+ *   <tenant>/<provider>.rek   the same under a new key, during a rekey
+ *   control.sock       the daemon's control socket
  *
  * A write goes to a temporary file in the same directory, is fsync()ed,
  * renamed over the record and the directory fsync()ed: a crash at any
  * instant leaves the old record or the new one. Nothing is followed
  * through a symlink.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -212,6 +215,12 @@ static int check_key(struct store *s, const char *dir, bool create, char *err,
 	return 0;
 }
 
+static int foreach_file(struct store *s, const char *suffix,
+			int (*fn)(void *arg, const char *tenant,
+				  const char *provider),
+			void *arg);
+static int rekey_settle(void *arg, const char *tenant, const char *provider);
+
 int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
 		   struct store **out, char *err, size_t errlen)
 {
@@ -253,6 +262,15 @@ int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
 		r = check_key(s, dir, mode == STORE_CREATE, err, errlen);
 	if (r < 0)
 		goto out_free;
+	/* Finish, or undo, a rekey that was interrupted. */
+	flock(s->write_lock, LOCK_EX);
+	r = foreach_file(s, ".rek", rekey_settle, s);
+	flock(s->write_lock, LOCK_UN);
+	if (r < 0) {
+		snprintf(err, errlen, "store %s: cannot finish a rekey: %s",
+			 dir, strerror(-r));
+		goto out_free;
+	}
 	*out = s;
 	return 0;
 out_free:
@@ -260,22 +278,32 @@ out_free:
 	return r;
 }
 
-int store_load(struct store *s, const char *tenant, const char *provider,
-	       uint64_t min_generation, struct record *r)
+/* The sealed bytes of tenant/provider's record. */
+static int read_record(struct store *s, const char *tenant,
+		       const char *provider, struct buf *b)
 {
 	char name[80];
-	struct buf b;
 	int fd, ret;
 
-	memset(r, 0, sizeof(*r));
 	if (!name_valid(provider))
 		return -EINVAL;
 	fd = tenant_dir(s, tenant, false);
 	if (fd < 0)
 		return fd;
 	record_name(provider, name);
-	ret = read_at(fd, name, &b);
+	ret = read_at(fd, name, b);
 	close(fd);
+	return ret;
+}
+
+int store_load(struct store *s, const char *tenant, const char *provider,
+	       uint64_t min_generation, struct record *r)
+{
+	struct buf b;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	ret = read_record(s, tenant, provider, &b);
 	if (ret < 0)
 		return ret;
 	ret = record_open(s->master, tenant, provider, b.data, b.len, r);
@@ -287,8 +315,28 @@ int store_load(struct store *s, const char *tenant, const char *provider,
 	return ret;
 }
 
+/* Whether @name under @dirfd may be replaced by generation @gen. */
+static int check_expect(int dirfd, const char *name, uint64_t gen,
+			uint64_t expect)
+{
+	uint64_t have = 0;
+	struct buf b;
+	int r;
+
+	r = read_at(dirfd, name, &b);
+	if (r == -ENOENT)
+		return expect == 0 || expect == STORE_ANY_GEN ? 0 : -ESTALE;
+	if (r < 0)
+		return r;
+	r = record_generation(b.data, b.len, &have);
+	buf_free(&b);
+	if (expect == STORE_ANY_GEN)
+		return r < 0 || have < gen ? 0 : -ESTALE;
+	return r == 0 && have == expect ? 0 : -ESTALE;
+}
+
 int store_save(struct store *s, const char *tenant, const char *provider,
-	       const struct record *r)
+	       const struct record *r, uint64_t expect)
 {
 	char name[80];
 	struct buf b;
@@ -303,12 +351,28 @@ int store_save(struct store *s, const char *tenant, const char *provider,
 	fd = tenant_dir(s, tenant, true);
 	if (fd >= 0) {
 		record_name(provider, name);
-		ret = write_at(s, fd, name, b.data, b.len);
+		ret = check_expect(fd, name, r->generation, expect);
+		if (ret == 0)
+			ret = write_at(s, fd, name, b.data, b.len);
 		close(fd);
 	} else {
 		ret = fd;
 	}
 	flock(s->write_lock, LOCK_UN);
+	buf_free(&b);
+	return ret;
+}
+
+int store_generation(struct store *s, const char *tenant, const char *provider,
+		     uint64_t *gen)
+{
+	struct buf b;
+	int ret;
+
+	ret = read_record(s, tenant, provider, &b);
+	if (ret < 0)
+		return ret;
+	ret = record_generation(b.data, b.len, gen);
 	buf_free(&b);
 	return ret;
 }
@@ -332,6 +396,203 @@ int store_remove(struct store *s, const char *tenant, const char *provider)
 	}
 	flock(s->write_lock, LOCK_UN);
 	return ret;
+}
+
+/* "<provider><suffix>" -> provider, if it is one. */
+static bool strip_suffix(const char *name, const char *suffix, char out[80])
+{
+	size_t n = strlen(name), k = strlen(suffix);
+
+	if (n <= k || n - k >= 80 || strcmp(name + n - k, suffix))
+		return false;
+	memcpy(out, name, n - k);
+	out[n - k] = '\0';
+	return name_valid(out);
+}
+
+/* Call @fn for each "<provider><suffix>" under tenant directories. */
+static int foreach_file(struct store *s, const char *suffix,
+			int (*fn)(void *arg, const char *tenant,
+				  const char *provider),
+			void *arg)
+{
+	struct dirent *te, *pe;
+	char provider[80];
+	DIR *top, *sub;
+	int fd, r = 0;
+
+	/* A descriptor of its own: readdir() offsets are per open file. */
+	fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	top = fdopendir(fd);
+	if (!top) {
+		close(fd);
+		return -errno;
+	}
+	while (r == 0 && (te = readdir(top))) {
+		if (!name_valid(te->d_name))
+			continue;
+		fd = openat(s->dirfd, te->d_name,
+			    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue; /* keycheck, locks, the socket */
+		sub = fdopendir(fd);
+		if (!sub) {
+			close(fd);
+			continue;
+		}
+		while (r == 0 && (pe = readdir(sub)))
+			if (strip_suffix(pe->d_name, suffix, provider))
+				r = fn(arg, te->d_name, provider);
+		closedir(sub);
+	}
+	closedir(top);
+	return r;
+}
+
+int store_foreach(struct store *s,
+		  int (*fn)(void *arg, const char *tenant,
+			    const char *provider),
+		  void *arg)
+{
+	return foreach_file(s, ".rec", fn, arg);
+}
+
+struct rekey {
+	struct store *s;
+	const uint8_t *new_master;
+	size_t n;
+	char *err;
+	size_t errlen;
+};
+
+/* Rekey phase 1: seal one record under the new key as "<provider>.rek". */
+static int rekey_one(void *arg, const char *tenant, const char *provider)
+{
+	struct rekey *k = arg;
+	struct record r;
+	char name[80];
+	struct buf b;
+	int fd, ret;
+
+	ret = store_load(k->s, tenant, provider, 0, &r);
+	if (ret < 0) {
+		snprintf(k->err, k->errlen,
+			 "%s/%s: the record does not open (%s); remove it or "
+			 "add it again first",
+			 tenant, provider, strerror(-ret));
+		return ret;
+	}
+	ret = record_seal(k->new_master, tenant, provider, &r, &b);
+	record_clear(&r);
+	if (ret < 0)
+		return ret;
+	fd = tenant_dir(k->s, tenant, false);
+	if (fd >= 0) {
+		snprintf(name, sizeof(name), "%s.rek", provider);
+		ret = write_at(k->s, fd, name, b.data, b.len);
+		close(fd);
+	} else {
+		ret = fd;
+	}
+	buf_free(&b);
+	if (ret < 0)
+		snprintf(k->err, k->errlen, "%s/%s: cannot write: %s", tenant,
+			 provider, strerror(-ret));
+	k->n += ret == 0;
+	return ret;
+}
+
+/*
+ * A "<provider>.rek" left by a rekey: if it opens with the key now in force
+ * the rekey was committed, so it replaces the record; otherwise the rekey
+ * never committed and it goes.
+ */
+static int rekey_settle(void *arg, const char *tenant, const char *provider)
+{
+	struct store *s = arg;
+	char name[80], rec[80];
+	struct record r;
+	struct buf b;
+	int fd, ret;
+
+	fd = tenant_dir(s, tenant, false);
+	if (fd < 0)
+		return fd;
+	snprintf(name, sizeof(name), "%s.rek", provider);
+	record_name(provider, rec);
+	ret = read_at(fd, name, &b);
+	if (ret == 0) {
+		ret = record_open(s->master, tenant, provider, b.data, b.len,
+				  &r);
+		record_clear(&r);
+		buf_free(&b);
+		if (ret == 0)
+			ret = renameat(fd, name, fd, rec) < 0 ? -errno : 0;
+		else
+			ret = unlinkat(fd, name, 0) < 0 ? -errno : 0;
+	}
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static int rekey_discard(void *arg, const char *tenant, const char *provider)
+{
+	struct store *s = arg;
+	char name[80];
+	int fd = tenant_dir(s, tenant, false);
+
+	if (fd < 0)
+		return 0;
+	snprintf(name, sizeof(name), "%s.rek", provider);
+	unlinkat(fd, name, 0);
+	close(fd);
+	return 0;
+}
+
+int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
+		char *err, size_t errlen)
+{
+	struct rekey k = {s, new_master, 0, err, errlen};
+	struct record empty = {0};
+	struct buf b;
+	int r;
+
+	*n = 0;
+	if (s->daemon_lock < 0) {
+		snprintf(err, errlen, "rekey needs the store to itself");
+		return -EBUSY;
+	}
+	flock(s->write_lock, LOCK_EX);
+	r = foreach_file(s, ".rec", rekey_one, &k);
+	if (r == 0)
+		r = record_seal(new_master, KEYCHECK_TENANT, "-", &empty, &b);
+	if (r == 0) {
+		/* The commit point: from here the new key opens the store. */
+		r = write_at(s, s->dirfd, "keycheck", b.data, b.len);
+		buf_free(&b);
+		if (r < 0)
+			snprintf(err, errlen, "cannot write keycheck: %s",
+				 strerror(-r));
+	}
+	if (r < 0) {
+		foreach_file(s, ".rek", rekey_discard, s);
+		flock(s->write_lock, LOCK_UN);
+		return r;
+	}
+	s->master = new_master;
+	r = foreach_file(s, ".rek", rekey_settle, s);
+	flock(s->write_lock, LOCK_UN);
+	if (r < 0)
+		snprintf(err, errlen,
+			 "rekey committed, but finishing failed (%s); the "
+			 "next start with the new key finishes it",
+			 strerror(-r));
+	*n = k.n;
+	return r;
 }
 
 void store_close(struct store *s)

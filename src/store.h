@@ -36,12 +36,45 @@ int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
 int store_load(struct store *s, const char *tenant, const char *provider,
 	       uint64_t min_generation, struct record *r);
 
-/* Replace tenant/provider with @r, atomically and durably. 0 or -errno. */
+/* store_save()'s @expect: skip the exact check (see there). */
+#define STORE_ANY_GEN UINT64_MAX
+
+/*
+ * Replace tenant/provider with @r, atomically and durably, if the record
+ * there now has generation @expect (0: there must be none). With
+ * STORE_ANY_GEN, anything older than @r (or unreadable, or nothing) may be
+ * replaced. Otherwise -ESTALE: someone else wrote it. 0 or -errno.
+ */
 int store_save(struct store *s, const char *tenant, const char *provider,
-	       const struct record *r);
+	       const struct record *r, uint64_t expect);
+
+/*
+ * The generation of tenant/provider's record from its header, without
+ * opening it: 0, -ENOENT, or -EPROTO when the header is damaged.
+ */
+int store_generation(struct store *s, const char *tenant, const char *provider,
+		     uint64_t *gen);
 
 /* Delete tenant/provider, durably. 0, -ENOENT, or -errno. */
 int store_remove(struct store *s, const char *tenant, const char *provider);
+
+/* Call @fn for every record in the store (tenant, provider), in no
+ * particular order, until it returns nonzero. 0 or -errno. */
+int store_foreach(struct store *s,
+		  int (*fn)(void *arg, const char *tenant,
+			    const char *provider),
+		  void *arg);
+
+/*
+ * Re-encrypt every record under @new_master, crash-safe: each record is
+ * written beside the old one as "<provider>.rek", then the key check is
+ * replaced (the commit point), then the new records replace the old. A
+ * crash before the commit leaves the old key in force, after it the new
+ * one; store_open_dir() finishes or undoes what was left. Needs the store
+ * opened with STORE_DAEMON (no daemon running). Counts records in *@n.
+ */
+int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
+		char *err, size_t errlen);
 
 /* Close, releasing locks. NULL is a no-op. */
 void store_close(struct store *s);

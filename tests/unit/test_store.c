@@ -179,7 +179,7 @@ static void file_store(void **state)
 	assert_non_null(strstr(err, "the master key does not open this store"));
 
 	assert_int_equal(store_load(s, "acme", "google", 0, &r), -ENOENT);
-	assert_int_equal(store_save(s, "acme", "google", &sample), 0);
+	assert_int_equal(store_save(s, "acme", "google", &sample, 0), 0);
 	assert_int_equal(store_load(s, "acme", "google", 7, &r), 0);
 	assert_string_equal(r.refresh_token, "rt-secret");
 	record_clear(&r);
@@ -198,7 +198,7 @@ static void file_store(void **state)
 	/* Rollback: generation 8 written, the old 7 put back, refused. */
 	v2.generation = 8;
 	v2.refresh_token = "rt-rotated";
-	assert_int_equal(store_save(s, "acme", "google", &v2), 0);
+	assert_int_equal(store_save(s, "acme", "google", &v2, 7), 0);
 	assert_int_equal(store_load(s, "acme", "google", 8, &r), 0);
 	record_clear(&r);
 	{
@@ -228,10 +228,169 @@ static void file_store(void **state)
 
 	/* Names cannot escape the store. */
 	assert_int_equal(store_load(s, "../x", "google", 0, &r), -EINVAL);
-	assert_int_equal(store_save(s, "acme", "../../etc", &sample), -EINVAL);
+	assert_int_equal(store_save(s, "acme", "../../etc", &sample, 0),
+			 -EINVAL);
 
 	assert_int_equal(store_remove(s, "acme", "google"), 0);
 	assert_int_equal(store_load(s, "acme", "google", 0, &r), -ENOENT);
+	store_close(s);
+}
+
+/* Writes compare the generation on disk: a record replaced or removed
+ * behind a writer's back is not overwritten. */
+static void save_compares_generation(void **state)
+{
+	struct record r, v = sample;
+	char path[160], err[256];
+	struct store *s;
+	uint64_t g;
+
+	snprintf(path, sizeof(path), "%s/store", dir);
+	assert_int_equal(store_open_dir(path, master, STORE_CREATE, &s, err,
+					sizeof(err)),
+			 0);
+	/* None there: only "expect none" (0) or "anything older" pass. */
+	assert_int_equal(store_save(s, "acme", "google", &v, 3), -ESTALE);
+	assert_int_equal(store_save(s, "acme", "google", &v, 0), 0);
+	assert_int_equal(store_generation(s, "acme", "google", &g), 0);
+	assert_int_equal(g, 7);
+	v.generation = 8;
+	assert_int_equal(store_save(s, "acme", "google", &v, 6), -ESTALE);
+	assert_int_equal(store_save(s, "acme", "google", &v, 0), -ESTALE);
+	assert_int_equal(store_save(s, "acme", "google", &v, 7), 0);
+	/* Anything-older: not an equal or newer generation. */
+	assert_int_equal(store_save(s, "acme", "google", &v, STORE_ANY_GEN),
+			 -ESTALE);
+	v.generation = 9;
+	assert_int_equal(store_save(s, "acme", "google", &v, STORE_ANY_GEN), 0);
+	assert_int_equal(store_load(s, "acme", "google", 9, &r), 0);
+	record_clear(&r);
+	/* Removed meanwhile: a writer expecting 9 finds none. */
+	assert_int_equal(store_remove(s, "acme", "google"), 0);
+	v.generation = 10;
+	assert_int_equal(store_save(s, "acme", "google", &v, 9), -ESTALE);
+	assert_int_equal(store_generation(s, "acme", "google", &g), -ENOENT);
+	store_close(s);
+}
+
+static int count_loadable(struct store *s)
+{
+	static const char *const who[][2] = {
+		{"acme", "google"}, {"acme", "slack"}, {"beta", "google"}};
+	struct record r;
+	size_t i;
+	int n = 0;
+
+	for (i = 0; i < 3; i++) {
+		n += store_load(s, who[i][0], who[i][1], 0, &r) == 0;
+		record_clear(&r);
+	}
+	return n;
+}
+
+static void seed(struct store *s)
+{
+	assert_int_equal(store_save(s, "acme", "google", &sample, 0), 0);
+	assert_int_equal(store_save(s, "acme", "slack", &sample, 0), 0);
+	assert_int_equal(store_save(s, "beta", "google", &sample, 0), 0);
+}
+
+/* Rekey, and a crash at either side of its commit point: one of the two
+ * keys opens every record, never a mix. */
+static void rekey_is_crash_safe(void **state)
+{
+	char path[160], rek[200], err[256];
+	struct store *s;
+	struct record r;
+	struct buf b;
+	size_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/store", dir);
+	assert_int_equal(store_open_dir(path, master, STORE_CREATE, &s, err,
+					sizeof(err)),
+			 0);
+	seed(s);
+	/* Rekey needs the store to itself. */
+	assert_int_equal(store_rekey(s, other, &n, err, sizeof(err)), -EBUSY);
+	store_close(s);
+	assert_int_equal(store_open_dir(path, master, STORE_DAEMON, &s, err,
+					sizeof(err)),
+			 0);
+	assert_int_equal(store_rekey(s, other, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(count_loadable(s), 3);
+	store_close(s);
+	assert_int_equal(
+		store_open_dir(path, master, STORE_ADMIN, &s, err, sizeof(err)),
+		-EKEYREJECTED);
+	assert_int_equal(
+		store_open_dir(path, other, STORE_ADMIN, &s, err, sizeof(err)),
+		0);
+	assert_int_equal(count_loadable(s), 3);
+
+	/* Crash before the commit: "<provider>.rek" files under a third key
+	 * beside records and key check under @other. They are dropped. */
+	assert_int_equal(store_load(s, "acme", "google", 0, &r), 0);
+	assert_int_equal(record_seal(master, "acme", "google", &r, &b), 0);
+	record_clear(&r);
+	snprintf(rek, sizeof(rek), "%s/acme/google.rek", path);
+	fd = open(rek, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, b.data, b.len), (ssize_t)b.len);
+	close(fd);
+	buf_free(&b);
+	store_close(s);
+	assert_int_equal(
+		store_open_dir(path, other, STORE_ADMIN, &s, err, sizeof(err)),
+		0);
+	assert_int_equal(access(rek, F_OK), -1);
+	assert_int_equal(count_loadable(s), 3);
+
+	/* Crash after the commit: key check under @master, records still
+	 * under @other with "<provider>.rek" under @master beside them.
+	 * Opening with @master finishes the job. */
+	{
+		static const char *const who[][2] = {{"acme", "google"},
+						     {"acme", "slack"},
+						     {"beta", "google"}};
+		struct record empty = {0};
+		size_t i;
+
+		for (i = 0; i < 3; i++) {
+			assert_int_equal(
+				store_load(s, who[i][0], who[i][1], 0, &r), 0);
+			assert_int_equal(record_seal(master, who[i][0],
+						     who[i][1], &r, &b),
+					 0);
+			record_clear(&r);
+			snprintf(rek, sizeof(rek), "%s/%s/%s.rek", path,
+				 who[i][0], who[i][1]);
+			fd = open(rek, O_WRONLY | O_CREAT | O_EXCL, 0600);
+			assert_true(fd >= 0);
+			assert_int_equal(write(fd, b.data, b.len),
+					 (ssize_t)b.len);
+			close(fd);
+			buf_free(&b);
+		}
+		assert_int_equal(
+			record_seal(master, "-keycheck-", "-", &empty, &b), 0);
+		snprintf(rek, sizeof(rek), "%s/keycheck", path);
+		fd = open(rek, O_WRONLY | O_TRUNC);
+		assert_int_equal(write(fd, b.data, b.len), (ssize_t)b.len);
+		close(fd);
+		buf_free(&b);
+	}
+	store_close(s);
+	assert_int_equal(
+		store_open_dir(path, other, STORE_ADMIN, &s, err, sizeof(err)),
+		-EKEYREJECTED);
+	assert_int_equal(
+		store_open_dir(path, master, STORE_ADMIN, &s, err, sizeof(err)),
+		0);
+	assert_int_equal(count_loadable(s), 3);
+	snprintf(rek, sizeof(rek), "%s/beta/google.rek", path);
+	assert_int_equal(access(rek, F_OK), -1);
 	store_close(s);
 }
 
@@ -286,6 +445,10 @@ int main(void)
 		cmocka_unit_test(record_round_trip),
 		cmocka_unit_test(bit_flip_at_every_byte_is_rejected),
 		cmocka_unit_test_setup_teardown(file_store, setup_dir,
+						teardown_dir),
+		cmocka_unit_test_setup_teardown(save_compares_generation,
+						setup_dir, teardown_dir),
+		cmocka_unit_test_setup_teardown(rekey_is_crash_safe, setup_dir,
 						teardown_dir),
 		cmocka_unit_test_setup_teardown(master_key_files, setup_dir,
 						teardown_dir),
