@@ -24,7 +24,7 @@ PKGS := fuse3 libcurl libcrypto jansson
 DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-timeout \
-	python3-prometheus-client
+	python3-prometheus-client inotify-tools
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan

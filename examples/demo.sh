@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make demo: start the fake provider, mount credfs, show the tree and the
-# status, read a token twice across a refresh, then unmount and stop
-# everything. DEMO_MNT=DIR mounts there; DEMO_HOLD=1 keeps the mount until
+# status, read a token twice across a refresh, add a refresh-token
+# credential to the running mount, then unmount and stop everything. DEMO_MNT=DIR mounts there; DEMO_HOLD=1 keeps the mount until
 # Ctrl-C.
 set -euo pipefail
 
@@ -55,14 +55,24 @@ cat > "$work/config.json" <<JSON
       "client_id": "demo-client",
       "client_secret_file": "client-secret",
       "grant": "client_credentials"
+    },
+    "slack": {
+      "token_url": "http://127.0.0.1:$port/token",
+      "client_id": "demo-client",
+      "client_secret_file": "client-secret",
+      "grant": "refresh_token"
     }
   },
   "tenants": {
-    "acme": { "credentials": { "google": { "scopes": ["calendar.readonly", "drive.file"] } } },
+    "acme": { "credentials": {
+      "google": { "scopes": ["calendar.readonly", "drive.file"] },
+      "slack": { "scopes": ["chat:write"] } } },
     "globex": { "credentials": { "google": { "scopes": ["gmail.send"] } } }
-  }
+  },
+  "store": { "dir": "store", "key_file": "master.key" }
 }
 JSON
+"$build/credfsctl" init --config "$work/config.json"
 
 mkdir -p "$mnt"
 "$build/credfs" --config "$work/config.json" --pid-file "$work/credfs.pid" \
@@ -95,6 +105,27 @@ else
 fi
 show grep -E '^(state|refresh_count|expires_in|next_refresh_in):' \
 	"$cred/status"
+
+# A refresh-token credential: declared in the config, absent until its
+# refresh token is added (from stdin, never argv), then served at once.
+echo
+echo "acme/slack uses a refresh token; it has no directory until it is added:"
+show ls "$mnt/tenants/acme"
+"$python" - "$port" > "$work/slack.rt" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(
+    "http://127.0.0.1:%s/_control/refresh_token" % sys.argv[1],
+    data=json.dumps({"client_id": "demo-client",
+                     "scope": "chat:write"}).encode())
+print(json.load(urllib.request.urlopen(req))["refresh_token"])
+PY
+printf '\n$ credfsctl add acme slack --config config.json < slack.rt\n'
+"$build/credfsctl" add acme slack --config "$work/config.json" \
+	< "$work/slack.rt"
+rm -f "$work/slack.rt"
+show ls "$mnt/tenants/acme"
+show grep -E '^(grant|state|generation):' "$mnt/tenants/acme/slack/status"
+show "$build/credfsctl" list --config "$work/config.json"
 
 if [ "${DEMO_HOLD:-0}" = 1 ]; then
 	echo

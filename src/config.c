@@ -568,12 +568,15 @@ static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
 	}
 	if (r == 0)
 		r = get_string(c, obj, path, "grant", false, &grant);
-	if (r == 0 && grant && strcmp(grant, "client_credentials")) {
+	if (r == 0 && grant) {
 		join(sub, path, "grant");
-		r = fail(c, sub,
-			 "\"%s\" is not supported (supported: "
-			 "client_credentials)",
-			 grant);
+		if (!strcmp(grant, "refresh_token"))
+			p->grant = GRANT_REFRESH_TOKEN;
+		else if (strcmp(grant, "client_credentials"))
+			r = fail(c, sub,
+				 "\"%s\" is not one of client_credentials, "
+				 "refresh_token",
+				 grant);
 	}
 	if (r == 0)
 		r = parse_timing(c, obj, path, &p->timing);
@@ -868,6 +871,17 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		r = parse_provider(c, key, v,
 				   &cfg->providers[cfg->n_providers]);
 		cfg->n_providers++; /* freed by config_free even on error */
+		if (r == 0 &&
+		    cfg->providers[cfg->n_providers - 1].grant ==
+			    GRANT_REFRESH_TOKEN &&
+		    !cfg->store_dir) {
+			char sub[MAX_PATH_TEXT];
+
+			snprintf(sub, sizeof(sub), "providers.%s.grant", key);
+			r = fail(c, sub,
+				 "refresh_token needs a store (set "
+				 "store.dir) to keep the refresh tokens");
+		}
 		if (r < 0)
 			goto out;
 	}

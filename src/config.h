@@ -14,7 +14,7 @@
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
 enum auth_method { AUTH_CLIENT_SECRET_BASIC, AUTH_CLIENT_SECRET_POST };
-enum grant_type { GRANT_CLIENT_CREDENTIALS };
+enum grant_type { GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN };
 
 /* Freshness knobs, set per provider and overridable per credential. */
 struct timing {

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "cred.h"
 #include "plan.h"
+#include "record.h"
 #include "util.h"
 
 const char *cred_state_name(enum cred_state s)
@@ -23,6 +24,10 @@ const char *cred_state_name(enum cred_state s)
 	case CRED_REFRESHING: return "refreshing";
 	case CRED_EXPIRED: return "expired";
 	case CRED_ERROR: return "error";
+	case CRED_REVOKED: return "revoked";
+	case CRED_CLIENT_ERROR: return "client_error";
+	case CRED_ABSENT: return "absent";
+	case CRED_STATE_COUNT: break;
 	}
 	return "unknown";
 }
@@ -70,6 +75,7 @@ int cred_table_new(const struct config *cfg, struct cred_table **out)
 		c->conf = &cfg->creds[i];
 		c->index = (uint32_t)i;
 		c->version = 1;
+		atomic_init(&c->present, !cred_uses_store(c));
 	}
 	pthread_condattr_destroy(&ca);
 	t->n = cfg->n_creds;
@@ -87,6 +93,7 @@ void cred_table_free(struct cred_table *t)
 	for (i = 0; i < t->n; i++) {
 		token_unref(t->creds[i].cur);
 		token_unref(t->creds[i].prev);
+		strfreezero(t->creds[i].refresh_token);
 		pthread_mutex_destroy(&t->creds[i].lock);
 		pthread_cond_destroy(&t->creds[i].cond);
 	}
@@ -94,21 +101,60 @@ void cred_table_free(struct cred_table *t)
 	free(t);
 }
 
+bool cred_present(const struct cred *c)
+{
+	return atomic_load_explicit(&c->present, memory_order_acquire);
+}
+
+bool cred_uses_store(const struct cred *c)
+{
+	return c->conf->provider->grant == GRANT_REFRESH_TOKEN;
+}
+
 static bool wait_until(struct cred *c, int64_t deadline);
+
+/* Nothing more to wait for: an answer, a token, or nothing to ask with. */
+static bool answered_locked(const struct cred *c)
+{
+	return c->attempts || c->cur || !cred_present(c) || c->revoked ||
+	       (cred_uses_store(c) && !c->refresh_token);
+}
+
+bool cred_wait_answered(struct cred *c, int64_t deadline)
+{
+	bool done;
+
+	pthread_mutex_lock(&c->lock);
+	while (!answered_locked(c) && wait_until(c, deadline))
+		;
+	done = answered_locked(c);
+	pthread_mutex_unlock(&c->lock);
+	return done;
+}
+
+bool cred_wait_token(struct cred_table *t, struct cred *c, int64_t deadline)
+{
+	uint64_t seen;
+	bool have;
+
+	pthread_mutex_lock(&c->lock);
+	seen = c->attempts;
+	if (!c->cur && t->kick)
+		t->kick(t->kick_arg, c);
+	while (!c->cur && c->attempts == seen && cred_present(c) &&
+	       !c->revoked && wait_until(c, deadline))
+		;
+	have = c->cur != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return have;
+}
 
 size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline)
 {
 	size_t i, pending = 0;
 
-	for (i = 0; i < t->n; i++) {
-		struct cred *c = &t->creds[i];
-
-		pthread_mutex_lock(&c->lock);
-		while (c->attempts == 0 && wait_until(c, deadline))
-			;
-		pending += c->attempts == 0;
-		pthread_mutex_unlock(&c->lock);
-	}
+	for (i = 0; i < t->n; i++)
+		pending += !cred_wait_answered(&t->creds[i], deadline);
 	return pending;
 }
 
@@ -140,6 +186,12 @@ static bool token_fresh(const struct cred *c, const struct token *tok,
 
 static enum cred_state state_locked(const struct cred *c, int64_t now)
 {
+	if (!cred_present(c))
+		return CRED_ABSENT;
+	if (c->revoked)
+		return CRED_REVOKED;
+	if (c->client_error)
+		return CRED_CLIENT_ERROR;
 	if (!c->cur)
 		return c->consecutive_failures ? CRED_ERROR : CRED_PENDING;
 	if (token_expired(c, c->cur, now))
@@ -171,6 +223,11 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 	v->next_refresh_ms = c->next_refresh_ms;
 	v->last_error_ms = c->last_error_ms;
 	memcpy(v->last_error, c->last_error, sizeof(v->last_error));
+	v->record_gen = c->record_gen;
+	v->durable_gen = c->durable_gen;
+	v->persist_failures = c->persist_failures;
+	v->persist_error_ms = c->persist_error_ms;
+	memcpy(v->persist_error, c->persist_error, sizeof(v->persist_error));
 	v->version = c->version;
 	pthread_mutex_unlock(&c->lock);
 	v->reads = atomic_load_explicit(&c->reads, memory_order_relaxed);
@@ -240,6 +297,10 @@ int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 
 	*out = NULL;
 	pthread_mutex_lock(&c->lock);
+	if (!cred_present(c) || c->revoked) {
+		r = c->revoked ? -EKEYREVOKED : -ENOENT;
+		goto out;
+	}
 	now = time_real_ms();
 	tok = c->cur;
 	if (gen_of(tok) != gen) {
@@ -266,7 +327,7 @@ int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 		seen = c->attempts;
 		if (!c->in_flight && t->kick)
 			t->kick(t->kick_arg, c);
-		while (c->attempts == seen && c->cur == tok)
+		while (c->attempts == seen && c->cur == tok && cred_present(c))
 			if (!wait_until(c, deadline))
 				break;
 		if (c->cur != tok) {
@@ -277,7 +338,12 @@ int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 	}
 	if (tok && !token_expired(c, tok, now))
 		goto out_serve;
-	r = tok ? -EKEYEXPIRED : -EAGAIN;
+	if (c->revoked || !cred_present(c))
+		r = c->revoked ? -EKEYREVOKED : -ENOENT; /* while waiting */
+	else if (c->client_error)
+		r = -EKEYREJECTED;
+	else
+		r = tok ? -EKEYEXPIRED : -EAGAIN;
 	goto out;
 out_serve:
 	*out = token_ref(tok);
@@ -286,18 +352,26 @@ out:
 	return r;
 }
 
-bool cred_begin_attempt(struct cred *c)
+enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token)
 {
-	bool started = false;
+	enum cred_begin b = CRED_BEGIN_OK;
 
+	*refresh_token = NULL;
 	pthread_mutex_lock(&c->lock);
-	if (!c->in_flight) {
+	if (c->in_flight) {
+		b = CRED_BEGIN_BUSY;
+	} else if (!cred_present(c) || c->revoked ||
+		   (cred_uses_store(c) && !c->refresh_token)) {
+		b = CRED_BEGIN_PARK;
+	} else {
+		if (cred_uses_store(c))
+			*refresh_token = strdup(c->refresh_token);
 		c->in_flight = true;
+		c->flight_gen = c->record_gen;
 		c->version++;
-		started = true;
 	}
 	pthread_mutex_unlock(&c->lock);
-	return started;
+	return b;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -353,8 +427,8 @@ static char *over_privileged(const struct cred_conf *cc,
 	return b.data;
 }
 
-static struct token *token_new(struct cred *c, struct oauth_token *ot,
-			       int64_t sent_ms)
+struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
+			     int64_t sent_ms)
 {
 	const struct provider_conf *p = c->conf->provider;
 	struct token *tok;
@@ -381,38 +455,91 @@ static struct token *token_new(struct cred *c, struct oauth_token *ot,
 	return tok;
 }
 
+/* Note a persist outcome for generation @gen; @c's lock held. */
+static void note_persist_locked(struct cred *c, uint64_t gen, int err)
+{
+	if (err == 0) {
+		if (gen > c->durable_gen)
+			c->durable_gen = gen;
+		if (c->durable_gen >= c->record_gen) {
+			c->persist_error_ms = 0;
+			c->persist_error[0] = '\0';
+		}
+		return;
+	}
+	c->persist_failures++;
+	c->persist_error_ms = time_real_ms();
+	snprintf(c->persist_error, sizeof(c->persist_error),
+		 "cannot write generation %llu to the store: %s",
+		 (unsigned long long)gen, strerror(-err));
+}
+
+void cred_note_persist(struct cred_table *t, struct cred *c, uint64_t gen,
+		       int err)
+{
+	pthread_mutex_lock(&c->lock);
+	if (gen > c->record_gen)
+		c->record_gen = gen;
+	note_persist_locked(c, gen, err);
+	c->version++;
+	atomic_fetch_add(&t->version, 1);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Make @tok (may be NULL) the only generation held; the caller unrefs the
+ * two returned in @old after unlocking. */
+static void replace_tokens_locked(struct cred *c, struct token *tok,
+				  struct token *old[2])
+{
+	old[0] = c->cur;
+	old[1] = c->prev;
+	if (tok)
+		tok->gen = ++c->last_gen;
+	c->cur = tok;
+	c->prev = NULL;
+}
+
+/* Publish a change made outside the refresher, and tell the refresher. */
+static void changed_locked(struct cred_table *t, struct cred *c)
+{
+	c->version++;
+	atomic_fetch_add(&t->version, 1);
+	pthread_cond_broadcast(&c->cond);
+	if (t->replan)
+		t->replan(t->kick_arg, c);
+}
+
 int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
-			    struct oauth_result *res, int64_t sent_ms, double u,
-			    bool *rotated)
+			    struct oauth_result *res, struct token *tok,
+			    const struct persist_result *persist, double u)
 {
 	const struct provider_conf *p = c->conf->provider;
-	struct token *tok = NULL, *old_prev = NULL;
+	struct token *old[2] = {NULL, NULL};
 	int64_t now = time_real_ms(), next;
-
-	*rotated = false;
-	if (res->outcome == OAUTH_OK) {
-		tok = token_new(c, &res->tok, sent_ms);
-		if (!tok) {
-			res->outcome = OAUTH_TRANSIENT;
-			snprintf(res->error, sizeof(res->error),
-				 "out of memory storing the token");
-		}
-	}
 
 	pthread_mutex_lock(&c->lock);
 	c->in_flight = false;
 	c->attempts++;
 	if (tok) {
 		tok->gen = ++c->last_gen;
-		old_prev = c->prev;
+		old[1] = c->prev;
 		c->prev = c->cur;
 		c->cur = tok;
 		c->refresh_count++;
 		c->consecutive_failures = 0;
 		c->last_refresh_ms = now;
+		if (res->tok.refresh_token) {
+			/* Rotated: the new one is what we hold from now on. */
+			strfreezero(c->refresh_token);
+			c->refresh_token = res->tok.refresh_token;
+			res->tok.refresh_token = NULL;
+		}
+		if (persist && persist->gen) {
+			c->record_gen = persist->gen;
+			note_persist_locked(c, persist->gen, persist->err);
+		}
 		next = plan_refresh_at(&c->conf->timing, tok->issued_ms,
 				       tok->expires_ms, u);
-		*rotated = true;
 	} else {
 		int64_t delay;
 
@@ -421,23 +548,162 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		c->last_error_ms = now;
 		snprintf(c->last_error, sizeof(c->last_error), "%s",
 			 res->error);
-		if (res->retry_after_ms >= 0)
+		if (res->outcome == OAUTH_INVALID_GRANT && cred_uses_store(c)) {
+			/* The refresh token is dead: nothing to serve, nothing
+			 * to retry until a new one is added. */
+			c->revoked = true;
+			replace_tokens_locked(c, NULL, old);
+			strfreezero(c->refresh_token);
+			c->refresh_token = NULL;
+			delay = INT64_MAX;
+		} else if (res->retry_after_ms >= 0) {
 			delay = res->retry_after_ms;
-		else if (res->outcome == OAUTH_TRANSIENT ||
-			 res->outcome == OAUTH_MALFORMED)
+		} else if (res->outcome == OAUTH_TRANSIENT ||
+			   res->outcome == OAUTH_MALFORMED) {
 			delay = plan_backoff_ms(p->backoff_initial_ms,
 						p->backoff_max_ms,
 						c->consecutive_failures, u);
-		else /* refused: the provider will not change its mind soon */
+		} else {
+			/* refused: the provider will not change its mind soon
+			 */
 			delay = p->backoff_max_ms / 2 +
 				(int64_t)(u * (double)(p->backoff_max_ms / 2));
-		next = now + delay;
+		}
+		next = delay == INT64_MAX ? INT64_MAX : now + delay;
 	}
-	c->next_refresh_ms = next;
+	c->next_refresh_ms = next == INT64_MAX ? 0 : next;
 	c->version++;
 	atomic_fetch_add(&t->version, 1);
 	pthread_cond_broadcast(&c->cond);
 	pthread_mutex_unlock(&c->lock);
-	token_unref(old_prev);
+	token_unref(old[0]);
+	token_unref(old[1]);
 	return next;
+}
+
+int64_t cred_abandon_attempt(struct cred_table *t, struct cred *c)
+{
+	int64_t now = time_real_ms();
+
+	pthread_mutex_lock(&c->lock);
+	c->in_flight = false;
+	c->next_refresh_ms = now;
+	c->version++;
+	atomic_fetch_add(&t->version, 1);
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	return now;
+}
+
+/* The stored access token of @r as a generation, if it is still valid. */
+static struct token *token_of_record(struct cred *c, const struct record *r)
+{
+	struct oauth_token ot = {0};
+	struct token *tok = NULL;
+
+	if (!r->access_token || !r->access_token[0] ||
+	    r->expires_ms <= r->issued_ms)
+		return NULL;
+	ot.access_token = r->access_token;
+	ot.len = strlen(r->access_token);
+	ot.token_type = r->token_type ? r->token_type : "Bearer";
+	ot.expires_in_ms = r->expires_ms - r->issued_ms;
+	if (r->scope && oauth_split_scopes(r->scope, &ot) < 0)
+		goto out;
+	tok = cred_token_new(c, &ot, r->issued_ms);
+	if (tok && token_expired(c, tok, time_real_ms())) {
+		token_unref(tok);
+		tok = NULL;
+	}
+out:
+	while (ot.n_scopes)
+		free(ot.scopes[--ot.n_scopes]);
+	free(ot.scopes);
+	return tok;
+}
+
+bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
+		       double u)
+{
+	struct token *tok = token_of_record(c, r), *old[2];
+	bool valid = tok != NULL;
+
+	pthread_mutex_lock(&c->lock);
+	replace_tokens_locked(c, tok, old);
+	strfreezero(c->refresh_token);
+	c->refresh_token = r->refresh_token;
+	r->refresh_token = NULL;
+	c->record_gen = c->durable_gen = r->generation;
+	c->revoked = false;
+	c->consecutive_failures = 0;
+	c->persist_error_ms = 0;
+	c->persist_error[0] = '\0';
+	atomic_store_explicit(&c->present, true, memory_order_release);
+	c->next_refresh_ms =
+		tok ? plan_refresh_at(&c->conf->timing, tok->issued_ms,
+				      tok->expires_ms, u)
+		    : time_real_ms();
+	changed_locked(t, c);
+	pthread_mutex_unlock(&c->lock);
+	token_unref(old[0]);
+	token_unref(old[1]);
+	return valid;
+}
+
+/* Nothing to serve, nothing to refresh with. */
+static void drop_all_locked(struct cred *c, struct token *old[2])
+{
+	replace_tokens_locked(c, NULL, old);
+	strfreezero(c->refresh_token);
+	c->refresh_token = NULL;
+	c->record_gen = c->durable_gen = 0;
+	c->next_refresh_ms = 0;
+}
+
+void cred_forget(struct cred_table *t, struct cred *c)
+{
+	struct token *old[2];
+
+	pthread_mutex_lock(&c->lock);
+	drop_all_locked(c, old);
+	c->revoked = false;
+	c->consecutive_failures = 0;
+	c->last_error[0] = '\0';
+	c->last_error_ms = 0;
+	c->persist_error_ms = 0;
+	c->persist_error[0] = '\0';
+	atomic_store_explicit(&c->present, false, memory_order_release);
+	changed_locked(t, c);
+	pthread_mutex_unlock(&c->lock);
+	token_unref(old[0]);
+	token_unref(old[1]);
+}
+
+void cred_record_unusable(struct cred_table *t, struct cred *c, const char *why)
+{
+	struct token *old[2];
+
+	pthread_mutex_lock(&c->lock);
+	drop_all_locked(c, old);
+	c->failure_count++;
+	c->consecutive_failures++;
+	c->last_error_ms = time_real_ms();
+	snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+	atomic_store_explicit(&c->present, true, memory_order_release);
+	changed_locked(t, c);
+	pthread_mutex_unlock(&c->lock);
+	token_unref(old[0]);
+	token_unref(old[1]);
+}
+
+void cred_set_client_error(struct cred_table *t, struct cred *c, bool on)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->client_error != on) {
+		c->client_error = on;
+		c->version++;
+		atomic_fetch_add(&t->version, 1);
+		pthread_cond_broadcast(&c->cond);
+	}
+	pthread_mutex_unlock(&c->lock);
 }

@@ -16,15 +16,21 @@
 #include "oauth.h"
 
 struct config;
+struct record;
+struct store;
 struct cred_conf;
 struct http_req;
 
 enum cred_state {
-	CRED_PENDING,	 /* no token yet, first request not answered */
-	CRED_VALID,	 /* a token that is not expired */
-	CRED_REFRESHING, /* valid, and a request is in flight */
-	CRED_EXPIRED,	 /* the only token left has expired */
-	CRED_ERROR,	 /* no token yet, and requests are failing */
+	CRED_PENDING,	   /* no token yet, first request not answered */
+	CRED_VALID,	   /* a token that is not expired */
+	CRED_REFRESHING,   /* valid, and a request is in flight */
+	CRED_EXPIRED,	   /* the only token left has expired */
+	CRED_ERROR,	   /* no token yet, and requests are failing */
+	CRED_REVOKED,	   /* the provider refused the refresh token */
+	CRED_CLIENT_ERROR, /* the provider refused our client credentials */
+	CRED_ABSENT,	   /* refresh_token grant, and no record in the store */
+	CRED_STATE_COUNT,
 };
 
 /* One token generation: immutable once published. */
@@ -62,15 +68,29 @@ struct cred {
 	char last_error[OAUTH_ERROR_TEXT];
 	uint64_t version; /* bumped on every change above */
 
+	/* The refresh_token grant and the store, under lock. */
+	bool revoked;	      /* invalid_grant, confirmed against the store */
+	bool client_error;    /* the provider refused our client */
+	char *refresh_token;  /* NULL: none (no record, or an unusable one) */
+	uint64_t record_gen;  /* generation of the newest state, in memory */
+	uint64_t durable_gen; /* newest generation known to be in the store */
+	uint64_t flight_gen;  /* record_gen when the request in flight began */
+	uint64_t persist_failures;
+	int64_t persist_error_ms; /* 0: the newest state is durable */
+	char persist_error[OAUTH_ERROR_TEXT];
+	atomic_bool present; /* false: no record, so no directory */
+
 	/* Lock-free counters. */
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t open_errors;
 
 	/* Owned by the refresher thread and its lock. */
-	int64_t due_mono;     /* heap key: min(attempt_mono, expiry_mono) */
+	int64_t due_mono;     /* heap key: min(attempt, expiry, persist) */
 	int64_t attempt_mono; /* next request */
 	int64_t expiry_mono;  /* when the current token expires; INT64_MAX */
 	uint64_t expiry_gen;
+	int64_t persist_mono; /* next try to persist; INT64_MAX: none due */
+	unsigned persist_tries;
 	size_t heap_idx;
 	struct cred *wait_next;
 	struct http_req *req; /* the request in flight */
@@ -80,12 +100,21 @@ struct cred {
 struct cred_table {
 	const struct config *cfg;
 	struct audit *audit; /* refresh outcomes; its health in status */
+	struct store *store; /* NULL without one */
 	struct cred *creds;  /* same order as cfg->creds */
 	size_t n;
 	atomic_uint_fast64_t version; /* bumped on any credential change */
 	/* Asks the refresher to refresh @c now (single-flight). */
 	void (*kick)(void *arg, struct cred *c);
+	/* Tells the refresher that @c's plan changed outside it (a record was
+	 * adopted or removed): take next_refresh_ms and the current token's
+	 * expiry again. Called with @c's lock held. */
+	void (*replan)(void *arg, struct cred *c);
 	void *kick_arg;
+	/* Tells the filesystem that @c's directory appeared, went or changed
+	 * its tokens outside a refresh. No lock held. */
+	void (*notify)(void *arg, struct cred *c);
+	void *notify_arg;
 };
 
 /* A copy of a credential's non-secret state, for rendering. */
@@ -103,6 +132,9 @@ struct cred_view {
 	unsigned consecutive_failures;
 	int64_t last_refresh_ms, next_refresh_ms, last_error_ms;
 	char last_error[OAUTH_ERROR_TEXT];
+	uint64_t record_gen, durable_gen, persist_failures;
+	int64_t persist_error_ms;
+	char persist_error[OAUTH_ERROR_TEXT];
 	uint64_t version;
 };
 
@@ -111,9 +143,17 @@ int cred_table_new(const struct config *cfg, struct cred_table **out);
 /* Free the table and every token it holds. NULL is a no-op. */
 void cred_table_free(struct cred_table *t);
 
-/* Wait until every credential's first request was answered, or until
- * @deadline (monotonic ms). Returns how many are still unanswered. */
+/* Wait until every credential's first request was answered (or it has a
+ * token, or nothing to ask for), or until @deadline (monotonic ms).
+ * Returns how many are still unanswered. */
 size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline);
+
+/* Likewise for one credential; true once answered. */
+bool cred_wait_answered(struct cred *c, int64_t deadline);
+
+/* Without a token, ask for one now and wait for the answer until
+ * @deadline (monotonic ms). True if a token is held. */
+bool cred_wait_token(struct cred_table *t, struct cred *c, int64_t deadline);
 
 /* Wall-clock ms from which @tok counts as expired for @c: its expiry less
  * the clock-skew margin. The one definition every path uses. */
@@ -146,22 +186,88 @@ int cred_token_of_gen(struct cred *c, uint32_t gen32, struct token **out);
  * Freshness): return
  * a referenced token in *@out, waiting up to open_wait for a refresh when the
  * token is too close to expiry. Returns 0, -ESTALE when @gen is no longer
- * served (the caller looks up again), -EKEYEXPIRED, or -EAGAIN
- * when no token was ever obtained.
+ * served (the caller looks up again), -EKEYEXPIRED, -EAGAIN when no token
+ * was ever obtained, -EKEYREVOKED after invalid_grant, -EKEYREJECTED when
+ * the provider refuses our client and no token is left, or -ENOENT when the
+ * credential has no record.
  */
 int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 		    struct token **out);
 
-/* Refresher: mark a request as started. Returns false if one already is. */
-bool cred_begin_attempt(struct cred *c);
+/* Whether @c has a directory: false for a refresh_token credential with
+ * no record in the store. Lock-free. */
+bool cred_present(const struct cred *c);
+
+/* Whether @c uses the refresh_token grant (and so the store). */
+bool cred_uses_store(const struct cred *c);
+
+enum cred_begin {
+	CRED_BEGIN_OK,	 /* a request may go out */
+	CRED_BEGIN_BUSY, /* one is in flight already */
+	CRED_BEGIN_PARK, /* nothing to send until a record arrives */
+};
 
 /*
- * Refresher: record the outcome of a request sent at @sent_ms, publish a
- * new generation on success (*@rotated), wake waiting openers, and plan the
- * next request with jitter @u in [0, 1). Returns its wall-clock time in ms.
+ * Refresher: mark a request as started. For the refresh_token grant,
+ * *@refresh_token gets a copy of the refresh token to send (wipe it with
+ * strfreezero); otherwise NULL.
+ */
+enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token);
+
+/*
+ * A token generation built from a successful response to a request sent at
+ * @sent_ms, not yet published. NULL without memory.
+ */
+struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
+			     int64_t sent_ms);
+
+/* What became of persisting a refresh's result. */
+struct persist_result {
+	int err;      /* 0, or -errno of store_save() */
+	uint64_t gen; /* the generation the result was given (0: not saved) */
+};
+
+/*
+ * Refresher: record the outcome of a request sent at @sent_ms, publish
+ * @tok (built by cred_token_new(), taken over; NULL after a failure), take
+ * over a rotated refresh token from @res, note @persist, wake waiting
+ * openers, and plan the next request with jitter @u in [0, 1). After
+ * invalid_grant on the refresh_token grant the credential is revoked.
+ * Returns the next request's wall-clock time in ms, or INT64_MAX for none.
  */
 int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
-			    struct oauth_result *res, int64_t sent_ms, double u,
-			    bool *rotated);
+			    struct oauth_result *res, struct token *tok,
+			    const struct persist_result *persist, double u);
+
+/*
+ * Refresher: the request in flight is void because the record was
+ * replaced meanwhile (credfsctl add, or another writer): wake waiters and
+ * try again at once with the new one. Returns the next request's time.
+ */
+int64_t cred_abandon_attempt(struct cred_table *t, struct cred *c);
+
+/*
+ * Adopt record @r as @c's state: its refresh token (taken over from @r),
+ * generation and, if still valid, its access token as a new generation;
+ * clears revoked and errors. Plans the next refresh with jitter @u.
+ * Returns true if a valid token is now served.
+ */
+bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
+		       double u);
+
+/* The record is gone: no token, no refresh token, no directory. */
+void cred_forget(struct cred_table *t, struct cred *c);
+
+/* The record could not be used (@why): state error, nothing to refresh. */
+void cred_record_unusable(struct cred_table *t, struct cred *c,
+			  const char *why);
+
+/* Note the outcome of persisting generation @gen (which becomes the
+ * newest state's generation). */
+void cred_note_persist(struct cred_table *t, struct cred *c, uint64_t gen,
+		       int err);
+
+/* Set or clear client_error (the provider refused our client). */
+void cred_set_client_error(struct cred_table *t, struct cred *c, bool on);
 
 #endif

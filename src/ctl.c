@@ -7,11 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
+#include <jansson.h>
 
 #include "config.h"
+#include "control.h"
 #include "key.h"
+#include "oauth.h"
+#include "record.h"
 #include "store.h"
 #include "util.h"
 
@@ -29,38 +35,282 @@ static int version_main(int argc, char **argv)
 	return 0;
 }
 
+/* Options a subcommand may take besides --config and --help. */
+enum {
+	OPT_FROM_FILE = 1 << 0,
+	OPT_NEW_KEY = 1 << 1,
+	OPT_JSON = 1 << 2,
+};
+
+struct args {
+	const char *config;
+	const char *pos[2];
+	size_t n_pos;
+	const char *from_file;
+	const char *new_key_file;
+	bool json;
+};
+
 /*
- * The arguments every subcommand takes: --config FILE and --help. Returns
- * 0 to go on, 1 after printing help, 2 for a usage error.
+ * Parse @argv for subcommand @name: --config FILE, --help, the options in
+ * @opts and @min..@max positional arguments. @usage follows "credfsctl
+ * NAME" in messages. Returns 0 to go on, 1 after printing help, 2 for a
+ * usage error (printed).
  */
-static int common_args(int argc, char **argv, const char *name,
-		       const char *help, const char **config)
+static int parse_args(int argc, char **argv, const char *name,
+		      const char *usage, const char *help, unsigned opts,
+		      size_t min, size_t max, struct args *a)
 {
 	int i;
 
-	*config = NULL;
+	memset(a, 0, sizeof(*a));
 	for (i = 1; i < argc; i++) {
-		if ((!strcmp(argv[i], "--config") || !strcmp(argv[i], "-c")) &&
-		    i + 1 < argc) {
-			*config = argv[++i];
-		} else if (!strcmp(argv[i], "--help") ||
-			   !strcmp(argv[i], "-h")) {
-			printf("Usage: credfsctl %s --config FILE\n\n%s", name,
+		const char *o = argv[i];
+		bool more = i + 1 < argc;
+
+		if ((!strcmp(o, "--config") || !strcmp(o, "-c")) && more) {
+			a->config = argv[++i];
+		} else if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+			printf("Usage: credfsctl %s %s\n\n%s", name, usage,
 			       help);
 			return 1;
+		} else if ((opts & OPT_FROM_FILE) &&
+			   !strcmp(o, "--from-file") && more) {
+			a->from_file = argv[++i];
+		} else if ((opts & OPT_NEW_KEY) &&
+			   !strcmp(o, "--new-key-file") && more) {
+			a->new_key_file = argv[++i];
+		} else if ((opts & OPT_JSON) && !strcmp(o, "--json")) {
+			a->json = true;
+		} else if (o[0] != '-' && a->n_pos < max) {
+			a->pos[a->n_pos++] = o;
 		} else {
 			fprintf(stderr,
-				"credfsctl %s: unexpected argument "
-				"'%s'\n",
-				name, argv[i]);
+				"credfsctl %s: unexpected argument '%s'\n"
+				"Usage: credfsctl %s %s\n",
+				name, o, name, usage);
 			return 2;
 		}
 	}
-	if (!*config) {
+	if (!a->config) {
 		fprintf(stderr, "credfsctl %s: missing --config FILE\n", name);
 		return 2;
 	}
+	if (a->n_pos < min) {
+		fprintf(stderr, "Usage: credfsctl %s %s\n", name, usage);
+		return 2;
+	}
+	if ((opts & OPT_NEW_KEY) && !a->new_key_file) {
+		fprintf(stderr, "credfsctl %s: missing --new-key-file FILE\n",
+			name);
+		return 2;
+	}
 	return 0;
+}
+
+/* The config, the master key and the store, or an error printed. */
+struct ctx {
+	struct config *cfg;
+	uint8_t *key;
+	struct store *st;
+};
+
+static int open_store(const char *path, enum store_mode mode, struct ctx *x)
+{
+	char err[1024];
+	int r;
+
+	memset(x, 0, sizeof(*x));
+	r = config_read(path, &x->cfg, err, sizeof(err));
+	if (r == 0 && !x->cfg->store_dir) {
+		snprintf(err, sizeof(err), "%s: store.dir: missing", path);
+		r = -EINVAL;
+	}
+	if (r == 0)
+		r = key_load(x->cfg->store_key_file, &x->key, err, sizeof(err));
+	if (r == 0)
+		r = store_open_dir(x->cfg->store_dir, x->key, mode, &x->st, err,
+				   sizeof(err));
+	if (r < 0)
+		fprintf(stderr, "credfsctl: %s\n", err);
+	return r;
+}
+
+static void close_store(struct ctx *x)
+{
+	store_close(x->st);
+	key_free(x->key);
+	config_free(x->cfg);
+}
+
+static const struct cred_conf *
+find_cred(const struct config *cfg, const char *tenant, const char *provider)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->n_creds; i++)
+		if (!strcmp(cfg->creds[i].tenant, tenant) &&
+		    !strcmp(cfg->creds[i].provider->name, provider))
+			return &cfg->creds[i];
+	return NULL;
+}
+
+/*
+ * Ask the daemon on the store to act on @request, printing its answer.
+ * Returns the daemon's status, or 0 with a note when none runs.
+ */
+static int tell_daemon(const struct config *cfg, const char *request,
+		       int64_t timeout_ms)
+{
+	struct buf reply;
+	int status, r;
+
+	buf_init(&reply, 16 * 1024 * 1024);
+	r = control_call(cfg->store_dir, request, timeout_ms, &reply, &status);
+	if (r == -ENOENT || r == -ECONNREFUSED) {
+		printf("no credfs daemon runs on this store; it reads the "
+		       "store when it starts\n");
+		status = 0;
+	} else if (r < 0) {
+		fprintf(stderr, "credfsctl: cannot reach the daemon: %s\n",
+			strerror(-r));
+		status = 1;
+	} else {
+		fputs(reply.data ? reply.data : "", stdout);
+	}
+	buf_free(&reply);
+	return status;
+}
+
+/* Read the secret input: --from-file, or stdin without echo on a tty. */
+static int read_input(const char *from_file, struct buf *in)
+{
+	struct termios old, quiet;
+	bool tty = !from_file && isatty(STDIN_FILENO);
+	char chunk[4096];
+	ssize_t n;
+	int r = 0;
+
+	if (from_file) {
+		r = file_read_capped(from_file, RECORD_MAX_BYTES / 2, false,
+				     in);
+		if (r < 0)
+			fprintf(stderr, "credfsctl: %s: %s\n", from_file,
+				strerror(-r));
+		return r;
+	}
+	buf_init(in, RECORD_MAX_BYTES / 2);
+	if (tty && tcgetattr(STDIN_FILENO, &old) == 0) {
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+		fprintf(stderr, "Refresh token (or token response JSON), "
+				"then Enter: ");
+	}
+	while (r == 0 && (n = read(STDIN_FILENO, chunk, sizeof(chunk))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		r = n < 0 ? -errno : buf_append(in, chunk, (size_t)n);
+		if (tty && memchr(chunk, '\n', n > 0 ? (size_t)n : 0))
+			break;
+	}
+	explicit_bzero(chunk, sizeof(chunk));
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+	}
+	if (r < 0)
+		fprintf(stderr, "credfsctl: reading stdin: %s\n",
+			r == -E2BIG ? "too long" : strerror(-r));
+	return r;
+}
+
+static bool token_chars_ok(const char *s)
+{
+	for (; *s; s++)
+		if (*s <= ' ' || *s > '~')
+			return false;
+	return true;
+}
+
+/*
+ * Parse what add was given into @r: a bare refresh token, or a token
+ * response (RFC 6749 5.1) with refresh_token and optionally access_token,
+ * token_type, expires_in and scope. The message never quotes the input.
+ */
+static int parse_input(char *text, struct record *r, char *err, size_t n)
+{
+	json_t *o, *v;
+	json_error_t je;
+	size_t len;
+
+	while (*text == ' ' || *text == '\t' || *text == '\n' || *text == '\r')
+		text++;
+	len = strlen(text);
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
+		       text[len - 1] == ' ' || text[len - 1] == '\t'))
+		text[--len] = '\0';
+	if (!len) {
+		snprintf(err, n, "no refresh token given (empty input)");
+		return -EINVAL;
+	}
+	if (text[0] != '{') {
+		if (len > OAUTH_MAX_TOKEN_BYTES || !token_chars_ok(text)) {
+			snprintf(err, n,
+				 "the input is not a refresh token (%zu bytes; "
+				 "printable ASCII without spaces expected) "
+				 "nor a JSON token response",
+				 len);
+			return -EINVAL;
+		}
+		r->refresh_token = strdup(text);
+		return r->refresh_token ? 0 : -ENOMEM;
+	}
+	o = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+	if (!o) {
+		snprintf(err, n,
+			 "the token response is not valid JSON (line %d)",
+			 je.line);
+		return -EINVAL;
+	}
+	v = json_object_get(o, "refresh_token");
+	if (!json_is_string(v) || !json_string_length(v) ||
+	    !token_chars_ok(json_string_value(v))) {
+		snprintf(err, n,
+			 "the token response has no usable "
+			 "\"refresh_token\" string");
+		json_decref(o);
+		return -EINVAL;
+	}
+	r->refresh_token = strdup(json_string_value(v));
+	v = json_object_get(o, "access_token");
+	if (json_is_string(v) && token_chars_ok(json_string_value(v))) {
+		json_t *exp = json_object_get(o, "expires_in");
+		json_t *type = json_object_get(o, "token_type");
+		json_t *scope = json_object_get(o, "scope");
+
+		r->issued_ms = time_real_ms();
+		if (json_is_number(exp) && json_number_value(exp) > 0 &&
+		    json_number_value(exp) < 1e9) {
+			r->access_token = strdup(json_string_value(v));
+			r->expires_ms =
+				r->issued_ms +
+				(int64_t)(json_number_value(exp) * 1000);
+		}
+		r->token_type =
+			strdup(json_is_string(type) ? json_string_value(type)
+						    : "Bearer");
+		if (json_is_string(scope))
+			r->scope = strdup(json_string_value(scope));
+	}
+	json_decref(o);
+	return r->refresh_token ? 0 : -ENOMEM;
+}
+
+/* How long the daemon may take to load a record and fetch a token. */
+static int64_t reload_timeout(const struct cred_conf *cc)
+{
+	return cc->timing.open_wait_ms + cc->provider->timeout_ms + 5000;
 }
 
 /* credfsctl check: validate as the daemon would, mount nothing. */
@@ -69,14 +319,16 @@ static int check_main(int argc, char **argv)
 	const char *path;
 	struct config *cfg;
 	char err[1024];
+	struct args a;
 	int r;
 
-	r = common_args(argc, argv, "check",
-			"Validate FILE (and read its client secret files) "
-			"exactly as credfs would.\n",
-			&path);
+	r = parse_args(argc, argv, "check", "--config FILE",
+		       "Validate FILE (and read its client secret files) "
+		       "exactly as credfs would.\n",
+		       0, 0, 0, &a);
 	if (r)
 		return r == 1 ? 0 : r;
+	path = a.config;
 	if (config_load(path, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "credfsctl: %s\n", err);
 		return 1;
@@ -95,16 +347,18 @@ static int init_main(int argc, char **argv)
 	uint8_t *key = NULL;
 	const char *path;
 	char err[1024];
+	struct args a;
 	int r;
 
-	r = common_args(argc, argv, "init",
-			"Create the store directory named by store.dir (0700) "
-			"and, if store.key_file\nis set and missing, a new "
-			"random 32-byte master key there (0600). Running it\n"
-			"again changes nothing. The key is never printed.\n",
-			&path);
+	r = parse_args(argc, argv, "init", "--config FILE",
+		       "Create the store directory named by store.dir (0700) "
+		       "and, if store.key_file\nis set and missing, a new "
+		       "random 32-byte master key there (0600). Running it\n"
+		       "again changes nothing. The key is never printed.\n",
+		       0, 0, 0, &a);
 	if (r)
 		return r == 1 ? 0 : r;
+	path = a.config;
 	umask(077);
 	r = config_read(path, &cfg, err, sizeof(err));
 	if (r == 0 && !cfg->store_dir) {
@@ -136,9 +390,342 @@ static int init_main(int argc, char **argv)
 	return r < 0 ? 1 : 0;
 }
 
+/* credfsctl add TENANT PROVIDER */
+static int add_main(int argc, char **argv)
+{
+	const struct cred_conf *cc;
+	struct record rec = {0};
+	struct args a;
+	struct ctx x;
+	struct buf in = {0};
+	char err[512], req[CONTROL_MAX_REQUEST];
+	uint64_t have = 0, expect;
+	int r, tries;
+
+	r = parse_args(argc, argv, "add",
+		       "TENANT PROVIDER --config FILE "
+		       "[--from-file FILE]",
+		       "Store the refresh token of TENANT's credential for "
+		       "PROVIDER, encrypted. It is\nread from stdin (without "
+		       "echo on a terminal) or from --from-file, never from\n"
+		       "the command line: either the bare refresh token or a "
+		       "whole token response\n(JSON with refresh_token and, "
+		       "optionally, access_token, expires_in, scope).\n"
+		       "The credential must be declared in the configuration "
+		       "with a provider whose\ngrant is refresh_token. A "
+		       "running daemon serves it at once.\n",
+		       OPT_FROM_FILE, 2, 2, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	if (open_store(a.config, STORE_ADMIN, &x) < 0)
+		return 1;
+	r = -EINVAL;
+	cc = find_cred(x.cfg, a.pos[0], a.pos[1]);
+	if (!cc) {
+		fprintf(stderr,
+			"credfsctl add: %s/%s is not declared in %s; add it "
+			"under tenants.%s.credentials first\n",
+			a.pos[0], a.pos[1], a.config, a.pos[0]);
+		goto out;
+	}
+	if (cc->provider->grant != GRANT_REFRESH_TOKEN) {
+		fprintf(stderr,
+			"credfsctl add: provider %s uses the "
+			"client_credentials grant; it needs no refresh "
+			"token\n",
+			cc->provider->name);
+		goto out;
+	}
+	r = read_input(a.from_file, &in);
+	if (r == 0)
+		r = parse_input(in.data ? in.data : (char *)"", &rec, err,
+				sizeof(err));
+	if (r == -EINVAL)
+		fprintf(stderr, "credfsctl add: %s\n", err);
+	for (tries = 0; r == 0 && tries < 5; tries++) {
+		/* A generation above anything before, even across a remove:
+		 * the record's old one plus one, or the time in ms. */
+		r = store_generation(x.st, cc->tenant, cc->provider->name,
+				     &have);
+		expect = r == 0 ? have : r == -ENOENT ? 0 : STORE_ANY_GEN;
+		if (r != 0)
+			have = 0;
+		rec.generation = have + 1 > (uint64_t)time_real_ms()
+					 ? have + 1
+					 : (uint64_t)time_real_ms();
+		r = store_save(x.st, cc->tenant, cc->provider->name, &rec,
+			       expect);
+		if (r != -ESTALE)
+			break;
+		r = 0; /* the daemon wrote meanwhile: again */
+	}
+	if (r == 0) {
+		printf("stored %s/%s (generation %llu)\n", cc->tenant,
+		       cc->provider->name, (unsigned long long)rec.generation);
+		snprintf(req, sizeof(req), "reload %s %s", cc->tenant,
+			 cc->provider->name);
+		r = tell_daemon(x.cfg, req, reload_timeout(cc)) ? -EIO : 0;
+	} else if (r != -EINVAL) {
+		fprintf(stderr, "credfsctl add: cannot write the record: %s\n",
+			strerror(-r));
+	}
+out:
+	record_clear(&rec);
+	buf_free(&in);
+	close_store(&x);
+	return r < 0 ? 1 : 0;
+}
+
+/* credfsctl remove TENANT PROVIDER */
+static int remove_main(int argc, char **argv)
+{
+	char req[CONTROL_MAX_REQUEST];
+	const struct cred_conf *cc;
+	struct args a;
+	struct ctx x;
+	int r;
+
+	r = parse_args(argc, argv, "remove", "TENANT PROVIDER --config FILE",
+		       "Delete the stored record of TENANT's credential for "
+		       "PROVIDER. A running\ndaemon stops serving it: its "
+		       "directory disappears; files already open keep\n"
+		       "their bytes until closed. Nothing is sent to the "
+		       "provider.\n",
+		       0, 2, 2, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	if (open_store(a.config, STORE_ADMIN, &x) < 0)
+		return 1;
+	r = store_remove(x.st, a.pos[0], a.pos[1]);
+	if (r == -ENOENT || r == -EINVAL)
+		fprintf(stderr,
+			"credfsctl remove: %s/%s: no record in the "
+			"store\n",
+			a.pos[0], a.pos[1]);
+	else if (r < 0)
+		fprintf(stderr, "credfsctl remove: %s/%s: %s\n", a.pos[0],
+			a.pos[1], strerror(-r));
+	if (r == 0) {
+		printf("removed %s/%s\n", a.pos[0], a.pos[1]);
+		cc = find_cred(x.cfg, a.pos[0], a.pos[1]);
+		snprintf(req, sizeof(req), "reload %s %s", a.pos[0], a.pos[1]);
+		if (cc && tell_daemon(x.cfg, req, reload_timeout(cc)))
+			r = -EIO;
+	}
+	close_store(&x);
+	return r < 0 ? 1 : 0;
+}
+
+/* One line of list: what the store holds and what the daemon says. */
+static void list_line(struct ctx *x, const char *tenant, const char *provider,
+		      const char *grant, json_t *live)
+{
+	const char *state = "-", *expires = "-";
+	char gen[32] = "-", stored_exp[32] = "-";
+	struct record r;
+	size_t i;
+	json_t *o;
+	int ret;
+
+	ret = store_load(x->st, tenant, provider, 0, &r);
+	if (ret == 0) {
+		snprintf(gen, sizeof(gen), "%llu",
+			 (unsigned long long)r.generation);
+		if (r.access_token && r.expires_ms)
+			time_rfc3339(r.expires_ms, stored_exp);
+		state = "stored";
+		expires = stored_exp;
+	} else if (ret == -ENOENT) {
+		state = strcmp(grant, "refresh_token") ? "-" : "absent";
+	} else {
+		state = "unreadable";
+	}
+	record_clear(&r);
+	json_array_foreach (live, i, o) {
+		json_t *t = json_object_get(o, "tenant");
+		json_t *p = json_object_get(o, "provider");
+
+		if (json_is_string(t) && json_is_string(p) &&
+		    !strcmp(json_string_value(t), tenant) &&
+		    !strcmp(json_string_value(p), provider)) {
+			state = json_string_value(json_object_get(o, "state"));
+			expires =
+				json_is_string(json_object_get(o, "expires_at"))
+					? json_string_value(json_object_get(
+						  o, "expires_at"))
+					: "-";
+		}
+	}
+	printf("%-20s %-16s %-18s %-12s %-21s %s\n", tenant, provider, grant,
+	       state ? state : "-", expires, gen);
+}
+
+struct orphans {
+	struct ctx *x;
+};
+
+static int list_orphan(void *arg, const char *tenant, const char *provider)
+{
+	struct orphans *o = arg;
+
+	if (!find_cred(o->x->cfg, tenant, provider))
+		list_line(o->x, tenant, provider, "not-configured", NULL);
+	return 0;
+}
+
+/* credfsctl list */
+static int list_main(int argc, char **argv)
+{
+	json_t *live = NULL;
+	struct orphans orph;
+	struct buf reply;
+	struct args a;
+	struct ctx x;
+	int status, r;
+	size_t i;
+
+	r = parse_args(argc, argv, "list", "--config FILE",
+		       "List every credential: tenant, provider, grant, "
+		       "state and expiry (from the\nrunning daemon when there "
+		       "is one, else from the store) and the record's\n"
+		       "generation. Records in the store that the "
+		       "configuration does not name are\nlisted as "
+		       "not-configured. Never prints a secret.\n",
+		       0, 0, 0, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	if (open_store(a.config, STORE_ADMIN, &x) < 0)
+		return 1;
+	buf_init(&reply, 64 * 1024 * 1024);
+	if (control_call(x.cfg->store_dir, "status --json", 10000, &reply,
+			 &status) == 0 &&
+	    status == 0)
+		live = json_loads(reply.data, 0, NULL);
+	else
+		printf("(no daemon runs on this store: states are the "
+		       "store's)\n");
+	buf_free(&reply);
+	printf("%-20s %-16s %-18s %-12s %-21s %s\n", "TENANT", "PROVIDER",
+	       "GRANT", "STATE", "EXPIRES", "GENERATION");
+	for (i = 0; i < x.cfg->n_creds; i++) {
+		const struct cred_conf *cc = &x.cfg->creds[i];
+
+		list_line(&x, cc->tenant, cc->provider->name,
+			  cc->provider->grant == GRANT_REFRESH_TOKEN
+				  ? "refresh_token"
+				  : "client_credentials",
+			  live);
+	}
+	orph.x = &x;
+	store_foreach(x.st, list_orphan, &orph);
+	json_decref(live);
+	close_store(&x);
+	return 0;
+}
+
+/* credfsctl status [TENANT [PROVIDER]] */
+static int status_main(int argc, char **argv)
+{
+	char req[CONTROL_MAX_REQUEST], err[1024];
+	struct config *cfg = NULL;
+	struct buf reply;
+	struct args a;
+	int status, r;
+
+	r = parse_args(argc, argv, "status",
+		       "[TENANT [PROVIDER]] --config FILE [--json]",
+		       "Print what the running daemon's status files say, "
+		       "without the mount:\nthe root status table, or the "
+		       "status file of each credential of TENANT\n(and "
+		       "PROVIDER); --json prints status.json objects in an "
+		       "array.\n",
+		       OPT_JSON, 0, 2, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	if (config_read(a.config, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "credfsctl: %s\n", err);
+		return 1;
+	}
+	if (!cfg->store_dir) {
+		fprintf(stderr,
+			"credfsctl status: %s has no store.dir, so no "
+			"control socket: read the status files in "
+			"the mount\n",
+			a.config);
+		config_free(cfg);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "status%s%s%s%s%s", a.json ? " --json" : "",
+		 a.n_pos ? " " : "", a.n_pos ? a.pos[0] : "",
+		 a.n_pos > 1 ? " " : "", a.n_pos > 1 ? a.pos[1] : "");
+	buf_init(&reply, 64 * 1024 * 1024);
+	r = control_call(cfg->store_dir, req, 10000, &reply, &status);
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		fprintf(stderr,
+			"credfsctl status: no credfs daemon runs on "
+			"store %s\n",
+			cfg->store_dir);
+	else if (r < 0)
+		fprintf(stderr, "credfsctl status: %s\n", strerror(-r));
+	else
+		fputs(reply.data ? reply.data : "", status ? stderr : stdout);
+	buf_free(&reply);
+	config_free(cfg);
+	return r < 0 ? 1 : status;
+}
+
+/* credfsctl rekey --new-key-file FILE */
+static int rekey_main(int argc, char **argv)
+{
+	uint8_t *new_key = NULL;
+	char err[1024];
+	struct args a;
+	struct ctx x;
+	size_t n;
+	int r;
+
+	r = parse_args(argc, argv, "rekey", "--config FILE --new-key-file FILE",
+		       "Re-encrypt every record under the master key in "
+		       "--new-key-file (created,\n0600, if missing). The "
+		       "daemon must be stopped. Crash-safe: until the new\n"
+		       "key check is in place the old key opens the whole "
+		       "store, after it the new\none does. Then point "
+		       "store.key_file (or the systemd credential) at the\n"
+		       "new key.\n",
+		       OPT_NEW_KEY, 0, 0, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	umask(077);
+	if (open_store(a.config, STORE_DAEMON, &x) < 0)
+		return 1;
+	r = key_create(a.new_key_file, err, sizeof(err));
+	if (r == 0)
+		printf("created master key %s\n", a.new_key_file);
+	if (r == -EEXIST)
+		r = 0;
+	if (r == 0)
+		r = key_load_file(a.new_key_file, &new_key, err, sizeof(err));
+	if (r == 0)
+		r = store_rekey(x.st, new_key, &n, err, sizeof(err));
+	if (r == 0)
+		printf("re-encrypted %zu records under %s; set store.key_file "
+		       "to it: the old key no longer opens the store\n",
+		       n, a.new_key_file);
+	else
+		fprintf(stderr, "credfsctl rekey: %s\n", err);
+	close_store(&x);
+	key_free(new_key);
+	return r < 0 ? 1 : 0;
+}
+
 static const struct command commands[] = {
 	{"check", check_main, "validate a configuration file"},
 	{"init", init_main, "create the store directory and its master key"},
+	{"add", add_main, "store a credential's refresh token"},
+	{"list", list_main, "list credentials, their state and expiry"},
+	{"remove", remove_main, "delete a credential's record"},
+	{"rekey", rekey_main, "re-encrypt the store under a new master key"},
+	{"status", status_main, "what the daemon's status files say"},
 	{"help", help_main, "show this help"},
 	{"version", version_main, "show the version"},
 };

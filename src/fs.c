@@ -387,8 +387,11 @@ static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
 		return 0;
-	case K_TENANT:
 	case K_CRED_DIR:
+		if (!cred_present(n->cred))
+			return ENOENT; /* its record was removed */
+				       /* fall through */
+	case K_TENANT:
 		owner_of(fs, n, st, S_IFDIR);
 		st->st_nlink = 2;
 		return 0;
@@ -570,10 +573,12 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			struct cred *c = &fs->t->creds[tc->first_cred + i];
 
 			if (!strcmp(c->conf->provider->name, name))
-				return cred_dir_ino(c);
+				return cred_present(c) ? cred_dir_ino(c) : 0;
 		}
 		return 0;
 	case K_CRED_DIR:
+		if (!cred_present(parent->cred))
+			return 0;
 		if (!strcmp(name, render_file_name(CF_ACCESS_TOKEN))) {
 			if (fs->cache_kernel) {
 				*err = lookup_token(fs, parent->cred,
@@ -663,6 +668,9 @@ static const char *errno_name(int e)
 	case EACCES: return "EACCES";
 	case EAGAIN: return "EAGAIN";
 	case EKEYEXPIRED: return "EKEYEXPIRED";
+	case EKEYREVOKED: return "EKEYREVOKED";
+	case EKEYREJECTED: return "EKEYREJECTED";
+	case ENOENT: return "ENOENT";
 	case ESTALE: return "ESTALE";
 	case ENOMEM: return "ENOMEM";
 	default: return "error";
@@ -898,6 +906,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		for (i = 0; i < tc->n_creds && !d.full; i++) {
 			struct cred *c = &fs->t->creds[tc->first_cred + i];
 
+			if (!cred_present(c))
+				continue; /* no record in the store */
 			dir_add(req, &d, c->conf->provider->name,
 				cred_dir_ino(c), S_IFDIR);
 		}
@@ -1109,4 +1119,20 @@ void fs_token_expired(void *arg, struct cred *c, uint64_t gen)
 		log_debug("%s/%s: cannot invalidate the expired token: %s",
 			  c->conf->tenant, c->conf->provider->name,
 			  strerror(-r));
+}
+
+void fs_cred_changed(void *arg, struct cred *c)
+{
+	struct fs *fs = arg;
+	fuse_ino_t tenant = INO_TENANT_BASE + c->conf->tenant_idx;
+	const char *name = c->conf->provider->name;
+
+	if (!fs->se)
+		return;
+	/* The name, the listing and the token's name: the next walk asks. */
+	fuse_lowlevel_notify_inval_entry(fs->se, tenant, name, strlen(name));
+	fuse_lowlevel_notify_inval_inode(fs->se, tenant, 0, 0);
+	fuse_lowlevel_notify_inval_entry(fs->se, cred_dir_ino(c),
+					 "access_token",
+					 strlen("access_token"));
 }

@@ -45,4 +45,11 @@ void fs_token_rotated(void *fs, struct cred *c);
  */
 void fs_token_expired(void *fs, struct cred *c, uint64_t gen);
 
+/*
+ * @c's directory appeared or went (a record added or removed), or its
+ * tokens changed outside a refresh: drop the kernel's cached names.
+ * Any thread but a FUSE worker; no locks held.
+ */
+void fs_cred_changed(void *fs, struct cred *c);
+
 #endif

@@ -40,7 +40,7 @@ void key_free(uint8_t *key)
 		free(key);
 }
 
-static int read_key(const char *path, uint8_t **out, char *err, size_t errlen)
+int key_load_file(const char *path, uint8_t **out, char *err, size_t errlen)
 {
 	uint8_t raw[KEY_BYTES + 1];
 	struct stat st;
@@ -101,7 +101,7 @@ int key_load(const char *key_file, uint8_t **out, char *err, size_t errlen)
 	if (creds && *creds) {
 		snprintf(path, sizeof(path), "%s/credfs.key", creds);
 		if (access(path, F_OK) == 0)
-			return read_key(path, out, err, errlen);
+			return key_load_file(path, out, err, errlen);
 	}
 	if (!key_file) {
 		snprintf(err, errlen,
@@ -109,7 +109,7 @@ int key_load(const char *key_file, uint8_t **out, char *err, size_t errlen)
 			 "pass the systemd credential credfs.key");
 		return -ENOENT;
 	}
-	return read_key(key_file, out, err, errlen);
+	return key_load_file(key_file, out, err, errlen);
 }
 
 int key_create(const char *path, char *err, size_t errlen)

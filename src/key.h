@@ -17,6 +17,9 @@
  * NULL when only the credential is used. 0 or -errno with @err. */
 int key_load(const char *key_file, uint8_t **out, char *err, size_t errlen);
 
+/* Load the key in @path only, with the same checks. 0 or -errno. */
+int key_load_file(const char *path, uint8_t **out, char *err, size_t errlen);
+
 /* Create @path with 32 random bytes (0600, O_EXCL). 0, -EEXIST, -errno. */
 int key_create(const char *path, char *err, size_t errlen);
 

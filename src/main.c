@@ -24,9 +24,12 @@
 #include <fuse_lowlevel.h>
 #include <jansson.h>
 
-#include "config.h"
-#include "cred.h"
+#include "admin.h"
 #include "audit.h"
+#include "config.h"
+#include "control.h"
+#include "cred.h"
+#include "credstore.h"
 #include "fs.h"
 #include "key.h"
 #include "log.h"
@@ -212,10 +215,11 @@ static int write_pid_file(const char *path)
 }
 
 /* SIGHUP is blocked in every thread and taken here: reopen the audit log
- * (for logrotate). SIGUSR2 with @stop set ends the thread. */
+ * (for logrotate) and reread the store's records. SIGUSR2 with @stop set
+ * ends the thread. */
 struct hup {
 	pthread_t thread;
-	struct audit *audit;
+	struct admin *admin;
 	atomic_bool stop;
 };
 
@@ -231,10 +235,8 @@ static void *hup_main(void *arg)
 	while (!atomic_load(&h->stop)) {
 		if (sigwait(&set, &sig) != 0 || sig != SIGHUP)
 			continue;
-		if (audit_reopen(h->audit) == 0)
-			log_info("SIGHUP: audit log reopened");
-		else
-			log_error("SIGHUP: cannot reopen the audit log");
+		admin_reload(h->admin, NULL);
+		log_info("SIGHUP: audit log reopened, store reread");
 	}
 	return NULL;
 }
@@ -267,6 +269,26 @@ static void *ready_main(void *arg)
 	return NULL;
 }
 
+/* Say so, loudly, when a rotated refresh token never reached the store. */
+static void warn_unpersisted(struct cred_table *t)
+{
+	size_t i;
+
+	for (i = 0; t && i < t->n; i++) {
+		struct cred *c = &t->creds[i];
+
+		pthread_mutex_lock(&c->lock);
+		if (c->record_gen > c->durable_gen)
+			log_error("%s/%s: exiting with generation %llu not in "
+				  "the store (%s): its refresh token is lost",
+				  c->conf->tenant, c->conf->provider->name,
+				  (unsigned long long)c->record_gen,
+				  c->persist_error[0] ? c->persist_error
+						      : "never written");
+		pthread_mutex_unlock(&c->lock);
+	}
+}
+
 /* Wipe jansson's copies of token responses when it frees them. */
 static void json_wipe_free(void *p)
 {
@@ -286,6 +308,8 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	struct fs *fs = NULL;
 	struct audit *audit = NULL;
 	struct store *store = NULL;
+	struct control *control = NULL;
+	struct admin admin = {0};
 	uint8_t *key = NULL;
 	char err[1024];
 	struct hup hup = {.stop = false};
@@ -317,18 +341,28 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	sigaddset(&hupset, SIGHUP);
 	sigaddset(&hupset, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &hupset, NULL);
-	hup.audit = audit;
-	r = -pthread_create(&hup.thread, NULL, hup_main, &hup);
-	hup_started = r == 0;
-	if (r == 0)
-		r = cred_table_new(cfg, &t);
+	r = cred_table_new(cfg, &t);
 	if (r == 0) {
 		t->audit = audit;
+		t->store = store;
 		r = fs_new(t, audit, cfg->cache_kernel, &fs);
 	}
-	if (r == 0)
+	if (r == 0) {
+		t->notify = fs_cred_changed;
+		t->notify_arg = fs;
+		if (store)
+			log_info("store %s: %zu records loaded", cfg->store_dir,
+				 credstore_load_all(t));
 		r = refresher_new(t, fs_token_rotated, fs_token_expired, fs,
 				  &rf);
+	}
+	admin.t = t;
+	admin.audit = audit;
+	hup.admin = &admin;
+	if (r == 0) {
+		r = -pthread_create(&hup.thread, NULL, hup_main, &hup);
+		hup_started = r == 0;
+	}
 	if (r < 0) {
 		log_error_errno(r, "cannot set up");
 		goto out;
@@ -369,6 +403,14 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 		log_error_errno(r, "cannot start the refresher");
 		goto out_unmount;
 	}
+	if (store) {
+		r = control_start(cfg->store_dir, admin_request, &admin,
+				  &control, err, sizeof(err));
+		if (r < 0) {
+			log_error("%s", err);
+			goto out_unmount;
+		}
+	}
 	if (o->pid_file) {
 		r = write_pid_file(o->pid_file);
 		if (r < 0) {
@@ -402,9 +444,11 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	pthread_join(rd.thread, NULL);
 	log_info("unmounting %s", o->mountpoint);
 out_unmount:
-	/* Stop the refresher before the session it notifies goes away. */
+	/* Stop what notifies the session before it goes away. */
+	control_stop(control);
 	refresher_free(rf);
 	rf = NULL;
+	warn_unpersisted(t);
 	fs_set_session(fs, NULL);
 	fuse_session_unmount(se);
 out_signals:
@@ -436,6 +480,7 @@ int main(int argc, char **argv)
 	struct opts o = {0};
 	struct config *cfg = NULL;
 	int ready_fd = -1, r;
+	char *mountpoint = NULL;
 	char err[1024];
 	struct stat st;
 
@@ -466,11 +511,14 @@ int main(int argc, char **argv)
 		r = -EINVAL;
 		goto out;
 	}
-	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
+	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode) ||
+	    !(mountpoint = realpath(o.mountpoint, NULL))) {
 		fprintf(stderr, "credfs: %s: not a directory\n", o.mountpoint);
 		r = -ENOTDIR;
 		goto out;
 	}
+	/* Absolute: the daemon leaves for / and must still unmount it. */
+	o.mountpoint = mountpoint;
 	if (!o.foreground) {
 		r = daemonize(&ready_fd);
 		if (r < 0) {
@@ -484,5 +532,6 @@ out:
 	config_free(cfg);
 	curl_global_cleanup();
 	free(o.fuse_opts);
+	free(mountpoint);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -155,8 +155,7 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Split a space-separated scope string into a sorted, unique list. */
-static int split_scopes(const char *s, struct oauth_token *t)
+int oauth_split_scopes(const char *s, struct oauth_token *t)
 {
 	char *copy = strdup(s), *p, *save = NULL;
 	size_t i, n = 0;
@@ -260,7 +259,7 @@ static void parse_success(json_t *root, struct oauth_result *res)
 	if (rt)
 		t->refresh_token = strdup(json_string_value(rt));
 	if (!t->access_token || !t->token_type || (rt && !t->refresh_token) ||
-	    (sc && split_scopes(json_string_value(sc), t) < 0)) {
+	    (sc && oauth_split_scopes(json_string_value(sc), t) < 0)) {
 		oauth_result_clear(res);
 		res->outcome = OAUTH_TRANSIENT;
 		snprintf(res->error, sizeof(res->error), "out of memory");

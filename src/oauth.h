@@ -66,6 +66,9 @@ void oauth_classify(long status, const char *body, size_t len,
 		    const char *retry_after, int64_t now_ms,
 		    struct oauth_result *res);
 
+/* Split space-separated @s into @t's sorted, unique scope list. 0/-errno. */
+int oauth_split_scopes(const char *s, struct oauth_token *t);
+
 /* Release what a result holds, wiping the token. Safe to call twice. */
 void oauth_result_clear(struct oauth_result *res);
 

@@ -20,6 +20,7 @@
 #include "audit.h"
 #include "config.h"
 #include "cred.h"
+#include "credstore.h"
 #include "http.h"
 #include "log.h"
 #include "oauth.h"
@@ -29,10 +30,13 @@
 
 #define NOT_IN_HEAP SIZE_MAX
 #define IDLE_WAIT_MS (60 * 1000)
+#define PERSIST_RETRY_MIN_MS 500
+#define PERSIST_RETRY_MAX_MS (10 * 1000)
 
 struct lane {
 	unsigned inflight;
 	struct cred *head, *tail; /* waiting for a free slot */
+	bool client_error;	  /* the provider refuses our client */
 };
 
 struct refresher {
@@ -91,16 +95,39 @@ static void heap_down(struct refresher *rf, size_t i)
 	}
 }
 
-/* Insert @c keyed by the earlier of its next request and its expiry. */
+static int64_t min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* The earliest of @c's next request, expiry event and persist retry. */
+static int64_t due_of(const struct cred *c)
+{
+	return min64(min64(c->attempt_mono, c->expiry_mono), c->persist_mono);
+}
+
 static void heap_push(struct refresher *rf, struct cred *c)
 {
-	int64_t due = c->attempt_mono < c->expiry_mono ? c->attempt_mono
-						       : c->expiry_mono;
-
-	c->due_mono = due;
+	c->due_mono = due_of(c);
 	c->heap_idx = rf->n;
 	rf->heap[rf->n++] = c;
 	heap_up(rf, c->heap_idx);
+}
+
+/* @c's key changed while in the heap. */
+static void heap_fix(struct refresher *rf, struct cred *c)
+{
+	c->due_mono = due_of(c);
+	heap_up(rf, c->heap_idx);
+	heap_down(rf, c->heap_idx);
+}
+
+/* Wall-clock @ms as monotonic; INT64_MAX stays. */
+static int64_t mono_of(int64_t ms)
+{
+	if (ms == INT64_MAX)
+		return INT64_MAX;
+	return time_mono_ms() + (ms - time_real_ms());
 }
 
 static struct cred *heap_pop(struct refresher *rf)
@@ -139,6 +166,38 @@ static size_t lane_of(struct refresher *rf, const struct cred *c)
 	return (size_t)(c->conf->provider - rf->t->cfg->providers);
 }
 
+/* Plan @c from its state: next request, expiry event, persist retry. With
+ * @c's lock held; the refresher's lock too. */
+static void plan_locked(struct cred *c)
+{
+	bool parked = !cred_present(c) || c->revoked ||
+		      (cred_uses_store(c) && !c->refresh_token);
+
+	c->attempt_mono = parked || !c->next_refresh_ms
+				  ? (parked ? INT64_MAX : time_mono_ms())
+				  : mono_of(c->next_refresh_ms);
+	c->expiry_gen = c->cur ? c->cur->gen : 0;
+	c->expiry_mono =
+		c->cur ? mono_of(cred_token_deadline(c, c->cur)) : INT64_MAX;
+	if (c->record_gen > c->durable_gen && c->persist_mono == INT64_MAX)
+		c->persist_mono = time_mono_ms();
+}
+
+/* From outside the refresher, with @c's lock held (cred -> refresher). */
+static void replan(void *arg, struct cred *c)
+{
+	struct refresher *rf = arg;
+
+	pthread_mutex_lock(&rf->lock);
+	/* Not in the heap: queued or in flight; its completion plans it. */
+	if (c->heap_idx != NOT_IN_HEAP) {
+		plan_locked(c);
+		heap_fix(rf, c);
+	}
+	pthread_mutex_unlock(&rf->lock);
+	curl_multi_wakeup(rf->multi);
+}
+
 /* @tok: the new token after a rotation, NULL after a failure. */
 static void audit_refresh(struct refresher *rf, struct cred *c,
 			  const struct oauth_result *res,
@@ -157,12 +216,23 @@ static void audit_refresh(struct refresher *rf, struct cred *c,
 		audit_log(rf->t->audit, &rec);
 }
 
-/* Plan the expiry event of @c's new token @tok (refresher thread). */
-static void arm_expiry(struct cred *c, const struct token *tok)
+static void audit_persist(struct refresher *rf, struct cred *c,
+			  const struct persist_result *pr)
 {
-	c->expiry_gen = tok->gen;
-	c->expiry_mono =
-		time_mono_ms() + (cred_token_deadline(c, tok) - time_real_ms());
+	char detail[128];
+	struct audit_rec rec = {
+		.event = pr->err ? "persist_error" : "persist_ok",
+		.tenant = c->conf->tenant,
+		.provider = c->conf->provider->name,
+		.outcome = pr->err ? "error" : "ok",
+		.detail = detail,
+	};
+
+	snprintf(detail, sizeof(detail), "generation %llu%s%s",
+		 (unsigned long long)pr->gen, pr->err ? ": " : "",
+		 pr->err ? strerror(-pr->err) : "");
+	if (rf->t->audit)
+		audit_log(rf->t->audit, &rec);
 }
 
 /* The expiry of @c's token came before a new one: tell the filesystem. */
@@ -179,42 +249,180 @@ static void expired(struct refresher *rf, struct cred *c)
 	token_unref(tok);
 }
 
+/* Put @c back in the schedule after a request, planned from its state. */
+static void reschedule(struct refresher *rf, struct cred *c)
+{
+	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&rf->lock);
+	plan_locked(c);
+	heap_push(rf, c);
+	pthread_mutex_unlock(&rf->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * invalid_client for @c: the whole provider's credentials are in
+ * client_error, and none asks again before @c's retry (on) or its success
+ * clears it for all (off), when those without a token ask at once.
+ */
+static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
+				  int64_t next_ms)
+{
+	struct lane *l = &rf->lanes[lane_of(rf, c)];
+	size_t i;
+
+	if (l->client_error == on)
+		return;
+	l->client_error = on;
+	for (i = 0; i < rf->t->n; i++) {
+		struct cred *o = &rf->t->creds[i];
+
+		if (o->conf->provider != c->conf->provider)
+			continue;
+		cred_set_client_error(rf->t, o, on);
+		if (o == c)
+			continue;
+		pthread_mutex_lock(&o->lock);
+		pthread_mutex_lock(&rf->lock);
+		if (o->heap_idx != NOT_IN_HEAP) {
+			int64_t later = next_ms == INT64_MAX
+						? INT64_MAX
+						: mono_of(next_ms) + (int64_t)i % 1000;
+
+			/* Not before the refused one's retry; spread a little. */
+			if (on && o->attempt_mono < later)
+				o->attempt_mono = later;
+			else if (!on && !o->cur)
+				o->attempt_mono = time_mono_ms();
+			heap_fix(rf, o);
+		}
+		pthread_mutex_unlock(&rf->lock);
+		pthread_mutex_unlock(&o->lock);
+	}
+	log_warn("%s: %s", c->conf->provider->name,
+		 on ? "the provider refuses our client credentials; every "
+		      "credential of it is in client_error"
+		    : "the provider accepts our client again");
+}
+
+/* Try again to write @c's state, whose last write failed. */
+static void persist_retry(struct refresher *rf, struct cred *c)
+{
+	struct persist_result pr;
+	int r = credstore_write(rf->t, c, NULL, NULL, &pr);
+
+	if (r != -ECANCELED) {
+		cred_note_persist(rf->t, c, pr.gen, pr.err);
+		if (pr.err == 0 || c->persist_tries == 0)
+			audit_persist(rf, c, &pr);
+	}
+	if (r == 0 || r == -ECANCELED) {
+		if (r == 0)
+			log_info("%s/%s: generation %llu written to the store",
+				 c->conf->tenant, c->conf->provider->name,
+				 (unsigned long long)pr.gen);
+		c->persist_tries = 0;
+		c->persist_mono = INT64_MAX;
+		return;
+	}
+	c->persist_tries++;
+	c->persist_mono =
+		time_mono_ms() + plan_backoff_ms(PERSIST_RETRY_MIN_MS,
+						 PERSIST_RETRY_MAX_MS,
+						 c->persist_tries,
+						 0.5 + plan_rand(&rf->rng) / 2);
+}
+
 static void complete(struct refresher *rf, struct cred *c,
 		     struct oauth_result *res, int64_t sent_ms)
 {
-	struct token *tok = NULL;
+	struct persist_result pr = {0};
+	struct token *tok = NULL, *before = cred_current_token(c), *after;
+	char msg[512];
 	int64_t next, now;
-	bool rotated;
+	bool voided = false;
 
-	next = cred_finish_attempt(rf->t, c, res, sent_ms, plan_rand(&rf->rng),
-				   &rotated);
+	if (res->outcome == OAUTH_OK) {
+		tok = cred_token_new(c, &res->tok, sent_ms);
+		if (!tok) {
+			res->outcome = OAUTH_TRANSIENT;
+			snprintf(res->error, sizeof(res->error),
+				 "out of memory storing the token");
+		}
+	}
+	if (cred_uses_store(c)) {
+		pthread_mutex_lock(&c->lock);
+		voided = c->record_gen != c->flight_gen || !cred_present(c);
+		pthread_mutex_unlock(&c->lock);
+		/* A rotated refresh token is durable before it counts. */
+		if (!voided && tok &&
+		    credstore_write(rf->t, c, tok, res->tok.refresh_token,
+				    &pr) == -ECANCELED)
+			voided = true;
+		/* invalid_grant: someone may have rotated it meanwhile. */
+		if (!voided && res->outcome == OAUTH_INVALID_GRANT &&
+		    credstore_reload(rf->t, c, msg, sizeof(msg)) == CS_ADOPTED)
+			voided = true;
+	}
+	if (voided) {
+		/* The record changed under the request: its result belongs
+		 * to a refresh token that is no longer ours. */
+		log_info("%s/%s: the stored record changed during the "
+			 "request; asking again with the new one",
+			 c->conf->tenant, c->conf->provider->name);
+		token_unref(tok);
+		cred_abandon_attempt(rf->t, c);
+		token_unref(before);
+		reschedule(rf, c);
+		return;
+	}
+
+	next = cred_finish_attempt(rf->t, c, res, token_ref(tok),
+				   pr.gen ? &pr : NULL, plan_rand(&rf->rng));
 	now = time_real_ms();
-	if (rotated)
+	if (tok)
 		log_debug("%s/%s: refreshed, expires in %llds, next refresh in "
 			  "%llds",
 			  c->conf->tenant, c->conf->provider->name,
-			  (long long)(res->tok.expires_in_ms >= 0
-					      ? res->tok.expires_in_ms / 1000
-					      : -1),
+			  (long long)((tok->expires_ms - now) / 1000),
 			  (long long)((next - now) / 1000));
+	else if (next == INT64_MAX)
+		log_error(
+			"%s/%s: refresh token refused (%s): %s; revoked until "
+			"a new one is added",
+			c->conf->tenant, c->conf->provider->name,
+			oauth_outcome_name(res->outcome), res->error);
 	else
 		log_warn("%s/%s: refresh failed (%s): %s; retry in %.1fs",
 			 c->conf->tenant, c->conf->provider->name,
 			 oauth_outcome_name(res->outcome), res->error,
 			 (double)(next - now) / 1000.0);
-	if (rotated)
-		tok = cred_current_token(c); /* only this thread publishes */
+	if (pr.gen && pr.err)
+		log_error("%s/%s: cannot write generation %llu to the store: "
+			  "%s; serving it from memory, retrying",
+			  c->conf->tenant, c->conf->provider->name,
+			  (unsigned long long)pr.gen, strerror(-pr.err));
 	audit_refresh(rf, c, res, tok);
+	if (pr.gen && pr.err)
+		audit_persist(rf, c, &pr);
 	if (tok && rf->on_rotate)
 		rf->on_rotate(rf->arg, c);
-	if (tok)
-		arm_expiry(c, tok);
+	after = cred_current_token(c);
+	if (before && !after && rf->on_expire)
+		rf->on_expire(rf->arg, c, before->gen); /* revoked */
+	token_unref(after);
+	token_unref(before);
+	if (tok || res->outcome == OAUTH_INVALID_CLIENT)
+		provider_client_error(rf, c, !tok, next);
 	token_unref(tok);
-
-	pthread_mutex_lock(&rf->lock);
-	c->attempt_mono = time_mono_ms() + (next - now);
-	heap_push(rf, c);
-	pthread_mutex_unlock(&rf->lock);
+	if (pr.gen && pr.err) {
+		c->persist_tries = 1;
+		c->persist_mono = time_mono_ms() + PERSIST_RETRY_MIN_MS;
+	} else if (pr.gen) {
+		c->persist_tries = 0;
+		c->persist_mono = INT64_MAX;
+	}
+	reschedule(rf, c);
 }
 
 /* Send @c's token request, or complete it as failed if it cannot be built. */
@@ -223,14 +431,23 @@ static void start(struct refresher *rf, struct cred *c)
 	const struct provider_conf *p = c->conf->provider;
 	struct oauth_result res = {.retry_after_ms = -1};
 	struct http_req *req = NULL;
-	char *auth = NULL;
+	char *auth = NULL, *rt = NULL;
+	enum cred_begin b;
 	struct buf body;
 	int r;
 
-	if (!cred_begin_attempt(c))
+	b = cred_begin_attempt(c, &rt);
+	if (b == CRED_BEGIN_BUSY)
 		return;
+	if (b == CRED_BEGIN_PARK) {
+		reschedule(rf, c); /* nothing to ask with: parked */
+		return;
+	}
 	rf->lanes[lane_of(rf, c)].inflight++;
-	r = oauth_build_request(c->conf, NULL, &body, &auth);
+	r = cred_uses_store(c) && !rt ? -ENOMEM : 0;
+	if (r == 0)
+		r = oauth_build_request(c->conf, rt, &body, &auth);
+	strfreezero(rt);
 	if (r == 0)
 		r = http_req_new(p->token_url, &body, auth, p->timeout_ms,
 				 p->max_response_bytes, c, &req);
@@ -315,6 +532,13 @@ static void *run(void *arg)
 		while (rf->n && rf->heap[0]->due_mono <= now) {
 			struct cred *c = heap_pop(rf);
 
+			if (c->persist_mono <= now) {
+				pthread_mutex_unlock(&rf->lock);
+				persist_retry(rf, c);
+				pthread_mutex_lock(&rf->lock);
+				heap_push(rf, c);
+				continue;
+			}
 			if (c->attempt_mono > now) {
 				/* An expiry event, not a request. */
 				c->expiry_mono = INT64_MAX;
@@ -386,11 +610,16 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	    !rf->rng)
 		rf->rng = (uint64_t)now | 1;
 	for (i = 0; i < t->n; i++) {
-		t->creds[i].attempt_mono = now;
-		t->creds[i].expiry_mono = INT64_MAX;
-		heap_push(rf, &t->creds[i]);
+		struct cred *c = &t->creds[i];
+
+		pthread_mutex_lock(&c->lock);
+		c->persist_mono = INT64_MAX;
+		plan_locked(c);
+		heap_push(rf, c);
+		pthread_mutex_unlock(&c->lock);
 	}
 	t->kick = kick;
+	t->replan = replan;
 	t->kick_arg = rf;
 	*out = rf;
 	return 0;
@@ -420,6 +649,7 @@ void refresher_free(struct refresher *rf)
 		pthread_join(rf->thread, NULL);
 	}
 	rf->t->kick = NULL;
+	rf->t->replan = NULL;
 	for (i = 0; rf->multi && i < rf->t->n; i++) {
 		struct cred *c = &rf->t->creds[i];
 

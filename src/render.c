@@ -32,7 +32,14 @@ const char *render_file_name(enum cred_file f)
 
 static const char *health(const struct cred_view *v)
 {
+	if (v->persist_error[0])
+		return "store_failing";
 	return v->consecutive_failures ? "failing" : "ok";
+}
+
+static const char *grant_name(const struct cred *c)
+{
+	return cred_uses_store(c) ? "refresh_token" : "client_credentials";
 }
 
 static int64_t secs_until(int64_t at_ms, int64_t now_ms)
@@ -103,7 +110,8 @@ static int render_status(struct cred_table *t, struct cred *c,
 			 const struct cred_view *v, int64_t now,
 			 struct buf *out)
 {
-	char exp[32] = "-", last[32], next[32], lerr[32], audit_text[192];
+	char exp[32] = "-", last[32], next[32], lerr[32], perr[32];
+	char audit_text[192];
 	struct buf req, gr;
 	int r;
 
@@ -120,11 +128,12 @@ static int render_status(struct cred_table *t, struct cred *c,
 	time_or_never(v->last_refresh_ms, last);
 	time_or_never(v->next_refresh_ms, next);
 	time_or_never(v->last_error_ms, lerr);
+	time_or_never(v->persist_error_ms, perr);
 	r = buf_printf(
 		out,
 		"tenant: %s\n"
 		"provider: %s\n"
-		"grant: client_credentials\n"
+		"grant: %s\n"
 		"state: %s\n"
 		"health: %s\n"
 		"token_type: %s\n"
@@ -145,8 +154,12 @@ static int render_status(struct cred_table *t, struct cred *c,
 		"over_privileged: %s\n"
 		"strict_scopes: %s\n"
 		"refused: %s\n"
+		"generation: %" PRIu64 "\n"
+		"persist_error: %s\n"
+		"persist_error_at: %s\n"
+		"persist_failures: %" PRIu64 "\n"
 		"audit: %s\n",
-		c->conf->tenant, c->conf->provider->name,
+		c->conf->tenant, c->conf->provider->name, grant_name(c),
 		cred_state_name(v->state), health(v),
 		v->has_token ? v->token_type : "-", v->has_token ? v->fp : "-",
 		exp, v->has_token ? secs_until(v->expires_ms, now) : 0, last,
@@ -157,7 +170,8 @@ static int render_status(struct cred_table *t, struct cred *c,
 		req.len ? req.data : "-", gr.len ? gr.data : "-",
 		v->over ? v->over : "-",
 		c->conf->strict_scopes ? "true" : "false", refused(c, v),
-		audit_text);
+		v->record_gen, v->persist_error[0] ? v->persist_error : "-",
+		perr, v->persist_failures, audit_text);
 out:
 	buf_free(&req);
 	buf_free(&gr);
@@ -207,7 +221,7 @@ static int render_status_json(struct cred_table *t, struct cred *c,
 	json_object_set_new(o, "tenant", json_string(c->conf->tenant));
 	json_object_set_new(o, "provider",
 			    json_string(c->conf->provider->name));
-	json_object_set_new(o, "grant", json_string("client_credentials"));
+	json_object_set_new(o, "grant", json_string(grant_name(c)));
 	json_object_set_new(o, "state", json_string(cred_state_name(v->state)));
 	json_object_set_new(o, "health", json_string(health(v)));
 	json_object_set_new(o, "token_type",
@@ -251,6 +265,17 @@ static int render_status_json(struct cred_table *t, struct cred *c,
 			    strcmp(refused(c, v), "-")
 				    ? json_string(refused(c, v))
 				    : json_null());
+	json_object_set_new(o, "generation",
+			    cred_uses_store(c)
+				    ? json_integer((json_int_t)v->record_gen)
+				    : json_null());
+	json_object_set_new(o, "persist_error",
+			    v->persist_error[0] ? json_string(v->persist_error)
+						: json_null());
+	json_object_set_new(o, "persist_error_at",
+			    json_time(v->persist_error_ms));
+	json_object_set_new(o, "persist_failures",
+			    json_integer((json_int_t)v->persist_failures));
 	audit_health(t, audit_text, sizeof(audit_text));
 	json_object_set_new(o, "audit", json_string(audit_text));
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -380,6 +405,16 @@ static int64_t m_open_errors(const struct cred_view *v, int64_t now)
 	return (int64_t)v->open_errors;
 }
 
+static int64_t m_persist_failures(const struct cred_view *v, int64_t now)
+{
+	return (int64_t)v->persist_failures;
+}
+
+static int64_t m_unpersisted(const struct cred_view *v, int64_t now)
+{
+	return v->record_gen > v->durable_gen;
+}
+
 static const struct {
 	const char *name, *type, *help;
 	series_fn fn;
@@ -398,12 +433,19 @@ static const struct {
 	{"credfs_token_open_errors_total", "counter",
 	 "Opens of access_token that failed (expired, no token).",
 	 m_open_errors},
+	{"credfs_store_write_failures_total", "counter",
+	 "Writes of the credential's record to the store that failed.",
+	 m_persist_failures},
+	{"credfs_store_unpersisted", "gauge",
+	 "1 while the newest state (a rotated refresh token) is only in "
+	 "memory.",
+	 m_unpersisted},
 };
 
 int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 		   struct buf *out)
 {
-	uint64_t by_state[CRED_ERROR + 1] = {0};
+	uint64_t by_state[CRED_STATE_COUNT] = {0};
 	struct cred_view *views;
 	size_t i, k;
 	int s, r;
@@ -424,7 +466,7 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 		       "# HELP credfs_credentials Credentials by state.\n"
 		       "# TYPE credfs_credentials gauge\n",
 		       CREDFS_VERSION);
-	for (s = 0; s <= CRED_ERROR && r == 0; s++)
+	for (s = 0; s < CRED_STATE_COUNT && r == 0; s++)
 		r = buf_printf(
 			out, "credfs_credentials{state=\"%s\"} %" PRIu64 "\n",
 			cred_state_name((enum cred_state)s), by_state[s]);

@@ -65,6 +65,11 @@ class FakeProvider:
         self.revoked_families = set()
         self.requests = []           # (time, path, grant, client, outcome)
         self.reused_refresh = 0
+        # Seconds in which a rotated refresh token may be presented again
+        # while its successor is unused, as Okta's "grace period for token
+        # rotation" and Auth0's "reuse interval" allow; 0 is strict.
+        self.reuse_grace = 0
+        self.grace_replays = []      # {"rotated_at", "replayed_at"}
         self.bench_tokens = False
         self.serial = 0
         self.server = ThreadingHTTPServer((host, port), self._handler())
@@ -106,6 +111,19 @@ class FakeProvider:
         with self.lock:
             return self._new_refresh(client_id, scope, secrets.token_hex(8))
 
+    def family_of(self, refresh_token):
+        with self.lock:
+            return self.refresh[refresh_token]["family"]
+
+    def revoke_family(self, family):
+        """What a user's "disconnect this app" does: every refresh and
+        access token of the family stops working."""
+        with self.lock:
+            self.revoked_families.add(family)
+            for t in self.tokens.values():
+                if t["family"] == family:
+                    t["active"] = False
+
     def token_requests(self, grant=None):
         with self.lock:
             return [r for r in self.requests
@@ -126,6 +144,7 @@ class FakeProvider:
                 "tokens_issued": len(self.tokens),
                 "ok": ok,
                 "reused_refresh_tokens": self.reused_refresh,
+                "grace_replays": len(self.grace_replays),
                 "faults_queued": len(self.faults),
             }
 
@@ -343,7 +362,18 @@ class FakeProvider:
                 if rec is None or rec["client_id"] != cid or \
                         rec["family"] in prov.revoked_families:
                     return None
-                if rec["used"] and prov.rotate:
+                now = time.time()
+                if rec["used"] and prov.rotate and prov.reuse_grace and \
+                        now - rec["used_at"] <= prov.reuse_grace and \
+                        not prov.refresh[rec["successor"]]["used"]:
+                    # Within the grace period, before the successor was
+                    # used: the client never got it. It is replaced.
+                    prov.grace_replays.append({"rotated_at": rec["used_at"],
+                                               "replayed_at": now})
+                    prov.refresh[rec["successor"]]["used"] = True
+                    prov.refresh[rec["successor"]]["used_at"] = 0
+                    prov.refresh[rec["successor"]]["successor"] = None
+                elif rec["used"] and prov.rotate:
                     # Reuse of a rotated refresh token: revoke the family.
                     prov.reused_refresh += 1
                     prov.revoked_families.add(rec["family"])
@@ -357,8 +387,10 @@ class FakeProvider:
                         "expires_in": prov.lifetime}
                 if prov.rotate:
                     rec["used"] = True
-                    body["refresh_token"] = prov._new_refresh(
+                    rec["used_at"] = now
+                    rec["successor"] = prov._new_refresh(
                         cid, rec["scope"], rec["family"])
+                    body["refresh_token"] = rec["successor"]
                 return body
 
             def _revoke(self, form):

@@ -16,6 +16,9 @@ def test_demo_runs_and_cleans_up(public_dir):
     assert "token changed across the refresh" in r.stdout
     assert "acme/google state=valid" in r.stdout
     assert "access_token" in r.stdout and "status.json" in r.stdout
+    # The refresh-token credential appears once added, and is served.
+    assert "acme/slack: valid, expires in" in r.stdout
+    assert "grant: refresh_token" in r.stdout
     assert not is_mounted(mnt)
     # No daemon or provider left running from this demo.
     ps = subprocess.run(["pgrep", "-af", "credfs-demo"], capture_output=True,

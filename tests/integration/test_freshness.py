@@ -167,9 +167,10 @@ def test_no_token_ever_and_others_keep_working(mount, provider):
     assert provider.issued(m.token("beta", "idp"))
     assert provider.issued(m.token("acme", "idp"))
     path = m.path("tenants", "acme", "broken", "access_token")
-    assert open_errno(path) == errno.EAGAIN
+    # The provider refuses the client: no token, and a distinct errno.
+    assert open_errno(path) == errno.EKEYREJECTED
     st = m.status("acme", "broken")
-    assert st["state"] == "error"
+    assert st["state"] == "client_error"
     assert st["last_error"].startswith("invalid_client")
     assert os.stat(path).st_size == 0
     assert m.read("tenants", "acme", "broken", "expires_at") == ""

@@ -278,7 +278,12 @@ static const struct {
 	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
 	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
 	 "\"grant\":\"password\"}},\"tenants\":{}}",
-	 "providers.g.grant: \"password\" is not supported"},
+	 "providers.g.grant: \"password\" is not one of client_credentials, "
+	 "refresh_token"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"grant\":\"refresh_token\"}},\"tenants\":{}}",
+	 "providers.g.grant: refresh_token needs a store (set store.dir)"},
 	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
 	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
 	 "\"refresh_fraction\":1.5}},\"tenants\":{}}",

@@ -1,0 +1,167 @@
+/*
+ * admin: requests from credfsctl. Everything here runs on the control
+ * thread or the SIGHUP thread, never on a FUSE worker, so it may block
+ * and may ask the kernel to drop cached names.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "audit.h"
+#include "config.h"
+#include "cred.h"
+#include "credstore.h"
+#include "log.h"
+#include "render.h"
+#include "util.h"
+
+#define MAX_WORDS 5
+
+static struct cred *find_cred(struct cred_table *t, const char *tenant,
+			      const char *provider)
+{
+	size_t i;
+
+	for (i = 0; i < t->n; i++)
+		if (!strcmp(t->creds[i].conf->tenant, tenant) &&
+		    !strcmp(t->creds[i].conf->provider->name, provider))
+			return &t->creds[i];
+	return NULL;
+}
+
+/* "acme/google: valid, expires in 3599 s" and the like. */
+static int state_line(struct cred *c, struct buf *out)
+{
+	int64_t now = time_real_ms();
+	struct cred_view v;
+	int r;
+
+	cred_view(c, now, &v);
+	r = buf_printf(out, "%s/%s: %s", c->conf->tenant,
+		       c->conf->provider->name, cred_state_name(v.state));
+	if (r == 0 && v.has_token)
+		r = buf_printf(out, ", expires in %lld s",
+			       (long long)((v.expires_ms - now) / 1000));
+	if (r == 0 && v.last_error[0] && !v.has_token)
+		r = buf_printf(out, ", last error: %s", v.last_error);
+	if (r == 0 && v.persist_error[0])
+		r = buf_printf(out, ", store: %s", v.persist_error);
+	if (r == 0)
+		r = buf_printf(out, "\n");
+	cred_view_clear(&v);
+	return r;
+}
+
+void admin_reload(struct admin *a, struct buf *reply)
+{
+	struct cred_table *t = a->t;
+	char msg[512];
+	size_t i;
+
+	if (audit_reopen(a->audit) < 0)
+		log_error("reload: cannot reopen the audit log");
+	for (i = 0; i < t->n; i++) {
+		struct cred *c = &t->creds[i];
+
+		if (!cred_uses_store(c))
+			continue;
+		if (credstore_reload(t, c, msg, sizeof(msg)) != CS_SAME &&
+		    reply)
+			buf_printf(reply, "%s\n", msg);
+	}
+}
+
+static int reload_one(struct admin *a, const char *tenant, const char *provider,
+		      struct buf *reply)
+{
+	struct cred *c = find_cred(a->t, tenant, provider);
+	enum credstore_change ch;
+	char msg[512];
+
+	if (!c) {
+		buf_printf(reply, "%s/%s: not in the daemon's configuration\n",
+			   tenant, provider);
+		return 1;
+	}
+	ch = credstore_reload(a->t, c, msg, sizeof(msg));
+	if (ch == CS_ADOPTED)
+		cred_wait_token(a->t, c,
+				time_mono_ms() + c->conf->timing.open_wait_ms +
+					c->conf->provider->timeout_ms);
+	if (ch == CS_REMOVED)
+		return buf_printf(reply, "%s\n", msg) < 0;
+	return state_line(c, reply) < 0 || ch == CS_UNUSABLE;
+}
+
+static int status(struct admin *a, bool json, const char *tenant,
+		  const char *provider, struct buf *reply)
+{
+	struct cred_table *t = a->t;
+	int64_t now = time_real_ms();
+	size_t i, n = 0;
+	int r = 0;
+
+	if (!tenant && !json)
+		return render_root_status(t, NULL, now, reply) < 0;
+	if (json)
+		r = buf_printf(reply, "[\n");
+	for (i = 0; i < t->n && r == 0; i++) {
+		struct cred *c = &t->creds[i];
+
+		if ((tenant && strcmp(c->conf->tenant, tenant)) ||
+		    (provider && strcmp(c->conf->provider->name, provider)))
+			continue;
+		if (n++)
+			r = buf_printf(reply, json ? ",\n" : "\n");
+		if (r == 0)
+			r = render_cred_file(t,
+					     json ? CF_STATUS_JSON : CF_STATUS,
+					     c, now, reply);
+	}
+	if (json && r == 0)
+		r = buf_printf(reply, "]\n");
+	if (r == 0 && tenant && !n) {
+		reply->len = 0;
+		buf_printf(reply, "%s%s%s: not in the daemon's configuration\n",
+			   tenant, provider ? "/" : "",
+			   provider ? provider : "");
+		return 1;
+	}
+	return r < 0;
+}
+
+int admin_request(void *arg, const char *request, struct buf *reply)
+{
+	struct admin *a = arg;
+	char copy[4097], *w[MAX_WORDS], *save = NULL, *p;
+	size_t n = 0, first = 1;
+	bool json = false;
+
+	snprintf(copy, sizeof(copy), "%s", request);
+	for (p = strtok_r(copy, " ", &save); p && n < MAX_WORDS;
+	     p = strtok_r(NULL, " ", &save))
+		w[n++] = p;
+	if (n == 0)
+		goto usage;
+	if (!strcmp(w[0], "reload") && n == 1) {
+		admin_reload(a, reply);
+		return buf_printf(reply, "reloaded\n") < 0;
+	}
+	if (!strcmp(w[0], "reload") && n == 3)
+		return reload_one(a, w[1], w[2], reply);
+	if (!strcmp(w[0], "status")) {
+		if (n > 1 && !strcmp(w[1], "--json")) {
+			json = true;
+			first = 2;
+		}
+		if (n - first <= 2)
+			return status(a, json, n > first ? w[first] : NULL,
+				      n > first + 1 ? w[first + 1] : NULL,
+				      reply);
+	}
+usage:
+	buf_printf(reply, "unknown request\n");
+	return 2;
+}

@@ -1,0 +1,250 @@
+/*
+ * control: a Unix stream socket, served by one thread, one request at a
+ * time. The socket's path is reached through /proc/self/fd/N of the store
+ * directory, so that a long store path never hits sun_path's 108 bytes.
+ *
+ * Wire format: the request is one line of text. The reply is a status
+ * line ("0" for success, or credfsctl's exit status), then the text to
+ * print.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "control.h"
+#include "log.h"
+#include "util.h"
+
+#define IO_TIMEOUT_MS 10000
+
+struct control {
+	int dirfd;
+	int listen_fd;
+	int stop[2]; /* a pipe: writing to it ends the thread */
+	control_fn fn;
+	void *arg;
+	pthread_t thread;
+	bool started;
+};
+
+static void socket_path(int dirfd, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s",
+		 dirfd, CONTROL_SOCKET);
+}
+
+static void set_timeouts(int fd, int64_t ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000,
+			     .tv_usec = (ms % 1000) * 1000};
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Read one line of at most CONTROL_MAX_REQUEST bytes into @line. */
+static int read_line(int fd, char *line, size_t size)
+{
+	size_t n = 0;
+
+	while (n + 1 < size) {
+		ssize_t r = recv(fd, line + n, 1, 0);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EPROTO;
+		if (line[n] == '\n') {
+			line[n] = '\0';
+			return 0;
+		}
+		n++;
+	}
+	return -EMSGSIZE;
+}
+
+static void serve_one(struct control *c, int fd)
+{
+	char line[CONTROL_MAX_REQUEST + 1], head[16];
+	struct ucred peer;
+	socklen_t len = sizeof(peer);
+	struct buf reply;
+	int status;
+
+	set_timeouts(fd, IO_TIMEOUT_MS);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0 ||
+	    (peer.uid != 0 && peer.uid != geteuid())) {
+		log_warn("control: refused a connection from uid %d",
+			 (int)peer.uid);
+		return;
+	}
+	if (read_line(fd, line, sizeof(line)) < 0)
+		return;
+	buf_init(&reply, 16 * 1024 * 1024);
+	status = c->fn(c->arg, line, &reply);
+	snprintf(head, sizeof(head), "%d\n", status);
+	if (write_all(fd, head, strlen(head)) == 0 && reply.len)
+		write_all(fd, reply.data, reply.len);
+	buf_free(&reply);
+}
+
+static void *serve(void *arg)
+{
+	struct control *c = arg;
+	struct pollfd p[2] = {{.fd = c->listen_fd, .events = POLLIN},
+			      {.fd = c->stop[0], .events = POLLIN}};
+
+	for (;;) {
+		int fd;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		serve_one(c, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+int control_start(const char *dir, control_fn fn, void *arg,
+		  struct control **out, char *err, size_t errlen)
+{
+	struct control *c = calloc(1, sizeof(*c));
+	struct sockaddr_un sa;
+	int r;
+
+	*out = NULL;
+	if (!c)
+		return -ENOMEM;
+	c->fn = fn;
+	c->arg = arg;
+	c->listen_fd = c->stop[0] = c->stop[1] = -1;
+	c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (c->dirfd < 0 || pipe2(c->stop, O_CLOEXEC) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->listen_fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* We hold the store's daemon lock: a socket left there is stale. */
+	unlinkat(c->dirfd, CONTROL_SOCKET, 0);
+	socket_path(c->dirfd, &sa);
+	if (bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    fchmodat(c->dirfd, CONTROL_SOCKET, 0600, 0) < 0 ||
+	    listen(c->listen_fd, 16) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = -pthread_create(&c->thread, NULL, serve, c);
+	if (r < 0)
+		goto fail;
+	c->started = true;
+	*out = c;
+	return 0;
+fail:
+	snprintf(err, errlen, "control socket %s/%s: %s", dir, CONTROL_SOCKET,
+		 strerror(-r));
+	control_stop(c);
+	return r;
+}
+
+void control_stop(struct control *c)
+{
+	if (!c)
+		return;
+	if (c->started) {
+		(void)!write(c->stop[1], "x", 1);
+		pthread_join(c->thread, NULL);
+	}
+	if (c->listen_fd >= 0) {
+		close(c->listen_fd);
+		unlinkat(c->dirfd, CONTROL_SOCKET, 0);
+	}
+	if (c->stop[0] >= 0)
+		close(c->stop[0]);
+	if (c->stop[1] >= 0)
+		close(c->stop[1]);
+	if (c->dirfd >= 0)
+		close(c->dirfd);
+	free(c);
+}
+
+int control_call(const char *dir, const char *request, int64_t timeout_ms,
+		 struct buf *reply, int *status)
+{
+	struct sockaddr_un sa;
+	char chunk[4096], *nl;
+	int dirfd, fd, r = 0;
+	ssize_t n;
+
+	*status = 1;
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (dirfd < 0)
+		return -errno;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		close(dirfd);
+		return r;
+	}
+	socket_path(dirfd, &sa);
+	set_timeouts(fd, timeout_ms);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		r = -errno;
+	close(dirfd);
+	if (r == 0)
+		r = write_all(fd, request, strlen(request));
+	if (r == 0)
+		r = write_all(fd, "\n", 1);
+	while (r == 0 && (n = recv(fd, chunk, sizeof(chunk), 0)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		r = n < 0 ? -errno : buf_append(reply, chunk, (size_t)n);
+	}
+	close(fd);
+	if (r < 0)
+		return r;
+	nl = reply->data ? memchr(reply->data, '\n', reply->len) : NULL;
+	if (!nl)
+		return -EPROTO;
+	*status = atoi(reply->data);
+	reply->len -= (size_t)(nl + 1 - reply->data);
+	memmove(reply->data, nl + 1, reply->len);
+	reply->data[reply->len] = '\0';
+	return 0;
+}

@@ -1,0 +1,234 @@
+/*
+ * credstore: loading records into credentials and writing them back.
+ *
+ * The store's generations order everything: a credential holds the
+ * generation of its newest state (record_gen) and of the newest one known
+ * to be on disk (durable_gen). A write of generation g+1 expects exactly
+ * durable_gen on disk, so a record replaced behind the daemon's back
+ * (credfsctl add or remove) is noticed instead of overwritten.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "cred.h"
+#include "credstore.h"
+#include "log.h"
+#include "plan.h"
+#include "record.h"
+#include "store.h"
+#include "util.h"
+
+/* One reload at a time: the control socket, SIGHUP and the refresher may
+ * all ask for one. */
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Jitter for plans made here (not for secrets). */
+static double jitter(void)
+{
+	static _Thread_local uint64_t state;
+
+	if (!state)
+		state = ((uint64_t)time_mono_ms() * 0x9e3779b97f4a7c15ULL) | 1;
+	return plan_rand(&state);
+}
+
+static const char *name_of(const struct cred *c, char *out, size_t n)
+{
+	snprintf(out, n, "%s/%s", c->conf->tenant, c->conf->provider->name);
+	return out;
+}
+
+/* The store is behind the state in memory: write it again, whatever is
+ * there now. */
+static void mark_dirty(struct cred_table *t, struct cred *c, const char *why)
+{
+	pthread_mutex_lock(&c->lock);
+	c->durable_gen = 0;
+	c->persist_error_ms = time_real_ms();
+	snprintf(c->persist_error, sizeof(c->persist_error), "%s", why);
+	c->version++;
+	atomic_fetch_add(&t->version, 1);
+	if (t->replan)
+		t->replan(t->kick_arg, c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
+				       char *msg, size_t msglen)
+{
+	enum credstore_change ch = CS_SAME;
+	uint64_t have, durable;
+	bool present, has_rt, revoked;
+	char name[160], why[OAUTH_ERROR_TEXT];
+	struct record r;
+	int ret;
+
+	name_of(c, name, sizeof(name));
+	if (!t->store || !cred_uses_store(c)) {
+		snprintf(msg, msglen, "%s: not kept in the store", name);
+		return CS_SAME;
+	}
+	pthread_mutex_lock(&reload_lock);
+	pthread_mutex_lock(&c->lock);
+	present = cred_present(c);
+	has_rt = c->refresh_token != NULL;
+	revoked = c->revoked;
+	have = c->record_gen;
+	durable = c->durable_gen;
+	pthread_mutex_unlock(&c->lock);
+
+	ret = store_load(t->store, c->conf->tenant, c->conf->provider->name, 0,
+			 &r);
+	if (ret == 0 && (!r.refresh_token || !r.refresh_token[0]))
+		ret = -EPROTO;
+	if (ret == -ENOENT) {
+		if (present) {
+			cred_forget(t, c);
+			ch = CS_REMOVED;
+		}
+		snprintf(msg, msglen, "%s: no record%s", name,
+			 present ? "; removed" : "");
+	} else if (ret < 0) {
+		snprintf(why, sizeof(why), "the stored record is unusable: %s",
+			 ret == -EBADMSG  ? "not authentic (tampered with, "
+					    "moved from elsewhere, or sealed "
+					    "with another key)"
+			 : ret == -EPROTO ? "damaged"
+					  : strerror(-ret));
+		if (has_rt) {
+			mark_dirty(t, c, why);
+			ch = CS_KEPT;
+		} else {
+			cred_record_unusable(t, c, why);
+			ch = CS_UNUSABLE;
+		}
+		snprintf(msg, msglen, "%s: %s%s", name, why,
+			 has_rt ? "; writing the state in memory again" : "");
+	} else if (!present || r.generation > have || (!has_rt && !revoked)) {
+		bool valid = cred_adopt_record(t, c, &r, jitter());
+
+		ch = CS_ADOPTED;
+		snprintf(msg, msglen, "%s: record generation %llu loaded%s",
+			 name, (unsigned long long)r.generation,
+			 valid ? " with a valid access token" : "");
+	} else if (r.generation < durable) {
+		snprintf(why, sizeof(why),
+			 "the store holds generation %llu, older than %llu: "
+			 "rolled back; writing the state in memory again",
+			 (unsigned long long)r.generation,
+			 (unsigned long long)durable);
+		mark_dirty(t, c, why);
+		ch = CS_KEPT;
+		snprintf(msg, msglen, "%s: %s", name, why);
+	} else {
+		snprintf(msg, msglen, "%s: unchanged (generation %llu)", name,
+			 (unsigned long long)have);
+	}
+	record_clear(&r);
+	pthread_mutex_unlock(&reload_lock);
+	if (ch == CS_KEPT || ch == CS_UNUSABLE)
+		log_error("%s", msg);
+	else if (ch != CS_SAME)
+		log_info("%s", msg);
+	if (ch != CS_SAME && ch != CS_KEPT && t->notify)
+		t->notify(t->notify_arg, c);
+	return ch;
+}
+
+size_t credstore_load_all(struct cred_table *t)
+{
+	char msg[512];
+	size_t i, n = 0;
+
+	for (i = 0; i < t->n; i++)
+		if (cred_uses_store(&t->creds[i]))
+			n += credstore_reload(t, &t->creds[i], msg,
+					      sizeof(msg)) == CS_ADOPTED;
+	return n;
+}
+
+/* "a\nb\n" -> "a b" (newly allocated), or NULL. */
+static char *scope_line(const char *lines)
+{
+	char *s, *p;
+	size_t n;
+
+	if (!lines || !lines[0])
+		return NULL;
+	s = strdup(lines);
+	if (!s)
+		return NULL;
+	for (p = s; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	n = strlen(s);
+	while (n && s[n - 1] == ' ')
+		s[--n] = '\0';
+	return s;
+}
+
+int credstore_write(struct cred_table *t, struct cred *c,
+		    const struct token *tok, const char *new_rt,
+		    struct persist_result *pr)
+{
+	const char *tenant = c->conf->tenant, *prov = c->conf->provider->name;
+	struct token *cur = NULL;
+	struct record r = {0};
+	char msg[512];
+	uint64_t expect;
+	int ret;
+
+	pr->err = 0;
+	pr->gen = 0;
+	pthread_mutex_lock(&c->lock);
+	if (!cred_present(c) || (!c->refresh_token && !new_rt)) {
+		pthread_mutex_unlock(&c->lock);
+		return -ECANCELED;
+	}
+	if (!tok)
+		tok = cur = token_ref(c->cur);
+	r.refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
+	r.generation = c->record_gen + 1;
+	expect = c->durable_gen;
+	pthread_mutex_unlock(&c->lock);
+	if (!r.refresh_token) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (tok) {
+		r.access_token = (char *)tok->value;
+		r.token_type = tok->type;
+		r.scope = scope_line(tok->scopes);
+		r.issued_ms = tok->issued_ms;
+		r.expires_ms = tok->expires_ms;
+	}
+	ret = store_save(t->store, tenant, prov, &r, expect);
+	if (ret == -ESTALE) {
+		/* Someone else wrote it: theirs wins if it is newer (credfsctl
+		 * add) or gone (remove); otherwise the store fell behind. */
+		switch (credstore_reload(t, c, msg, sizeof(msg))) {
+		case CS_ADOPTED:
+		case CS_REMOVED:
+		case CS_UNUSABLE: ret = -ECANCELED; break;
+		default:
+			ret = store_save(t->store, tenant, prov, &r,
+					 STORE_ANY_GEN);
+			if (ret == -ESTALE)
+				ret = -ECANCELED;
+		}
+	}
+	if (ret != -ECANCELED) {
+		pr->err = ret;
+		pr->gen = r.generation;
+	}
+out:
+	r.access_token = NULL; /* borrowed */
+	r.token_type = NULL;
+	record_clear(&r);
+	token_unref(cur);
+	return ret;
+}

@@ -1,0 +1,50 @@
+/*
+ * credstore: the credential table's side of the store. It loads records
+ * into credentials (at start, on reload) and writes a credential's state as
+ * the next record generation. Every refresh token the daemon writes goes
+ * through credstore_write(); the refresher is its only caller, so one
+ * credential is never written by two threads.
+ */
+#ifndef CREDFS_CREDSTORE_H
+#define CREDFS_CREDSTORE_H
+
+#include <stdint.h>
+
+struct cred;
+struct cred_table;
+struct persist_result;
+struct token;
+
+enum credstore_change {
+	CS_SAME,     /* nothing new in the store */
+	CS_ADOPTED,  /* a newer record (or the first) is now served */
+	CS_REMOVED,  /* the record is gone: so is the directory */
+	CS_UNUSABLE, /* the record cannot be used: state error */
+	CS_KEPT,     /* the store is behind (rolled back or damaged): the
+		      * newer state in memory stays and is written again */
+};
+
+/* Load every refresh_token credential's record. Before the refresher
+ * starts. Returns how many records were loaded. */
+size_t credstore_load_all(struct cred_table *t);
+
+/*
+ * Read @c's record again (credfsctl add or remove, SIGHUP, invalid_grant)
+ * and act on it. A description fit for logs goes into @msg. Calls the
+ * table's notify hook when the directory appears or goes.
+ */
+enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
+				       char *msg, size_t msglen);
+
+/*
+ * Refresher: write @c's state as the next generation: @tok (or the current
+ * token when NULL) with @new_rt (or the refresh token held when NULL).
+ * Fills @pr. Returns 0; -ECANCELED when the record was replaced or removed
+ * by someone else meanwhile (the result must be dropped); or another
+ * -errno with the write's error in @pr (serve from memory, retry later).
+ */
+int credstore_write(struct cred_table *t, struct cred *c,
+		    const struct token *tok, const char *new_rt,
+		    struct persist_result *pr);
+
+#endif
