@@ -51,13 +51,27 @@ def add(m, provider, tenant, prov="idp", rt=None):
     return rt
 
 
+def rendered_files(m):
+    """Every file of the mount but access_token, as text."""
+    out = []
+    for root, _, files in os.walk(m.mnt):
+        for f in files:
+            if f != "access_token":
+                with open(os.path.join(root, f), errors="replace") as fh:
+                    out.append(fh.read())
+    return "\n".join(out)
+
+
 def no_secrets_in_outputs(provider, m):
+    """No token, refresh token, key or client secret in anything credfsctl
+    printed, in any status file, or in the daemon's log."""
     with provider.lock:
         secrets = list(provider.tokens) + list(provider.refresh)
     key = (m.tmp / "master.key").read_bytes()
-    text = "\n".join(OUTPUTS)
+    text = "\n".join(OUTPUTS) + rendered_files(m) + m.log()
     assert not [s for s in secrets if s in text], "a token in ctl output"
     assert key.hex() not in text and CLIENT_SECRET not in text
+    assert key not in text.encode(errors="replace")
     OUTPUTS.clear()
 
 
