@@ -24,7 +24,8 @@ PKGS := fuse3 libcurl libcrypto jansson
 DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-timeout \
-	python3-prometheus-client inotify-tools
+	python3-prometheus-client inotify-tools \
+	python3-cryptography
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan
@@ -54,7 +55,8 @@ else
 Q := @
 endif
 
-LIB_SRCS := $(filter-out src/main.c src/ctl.c,$(wildcard src/*.c))
+CTL_SRCS := $(wildcard src/ctl*.c)
+LIB_SRCS := $(filter-out src/main.c $(CTL_SRCS),$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:src/%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/%)
@@ -73,7 +75,7 @@ $(BUILD)/credfs: $(BUILD)/main.o $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/credfsctl: $(BUILD)/ctl.o $(BUILD)/libcredfs.a
+$(BUILD)/credfsctl: $(CTL_SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

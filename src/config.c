@@ -21,22 +21,11 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "confparse.h"
 #include "log.h"
 #include "util.h"
 
-#define MAX_SECRET_BYTES 4096
-#define MAX_PATH_TEXT 512
-
-struct ctx {
-	char *err;
-	size_t errlen;
-	const char *file;
-};
-
-static int fail(struct ctx *c, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int fail(struct ctx *c, const char *path, const char *fmt, ...)
+int fail(struct ctx *c, const char *path, const char *fmt, ...)
 {
 	char what[256];
 	va_list ap;
@@ -48,7 +37,7 @@ static int fail(struct ctx *c, const char *path, const char *fmt, ...)
 	return -EINVAL;
 }
 
-static void join(char out[MAX_PATH_TEXT], const char *path, const char *key)
+void join(char out[MAX_PATH_TEXT], const char *path, const char *key)
 {
 	if (path[0])
 		snprintf(out, MAX_PATH_TEXT, "%s.%s", path, key);
@@ -56,7 +45,7 @@ static void join(char out[MAX_PATH_TEXT], const char *path, const char *key)
 		snprintf(out, MAX_PATH_TEXT, "%s", key);
 }
 
-static const char *json_kind(const json_t *v)
+const char *json_kind(const json_t *v)
 {
 	switch (json_typeof(v)) {
 	case JSON_OBJECT: return "an object";
@@ -71,8 +60,8 @@ static const char *json_kind(const json_t *v)
 }
 
 /* Refuse any key of @obj not in the NULL-terminated @allowed list. */
-static int check_keys(struct ctx *c, const json_t *obj, const char *path,
-		      const char *const *allowed)
+int check_keys(struct ctx *c, const json_t *obj, const char *path,
+	       const char *const *allowed)
 {
 	char sub[MAX_PATH_TEXT];
 	const char *key;
@@ -97,16 +86,9 @@ static int check_keys(struct ctx *c, const json_t *obj, const char *path,
 	return 0;
 }
 
-#define T_OBJECT (1u << JSON_OBJECT)
-#define T_ARRAY (1u << JSON_ARRAY)
-#define T_STRING (1u << JSON_STRING)
-#define T_INTEGER (1u << JSON_INTEGER)
-#define T_NUMBER ((1u << JSON_INTEGER) | (1u << JSON_REAL))
-#define T_BOOL ((1u << JSON_TRUE) | (1u << JSON_FALSE))
-
 /* @v is of one of the types in @want, or a message names @path. */
-static int check_type(struct ctx *c, const json_t *v, const char *path,
-		      unsigned want, const char *what)
+int check_type(struct ctx *c, const json_t *v, const char *path, unsigned want,
+	       const char *what)
 {
 	if ((1u << json_typeof(v)) & want)
 		return 0;
@@ -117,9 +99,9 @@ static int check_type(struct ctx *c, const json_t *v, const char *path,
  * @obj's member @key into *@out (NULL when absent and not @required),
  * checked to be of a type in @want (@what names it in the message).
  */
-static int get_value(struct ctx *c, const json_t *obj, const char *path,
-		     const char *key, bool required, unsigned want,
-		     const char *what, json_t **out)
+int get_value(struct ctx *c, const json_t *obj, const char *path,
+	      const char *key, bool required, unsigned want, const char *what,
+	      json_t **out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v = json_object_get(obj, key);
@@ -134,15 +116,15 @@ static int get_value(struct ctx *c, const json_t *obj, const char *path,
 	return 0;
 }
 
-static int get_object(struct ctx *c, const json_t *obj, const char *path,
-		      const char *key, bool required, json_t **out)
+int get_object(struct ctx *c, const json_t *obj, const char *path,
+	       const char *key, bool required, json_t **out)
 {
 	return get_value(c, obj, path, key, required, T_OBJECT, "an object",
 			 out);
 }
 
-static int get_string(struct ctx *c, const json_t *obj, const char *path,
-		      const char *key, bool required, char **out)
+int get_string(struct ctx *c, const json_t *obj, const char *path,
+	       const char *key, bool required, char **out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v;
@@ -161,8 +143,8 @@ static int get_string(struct ctx *c, const json_t *obj, const char *path,
 	return *out ? 0 : -ENOMEM;
 }
 
-static int get_number(struct ctx *c, const json_t *obj, const char *path,
-		      const char *key, double min, double max, double *out)
+int get_number(struct ctx *c, const json_t *obj, const char *path,
+	       const char *key, double min, double max, double *out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v;
@@ -181,8 +163,8 @@ static int get_number(struct ctx *c, const json_t *obj, const char *path,
 }
 
 /* A duration in seconds (integer or fraction), stored in milliseconds. */
-static int get_seconds(struct ctx *c, const json_t *obj, const char *path,
-		       const char *key, double min, double max, int64_t *ms)
+int get_seconds(struct ctx *c, const json_t *obj, const char *path,
+		const char *key, double min, double max, int64_t *ms)
 {
 	double d = (double)*ms / 1000.0;
 	int r = get_number(c, obj, path, key, min, max, &d);
@@ -192,8 +174,8 @@ static int get_seconds(struct ctx *c, const json_t *obj, const char *path,
 	return r;
 }
 
-static int get_bool(struct ctx *c, const json_t *obj, const char *path,
-		    const char *key, bool *out)
+int get_bool(struct ctx *c, const json_t *obj, const char *path,
+	     const char *key, bool *out)
 {
 	json_t *v;
 	int r;
@@ -208,8 +190,8 @@ static int get_bool(struct ctx *c, const json_t *obj, const char *path,
  * An optional array: *@arr (NULL when absent), and *@out allocated for
  * its elements of @size bytes each, plus one.
  */
-static int get_array(struct ctx *c, const json_t *obj, const char *path,
-		     const char *key, size_t size, json_t **arr, void **out)
+int get_array(struct ctx *c, const json_t *obj, const char *path,
+	      const char *key, size_t size, json_t **arr, void **out)
 {
 	int r = get_value(c, obj, path, key, false, T_ARRAY, "an array", arr);
 
@@ -248,9 +230,9 @@ static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 
 /* An optional array of strings, each accepted by @valid (@what names a
  * valid one in the message). */
-static int get_strings(struct ctx *c, const json_t *obj, const char *path,
-		       const char *key, bool (*valid)(const char *),
-		       const char *what, char ***out, size_t *n)
+int get_strings(struct ctx *c, const json_t *obj, const char *path,
+		const char *key, bool (*valid)(const char *), const char *what,
+		char ***out, size_t *n)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *arr, *v;
@@ -338,8 +320,22 @@ static void readers_free(struct readers *r)
 	free(r->cgroups);
 }
 
+int named_object(struct ctx *c, const char *path, const char *what,
+		 const char *name, const json_t *obj, char **copy)
+{
+	if (!name_valid(name))
+		return fail(c, path,
+			    "%s names must match [a-z0-9][a-z0-9._-]{0,63}",
+			    what);
+	if (!json_is_object(obj))
+		return fail(c, path, "expected an object, got %s",
+			    json_kind(obj));
+	*copy = strdup(name);
+	return *copy ? 0 : -ENOMEM;
+}
+
 /* RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ) */
-static bool scope_valid(const char *s)
+bool scope_valid(const char *s)
 {
 	if (!*s)
 		return false;
@@ -352,7 +348,7 @@ static bool scope_valid(const char *s)
 	return true;
 }
 
-static bool host_is_loopback(const char *host)
+bool host_is_loopback(const char *host)
 {
 	struct in_addr a4;
 	struct in6_addr a6;
@@ -372,41 +368,8 @@ static bool host_is_loopback(const char *host)
 	return false;
 }
 
-/* https:// anywhere; http:// only to a loopback address (for tests). */
-static int check_token_url(struct ctx *c, const char *path, const char *url)
-{
-	char *scheme = NULL, *host = NULL;
-	CURLU *u = curl_url();
-	int r = 0;
-
-	if (!u)
-		return -ENOMEM;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-		r = fail(c, path, "\"%s\" is not a valid absolute URL", url);
-		goto out;
-	}
-	if (!strcmp(scheme, "https"))
-		goto out;
-	if (!strcmp(scheme, "http")) {
-		if (!host_is_loopback(host))
-			r = fail(c, path,
-				 "http:// is allowed only for loopback "
-				 "hosts; use https:// for %s",
-				 host);
-		goto out;
-	}
-	r = fail(c, path, "scheme \"%s\" is not allowed; use https://", scheme);
-out:
-	curl_free(scheme);
-	curl_free(host);
-	curl_url_cleanup(u);
-	return r;
-}
-
-static int parse_timing(struct ctx *c, const json_t *obj, const char *path,
-			struct timing *t)
+int parse_timing(struct ctx *c, const json_t *obj, const char *path,
+		 struct timing *t)
 {
 	int r;
 
@@ -427,14 +390,10 @@ static int parse_timing(struct ctx *c, const json_t *obj, const char *path,
 	return r;
 }
 
-#define TIMING_KEYS                                                       \
-	"refresh_lead_s", "refresh_fraction", "min_ttl_s", "open_wait_s", \
-		"clock_skew_s"
-
 /* A file name: a string member, made absolute against the config file's
  * directory (so it means the same after the daemon's chdir("/")). */
-static int get_path(struct ctx *c, const json_t *obj, const char *path,
-		    const char *key, bool required, char **out)
+int get_path(struct ctx *c, const json_t *obj, const char *path,
+	     const char *key, bool required, char **out)
 {
 	const char *slash = strrchr(c->file, '/');
 	char *p = NULL;
@@ -451,165 +410,6 @@ static int get_path(struct ctx *c, const json_t *obj, const char *path,
 		*out = NULL;
 	free(p);
 	return *out ? 0 : -ENOMEM;
-}
-
-static int parse_params(struct ctx *c, const json_t *obj, const char *path,
-			struct provider_conf *p)
-{
-	static const char *const reserved[] = {
-		"grant_type",	 "scope", "client_id",	   "client_secret",
-		"refresh_token", "code",  "code_verifier", NULL,
-	};
-	char sub[MAX_PATH_TEXT];
-	json_t *params, *v;
-	const char *key;
-	size_t i = 0;
-	int r;
-
-	r = get_object(c, obj, path, "token_params", false, &params);
-	if (r < 0 || !params)
-		return r;
-	p->params = calloc(json_object_size(params) + 1, sizeof(*p->params));
-	if (!p->params)
-		return -ENOMEM;
-	json_object_foreach (params, key, v) {
-		const char *const *res;
-
-		snprintf(sub, sizeof(sub), "%s.token_params.%s", path, key);
-		for (res = reserved; *res; res++)
-			if (!strcmp(*res, key))
-				return fail(c, sub, "is set by credfs itself");
-		if (!json_is_string(v))
-			return fail(c, sub, "expected a string, got %s",
-				    json_kind(v));
-		p->params[i].name = strdup(key);
-		p->params[i].value = strdup(json_string_value(v));
-		if (!p->params[i].name || !p->params[i].value)
-			return -ENOMEM;
-		p->n_params = ++i;
-	}
-	return 0;
-}
-
-static int parse_provider(struct ctx *c, const char *name, const json_t *obj,
-			  struct provider_conf *p)
-{
-	static const char *const keys[] = {
-		"token_url",
-		"client_id",
-		"client_secret_file",
-		"auth_method",
-		"grant",
-		"timeout_s",
-		"default_lifetime_s",
-		"backoff_initial_s",
-		"backoff_max_s",
-		"max_concurrency",
-		"max_response_bytes",
-		"token_params",
-		"high_risk_scopes",
-		"strict_scopes",
-		TIMING_KEYS,
-		NULL,
-	};
-	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
-	char *auth = NULL, *grant = NULL;
-	double conc = 4, maxresp = 256 * 1024;
-	int r;
-
-	snprintf(path, sizeof(path), "providers.%s", name);
-	if (!name_valid(name))
-		return fail(c, path,
-			    "provider names must match "
-			    "[a-z0-9][a-z0-9._-]{0,63}");
-	if (!json_is_object(obj))
-		return fail(c, path, "expected an object, got %s",
-			    json_kind(obj));
-	p->name = strdup(name);
-	if (!p->name)
-		return -ENOMEM;
-	p->auth = AUTH_CLIENT_SECRET_BASIC;
-	p->grant = GRANT_CLIENT_CREDENTIALS;
-	p->timing = (struct timing){
-		.refresh_lead_ms = 300000,
-		.refresh_fraction = 0.5,
-		.min_ttl_ms = 60000,
-		.open_wait_ms = 5000,
-		.clock_skew_ms = 5000,
-	};
-	p->timeout_ms = 10000;
-	p->default_lifetime_ms = 3600000;
-	p->backoff_initial_ms = 1000;
-	p->backoff_max_ms = 60000;
-
-	r = check_keys(c, obj, path, keys);
-	if (r == 0)
-		r = get_string(c, obj, path, "token_url", true, &p->token_url);
-	if (r == 0) {
-		join(sub, path, "token_url");
-		r = check_token_url(c, sub, p->token_url);
-	}
-	if (r == 0)
-		r = get_string(c, obj, path, "client_id", true, &p->client_id);
-	if (r == 0)
-		r = get_path(c, obj, path, "client_secret_file", true,
-			     &p->client_secret_file);
-	if (r == 0)
-		r = get_string(c, obj, path, "auth_method", false, &auth);
-	if (r == 0 && auth) {
-		join(sub, path, "auth_method");
-		if (!strcmp(auth, "client_secret_post"))
-			p->auth = AUTH_CLIENT_SECRET_POST;
-		else if (strcmp(auth, "client_secret_basic"))
-			r = fail(c, sub,
-				 "\"%s\" is not one of "
-				 "client_secret_basic, client_secret_post",
-				 auth);
-	}
-	if (r == 0)
-		r = get_string(c, obj, path, "grant", false, &grant);
-	if (r == 0 && grant) {
-		join(sub, path, "grant");
-		if (!strcmp(grant, "refresh_token"))
-			p->grant = GRANT_REFRESH_TOKEN;
-		else if (strcmp(grant, "client_credentials"))
-			r = fail(c, sub,
-				 "\"%s\" is not one of client_credentials, "
-				 "refresh_token",
-				 grant);
-	}
-	if (r == 0)
-		r = parse_timing(c, obj, path, &p->timing);
-	if (r == 0)
-		r = get_seconds(c, obj, path, "timeout_s", 0.1, 300,
-				&p->timeout_ms);
-	if (r == 0)
-		r = get_seconds(c, obj, path, "default_lifetime_s", 1, 31536000,
-				&p->default_lifetime_ms);
-	if (r == 0)
-		r = get_seconds(c, obj, path, "backoff_initial_s", 0.01, 3600,
-				&p->backoff_initial_ms);
-	if (r == 0)
-		r = get_seconds(c, obj, path, "backoff_max_s", 0.01, 86400,
-				&p->backoff_max_ms);
-	if (r == 0)
-		r = get_number(c, obj, path, "max_concurrency", 1, 256, &conc);
-	if (r == 0)
-		r = get_number(c, obj, path, "max_response_bytes", 1024,
-			       16 * 1024 * 1024, &maxresp);
-	if (r == 0)
-		r = parse_params(c, obj, path, p);
-	if (r == 0)
-		r = get_strings(c, obj, path, "high_risk_scopes", scope_valid,
-				"a scope (or a prefix ending in *)",
-				&p->high_risk, &p->n_high_risk);
-	if (r == 0)
-		r = get_bool(c, obj, path, "strict_scopes", &p->strict_scopes);
-	p->max_concurrency = (unsigned)conc;
-	p->max_response_bytes = (size_t)maxresp;
-	free(auth);
-	free(grant);
-	return r;
 }
 
 static int cmp_tenant(const void *a, const void *b)
@@ -734,17 +534,9 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 	int r;
 
 	snprintf(path, sizeof(path), "tenants.%s", name);
-	if (!name_valid(name))
-		return fail(c, path,
-			    "tenant names must match "
-			    "[a-z0-9][a-z0-9._-]{0,63}");
-	if (!json_is_object(obj))
-		return fail(c, path, "expected an object, got %s",
-			    json_kind(obj));
-	t->name = strdup(name);
-	if (!t->name)
-		return -ENOMEM;
-	r = check_keys(c, obj, path, tkeys);
+	r = named_object(c, path, "tenant", name, obj, &t->name);
+	if (r == 0)
+		r = check_keys(c, obj, path, tkeys);
 	if (r == 0)
 		r = parse_readers(c, obj, path, &t->readers);
 	if (r == 0)
@@ -868,7 +660,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		goto out;
 	}
 	json_object_foreach (providers, key, v) {
-		r = parse_provider(c, key, v,
+		r = provider_parse(c, key, v,
 				   &cfg->providers[cfg->n_providers]);
 		cfg->n_providers++; /* freed by config_free even on error */
 		if (r == 0 &&
@@ -1040,44 +832,13 @@ out_root:
 int config_load_secrets(struct config *cfg, char *err, size_t errlen)
 {
 	size_t i;
+	int r;
 
 	for (i = 0; i < cfg->n_providers; i++) {
-		struct provider_conf *p = &cfg->providers[i];
-		struct buf b;
-		int r;
-
-		r = file_read_capped(p->client_secret_file, MAX_SECRET_BYTES,
-				     true, &b);
-		if (r == -EPERM) {
-			snprintf(err, errlen,
-				 "%s: providers.%s.client_secret_"
-				 "file: %s is readable or writable by group or "
-				 "others; chmod 600 it",
-				 cfg->path, p->name, p->client_secret_file);
+		r = provider_load_secrets(&cfg->providers[i], cfg->path, err,
+					  errlen);
+		if (r < 0)
 			return r;
-		}
-		if (r < 0) {
-			snprintf(err, errlen,
-				 "%s: providers.%s.client_secret_"
-				 "file: cannot read %s: %s",
-				 cfg->path, p->name, p->client_secret_file,
-				 r == -EFBIG ? "larger than 4096 bytes"
-					     : strerror(-r));
-			return r;
-		}
-		while (b.len &&
-		       (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
-			b.data[--b.len] = '\0';
-		if (b.len == 0 || strlen(b.data) != b.len) {
-			buf_free(&b);
-			snprintf(err, errlen,
-				 "%s: providers.%s.client_secret_"
-				 "file: %s is empty or holds a NUL byte",
-				 cfg->path, p->name, p->client_secret_file);
-			return -EINVAL;
-		}
-		strfreezero(p->client_secret);
-		p->client_secret = b.data; /* keeps the buffer, wiped later */
 	}
 	return 0;
 }
@@ -1120,21 +881,7 @@ void config_free(struct config *cfg)
 	if (!cfg)
 		return;
 	for (i = 0; i < cfg->n_providers; i++) {
-		struct provider_conf *p = &cfg->providers[i];
-
-		free(p->name);
-		free(p->token_url);
-		free(p->client_id);
-		free(p->client_secret_file);
-		strfreezero(p->client_secret);
-		for (j = 0; j < p->n_params; j++) {
-			free(p->params[j].name);
-			free(p->params[j].value);
-		}
-		free(p->params);
-		for (j = 0; j < p->n_high_risk; j++)
-			free(p->high_risk[j]);
-		free(p->high_risk);
+		provider_free(&cfg->providers[i]);
 	}
 	for (i = 0; i < cfg->n_creds; i++) {
 		for (j = 0; j < cfg->creds[i].n_scopes; j++)

@@ -13,7 +13,12 @@
 
 #define CONFIG_MAX_BYTES (1024 * 1024)
 
-enum auth_method { AUTH_CLIENT_SECRET_BASIC, AUTH_CLIENT_SECRET_POST };
+enum auth_method {
+	AUTH_CLIENT_SECRET_BASIC,
+	AUTH_CLIENT_SECRET_POST,
+	AUTH_PRIVATE_KEY_JWT, /* RFC 7523: a JWT signed with our key */
+	AUTH_NONE,	      /* a public client: client_id only, PKCE */
+};
 enum grant_type { GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN };
 
 /* Freshness knobs, set per provider and overridable per credential. */
@@ -47,7 +52,23 @@ struct provider_conf {
 	char *client_id;
 	char *client_secret_file; /* absolute, resolved against the config */
 	char *client_secret;	  /* loaded by config_load(), wiped on free */
+	char *private_key_file;	  /* private_key_jwt: PEM, RSA or EC P-256 */
+	void *private_key;	  /* its EVP_PKEY, loaded by config_load() */
+	char *key_id;		  /* the JWT header's "kid", or NULL */
+	char *jwt_audience;	  /* the assertion's "aud"; NULL: token_url */
 	enum auth_method auth;
+	/* Onboarding and revocation (credfsctl connect, device, remove). */
+	char *authorization_url;
+	char *redirect_uri; /* NULL: http://127.0.0.1:<any port>/callback */
+	char *device_authorization_url;
+	char *revocation_url;
+	char *introspection_url;
+	int64_t introspection_interval_ms; /* 0: never */
+	struct param *auth_params; /* extra authorization request params */
+	size_t n_auth_params;
+	char **auth_scopes; /* extra scopes asked for at authorization only,
+			     * e.g. offline_access */
+	size_t n_auth_scopes;
 	enum grant_type grant;
 	struct timing timing;
 	int64_t timeout_ms;

@@ -528,6 +528,7 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		c->refresh_count++;
 		c->consecutive_failures = 0;
 		c->last_refresh_ms = now;
+		c->revoked = false; /* the grant works after all */
 		if (res->tok.refresh_token) {
 			/* Rotated: the new one is what we hold from now on. */
 			strfreezero(c->refresh_token);
@@ -694,6 +695,36 @@ void cred_record_unusable(struct cred_table *t, struct cred *c, const char *why)
 	pthread_mutex_unlock(&c->lock);
 	token_unref(old[0]);
 	token_unref(old[1]);
+}
+
+bool cred_revoked_by_provider(struct cred_table *t, struct cred *c,
+			      uint64_t gen, const char *why)
+{
+	struct token *old[2] = {NULL, NULL};
+	bool done = false;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->cur && c->cur->gen == gen && !c->revoked) {
+		replace_tokens_locked(c, NULL, old);
+		c->failure_count++;
+		c->consecutive_failures++;
+		c->last_error_ms = time_real_ms();
+		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+		if (cred_uses_store(c)) {
+			c->revoked = true;
+			strfreezero(c->refresh_token);
+			c->refresh_token = NULL;
+			c->next_refresh_ms = 0;
+		} else {
+			c->next_refresh_ms = time_real_ms();
+		}
+		changed_locked(t, c);
+		done = true;
+	}
+	pthread_mutex_unlock(&c->lock);
+	token_unref(old[0]);
+	token_unref(old[1]);
+	return done;
 }
 
 void cred_set_client_error(struct cred_table *t, struct cred *c, bool on)

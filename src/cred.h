@@ -91,6 +91,9 @@ struct cred {
 	uint64_t expiry_gen;
 	int64_t persist_mono; /* next try to persist; INT64_MAX: none due */
 	unsigned persist_tries;
+	int64_t introspect_mono; /* next introspection; INT64_MAX: none */
+	uint64_t introspect_gen; /* the generation being introspected */
+	struct http_req *ireq;	 /* the introspection in flight */
 	size_t heap_idx;
 	struct cred *wait_next;
 	struct http_req *req; /* the request in flight */
@@ -266,6 +269,15 @@ void cred_record_unusable(struct cred_table *t, struct cred *c,
  * newest state's generation). */
 void cred_note_persist(struct cred_table *t, struct cred *c, uint64_t gen,
 		       int err);
+
+/*
+ * Introspection says generation @gen is no longer active (RFC 7662): for
+ * the refresh_token grant the grant was revoked (state revoked, as after
+ * invalid_grant); a client-credentials token is dropped and a new one
+ * asked for. False if @gen is no longer current (nothing done).
+ */
+bool cred_revoked_by_provider(struct cred_table *t, struct cred *c,
+			      uint64_t gen, const char *why);
 
 /* Set or clear client_error (the provider refused our client). */
 void cred_set_client_error(struct cred_table *t, struct cred *c, bool on);

@@ -15,7 +15,9 @@
 
 #include "config.h"
 #include "control.h"
+#include "ctl.h"
 #include "key.h"
+#include "onboard.h"
 #include "oauth.h"
 #include "record.h"
 #include "store.h"
@@ -35,31 +37,15 @@ static int version_main(int argc, char **argv)
 	return 0;
 }
 
-/* Options a subcommand may take besides --config and --help. */
-enum {
-	OPT_FROM_FILE = 1 << 0,
-	OPT_NEW_KEY = 1 << 1,
-	OPT_JSON = 1 << 2,
-};
-
-struct args {
-	const char *config;
-	const char *pos[2];
-	size_t n_pos;
-	const char *from_file;
-	const char *new_key_file;
-	bool json;
-};
-
 /*
  * Parse @argv for subcommand @name: --config FILE, --help, the options in
  * @opts and @min..@max positional arguments. @usage follows "credfsctl
  * NAME" in messages. Returns 0 to go on, 1 after printing help, 2 for a
  * usage error (printed).
  */
-static int parse_args(int argc, char **argv, const char *name,
-		      const char *usage, const char *help, unsigned opts,
-		      size_t min, size_t max, struct args *a)
+int parse_args(int argc, char **argv, const char *name, const char *usage,
+	       const char *help, unsigned opts, size_t min, size_t max,
+	       struct args *a)
 {
 	int i;
 
@@ -82,6 +68,22 @@ static int parse_args(int argc, char **argv, const char *name,
 			a->new_key_file = argv[++i];
 		} else if ((opts & OPT_JSON) && !strcmp(o, "--json")) {
 			a->json = true;
+		} else if ((opts & OPT_REVOKE) && !strcmp(o, "--revoke")) {
+			a->revoke = true;
+		} else if ((opts & OPT_REVOKE) && !strcmp(o, "--force")) {
+			a->force = true;
+		} else if ((opts & OPT_TIMEOUT) && !strcmp(o, "--timeout") &&
+			   more) {
+			char *end;
+
+			a->timeout_s = strtol(argv[++i], &end, 10);
+			if (*end || a->timeout_s <= 0 || a->timeout_s > 86400) {
+				fprintf(stderr,
+					"credfsctl %s: --timeout takes seconds "
+					"(1 to 86400)\n",
+					name);
+				return 2;
+			}
 		} else if (o[0] != '-' && a->n_pos < max) {
 			a->pos[a->n_pos++] = o;
 		} else {
@@ -108,20 +110,15 @@ static int parse_args(int argc, char **argv, const char *name,
 	return 0;
 }
 
-/* The config, the master key and the store, or an error printed. */
-struct ctx {
-	struct config *cfg;
-	uint8_t *key;
-	struct store *st;
-};
-
-static int open_store(const char *path, enum store_mode mode, struct ctx *x)
+int open_store(const char *path, enum store_mode mode, bool secrets,
+	       struct ctx *x)
 {
 	char err[1024];
 	int r;
 
 	memset(x, 0, sizeof(*x));
-	r = config_read(path, &x->cfg, err, sizeof(err));
+	r = (secrets ? config_load : config_read)(path, &x->cfg, err,
+						  sizeof(err));
 	if (r == 0 && !x->cfg->store_dir) {
 		snprintf(err, sizeof(err), "%s: store.dir: missing", path);
 		r = -EINVAL;
@@ -136,15 +133,15 @@ static int open_store(const char *path, enum store_mode mode, struct ctx *x)
 	return r;
 }
 
-static void close_store(struct ctx *x)
+void close_store(struct ctx *x)
 {
 	store_close(x->st);
 	key_free(x->key);
 	config_free(x->cfg);
 }
 
-static const struct cred_conf *
-find_cred(const struct config *cfg, const char *tenant, const char *provider)
+const struct cred_conf *find_cred(const struct config *cfg, const char *tenant,
+				  const char *provider)
 {
 	size_t i;
 
@@ -159,8 +156,8 @@ find_cred(const struct config *cfg, const char *tenant, const char *provider)
  * Ask the daemon on the store to act on @request, printing its answer.
  * Returns the daemon's status, or 0 with a note when none runs.
  */
-static int tell_daemon(const struct config *cfg, const char *request,
-		       int64_t timeout_ms)
+int tell_daemon(const struct config *cfg, const char *request,
+		int64_t timeout_ms)
 {
 	struct buf reply;
 	int status, r;
@@ -308,7 +305,7 @@ static int parse_input(char *text, struct record *r, char *err, size_t n)
 }
 
 /* How long the daemon may take to load a record and fetch a token. */
-static int64_t reload_timeout(const struct cred_conf *cc)
+int64_t reload_timeout(const struct cred_conf *cc)
 {
 	return cc->timing.open_wait_ms + cc->provider->timeout_ms + 5000;
 }
@@ -390,6 +387,64 @@ static int init_main(int argc, char **argv)
 	return r < 0 ? 1 : 0;
 }
 
+const struct cred_conf *refresh_cred(struct ctx *x, const char *cmd,
+				     const char *tenant, const char *provider)
+{
+	const struct cred_conf *cc = find_cred(x->cfg, tenant, provider);
+
+	if (!cc) {
+		fprintf(stderr,
+			"credfsctl %s: %s/%s is not declared in %s; add it "
+			"under tenants.%s.credentials first\n",
+			cmd, tenant, provider, x->cfg->path, tenant);
+		return NULL;
+	}
+	if (cc->provider->grant != GRANT_REFRESH_TOKEN) {
+		fprintf(stderr,
+			"credfsctl %s: provider %s uses the "
+			"client_credentials grant; it needs no refresh "
+			"token\n",
+			cmd, cc->provider->name);
+		return NULL;
+	}
+	return cc;
+}
+
+int store_credential(struct ctx *x, const struct cred_conf *cc,
+		     struct record *rec, const char *cmd)
+{
+	char req[CONTROL_MAX_REQUEST];
+	uint64_t have = 0, expect;
+	int r = 0, tries;
+
+	for (tries = 0; tries < 5; tries++) {
+		/* A generation above anything before, even across a remove:
+		 * the record's old one plus one, or the time in ms. */
+		r = store_generation(x->st, cc->tenant, cc->provider->name,
+				     &have);
+		expect = r == 0 ? have : r == -ENOENT ? 0 : STORE_ANY_GEN;
+		if (r != 0)
+			have = 0;
+		rec->generation = have + 1 > (uint64_t)time_real_ms()
+					  ? have + 1
+					  : (uint64_t)time_real_ms();
+		r = store_save(x->st, cc->tenant, cc->provider->name, rec,
+			       expect);
+		if (r != -ESTALE)
+			break; /* else the daemon wrote meanwhile: again */
+	}
+	if (r < 0) {
+		fprintf(stderr, "credfsctl %s: cannot write the record: %s\n",
+			cmd, strerror(-r));
+		return r;
+	}
+	printf("stored %s/%s (generation %llu)\n", cc->tenant,
+	       cc->provider->name, (unsigned long long)rec->generation);
+	snprintf(req, sizeof(req), "reload %s %s", cc->tenant,
+		 cc->provider->name);
+	return tell_daemon(x->cfg, req, reload_timeout(cc)) ? -EIO : 0;
+}
+
 /* credfsctl add TENANT PROVIDER */
 static int add_main(int argc, char **argv)
 {
@@ -398,9 +453,8 @@ static int add_main(int argc, char **argv)
 	struct args a;
 	struct ctx x;
 	struct buf in = {0};
-	char err[512], req[CONTROL_MAX_REQUEST];
-	uint64_t have = 0, expect;
-	int r, tries;
+	char err[512];
+	int r;
 
 	r = parse_args(argc, argv, "add",
 		       "TENANT PROVIDER --config FILE "
@@ -417,58 +471,20 @@ static int add_main(int argc, char **argv)
 		       OPT_FROM_FILE, 2, 2, &a);
 	if (r)
 		return r == 1 ? 0 : r;
-	if (open_store(a.config, STORE_ADMIN, &x) < 0)
+	if (open_store(a.config, STORE_ADMIN, false, &x) < 0)
 		return 1;
 	r = -EINVAL;
-	cc = find_cred(x.cfg, a.pos[0], a.pos[1]);
-	if (!cc) {
-		fprintf(stderr,
-			"credfsctl add: %s/%s is not declared in %s; add it "
-			"under tenants.%s.credentials first\n",
-			a.pos[0], a.pos[1], a.config, a.pos[0]);
+	cc = refresh_cred(&x, "add", a.pos[0], a.pos[1]);
+	if (!cc)
 		goto out;
-	}
-	if (cc->provider->grant != GRANT_REFRESH_TOKEN) {
-		fprintf(stderr,
-			"credfsctl add: provider %s uses the "
-			"client_credentials grant; it needs no refresh "
-			"token\n",
-			cc->provider->name);
-		goto out;
-	}
 	r = read_input(a.from_file, &in);
 	if (r == 0)
 		r = parse_input(in.data ? in.data : (char *)"", &rec, err,
 				sizeof(err));
 	if (r == -EINVAL)
 		fprintf(stderr, "credfsctl add: %s\n", err);
-	for (tries = 0; r == 0 && tries < 5; tries++) {
-		/* A generation above anything before, even across a remove:
-		 * the record's old one plus one, or the time in ms. */
-		r = store_generation(x.st, cc->tenant, cc->provider->name,
-				     &have);
-		expect = r == 0 ? have : r == -ENOENT ? 0 : STORE_ANY_GEN;
-		if (r != 0)
-			have = 0;
-		rec.generation = have + 1 > (uint64_t)time_real_ms()
-					 ? have + 1
-					 : (uint64_t)time_real_ms();
-		r = store_save(x.st, cc->tenant, cc->provider->name, &rec,
-			       expect);
-		if (r != -ESTALE)
-			break;
-		r = 0; /* the daemon wrote meanwhile: again */
-	}
-	if (r == 0) {
-		printf("stored %s/%s (generation %llu)\n", cc->tenant,
-		       cc->provider->name, (unsigned long long)rec.generation);
-		snprintf(req, sizeof(req), "reload %s %s", cc->tenant,
-			 cc->provider->name);
-		r = tell_daemon(x.cfg, req, reload_timeout(cc)) ? -EIO : 0;
-	} else if (r != -EINVAL) {
-		fprintf(stderr, "credfsctl add: cannot write the record: %s\n",
-			strerror(-r));
-	}
+	if (r == 0)
+		r = store_credential(&x, cc, &rec, "add");
 out:
 	record_clear(&rec);
 	buf_free(&in);
@@ -476,7 +492,61 @@ out:
 	return r < 0 ? 1 : 0;
 }
 
-/* credfsctl remove TENANT PROVIDER */
+/*
+ * remove --revoke: revoke the stored refresh token, then the access token,
+ * at the provider (RFC 7009). 0 to go on deleting; -errno (printed) when
+ * the provider did not confirm and @force is not set.
+ */
+static int revoke_record(struct ctx *x, const char *tenant,
+			 const char *provider, bool force)
+{
+	const struct cred_conf *cc = find_cred(x->cfg, tenant, provider);
+	struct record rec = {0};
+	const char *why = NULL;
+	char msg[512];
+	int r = -EINVAL;
+
+	if (!cc)
+		why = "it is not in the configuration, so its provider is "
+		      "unknown";
+	else if (!cc->provider->revocation_url)
+		why = "its provider has no revocation_url";
+	if (!why) {
+		r = store_load(x->st, tenant, provider, 0, &rec);
+		if (r == -ENOENT)
+			why = "no record in the store";
+		else if (r < 0)
+			why = "the record does not open";
+	}
+	if (!why) {
+		r = revoke_token(cc->provider, rec.refresh_token,
+				 "refresh_token", msg, sizeof(msg));
+		printf("%s/%s: %s\n", tenant, provider, msg);
+		if (r == 0 && rec.access_token &&
+		    revoke_token(cc->provider, rec.access_token, "access_token",
+				 msg, sizeof(msg)) != -ENOMEM)
+			printf("%s/%s: %s\n", tenant, provider, msg);
+		if (r < 0)
+			why = "the provider did not confirm the revocation";
+	}
+	record_clear(&rec);
+	if (!why)
+		return 0;
+	if (force) {
+		fprintf(stderr,
+			"credfsctl remove: %s/%s: not revoked (%s); deleting "
+			"it anyway (--force)\n",
+			tenant, provider, why);
+		return 0;
+	}
+	fprintf(stderr,
+		"credfsctl remove: %s/%s: not revoked (%s); nothing deleted "
+		"(--force deletes it anyway)\n",
+		tenant, provider, why);
+	return r < 0 ? r : -EINVAL;
+}
+
+/* credfsctl remove TENANT PROVIDER [--revoke [--force]] */
 static int remove_main(int argc, char **argv)
 {
 	char req[CONTROL_MAX_REQUEST];
@@ -485,26 +555,33 @@ static int remove_main(int argc, char **argv)
 	struct ctx x;
 	int r;
 
-	r = parse_args(argc, argv, "remove", "TENANT PROVIDER --config FILE",
+	r = parse_args(argc, argv, "remove",
+		       "TENANT PROVIDER --config FILE [--revoke [--force]]",
 		       "Delete the stored record of TENANT's credential for "
 		       "PROVIDER. A running\ndaemon stops serving it: its "
 		       "directory disappears; files already open keep\n"
-		       "their bytes until closed. Nothing is sent to the "
-		       "provider.\n",
-		       0, 2, 2, &a);
+		       "their bytes until closed. With --revoke, first revoke "
+		       "the refresh token and\nthe access token at the "
+		       "provider's revocation_url (RFC 7009) and report its\n"
+		       "answer; if it does not confirm, nothing is deleted "
+		       "unless --force.\n",
+		       OPT_REVOKE, 2, 2, &a);
 	if (r)
 		return r == 1 ? 0 : r;
-	if (open_store(a.config, STORE_ADMIN, &x) < 0)
+	if (open_store(a.config, STORE_ADMIN, a.revoke, &x) < 0)
 		return 1;
-	r = store_remove(x.st, a.pos[0], a.pos[1]);
-	if (r == -ENOENT || r == -EINVAL)
-		fprintf(stderr,
-			"credfsctl remove: %s/%s: no record in the "
-			"store\n",
-			a.pos[0], a.pos[1]);
-	else if (r < 0)
-		fprintf(stderr, "credfsctl remove: %s/%s: %s\n", a.pos[0],
-			a.pos[1], strerror(-r));
+	r = a.revoke ? revoke_record(&x, a.pos[0], a.pos[1], a.force) : 0;
+	if (r == 0) {
+		r = store_remove(x.st, a.pos[0], a.pos[1]);
+		if (r == -ENOENT || r == -EINVAL)
+			fprintf(stderr,
+				"credfsctl remove: %s/%s: no record in the "
+				"store\n",
+				a.pos[0], a.pos[1]);
+		else if (r < 0)
+			fprintf(stderr, "credfsctl remove: %s/%s: %s\n",
+				a.pos[0], a.pos[1], strerror(-r));
+	}
 	if (r == 0) {
 		printf("removed %s/%s\n", a.pos[0], a.pos[1]);
 		cc = find_cred(x.cfg, a.pos[0], a.pos[1]);
@@ -594,7 +671,7 @@ static int list_main(int argc, char **argv)
 		       0, 0, 0, &a);
 	if (r)
 		return r == 1 ? 0 : r;
-	if (open_store(a.config, STORE_ADMIN, &x) < 0)
+	if (open_store(a.config, STORE_ADMIN, false, &x) < 0)
 		return 1;
 	buf_init(&reply, 64 * 1024 * 1024);
 	if (control_call(x.cfg->store_dir, "status --json", 10000, &reply,
@@ -696,7 +773,7 @@ static int rekey_main(int argc, char **argv)
 	if (r)
 		return r == 1 ? 0 : r;
 	umask(077);
-	if (open_store(a.config, STORE_DAEMON, &x) < 0)
+	if (open_store(a.config, STORE_DAEMON, false, &x) < 0)
 		return 1;
 	r = key_create(a.new_key_file, err, sizeof(err));
 	if (r == 0)
@@ -722,6 +799,8 @@ static const struct command commands[] = {
 	{"check", check_main, "validate a configuration file"},
 	{"init", init_main, "create the store directory and its master key"},
 	{"add", add_main, "store a credential's refresh token"},
+	{"connect", connect_main, "connect an account: browser, PKCE"},
+	{"device", device_main, "connect an account: device code"},
 	{"list", list_main, "list credentials, their state and expiry"},
 	{"remove", remove_main, "delete a credential's record"},
 	{"rekey", rekey_main, "re-encrypt the store under a new master key"},

@@ -21,6 +21,7 @@ struct http_req {
 	struct buf body;
 	struct buf resp;
 	bool too_big;
+	int tag;
 	void *user;
 	char errbuf[CURL_ERROR_SIZE];
 };
@@ -103,6 +104,46 @@ CURL *http_req_easy(struct http_req *r)
 void *http_req_user(struct http_req *r)
 {
 	return r->user;
+}
+
+void http_req_set_tag(struct http_req *r, int tag)
+{
+	r->tag = tag;
+}
+
+int http_req_tag(struct http_req *r)
+{
+	return r->tag;
+}
+
+int http_req_result(struct http_req *r, CURLcode code, long *status,
+		    const char **body, size_t *len, char *err, size_t errlen)
+{
+	const char *why;
+
+	*status = 0;
+	*body = NULL;
+	*len = 0;
+	if (code != CURLE_OK) {
+		if (r->too_big || code == CURLE_FILESIZE_EXCEEDED) {
+			snprintf(err, errlen,
+				 "response body over the %zu byte limit",
+				 r->resp.cap);
+			return -EFBIG;
+		}
+		why = r->errbuf[0] ? r->errbuf : curl_easy_strerror(code);
+		oauth_sanitize(why, strlen(why), err, errlen);
+		return -EIO;
+	}
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, status);
+	*body = r->resp.data ? r->resp.data : "";
+	*len = r->resp.len;
+	return 0;
+}
+
+CURLcode http_req_perform(struct http_req *r)
+{
+	return curl_easy_perform(r->easy);
 }
 
 void http_req_finish(struct http_req *r, CURLcode code, int64_t now_ms,

@@ -28,6 +28,21 @@ int http_req_new(const char *url, struct buf *body, char *auth_header,
 CURL *http_req_easy(struct http_req *r);
 void *http_req_user(struct http_req *r);
 
+/* A small integer the caller may tag a request with (default 0). */
+void http_req_set_tag(struct http_req *r, int tag);
+int http_req_tag(struct http_req *r);
+
+/*
+ * The HTTP status and body (valid until http_req_free) of a transfer that
+ * ended with @code: 0, or -errno with what went wrong in @err when no
+ * answer arrived.
+ */
+int http_req_result(struct http_req *r, CURLcode code, long *status,
+		    const char **body, size_t *len, char *err, size_t errlen);
+
+/* Run the transfer here and now (credfsctl). */
+CURLcode http_req_perform(struct http_req *r);
+
 /* Classify a finished transfer whose result was @code into @res. */
 void http_req_finish(struct http_req *r, CURLcode code, int64_t now_ms,
 		     struct oauth_result *res);

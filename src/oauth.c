@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "config.h"
+#include "jwt.h"
 #include "oauth.h"
 #include "plan.h"
 
@@ -113,40 +114,98 @@ out:
 	return r;
 }
 
-int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
-			struct buf *body, char **auth_header)
+/* Client authentication (RFC 6749 2.3.1, RFC 7523 2.2; none: RFC 6749
+ * 2.1 public clients send only their id). */
+static int client_auth(const struct provider_conf *p, struct buf *body,
+		       char **auth_header)
 {
-	const struct provider_conf *p = cc->provider;
-	struct buf scope;
-	size_t i;
-	int r;
+	char *jwt = NULL;
+	int r = 0;
 
-	*auth_header = NULL;
-	buf_init(body, 64 * 1024);
-	if (refresh_token) {
-		r = form_add(body, "grant_type", "refresh_token");
-		if (r == 0)
-			r = form_add(body, "refresh_token", refresh_token);
-	} else {
-		r = form_add(body, "grant_type", "client_credentials");
-	}
-	if (r == 0 && cc->n_scopes) {
-		r = scope_join(cc, &scope);
-		if (r == 0)
-			r = form_add(body, "scope", scope.data);
-		buf_free(&scope);
-	}
-	for (i = 0; r == 0 && i < p->n_params; i++)
-		r = form_add(body, p->params[i].name, p->params[i].value);
-	if (r == 0 && p->auth == AUTH_CLIENT_SECRET_POST) {
+	switch (p->auth) {
+	case AUTH_CLIENT_SECRET_BASIC: return basic_header(p, auth_header);
+	case AUTH_CLIENT_SECRET_POST:
 		r = form_add(body, "client_id", p->client_id);
 		if (r == 0)
 			r = form_add(body, "client_secret", p->client_secret);
+		return r;
+	case AUTH_NONE: return form_add(body, "client_id", p->client_id);
+	case AUTH_PRIVATE_KEY_JWT:
+		r = jwt_client_assertion(p, time_real_ms() / 1000, &jwt);
+		if (r == 0)
+			r = form_add(body, "client_id", p->client_id);
+		if (r == 0)
+			r = form_add(body, "client_assertion_type",
+				     "urn:ietf:params:oauth:client-assertion-"
+				     "type:jwt-bearer");
+		if (r == 0)
+			r = form_add(body, "client_assertion", jwt);
+		strfreezero(jwt);
+		return r;
 	}
-	if (r == 0 && p->auth == AUTH_CLIENT_SECRET_BASIC)
-		r = basic_header(p, auth_header);
-	if (r < 0)
+	return -EINVAL;
+}
+
+int oauth_build_form(const struct provider_conf *p, const char *const *pairs,
+		     bool token_params, struct buf *body, char **auth_header)
+{
+	size_t i;
+	int r = 0;
+
+	*auth_header = NULL;
+	buf_init(body, 64 * 1024);
+	for (i = 0; r == 0 && pairs[i]; i += 2)
+		if (pairs[i + 1])
+			r = form_add(body, pairs[i], pairs[i + 1]);
+	for (i = 0; r == 0 && token_params && i < p->n_params; i++)
+		r = form_add(body, p->params[i].name, p->params[i].value);
+	if (r == 0)
+		r = client_auth(p, body, auth_header);
+	if (r < 0) {
 		buf_free(body);
+		strfreezero(*auth_header);
+		*auth_header = NULL;
+	}
+	return r;
+}
+
+int oauth_scope_text(const struct cred_conf *cc, bool authorization,
+		     struct buf *out)
+{
+	const struct provider_conf *p = cc->provider;
+	size_t i;
+	int r;
+
+	r = scope_join(cc, out);
+	for (i = 0; r == 0 && authorization && i < p->n_auth_scopes; i++)
+		r = buf_printf(out, "%s%s", out->len ? " " : "",
+			       p->auth_scopes[i]);
+	return r;
+}
+
+int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
+			struct buf *body, char **auth_header)
+{
+	struct buf scope = {0};
+	int r = 0;
+
+	if (cc->n_scopes)
+		r = scope_join(cc, &scope);
+	if (r == 0) {
+		const char *pairs[] = {
+			"grant_type",
+			refresh_token ? "refresh_token" : "client_credentials",
+			"refresh_token",
+			refresh_token,
+			"scope",
+			scope.data,
+			NULL,
+		};
+
+		r = oauth_build_form(cc->provider, pairs, true, body,
+				     auth_header);
+	}
+	buf_free(&scope);
 	return r;
 }
 
@@ -312,6 +371,7 @@ static void classify_error(long status, json_t *root, struct oauth_result *res)
 		oauth_sanitize(json_string_value(desc),
 			       json_string_length(desc), d, sizeof(d));
 	res->outcome = error_outcome(c, status);
+	memcpy(res->error_code, c, sizeof(res->error_code));
 	snprintf(res->error, sizeof(res->error), "%s%s%s (HTTP %ld)",
 		 c[0] ? c : "error", d[0] ? ": " : "", d, status);
 }
@@ -352,6 +412,31 @@ void oauth_classify(long status, const char *body, size_t len,
 	    status == 503)
 		res->outcome = OAUTH_RATE_LIMITED;
 	json_decref(root);
+}
+
+int oauth_parse_introspection(long status, const char *body, size_t len,
+			      bool *active, char *err, size_t errlen)
+{
+	json_t *root = NULL, *a;
+	int r = -EPROTO;
+
+	if (status < 200 || status > 299) {
+		snprintf(err, errlen, "introspection: HTTP %ld", status);
+		return r;
+	}
+	if (len)
+		root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	a = json_is_object(root) ? json_object_get(root, "active") : NULL;
+	if (json_is_boolean(a)) {
+		*active = json_is_true(a);
+		r = 0;
+	} else {
+		snprintf(err, errlen, "introspection: %s",
+			 json_is_object(root) ? "no boolean \"active\""
+					      : "body is not a JSON object");
+	}
+	json_decref(root);
+	return r;
 }
 
 void oauth_result_clear(struct oauth_result *res)

@@ -6,6 +6,7 @@
 #ifndef CREDFS_OAUTH_H
 #define CREDFS_OAUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,7 @@ struct oauth_result {
 	struct oauth_token tok;	      /* filled only for OAUTH_OK */
 	int64_t retry_after_ms;	      /* -1 unless the provider asked */
 	char error[OAUTH_ERROR_TEXT]; /* printable, never holds a token */
+	char error_code[64];	      /* the provider's "error" value, or "" */
 };
 
 /* Short lower-case name of @o, e.g. "invalid_client". */
@@ -57,6 +59,26 @@ const char *oauth_outcome_name(enum oauth_outcome o);
  */
 int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
 			struct buf *body, char **auth_header);
+
+/*
+ * A form for one of @p's endpoints: the name/value @pairs (a NULL-ended
+ * list; pairs with a NULL value are left out), with @token_params the
+ * provider's extra token_params, then client authentication (a header in
+ * *@auth_header for client_secret_basic, else form fields). Wipe both.
+ * 0 or -errno.
+ */
+int oauth_build_form(const struct provider_conf *p, const char *const *pairs,
+		     bool token_params, struct buf *body, char **auth_header);
+
+/* @cc's scopes, space-separated; with @authorization also the provider's
+ * authorization_scopes (e.g. offline_access). 0 or -errno. */
+int oauth_scope_text(const struct cred_conf *cc, bool authorization,
+		     struct buf *out);
+
+/* RFC 7662 2.2: "active" of an introspection answer. 0, or -EPROTO with
+ * what is wrong in @err (an error of the endpoint, not of the token). */
+int oauth_parse_introspection(long status, const char *body, size_t len,
+			      bool *active, char *err, size_t errlen);
 
 /*
  * Classify a response: HTTP @status (0 if none arrived), @body of @len

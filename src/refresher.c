@@ -32,6 +32,7 @@
 #define IDLE_WAIT_MS (60 * 1000)
 #define PERSIST_RETRY_MIN_MS 500
 #define PERSIST_RETRY_MAX_MS (10 * 1000)
+#define TAG_INTROSPECT 1
 
 struct lane {
 	unsigned inflight;
@@ -100,10 +101,12 @@ static int64_t min64(int64_t a, int64_t b)
 	return a < b ? a : b;
 }
 
-/* The earliest of @c's next request, expiry event and persist retry. */
+/* The earliest of @c's next request, expiry event, persist retry and
+ * introspection. */
 static int64_t due_of(const struct cred *c)
 {
-	return min64(min64(c->attempt_mono, c->expiry_mono), c->persist_mono);
+	return min64(min64(c->attempt_mono, c->expiry_mono),
+		     min64(c->persist_mono, c->introspect_mono));
 }
 
 static void heap_push(struct refresher *rf, struct cred *c)
@@ -181,6 +184,12 @@ static void plan_locked(struct cred *c)
 		c->cur ? mono_of(cred_token_deadline(c, c->cur)) : INT64_MAX;
 	if (c->record_gen > c->durable_gen && c->persist_mono == INT64_MAX)
 		c->persist_mono = time_mono_ms();
+	if (parked || !c->cur || !c->conf->provider->introspection_interval_ms)
+		c->introspect_mono = INT64_MAX;
+	else if (c->introspect_mono == INT64_MAX && !c->ireq)
+		c->introspect_mono =
+			time_mono_ms() +
+			c->conf->provider->introspection_interval_ms;
 }
 
 /* From outside the refresher, with @c's lock held (cred -> refresher). */
@@ -285,11 +294,13 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 		pthread_mutex_lock(&o->lock);
 		pthread_mutex_lock(&rf->lock);
 		if (o->heap_idx != NOT_IN_HEAP) {
-			int64_t later = next_ms == INT64_MAX
-						? INT64_MAX
-						: mono_of(next_ms) + (int64_t)i % 1000;
+			int64_t later =
+				next_ms == INT64_MAX
+					? INT64_MAX
+					: mono_of(next_ms) + (int64_t)i % 1000;
 
-			/* Not before the refused one's retry; spread a little. */
+			/* Not before the refused one's retry; spread a little.
+			 */
 			if (on && o->attempt_mono < later)
 				o->attempt_mono = later;
 			else if (!on && !o->cur)
@@ -331,6 +342,100 @@ static void persist_retry(struct refresher *rf, struct cred *c)
 						 PERSIST_RETRY_MAX_MS,
 						 c->persist_tries,
 						 0.5 + plan_rand(&rf->rng) / 2);
+}
+
+/* Ask the provider whether @c's current token is still active. */
+static void introspect(struct refresher *rf, struct cred *c)
+{
+	const struct provider_conf *p = c->conf->provider;
+	struct token *tok = cred_current_token(c);
+	struct http_req *req = NULL;
+	char *auth = NULL;
+	struct buf body;
+	int r = -ENOENT;
+
+	c->introspect_mono = INT64_MAX;
+	if (tok && !c->ireq) {
+		const char *pairs[] = {"token", tok->value, "token_type_hint",
+				       "access_token", NULL};
+
+		c->introspect_gen = tok->gen;
+		r = oauth_build_form(p, pairs, false, &body, &auth);
+		if (r == 0)
+			r = http_req_new(p->introspection_url, &body, auth,
+					 p->timeout_ms, p->max_response_bytes,
+					 c, &req);
+	}
+	token_unref(tok);
+	if (r == 0) {
+		http_req_set_tag(req, TAG_INTROSPECT);
+		if (curl_multi_add_handle(rf->multi, http_req_easy(req)) ==
+		    CURLM_OK) {
+			c->ireq = req;
+			return;
+		}
+	}
+	http_req_free(req);
+}
+
+/* An introspection answer: "active": false revokes; anything else wrong
+ * is the endpoint's problem, not the token's. */
+static void introspected(struct refresher *rf, struct cred *c,
+			 struct http_req *req, CURLcode code)
+{
+	struct token *before = cred_current_token(c);
+	char err[OAUTH_ERROR_TEXT], why[OAUTH_ERROR_TEXT];
+	const char *body;
+	bool active = true;
+	size_t len;
+	long status;
+	int r;
+
+	r = http_req_result(req, code, &status, &body, &len, err, sizeof(err));
+	if (r == 0)
+		r = oauth_parse_introspection(status, body, len, &active, err,
+					      sizeof(err));
+	if (r < 0) {
+		log_warn("%s/%s: introspection failed (%s); the token is "
+			 "still served",
+			 c->conf->tenant, c->conf->provider->name, err);
+	} else if (!active && before && before->gen == c->introspect_gen &&
+		   time_real_ms() < before->expires_ms) {
+		struct audit_rec rec = {
+			.event = "revoked",
+			.tenant = c->conf->tenant,
+			.provider = c->conf->provider->name,
+			.outcome = "inactive",
+			.fp = before->fp,
+			.detail = "introspection: the token is not active "
+				  "before its expiry",
+		};
+
+		snprintf(why, sizeof(why),
+			 "introspection: token not active before its expiry "
+			 "(revoked at the provider)");
+		if (cred_revoked_by_provider(rf->t, c, before->gen, why)) {
+			log_error("%s/%s: %s", c->conf->tenant,
+				  c->conf->provider->name, why);
+			if (rf->t->audit)
+				audit_log(rf->t->audit, &rec);
+			if (rf->on_expire)
+				rf->on_expire(rf->arg, c, before->gen);
+		}
+	}
+	token_unref(before);
+	/* The next one, one interval on, while there is a token. */
+	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&rf->lock);
+	if (c->heap_idx != NOT_IN_HEAP && c->introspect_mono == INT64_MAX &&
+	    c->cur) {
+		c->introspect_mono =
+			time_mono_ms() +
+			c->conf->provider->introspection_interval_ms;
+		heap_fix(rf, c);
+	}
+	pthread_mutex_unlock(&rf->lock);
+	pthread_mutex_unlock(&c->lock);
 }
 
 static void complete(struct refresher *rf, struct cred *c,
@@ -504,9 +609,15 @@ static void reap(struct refresher *rf)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &req);
-		http_req_finish(req, msg->data.result, time_real_ms(), &res);
 		curl_multi_remove_handle(rf->multi, msg->easy_handle);
 		c = http_req_user(req);
+		if (http_req_tag(req) == TAG_INTROSPECT) {
+			c->ireq = NULL;
+			introspected(rf, c, req, msg->data.result);
+			http_req_free(req);
+			continue;
+		}
+		http_req_finish(req, msg->data.result, time_real_ms(), &res);
 		c->req = NULL;
 		http_req_free(req);
 		rf->lanes[lane_of(rf, c)].inflight--;
@@ -535,6 +646,13 @@ static void *run(void *arg)
 			if (c->persist_mono <= now) {
 				pthread_mutex_unlock(&rf->lock);
 				persist_retry(rf, c);
+				pthread_mutex_lock(&rf->lock);
+				heap_push(rf, c);
+				continue;
+			}
+			if (c->introspect_mono <= now) {
+				pthread_mutex_unlock(&rf->lock);
+				introspect(rf, c);
 				pthread_mutex_lock(&rf->lock);
 				heap_push(rf, c);
 				continue;
@@ -614,6 +732,7 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 
 		pthread_mutex_lock(&c->lock);
 		c->persist_mono = INT64_MAX;
+		c->introspect_mono = INT64_MAX;
 		plan_locked(c);
 		heap_push(rf, c);
 		pthread_mutex_unlock(&c->lock);
@@ -653,6 +772,12 @@ void refresher_free(struct refresher *rf)
 	for (i = 0; rf->multi && i < rf->t->n; i++) {
 		struct cred *c = &rf->t->creds[i];
 
+		if (c->ireq) {
+			curl_multi_remove_handle(rf->multi,
+						 http_req_easy(c->ireq));
+			http_req_free(c->ireq);
+			c->ireq = NULL;
+		}
 		if (!c->req)
 			continue;
 		/* Abandoned mid-flight: openers still waiting time out. */

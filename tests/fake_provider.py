@@ -7,6 +7,16 @@ Endpoints (RFC 6749, 7009, 7662):
                     token family, as real providers do
   POST /revoke      RFC 7009 revocation
   POST /introspect  RFC 7662 introspection
+  GET  /authorize   RFC 6749 4.1 with PKCE (S256 only); a test drives it
+                    with HTTP and reads the redirect from Location;
+                    "_action=deny" plays a user who refuses
+  POST /device_authorization  RFC 8628; approve or deny with
+                    device_decide(user_code, approve)
+  Token grants: client_credentials, refresh_token, authorization_code
+  (single-use codes, verifier checked), device_code (pending, slow_down,
+  access_denied, expired_token). Client authentication: Basic, post,
+  none (public clients) and private_key_jwt (RS256/ES256, checked with
+  the registered public key).
 
 Control interface (JSON), also available as methods for in-process use:
   POST /_control/fault   {"kind": ..., "count": N, ...}  queue a fault
@@ -26,6 +36,7 @@ Run standalone: fake_provider.py --port-file F [--lifetime S] [--client ID:SECRE
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -71,6 +82,17 @@ class FakeProvider:
         self.reuse_grace = 0
         self.grace_replays = []      # {"rotated_at", "replayed_at"}
         self.bench_tokens = False
+        self.public_clients = set()  # client ids with no secret (none)
+        self.jwt_keys = {}           # client id -> PEM public key
+        self.jwt_seen = set()        # assertion jti values, single use
+        self.redirect_uris = {}      # client id -> exact redirect URIs
+        self.codes = {}              # authorization code -> record
+        self.devices = {}            # device code -> record
+        self.device_interval = 1
+        self.device_lifetime = 60
+        self.device_slow_down_first = False  # answer the first poll so
+        self.introspect_status = 200 # anything else: the endpoint fails
+        self.revocations = []        # (token kind, client) per /revoke
         self.serial = 0
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
@@ -123,6 +145,14 @@ class FakeProvider:
             for t in self.tokens.values():
                 if t["family"] == family:
                     t["active"] = False
+
+    def device_decide(self, user_code, approve=True):
+        with self.lock:
+            for d in self.devices.values():
+                if d["user_code"] == user_code:
+                    d["status"] = "approved" if approve else "denied"
+                    return True
+        return False
 
     def token_requests(self, grant=None):
         with self.lock:
@@ -219,8 +249,59 @@ class FakeProvider:
                         urllib.parse.parse_qs(raw, keep_blank_values=True)
                         .items()}
 
+            def _jwt_client(self, form):
+                """private_key_jwt (RFC 7523 2.2): a signed, fresh,
+                single-use assertion whose iss and sub are the client and
+                whose aud is this token endpoint."""
+                from cryptography.hazmat.primitives import hashes, \
+                    serialization
+                from cryptography.hazmat.primitives.asymmetric import ec, \
+                    padding, utils
+
+                def unb64(x):
+                    return base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+                try:
+                    h64, c64, s64 = form["client_assertion"].split(".")
+                    head = json.loads(unb64(h64))
+                    claims = json.loads(unb64(c64))
+                    sig = unb64(s64)
+                    cid = claims["iss"]
+                    key = serialization.load_pem_public_key(
+                        prov.jwt_keys[cid].encode())
+                    data = (h64 + "." + c64).encode()
+                    if head["alg"] == "RS256":
+                        key.verify(sig, data, padding.PKCS1v15(),
+                                   hashes.SHA256())
+                    elif head["alg"] == "ES256" and len(sig) == 64:
+                        der = utils.encode_dss_signature(
+                            int.from_bytes(sig[:32], "big"),
+                            int.from_bytes(sig[32:], "big"))
+                        key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+                    else:
+                        return None
+                    now = time.time()
+                    if claims["sub"] != cid or \
+                            claims["aud"] != prov.url + "/token" or \
+                            not claims["iat"] - 30 <= now <= claims["exp"] or \
+                            form.get("client_id", cid) != cid:
+                        return None
+                    with prov.lock:
+                        if claims["jti"] in prov.jwt_seen:
+                            return None
+                        prov.jwt_seen.add(claims["jti"])
+                    return cid
+                except Exception:
+                    return None
+
             def _client(self, form):
                 auth = self.headers.get("Authorization", "")
+                if form.get("client_assertion_type") == \
+                        "urn:ietf:params:oauth:client-assertion-type:" \
+                        "jwt-bearer":
+                    return self._jwt_client(form)
+                if not auth and "client_secret" not in form and \
+                        form.get("client_id") in prov.public_clients:
+                    return form["client_id"]
                 if auth.startswith("Basic "):
                     raw = base64.b64decode(auth[6:]).decode()
                     cid, _, sec = raw.partition(":")
@@ -236,7 +317,59 @@ class FakeProvider:
             def do_GET(self):
                 if self.path == "/_control/stats":
                     return self._send(200, prov.stats())
+                if self.path.startswith("/authorize?"):
+                    return self._authorize()
                 self._send(404, {"error": "not_found"})
+
+            def _authorize(self):
+                """The user's browser lands here; the answer is the
+                redirect back to the client (RFC 6749 4.1.2)."""
+                q = {k: v[0] for k, v in urllib.parse.parse_qs(
+                    self.path.split("?", 1)[1]).items()}
+                cid = q.get("client_id", "")
+                uri = q.get("redirect_uri", "")
+                allowed = prov.redirect_uris.get(cid, [])
+                ok_uri = uri in allowed or any(
+                    # RFC 8252 7.3: any port for a loopback redirect
+                    urllib.parse.urlsplit(a)._replace(netloc="127.0.0.1")
+                    == urllib.parse.urlsplit(uri)._replace(
+                        netloc="127.0.0.1")
+                    for a in allowed if ":" not in
+                    urllib.parse.urlsplit(a).netloc)
+                if cid not in prov.clients and cid not in \
+                        prov.public_clients and cid not in prov.jwt_keys:
+                    return self._send(400, "unknown client",
+                                      ctype="text/plain")
+                if not ok_uri:  # never redirect to an unknown URI
+                    return self._send(400, "redirect_uri not registered",
+                                      ctype="text/plain")
+
+                def back(**params):
+                    params["state"] = q.get("state", "")
+                    sep = "&" if "?" in uri else "?"
+                    self.send_response(302)
+                    self.send_header("Location", uri + sep +
+                                     urllib.parse.urlencode(params))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                if q.get("response_type") != "code":
+                    return back(error="unsupported_response_type")
+                if q.get("code_challenge_method") != "S256" or \
+                        not q.get("code_challenge"):
+                    return back(error="invalid_request",
+                                error_description="PKCE S256 required")
+                if q.get("_action") == "deny":
+                    return back(error="access_denied",
+                                error_description="the user said no")
+                code = secrets.token_urlsafe(24)
+                with prov.lock:
+                    prov.codes[code] = {
+                        "client_id": cid, "redirect_uri": uri,
+                        "challenge": q["code_challenge"],
+                        "scope": q.get("scope", ""), "used": False,
+                        "family": None, "query": q,
+                        "expires": time.time() + 60}
+                back(code=code)
 
             def do_POST(self):
                 if self.path.startswith("/_control/"):
@@ -248,7 +381,33 @@ class FakeProvider:
                     return self._revoke(form)
                 if self.path == "/introspect":
                     return self._introspect(form)
+                if self.path == "/device_authorization":
+                    return self._device_authorization(form)
                 self._send(404, {"error": "not_found"})
+
+            def _device_authorization(self, form):
+                cid = self._client(form)
+                if cid is None:
+                    return self._send(401, {"error": "invalid_client"})
+                dc = secrets.token_urlsafe(24)
+                uc = "%04X-%04X" % (secrets.randbelow(65536),
+                                    secrets.randbelow(65536))
+                with prov.lock:
+                    prov.devices[dc] = {
+                        "client_id": cid, "user_code": uc,
+                        "scope": form.get("scope", ""),
+                        "status": "pending", "last_poll": 0,
+                        "interval": prov.device_interval, "polls": 0,
+                        "slow_downs": 0,
+                        "expires": time.time() + prov.device_lifetime}
+                    prov._record("/device_authorization", "", cid, "ok")
+                self._send(200, {
+                    "device_code": dc, "user_code": uc,
+                    "verification_uri": prov.url + "/device",
+                    "verification_uri_complete":
+                        prov.url + "/device?user_code=" + uc,
+                    "expires_in": prov.device_lifetime,
+                    "interval": prov.device_interval})
 
             def _control(self):
                 n = int(self.headers.get("Content-Length") or 0)
@@ -344,6 +503,19 @@ class FakeProvider:
                                          "invalid_grant")
                             return self._send(400,
                                               {"error": "invalid_grant"})
+                    elif grant == "authorization_code":
+                        body = self._code_locked(form, cid)
+                        if "error" in body:
+                            prov._record("/token", grant, cid,
+                                         body["error"])
+                            return self._send(400, body)
+                    elif grant == \
+                            "urn:ietf:params:oauth:grant-type:device_code":
+                        body = self._device_locked(form, cid)
+                        if "error" in body:
+                            prov._record("/token", grant, cid,
+                                         body["error"])
+                            return self._send(400, body)
                     else:
                         prov._record("/token", grant, cid, "unsupported")
                         return self._send(
@@ -355,6 +527,70 @@ class FakeProvider:
                         body["scope"] = granted
                     prov._record("/token", grant, cid, "ok")
                 self._send(200, body)
+
+            def _issue_locked(self, cid, scope):
+                """A new token family: access and refresh token."""
+                family = secrets.token_hex(8)
+                tok = prov._new_access(cid, scope, family)
+                return {"access_token": tok, "token_type": "Bearer",
+                        "expires_in": prov.lifetime,
+                        "refresh_token": prov._new_refresh(cid, scope,
+                                                           family)}
+
+            def _code_locked(self, form, cid):
+                code = form.get("code", "")
+                rec = prov.codes.get(code)
+                if rec is None or rec["client_id"] != cid or \
+                        rec["expires"] < time.time():
+                    return {"error": "invalid_grant",
+                            "error_description": "unknown code"}
+                if rec["used"]:
+                    # RFC 6749 4.1.2: a replayed code revokes what the
+                    # first exchange issued.
+                    if rec["family"]:
+                        prov.revoked_families.add(rec["family"])
+                    return {"error": "invalid_grant",
+                            "error_description": "code already used"}
+                rec["used"] = True
+                if form.get("redirect_uri") != rec["redirect_uri"]:
+                    return {"error": "invalid_grant",
+                            "error_description": "redirect_uri differs"}
+                verifier = form.get("code_verifier", "")
+                digest = base64.urlsafe_b64encode(hashlib.sha256(
+                    verifier.encode()).digest()).decode().rstrip("=")
+                if not 43 <= len(verifier) <= 128 or \
+                        digest != rec["challenge"]:
+                    return {"error": "invalid_grant",
+                            "error_description": "PKCE verifier mismatch"}
+                body = self._issue_locked(cid, rec["scope"])
+                rec["family"] = prov.refresh[body["refresh_token"]][
+                    "family"]
+                return body
+
+            def _device_locked(self, form, cid):
+                d = prov.devices.get(form.get("device_code", ""))
+                now = time.time()
+                if d is None or d["client_id"] != cid:
+                    return {"error": "invalid_grant"}
+                d["polls"] += 1
+                if d["status"] == "used":
+                    return {"error": "invalid_grant"}
+                if now > d["expires"]:
+                    return {"error": "expired_token"}
+                if d["status"] == "denied":
+                    return {"error": "access_denied"}
+                too_soon = now - d["last_poll"] < d["interval"] - 0.05 or \
+                    (d["polls"] == 1 and prov.device_slow_down_first)
+                d.setdefault("poll_times", []).append(now)
+                d["last_poll"] = now
+                if too_soon:
+                    d["interval"] += 5  # RFC 8628 3.5
+                    d["slow_downs"] += 1
+                    return {"error": "slow_down"}
+                if d["status"] == "pending":
+                    return {"error": "authorization_pending"}
+                d["status"] = "used"
+                return self._issue_locked(cid, d["scope"])
 
             def _refresh_locked(self, form, cid):
                 rt = form.get("refresh_token", "")
@@ -400,10 +636,17 @@ class FakeProvider:
                 tok = form.get("token", "")
                 with prov.lock:
                     prov._record("/revoke", "", cid, "ok")
+                    prov.revocations.append(
+                        (form.get("token_type_hint", ""), cid))
                     if tok in prov.tokens:
                         prov.tokens[tok]["active"] = False
                     elif tok in prov.refresh:
-                        prov.revoked_families.add(prov.refresh[tok]["family"])
+                        # RFC 7009 2.1: the grant's access tokens go too.
+                        fam = prov.refresh[tok]["family"]
+                        prov.revoked_families.add(fam)
+                        for t in prov.tokens.values():
+                            if t["family"] == fam:
+                                t["active"] = False
                 self._send(200, "", ctype="text/plain")
 
             def _introspect(self, form):
@@ -411,6 +654,9 @@ class FakeProvider:
                 if cid is None:
                     return self._send(401, {"error": "invalid_client"})
                 tok = form.get("token", "")
+                if prov.introspect_status != 200:
+                    return self._send(prov.introspect_status,
+                                      {"error": "server_error"})
                 with prov.lock:
                     prov._record("/introspect", "", cid, "ok")
                     rec = prov.tokens.get(tok)

@@ -273,13 +273,67 @@ static const struct {
 	 "providers.g.client_id: missing"},
 	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
 	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"auth_method\":\"tls_client_auth\"}},\"tenants\":{}}",
+	 "providers.g.auth_method: \"tls_client_auth\" is not one of"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
 	 "\"auth_method\":\"private_key_jwt\"}},\"tenants\":{}}",
-	 "providers.g.auth_method: \"private_key_jwt\" is not one of"},
+	 "providers.g.private_key_file: missing (private_key_jwt signs with "
+	 "it)"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"auth_method\":\"none\"}},\"tenants\":{}}",
+	 "providers.g.auth_method: \"none\" is a public client, and the "
+	 "client_credentials grant needs a confidential one"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"auth_method\":\"none\",\"grant\":"
+	 "\"refresh_token\",\"client_secret_file\":\"/s\"}},\"tenants\":{},"
+	 "\"store\":{\"dir\":\"/st\"}}",
+	 "providers.g.client_secret_file: not used with auth_method none"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\"}},\"tenants\":{}}",
+	 "providers.g.client_secret_file: missing"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"grant\":\"implicit\"}},\"tenants\":{}}",
+	 "providers.g.grant: \"implicit\" is forbidden by RFC 9700 (section "
+	 "2.1.2: tokens in the front channel leak); use \"refresh_token\" "
+	 "with credfsctl connect (authorization code with PKCE)"},
 	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
 	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
 	 "\"grant\":\"password\"}},\"tenants\":{}}",
-	 "providers.g.grant: \"password\" is not one of client_credentials, "
-	 "refresh_token"},
+	 "providers.g.grant: \"password\" is forbidden by RFC 9700 (section "
+	 "2.4"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"redirect_uri\":\"http://127.0.0.1:*/cb\"}},\"tenants\":{}}",
+	 "providers.g.redirect_uri: \"http://127.0.0.1:*/cb\": redirect URIs "
+	 "must be exact, no wildcards (RFC 9700 section 2.1)"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"redirect_uri\":\"http://app.example/cb\"}},\"tenants\":{}}",
+	 "providers.g.redirect_uri: \"http://app.example/cb\": http:// "
+	 "redirect URIs are allowed only for loopback hosts (RFC 9700 "
+	 "section 2.1)"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"redirect_uri\":\"https://app.example/cb\"}},\"tenants\":{}}",
+	 "use http://127.0.0.1:PORT/PATH"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"revocation_url\":\"http://idp.example/revoke\"}},\"tenants\":{}}",
+	 "providers.g.revocation_url: http:// is allowed only for loopback"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"introspection_interval_s\":60}},\"tenants\":{}}",
+	 "providers.g.introspection_interval_s: needs introspection_url"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"authorization_params\":{\"state\":\"x\"}}},\"tenants\":{}}",
+	 "providers.g.authorization_params.state: is set by credfs itself"},
+	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
+	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
+	 "\"grant\":\"password\"}},\"tenants\":{}}",
+	 "providers.g.grant: \"password\" is forbidden by RFC 9700"},
 	{"{\"providers\":{\"g\":{\"token_url\":\"https://a.example/t\","
 	 "\"client_id\":\"i\",\"client_secret_file\":\"/s\","
 	 "\"grant\":\"refresh_token\"}},\"tenants\":{}}",

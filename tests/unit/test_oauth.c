@@ -1,4 +1,5 @@
 /* Unit tests for oauth: token request bodies and response classification. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +9,9 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "jwt.h"
 #include "oauth.h"
+#include "onboard.h"
 
 static void classify(long status, const char *body, const char *retry_after,
 		     struct oauth_result *res)
@@ -236,6 +239,77 @@ static void refresh_token_grant(void **state)
 	assert_int_equal(res.outcome, OAUTH_MALFORMED);
 }
 
+/* RFC 7636 appendix B's example, and fresh pairs. */
+static void pkce_s256(void **state)
+{
+	char *c = NULL, *v = NULL, *c2 = NULL;
+
+	assert_int_equal(
+		pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+			       &c),
+		0);
+	assert_string_equal(c, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+	free(c);
+	assert_int_equal(pkce_new(&v, &c), 0);
+	assert_int_equal(strlen(v), 43); /* 32 random bytes */
+	assert_null(strpbrk(v, "+/="));
+	assert_int_equal(pkce_challenge(v, &c2), 0);
+	assert_string_equal(c, c2);
+	free(v);
+	free(c);
+	free(c2);
+	{
+		char *v2 = NULL, *cc2 = NULL;
+
+		assert_int_equal(pkce_new(&v, &c), 0);
+		assert_int_equal(pkce_new(&v2, &cc2), 0);
+		assert_string_not_equal(v, v2); /* random each time */
+		free(v);
+		free(c);
+		free(v2);
+		free(cc2);
+	}
+}
+
+/* A public client sends its id; every form adds the pairs in order. */
+static void forms_and_public_clients(void **state)
+{
+	struct provider_conf p = {.client_id = "pub", .auth = AUTH_NONE};
+	const char *pairs[] = {
+		"grant_type", "authorization_code", "code", "c/1", "skipped",
+		NULL,	      "code_verifier",	    "v",    NULL};
+	struct buf body;
+	char *auth;
+
+	assert_int_equal(oauth_build_form(&p, pairs, true, &body, &auth), 0);
+	assert_string_equal(body.data, "grant_type=authorization_code"
+				       "&code=c%2F1&code_verifier=v"
+				       "&client_id=pub");
+	assert_null(auth);
+	buf_free(&body);
+}
+
+/* Introspection answers: only a boolean "active" counts. */
+static void introspection_answers(void **state)
+{
+	char err[128];
+	bool active = true;
+
+	assert_int_equal(oauth_parse_introspection(200, "{\"active\":false}",
+						   16, &active, err,
+						   sizeof(err)),
+			 0);
+	assert_false(active);
+	assert_int_equal(oauth_parse_introspection(200, "{\"active\":\"no\"}",
+						   15, &active, err,
+						   sizeof(err)),
+			 -EPROTO);
+	assert_int_equal(oauth_parse_introspection(503, "", 0, &active, err,
+						   sizeof(err)),
+			 -EPROTO);
+	assert_string_equal(err, "introspection: HTTP 503");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -248,6 +322,9 @@ int main(void)
 		cmocka_unit_test(retry_after_parsed),
 		cmocka_unit_test(request_basic_and_post),
 		cmocka_unit_test(refresh_token_grant),
+		cmocka_unit_test(pkce_s256),
+		cmocka_unit_test(forms_and_public_clients),
+		cmocka_unit_test(introspection_answers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

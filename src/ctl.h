@@ -1,0 +1,86 @@
+/*
+ * ctl: what credfsctl's subcommands share (ctl.c, ctl_connect.c):
+ * argument parsing, opening the config, key and store, and storing a
+ * credential and telling the daemon.
+ */
+#ifndef CREDFS_CTL_H
+#define CREDFS_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct config;
+struct cred_conf;
+struct record;
+
+/* Options a subcommand may take besides --config and --help. */
+enum {
+	OPT_FROM_FILE = 1 << 0,
+	OPT_NEW_KEY = 1 << 1,
+	OPT_JSON = 1 << 2,
+	OPT_REVOKE = 1 << 3,  /* --revoke, --force */
+	OPT_TIMEOUT = 1 << 4, /* --timeout SECONDS */
+};
+
+struct args {
+	const char *config;
+	const char *pos[2];
+	size_t n_pos;
+	const char *from_file;
+	const char *new_key_file;
+	bool json;
+	bool revoke, force;
+	long timeout_s; /* 0: the command's default */
+};
+
+/*
+ * Parse @argv for subcommand @name: --config FILE, --help, the options in
+ * @opts and @min..@max positional arguments. @usage follows "credfsctl
+ * NAME" in messages. Returns 0 to go on, 1 after printing help, 2 for a
+ * usage error (printed).
+ */
+int parse_args(int argc, char **argv, const char *name, const char *usage,
+	       const char *help, unsigned opts, size_t min, size_t max,
+	       struct args *a);
+
+/* The config (with client secrets and keys if @secrets), the master key
+ * and the store, or an error printed. */
+struct ctx {
+	struct config *cfg;
+	uint8_t *key;
+	struct store *st;
+};
+
+int open_store(const char *path, enum store_mode mode, bool secrets,
+	       struct ctx *x);
+void close_store(struct ctx *x);
+
+const struct cred_conf *find_cred(const struct config *cfg, const char *tenant,
+				  const char *provider);
+
+/* tenant/provider, declared with a refresh_token provider; else NULL with
+ * the reason printed for command @cmd. */
+const struct cred_conf *refresh_cred(struct ctx *x, const char *cmd,
+				     const char *tenant, const char *provider);
+
+/* Ask the daemon on the store to act on @request, printing its answer.
+ * Its exit status, or 0 with a note when no daemon runs. */
+int tell_daemon(const struct config *cfg, const char *request,
+		int64_t timeout_ms);
+
+/* How long the daemon may take to load a record and fetch a token. */
+int64_t reload_timeout(const struct cred_conf *cc);
+
+/* Write @rec as @cc's new record (a generation above any before) and tell
+ * a running daemon. 0 or -errno, the reason printed. */
+int store_credential(struct ctx *x, const struct cred_conf *cc,
+		     struct record *rec, const char *cmd);
+
+/* ctl_connect.c */
+int connect_main(int argc, char **argv);
+int device_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,155 @@
+/*
+ * jwt: compact JWS with OpenSSL's EVP signing. RS256 is RSASSA-PKCS1-v1_5
+ * over SHA-256; ES256 is ECDSA P-256 over SHA-256, whose DER signature is
+ * turned into the fixed 64-byte r || s that JWS wants (RFC 7518 3.4).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "config.h"
+#include "jwt.h"
+#include "util.h"
+
+int b64url(const void *p, size_t n, char **out)
+{
+	size_t cap = 4 * ((n + 2) / 3) + 1, i, j;
+	unsigned char *b = malloc(cap);
+	int len;
+
+	*out = NULL;
+	if (!b)
+		return -ENOMEM;
+	len = EVP_EncodeBlock(b, p, (int)n);
+	for (i = j = 0; i < (size_t)len; i++) {
+		if (b[i] == '=')
+			continue;
+		b[j++] = b[i] == '+' ? '-' : b[i] == '/' ? '_' : b[i];
+	}
+	b[j] = '\0';
+	*out = (char *)b;
+	return 0;
+}
+
+/* The JSON object @o, compact, as base64url. */
+static int b64url_json(json_t *o, char **out)
+{
+	char *text =
+		o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	int r;
+
+	if (!text)
+		return -ENOMEM;
+	r = b64url(text, strlen(text), out);
+	free(text);
+	return r;
+}
+
+/* DER ECDSA-Sig-Value -> r || s, 32 bytes each. */
+static int ecdsa_raw(const unsigned char *der, size_t len,
+		     unsigned char out[64])
+{
+	const unsigned char *p = der;
+	ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)len);
+	const BIGNUM *r, *s;
+	int ok;
+
+	if (!sig)
+		return -EINVAL;
+	ECDSA_SIG_get0(sig, &r, &s);
+	ok = BN_bn2binpad(r, out, 32) == 32 &&
+	     BN_bn2binpad(s, out + 32, 32) == 32;
+	ECDSA_SIG_free(sig);
+	return ok ? 0 : -EINVAL;
+}
+
+static int sign(EVP_PKEY *key, bool ec, const char *input, char **out)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char *sig = NULL, raw[64];
+	size_t len = 0;
+	int r = -EIO;
+
+	if (!md)
+		return -ENOMEM;
+	if (EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
+	    EVP_DigestSign(md, NULL, &len, (const unsigned char *)input,
+			   strlen(input)) != 1)
+		goto out;
+	sig = malloc(len);
+	if (!sig || EVP_DigestSign(md, sig, &len, (const unsigned char *)input,
+				   strlen(input)) != 1)
+		goto out;
+	if (ec) {
+		r = ecdsa_raw(sig, len, raw);
+		if (r == 0)
+			r = b64url(raw, sizeof(raw), out);
+	} else {
+		r = b64url(sig, len, out);
+	}
+out:
+	free(sig);
+	EVP_MD_CTX_free(md);
+	return r;
+}
+
+int jwt_client_assertion(const struct provider_conf *p, int64_t now_s,
+			 char **out)
+{
+	EVP_PKEY *key = p->private_key;
+	bool ec = key && EVP_PKEY_is_a(key, "EC");
+	json_t *h = json_object(), *c = json_object();
+	char *hb = NULL, *cb = NULL, *jti = NULL, *sig = NULL;
+	unsigned char rnd[16];
+	struct buf input;
+	int r = -ENOMEM;
+
+	*out = NULL;
+	buf_init(&input, 64 * 1024);
+	if (!key)
+		r = -ENOKEY;
+	if (!key || !h || !c)
+		goto out;
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1 ||
+	    b64url(rnd, sizeof(rnd), &jti) < 0)
+		goto out;
+	json_object_set_new(h, "alg", json_string(ec ? "ES256" : "RS256"));
+	json_object_set_new(h, "typ", json_string("JWT"));
+	if (p->key_id)
+		json_object_set_new(h, "kid", json_string(p->key_id));
+	json_object_set_new(c, "iss", json_string(p->client_id));
+	json_object_set_new(c, "sub", json_string(p->client_id));
+	json_object_set_new(
+		c, "aud",
+		json_string(p->jwt_audience ? p->jwt_audience : p->token_url));
+	json_object_set_new(c, "jti", json_string(jti));
+	json_object_set_new(c, "iat", json_integer(now_s));
+	json_object_set_new(c, "exp", json_integer(now_s + 60));
+	r = b64url_json(h, &hb);
+	if (r == 0)
+		r = b64url_json(c, &cb);
+	if (r == 0)
+		r = buf_printf(&input, "%s.%s", hb, cb);
+	if (r == 0)
+		r = sign(key, ec, input.data, &sig);
+	if (r == 0 && asprintf(out, "%s.%s", input.data, sig) < 0) {
+		*out = NULL;
+		r = -ENOMEM;
+	}
+out:
+	json_decref(h);
+	json_decref(c);
+	free(hb);
+	free(cb);
+	free(jti);
+	free(sig);
+	buf_free(&input);
+	return r;
+}

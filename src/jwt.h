@@ -1,0 +1,25 @@
+/*
+ * jwt: the client assertion of private_key_jwt (RFC 7523 section 2.2,
+ * OpenID Connect Core section 9), signed RS256 or ES256 with OpenSSL, and
+ * base64url (RFC 4648 section 5) for it and for PKCE.
+ */
+#ifndef CREDFS_JWT_H
+#define CREDFS_JWT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct provider_conf;
+
+/* base64url of @n bytes at @p, no padding, into a new string *@out. */
+int b64url(const void *p, size_t n, char **out);
+
+/*
+ * A fresh assertion for @p at @now_s (Unix seconds): iss and sub the
+ * client_id, aud the jwt_audience or the token_url, a random jti, iat, and
+ * exp one minute later. 0 with a new string in *@out (wipe it), or -errno.
+ */
+int jwt_client_assertion(const struct provider_conf *p, int64_t now_s,
+			 char **out);
+
+#endif

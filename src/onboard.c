@@ -1,0 +1,623 @@
+/*
+ * onboard: the flows behind credfsctl connect, device and remove --revoke.
+ *
+ * The loopback listener is a deliberately small HTTP/1.0 responder: it
+ * reads one request head per connection, looks only at the request line,
+ * answers with a short text/html page and closes. It listens on loopback
+ * only.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "config.h"
+#include "http.h"
+#include "jwt.h"
+#include "oauth.h"
+#include "onboard.h"
+#include "util.h"
+
+#define MAX_HEAD 8192
+#define DEVICE_POLL_DEFAULT_S 5
+
+struct loopback {
+	int fd;
+	char *path;
+	char *uri;
+};
+
+int random_b64url(size_t n, char **out)
+{
+	unsigned char b[64];
+
+	*out = NULL;
+	if (n > sizeof(b) || RAND_bytes(b, (int)n) != 1)
+		return -EIO;
+	return b64url(b, n, out);
+}
+
+int pkce_challenge(const char *verifier, char **challenge)
+{
+	unsigned char md[32];
+	unsigned int n = 0;
+
+	if (EVP_Digest(verifier, strlen(verifier), md, &n, EVP_sha256(),
+		       NULL) != 1)
+		return -EIO;
+	return b64url(md, n, challenge);
+}
+
+int pkce_new(char **verifier, char **challenge)
+{
+	int r = random_b64url(32, verifier);
+
+	*challenge = NULL;
+	if (r == 0)
+		r = pkce_challenge(*verifier, challenge);
+	return r;
+}
+
+/* --- the loopback listener ------------------------------------------ */
+
+int loopback_open(const char *redirect_uri, struct loopback **out, char *err,
+		  size_t errlen)
+{
+	struct loopback *lb = calloc(1, sizeof(*lb));
+	char *host = NULL, *port = NULL, *path = NULL;
+	struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+	struct sockaddr_in a4 = {.sin_family = AF_INET};
+	socklen_t len = sizeof(a4);
+	bool v6 = false;
+	CURLU *u = NULL;
+	int r = 0, one = 1;
+
+	*out = NULL;
+	if (!lb)
+		return -ENOMEM;
+	lb->fd = -1;
+	a4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (redirect_uri) {
+		u = curl_url();
+		if (!u || curl_url_set(u, CURLUPART_URL, redirect_uri, 0) ||
+		    curl_url_get(u, CURLUPART_HOST, &host, 0) ||
+		    curl_url_get(u, CURLUPART_PORT, &port, 0) ||
+		    curl_url_get(u, CURLUPART_PATH, &path, 0)) {
+			snprintf(err, errlen, "redirect_uri %s: cannot parse",
+				 redirect_uri);
+			r = -EINVAL;
+			goto out;
+		}
+		v6 = host[0] == '[';
+		a4.sin_port = a6.sin6_port = htons((uint16_t)atoi(port));
+		lb->path = strdup(path);
+		lb->uri = strdup(redirect_uri);
+	} else {
+		lb->path = strdup("/callback");
+	}
+	if (!lb->path) {
+		r = -ENOMEM;
+		goto out;
+	}
+	a6.sin6_addr = in6addr_loopback;
+	lb->fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lb->fd < 0 ||
+	    setsockopt(lb->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    (v6 ? bind(lb->fd, (struct sockaddr *)&a6, sizeof(a6))
+		: bind(lb->fd, (struct sockaddr *)&a4, sizeof(a4))) < 0 ||
+	    listen(lb->fd, 8) < 0) {
+		r = -errno;
+		snprintf(err, errlen,
+			 "cannot listen for the redirect on loopback port "
+			 "%s: %s",
+			 port ? port : "(any)", strerror(-r));
+		goto out;
+	}
+	if (!lb->uri) {
+		getsockname(lb->fd, (struct sockaddr *)&a4, &len);
+		if (asprintf(&lb->uri, "http://127.0.0.1:%d/callback",
+			     ntohs(a4.sin_port)) < 0)
+			lb->uri = NULL;
+		if (!lb->uri)
+			r = -ENOMEM;
+	}
+out:
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_url_cleanup(u);
+	if (r < 0) {
+		loopback_close(lb);
+		return r;
+	}
+	*out = lb;
+	return 0;
+}
+
+const char *loopback_uri(const struct loopback *lb)
+{
+	return lb->uri;
+}
+
+static void answer(int fd, int status, const char *title, const char *text)
+{
+	char page[1024], head[256];
+	int n, h;
+
+	n = snprintf(page, sizeof(page),
+		     "<!doctype html><html><head><title>credfs</title></head>"
+		     "<body><h1>%s</h1><p>%s</p></body></html>\n",
+		     title, text);
+	h = snprintf(head, sizeof(head),
+		     "HTTP/1.0 %d %s\r\nContent-Type: text/html; "
+		     "charset=utf-8\r\nContent-Length: %d\r\nCache-Control: "
+		     "no-store\r\nConnection: close\r\n\r\n",
+		     status, status == 200 ? "OK" : "Bad Request", n);
+	(void)!send(fd, head, (size_t)h, MSG_NOSIGNAL);
+	(void)!send(fd, page, (size_t)n, MSG_NOSIGNAL);
+}
+
+/* Read one request head (up to MAX_HEAD) within @timeout_ms. */
+static int read_head(int fd, char *head, size_t size, int timeout_ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	size_t n = 0;
+
+	while (n + 1 < size) {
+		ssize_t r;
+
+		if (poll(&p, 1, timeout_ms) <= 0)
+			return -ETIMEDOUT;
+		r = recv(fd, head + n, size - 1 - n, 0);
+		if (r <= 0)
+			return -EPROTO;
+		n += (size_t)r;
+		head[n] = '\0';
+		if (strstr(head, "\r\n\r\n") || strstr(head, "\n\n"))
+			return 0;
+	}
+	return -EMSGSIZE;
+}
+
+/* The decoded value of @name in the query string @q, or NULL. */
+static char *query_get(const char *q, const char *name)
+{
+	size_t n = strlen(name);
+
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t len = amp ? (size_t)(amp - q) : strlen(q);
+
+		if (len > n && !strncmp(q, name, n) && q[n] == '=') {
+			char *raw = strndup(q + n + 1, len - n - 1), *dec;
+			char *p;
+
+			if (!raw)
+				return NULL;
+			for (p = raw; *p; p++)
+				if (*p == '+')
+					*p = ' ';
+			dec = curl_easy_unescape(NULL, raw, 0, NULL);
+			free(raw);
+			if (!dec)
+				return NULL;
+			raw = strdup(dec);
+			curl_free(dec);
+			return raw;
+		}
+		q = amp ? amp + 1 : NULL;
+	}
+	return NULL;
+}
+
+/* Handle one connection. 1: not ours (keep waiting); 0 or -errno: done. */
+static int callback(struct loopback *lb, int fd, const char *state, char **code,
+		    char *err, size_t errlen)
+{
+	char head[MAX_HEAD], text[256];
+	char *target, *sp, *q, *got_state = NULL, *error = NULL, *desc = NULL;
+	int r;
+
+	if (read_head(fd, head, sizeof(head), 5000) < 0)
+		return 1;
+	if (strncmp(head, "GET ", 4))
+		return answer(fd, 400, "Not a callback", "Expected GET."), 1;
+	target = head + 4;
+	sp = strchr(target, ' ');
+	if (sp)
+		*sp = '\0';
+	q = strchr(target, '?');
+	if (q)
+		*q++ = '\0';
+	if (strcmp(target, lb->path)) {
+		answer(fd, 400, "Not found", "This is not the callback path.");
+		return 1;
+	}
+	got_state = query_get(q, "state");
+	error = query_get(q, "error");
+	desc = query_get(q, "error_description");
+	*code = query_get(q, "code");
+	if (error) {
+		oauth_sanitize(error, strlen(error), text, 64);
+		snprintf(err, errlen, "the provider answered error=%s%s%.*s",
+			 text, desc ? ": " : "", 120, desc ? desc : "");
+		answer(fd, 400, "Authorization failed",
+		       "The provider refused the authorization; nothing was "
+		       "stored. See credfsctl's message.");
+		r = -EACCES;
+	} else if (!got_state || strcmp(got_state, state)) {
+		snprintf(err, errlen,
+			 "the callback's state does not match this request "
+			 "(a forged or stale callback); nothing was stored");
+		answer(fd, 400, "State mismatch",
+		       "This callback does not belong to the pending "
+		       "authorization; nothing was stored.");
+		r = -EPERM;
+	} else if (!*code || !**code) {
+		snprintf(err, errlen,
+			 "the callback carried no authorization code");
+		answer(fd, 400, "No code", "The callback carried no code.");
+		r = -EPROTO;
+	} else {
+		answer(fd, 200, "credfs: authorization received",
+		       "You can close this window.");
+		r = 0;
+	}
+	if (r < 0) {
+		strfreezero(*code);
+		*code = NULL;
+	}
+	free(got_state);
+	free(error);
+	free(desc);
+	return r;
+}
+
+int loopback_wait(struct loopback *lb, const char *state, int64_t timeout_ms,
+		  char **code, char *err, size_t errlen)
+{
+	int64_t deadline = time_mono_ms() + timeout_ms;
+	struct pollfd p = {.fd = lb->fd, .events = POLLIN};
+
+	*code = NULL;
+	for (;;) {
+		int64_t left = deadline - time_mono_ms();
+		int fd, r;
+
+		if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+			snprintf(
+				err, errlen,
+				"no callback within %lld s; nothing was stored",
+				(long long)(timeout_ms / 1000));
+			return -ETIMEDOUT;
+		}
+		fd = accept4(lb->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		r = callback(lb, fd, state, code, err, errlen);
+		close(fd);
+		if (r <= 0)
+			return r;
+	}
+}
+
+void loopback_close(struct loopback *lb)
+{
+	struct pollfd p;
+	char head[MAX_HEAD];
+
+	if (!lb)
+		return;
+	p.fd = lb->fd;
+	p.events = POLLIN;
+	/* Whatever came after the first callback is told so. */
+	while (lb->fd >= 0 && poll(&p, 1, 0) > 0) {
+		int fd = accept4(lb->fd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (fd < 0)
+			break;
+		if (read_head(fd, head, sizeof(head), 1000) == 0)
+			answer(fd, 400, "Already completed",
+			       "This authorization was already completed; a "
+			       "second callback is refused.");
+		close(fd);
+	}
+	if (lb->fd >= 0)
+		close(lb->fd);
+	free(lb->path);
+	free(lb->uri);
+	free(lb);
+}
+
+/* --- requests -------------------------------------------------------- */
+
+static int query_add(struct buf *b, const char *name, const char *value)
+{
+	char *enc = curl_easy_escape(NULL, value, 0);
+	int r;
+
+	if (!enc)
+		return -ENOMEM;
+	r = buf_printf(b, "&%s=%s", name, enc);
+	curl_free(enc);
+	return r;
+}
+
+int authorization_url(const struct cred_conf *cc, const char *redirect_uri,
+		      const char *state, const char *challenge, char **out)
+{
+	const struct provider_conf *p = cc->provider;
+	struct buf b, scope;
+	size_t i;
+	int r;
+
+	*out = NULL;
+	buf_init(&b, 64 * 1024);
+	r = oauth_scope_text(cc, true, &scope);
+	if (r == 0)
+		r = buf_printf(&b, "%s%cresponse_type=code",
+			       p->authorization_url,
+			       strchr(p->authorization_url, '?') ? '&' : '?');
+	if (r == 0)
+		r = query_add(&b, "client_id", p->client_id);
+	if (r == 0)
+		r = query_add(&b, "redirect_uri", redirect_uri);
+	if (r == 0 && scope.len)
+		r = query_add(&b, "scope", scope.data);
+	if (r == 0)
+		r = query_add(&b, "state", state);
+	if (r == 0)
+		r = query_add(&b, "code_challenge", challenge);
+	if (r == 0)
+		r = query_add(&b, "code_challenge_method", "S256");
+	for (i = 0; r == 0 && i < p->n_auth_params; i++)
+		r = query_add(&b, p->auth_params[i].name,
+			      p->auth_params[i].value);
+	buf_free(&scope);
+	if (r < 0) {
+		buf_free(&b);
+		return r;
+	}
+	*out = b.data;
+	return 0;
+}
+
+/* POST a form to @url synchronously; the request to read the answer. */
+static int post(const struct provider_conf *p, const char *url,
+		const char *const *pairs, bool token_params,
+		struct http_req **req, CURLcode *code)
+{
+	char *auth = NULL;
+	struct buf body;
+	int r;
+
+	*req = NULL;
+	r = oauth_build_form(p, pairs, token_params, &body, &auth);
+	if (r == 0)
+		r = http_req_new(url, &body, auth, p->timeout_ms,
+				 p->max_response_bytes, NULL, req);
+	if (r == 0)
+		*code = http_req_perform(*req);
+	return r;
+}
+
+void token_request(const struct cred_conf *cc, const char *const *pairs,
+		   struct oauth_result *res)
+{
+	struct http_req *req;
+	CURLcode code;
+	int r;
+
+	r = post(cc->provider, cc->provider->token_url, pairs, true, &req,
+		 &code);
+	if (r == 0) {
+		http_req_finish(req, code, time_real_ms(), res);
+	} else {
+		memset(res, 0, sizeof(*res));
+		res->outcome = OAUTH_TRANSIENT;
+		snprintf(res->error, sizeof(res->error),
+			 "cannot build the request: %s", strerror(-r));
+	}
+	http_req_free(req);
+}
+
+/* RFC 8628 3.2, as the provider sent it. */
+struct device_auth {
+	char *device_code, *user_code, *uri, *uri_complete;
+	int64_t expires_in_s, interval_s;
+};
+
+static char *json_str(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!json_is_string(v) || !json_string_length(v) ||
+	    json_string_length(v) > 4096)
+		return NULL;
+	return strdup(json_string_value(v));
+}
+
+static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
+			    char *err, size_t errlen)
+{
+	const struct provider_conf *p = cc->provider;
+	struct http_req *req = NULL;
+	struct buf scope;
+	const char *body;
+	CURLcode code;
+	json_t *o = NULL, *v;
+	size_t len;
+	long status;
+	int r;
+
+	r = oauth_scope_text(cc, true, &scope);
+	if (r == 0) {
+		const char *pairs[] = {"scope", scope.len ? scope.data : NULL,
+				       NULL};
+
+		r = post(p, p->device_authorization_url, pairs, false, &req,
+			 &code);
+	}
+	buf_free(&scope);
+	if (r == 0)
+		r = http_req_result(req, code, &status, &body, &len, err,
+				    errlen);
+	if (r == 0) {
+		o = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+		if (status != 200 || !json_is_object(o)) {
+			v = json_is_object(o) ? json_object_get(o, "error")
+					      : NULL;
+			snprintf(err, errlen,
+				 "the device authorization endpoint answered "
+				 "HTTP %ld%s%s",
+				 status, json_is_string(v) ? ": " : "",
+				 json_is_string(v) ? json_string_value(v) : "");
+			r = -EPROTO;
+		}
+	}
+	if (r == 0) {
+		d->device_code = json_str(o, "device_code");
+		d->user_code = json_str(o, "user_code");
+		/* Google says verification_url. */
+		d->uri = json_str(o, "verification_uri");
+		if (!d->uri)
+			d->uri = json_str(o, "verification_url");
+		d->uri_complete = json_str(o, "verification_uri_complete");
+		v = json_object_get(o, "expires_in");
+		d->expires_in_s =
+			json_is_integer(v) ? json_integer_value(v) : 0;
+		v = json_object_get(o, "interval");
+		d->interval_s = json_is_integer(v) ? json_integer_value(v)
+						   : DEVICE_POLL_DEFAULT_S;
+		if (!d->device_code || !d->user_code || !d->uri ||
+		    d->expires_in_s <= 0 || d->interval_s < 0 ||
+		    d->interval_s > 3600) {
+			snprintf(err, errlen,
+				 "the device authorization answer lacks "
+				 "device_code, user_code, verification_uri or "
+				 "a positive expires_in");
+			r = -EPROTO;
+		}
+	}
+	json_decref(o);
+	http_req_free(req);
+	return r;
+}
+
+int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
+		struct oauth_result *res, int64_t *sent_ms, char *err,
+		size_t errlen)
+{
+	struct device_auth d = {0};
+	int64_t deadline, interval_ms;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	r = device_authorize(cc, &d, err, errlen);
+	if (r < 0)
+		goto out;
+	fprintf(out, "To connect %s/%s, open %s and enter the code: %s\n",
+		cc->tenant, cc->provider->name, d.uri, d.user_code);
+	if (d.uri_complete)
+		fprintf(out, "Or open: %s\n", d.uri_complete);
+	fprintf(out, "Waiting up to %lld s for the approval...\n",
+		(long long)(d.expires_in_s < timeout_ms / 1000
+				    ? d.expires_in_s
+				    : timeout_ms / 1000));
+	fflush(out);
+	deadline = time_mono_ms() + (d.expires_in_s * 1000 < timeout_ms
+					     ? d.expires_in_s * 1000
+					     : timeout_ms);
+	interval_ms = d.interval_s * 1000;
+	for (;;) {
+		const char *pairs[] = {
+			"grant_type",
+			"urn:ietf:params:oauth:grant-type:device_code",
+			"device_code",
+			d.device_code,
+			NULL,
+		};
+
+		if (time_mono_ms() + interval_ms > deadline) {
+			snprintf(err, errlen,
+				 "the device code expired before it was "
+				 "approved; run credfsctl device again");
+			r = -ETIMEDOUT;
+			break;
+		}
+		nanosleep(&(struct timespec){interval_ms / 1000,
+					     (interval_ms % 1000) * 1000000},
+			  NULL);
+		oauth_result_clear(res);
+		*sent_ms = time_real_ms();
+		token_request(cc, pairs, res);
+		if (res->outcome == OAUTH_OK)
+			break;
+		if (!strcmp(res->error_code, "authorization_pending"))
+			continue;
+		if (!strcmp(res->error_code, "slow_down")) {
+			interval_ms += 5000; /* RFC 8628 3.5 */
+			continue;
+		}
+		if (!strcmp(res->error_code, "access_denied"))
+			snprintf(err, errlen,
+				 "the user denied the authorization; nothing "
+				 "was stored");
+		else if (!strcmp(res->error_code, "expired_token"))
+			snprintf(err, errlen,
+				 "the device code expired before it was "
+				 "approved; run credfsctl device again");
+		else
+			snprintf(err, errlen, "the token endpoint answered %s",
+				 res->error);
+		r = -EACCES;
+		break;
+	}
+out:
+	strfreezero(d.device_code);
+	free(d.user_code);
+	free(d.uri);
+	free(d.uri_complete);
+	return r;
+}
+
+int revoke_token(const struct provider_conf *p, const char *token,
+		 const char *hint, char *msg, size_t msglen)
+{
+	const char *pairs[] = {"token", token, "token_type_hint", hint, NULL};
+	struct http_req *req = NULL;
+	char err[OAUTH_ERROR_TEXT];
+	const char *body;
+	CURLcode code;
+	size_t len;
+	long status;
+	int r;
+
+	r = post(p, p->revocation_url, pairs, false, &req, &code);
+	if (r == 0)
+		r = http_req_result(req, code, &status, &body, &len, err,
+				    sizeof(err));
+	if (r < 0)
+		snprintf(msg, msglen, "%s: no answer from the provider (%s)",
+			 hint, r == -ENOMEM ? "out of memory" : err);
+	else if (status == 200)
+		snprintf(msg, msglen, "%s revoked (HTTP 200)", hint);
+	else
+		snprintf(msg, msglen, "%s: the provider answered HTTP %ld",
+			 hint, status);
+	if (r == 0 && status != 200)
+		r = -EPROTO;
+	http_req_free(req);
+	return r;
+}

@@ -1,0 +1,83 @@
+/*
+ * onboard: the OAuth flows credfsctl runs to connect an account, and
+ * revocation. Authorization code with PKCE (RFC 6749 4.1, RFC 7636 S256
+ * only) through a loopback redirect listener (RFC 8252 7.3); the device
+ * authorization grant (RFC 8628); token revocation (RFC 7009). Blocking
+ * calls, for a command line tool; nothing here runs in the daemon.
+ */
+#ifndef CREDFS_ONBOARD_H
+#define CREDFS_ONBOARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct buf;
+struct cred_conf;
+struct loopback;
+struct oauth_result;
+struct provider_conf;
+
+/* A PKCE pair: a verifier of 32 random bytes, base64url (43 characters),
+ * and its S256 challenge. Wipe both with strfreezero. 0 or -errno. */
+int pkce_new(char **verifier, char **challenge);
+
+/* The S256 challenge of @verifier (RFC 7636 4.2). 0 or -errno. */
+int pkce_challenge(const char *verifier, char **challenge);
+
+/* @n random bytes, base64url: a state or nonce. 0 or -errno. */
+int random_b64url(size_t n, char **out);
+
+/*
+ * Listen for the redirect: on the port and path of @redirect_uri (a
+ * loopback http:// URI), or with NULL on an ephemeral port of 127.0.0.1
+ * and /callback. 0 or -errno with @err.
+ */
+int loopback_open(const char *redirect_uri, struct loopback **out, char *err,
+		  size_t errlen);
+
+/* The redirect_uri to send: the configured one, or the ephemeral one. */
+const char *loopback_uri(const struct loopback *lb);
+
+/*
+ * Wait up to @timeout_ms for the callback on the listener's path and check
+ * it: the @state must match, and it must carry a code (not an error).
+ * Answers the browser with a short page either way. 0 with the code in
+ * *@code, or -errno with what went wrong in @err: -ETIMEDOUT, -EACCES
+ * (error=...), -EPERM (state mismatch), -EPROTO (no code).
+ */
+int loopback_wait(struct loopback *lb, const char *state, int64_t timeout_ms,
+		  char **code, char *err, size_t errlen);
+
+/* Refuse callbacks that arrived after the first, then close. NULL-safe. */
+void loopback_close(struct loopback *lb);
+
+/* The authorization request URL (RFC 6749 4.1.1 with PKCE). */
+int authorization_url(const struct cred_conf *cc, const char *redirect_uri,
+		      const char *state, const char *challenge, char **out);
+
+/* POST the form @pairs (client authentication added) to the token
+ * endpoint and classify the answer into @res. */
+void token_request(const struct cred_conf *cc, const char *const *pairs,
+		   struct oauth_result *res);
+
+/*
+ * The device flow for @cc: ask for a device code, print the verification
+ * URI and user code to @out, poll the token endpoint (honouring interval,
+ * authorization_pending, slow_down, expires_in) until an answer or
+ * @timeout_ms. 0 with the token response in @res (its request sent at
+ * *@sent_ms), or -errno with @err.
+ */
+int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
+		struct oauth_result *res, int64_t *sent_ms, char *err,
+		size_t errlen);
+
+/*
+ * Revoke @token (of @hint type) at @p's revocation_url. 0 when the
+ * provider confirmed (HTTP 200), else -errno; @msg says what happened.
+ */
+int revoke_token(const struct provider_conf *p, const char *token,
+		 const char *hint, char *msg, size_t msglen);
+
+#endif
