@@ -118,9 +118,17 @@ $(BUILD)/bench-%: bench/%.c | $(BUILD)
 	@echo "  CC      $@"
 	$(Q)$(CC) -O2 -g -std=gnu11 -Wall -Wextra $(SAN) -pthread -o $@ $<
 
+$(BUILD)/bench-seed: bench/seed.c $(BUILD)/libcredfs.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # The read-path benchmark (docs/performance.md); BENCH_SECONDS, BENCH_THREADS.
 bench: all $(BUILD)/bench-reader $(BUILD)/bench-httpd
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) bash bench/run.sh
+
+# Refresh at scale (docs/performance.md); BENCH_SCALE_SECONDS, BENCH_TENANTS.
+bench-scale: all $(BUILD)/bench-tokend $(BUILD)/bench-seed
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) bash bench/scale.sh
 
 demo: all
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
@@ -146,7 +154,7 @@ format:
 clean:
 	rm -rf build build-asan
 
-.PHONY: all bench check check-one deps demo install uninstall format clean
+.PHONY: all bench bench-scale check check-one deps demo install uninstall format clean
 .SECONDARY:
 
 -include $(wildcard $(BUILD)/*.d)

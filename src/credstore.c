@@ -57,8 +57,17 @@ static void mark_dirty(struct cred_table *t, struct cred *c, const char *why)
 	pthread_mutex_unlock(&c->lock);
 }
 
+static enum credstore_change reload(struct cred_table *t, struct cred *c,
+				    char *msg, size_t msglen, bool quiet);
+
 enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
 				       char *msg, size_t msglen)
+{
+	return reload(t, c, msg, msglen, false);
+}
+
+static enum credstore_change reload(struct cred_table *t, struct cred *c,
+				    char *msg, size_t msglen, bool quiet)
 {
 	enum credstore_change ch = CS_SAME;
 	uint64_t have, durable;
@@ -132,8 +141,10 @@ enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
 	pthread_mutex_unlock(&reload_lock);
 	if (ch == CS_KEPT || ch == CS_UNUSABLE)
 		log_error("%s", msg);
-	else if (ch != CS_SAME)
+	else if (ch != CS_SAME && !quiet)
 		log_info("%s", msg);
+	else if (ch != CS_SAME)
+		log_debug("%s", msg);
 	if (ch != CS_SAME && ch != CS_KEPT && t->notify)
 		t->notify(t->notify_arg, c);
 	return ch;
@@ -146,8 +157,8 @@ size_t credstore_load_all(struct cred_table *t)
 
 	for (i = 0; i < t->n; i++)
 		if (cred_uses_store(&t->creds[i]))
-			n += credstore_reload(t, &t->creds[i], msg,
-					      sizeof(msg)) == CS_ADOPTED;
+			n += reload(t, &t->creds[i], msg, sizeof(msg), true) ==
+			     CS_ADOPTED;
 	return n;
 }
 
