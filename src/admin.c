@@ -54,12 +54,76 @@ static int state_line(struct cred *c, struct buf *out)
 	return r;
 }
 
+/* The configuration file again: applied when valid and of the same shape.
+ * Readers of the old one may still hold it, so it is kept until exit. */
+static void reload_config(struct admin *a, struct buf *reply)
+{
+	struct config *cfg = NULL, *old = (struct config *)a->t->cfg, **r;
+	char err[1024], why[256];
+	size_t i;
+
+	if (config_load(a->config_path, &cfg, err, sizeof(err)) < 0 ||
+	    config_set_read_path(cfg, a->cache_kernel, err, sizeof(err)) < 0) {
+		log_error("reload: %s; the running configuration stays in "
+			  "force",
+			  err);
+		if (reply)
+			buf_printf(reply, "configuration not applied: %s\n",
+				   err);
+		config_free(cfg);
+		return;
+	}
+	if (!config_same_shape(old, cfg, why, sizeof(why))) {
+		log_error("reload: %s: restart credfs to apply %s; the running "
+			  "configuration stays in force",
+			  why, a->config_path);
+		if (reply)
+			buf_printf(reply,
+				   "configuration not applied: %s (restart "
+				   "to apply)\n",
+				   why);
+		config_free(cfg);
+		return;
+	}
+	r = realloc(a->retired, (a->n_retired + 1) * sizeof(*r));
+	if (!r) {
+		config_free(cfg);
+		return;
+	}
+	a->retired = r;
+	for (i = 0; i < a->t->n; i++)
+		__atomic_store_n(&a->t->creds[i].conf, &cfg->creds[i],
+				 __ATOMIC_RELEASE);
+	__atomic_store_n(&a->t->cfg, cfg, __ATOMIC_RELEASE);
+	atomic_fetch_add(&a->t->version, 1);
+	if (old != a->original)
+		a->retired[a->n_retired++] = old;
+	if (!a->debug)
+		log_set_level((enum log_level)cfg->log_level);
+	log_info("reload: %s applied", a->config_path);
+	if (reply)
+		buf_printf(reply, "configuration applied\n");
+}
+
+void admin_free(struct admin *a)
+{
+	size_t i;
+
+	for (i = 0; i < a->n_retired; i++)
+		config_free(a->retired[i]);
+	free(a->retired);
+	if (a->t && a->t->cfg != a->original)
+		config_free((struct config *)a->t->cfg);
+}
+
 void admin_reload(struct admin *a, struct buf *reply)
 {
 	struct cred_table *t = a->t;
 	char msg[512];
 	size_t i;
 
+	if (a->config_path)
+		reload_config(a, reply);
 	if (audit_reopen(a->audit) < 0)
 		log_error("reload: cannot reopen the audit log");
 	for (i = 0; i < t->n; i++) {

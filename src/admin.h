@@ -2,7 +2,8 @@
  * admin: the daemon's answers to credfsctl, carried by the control socket,
  * and the reload that SIGHUP asks for.
  *
- *   reload                    reread every record; reopen the audit log
+ *   reload                    reload the config; reread every record;
+ *                             reopen the audit log
  *   reload TENANT PROVIDER    reread one record; wait for its first token
  *   status [--json] [TENANT [PROVIDER]]
  *                             what the status files say
@@ -10,19 +11,37 @@
 #ifndef CREDFS_ADMIN_H
 #define CREDFS_ADMIN_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 struct audit;
 struct buf;
+struct config;
 struct cred_table;
 
 struct admin {
 	struct cred_table *t;
 	struct audit *audit;
+	const char *config_path; /* absolute */
+	bool cache_kernel;	 /* the read path in force */
+	bool debug;		 /* -d: the log level stays debug */
+	struct config *original; /* freed by the caller */
+	struct config **retired; /* replaced by reloads, freed at the end */
+	size_t n_retired;
 };
 
 /* A control_fn: answer one request line. */
 int admin_request(void *admin, const char *request, struct buf *reply);
 
-/* SIGHUP: reload everything; a summary line per change goes to the log. */
+/*
+ * SIGHUP: reload the configuration (applied if it is valid and has the
+ * same shape, see config_same_shape(); otherwise the running one stays and
+ * the log says why), reopen the audit log and reread every record. What
+ * changed goes to the log, and to @reply if not NULL.
+ */
 void admin_reload(struct admin *a, struct buf *reply);
+
+/* Free the configurations reloads replaced (all threads stopped). */
+void admin_free(struct admin *a);
 
 #endif

@@ -660,6 +660,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		goto out;
 	}
 	json_object_foreach (providers, key, v) {
+		cfg->providers[cfg->n_providers].index = cfg->n_providers;
 		r = provider_parse(c, key, v,
 				   &cfg->providers[cfg->n_providers]);
 		cfg->n_providers++; /* freed by config_free even on error */
@@ -827,6 +828,56 @@ int config_parse(const char *json, size_t len, const char *path,
 out_root:
 	json_decref(root);
 	return r;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+bool config_same_shape(const struct config *a, const struct config *b,
+		       char *why, size_t whylen)
+{
+	size_t i;
+
+	if (a->n_providers != b->n_providers || a->n_tenants != b->n_tenants ||
+	    a->n_creds != b->n_creds) {
+		snprintf(why, whylen,
+			 "providers, tenants or credentials were added or "
+			 "removed");
+		return false;
+	}
+	for (i = 0; i < a->n_providers; i++)
+		if (strcmp(a->providers[i].name, b->providers[i].name) ||
+		    a->providers[i].grant != b->providers[i].grant) {
+			snprintf(why, whylen,
+				 "provider %s was renamed or changed its grant",
+				 a->providers[i].name);
+			return false;
+		}
+	for (i = 0; i < a->n_tenants; i++)
+		if (strcmp(a->tenants[i].name, b->tenants[i].name)) {
+			snprintf(why, whylen, "tenant %s was renamed",
+				 a->tenants[i].name);
+			return false;
+		}
+	for (i = 0; i < a->n_creds; i++)
+		if (strcmp(a->creds[i].tenant, b->creds[i].tenant) ||
+		    a->creds[i].provider->index !=
+			    b->creds[i].provider->index) {
+			snprintf(why, whylen,
+				 "the credentials of tenant %s changed",
+				 a->creds[i].tenant);
+			return false;
+		}
+	if (!same_str(a->store_dir, b->store_dir) ||
+	    !same_str(a->store_key_file, b->store_key_file) ||
+	    !same_str(a->audit_log, b->audit_log) ||
+	    a->cache_kernel != b->cache_kernel) {
+		snprintf(why, whylen, "store, audit_log or read path changed");
+		return false;
+	}
+	return true;
 }
 
 int config_load_secrets(struct config *cfg, char *err, size_t errlen)

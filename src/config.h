@@ -48,6 +48,7 @@ struct readers {
 
 struct provider_conf {
 	char *name;
+	size_t index; /* in config.providers */
 	char *token_url;
 	char *client_id;
 	char *client_secret_file; /* absolute, resolved against the config */
@@ -158,6 +159,15 @@ int config_load_secrets(struct config *cfg, char *err, size_t errlen);
  */
 int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 			 size_t errlen);
+
+/*
+ * Whether @b can replace @a in a running daemon: the same providers (and
+ * grants), tenants and credentials in the same order, and the same store,
+ * audit log and read path. Everything else (secrets, keys, scopes,
+ * readers, timing, endpoints, log level) may differ. If not, why in @why.
+ */
+bool config_same_shape(const struct config *a, const struct config *b,
+		       char *why, size_t whylen);
 
 /* Free everything, wiping secrets. NULL is a no-op. */
 void config_free(struct config *cfg);

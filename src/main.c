@@ -33,6 +33,7 @@
 #include "fs.h"
 #include "key.h"
 #include "log.h"
+#include "notify.h"
 #include "oauth.h"
 #include "refresher.h"
 #include "store.h"
@@ -235,8 +236,12 @@ static void *hup_main(void *arg)
 	while (!atomic_load(&h->stop)) {
 		if (sigwait(&set, &sig) != 0 || sig != SIGHUP)
 			continue;
+		notify("RELOADING=1\nMONOTONIC_USEC=%lld",
+		       (long long)time_mono_ms() * 1000);
 		admin_reload(h->admin, NULL);
 		log_info("SIGHUP: audit log reopened, store reread");
+		notify("READY=1\nSTATUS=serving %zu credentials",
+		       h->admin->t->n);
 	}
 	return NULL;
 }
@@ -266,6 +271,8 @@ static void *ready_main(void *arg)
 			 "first token",
 			 pending);
 	signal_ready(rd->ready_fd, 0);
+	notify("READY=1\nMAINPID=%d\nSTATUS=serving %zu credentials",
+	       (int)getpid(), rd->t->n);
 	return NULL;
 }
 
@@ -358,6 +365,10 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	}
 	admin.t = t;
 	admin.audit = audit;
+	admin.config_path = cfg->path;
+	admin.original = cfg;
+	admin.cache_kernel = cfg->cache_kernel;
+	admin.debug = o->debug;
 	hup.admin = &admin;
 	if (r == 0) {
 		r = -pthread_create(&hup.thread, NULL, hup_main, &hup);
@@ -441,11 +452,13 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	} else {
 		r = -ENOMEM;
 	}
+	notify("STOPPING=1");
 	pthread_join(rd.thread, NULL);
 	log_info("unmounting %s", o->mountpoint);
 out_unmount:
 	/* Stop what notifies the session before it goes away. */
 	control_stop(control);
+	control = NULL;
 	refresher_free(rf);
 	rf = NULL;
 	warn_unpersisted(t);
@@ -456,14 +469,16 @@ out_signals:
 out_destroy:
 	fuse_session_destroy(se);
 out:
-	refresher_free(rf);
-	fs_free(fs);
-	cred_table_free(t);
+	control_stop(control);
 	if (hup_started) {
 		atomic_store(&hup.stop, true);
 		pthread_kill(hup.thread, SIGUSR2);
 		pthread_join(hup.thread, NULL);
 	}
+	refresher_free(rf);
+	fs_free(fs);
+	admin_free(&admin);
+	cred_table_free(t);
 	audit_free(audit);
 	store_close(store);
 	key_free(key);
@@ -480,7 +495,7 @@ int main(int argc, char **argv)
 	struct opts o = {0};
 	struct config *cfg = NULL;
 	int ready_fd = -1, r;
-	char *mountpoint = NULL;
+	char *mountpoint = NULL, *config_path = NULL;
 	char err[1024];
 	struct stat st;
 
@@ -500,6 +515,10 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 
+	/* Absolute, so that a reload after chdir("/") finds it. */
+	config_path = realpath(o.config, NULL);
+	if (config_path)
+		o.config = config_path;
 	r = config_load(o.config, &cfg, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "credfs: %s\n", err);
@@ -533,5 +552,6 @@ out:
 	curl_global_cleanup();
 	free(o.fuse_opts);
 	free(mountpoint);
+	free(config_path);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

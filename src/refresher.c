@@ -166,7 +166,7 @@ static void kick(void *arg, struct cred *c)
 
 static size_t lane_of(struct refresher *rf, const struct cred *c)
 {
-	return (size_t)(c->conf->provider - rf->t->cfg->providers);
+	return c->conf->provider->index;
 }
 
 /* Plan @c from its state: next request, expiry event, persist retry. With
@@ -630,7 +630,7 @@ static void reap(struct refresher *rf)
 static void *run(void *arg)
 {
 	struct refresher *rf = arg;
-	const struct config *cfg = rf->t->cfg;
+	const struct config *cfg;
 	int64_t wait_ms;
 	int running;
 	size_t i;
@@ -679,6 +679,7 @@ static void *run(void *arg)
 			due = c->wait_next;
 			lane_push(&rf->lanes[lane_of(rf, c)], c);
 		}
+		cfg = rf->t->cfg; /* a reload may have replaced it */
 		for (i = 0; i < cfg->n_providers; i++)
 			lane_drain(rf, &rf->lanes[i], &cfg->providers[i]);
 		curl_multi_perform(rf->multi, &running);

@@ -104,14 +104,15 @@ class Mount:
             json.dump(config, f, indent=1)
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self, config=None, args=(), check=True, timeout=20):
+    def start(self, config=None, args=(), check=True, timeout=20, env=None):
         if config is not None:
             self.write_config(config)
         cmd = [CREDFS, "--config", self.config_path, "--pid-file",
                self.pid_file] + list(args) + [self.mnt]
         with open(self.log_path, "ab") as log:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=log, timeout=timeout)
+                                  stdout=log, stderr=log, timeout=timeout,
+                                  env=env)
         if check:
             assert proc.returncode == 0, "credfs failed:\n" + self.log()
             # It returns only once mounted: no waiting here on purpose.

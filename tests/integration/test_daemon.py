@@ -198,3 +198,73 @@ def test_shutdown_with_files_still_open(mount):
             h.close()
         except OSError:
             pass
+
+
+def test_sighup_applies_a_new_config(mount, provider):
+    """A reload applies what can change in place: here the client secret
+    (rotated at the provider and in its file) and the scopes."""
+    provider.lifetime = 2
+    m = mount()
+    m.start(simple_config(m))
+    assert provider.issued(m.token("acme", "idp"))
+    provider.clients["credfs-test"] = "rotated-secret"
+    c = simple_config(m, scopes=("read", "write"))
+    c["providers"]["idp"]["client_secret_file"] = m.secret_file(
+        "rotated-secret", name="secret2")
+    m.write_config(c)
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "applied" in m.log(), 5, what="the reload")
+    assert m.status("acme", "idp")["scopes_requested"] == ["read", "write"]
+    # Refreshes go on with the new secret; none was refused.
+    n = m.status("acme", "idp")["refresh_count"]
+    wait_for(lambda: m.status("acme", "idp")["refresh_count"] > n + 1, 10,
+             what="refreshes with the new secret")
+    assert m.status("acme", "idp")["failure_count"] == 0
+    assert provider.issued(m.token("acme", "idp"))["scope"] == "read write"
+
+
+def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
+        mount, provider):
+    m = mount()
+    m.start(simple_config(m))
+    tok = m.token("acme", "idp")
+    with open(m.config_path, "w") as f:
+        f.write('{"providers": ')
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "the running configuration stays in force" in m.log(),
+             5, what="the refused reload")
+    assert "invalid JSON" in m.log()
+    assert m.token("acme", "idp") == tok
+    # A new tenant needs a restart: said, not applied.
+    m.write_config(simple_config(m, tenants=("acme", "beta")))
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "restart credfs to apply" in m.log(), 5,
+             what="the shape change refused")
+    assert os.listdir(m.path("tenants")) == ["acme"]
+    assert m.token("acme", "idp") == tok
+
+
+def test_systemd_notify_protocol(mount, tmp_path):
+    """Type=notify without systemd: a datagram socket plays its part."""
+    import socket
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    try:
+        m = mount()
+        m.write_config(simple_config(m))
+        env = dict(os.environ, NOTIFY_SOCKET=path)
+        m.start(env=env)
+        ready = sock.recv(4096).decode().splitlines()
+        assert "READY=1" in ready
+        assert "MAINPID=%d" % m.pid in ready
+        os.kill(m.pid, signal.SIGHUP)
+        reloading = sock.recv(4096).decode().splitlines()
+        assert reloading[0] == "RELOADING=1"
+        assert reloading[1].startswith("MONOTONIC_USEC=")
+        assert "READY=1" in sock.recv(4096).decode().splitlines()
+        assert m.stop(signal.SIGTERM) is not None
+        assert sock.recv(4096).decode() == "STOPPING=1"
+    finally:
+        sock.close()
