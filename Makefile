@@ -25,7 +25,7 @@ DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-timeout \
 	python3-prometheus-client inotify-tools \
-	python3-cryptography
+	python3-cryptography systemd
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan

@@ -72,6 +72,12 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 			a->revoke = true;
 		} else if ((opts & OPT_REVOKE) && !strcmp(o, "--force")) {
 			a->force = true;
+		} else if ((opts & OPT_TOKEN) && !strcmp(o, "--mount") &&
+			   more) {
+			a->mount = argv[++i];
+		} else if ((opts & OPT_TOKEN) && !strcmp(o, "--format") &&
+			   more) {
+			a->format = argv[++i];
 		} else if ((opts & OPT_TIMEOUT) && !strcmp(o, "--timeout") &&
 			   more) {
 			char *end;
@@ -94,7 +100,7 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 			return 2;
 		}
 	}
-	if (!a->config) {
+	if (!a->config && !(opts & OPT_TOKEN)) {
 		fprintf(stderr, "credfsctl %s: missing --config FILE\n", name);
 		return 2;
 	}
@@ -800,6 +806,7 @@ static const struct command commands[] = {
 	{"init", init_main, "create the store directory and its master key"},
 	{"add", add_main, "store a credential's refresh token"},
 	{"connect", connect_main, "connect an account: browser, PKCE"},
+	{"token", token_main, "print a token for a credential helper"},
 	{"device", device_main, "connect an account: device code"},
 	{"list", list_main, "list credentials, their state and expiry"},
 	{"remove", remove_main, "delete a credential's record"},

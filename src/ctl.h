@@ -23,17 +23,19 @@ enum {
 	OPT_JSON = 1 << 2,
 	OPT_REVOKE = 1 << 3,  /* --revoke, --force */
 	OPT_TIMEOUT = 1 << 4, /* --timeout SECONDS */
+	OPT_TOKEN = 1 << 5,   /* --mount DIR, --format F; no --config */
 };
 
 struct args {
 	const char *config;
-	const char *pos[2];
+	const char *pos[3];
 	size_t n_pos;
 	const char *from_file;
 	const char *new_key_file;
 	bool json;
 	bool revoke, force;
 	long timeout_s; /* 0: the command's default */
+	const char *mount, *format;
 };
 
 /*
@@ -78,6 +80,9 @@ int64_t reload_timeout(const struct cred_conf *cc);
  * a running daemon. 0 or -errno, the reason printed. */
 int store_credential(struct ctx *x, const struct cred_conf *cc,
 		     struct record *rec, const char *cmd);
+
+/* ctl_token.c */
+int token_main(int argc, char **argv);
 
 /* ctl_connect.c */
 int connect_main(int argc, char **argv);

@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -496,6 +498,7 @@ int main(int argc, char **argv)
 	struct config *cfg = NULL;
 	int ready_fd = -1, r;
 	char *mountpoint = NULL, *config_path = NULL;
+	struct statfs sfs;
 	char err[1024];
 	struct stat st;
 
@@ -529,6 +532,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "credfs: %s\n", err);
 		r = -EINVAL;
 		goto out;
+	}
+	if (statfs(o.mountpoint, &sfs) < 0 && errno == ENOTCONN) {
+		/* A mount left by a daemon that died (statfs is never
+		 * answered from a cache): take it away first. */
+		if (umount2(o.mountpoint, MNT_DETACH) == 0)
+			log_warn("%s: removed the mount of a daemon that is "
+				 "gone",
+				 o.mountpoint);
+		else
+			log_error_errno(-errno,
+					"%s: a dead mount is in the "
+					"way (fusermount3 -uz it)",
+					o.mountpoint);
 	}
 	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode) ||
 	    !(mountpoint = realpath(o.mountpoint, NULL))) {

@@ -1,6 +1,7 @@
 """The command: arguments, bad configs refused before mounting, background
 and foreground modes, clean unmount on SIGINT and SIGTERM."""
 
+import errno
 import json
 import os
 import signal
@@ -268,3 +269,17 @@ def test_systemd_notify_protocol(mount, tmp_path):
         assert sock.recv(4096).decode() == "STOPPING=1"
     finally:
         sock.close()
+
+
+def test_restart_after_sigkill_takes_away_the_dead_mount(mount, provider):
+    m = mount(simple_config)
+    os.kill(m.pid, signal.SIGKILL)
+    assert reap(m.pid, 10) is not None
+    m.pid = None
+    assert is_mounted(m.mnt)  # dead: "Transport endpoint is not connected"
+    with pytest.raises(OSError) as e:
+        os.stat(m.path("tenants"))
+    assert e.value.errno == errno.ENOTCONN
+    m.start()  # no fusermount by hand
+    assert provider.issued(m.token("acme", "idp"))
+    assert "removed the mount of a daemon that is gone" in m.log()

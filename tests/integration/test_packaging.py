@@ -28,6 +28,7 @@ def test_install_and_uninstall(tmp_path):
         text = f.read()
     assert "ExecStart=/opt/credfs/bin/credfs -f" in text
     assert "@BINDIR@" not in text
+    assert "Type=notify" in text and "ExecReload=" in text
     assert os.path.exists(os.path.join(dest, "opt/credfs/share/doc/credfs/"
                                        "config.md"))
     out = subprocess.run([os.path.join(dest, "opt/credfs/bin/credfs"),
@@ -109,3 +110,16 @@ def test_fake_provider_rotation_and_family_revocation(provider):
                 b"&refresh_token=" + new["refresh_token"].encode() + auth,
                 form)[0] == 400
     assert provider.stats()["reused_refresh_tokens"] == 1
+
+
+def test_unit_file_verifies(tmp_path):
+    """systemd-analyze verify on the unit, with ExecStart pointing at the
+    binary just built (it checks that the command exists)."""
+    with open(os.path.join(ROOT, "systemd", "credfs.service.in")) as f:
+        text = f.read().replace("@BINDIR@", BUILD)
+    unit = tmp_path / "credfs.service"
+    unit.write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.strip() == "", r.stderr

@@ -1,0 +1,235 @@
+/*
+ * credfsctl token: a token from the mount (never the store), in the shapes
+ * credential helpers expect. It reads as the calling user, so the mount's
+ * readers rule and its audit apply, and it checks that access_token and
+ * status.json describe the same token (their fingerprints) so a rotation
+ * between the two reads cannot pair a token with another's expiry.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "ctl.h"
+#include "util.h"
+
+#define DEFAULT_MOUNT "/run/credfs"
+#define MAX_TOKEN_FILE (64 * 1024)
+
+struct tok {
+	struct buf value;
+	json_t *status; /* status.json */
+};
+
+static int read_file(const char *path, struct buf *out)
+{
+	char chunk[4096];
+	size_t n;
+	FILE *f;
+	int r = 0;
+
+	buf_init(out, MAX_TOKEN_FILE);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (r == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		r = buf_append(out, chunk, n);
+	if (r == 0 && ferror(f))
+		r = -EIO;
+	fclose(f);
+	explicit_bzero(chunk, sizeof(chunk));
+	return r;
+}
+
+static const char *why(int err)
+{
+	switch (err) {
+	case ENOENT: return "no such credential here (or not one you may read)";
+	case EACCES: return "not a reader of this credential";
+	case EKEYEXPIRED:
+		return "the provider is failing and the token expired";
+	case EKEYREVOKED: return "revoked at the provider; connect it again";
+	case EKEYREJECTED: return "the provider refuses credfs's client";
+	case EAGAIN: return "no token yet";
+	case ENOTCONN: return "the mount is not served (is credfs running?)";
+	default: return strerror(err);
+	}
+}
+
+/* The token and its status, consistent with each other. */
+static int load(const char *mount, const char *tenant, const char *provider,
+		struct tok *t)
+{
+	char path[4096], fp[9];
+	json_t *f;
+	struct buf st;
+	int r, tries;
+
+	memset(t, 0, sizeof(*t));
+	for (tries = 0; tries < 5; tries++) {
+		snprintf(path, sizeof(path), "%s/tenants/%s/%s/access_token",
+			 mount, tenant, provider);
+		r = read_file(path, &t->value);
+		if (r < 0) {
+			fprintf(stderr, "credfsctl token: %s/%s: %s\n", tenant,
+				provider, why(-r));
+			return r;
+		}
+		snprintf(path, sizeof(path), "%s/tenants/%s/%s/status.json",
+			 mount, tenant, provider);
+		r = read_file(path, &st);
+		t->status =
+			r == 0 ? json_loadb(st.data, st.len, 0, NULL) : NULL;
+		buf_free(&st);
+		fingerprint(t->value.data ? t->value.data : "", t->value.len,
+			    fp);
+		f = json_object_get(t->status, "fingerprint");
+		if (t->value.len && json_is_string(f) &&
+		    !strcmp(json_string_value(f), fp))
+			return 0;
+		/* Rotated between the two reads: again. */
+		json_decref(t->status);
+		t->status = NULL;
+		buf_free(&t->value);
+	}
+	fprintf(stderr,
+		"credfsctl token: %s/%s: the token kept changing "
+		"while being read\n",
+		tenant, provider);
+	return -EAGAIN;
+}
+
+static const char *status_str(const struct tok *t, const char *key)
+{
+	json_t *v = json_object_get(t->status, key);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* RFC 3339 "2026-11-28T09:00:00Z" -> Unix seconds, or -1. */
+static long long unix_time(const char *rfc3339)
+{
+	struct tm tm = {0};
+
+	if (!rfc3339 || !strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		return -1;
+	return (long long)timegm(&tm);
+}
+
+static int print_json(json_t *o)
+{
+	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (!text)
+		return -ENOMEM;
+	printf("%s\n", text);
+	explicit_bzero(text, strlen(text));
+	free(text);
+	return 0;
+}
+
+/* The git credential helper protocol: "get" answers; "store" and
+ * "erase" have nothing to do (the mount owns the token). */
+static int git_helper(const struct tok *t, const char *op)
+{
+	char line[4096];
+	long long exp = unix_time(status_str(t, "expires_at"));
+
+	/* Git writes its request; read it all so it never gets SIGPIPE. */
+	while (fgets(line, sizeof(line), stdin) && strcmp(line, "\n"))
+		;
+	if (strcmp(op, "get"))
+		return 0;
+	printf("username=x-access-token\npassword=%s\n", t->value.data);
+	if (exp > 0)
+		printf("password_expiry_utc=%lld\n", exp);
+	return 0;
+}
+
+int token_main(int argc, char **argv)
+{
+	const char *fmt, *type;
+	json_t *o = NULL;
+	struct tok t;
+	struct args a;
+	int r;
+
+	r = parse_args(
+		argc, argv, "token",
+		"TENANT PROVIDER [--mount DIR] [--format FORMAT] [get|store|"
+		"erase]",
+		"Print TENANT's token for PROVIDER, read from the mount "
+		"(default " DEFAULT_MOUNT
+		") as the\ncalling user. FORMAT: raw (default), "
+		"json (token, type, expiry, scopes),\nheader (an Authorization "
+		"line), exec-credential (a Kubernetes\nclient.authentication."
+		"k8s.io/v1 ExecCredential for kubeconfig exec plugins),\ngit "
+		"(the git credential helper protocol: 'get' prints username "
+		"and\npassword; store and erase do nothing). There is no aws "
+		"format: see\ndocs/helpers.md.\n",
+		OPT_TOKEN, 2, 3, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	fmt = a.format ? a.format : "raw";
+	if (strcmp(fmt, "raw") && strcmp(fmt, "json") &&
+	    strcmp(fmt, "header") && strcmp(fmt, "exec-credential") &&
+	    strcmp(fmt, "git")) {
+		fprintf(stderr,
+			"credfsctl token: --format %s: use raw, json, header, "
+			"exec-credential or git%s\n",
+			fmt,
+			strcmp(fmt, "aws") ? ""
+					   : " (an OAuth token is not an AWS "
+					     "key; see docs/helpers.md)");
+		return 2;
+	}
+	if (a.n_pos == 3 && strcmp(fmt, "git")) {
+		fprintf(stderr, "credfsctl token: '%s' is for --format git\n",
+			a.pos[2]);
+		return 2;
+	}
+	if (!strcmp(fmt, "git") && a.n_pos == 3 && strcmp(a.pos[2], "get") &&
+	    strcmp(a.pos[2], "store") && strcmp(a.pos[2], "erase")) {
+		fprintf(stderr,
+			"credfsctl token: git operation '%s': use get, "
+			"store or erase\n",
+			a.pos[2]);
+		return 2;
+	}
+	if (load(a.mount ? a.mount : DEFAULT_MOUNT, a.pos[0], a.pos[1], &t) < 0)
+		return 1;
+	type = status_str(&t, "token_type");
+	if (!type)
+		type = "Bearer";
+	if (!strcmp(fmt, "raw")) {
+		printf("%s\n", t.value.data);
+	} else if (!strcmp(fmt, "header")) {
+		printf("Authorization: %s %s\n", type, t.value.data);
+	} else if (!strcmp(fmt, "git")) {
+		r = git_helper(&t, a.n_pos == 3 ? a.pos[2] : "get");
+	} else if (!strcmp(fmt, "json")) {
+		json_t *sc = json_object_get(t.status, "scopes_granted");
+
+		o = json_pack(
+			"{s:s, s:s, s:O?, s:O?, s:O?}", "access_token",
+			t.value.data, "token_type", type, "expires_at",
+			json_object_get(t.status, "expires_at"), "expires_in",
+			json_object_get(t.status, "expires_in"), "scopes", sc);
+		r = o ? print_json(o) : -ENOMEM;
+	} else {
+		o = json_pack("{s:s, s:s, s:{s:s, s:O?}}", "apiVersion",
+			      "client.authentication.k8s.io/v1", "kind",
+			      "ExecCredential", "status", "token", t.value.data,
+			      "expirationTimestamp",
+			      json_object_get(t.status, "expires_at"));
+		r = o ? print_json(o) : -ENOMEM;
+	}
+	fflush(stdout);
+	json_decref(o);
+	json_decref(t.status);
+	buf_free(&t.value);
+	return r < 0 ? 1 : 0;
+}
