@@ -91,7 +91,7 @@ static int read_line(int fd, char *line, size_t size)
 static void serve_one(struct control *c, int fd)
 {
 	char line[CONTROL_MAX_REQUEST + 1], head[16];
-	struct ucred peer;
+	struct ucred peer = {.uid = (uid_t)-1};
 	socklen_t len = sizeof(peer);
 	struct buf reply;
 	int status;

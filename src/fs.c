@@ -390,7 +390,7 @@ static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 	case K_CRED_DIR:
 		if (!cred_present(n->cred))
 			return ENOENT; /* its record was removed */
-				       /* fall through */
+		__attribute__((fallthrough));
 	case K_TENANT:
 		owner_of(fs, n, st, S_IFDIR);
 		st->st_nlink = 2;

@@ -49,13 +49,14 @@ struct opts {
 	bool cache_kernel; /* -o cache=kernel */
 	const char *config;
 	const char *pid_file;
+	bool shared_parent; /* --shared-parent */
 	const char *mountpoint;
 	char *fuse_opts; /* user's -o options, comma-joined */
 };
 
 static const char usage_text[] =
 	"Usage: credfs [-f] [-d] [-o OPT[,OPT...]] [--pid-file FILE]\n"
-	"              --config FILE MOUNTPOINT\n"
+	"              [--shared-parent] --config FILE MOUNTPOINT\n"
 	"\n"
 	"Serve always-fresh OAuth access tokens as files under MOUNTPOINT.\n"
 	"\n"
@@ -66,6 +67,10 @@ static const char usage_text[] =
 	"                       cache=kernel (see docs/security.md), and\n"
 	"                       extra FUSE options\n"
 	"      --pid-file FILE  write the daemon's PID to FILE\n"
+	"      --shared-parent  make MOUNTPOINT's parent a shared mount, so\n"
+	"                       containers that bind it (rslave) see the\n"
+	"                       mount again after a restart "
+	"(docs/containers.md)\n"
 	"  -h, --help           show this help\n"
 	"  -V, --version        show the version\n"
 	"\n"
@@ -113,12 +118,13 @@ static int take_opts(struct opts *o, const char *list)
 /* 0 to go on, 1 for a clean exit (help, version), -1 for a usage error. */
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_PID_FILE = 256 };
+	enum { OPT_PID_FILE = 256, OPT_SHARED_PARENT };
 	static const struct option longopts[] = {
 		{"config", required_argument, NULL, 'c'},
 		{"foreground", no_argument, NULL, 'f'},
 		{"debug", no_argument, NULL, 'd'},
 		{"pid-file", required_argument, NULL, OPT_PID_FILE},
+		{"shared-parent", no_argument, NULL, OPT_SHARED_PARENT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -132,6 +138,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'f': o->foreground = true; break;
 		case 'd': o->debug = true; break;
 		case OPT_PID_FILE: o->pid_file = optarg; break;
+		case OPT_SHARED_PARENT: o->shared_parent = true; break;
 		case 'o':
 			if (take_opts(o, optarg) < 0)
 				return -1;
@@ -153,6 +160,42 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		fprintf(stderr, "credfs: missing --config FILE\n");
 		return -1;
 	}
+	return 0;
+}
+
+/*
+ * Make @dir a shared mount point (a bind mount of itself if it is not a
+ * mount point yet), so mounts below it propagate to the slave copies that
+ * containers hold. 0 or -errno.
+ */
+static int make_shared(const char *dir)
+{
+	char line[4096], *mp, *rest;
+	bool mounted = false, shared = false;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	/* "id parent maj:min root mountpoint options optional... - ..." */
+	while (f && fgets(line, sizeof(line), f)) {
+		strtok_r(line, " ", &rest);
+		strtok_r(NULL, " ", &rest);
+		strtok_r(NULL, " ", &rest);
+		strtok_r(NULL, " ", &rest);
+		mp = strtok_r(NULL, " ", &rest);
+		if (!mp || strcmp(mp, dir))
+			continue;
+		mounted = true; /* the last one listed is on top */
+		shared = strstr(rest, " shared:") != NULL &&
+			 strstr(rest, " shared:") < strstr(rest, " - ");
+	}
+	if (f)
+		fclose(f);
+	if (shared)
+		return 0;
+	if (!mounted && mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return -errno;
+	if (mount(NULL, dir, NULL, MS_SHARED, NULL) < 0)
+		return -errno;
+	log_info("%s is now a shared mount point", dir);
 	return 0;
 }
 
@@ -405,6 +448,20 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 		goto out_destroy;
 	}
 	signal(SIGHUP, SIG_DFL); /* blocked: taken by hup_main */
+	if (o->shared_parent) {
+		char *parent = strdup(o->mountpoint), *slash;
+
+		slash = parent ? strrchr(parent, '/') : NULL;
+		if (slash)
+			*(slash == parent ? slash + 1 : slash) = '\0';
+		r = parent ? make_shared(parent) : -ENOMEM;
+		if (r < 0)
+			log_error_errno(r, "cannot make %s a shared mount",
+					parent ? parent : "the parent");
+		free(parent);
+		if (r < 0)
+			goto out_signals;
+	}
 	if (fuse_session_mount(se, o->mountpoint) != 0) {
 		r = -EIO;
 		log_error("cannot mount on %s", o->mountpoint);
