@@ -12,6 +12,7 @@ VERSION := 0.1.0
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/credfs
 PKG_CONFIG ?= pkg-config
 PYTHON ?= /usr/bin/python3
@@ -25,7 +26,7 @@ DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-timeout \
 	python3-prometheus-client inotify-tools \
-	python3-cryptography systemd
+	python3-cryptography systemd man-db
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan
@@ -134,18 +135,26 @@ demo: all
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) \
 		bash examples/demo.sh
 
+UNITS := credfs.service credfs@.service
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
-		$(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BUILD)/credfs $(BUILD)/credfsctl $(DESTDIR)$(BINDIR)/
-	sed 's|@BINDIR@|$(BINDIR)|g' systemd/credfs.service.in \
-		> $(DESTDIR)$(SYSTEMDUNITDIR)/credfs.service
-	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/credfs.service
+	for u in $(UNITS); do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+			systemd/$$u.in > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+	done
+	install -m 0644 man/credfs.8 man/credfsctl.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 examples/config.json $(DESTDIR)$(DOCDIR)/examples/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/credfs $(DESTDIR)$(BINDIR)/credfsctl \
-		$(DESTDIR)$(SYSTEMDUNITDIR)/credfs.service
+		$(DESTDIR)$(MANDIR)/man8/credfs.8 \
+		$(DESTDIR)$(MANDIR)/man8/credfsctl.8
+	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; done
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 format:

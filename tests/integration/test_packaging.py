@@ -7,6 +7,8 @@ import subprocess
 import urllib.error
 import urllib.request
 
+import pytest
+
 from conftest import BUILD, CREDFSCTL, ROOT
 
 
@@ -27,10 +29,28 @@ def test_install_and_uninstall(tmp_path):
     with open(unit) as f:
         text = f.read()
     assert "ExecStart=/opt/credfs/bin/credfs -f" in text
-    assert "@BINDIR@" not in text
+    assert "@BINDIR@" not in text and "@DOCDIR@" not in text
     assert "Type=notify" in text and "ExecReload=" in text
     assert os.path.exists(os.path.join(dest, "opt/credfs/share/doc/credfs/"
                                        "config.md"))
+    installed = sorted(os.path.relpath(os.path.join(d, f), dest)
+                       for d, _, fs in os.walk(dest) for f in fs)
+    docs = sorted(["README.md"] + [f for f in os.listdir(
+        os.path.join(ROOT, "docs")) if f.endswith(".md")])
+    assert installed == sorted(
+        ["opt/credfs/bin/credfs", "opt/credfs/bin/credfsctl",
+         "opt/credfs/lib/systemd/system/credfs.service",
+         "opt/credfs/lib/systemd/system/credfs@.service",
+         "opt/credfs/share/man/man8/credfs.8",
+         "opt/credfs/share/man/man8/credfsctl.8",
+         "opt/credfs/share/doc/credfs/examples/config.json"] +
+        ["opt/credfs/share/doc/credfs/" + d for d in docs])
+    man = subprocess.run(["man", "-l", "--warnings", os.path.join(
+        dest, "opt/credfs/share/man/man8/credfsctl.8")],
+        capture_output=True, text=True, timeout=30,
+        env=dict(os.environ, MANWIDTH="80"))
+    assert man.returncode == 0 and "credfsctl" in man.stdout
+    assert man.stderr == "", man.stderr
     out = subprocess.run([os.path.join(dest, "opt/credfs/bin/credfs"),
                           "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("credfs ")
@@ -112,14 +132,23 @@ def test_fake_provider_rotation_and_family_revocation(provider):
     assert provider.stats()["reused_refresh_tokens"] == 1
 
 
-def test_unit_file_verifies(tmp_path):
-    """systemd-analyze verify on the unit, with ExecStart pointing at the
+@pytest.mark.parametrize("name", ["credfs.service", "credfs@.service"])
+def test_unit_file_verifies(tmp_path, name):
+    """systemd-analyze verify on the units, with ExecStart pointing at the
     binary just built (it checks that the command exists)."""
-    with open(os.path.join(ROOT, "systemd", "credfs.service.in")) as f:
-        text = f.read().replace("@BINDIR@", BUILD)
-    unit = tmp_path / "credfs.service"
+    with open(os.path.join(ROOT, "systemd", name + ".in")) as f:
+        text = f.read().replace("@BINDIR@", BUILD).replace(
+            "@DOCDIR@", "/usr/share/doc/credfs")
+    unit = tmp_path / name.replace("@", "@test")
     unit.write_text(text)
     r = subprocess.run(["systemd-analyze", "verify", str(unit)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stderr.strip() == "", r.stderr
+    # The exposure score docs/systemd.md records: "OK" or better.
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes",
+                        str(unit)], capture_output=True, text=True,
+                       timeout=60)
+    line = [l for l in r.stdout.splitlines() if "Overall exposure" in l][0]
+    score = float(line.split(":")[1].split()[0])
+    assert score < 5.0, line
