@@ -26,12 +26,20 @@ DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-timeout \
 	python3-prometheus-client inotify-tools \
-	python3-cryptography systemd man-db
+	python3-cryptography systemd man-db clang libclang-rt-14-dev
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan
 SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer
+HARDEN :=
+else ifeq ($(SANITIZE),fuzz)
+# libFuzzer targets (tests/fuzz/): clang, ASan and UBSan.
+BUILD ?= build-fuzz
+CC := clang
+SAN := -fsanitize=fuzzer-no-link,address,undefined \
+	-fno-sanitize-recover=all -fno-omit-frame-pointer \
+	-Wno-unknown-warning-option
 HARDEN :=
 else
 BUILD ?= build
@@ -98,10 +106,37 @@ check-one: all $(UNIT_BINS)
 		$(PYTHON) -m pytest -q -p no:cacheprovider \
 		--timeout=$(TEST_TIMEOUT_S) tests/integration
 
-# Everything: the plain build, then the ASan+UBSan build of the same tests.
+# Everything: the plain build, then the ASan+UBSan build of the same
+# tests, then each fuzz target for a short while.
 check:
 	$(Q)$(MAKE) --no-print-directory check-one
 	$(Q)$(MAKE) --no-print-directory check-one SANITIZE=1
+	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
+
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 60
+CHECK_FUZZ_SECONDS ?= 20
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libcredfs.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(CFLAGS) -Isrc -fsanitize=fuzzer $(LDFLAGS) -o $@ $< \
+		$(BUILD)/libcredfs.a $(LDLIBS)
+
+# Each target for FUZZ_SECONDS from its committed seeds (new inputs go to
+# a scratch directory); a crash fails, and its input is kept in build-fuzz/.
+fuzz:
+	$(Q)$(MAKE) --no-print-directory SANITIZE=fuzz \
+		$(FUZZ_TARGETS:%=build-fuzz/%)
+	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
+		c=tests/fuzz/corpus/$${t#fuzz_}; w=build-fuzz/$$t.corpus; \
+		mkdir -p $$w; echo "  FUZZ    $$t ($(FUZZ_SECONDS) s)"; \
+		build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=build-fuzz/$$t- $$w $$c \
+			2> build-fuzz/$$t.log || { tail -40 build-fuzz/$$t.log; \
+			exit 1; }; \
+		grep -h "stat::number_of_executed_units" build-fuzz/$$t.log; \
+	done
 
 deps:
 	$(Q)missing=""; for p in $(DEB_PACKAGES); do \
@@ -158,12 +193,12 @@ uninstall:
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 format:
-	$(CLANG_FORMAT) -i src/*.c src/*.h tests/unit/*.c
+	$(CLANG_FORMAT) -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
-.PHONY: all bench bench-scale check check-one deps demo install uninstall format clean
+.PHONY: all bench bench-scale check check-one deps demo fuzz install uninstall format clean
 .SECONDARY:
 
 -include $(wildcard $(BUILD)/*.d)

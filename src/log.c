@@ -26,6 +26,9 @@ void log_set_level(enum log_level level)
 }
 
 static void log_vline(enum log_level level, const char *suffix, const char *fmt,
+		      va_list ap) __attribute__((format(printf, 3, 0)));
+
+static void log_vline(enum log_level level, const char *suffix, const char *fmt,
 		      va_list ap)
 {
 	char line[1024];

@@ -1,0 +1,41 @@
+/*
+ * libFuzzer target: everything a provider sends. The first two bytes pick
+ * the HTTP status, the third whether a Retry-After header came (the next
+ * bytes up to a NUL), the rest is the body: token responses (RFC 6749 5.1
+ * and 5.2) and introspection answers (RFC 7662).
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "oauth.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct oauth_result res;
+	const char *retry = NULL, *body;
+	char hdr[64] = "", err[256];
+	size_t n, left;
+	bool active;
+	long status;
+
+	if (size < 3)
+		return 0;
+	status = 100 + (long)((data[0] << 8 | data[1]) % 500);
+	body = (const char *)data + 3;
+	left = size - 3;
+	if (data[2] & 1) {
+		n = strnlen(body, left);
+		memcpy(hdr, body, n < sizeof(hdr) ? n : sizeof(hdr) - 1);
+		retry = hdr;
+		n = n < left ? n + 1 : left; /* and its NUL */
+		body += n;
+		left -= n;
+	}
+	oauth_classify(status, body, left, retry, 1795870000000, &res);
+	oauth_result_clear(&res);
+	oauth_parse_introspection(status, body, left, &active, err,
+				  sizeof(err));
+	return 0;
+}
