@@ -150,13 +150,14 @@ deps:
 			--no-install-recommends $$missing; \
 	else echo "  DEPS    all present"; fi
 
-$(BUILD)/bench-%: bench/%.c | $(BUILD)
+$(BUILD)/bench-%: bench/%.c bench/bench.h | $(BUILD)
 	@echo "  CC      $@"
 	$(Q)$(CC) -O2 -g -std=gnu11 -Wall -Wextra $(SAN) -pthread -o $@ $<
 
-$(BUILD)/bench-seed: bench/seed.c $(BUILD)/libcredfs.a
+$(BUILD)/bench-seed: bench/seed.c bench/bench.h $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(BUILD)/libcredfs.a \
+		$(LDLIBS)
 
 # The read-path benchmark (docs/performance.md); BENCH_SECONDS, BENCH_THREADS.
 bench: all $(BUILD)/bench-reader $(BUILD)/bench-httpd

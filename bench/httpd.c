@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench.h"
 static const char *token_file;
 
 static void *serve(void *arg)
@@ -42,9 +43,11 @@ static void *serve(void *arg)
 			close(tf);
 		if (len < 0)
 			len = 0;
-		hl = snprintf(resp, sizeof(resp), "HTTP/1.1 200 OK\r\n"
+		hl = snprintf(resp, sizeof(resp),
+			      "HTTP/1.1 200 OK\r\n"
 			      "Content-Type: text/plain\r\n"
-			      "Content-Length: %d\r\n\r\n", len);
+			      "Content-Length: %d\r\n\r\n",
+			      len);
 		memcpy(resp + hl, tok, (size_t)len);
 		if (write(fd, resp, (size_t)(hl + len)) != hl + len)
 			break;
@@ -57,36 +60,10 @@ static void *serve(void *arg)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t alen = sizeof(a);
-	pthread_t t;
-	FILE *pf;
-	int s, c, one = 1;
-
 	if (argc != 3) {
 		fprintf(stderr, "usage: httpd TOKEN-FILE PORT-FILE\n");
 		return 2;
 	}
 	token_file = argv[1];
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	s = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    listen(s, 64) < 0 ||
-	    getsockname(s, (struct sockaddr *)&a, &alen) < 0) {
-		perror("httpd");
-		return 1;
-	}
-	pf = fopen(argv[2], "w");
-	if (!pf)
-		return 1;
-	fprintf(pf, "%d\n", ntohs(a.sin_port));
-	fclose(pf);
-	while ((c = accept(s, NULL, NULL)) >= 0) {
-		setsockopt(c, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one,
-			   sizeof(one));
-		pthread_create(&t, NULL, serve, (void *)(intptr_t)c);
-		pthread_detach(t);
-	}
-	return 0;
+	return serve_loopback("httpd", argv[2], serve);
 }

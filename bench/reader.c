@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #define BUCKETS 20000 /* 1 us each, the last one is "20 ms or more" */
 
 struct opts {
@@ -59,16 +60,6 @@ static int64_t wall_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t fnv64(const char *p, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
-	return h;
 }
 
 /* Check "bench.<expires_ms>.<serial>.<fnv64 hex>". */
@@ -255,6 +246,6 @@ int main(int argc, char **argv)
 	return io || torn || expired ? 3 : 0;
 usage:
 	fprintf(stderr, "usage: reader --threads N --seconds S "
-		"(--file PATH | --http 127.0.0.1:PORT)\n");
+			"(--file PATH | --http 127.0.0.1:PORT)\n");
 	return 2;
 }

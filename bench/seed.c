@@ -18,16 +18,7 @@
 #include "store.h"
 #include "util.h"
 
-static uint64_t fnv64(const char *p, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
-	return h;
-}
-
+#include "bench.h"
 int main(int argc, char **argv)
 {
 	struct store *st = NULL;

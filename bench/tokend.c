@@ -23,22 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #define MAX_SECONDS 7200
 
 static long lifetime_s;
 static atomic_ullong serial;
 static atomic_uint per_second[MAX_SECONDS];
 static time_t started;
-
-static uint64_t fnv64(const char *p, size_t n)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
-	return h;
-}
 
 static int64_t wall_ms(void)
 {
@@ -135,12 +126,8 @@ static void *on_term(void *arg)
 
 int main(int argc, char **argv)
 {
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t alen = sizeof(a);
 	sigset_t set;
 	pthread_t t;
-	FILE *pf;
-	int s, c, one = 1;
 
 	if (argc != 4) {
 		fprintf(stderr,
@@ -155,24 +142,5 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	pthread_create(&t, NULL, on_term, &set);
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-	s = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    listen(s, 256) < 0 ||
-	    getsockname(s, (struct sockaddr *)&a, &alen) < 0) {
-		perror("tokend");
-		return 1;
-	}
-	pf = fopen(argv[2], "w");
-	if (!pf)
-		return 1;
-	fprintf(pf, "%d\n", ntohs(a.sin_port));
-	fclose(pf);
-	while ((c = accept(s, NULL, NULL)) >= 0) {
-		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		pthread_create(&t, NULL, serve, (void *)(intptr_t)c);
-		pthread_detach(t);
-	}
-	return 0;
+	return serve_loopback("tokend", argv[2], serve);
 }

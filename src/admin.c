@@ -19,16 +19,13 @@
 
 #define MAX_WORDS 5
 
+/* The table's credential tenant/provider, or NULL. */
 static struct cred *find_cred(struct cred_table *t, const char *tenant,
 			      const char *provider)
 {
-	size_t i;
+	const struct cred_conf *cc = config_find_cred(t->cfg, tenant, provider);
 
-	for (i = 0; i < t->n; i++)
-		if (!strcmp(t->creds[i].conf->tenant, tenant) &&
-		    !strcmp(t->creds[i].conf->provider->name, provider))
-			return &t->creds[i];
-	return NULL;
+	return cc ? &t->creds[cc - t->cfg->creds] : NULL;
 }
 
 /* "acme/google: valid, expires in 3599 s" and the like. */

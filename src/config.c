@@ -830,6 +830,19 @@ out_root:
 	return r;
 }
 
+const struct cred_conf *config_find_cred(const struct config *cfg,
+					 const char *tenant,
+					 const char *provider)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->n_creds; i++)
+		if (!strcmp(cfg->creds[i].tenant, tenant) &&
+		    !strcmp(cfg->creds[i].provider->name, provider))
+			return &cfg->creds[i];
+	return NULL;
+}
+
 static bool same_str(const char *a, const char *b)
 {
 	return (!a && !b) || (a && b && !strcmp(a, b));

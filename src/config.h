@@ -169,6 +169,11 @@ int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 bool config_same_shape(const struct config *a, const struct config *b,
 		       char *why, size_t whylen);
 
+/* The credential tenant/provider of @cfg, or NULL. */
+const struct cred_conf *config_find_cred(const struct config *cfg,
+					 const char *tenant,
+					 const char *provider);
+
 /* Free everything, wiping secrets. NULL is a no-op. */
 void config_free(struct config *cfg);
 

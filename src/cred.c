@@ -727,6 +727,16 @@ bool cred_revoked_by_provider(struct cred_table *t, struct cred *c,
 	return done;
 }
 
+void cred_store_behind(struct cred_table *t, struct cred *c, const char *why)
+{
+	pthread_mutex_lock(&c->lock);
+	c->durable_gen = 0;
+	c->persist_error_ms = time_real_ms();
+	snprintf(c->persist_error, sizeof(c->persist_error), "%s", why);
+	changed_locked(t, c);
+	pthread_mutex_unlock(&c->lock);
+}
+
 void cred_set_client_error(struct cred_table *t, struct cred *c, bool on)
 {
 	pthread_mutex_lock(&c->lock);

@@ -265,6 +265,10 @@ void cred_forget(struct cred_table *t, struct cred *c);
 void cred_record_unusable(struct cred_table *t, struct cred *c,
 			  const char *why);
 
+/* The store holds less than memory (rolled back, damaged: @why): write
+ * the state again, whatever is on disk now. */
+void cred_store_behind(struct cred_table *t, struct cred *c, const char *why);
+
 /* Note the outcome of persisting generation @gen (which becomes the
  * newest state's generation). */
 void cred_note_persist(struct cred_table *t, struct cred *c, uint64_t gen,

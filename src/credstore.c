@@ -42,21 +42,6 @@ static const char *name_of(const struct cred *c, char *out, size_t n)
 	return out;
 }
 
-/* The store is behind the state in memory: write it again, whatever is
- * there now. */
-static void mark_dirty(struct cred_table *t, struct cred *c, const char *why)
-{
-	pthread_mutex_lock(&c->lock);
-	c->durable_gen = 0;
-	c->persist_error_ms = time_real_ms();
-	snprintf(c->persist_error, sizeof(c->persist_error), "%s", why);
-	c->version++;
-	atomic_fetch_add(&t->version, 1);
-	if (t->replan)
-		t->replan(t->kick_arg, c);
-	pthread_mutex_unlock(&c->lock);
-}
-
 static enum credstore_change reload(struct cred_table *t, struct cred *c,
 				    char *msg, size_t msglen, bool quiet);
 
@@ -109,7 +94,7 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 			 : ret == -EPROTO ? "damaged"
 					  : strerror(-ret));
 		if (has_rt) {
-			mark_dirty(t, c, why);
+			cred_store_behind(t, c, why);
 			ch = CS_KEPT;
 		} else {
 			cred_record_unusable(t, c, why);
@@ -130,7 +115,7 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 			 "rolled back; writing the state in memory again",
 			 (unsigned long long)r.generation,
 			 (unsigned long long)durable);
-		mark_dirty(t, c, why);
+		cred_store_behind(t, c, why);
 		ch = CS_KEPT;
 		snprintf(msg, msglen, "%s: %s", name, why);
 	} else {

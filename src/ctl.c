@@ -146,18 +146,6 @@ void close_store(struct ctx *x)
 	config_free(x->cfg);
 }
 
-const struct cred_conf *find_cred(const struct config *cfg, const char *tenant,
-				  const char *provider)
-{
-	size_t i;
-
-	for (i = 0; i < cfg->n_creds; i++)
-		if (!strcmp(cfg->creds[i].tenant, tenant) &&
-		    !strcmp(cfg->creds[i].provider->name, provider))
-			return &cfg->creds[i];
-	return NULL;
-}
-
 /*
  * Ask the daemon on the store to act on @request, printing its answer.
  * Returns the daemon's status, or 0 with a note when none runs.
@@ -396,7 +384,7 @@ static int init_main(int argc, char **argv)
 const struct cred_conf *refresh_cred(struct ctx *x, const char *cmd,
 				     const char *tenant, const char *provider)
 {
-	const struct cred_conf *cc = find_cred(x->cfg, tenant, provider);
+	const struct cred_conf *cc = config_find_cred(x->cfg, tenant, provider);
 
 	if (!cc) {
 		fprintf(stderr,
@@ -506,7 +494,7 @@ out:
 static int revoke_record(struct ctx *x, const char *tenant,
 			 const char *provider, bool force)
 {
-	const struct cred_conf *cc = find_cred(x->cfg, tenant, provider);
+	const struct cred_conf *cc = config_find_cred(x->cfg, tenant, provider);
 	struct record rec = {0};
 	const char *why = NULL;
 	char msg[512];
@@ -590,7 +578,7 @@ static int remove_main(int argc, char **argv)
 	}
 	if (r == 0) {
 		printf("removed %s/%s\n", a.pos[0], a.pos[1]);
-		cc = find_cred(x.cfg, a.pos[0], a.pos[1]);
+		cc = config_find_cred(x.cfg, a.pos[0], a.pos[1]);
 		snprintf(req, sizeof(req), "reload %s %s", a.pos[0], a.pos[1]);
 		if (cc && tell_daemon(x.cfg, req, reload_timeout(cc)))
 			r = -EIO;
@@ -651,7 +639,7 @@ static int list_orphan(void *arg, const char *tenant, const char *provider)
 {
 	struct orphans *o = arg;
 
-	if (!find_cred(o->x->cfg, tenant, provider))
+	if (!config_find_cred(o->x->cfg, tenant, provider))
 		list_line(o->x, tenant, provider, "not-configured", NULL);
 	return 0;
 }

@@ -60,9 +60,6 @@ int open_store(const char *path, enum store_mode mode, bool secrets,
 	       struct ctx *x);
 void close_store(struct ctx *x);
 
-const struct cred_conf *find_cred(const struct config *cfg, const char *tenant,
-				  const char *provider);
-
 /* tenant/provider, declared with a refresh_token provider; else NULL with
  * the reason printed for command @cmd. */
 const struct cred_conf *refresh_cred(struct ctx *x, const char *cmd,

@@ -73,12 +73,16 @@ static int store_response(struct ctx *x, const struct cred_conf *cc,
 	return r;
 }
 
-/* The credential @a names, if its provider has the endpoint the flow
- * needs; else NULL, with the reason printed. */
+/* Open the store and find the credential @a names, if its provider has
+ * the endpoint the flow needs; else NULL, with the reason printed (*@x is
+ * safe to close either way). */
 static const struct cred_conf *flow_cred(struct ctx *x, const char *cmd,
 					 const struct args *a, bool device)
 {
-	const struct cred_conf *cc = refresh_cred(x, cmd, a->pos[0], a->pos[1]);
+	const struct cred_conf *cc =
+		open_store(a->config, STORE_ADMIN, true, x) < 0
+			? NULL
+			: refresh_cred(x, cmd, a->pos[0], a->pos[1]);
 	const char *url = !cc	   ? NULL
 			  : device ? cc->provider->device_authorization_url
 				   : cc->provider->authorization_url;
@@ -120,8 +124,6 @@ int connect_main(int argc, char **argv)
 		       OPT_TIMEOUT, 2, 2, &a);
 	if (r)
 		return r == 1 ? 0 : r;
-	if (open_store(a.config, STORE_ADMIN, true, &x) < 0)
-		return 1;
 	r = -EINVAL;
 	cc = flow_cred(&x, "connect", &a, false);
 	if (!cc)
@@ -210,8 +212,6 @@ int device_main(int argc, char **argv)
 		       OPT_TIMEOUT, 2, 2, &a);
 	if (r)
 		return r == 1 ? 0 : r;
-	if (open_store(a.config, STORE_ADMIN, true, &x) < 0)
-		return 1;
 	r = -EINVAL;
 	cc = flow_cred(&x, "device", &a, true);
 	if (!cc)

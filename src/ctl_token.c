@@ -24,26 +24,6 @@ struct tok {
 	json_t *status; /* status.json */
 };
 
-static int read_file(const char *path, struct buf *out)
-{
-	char chunk[4096];
-	size_t n;
-	FILE *f;
-	int r = 0;
-
-	buf_init(out, MAX_TOKEN_FILE);
-	f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	while (r == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-		r = buf_append(out, chunk, n);
-	if (r == 0 && ferror(f))
-		r = -EIO;
-	fclose(f);
-	explicit_bzero(chunk, sizeof(chunk));
-	return r;
-}
-
 static const char *why(int err)
 {
 	switch (err) {
@@ -72,7 +52,7 @@ static int load(const char *mount, const char *tenant, const char *provider,
 	for (tries = 0; tries < 5; tries++) {
 		snprintf(path, sizeof(path), "%s/tenants/%s/%s/access_token",
 			 mount, tenant, provider);
-		r = read_file(path, &t->value);
+		r = file_read_capped(path, MAX_TOKEN_FILE, false, &t->value);
 		if (r < 0) {
 			fprintf(stderr, "credfsctl token: %s/%s: %s\n", tenant,
 				provider, why(-r));
@@ -80,7 +60,7 @@ static int load(const char *mount, const char *tenant, const char *provider,
 		}
 		snprintf(path, sizeof(path), "%s/tenants/%s/%s/status.json",
 			 mount, tenant, provider);
-		r = read_file(path, &st);
+		r = file_read_capped(path, MAX_TOKEN_FILE, false, &st);
 		t->status =
 			r == 0 ? json_loadb(st.data, st.len, 0, NULL) : NULL;
 		buf_free(&st);
