@@ -56,7 +56,8 @@ struct provider_conf {
 	char *private_key_file;	  /* private_key_jwt: PEM, RSA or EC P-256 */
 	void *private_key;	  /* its EVP_PKEY, loaded by config_load() */
 	char *key_id;		  /* the JWT header's "kid", or NULL */
-	char *jwt_audience;	  /* the assertion's "aud"; NULL: token_url */
+	char *ca_file;	    /* PEM CA bundle to trust instead of the system's */
+	char *jwt_audience; /* the assertion's "aud"; NULL: token_url */
 	enum auth_method auth;
 	/* Onboarding and revocation (credfsctl connect, device, remove). */
 	char *authorization_url;

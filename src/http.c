@@ -11,6 +11,7 @@
 
 #include <openssl/crypto.h>
 
+#include "config.h"
 #include "http.h"
 #include "oauth.h"
 #include "util.h"
@@ -37,10 +38,11 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
-int http_req_new(const char *url, struct buf *body, char *auth_header,
-		 int64_t timeout_ms, size_t max_response, void *user,
+int http_req_new(const struct provider_conf *p, const char *url,
+		 struct buf *body, char *auth_header, void *user,
 		 struct http_req **out)
 {
+	long timeout_ms = (long)p->timeout_ms;
 	struct curl_slist *h;
 	struct http_req *r;
 	CURL *e;
@@ -50,7 +52,7 @@ int http_req_new(const char *url, struct buf *body, char *auth_header,
 		goto out_fail;
 	r->body = *body;
 	buf_init(body, 0);
-	buf_init(&r->resp, max_response);
+	buf_init(&r->resp, p->max_response_bytes);
 	r->user = user;
 	r->easy = e = curl_easy_init();
 	if (!e)
@@ -73,11 +75,13 @@ int http_req_new(const char *url, struct buf *body, char *auth_header,
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (p->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, p->ca_file);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-			 (curl_off_t)max_response);
+			 (curl_off_t)p->max_response_bytes);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "credfs/" CREDFS_VERSION);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(e, CURLOPT_POST, 1L);

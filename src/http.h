@@ -13,15 +13,17 @@
 
 struct buf;
 struct oauth_result;
+struct provider_conf;
 struct http_req;
 
 /*
  * Prepare a POST of @body (form-encoded; the request takes it over) to
- * @url, adding @auth_header if not NULL (taken over too; both are wiped).
- * @user is handed back by http_req_user(). Returns 0 or -errno.
+ * @url, one of provider @p's endpoints, whose timeout, response cap and CA
+ * file apply; @auth_header is added if not NULL (taken over too; both are
+ * wiped). @user is handed back by http_req_user(). Returns 0 or -errno.
  */
-int http_req_new(const char *url, struct buf *body, char *auth_header,
-		 int64_t timeout_ms, size_t max_response, void *user,
+int http_req_new(const struct provider_conf *p, const char *url,
+		 struct buf *body, char *auth_header, void *user,
 		 struct http_req **out);
 
 /* The easy handle, to add to a multi handle. */

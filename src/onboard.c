@@ -405,8 +405,7 @@ static int post(const struct provider_conf *p, const char *url,
 	*req = NULL;
 	r = oauth_build_form(p, pairs, token_params, &body, &auth);
 	if (r == 0)
-		r = http_req_new(url, &body, auth, p->timeout_ms,
-				 p->max_response_bytes, NULL, req);
+		r = http_req_new(p, url, &body, auth, NULL, req);
 	if (r == 0)
 		*code = http_req_perform(*req);
 	return r;

@@ -329,6 +329,7 @@ int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		"private_key_file",
 		"key_id",
 		"jwt_audience",
+		"ca_file",
 		"auth_method",
 		"grant",
 		"timeout_s",
@@ -391,6 +392,8 @@ int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		r = get_url(c, obj, path, "token_url", true, &p->token_url);
 	if (r == 0)
 		r = get_string(c, obj, path, "client_id", true, &p->client_id);
+	if (r == 0)
+		r = get_path(c, obj, path, "ca_file", false, &p->ca_file);
 	if (r == 0)
 		r = parse_grant(c, obj, path, p);
 	if (r == 0)
@@ -468,12 +471,56 @@ static int load_private_key(struct provider_conf *p, const char *cfg_path,
 	return 0;
 }
 
+/*
+ * A CA bundle is public, so any mode will do, but it must hold at least one
+ * PEM certificate: a typo'd path or an empty file would otherwise surface
+ * only as a TLS failure at the first refresh.
+ */
+static int check_ca_file(const struct provider_conf *p, const char *cfg_path,
+			 char *err, size_t errlen)
+{
+	STACK_OF(X509_INFO) *certs = NULL;
+	struct buf b;
+	int r, n = 0;
+	BIO *bio;
+
+	r = file_read_capped(p->ca_file, 4 * 1024 * 1024, false, &b);
+	if (r < 0) {
+		snprintf(err, errlen,
+			 "%s: providers.%s.ca_file: cannot read %s: %s",
+			 cfg_path, p->name, p->ca_file,
+			 r == -EFBIG ? "larger than 4 MiB" : strerror(-r));
+		return r;
+	}
+	bio = BIO_new_mem_buf(b.data, (int)b.len);
+	if (bio)
+		certs = PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL);
+	for (int i = 0; certs && i < sk_X509_INFO_num(certs); i++)
+		n += sk_X509_INFO_value(certs, i)->x509 != NULL;
+	sk_X509_INFO_pop_free(certs, X509_INFO_free);
+	BIO_free(bio);
+	buf_free(&b);
+	if (n == 0) {
+		snprintf(
+			err, errlen,
+			"%s: providers.%s.ca_file: %s holds no PEM certificate",
+			cfg_path, p->name, p->ca_file);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 			  char *err, size_t errlen)
 {
 	struct buf b;
 	int r;
 
+	if (p->ca_file) {
+		r = check_ca_file(p, cfg_path, err, errlen);
+		if (r < 0)
+			return r;
+	}
 	if (p->private_key_file)
 		return load_private_key(p, cfg_path, err, errlen);
 	if (!p->client_secret_file)
@@ -528,6 +575,7 @@ void provider_free(struct provider_conf *p)
 
 	free(p->name);
 	free(p->token_url);
+	free(p->ca_file);
 	free(p->client_id);
 	free(p->client_secret_file);
 	strfreezero(p->client_secret);

@@ -362,8 +362,7 @@ static void introspect(struct refresher *rf, struct cred *c)
 		c->introspect_gen = tok->gen;
 		r = oauth_build_form(p, pairs, false, &body, &auth);
 		if (r == 0)
-			r = http_req_new(p->introspection_url, &body, auth,
-					 p->timeout_ms, p->max_response_bytes,
+			r = http_req_new(p, p->introspection_url, &body, auth,
 					 c, &req);
 	}
 	token_unref(tok);
@@ -554,8 +553,7 @@ static void start(struct refresher *rf, struct cred *c)
 		r = oauth_build_request(c->conf, rt, &body, &auth);
 	strfreezero(rt);
 	if (r == 0)
-		r = http_req_new(p->token_url, &body, auth, p->timeout_ms,
-				 p->max_response_bytes, c, &req);
+		r = http_req_new(p, p->token_url, &body, auth, c, &req);
 	if (r == 0) {
 		c->sent_ms = time_real_ms();
 		if (curl_multi_add_handle(rf->multi, http_req_easy(req)) ==

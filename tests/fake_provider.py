@@ -28,8 +28,12 @@ Control interface (JSON), also available as methods for in-process use:
 Fault kinds: status (any HTTP status and body), rate_limit (429 with
 Retry-After), delay (sleep, then answer normally), html, truncated,
 no_access_token, huge (a 10 MB body), invalid_client, invalid_grant,
-close (drop the connection without an answer). A count of -1 means until
-cleared.
+close (drop the connection without an answer), partial (promise 4 KiB,
+send 100 bytes, hang up), slowloris (promise 4 KiB, send one byte every
+"interval" seconds for up to "seconds"), redirect (307 to "location").
+A count of -1 means until cleared.
+
+With tls=(certfile, keyfile) it speaks HTTPS (url starts with https://).
 
 Run standalone: fake_provider.py --port-file F [--lifetime S] [--client ID:SECRET]
 """
@@ -41,6 +45,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -64,7 +69,8 @@ class Fault:
 
 
 class FakeProvider:
-    def __init__(self, lifetime=3600, clients=None, host="127.0.0.1", port=0):
+    def __init__(self, lifetime=3600, clients=None, host="127.0.0.1", port=0,
+                 tls=None):
         self.lock = threading.Lock()
         self.lifetime = lifetime
         self.clients = clients or {"credfs-test": "s3cret-client"}
@@ -94,8 +100,17 @@ class FakeProvider:
         self.introspect_status = 200 # anything else: the endpoint fails
         self.revocations = []        # (token kind, client) per /revoke
         self.serial = 0
+        self.host = host
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
+        self.tls = tls
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            # A client that refuses the certificate fails the handshake in
+            # accept(); socketserver drops that connection and goes on.
+            self.server.socket = ctx.wrap_socket(self.server.socket,
+                                                 server_side=True)
         self.thread = None
 
     # -- lifecycle -------------------------------------------------------
@@ -105,7 +120,8 @@ class FakeProvider:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host,
+                               self.port)
 
     def start(self):
         self.thread = threading.Thread(target=self.server.serve_forever,
@@ -447,6 +463,31 @@ class FakeProvider:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return True
+                if k in ("partial", "slowloris"):
+                    self.close_connection = True
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "4096")
+                    self.end_headers()
+                    try:
+                        if k == "partial":
+                            self.wfile.write(b'{"access_token": "' +
+                                             b"p" * 80 + b'", ')
+                            self.wfile.flush()
+                            self.connection.shutdown(2)
+                            return True
+                        end = time.monotonic() + f.kw.get("seconds", 30)
+                        while time.monotonic() < end:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                            time.sleep(f.kw.get("interval", 0.2))
+                    except OSError:
+                        pass  # the client gave up, as it should
+                    return True
+                if k == "redirect":
+                    self._send(307, "", ctype="text/plain",
+                               headers={"Location": f.kw["location"]})
+                    return True
                 if k == "status":
                     self._send(f.kw.get("status", 503),
                                f.kw.get("body", {"error": "server_error"}),
@@ -464,8 +505,11 @@ class FakeProvider:
                     self._send(200, {"token_type": "Bearer",
                                      "expires_in": 3600})
                 elif k == "huge":
-                    self._send(200, "x" * (10 * 1024 * 1024),
-                               ctype="text/plain")
+                    try:
+                        self._send(200, "x" * (10 * 1024 * 1024),
+                                   ctype="text/plain")
+                    except OSError:
+                        pass  # the client stopped reading at its cap
                 elif k == "invalid_client":
                     self._send(401, {"error": "invalid_client",
                                      "error_description":

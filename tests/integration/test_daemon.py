@@ -80,6 +80,13 @@ def bad_cases(m):
     case("loose secret file", "providers.idp.client_secret_file: %s is "
          "readable or writable by group or others" % loose,
          lambda c: c["providers"]["idp"].update(client_secret_file=loose))
+    case("missing CA file", "providers.idp.ca_file: cannot read "
+         "/nonexistent/ca.pem: No such file or directory",
+         lambda c: c["providers"]["idp"].update(ca_file="/nonexistent/ca.pem"))
+    not_pem = m.secret_file(secret="not a certificate", name="ca.pem")
+    case("CA file without a certificate", "providers.idp.ca_file: %s holds "
+         "no PEM certificate" % not_pem,
+         lambda c: c["providers"]["idp"].update(ca_file=not_pem))
     return cases
 
 
