@@ -193,36 +193,58 @@ static int status(struct admin *a, bool json, const char *tenant,
 	return r < 0;
 }
 
+int admin_parse(const char *request, struct admin_req *req)
+{
+	char *w[MAX_WORDS], *save = NULL, *p;
+	size_t n = 0, first = 1;
+
+	memset(req, 0, sizeof(*req));
+	if (strlen(request) >= sizeof(req->copy))
+		return -EINVAL;
+	memcpy(req->copy, request, strlen(request) + 1);
+	for (p = strtok_r(req->copy, " ", &save); p && n < MAX_WORDS;
+	     p = strtok_r(NULL, " ", &save))
+		w[n++] = p;
+	if (n == 1 && !strcmp(w[0], "reload")) {
+		req->verb = ADMIN_RELOAD;
+		return 0;
+	}
+	if (n == 3 && !strcmp(w[0], "reload")) {
+		req->verb = ADMIN_RELOAD_ONE;
+		req->tenant = w[1];
+		req->provider = w[2];
+		return 0;
+	}
+	if (n == 0 || strcmp(w[0], "status"))
+		return -EINVAL;
+	req->verb = ADMIN_STATUS;
+	if (n > 1 && !strcmp(w[1], "--json")) {
+		req->json = true;
+		first = 2;
+	}
+	if (n - first > 2)
+		return -EINVAL;
+	req->tenant = n > first ? w[first] : NULL;
+	req->provider = n > first + 1 ? w[first + 1] : NULL;
+	return 0;
+}
+
 int admin_request(void *arg, const char *request, struct buf *reply)
 {
 	struct admin *a = arg;
-	char copy[4097], *w[MAX_WORDS], *save = NULL, *p;
-	size_t n = 0, first = 1;
-	bool json = false;
+	struct admin_req req;
 
-	snprintf(copy, sizeof(copy), "%s", request);
-	for (p = strtok_r(copy, " ", &save); p && n < MAX_WORDS;
-	     p = strtok_r(NULL, " ", &save))
-		w[n++] = p;
-	if (n == 0)
-		goto usage;
-	if (!strcmp(w[0], "reload") && n == 1) {
+	if (admin_parse(request, &req) < 0) {
+		buf_printf(reply, "unknown request\n");
+		return 2;
+	}
+	switch (req.verb) {
+	case ADMIN_RELOAD:
 		admin_reload(a, reply);
 		return buf_printf(reply, "reloaded\n") < 0;
+	case ADMIN_RELOAD_ONE:
+		return reload_one(a, req.tenant, req.provider, reply);
+	case ADMIN_STATUS: break;
 	}
-	if (!strcmp(w[0], "reload") && n == 3)
-		return reload_one(a, w[1], w[2], reply);
-	if (!strcmp(w[0], "status")) {
-		if (n > 1 && !strcmp(w[1], "--json")) {
-			json = true;
-			first = 2;
-		}
-		if (n - first <= 2)
-			return status(a, json, n > first ? w[first] : NULL,
-				      n > first + 1 ? w[first + 1] : NULL,
-				      reply);
-	}
-usage:
-	buf_printf(reply, "unknown request\n");
-	return 2;
+	return status(a, req.json, req.tenant, req.provider, reply);
 }

@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "control.h"
+
 struct audit;
 struct buf;
 struct config;
@@ -29,6 +31,19 @@ struct admin {
 	struct config **retired; /* replaced by reloads, freed at the end */
 	size_t n_retired;
 };
+
+enum admin_verb { ADMIN_RELOAD, ADMIN_RELOAD_ONE, ADMIN_STATUS };
+
+/* One request line, parsed; the names point into @copy. */
+struct admin_req {
+	enum admin_verb verb;
+	bool json;
+	const char *tenant, *provider; /* NULL when not given */
+	char copy[CONTROL_MAX_REQUEST + 1];
+};
+
+/* Parse @request (one line, no newline): 0, or -EINVAL if unknown. */
+int admin_parse(const char *request, struct admin_req *req);
 
 /* A control_fn: answer one request line. */
 int admin_request(void *admin, const char *request, struct buf *reply);

@@ -221,27 +221,29 @@ static char *query_get(const char *q, const char *name)
 	return NULL;
 }
 
-/* Handle one connection. 1: not ours (keep waiting); 0 or -errno: done. */
-static int callback(struct loopback *lb, int fd, const char *state, char **code,
-		    char *err, size_t errlen)
+int loopback_parse(char *head, const char *path, const char *state, char **code,
+		   const char *page[2], char *err, size_t errlen)
 {
-	char head[MAX_HEAD], text[256];
 	char *target, *sp, *q, *got_state = NULL, *error = NULL, *desc = NULL;
+	char text[64], d[121] = "";
 	int r;
 
-	if (read_head(fd, head, sizeof(head), 5000) < 0)
+	*code = NULL;
+	if (strncmp(head, "GET ", 4)) {
+		page[0] = "Not a callback";
+		page[1] = "Expected GET.";
 		return 1;
-	if (strncmp(head, "GET ", 4))
-		return answer(fd, 400, "Not a callback", "Expected GET."), 1;
+	}
 	target = head + 4;
-	sp = strchr(target, ' ');
+	sp = strpbrk(target, " \r\n");
 	if (sp)
 		*sp = '\0';
 	q = strchr(target, '?');
 	if (q)
 		*q++ = '\0';
-	if (strcmp(target, lb->path)) {
-		answer(fd, 400, "Not found", "This is not the callback path.");
+	if (strcmp(target, path)) {
+		page[0] = "Not found";
+		page[1] = "This is not the callback path.";
 		return 1;
 	}
 	got_state = query_get(q, "state");
@@ -249,29 +251,34 @@ static int callback(struct loopback *lb, int fd, const char *state, char **code,
 	desc = query_get(q, "error_description");
 	*code = query_get(q, "code");
 	if (error) {
-		oauth_sanitize(error, strlen(error), text, 64);
-		snprintf(err, errlen, "the provider answered error=%s%s%.*s",
-			 text, desc ? ": " : "", 120, desc ? desc : "");
-		answer(fd, 400, "Authorization failed",
-		       "The provider refused the authorization; nothing was "
-		       "stored. See credfsctl's message.");
+		/* Both come from whoever reached the port: printable
+		 * ASCII only, before they reach a terminal. */
+		oauth_sanitize(error, strlen(error), text, sizeof(text));
+		if (desc)
+			oauth_sanitize(desc, strlen(desc), d, sizeof(d));
+		snprintf(err, errlen, "the provider answered error=%s%s%s",
+			 text, d[0] ? ": " : "", d);
+		page[0] = "Authorization failed";
+		page[1] = "The provider refused the authorization; nothing was "
+			  "stored. See credfsctl's message.";
 		r = -EACCES;
 	} else if (!got_state || strcmp(got_state, state)) {
 		snprintf(err, errlen,
 			 "the callback's state does not match this request "
 			 "(a forged or stale callback); nothing was stored");
-		answer(fd, 400, "State mismatch",
-		       "This callback does not belong to the pending "
-		       "authorization; nothing was stored.");
+		page[0] = "State mismatch";
+		page[1] = "This callback does not belong to the pending "
+			  "authorization; nothing was stored.";
 		r = -EPERM;
 	} else if (!*code || !**code) {
 		snprintf(err, errlen,
 			 "the callback carried no authorization code");
-		answer(fd, 400, "No code", "The callback carried no code.");
+		page[0] = "No code";
+		page[1] = "The callback carried no code.";
 		r = -EPROTO;
 	} else {
-		answer(fd, 200, "credfs: authorization received",
-		       "You can close this window.");
+		page[0] = "credfs: authorization received";
+		page[1] = "You can close this window.";
 		r = 0;
 	}
 	if (r < 0) {
@@ -281,6 +288,21 @@ static int callback(struct loopback *lb, int fd, const char *state, char **code,
 	free(got_state);
 	free(error);
 	free(desc);
+	return r;
+}
+
+/* Handle one connection. 1: not ours (keep waiting); 0 or -errno: done. */
+static int callback(struct loopback *lb, int fd, const char *state, char **code,
+		    char *err, size_t errlen)
+{
+	char head[MAX_HEAD];
+	const char *page[2];
+	int r;
+
+	if (read_head(fd, head, sizeof(head), 5000) < 0)
+		return 1;
+	r = loopback_parse(head, lb->path, state, code, page, err, errlen);
+	answer(fd, r == 0 ? 200 : 400, page[0], page[1]);
 	return r;
 }
 
@@ -432,19 +454,76 @@ void token_request(const struct cred_conf *cc, const char *const *pairs,
 }
 
 /* RFC 8628 3.2, as the provider sent it. */
-struct device_auth {
-	char *device_code, *user_code, *uri, *uri_complete;
-	int64_t expires_in_s, interval_s;
-};
-
-static char *json_str(json_t *o, const char *key)
+/* A string member of at most 4 KiB; with @shown, printable ASCII only,
+ * since it is printed to the operator's terminal. */
+static char *json_str(json_t *o, const char *key, bool shown)
 {
 	json_t *v = json_object_get(o, key);
+	const char *p;
 
 	if (!json_is_string(v) || !json_string_length(v) ||
 	    json_string_length(v) > 4096)
 		return NULL;
+	for (p = json_string_value(v); shown && *p; p++)
+		if (*p < 0x21 || *p > 0x7e)
+			return NULL;
 	return strdup(json_string_value(v));
+}
+
+int device_auth_parse(long status, const char *body, size_t len,
+		      struct device_auth *d, char *err, size_t errlen)
+{
+	json_t *o = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL), *v;
+	char text[64] = "";
+	int r = 0;
+
+	memset(d, 0, sizeof(*d));
+	if (status != 200 || !json_is_object(o)) {
+		v = json_is_object(o) ? json_object_get(o, "error") : NULL;
+		if (json_is_string(v))
+			oauth_sanitize(json_string_value(v),
+				       json_string_length(v), text,
+				       sizeof(text));
+		snprintf(err, errlen,
+			 "the device authorization endpoint answered HTTP "
+			 "%ld%s%s",
+			 status, text[0] ? ": " : "", text);
+		json_decref(o);
+		return -EPROTO;
+	}
+	d->device_code = json_str(o, "device_code", false);
+	d->user_code = json_str(o, "user_code", true);
+	/* Google says verification_url. */
+	d->uri = json_str(o, "verification_uri", true);
+	if (!d->uri)
+		d->uri = json_str(o, "verification_url", true);
+	d->uri_complete = json_str(o, "verification_uri_complete", true);
+	v = json_object_get(o, "expires_in");
+	d->expires_in_s = json_is_integer(v) ? json_integer_value(v) : 0;
+	v = json_object_get(o, "interval");
+	d->interval_s = json_is_integer(v) ? json_integer_value(v)
+					   : DEVICE_POLL_DEFAULT_S;
+	if (!d->device_code || !d->user_code || !d->uri ||
+	    d->expires_in_s <= 0 || d->expires_in_s > 86400 ||
+	    d->interval_s < 0 || d->interval_s > 3600) {
+		snprintf(err, errlen,
+			 "the device authorization answer lacks device_code, "
+			 "user_code (printable), verification_uri (printable) "
+			 "or an expires_in of 1 s to 1 day");
+		device_auth_clear(d);
+		r = -EPROTO;
+	}
+	json_decref(o);
+	return r;
+}
+
+void device_auth_clear(struct device_auth *d)
+{
+	strfreezero(d->device_code);
+	free(d->user_code);
+	free(d->uri);
+	free(d->uri_complete);
+	memset(d, 0, sizeof(*d));
 }
 
 static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
@@ -455,7 +534,6 @@ static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
 	struct buf scope;
 	const char *body;
 	CURLcode code;
-	json_t *o = NULL, *v;
 	size_t len;
 	long status;
 	int r;
@@ -472,44 +550,8 @@ static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
 	if (r == 0)
 		r = http_req_result(req, code, &status, &body, &len, err,
 				    errlen);
-	if (r == 0) {
-		o = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-		if (status != 200 || !json_is_object(o)) {
-			v = json_is_object(o) ? json_object_get(o, "error")
-					      : NULL;
-			snprintf(err, errlen,
-				 "the device authorization endpoint answered "
-				 "HTTP %ld%s%s",
-				 status, json_is_string(v) ? ": " : "",
-				 json_is_string(v) ? json_string_value(v) : "");
-			r = -EPROTO;
-		}
-	}
-	if (r == 0) {
-		d->device_code = json_str(o, "device_code");
-		d->user_code = json_str(o, "user_code");
-		/* Google says verification_url. */
-		d->uri = json_str(o, "verification_uri");
-		if (!d->uri)
-			d->uri = json_str(o, "verification_url");
-		d->uri_complete = json_str(o, "verification_uri_complete");
-		v = json_object_get(o, "expires_in");
-		d->expires_in_s =
-			json_is_integer(v) ? json_integer_value(v) : 0;
-		v = json_object_get(o, "interval");
-		d->interval_s = json_is_integer(v) ? json_integer_value(v)
-						   : DEVICE_POLL_DEFAULT_S;
-		if (!d->device_code || !d->user_code || !d->uri ||
-		    d->expires_in_s <= 0 || d->interval_s < 0 ||
-		    d->interval_s > 3600) {
-			snprintf(err, errlen,
-				 "the device authorization answer lacks "
-				 "device_code, user_code, verification_uri or "
-				 "a positive expires_in");
-			r = -EPROTO;
-		}
-	}
-	json_decref(o);
+	if (r == 0)
+		r = device_auth_parse(status, body, len, d, err, errlen);
 	http_req_free(req);
 	return r;
 }
@@ -584,10 +626,7 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 		break;
 	}
 out:
-	strfreezero(d.device_code);
-	free(d.user_code);
-	free(d.uri);
-	free(d.uri_complete);
+	device_auth_clear(&d);
 	return r;
 }
 

@@ -50,6 +50,15 @@ const char *loopback_uri(const struct loopback *lb);
 int loopback_wait(struct loopback *lb, const char *state, int64_t timeout_ms,
 		  char **code, char *err, size_t errlen);
 
+/*
+ * Check one request head @head (NUL-terminated, changed in place) that
+ * reached the listener on @path. 1: not a callback (keep waiting);
+ * otherwise as loopback_wait(). The page to answer with: title and text
+ * in @page.
+ */
+int loopback_parse(char *head, const char *path, const char *state, char **code,
+		   const char *page[2], char *err, size_t errlen);
+
 /* Refuse callbacks that arrived after the first, then close. NULL-safe. */
 void loopback_close(struct loopback *lb);
 
@@ -61,6 +70,21 @@ int authorization_url(const struct cred_conf *cc, const char *redirect_uri,
  * endpoint and classify the answer into @res. */
 void token_request(const struct cred_conf *cc, const char *const *pairs,
 		   struct oauth_result *res);
+
+/* A device authorization answer (RFC 8628 3.2). */
+struct device_auth {
+	char *device_code, *user_code, *uri, *uri_complete;
+	int64_t expires_in_s, interval_s;
+};
+
+/*
+ * Parse the device authorization endpoint's answer: 0, or -EPROTO with
+ * why in @err. The user code and URIs, printed to a terminal, must be
+ * printable ASCII. Free with device_auth_clear().
+ */
+int device_auth_parse(long status, const char *body, size_t len,
+		      struct device_auth *d, char *err, size_t errlen);
+void device_auth_clear(struct device_auth *d);
 
 /*
  * The device flow for @cc: ask for a device code, print the verification
