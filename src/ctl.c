@@ -134,8 +134,11 @@ int open_store(const char *path, enum store_mode mode, bool secrets,
 	if (r == 0)
 		r = store_open_dir(x->cfg->store_dir, x->key, mode, &x->st, err,
 				   sizeof(err));
-	if (r < 0)
+	if (r < 0) {
 		fprintf(stderr, "credfsctl: %s\n", err);
+		close_store(x);
+		memset(x, 0, sizeof(*x));
+	}
 	return r;
 }
 

@@ -49,7 +49,7 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 	       struct args *a);
 
 /* The config (with client secrets and keys if @secrets), the master key
- * and the store, or an error printed. */
+ * and the store, or an error printed and *x left empty (safe to close). */
 struct ctx {
 	struct config *cfg;
 	uint8_t *key;

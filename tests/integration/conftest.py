@@ -5,6 +5,10 @@ then SIGTERM and SIGKILL by PID, each bounded in time. pytest makes itself a
 child subreaper so that the backgrounded daemon is reparented to it and can
 be reaped, with its exit status checked. After each mount the daemon's log
 is searched for sanitizer reports and for any token the provider issued.
+
+In the ASan+UBSan build every process the tests start (daemons, credfsctl,
+helpers) writes its sanitizer reports, leaks included, to files in one
+directory; a test after which a new report appears fails with it.
 """
 
 import ctypes
@@ -33,6 +37,14 @@ CLIENT_ID = "credfs-test"
 CLIENT_SECRET = "s3cret-client"
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                      "runtime error:", "AddressSanitizer:")
+
+# Reports of any instrumented process to files, so that none goes unseen
+# in a captured stderr or behind an expected non-zero exit status.
+SANITIZER_DIR = tempfile.mkdtemp(prefix="credfs-sanitizer-")
+os.environ["ASAN_OPTIONS"] = "detect_leaks=1:log_path=" + \
+    os.path.join(SANITIZER_DIR, "asan")
+os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:log_path=" + \
+    os.path.join(SANITIZER_DIR, "ubsan")
 
 PR_SET_CHILD_SUBREAPER = 36
 ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -175,6 +187,24 @@ class Mount:
     def status(self, tenant, provider):
         return json.loads(self.read("tenants", tenant, provider,
                                     "status.json"))
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_reports():
+    """Set up before, so torn down after, every other fixture of a test:
+    the daemons it mounted have exited (and LeakSanitizer has run)."""
+    before = set(os.listdir(SANITIZER_DIR))
+    yield
+    new = sorted(set(os.listdir(SANITIZER_DIR)) - before)
+    text = ""
+    for name in new:
+        with open(os.path.join(SANITIZER_DIR, name), errors="replace") as f:
+            text += "--- %s\n%s" % (name, f.read())
+    assert not new, "sanitizer report:\n" + text
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SANITIZER_DIR, ignore_errors=True)
 
 
 @pytest.fixture
