@@ -51,6 +51,22 @@ static int state_line(struct cred *c, struct buf *out)
 	return r;
 }
 
+/* A reload's outcome, for the metrics and the audit log. */
+static void reload_outcome(struct admin *a, const char *refused)
+{
+	struct audit_rec rec = {
+		.event = "config_reload",
+		.outcome = refused ? "refused" : "ok",
+		.detail = refused,
+	};
+
+	if (refused)
+		atomic_fetch_add(&a->t->reload_failures, 1);
+	atomic_store(&a->t->reload_refused, refused != NULL);
+	atomic_fetch_add(&a->t->version, 1); /* the metrics file changed */
+	audit_log(a->audit, &rec);
+}
+
 /* The configuration file again: applied when valid and of the same shape.
  * Readers of the old one may still hold it, so it is kept until exit. */
 static void reload_config(struct admin *a, struct buf *reply)
@@ -67,6 +83,7 @@ static void reload_config(struct admin *a, struct buf *reply)
 		if (reply)
 			buf_printf(reply, "configuration not applied: %s\n",
 				   err);
+		reload_outcome(a, err);
 		config_free(cfg);
 		return;
 	}
@@ -79,11 +96,14 @@ static void reload_config(struct admin *a, struct buf *reply)
 				   "configuration not applied: %s (restart "
 				   "to apply)\n",
 				   why);
+		snprintf(err, sizeof(err), "%s (restart to apply)", why);
+		reload_outcome(a, err);
 		config_free(cfg);
 		return;
 	}
 	r = realloc(a->retired, (a->n_retired + 1) * sizeof(*r));
 	if (!r) {
+		reload_outcome(a, "out of memory");
 		config_free(cfg);
 		return;
 	}
@@ -98,6 +118,7 @@ static void reload_config(struct admin *a, struct buf *reply)
 	if (!a->debug)
 		log_set_level((enum log_level)cfg->log_level);
 	log_info("reload: %s applied", a->config_path);
+	reload_outcome(a, NULL);
 	if (reply)
 		buf_printf(reply, "configuration applied\n");
 }

@@ -107,6 +107,9 @@ struct cred_table {
 	struct cred *creds;  /* same order as cfg->creds */
 	size_t n;
 	atomic_uint_fast64_t version; /* bumped on any credential change */
+	/* Configuration reloads refused, and whether the last one was. */
+	atomic_uint_fast64_t reload_failures;
+	atomic_bool reload_refused;
 	/* Asks the refresher to refresh @c now (single-flight). */
 	void (*kick)(void *arg, struct cred *c);
 	/* Tells the refresher that @c's plan changed outside it (a record was

@@ -496,6 +496,20 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 			"counter\ncredfs_audit_write_failures_total %" PRIu64
 			"\n",
 			t->audit ? audit_failures(t->audit, NULL, 0) : 0);
+	if (r == 0)
+		r = buf_printf(
+			out,
+			"# HELP credfs_config_last_reload_successful 0 while "
+			"the last reload was refused (the running "
+			"configuration stays in force).\n"
+			"# TYPE credfs_config_last_reload_successful gauge\n"
+			"credfs_config_last_reload_successful %d\n"
+			"# HELP credfs_config_reload_failures_total Reloads "
+			"refused.\n"
+			"# TYPE credfs_config_reload_failures_total counter\n"
+			"credfs_config_reload_failures_total %" PRIu64 "\n",
+			!atomic_load(&t->reload_refused),
+			(uint64_t)atomic_load(&t->reload_failures));
 	for (i = 0; i < t->n; i++)
 		cred_view_clear(&views[i]);
 	free(views);

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import CREDFS, open_errno, simple_config, wait_for
+from harness import CREDFS, open_errno, simple_config, wait_for
 
 EKEYEXPIRED = 127
 USERS = ("credfs-alice", "credfs-bob", "credfs-eve", "credfs-ops")

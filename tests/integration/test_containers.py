@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 
-from conftest import reap, simple_config, wait_for
+from harness import reap, simple_config, wait_for
 
 
 def test_reader_in_a_namespace_survives_a_restart(mount, provider,

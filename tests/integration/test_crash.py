@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 
-from conftest import CLIENT_ID, wait_for
+from harness import CLIENT_ID, wait_for
 from test_refresh import add, rt_config, setup_store
 
 TENANTS = ["t%02d" % i for i in range(10)]

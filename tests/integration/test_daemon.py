@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (CREDFS, CREDFSCTL, is_mounted, reap, simple_config,
+from harness import (CREDFS, CREDFSCTL, is_mounted, reap, simple_config,
                       wait_for)
 
 
@@ -231,11 +231,27 @@ def test_sighup_applies_a_new_config(mount, provider):
     assert provider.issued(m.token("acme", "idp"))["scope"] == "read write"
 
 
+def reload_metrics(m):
+    """(last reload successful, reloads refused) from the metrics file."""
+    lines = m.read("metrics").splitlines()
+    value = {l.split()[0]: int(l.split()[1]) for l in lines
+             if l.startswith("credfs_config_")}
+    return (value["credfs_config_last_reload_successful"],
+            value["credfs_config_reload_failures_total"])
+
+
+def reload_audit(audit_path):
+    with open(audit_path) as f:
+        return [json.loads(l) for l in f if '"config_reload"' in l]
+
+
 def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
-        mount, provider):
+        mount, provider, tmp_path):
+    audit = str(tmp_path / "audit.log")
     m = mount()
-    m.start(simple_config(m))
+    m.start(dict(simple_config(m), audit_log=audit))
     tok = m.token("acme", "idp")
+    assert reload_metrics(m) == (1, 0)
     with open(m.config_path, "w") as f:
         f.write('{"providers": ')
     os.kill(m.pid, signal.SIGHUP)
@@ -243,13 +259,25 @@ def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
              5, what="the refused reload")
     assert "invalid JSON" in m.log()
     assert m.token("acme", "idp") == tok
+    # Visible to whoever watches metrics or the audit log, with the reason.
+    assert reload_metrics(m) == (0, 1)
+    (rec,) = reload_audit(audit)
+    assert rec["outcome"] == "refused" and "invalid JSON" in rec["detail"]
     # A new tenant needs a restart: said, not applied.
-    m.write_config(simple_config(m, tenants=("acme", "beta")))
+    m.write_config(dict(simple_config(m, tenants=("acme", "beta")),
+                        audit_log=audit))
     os.kill(m.pid, signal.SIGHUP)
     wait_for(lambda: "restart credfs to apply" in m.log(), 5,
              what="the shape change refused")
     assert os.listdir(m.path("tenants")) == ["acme"]
     assert m.token("acme", "idp") == tok
+    assert reload_metrics(m) == (0, 2)
+    assert "restart to apply" in reload_audit(audit)[-1]["detail"]
+    # The good one again: applied, and the gauge says so.
+    m.write_config(dict(simple_config(m), audit_log=audit))
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: reload_metrics(m) == (1, 2), 5, what="the reload")
+    assert reload_audit(audit)[-1]["outcome"] == "ok"
 
 
 def test_systemd_notify_protocol(mount, tmp_path):

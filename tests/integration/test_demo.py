@@ -3,7 +3,7 @@
 import os
 import subprocess
 
-from conftest import BUILD, ROOT, is_mounted
+from harness import BUILD, ROOT, is_mounted
 
 
 def test_demo_runs_and_cleans_up(public_dir):

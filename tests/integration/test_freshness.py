@@ -7,7 +7,7 @@ import os
 import threading
 import time
 
-from conftest import open_errno, simple_config, wait_for
+from harness import open_errno, simple_config, wait_for
 
 EKEYEXPIRED = 127  # Linux: "Key has expired"
 

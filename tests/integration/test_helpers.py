@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 
-from conftest import CREDFSCTL, simple_config
+from harness import CREDFSCTL, simple_config
 
 
 def token(m, *args, input=None):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import CLIENT_ID, CLIENT_SECRET, open_errno, wait_for
+from harness import CLIENT_ID, CLIENT_SECRET, open_errno, wait_for
 from fake_provider import FakeProvider
 
 TIMEOUT_S = 1.0

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import CLIENT_ID, CREDFSCTL, open_errno, wait_for
+from harness import CLIENT_ID, CREDFSCTL, open_errno, wait_for
 from test_refresh import OUTPUTS, ctl, no_secrets_in_outputs, setup_store
 
 

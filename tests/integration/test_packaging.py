@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BUILD, CREDFSCTL, ROOT
+from harness import BUILD, CREDFSCTL, ROOT
 
 
 def make(*args):

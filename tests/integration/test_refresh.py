@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, open_errno,
+from harness import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, open_errno,
                       wait_for)
 
 OUTPUTS = []  # every credfsctl output, searched for secrets at the end

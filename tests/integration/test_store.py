@@ -5,7 +5,7 @@ import os
 import stat
 import subprocess
 
-from conftest import CREDFS, CREDFSCTL, is_mounted, simple_config
+from harness import CREDFS, CREDFSCTL, is_mounted, simple_config
 
 
 def store_config(m, tmp_path, key_file=True):

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import CLIENT_ID, simple_config
+from harness import CLIENT_ID, simple_config
 
 CRED_FILES = ["access_token", "expires_at", "scopes", "status", "status.json",
               "token_type"]

@@ -1,0 +1,277 @@
+"""Test harness: real mounts of build/credfs against the fake provider, for
+the integration tests and the soak test (each directory's conftest.py
+makes these fixtures its own).
+
+Every mount is torn down by its fixture even when a test fails: unmount,
+then SIGTERM and SIGKILL by PID, each bounded in time. pytest makes itself a
+child subreaper so that the backgrounded daemon is reparented to it and can
+be reaped, with its exit status checked. After each mount the daemon's log
+is searched for sanitizer reports and for any token the provider issued.
+
+In the ASan+UBSan build every process the tests start (daemons, credfsctl,
+helpers) writes its sanitizer reports, leaks included, to files in one
+directory; a test after which a new report appears fails with it.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from fake_provider import FakeProvider  # noqa: E402
+
+BUILD = os.environ.get("CREDFS_BUILD", os.path.join(ROOT, "build"))
+CREDFS = os.path.join(BUILD, "credfs")
+CREDFSCTL = os.path.join(BUILD, "credfsctl")
+CLIENT_ID = "credfs-test"
+CLIENT_SECRET = "s3cret-client"
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "AddressSanitizer:")
+
+# Reports of any instrumented process to files, so that none goes unseen
+# in a captured stderr or behind an expected non-zero exit status.
+SANITIZER_DIR = tempfile.mkdtemp(prefix="credfs-sanitizer-")
+os.environ["ASAN_OPTIONS"] = "detect_leaks=1:log_path=" + \
+    os.path.join(SANITIZER_DIR, "asan")
+os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:log_path=" + \
+    os.path.join(SANITIZER_DIR, "ubsan")
+
+PR_SET_CHILD_SUBREAPER = 36
+ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def is_mounted(path):
+    path = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+def wait_for(pred, timeout, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s"
+                                 % (timeout, what))
+        time.sleep(interval)
+
+
+def reap(pid, timeout):
+    """Wait for @pid (our child or orphan) to exit; its status or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0 if not os.path.exists("/proc/%d" % pid) else None
+        if got == pid:
+            return status
+        time.sleep(0.05)
+    return None
+
+
+class Mount:
+    """One credfs daemon on a temporary mount point."""
+
+    def __init__(self, tmp_path, provider, name="mnt", mnt=None):
+        self.tmp = tmp_path
+        self.provider = provider
+        self.mnt = mnt or str(tmp_path / name)
+        self.log_path = str(tmp_path / (name + ".log"))
+        self.pid_file = str(tmp_path / (name + ".pid"))
+        self.config_path = str(tmp_path / (name + ".json"))
+        self.pid = None
+        self.exit_status = None
+        os.makedirs(self.mnt, exist_ok=True)
+
+    # -- config ------------------------------------------------------------
+    def secret_file(self, secret=CLIENT_SECRET, mode=0o600, name="secret"):
+        path = str(self.tmp / name)
+        with open(path, "w") as f:
+            f.write(secret + "\n")
+        os.chmod(path, mode)
+        return path
+
+    def provider_conf(self, **kw):
+        conf = {"token_url": self.provider.url + "/token",
+                "client_id": CLIENT_ID,
+                "client_secret_file": self.secret_file()}
+        conf.update(kw)
+        return conf
+
+    def write_config(self, config):
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=1)
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, config=None, args=(), check=True, timeout=20, env=None):
+        if config is not None:
+            self.write_config(config)
+        cmd = [CREDFS, "--config", self.config_path, "--pid-file",
+               self.pid_file] + list(args) + [self.mnt]
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, timeout=timeout,
+                                  env=env)
+        if check:
+            assert proc.returncode == 0, "credfs failed:\n" + self.log()
+            # It returns only once mounted: no waiting here on purpose.
+            assert is_mounted(self.mnt), "returned before the mount was up"
+            with open(self.pid_file) as f:
+                self.pid = int(f.read())
+        return proc
+
+    def stop(self, sig=None):
+        """Unmount and stop the daemon; returns its exit status."""
+        if self.pid is None:
+            return self.exit_status
+        if sig is None and is_mounted(self.mnt):
+            subprocess.run(["fusermount3", "-u", self.mnt],
+                           stderr=subprocess.DEVNULL, timeout=10)
+        if sig is not None:
+            os.kill(self.pid, sig)
+        status = reap(self.pid, 10)
+        if status is None:
+            os.kill(self.pid, signal.SIGTERM)
+            status = reap(self.pid, 5)
+        if status is None:
+            os.kill(self.pid, signal.SIGKILL)
+            status = reap(self.pid, 5)
+        if is_mounted(self.mnt):
+            subprocess.run(["fusermount3", "-uz", self.mnt],
+                           stderr=subprocess.DEVNULL, timeout=10)
+        self.pid = None
+        self.exit_status = status
+        return status
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def check_log_clean(self):
+        text = self.log()
+        for marker in SANITIZER_MARKERS:
+            assert marker not in text, "sanitizer report:\n" + text
+        with self.provider.lock:
+            issued = list(self.provider.tokens) + list(self.provider.refresh)
+        leaked = [t for t in issued if t in text]
+        assert not leaked, "a token appears in the daemon log"
+        assert CLIENT_SECRET not in text, "the client secret is in the log"
+
+    # -- reading -----------------------------------------------------------
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def read(self, *parts, mode="r"):
+        with open(self.path(*parts), mode) as f:
+            return f.read()
+
+    def token(self, tenant, provider):
+        return self.read("tenants", tenant, provider, "access_token")
+
+    def status(self, tenant, provider):
+        return json.loads(self.read("tenants", tenant, provider,
+                                    "status.json"))
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_reports():
+    """Set up before, so torn down after, every other fixture of a test:
+    the daemons it mounted have exited (and LeakSanitizer has run)."""
+    before = set(os.listdir(SANITIZER_DIR))
+    yield
+    new = sorted(set(os.listdir(SANITIZER_DIR)) - before)
+    text = ""
+    for name in new:
+        with open(os.path.join(SANITIZER_DIR, name), errors="replace") as f:
+            text += "--- %s\n%s" % (name, f.read())
+    assert not new, "sanitizer report:\n" + text
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SANITIZER_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def provider():
+    p = FakeProvider(lifetime=3600,
+                     clients={CLIENT_ID: CLIENT_SECRET}).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def public_dir():
+    """A directory every user can traverse (pytest's tmp_path is 0700)."""
+    d = tempfile.mkdtemp(prefix="credfs-it-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def mount(tmp_path, provider, public_dir):
+    """A factory: mount(config_dict) -> Mount; all torn down at the end.
+    It depends on public_dir so that mounts made there are unmounted
+    before that directory is removed (fixtures end in reverse order)."""
+    mounts = []
+
+    def make(config=None, name="mnt", args=(), check=True, mnt=None):
+        m = Mount(tmp_path, provider, name, mnt)
+        mounts.append(m)
+        if config is not None:
+            m.start(config(m) if callable(config) else config, args=args,
+                    check=check)
+        return m
+
+    yield make
+    failures = []
+    for m in mounts:
+        status = m.stop()
+        try:
+            m.check_log_clean()
+            if status is not None and m.exit_status is not None:
+                assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, \
+                    "daemon exit status %r:\n%s" % (status, m.log())
+        except AssertionError as e:
+            failures.append(str(e))
+    assert not failures, "\n".join(failures)
+
+
+def simple_config(m, tenants=("acme",), scopes=("read",), **provider_kw):
+    """One provider "idp", each tenant with one credential for it."""
+    return {
+        "providers": {"idp": m.provider_conf(**provider_kw)},
+        "tenants": {t: {"credentials": {"idp": {"scopes": list(scopes)}}}
+                    for t in tenants},
+    }
+
+
+def open_errno(path):
+    try:
+        with open(path, "rb") as f:
+            f.read()
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+__all__ = ["Mount", "simple_config", "open_errno", "wait_for", "is_mounted",
+           "CREDFS", "CREDFSCTL", "errno"]
