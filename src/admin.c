@@ -68,7 +68,8 @@ static void reload_outcome(struct admin *a, const char *refused)
 }
 
 /* The configuration file again: applied when valid and of the same shape.
- * Readers of the old one may still hold it, so it is kept until exit. */
+ * Readers of the old one may still hold it: it is retired, and freed by
+ * reclaim() once they are gone. Called with a->lock held. */
 static void reload_config(struct admin *a, struct buf *reply)
 {
 	struct config *cfg = NULL, *old = (struct config *)a->t->cfg, **r;
@@ -101,8 +102,10 @@ static void reload_config(struct admin *a, struct buf *reply)
 		config_free(cfg);
 		return;
 	}
-	r = realloc(a->retired, (a->n_retired + 1) * sizeof(*r));
-	if (!r) {
+	r = old == a->original
+		    ? a->retired /* the caller frees that one */
+		    : realloc(a->retired, (a->n_retired + 1) * sizeof(*r));
+	if (!r && old != a->original) {
 		reload_outcome(a, "out of memory");
 		config_free(cfg);
 		return;
@@ -123,13 +126,53 @@ static void reload_config(struct admin *a, struct buf *reply)
 		buf_printf(reply, "configuration applied\n");
 }
 
+static void free_configs(struct config **cfgs, size_t *n)
+{
+	while (*n)
+		config_free(cfgs[--*n]);
+}
+
+/*
+ * Free what no reader can hold any more. The draining configurations were
+ * replaced before the epoch moved on from drain_slot, so a section that
+ * could have loaded one of them counts in that slot; when it is empty,
+ * they go. Then the retired ones start draining. Called with a->lock held
+ * and outside any section of the calling thread, so memory stays bounded
+ * by the configurations of the last two reloads and whoever still reads
+ * them.
+ */
+static void reclaim(struct admin *a)
+{
+	struct cred_table *t = a->t;
+	struct config **swap;
+	size_t n;
+
+	if (a->n_draining && atomic_load(&t->cfg_readers[a->drain_slot]) == 0)
+		free_configs(a->draining, &a->n_draining);
+	if (a->n_draining || !a->n_retired) {
+		atomic_store(&t->cfg_retained,
+			     (unsigned)(a->n_draining + a->n_retired));
+		return;
+	}
+	swap = a->draining;
+	a->draining = a->retired;
+	a->retired = swap;
+	n = a->n_draining;
+	a->n_draining = a->n_retired;
+	a->n_retired = n;
+	a->drain_slot = atomic_fetch_add(&t->cfg_epoch, 1) & 1;
+	if (atomic_load(&t->cfg_readers[a->drain_slot]) == 0)
+		free_configs(a->draining, &a->n_draining);
+	atomic_store(&t->cfg_retained,
+		     (unsigned)(a->n_draining + a->n_retired));
+}
+
 void admin_free(struct admin *a)
 {
-	size_t i;
-
-	for (i = 0; i < a->n_retired; i++)
-		config_free(a->retired[i]);
+	free_configs(a->retired, &a->n_retired);
+	free_configs(a->draining, &a->n_draining);
 	free(a->retired);
+	free(a->draining);
 	if (a->t && a->t->cfg != a->original)
 		config_free((struct config *)a->t->cfg);
 }
@@ -138,12 +181,15 @@ void admin_reload(struct admin *a, struct buf *reply)
 {
 	struct cred_table *t = a->t;
 	char msg[512];
+	unsigned slot;
 	size_t i;
 
+	pthread_mutex_lock(&a->lock);
 	if (a->config_path)
 		reload_config(a, reply);
 	if (audit_reopen(a->audit) < 0)
 		log_error("reload: cannot reopen the audit log");
+	slot = cred_table_enter(t);
 	for (i = 0; i < t->n; i++) {
 		struct cred *c = &t->creds[i];
 
@@ -153,6 +199,9 @@ void admin_reload(struct admin *a, struct buf *reply)
 		    reply)
 			buf_printf(reply, "%s\n", msg);
 	}
+	cred_table_exit(t, slot);
+	reclaim(a);
+	pthread_mutex_unlock(&a->lock);
 }
 
 static int reload_one(struct admin *a, const char *tenant, const char *provider,
@@ -254,18 +303,22 @@ int admin_request(void *arg, const char *request, struct buf *reply)
 {
 	struct admin *a = arg;
 	struct admin_req req;
+	unsigned slot;
+	int r;
 
 	if (admin_parse(request, &req) < 0) {
 		buf_printf(reply, "unknown request\n");
 		return 2;
 	}
-	switch (req.verb) {
-	case ADMIN_RELOAD:
+	if (req.verb == ADMIN_RELOAD) {
 		admin_reload(a, reply);
 		return buf_printf(reply, "reloaded\n") < 0;
-	case ADMIN_RELOAD_ONE:
-		return reload_one(a, req.tenant, req.provider, reply);
-	case ADMIN_STATUS: break;
 	}
-	return status(a, req.json, req.tenant, req.provider, reply);
+	slot = cred_table_enter(a->t);
+	if (req.verb == ADMIN_RELOAD_ONE)
+		r = reload_one(a, req.tenant, req.provider, reply);
+	else
+		r = status(a, req.json, req.tenant, req.provider, reply);
+	cred_table_exit(a->t, slot);
+	return r;
 }

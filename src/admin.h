@@ -11,6 +11,7 @@
 #ifndef CREDFS_ADMIN_H
 #define CREDFS_ADMIN_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -28,8 +29,12 @@ struct admin {
 	bool cache_kernel;	 /* the read path in force */
 	bool debug;		 /* -d: the log level stays debug */
 	struct config *original; /* freed by the caller */
-	struct config **retired; /* replaced by reloads, freed at the end */
-	size_t n_retired;
+	pthread_mutex_t lock;	 /* one reload at a time */
+	/* Configurations reloads replaced: retired ones wait for the next
+	 * epoch; draining ones for the readers of slot drain_slot. */
+	struct config **retired, **draining;
+	size_t n_retired, n_draining;
+	unsigned drain_slot;
 };
 
 enum admin_verb { ADMIN_RELOAD, ADMIN_RELOAD_ONE, ADMIN_STATUS };

@@ -84,6 +84,25 @@ int cred_table_new(const struct config *cfg, struct cred_table **out)
 	return 0;
 }
 
+unsigned cred_table_enter(struct cred_table *t)
+{
+	for (;;) {
+		unsigned e = atomic_load(&t->cfg_epoch);
+
+		atomic_fetch_add(&t->cfg_readers[e & 1], 1);
+		/* Counted in the slot of an epoch still current: a reload
+		 * that moves it on from here waits for this section. */
+		if (atomic_load(&t->cfg_epoch) == e)
+			return e & 1;
+		atomic_fetch_sub(&t->cfg_readers[e & 1], 1);
+	}
+}
+
+void cred_table_exit(struct cred_table *t, unsigned slot)
+{
+	atomic_fetch_sub(&t->cfg_readers[slot], 1);
+}
+
 void cred_table_free(struct cred_table *t)
 {
 	size_t i;

@@ -107,6 +107,17 @@ struct cred_table {
 	struct cred *creds;  /* same order as cfg->creds */
 	size_t n;
 	atomic_uint_fast64_t version; /* bumped on any credential change */
+	/*
+	 * Whoever reads cfg or a credential's conf (FUSE operations, the
+	 * refresher's rounds, control requests) does so between
+	 * cred_table_enter() and cred_table_exit(), so that a configuration
+	 * a reload replaced can be freed once no one may still hold it:
+	 * readers count in the slot of the epoch they entered in; the
+	 * reload moves the epoch on and frees when the old slot is empty.
+	 */
+	atomic_uint cfg_epoch;
+	atomic_uint cfg_readers[2];
+	atomic_uint cfg_retained; /* replaced, not yet freed (metrics) */
 	/* Configuration reloads refused, and whether the last one was. */
 	atomic_uint_fast64_t reload_failures;
 	atomic_bool reload_refused;
@@ -148,6 +159,11 @@ struct cred_view {
 int cred_table_new(const struct config *cfg, struct cred_table **out);
 /* Free the table and every token it holds. NULL is a no-op. */
 void cred_table_free(struct cred_table *t);
+
+/* Enter a section that reads the configuration; returns the slot to hand
+ * to cred_table_exit(). Lock-free: two atomic operations. */
+unsigned cred_table_enter(struct cred_table *t);
+void cred_table_exit(struct cred_table *t, unsigned slot);
 
 /* Wait until every credential's first request was answered (or it has a
  * token, or nothing to ask for), or until @deadline (monotonic ms).

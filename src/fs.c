@@ -1008,14 +1008,48 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_reply_err(req, EROFS);
 }
 
+/*
+ * The operations that read the configuration (policy, modes, timing), each
+ * in a section of the cred table, so that a reload can free what it
+ * replaced once they are done (see cred_table_enter()).
+ */
+#define IN_SECTION(op, params, ...)                               \
+	static void op##_in_section params                        \
+	{                                                         \
+		struct cred_table *t =                            \
+			((struct fs *)fuse_req_userdata(req))->t; \
+		unsigned slot = cred_table_enter(t);              \
+                                                                  \
+		op(req, __VA_ARGS__);                             \
+		cred_table_exit(t, slot);                         \
+	}
+
+IN_SECTION(op_lookup, (fuse_req_t req, fuse_ino_t parent, const char *name),
+	   parent, name)
+IN_SECTION(op_getattr,
+	   (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), ino, fi)
+IN_SECTION(op_open, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
+	   ino, fi)
+IN_SECTION(op_read,
+	   (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	    struct fuse_file_info *fi),
+	   ino, size, off, fi)
+IN_SECTION(op_release,
+	   (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), ino, fi)
+IN_SECTION(op_readdir,
+	   (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	    struct fuse_file_info *fi),
+	   ino, size, off, fi)
+IN_SECTION(op_statfs, (fuse_req_t req, fuse_ino_t ino), ino)
+
 static const struct fuse_lowlevel_ops ops = {
-	.lookup = op_lookup,
-	.getattr = op_getattr,
-	.open = op_open,
-	.read = op_read,
-	.release = op_release,
-	.readdir = op_readdir,
-	.statfs = op_statfs,
+	.lookup = op_lookup_in_section,
+	.getattr = op_getattr_in_section,
+	.open = op_open_in_section,
+	.read = op_read_in_section,
+	.release = op_release_in_section,
+	.readdir = op_readdir_in_section,
+	.statfs = op_statfs_in_section,
 	.setattr = op_setattr,
 	.mknod = op_mknod,
 	.mkdir = op_mkdir,

@@ -306,10 +306,12 @@ static void *ready_main(void *arg)
 	struct ready *rd = arg;
 	int64_t wait_ms = 0;
 	size_t i, pending;
+	unsigned slot = cred_table_enter(rd->t);
 
 	for (i = 0; i < rd->t->n; i++)
 		if (rd->t->creds[i].conf->timing.open_wait_ms > wait_ms)
 			wait_ms = rd->t->creds[i].conf->timing.open_wait_ms;
+	cred_table_exit(rd->t, slot);
 	pending = cred_table_wait_answered(rd->t, time_mono_ms() + wait_ms);
 	if (pending)
 		log_warn("ready with %zu credentials still waiting for their "
@@ -414,6 +416,7 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	admin.original = cfg;
 	admin.cache_kernel = cfg->cache_kernel;
 	admin.debug = o->debug;
+	pthread_mutex_init(&admin.lock, NULL);
 	hup.admin = &admin;
 	if (r == 0) {
 		r = -pthread_create(&hup.thread, NULL, hup_main, &hup);

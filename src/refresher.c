@@ -630,6 +630,7 @@ static void *run(void *arg)
 	struct refresher *rf = arg;
 	const struct config *cfg;
 	int64_t wait_ms;
+	unsigned slot;
 	int running;
 	size_t i;
 
@@ -638,6 +639,9 @@ static void *run(void *arg)
 		struct cred *due = NULL, **tail = &due;
 		int64_t now = time_mono_ms();
 
+		/* A round reads the configuration; between rounds nothing
+		 * here holds on to any of it. */
+		slot = cred_table_enter(rf->t);
 		while (rf->n && rf->heap[0]->due_mono <= now) {
 			struct cred *c = heap_pop(rf);
 
@@ -683,6 +687,7 @@ static void *run(void *arg)
 		curl_multi_perform(rf->multi, &running);
 		reap(rf);
 
+		cred_table_exit(rf->t, slot);
 		pthread_mutex_lock(&rf->lock);
 		wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms()
 				: IDLE_WAIT_MS;

@@ -507,9 +507,15 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 			"# HELP credfs_config_reload_failures_total Reloads "
 			"refused.\n"
 			"# TYPE credfs_config_reload_failures_total counter\n"
-			"credfs_config_reload_failures_total %" PRIu64 "\n",
+			"credfs_config_reload_failures_total %" PRIu64 "\n"
+			"# HELP credfs_config_retained Configurations "
+			"replaced by reloads and still in memory, waiting "
+			"for requests that may use them to end.\n"
+			"# TYPE credfs_config_retained gauge\n"
+			"credfs_config_retained %u\n",
 			!atomic_load(&t->reload_refused),
-			(uint64_t)atomic_load(&t->reload_failures));
+			(uint64_t)atomic_load(&t->reload_failures),
+			atomic_load(&t->cfg_retained));
 	for (i = 0; i < t->n; i++)
 		cred_view_clear(&views[i]);
 	free(views);
