@@ -106,10 +106,20 @@ check-one: all $(UNIT_BINS)
 		$(PYTHON) -m pytest -q -p no:cacheprovider \
 		--timeout=$(TEST_TIMEOUT_S) tests/integration
 
-# Everything: the plain build, then the ASan+UBSan build of the same
-# tests, then each fuzz target for a short while.
+# The fault-injection soak (tests/soak/) for SOAK_SECONDS; by hand, for
+# example SOAK_SECONDS=600 make soak (SANITIZE=1 for the ASan build).
+SOAK_SECONDS ?= 60
+soak: all
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) SOAK_SECONDS=$(SOAK_SECONDS) \
+		timeout -k 30 $$(( $(SOAK_SECONDS) * 2 + 300 )) \
+		$(PYTHON) -m pytest -q -s -p no:cacheprovider \
+		--timeout=$$(( $(SOAK_SECONDS) * 2 + 240 )) tests/soak
+
+# Everything: the plain build with the soak, then the ASan+UBSan build of
+# the same tests, then each fuzz target for a short while.
 check:
 	$(Q)$(MAKE) --no-print-directory check-one
+	$(Q)$(MAKE) --no-print-directory soak
 	$(Q)$(MAKE) --no-print-directory check-one SANITIZE=1
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
 
@@ -199,7 +209,7 @@ format:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all bench bench-scale check check-one deps demo fuzz install uninstall format clean
+.PHONY: all bench bench-scale check check-one deps demo fuzz install uninstall format clean soak
 .SECONDARY:
 
 -include $(wildcard $(BUILD)/*.d)
