@@ -13,10 +13,12 @@ helpers) writes its sanitizer reports, leaks included, to files in one
 directory; a test after which a new report appears fails with it.
 """
 
+import contextlib
 import ctypes
 import errno
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -253,6 +255,37 @@ def mount(tmp_path, provider, public_dir):
         except AssertionError as e:
             failures.append(str(e))
     assert not failures, "\n".join(failures)
+
+
+@contextlib.contextmanager
+def tmpfs(path, size):
+    """A tmpfs of @size (as mount -o size= takes it) on the new directory
+    @path, unmounted afterwards: a file system to fill up."""
+    os.mkdir(path)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700" % size,
+                    "tmpfs", str(path)], check=True, timeout=10)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], timeout=10)
+
+
+@contextlib.contextmanager
+def system_users(names):
+    """Users (each with its own group) that do not exist yet, made with
+    useradd and removed afterwards; their pwd entries."""
+    made = []
+    try:
+        for u in names:
+            if subprocess.run(["getent", "passwd", u],
+                              capture_output=True).returncode:
+                subprocess.run(["useradd", "-M", "-U", "-s", "/bin/sh", u],
+                               check=True, timeout=30)
+                made.append(u)
+        yield [pwd.getpwnam(u) for u in names]
+    finally:
+        for u in made:
+            subprocess.run(["userdel", u], capture_output=True, timeout=30)
 
 
 def simple_config(m, tenants=("acme",), scopes=("read",), **provider_kw):

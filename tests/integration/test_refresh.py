@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, open_errno,
+from harness import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, open_errno, tmpfs,
                       wait_for)
 
 OUTPUTS = []  # every credfsctl output, searched for secrets at the end
@@ -337,12 +337,8 @@ def test_rolled_back_record_is_written_again(mount, provider, tmp_path):
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    d = tmp_path / "tiny"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700",
-                    "tmpfs", str(d)], check=True, timeout=10)
-    yield d
-    subprocess.run(["umount", "-l", str(d)], timeout=10)
+    with tmpfs(tmp_path / "tiny", "256k") as d:
+        yield d
 
 
 def test_disk_full_serves_from_memory_and_persists_later(

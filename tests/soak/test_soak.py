@@ -22,7 +22,6 @@ SOAK_SECONDS sets the length (default 60, as in make check); SOAK_EVENTS
 import errno
 import json
 import os
-import pwd
 import random
 import re
 import signal
@@ -32,7 +31,8 @@ import time
 
 import pytest
 
-from harness import CLIENT_ID, CREDFS, CREDFSCTL, wait_for
+from harness import (CLIENT_ID, CREDFS, CREDFSCTL, system_users, tmpfs,
+                     wait_for)
 
 SOAK_S = float(os.environ.get("SOAK_SECONDS", "60"))
 SOAK_EVENTS = os.environ.get("SOAK_EVENTS", "")
@@ -78,29 +78,15 @@ while True:
 
 @pytest.fixture
 def soak_users():
-    made = []
-    try:
-        for u in USERS:
-            if subprocess.run(["getent", "passwd", u],
-                              capture_output=True).returncode:
-                subprocess.run(["useradd", "-M", "-U", "-s", "/bin/sh", u],
-                               check=True)
-                made.append(u)
-        yield [pwd.getpwnam(u) for u in USERS]
-    finally:
-        for u in made:
-            subprocess.run(["userdel", u], capture_output=True)
+    with system_users(USERS) as users:
+        yield users
 
 
 @pytest.fixture
 def small_fs(tmp_path):
     """The store's file system: 2 MiB of tmpfs, to fill up."""
-    d = tmp_path / "small"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700",
-                    "tmpfs", str(d)], check=True, timeout=10)
-    yield d
-    subprocess.run(["umount", "-l", str(d)], timeout=10)
+    with tmpfs(tmp_path / "small", "2m") as d:
+        yield d
 
 
 class Readers:
@@ -111,7 +97,7 @@ class Readers:
         self.provider = provider
         self.lock = threading.Lock()
         self.ok = 0
-        self.errors = {}
+        self.errors = {}  # tenant -> {errno name: count}
         self.bad = []   # expired, unknown (torn) or cross-tenant reads
         self.procs, self.threads = [], []
         for user, own, foreign in zip(users, halves, halves[::-1]):
@@ -145,7 +131,8 @@ class Readers:
                     else:
                         self.ok += 1
                 elif kind == "err":
-                    self.errors[rest] = self.errors.get(rest, 0) + 1
+                    e = self.errors.setdefault(tenant, {})
+                    e[rest] = e.get(rest, 0) + 1
                 elif kind == "LEAK":
                     self.bad.append("cross-tenant read of " + tenant)
 
@@ -217,10 +204,14 @@ class Chaos:
 
     def recovered(self):
         """Every credential not revoked on purpose: no failures in a row,
-        nothing only in memory."""
+        nothing only in memory, and no refresh overdue (due with 5 s
+        left; a queue of them behind a stalled provider drains before
+        the next fault)."""
         def ok():
             lines = status_lines(self.m)
-            return all(v["failures"] == "0" and v["health"] == "ok"
+            return all(v["failures"] == "0" and v["health"] == "ok" and
+                       v["expires_in"] != "-" and
+                       int(v["expires_in"]) >= LIFETIME_S // 2 - 1
                        for k, v in lines.items()
                        if k.split("/")[0] not in self.revoked) and \
                 not any(metric_values(self.m, "credfs_store_unpersisted{"))
@@ -393,8 +384,12 @@ def test_soak(mount, provider, public_dir, soak_users, small_fs, tmp_path):
     stats = provider.stats()
     print("\nseed %d, %.0f s: events %s" % (seed, elapsed, counts))
     print("\n".join(chaos.log))
+    errors = {}
+    for errs in readers.errors.values():
+        for e, n in errs.items():
+            errors[e] = errors.get(e, 0) + n
     print("reads ok %d, errors %s; token requests %d, rotations %d, "
-          "grace replays %d" % (readers.ok, readers.errors,
+          "grace replays %d" % (readers.ok, errors,
                                 stats["token_requests"], stats["ok"],
                                 stats["grace_replays"]))
     for pid, s in memory.samples.items():
@@ -406,8 +401,12 @@ def test_soak(mount, provider, public_dir, soak_users, small_fs, tmp_path):
     assert not readers.bad, readers.bad[:10]
     # Readers failed only while the daemon was down (a kill) or for a
     # credential revoked on purpose: never for want of a valid token.
-    assert set(readers.errors) <= {"ENOTCONN", "ECONNABORTED", "ENOENT",
-                                   "EKEYREVOKED"}, readers.errors
+    # (A revoked one answers EAGAIN too after a restart, until its stored
+    # refresh token is refused again: the store does not keep "revoked".)
+    for t, errs in readers.errors.items():
+        allowed = {"ENOTCONN", "ECONNABORTED", "ENOENT"} | (
+            {"EKEYREVOKED", "EAGAIN"} if t in chaos.revoked else set())
+        assert set(errs) <= allowed, (t, errs)
     assert readers.ok > 20 * elapsed, readers.ok  # readers really ran
     # No refresh token lost: no reuse, no family revoked but on purpose,
     # and a grace replay only where a kill fell between the provider's
