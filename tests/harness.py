@@ -270,6 +270,18 @@ def tmpfs(path, size):
         subprocess.run(["umount", "-l", str(path)], timeout=10)
 
 
+def fill(path):
+    """Write the file @path until its file system is full (4 KiB at a
+    time, so that nothing is left); returns the path, to unlink."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+    return path
+
+
 @contextlib.contextmanager
 def system_users(names):
     """Users (each with its own group) that do not exist yet, made with

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from harness import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, open_errno, tmpfs,
-                      wait_for)
+from harness import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, fill, open_errno,
+                      tmpfs, wait_for)
 
 OUTPUTS = []  # every credfsctl output, searched for secrets at the end
 
@@ -350,13 +350,7 @@ def test_disk_full_serves_from_memory_and_persists_later(
     m.start()
     add(m, provider, "acme")
     add(m, provider, "beta")
-    filler = tiny_fs / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
+    filler = fill(tiny_fs / "filler")
     st = wait_for(lambda: (lambda s: s if s["persist_error"] else None)(
         m.status("acme", "idp")), 10, what="a failed write")
     assert "No space left on device" in st["persist_error"]

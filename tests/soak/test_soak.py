@@ -19,7 +19,6 @@ SOAK_SECONDS sets the length (default 60, as in make check); SOAK_EVENTS
     SOAK_SECONDS=300 SOAK_EVENTS=kill,disk_full make soak
 """
 
-import errno
 import json
 import os
 import random
@@ -31,8 +30,8 @@ import time
 
 import pytest
 
-from harness import (CLIENT_ID, CREDFS, CREDFSCTL, system_users, tmpfs,
-                     wait_for)
+from harness import (CLIENT_ID, CREDFS, CREDFSCTL, fill, system_users,
+                     tmpfs, wait_for)
 
 SOAK_S = float(os.environ.get("SOAK_SECONDS", "60"))
 SOAK_EVENTS = os.environ.get("SOAK_EVENTS", "")
@@ -256,13 +255,7 @@ class Chaos:
         self.log.append("killed and restarted")
 
     def e_disk_full(self):
-        filler = self.fs / "filler"
-        with open(filler, "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
+        filler = fill(self.fs / "filler")
         try:
             self.seen("store_failing", lambda: any(
                 v["health"] == "store_failing"
