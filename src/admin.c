@@ -149,20 +149,17 @@ static void reclaim(struct admin *a)
 
 	if (a->n_draining && atomic_load(&t->cfg_readers[a->drain_slot]) == 0)
 		free_configs(a->draining, &a->n_draining);
-	if (a->n_draining || !a->n_retired) {
-		atomic_store(&t->cfg_retained,
-			     (unsigned)(a->n_draining + a->n_retired));
-		return;
+	if (!a->n_draining && a->n_retired) {
+		swap = a->draining;
+		a->draining = a->retired;
+		a->retired = swap;
+		n = a->n_draining;
+		a->n_draining = a->n_retired;
+		a->n_retired = n;
+		a->drain_slot = atomic_fetch_add(&t->cfg_epoch, 1) & 1;
+		if (atomic_load(&t->cfg_readers[a->drain_slot]) == 0)
+			free_configs(a->draining, &a->n_draining);
 	}
-	swap = a->draining;
-	a->draining = a->retired;
-	a->retired = swap;
-	n = a->n_draining;
-	a->n_draining = a->n_retired;
-	a->n_retired = n;
-	a->drain_slot = atomic_fetch_add(&t->cfg_epoch, 1) & 1;
-	if (atomic_load(&t->cfg_readers[a->drain_slot]) == 0)
-		free_configs(a->draining, &a->n_draining);
 	atomic_store(&t->cfg_retained,
 		     (unsigned)(a->n_draining + a->n_retired));
 }

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,10 @@ from fake_provider import FakeProvider  # noqa: E402
 BUILD = os.environ.get("CREDFS_BUILD", os.path.join(ROOT, "build"))
 CREDFS = os.path.join(BUILD, "credfs")
 CREDFSCTL = os.path.join(BUILD, "credfsctl")
+# The ASan+UBSan build, whose allocator keeps freed memory: RSS tells
+# nothing about leaks there (LeakSanitizer at exit does).
+ASAN_BUILD = os.path.exists(CREDFS) and "libasan" in subprocess.run(
+    ["ldd", CREDFS], capture_output=True, text=True).stdout
 CLIENT_ID = "credfs-test"
 CLIENT_SECRET = "s3cret-client"
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
@@ -187,6 +192,12 @@ class Mount:
 
     def token(self, tenant, provider):
         return self.read("tenants", tenant, provider, "access_token")
+
+    def metrics(self, name):
+        """The values of the series @name (any labels), in file order."""
+        return [float(line.rsplit(" ", 1)[1])
+                for line in self.read("metrics").splitlines()
+                if re.match(re.escape(name) + r"[ {]", line)]
 
     def status(self, tenant, provider):
         return json.loads(self.read("tenants", tenant, provider,

@@ -6,7 +6,6 @@ import grp
 import hashlib
 import json
 import os
-import pwd
 import signal
 import subprocess
 import time
@@ -14,7 +13,8 @@ import uuid
 
 import pytest
 
-from harness import CREDFS, open_errno, simple_config, wait_for
+from harness import (CREDFS, open_errno, simple_config, system_users,
+                     wait_for)
 
 EKEYEXPIRED = 127
 USERS = ("credfs-alice", "credfs-bob", "credfs-eve", "credfs-ops")
@@ -25,29 +25,22 @@ GROUPS = ("credfs-beta", "credfs-opsgrp")
 def people():
     """alice; bob (supplementary group credfs-beta); eve (nobody's reader);
     ops (supplementary group credfs-opsgrp). Removed afterwards."""
-    made_users, made_groups = [], []
+    made_groups = []
     try:
         for g in GROUPS:
             if subprocess.run(["getent", "group", g],
                               capture_output=True).returncode:
                 subprocess.run(["groupadd", g], check=True)
                 made_groups.append(g)
-        for u in USERS:
-            if subprocess.run(["getent", "passwd", u],
-                              capture_output=True).returncode:
-                subprocess.run(["useradd", "-M", "-U", "-s", "/bin/sh", u],
-                               check=True)
-                made_users.append(u)
-        subprocess.run(["usermod", "-a", "-G", "credfs-beta", "credfs-bob"],
-                       check=True)
-        subprocess.run(["usermod", "-a", "-G", "credfs-opsgrp", "credfs-ops"],
-                       check=True)
-        yield {**{u.split("-")[1]: pwd.getpwnam(u) for u in USERS},
-               "beta": grp.getgrnam("credfs-beta").gr_gid,
-               "opsgrp": grp.getgrnam("credfs-opsgrp").gr_gid}
+        with system_users(USERS) as users:
+            subprocess.run(["usermod", "-a", "-G", "credfs-beta",
+                            "credfs-bob"], check=True)
+            subprocess.run(["usermod", "-a", "-G", "credfs-opsgrp",
+                            "credfs-ops"], check=True)
+            yield {**{u.pw_name.split("-")[1]: u for u in users},
+                   "beta": grp.getgrnam("credfs-beta").gr_gid,
+                   "opsgrp": grp.getgrnam("credfs-opsgrp").gr_gid}
     finally:
-        for u in made_users:
-            subprocess.run(["userdel", u], capture_output=True)
         for g in made_groups:
             subprocess.run(["groupdel", g], capture_output=True)
 

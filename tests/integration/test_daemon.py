@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from harness import (CREDFS, CREDFSCTL, is_mounted, reap, simple_config,
-                      wait_for)
+from harness import (ASAN_BUILD, CREDFS, CREDFSCTL, is_mounted, reap,
+                     simple_config, wait_for)
 
 
 def run(*args, timeout=20):
@@ -234,27 +234,13 @@ def test_sighup_applies_a_new_config(mount, provider):
 
 def reload_metrics(m):
     """(last reload successful, reloads refused) from the metrics file."""
-    lines = m.read("metrics").splitlines()
-    value = {l.split()[0]: int(l.split()[1]) for l in lines
-             if l.startswith("credfs_config_")}
-    return (value["credfs_config_last_reload_successful"],
-            value["credfs_config_reload_failures_total"])
+    return (m.metrics("credfs_config_last_reload_successful"),
+            m.metrics("credfs_config_reload_failures_total"))
 
 
 def reload_audit(audit_path):
     with open(audit_path) as f:
         return [json.loads(l) for l in f if '"config_reload"' in l]
-
-
-ASAN = "libasan" in subprocess.run(["ldd", CREDFS], capture_output=True,
-                                  text=True).stdout
-
-
-def metric(m, name):
-    for line in m.read("metrics").splitlines():
-        if line.startswith(name + " "):
-            return int(line.split()[1])
-    raise AssertionError("no metric " + name)
 
 
 def rss_kb(pid):
@@ -289,7 +275,7 @@ def test_reloads_free_the_configurations_they_replace(mount, provider):
                      what="reload %d" % i)
             if i % 50 == 49:
                 samples.append(rss_kb(m.pid))
-                retained.append(metric(m, "credfs_config_retained"))
+                retained.extend(m.metrics("credfs_config_retained"))
     finally:
         stop.append(1)
         for t in readers:
@@ -300,7 +286,7 @@ def test_reloads_free_the_configurations_they_replace(mount, provider):
     # Kept until exit, 300 configurations would be some 30 MB. (ASan's
     # allocator keeps freed chunks in its own caches, so RSS tells
     # nothing there; the count above does.)
-    if not ASAN:
+    if not ASAN_BUILD:
         assert max(samples) - samples[0] < 2048, samples
     assert m.status(tenants[0], "idp")["scopes_requested"] == ["read", "v1"]
 
@@ -311,7 +297,7 @@ def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
     m = mount()
     m.start(dict(simple_config(m), audit_log=audit))
     tok = m.token("acme", "idp")
-    assert reload_metrics(m) == (1, 0)
+    assert reload_metrics(m) == ([1], [0])
     with open(m.config_path, "w") as f:
         f.write('{"providers": ')
     os.kill(m.pid, signal.SIGHUP)
@@ -320,7 +306,7 @@ def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
     assert "invalid JSON" in m.log()
     assert m.token("acme", "idp") == tok
     # Visible to whoever watches metrics or the audit log, with the reason.
-    assert reload_metrics(m) == (0, 1)
+    assert reload_metrics(m) == ([0], [1])
     (rec,) = reload_audit(audit)
     assert rec["outcome"] == "refused" and "invalid JSON" in rec["detail"]
     # A new tenant needs a restart: said, not applied.
@@ -331,12 +317,12 @@ def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
              what="the shape change refused")
     assert os.listdir(m.path("tenants")) == ["acme"]
     assert m.token("acme", "idp") == tok
-    assert reload_metrics(m) == (0, 2)
+    assert reload_metrics(m) == ([0], [2])
     assert "restart to apply" in reload_audit(audit)[-1]["detail"]
     # The good one again: applied, and the gauge says so.
     m.write_config(dict(simple_config(m), audit_log=audit))
     os.kill(m.pid, signal.SIGHUP)
-    wait_for(lambda: reload_metrics(m) == (1, 2), 5, what="the reload")
+    wait_for(lambda: reload_metrics(m) == ([1], [2]), 5, what="the reload")
     assert reload_audit(audit)[-1]["outcome"] == "ok"
 
 

@@ -53,6 +53,11 @@ def check_fresh(m, provider, name):
     assert rec["expires"] > time.time(), "%s: expired token served" % name
 
 
+def answer_200(**body):
+    """A "status" fault's arguments: HTTP 200 with this JSON body."""
+    return {"status": 200, "body": body}
+
+
 # (fault kind, its arguments, what last_error must say)
 HOSTILE = [
     ("huge", {}, "response body over the 4194304 byte limit"),
@@ -62,29 +67,20 @@ HOSTILE = [
     ("html", {}, "body is not a JSON object"),
     ("truncated", {}, "body is not a JSON object"),
     ("status", {"status": 200, "body": []}, "body is not a JSON object"),
-    ("status", {"status": 200, "body": {"access_token": 12345,
-                                        "expires_in": 3600}},
+    ("status", answer_200(access_token=12345, expires_in=3600),
      "no access_token string"),
-    ("status", {"status": 200, "body": {"access_token": ["a"]}},
-     "no access_token string"),
-    ("status", {"status": 200, "body": {"access_token": "A" * MB,
-                                        "token_type": "Bearer",
-                                        "expires_in": 3600}},
+    ("status", answer_200(access_token=["a"]), "no access_token string"),
+    ("status", answer_200(access_token="A" * MB, token_type="Bearer",
+                          expires_in=3600),
      "access_token is 1048576 bytes, over"),
-    ("status", {"status": 200, "body": {"access_token": "x1",
-                                        "token_type": 7}},
-     "token_type"),
-    ("status", {"status": 200, "body": {"access_token": "x2",
-                                        "expires_in": -5}},
+    ("status", answer_200(access_token="x1", token_type=7), "token_type"),
+    ("status", answer_200(access_token="x2", expires_in=-5),
      "expires_in is not positive"),
-    ("status", {"status": 200, "body": {"access_token": "x3",
-                                        "expires_in": 0}},
+    ("status", answer_200(access_token="x3", expires_in=0),
      "expires_in is not positive"),
-    ("status", {"status": 200, "body": {"access_token": "x4",
-                                        "expires_in": 1e12}},
+    ("status", answer_200(access_token="x4", expires_in=1e12),
      "expires_in is over one year"),
-    ("status", {"status": 200, "body": {"access_token": "x5",
-                                        "expires_in": "3600"}},
+    ("status", answer_200(access_token="x5", expires_in="3600"),
      "expires_in is not a number"),
     ("status", {"status": 502, "body": "<html>Bad gateway</html>"},
      "HTTP 502"),

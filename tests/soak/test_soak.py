@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from harness import (CLIENT_ID, CREDFS, CREDFSCTL, fill, system_users,
+from harness import (ASAN_BUILD, CLIENT_ID, CREDFSCTL, fill, system_users,
                      tmpfs, wait_for)
 
 SOAK_S = float(os.environ.get("SOAK_SECONDS", "60"))
@@ -43,12 +43,6 @@ HOLD_S = 1          # a fault stays this long after it shows; a stalled
                     # still has 4 s of margin (5 s less the 1 s skew)
 KILL_SPACING_S = 30  # so that some daemon lives long enough to measure
 WINDOW_S = 1.0      # provider's answer to the record's rename (test_crash)
-
-# ASan's allocator keeps freed memory in a quarantine and its own caches,
-# so RSS says nothing about leaks there (LeakSanitizer at exit does): the
-# memory criterion is checked on the plain build, which make check soaks.
-ASAN = "libasan" in subprocess.run(["ldd", CREDFS], capture_output=True,
-                                   text=True).stdout
 
 READER = r"""
 import errno, os, random, sys, time
@@ -183,11 +177,6 @@ def status_lines(m):
     return out
 
 
-def metric_values(m, name):
-    return [float(l.rsplit(" ", 1)[1]) for l in m.read("metrics").splitlines()
-            if l.startswith(name)]
-
-
 class Chaos:
     def __init__(self, m, provider, store_fs, config, families, audit, rng):
         self.m, self.provider, self.fs = m, provider, store_fs
@@ -213,7 +202,7 @@ class Chaos:
                        int(v["expires_in"]) >= LIFETIME_S // 2 - 1
                        for k, v in lines.items()
                        if k.split("/")[0] not in self.revoked) and \
-                not any(metric_values(self.m, "credfs_store_unpersisted{"))
+                not any(self.m.metrics("credfs_store_unpersisted"))
         self.seen("recovery", ok, timeout=40)
 
     def provider_fault(self, kind, kw, message):
@@ -265,14 +254,14 @@ class Chaos:
             os.unlink(filler)
 
     def e_bad_config(self):
-        before = metric_values(self.m, "credfs_config_reload_failures_total")
+        before = self.m.metrics("credfs_config_reload_failures_total")
         with open(self.m.config_path, "w") as f:
             f.write(json.dumps(self.config)[:-20])  # cut short: invalid
         try:
             os.kill(self.m.pid, signal.SIGHUP)
-            self.seen("reload refused", lambda: metric_values(
-                self.m, "credfs_config_last_reload_successful") == [0] and
-                metric_values(self.m, "credfs_config_reload_failures_total")
+            self.seen("reload refused", lambda: self.m.metrics(
+                "credfs_config_last_reload_successful") == [0] and
+                self.m.metrics("credfs_config_reload_failures_total")
                 != before)
             with open(self.audit) as f:
                 assert any('"config_reload"' in l and '"refused"' in l
@@ -280,8 +269,8 @@ class Chaos:
         finally:
             self.m.write_config(self.config)
         os.kill(self.m.pid, signal.SIGHUP)
-        self.seen("reload applied", lambda: metric_values(
-            self.m, "credfs_config_last_reload_successful") == [1])
+        self.seen("reload applied", lambda: self.m.metrics(
+            "credfs_config_last_reload_successful") == [1])
 
     def kinds(self):
         every = [k for k in dir(self) if k.startswith("e_")]
@@ -411,8 +400,9 @@ def test_soak(mount, provider, public_dir, soak_users, small_fs, tmp_path):
                    for k in chaos.kills), "a replay no kill explains: %r" % rep
     # Memory flat: in every daemon that ran 25 s or more, RSS after the
     # first 10 s grew by less than 10% (and 2 MiB at least is allowed).
-    if ASAN:
-        print("memory: not judged on the ASan build (see ASAN above); "
+    if ASAN_BUILD:
+        print("memory: not judged on the ASan build (its allocator keeps "
+              "freed memory, see harness.ASAN_BUILD); "
               "LeakSanitizer checks the daemon at its exit")
         return
     measured = 0
