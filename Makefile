@@ -185,7 +185,7 @@ UNITS := credfs.service credfs@.service
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
-		$(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(MANDIR)/man8
+		$(DESTDIR)$(DOCDIR)/examples/providers $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BUILD)/credfs $(BUILD)/credfsctl $(DESTDIR)$(BINDIR)/
 	for u in $(UNITS); do \
 		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
@@ -195,6 +195,8 @@ install: all
 	install -m 0644 man/credfs.8 man/credfsctl.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0644 examples/config.json $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 examples/providers/*.json \
+		$(DESTDIR)$(DOCDIR)/examples/providers/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/credfs $(DESTDIR)$(BINDIR)/credfsctl \

@@ -851,7 +851,7 @@ static bool same_str(const char *a, const char *b)
 bool config_same_shape(const struct config *a, const struct config *b,
 		       char *why, size_t whylen)
 {
-	size_t i;
+	size_t i, j;
 
 	if (a->n_providers != b->n_providers || a->n_tenants != b->n_tenants ||
 	    a->n_creds != b->n_creds) {
@@ -860,14 +860,24 @@ bool config_same_shape(const struct config *a, const struct config *b,
 			 "removed");
 		return false;
 	}
-	for (i = 0; i < a->n_providers; i++)
-		if (strcmp(a->providers[i].name, b->providers[i].name) ||
-		    a->providers[i].grant != b->providers[i].grant) {
+	for (i = 0; i < a->n_providers; i++) {
+		const struct provider_conf *pa = &a->providers[i];
+		const struct provider_conf *pb = &b->providers[i];
+		bool same = !strcmp(pa->name, pb->name) &&
+			    pa->grant == pb->grant &&
+			    pa->n_response_fields == pb->n_response_fields;
+
+		for (j = 0; same && j < pa->n_response_fields; j++)
+			same = !strcmp(pa->response_fields[j],
+				       pb->response_fields[j]);
+		if (!same) {
 			snprintf(why, whylen,
-				 "provider %s was renamed or changed its grant",
-				 a->providers[i].name);
+				 "provider %s was renamed or changed its grant "
+				 "or response_fields",
+				 pa->name);
 			return false;
 		}
+	}
 	for (i = 0; i < a->n_tenants; i++)
 		if (strcmp(a->tenants[i].name, b->tenants[i].name)) {
 			snprintf(why, whylen, "tenant %s was renamed",

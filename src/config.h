@@ -84,7 +84,27 @@ struct provider_conf {
 	char **high_risk; /* scopes that need allow_high_risk; "x*" = prefix */
 	size_t n_high_risk;
 	bool strict_scopes;
+	/* The provider's profile (docs/providers.md): set by its preset,
+	 * overridable key by key. */
+	char *preset;	     /* the preset it started from, or NULL */
+	char *issuer;	     /* OIDC discovery fills the endpoints; or NULL */
+	bool auth_explicit;  /* auth_method was given, not defaulted */
+	char **auth_methods; /* the methods the provider supports; NULL:
+			      * any */
+	size_t n_auth_methods;
+	char scope_sep;		/* ' ', or ',' (Slack, GitHub) */
+	bool rotates;		/* each refresh returns a new refresh token */
+	int64_t rt_lifetime_ms; /* a refresh token's life from issue; 0 */
+	int64_t rt_idle_ms;	/* ... and unused; 0: unknown */
+	char *error_field;	/* the error code's key; NULL: "error" */
+	struct param *error_codes; /* provider code -> outcome name */
+	size_t n_error_codes;
+	char **response_fields; /* extra response fields shown as files */
+	size_t n_response_fields;
+	double max_rate; /* token requests per second; 0: unbounded */
 };
+
+#define MAX_RESPONSE_FIELDS 4
 
 struct cred_conf {
 	const char *tenant; /* points into the tenant */

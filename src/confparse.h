@@ -81,10 +81,21 @@ bool host_is_loopback(const char *host);
 /* provider.c: one provider object. 0 or -EINVAL/-ENOMEM. */
 int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		   struct provider_conf *p);
-/* Read @p's client secret or private key. 0 or -errno with @err. */
+/* Read @p's client secret or private key, and with an issuer, discover
+ * its endpoints (OpenID Connect Discovery). 0 or -errno with @err. */
 int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 			  char *err, size_t errlen);
 /* Free what @p holds, wiping secrets. */
 void provider_free(struct provider_conf *p);
+
+/* preset.c: @obj (provider @path) with its "preset"'s keys filled in where
+ * @obj sets none, a new reference in *@out (@obj itself without a
+ * preset). Checks the preset's name and URL variable. 0 or -EINVAL. */
+int preset_apply(struct ctx *c, const char *path, const json_t *obj,
+		 json_t **out);
+/* Whether @key is some preset's URL variable (entra_tenant, ...). */
+bool preset_is_var(const char *key);
+size_t preset_count(void);
+const char *preset_name(size_t i);
 
 #endif

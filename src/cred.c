@@ -47,6 +47,9 @@ void token_unref(struct token *tok)
 	free(tok->type);
 	free(tok->scopes);
 	free(tok->over);
+	for (size_t i = 0; i < tok->n_fields; i++)
+		free(tok->fields[i]);
+	free(tok->fields);
 	freezero(tok, sizeof(*tok) + tok->len + 1);
 }
 
@@ -218,6 +221,19 @@ static enum cred_state state_locked(const struct cred *c, int64_t now)
 	return c->in_flight ? CRED_REFRESHING : CRED_VALID;
 }
 
+/* When @c's refresh token stops working, as far as is known: the known
+ * expiry, or an idle limit counted from the last refresh. 0: unknown. */
+static int64_t rt_expiry_locked(const struct cred *c)
+{
+	const struct provider_conf *p = c->conf->provider;
+	int64_t e = cred_uses_store(c) ? c->rt_expires_ms : 0;
+
+	if (cred_uses_store(c) && p->rt_idle_ms && c->last_refresh_ms &&
+	    (!e || c->last_refresh_ms + p->rt_idle_ms < e))
+		e = c->last_refresh_ms + p->rt_idle_ms;
+	return e;
+}
+
 void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 {
 	memset(v, 0, sizeof(*v));
@@ -234,6 +250,10 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 		memcpy(v->fp, c->cur->fp, sizeof(v->fp));
 		v->scopes = strdup(c->cur->scopes);
 		v->over = c->cur->over ? strdup(c->cur->over) : NULL;
+		for (size_t i = 0;
+		     i < c->cur->n_fields && i < MAX_RESPONSE_FIELDS; i++)
+			if (c->cur->fields[i])
+				v->fields[i] = strdup(c->cur->fields[i]);
 	}
 	v->refresh_count = c->refresh_count;
 	v->failure_count = c->failure_count;
@@ -247,6 +267,7 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 	v->persist_failures = c->persist_failures;
 	v->persist_error_ms = c->persist_error_ms;
 	memcpy(v->persist_error, c->persist_error, sizeof(v->persist_error));
+	v->rt_expires_ms = rt_expiry_locked(c);
 	v->version = c->version;
 	pthread_mutex_unlock(&c->lock);
 	v->reads = atomic_load_explicit(&c->reads, memory_order_relaxed);
@@ -260,6 +281,10 @@ void cred_view_clear(struct cred_view *v)
 	free(v->over);
 	v->scopes = NULL;
 	v->over = NULL;
+	for (size_t i = 0; i < MAX_RESPONSE_FIELDS; i++) {
+		free(v->fields[i]);
+		v->fields[i] = NULL;
+	}
 }
 
 struct token *cred_current_token(struct cred *c)
@@ -446,6 +471,35 @@ static char *over_privileged(const struct cred_conf *cc,
 	return b.data;
 }
 
+/*
+ * The provider's response_fields for @tok: those of the response, and
+ * where it has none, the current token's (Salesforce sends instance_url
+ * with every token, other providers only with the first).
+ */
+static int take_fields(struct cred *c, struct token *tok,
+		       const struct oauth_token *ot)
+{
+	size_t i, n = c->conf->provider->n_response_fields;
+
+	if (!n)
+		return 0;
+	tok->fields = calloc(n, sizeof(char *));
+	if (!tok->fields)
+		return -ENOMEM;
+	tok->n_fields = n;
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < n; i++) {
+		const char *v = i < ot->n_fields ? ot->fields[i] : NULL;
+
+		if (!v && c->cur && i < c->cur->n_fields)
+			v = c->cur->fields[i];
+		if (v && !(tok->fields[i] = strdup(v)))
+			break;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return i == n ? 0 : -ENOMEM;
+}
+
 struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
 			     int64_t sent_ms)
 {
@@ -471,7 +525,22 @@ struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
 	tok->issued_ms = sent_ms;
 	tok->expires_ms = sent_ms + lifetime;
 	fingerprint(tok->value, tok->len, tok->fp);
+	if (take_fields(c, tok, ot) < 0) {
+		token_unref(tok);
+		return NULL;
+	}
 	return tok;
+}
+
+int64_t cred_rt_expiry(const struct provider_conf *p,
+		       const struct oauth_token *ot, int64_t sent_ms,
+		       int64_t before)
+{
+	if (ot->refresh_expires_in_ms >= 0)
+		return sent_ms + ot->refresh_expires_in_ms;
+	if (ot->refresh_token)
+		return p->rt_lifetime_ms ? sent_ms + p->rt_lifetime_ms : 0;
+	return before;
 }
 
 /* Note a persist outcome for generation @gen; @c's lock held. */
@@ -548,6 +617,8 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		c->consecutive_failures = 0;
 		c->last_refresh_ms = now;
 		c->revoked = false; /* the grant works after all */
+		c->rt_expires_ms = cred_rt_expiry(p, &res->tok, tok->issued_ms,
+						  c->rt_expires_ms);
 		if (res->tok.refresh_token) {
 			/* Rotated: the new one is what we hold from now on. */
 			strfreezero(c->refresh_token);
@@ -628,7 +699,17 @@ static struct token *token_of_record(struct cred *c, const struct record *r)
 	ot.len = strlen(r->access_token);
 	ot.token_type = r->token_type ? r->token_type : "Bearer";
 	ot.expires_in_ms = r->expires_ms - r->issued_ms;
-	if (r->scope && oauth_split_scopes(r->scope, &ot) < 0)
+	if (r->scope && oauth_split_scopes(r->scope, ' ', &ot) < 0)
+		goto out;
+	/* The record's fields, in the order the provider names them. */
+	ot.n_fields = c->conf->provider->n_response_fields;
+	ot.fields = ot.n_fields ? calloc(ot.n_fields, sizeof(char *)) : NULL;
+	for (size_t i = 0; ot.fields && i < ot.n_fields; i++)
+		for (size_t j = 0; j < r->n_fields; j++)
+			if (!strcmp(r->fields[j].name,
+				    c->conf->provider->response_fields[i]))
+				ot.fields[i] = r->fields[j].value;
+	if (ot.n_fields && !ot.fields)
 		goto out;
 	tok = cred_token_new(c, &ot, r->issued_ms);
 	if (tok && token_expired(c, tok, time_real_ms())) {
@@ -639,6 +720,7 @@ out:
 	while (ot.n_scopes)
 		free(ot.scopes[--ot.n_scopes]);
 	free(ot.scopes);
+	free(ot.fields); /* borrowed from @r */
 	return tok;
 }
 
@@ -654,6 +736,7 @@ bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
 	c->refresh_token = r->refresh_token;
 	r->refresh_token = NULL;
 	c->record_gen = c->durable_gen = r->generation;
+	c->rt_expires_ms = r->rt_expires_ms;
 	c->revoked = false;
 	c->consecutive_failures = 0;
 	c->persist_error_ms = 0;

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "oauth.h"
 
 struct config;
@@ -20,6 +21,7 @@ struct record;
 struct store;
 struct cred_conf;
 struct http_req;
+struct provider_conf;
 
 enum cred_state {
 	CRED_PENDING,	   /* no token yet, first request not answered */
@@ -41,8 +43,11 @@ struct token {
 	int64_t expires_ms; /* wall clock */
 	char *type;	    /* "Bearer" */
 	char *scopes;	    /* granted scopes, sorted, one per line */
-	char *over; /* granted, not requested, space-separated; or NULL */
-	char fp[9]; /* fingerprint: first 8 hex of SHA-256 */
+	char *over;    /* granted, not requested, space-separated; or NULL */
+	char fp[9];    /* fingerprint: first 8 hex of SHA-256 */
+	char **fields; /* the provider's response_fields (NULL entries:
+			* unknown); n_fields of them */
+	size_t n_fields;
 	size_t len;
 	char value[]; /* len bytes, NUL-terminated, wiped on free */
 };
@@ -69,12 +74,13 @@ struct cred {
 	uint64_t version; /* bumped on every change above */
 
 	/* The refresh_token grant and the store, under lock. */
-	bool revoked;	      /* invalid_grant, confirmed against the store */
-	bool client_error;    /* the provider refused our client */
-	char *refresh_token;  /* NULL: none (no record, or an unusable one) */
-	uint64_t record_gen;  /* generation of the newest state, in memory */
-	uint64_t durable_gen; /* newest generation known to be in the store */
-	uint64_t flight_gen;  /* record_gen when the request in flight began */
+	bool revoked;	       /* invalid_grant, confirmed against the store */
+	bool client_error;     /* the provider refused our client */
+	char *refresh_token;   /* NULL: none (no record, or an unusable one) */
+	uint64_t record_gen;   /* generation of the newest state, in memory */
+	uint64_t durable_gen;  /* newest generation known to be in the store */
+	uint64_t flight_gen;   /* record_gen when the request in flight began */
+	int64_t rt_expires_ms; /* the refresh token's known expiry; 0 */
 	uint64_t persist_failures;
 	int64_t persist_error_ms; /* 0: the newest state is durable */
 	char persist_error[OAUTH_ERROR_TEXT];
@@ -151,6 +157,10 @@ struct cred_view {
 	char last_error[OAUTH_ERROR_TEXT];
 	uint64_t record_gen, durable_gen, persist_failures;
 	int64_t persist_error_ms;
+	int64_t rt_expires_ms; /* when the refresh token stops working, as
+				* far as the provider's profile tells; 0 */
+	char *fields[MAX_RESPONSE_FIELDS]; /* the current token's response
+					    * fields, owned by the view */
 	char persist_error[OAUTH_ERROR_TEXT];
 	uint64_t version;
 };
@@ -176,6 +186,16 @@ bool cred_wait_answered(struct cred *c, int64_t deadline);
 /* Without a token, ask for one now and wait for the answer until
  * @deadline (monotonic ms). True if a token is held. */
 bool cred_wait_token(struct cred_table *t, struct cred *c, int64_t deadline);
+
+/*
+ * The refresh token's absolute expiry after a response @ot from @p to a
+ * request sent at @sent_ms, when it was @before: what the response says
+ * (refresh_token_expires_in), else for a new refresh token the profile's
+ * refresh_token_lifetime_s (0: unknown), else unchanged.
+ */
+int64_t cred_rt_expiry(const struct provider_conf *p,
+		       const struct oauth_token *ot, int64_t sent_ms,
+		       int64_t before);
 
 /* Wall-clock ms from which @tok counts as expired for @c: its expiry less
  * the clock-skew margin. The one definition every path uses. */

@@ -167,10 +167,35 @@ static char *scope_line(const char *lines)
 	return s;
 }
 
+int credstore_fields(const struct provider_conf *p, char *const *values,
+		     size_t n, struct record *r)
+{
+	size_t i;
+
+	if (!n || !values)
+		return 0;
+	r->fields = calloc(n, sizeof(*r->fields));
+	if (!r->fields)
+		return -ENOMEM;
+	for (i = 0; i < n && i < p->n_response_fields; i++) {
+		struct record_field *f = &r->fields[r->n_fields];
+
+		if (!values[i])
+			continue;
+		f->name = strdup(p->response_fields[i]);
+		f->value = strdup(values[i]);
+		r->n_fields++;
+		if (!f->name || !f->value)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 int credstore_write(struct cred_table *t, struct cred *c,
-		    const struct token *tok, const char *new_rt,
+		    const struct token *tok, const struct oauth_token *ot,
 		    struct persist_result *pr)
 {
+	const char *new_rt = ot ? ot->refresh_token : NULL;
 	const char *tenant = c->conf->tenant, *prov = c->conf->provider->name;
 	struct token *cur = NULL;
 	struct record r = {0};
@@ -189,6 +214,10 @@ int credstore_write(struct cred_table *t, struct cred *c,
 		tok = cur = token_ref(c->cur);
 	r.refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
 	r.generation = c->record_gen + 1;
+	r.rt_expires_ms =
+		ot && tok ? cred_rt_expiry(c->conf->provider, ot,
+					   tok->issued_ms, c->rt_expires_ms)
+			  : c->rt_expires_ms;
 	expect = c->durable_gen;
 	pthread_mutex_unlock(&c->lock);
 	if (!r.refresh_token) {
@@ -201,6 +230,11 @@ int credstore_write(struct cred_table *t, struct cred *c,
 		r.scope = scope_line(tok->scopes);
 		r.issued_ms = tok->issued_ms;
 		r.expires_ms = tok->expires_ms;
+		if (credstore_fields(c->conf->provider, tok->fields,
+				     tok->n_fields, &r) < 0) {
+			ret = -ENOMEM;
+			goto out;
+		}
 	}
 	ret = store_save(t->store, tenant, prov, &r, expect);
 	if (ret == -ESTALE) {

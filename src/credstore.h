@@ -8,9 +8,13 @@
 #ifndef CREDFS_CREDSTORE_H
 #define CREDFS_CREDSTORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct cred;
+struct oauth_token;
+struct provider_conf;
+struct record;
 struct cred_table;
 struct persist_result;
 struct token;
@@ -38,13 +42,19 @@ enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
 
 /*
  * Refresher: write @c's state as the next generation: @tok (or the current
- * token when NULL) with @new_rt (or the refresh token held when NULL).
+ * token when NULL) with the response @ot's rotated refresh token and its
+ * expiry (@ot NULL, or without one: the refresh token held).
  * Fills @pr. Returns 0; -ECANCELED when the record was replaced or removed
  * by someone else meanwhile (the result must be dropped); or another
  * -errno with the write's error in @pr (serve from memory, retry later).
  */
 int credstore_write(struct cred_table *t, struct cred *c,
-		    const struct token *tok, const char *new_rt,
+		    const struct token *tok, const struct oauth_token *ot,
 		    struct persist_result *pr);
+
+/* Fill @r's fields from @n @values of @p's response_fields (NULL entries
+ * left out). 0 or -ENOMEM. */
+int credstore_fields(const struct provider_conf *p, char *const *values,
+		     size_t n, struct record *r);
 
 #endif

@@ -277,6 +277,11 @@ static int parse_input(char *text, struct record *r, char *err, size_t n)
 		return -EINVAL;
 	}
 	r->refresh_token = strdup(json_string_value(v));
+	v = json_object_get(o, "refresh_token_expires_in");
+	if (json_is_number(v) && json_number_value(v) > 0 &&
+	    json_number_value(v) < 1e9)
+		r->rt_expires_ms =
+			time_real_ms() + (int64_t)(json_number_value(v) * 1000);
 	v = json_object_get(o, "access_token");
 	if (json_is_string(v) && token_chars_ok(json_string_value(v))) {
 		json_t *exp = json_object_get(o, "expires_in");
@@ -480,6 +485,10 @@ static int add_main(int argc, char **argv)
 				sizeof(err));
 	if (r == -EINVAL)
 		fprintf(stderr, "credfsctl add: %s\n", err);
+	/* A refresh token the profile knows the life of, from now. */
+	if (r == 0 && !rec.rt_expires_ms && cc->provider->rt_lifetime_ms)
+		rec.rt_expires_ms =
+			time_real_ms() + cc->provider->rt_lifetime_ms;
 	if (r == 0)
 		r = store_credential(&x, cc, &rec, "add");
 out:

@@ -12,14 +12,17 @@
 #include "ctl.h"
 #include "oauth.h"
 #include "onboard.h"
+#include "cred.h"
+#include "credstore.h"
 #include "record.h"
 #include "util.h"
 
 #define CONNECT_TIMEOUT_S 300
 #define DEVICE_TIMEOUT_S 1800
 
-/* The record of a token response sent at @sent_ms; 0 or -errno. */
-static int record_of(const struct oauth_result *res, int64_t sent_ms,
+/* The record of @p's token response sent at @sent_ms; 0 or -errno. */
+static int record_of(const struct provider_conf *p,
+		     const struct oauth_result *res, int64_t sent_ms,
 		     struct record *rec)
 {
 	const struct oauth_token *t = &res->tok;
@@ -36,10 +39,12 @@ static int record_of(const struct oauth_result *res, int64_t sent_ms,
 	rec->scope = scope.data; /* NULL when none was listed */
 	rec->issued_ms = sent_ms;
 	rec->expires_ms =
-		t->expires_in_ms >= 0 ? sent_ms + t->expires_in_ms : 0;
+		sent_ms + (t->expires_in_ms >= 0 ? t->expires_in_ms
+						 : p->default_lifetime_ms);
+	rec->rt_expires_ms = cred_rt_expiry(p, t, sent_ms, 0);
 	if (!rec->refresh_token || !rec->access_token || !rec->token_type)
 		return -ENOMEM;
-	return 0;
+	return credstore_fields(p, t->fields, t->n_fields, rec);
 }
 
 /* Store a successful token response, or say why it cannot be. */
@@ -66,7 +71,7 @@ static int store_response(struct ctx *x, const struct cred_conf *cc,
 			cmd);
 		return -EPROTO;
 	}
-	r = record_of(res, sent_ms, &rec);
+	r = record_of(cc->provider, res, sent_ms, &rec);
 	if (r == 0)
 		r = store_credential(x, cc, &rec, cmd);
 	record_clear(&rec);

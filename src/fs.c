@@ -579,7 +579,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 	case K_CRED_DIR:
 		if (!cred_present(parent->cred))
 			return 0;
-		if (!strcmp(name, render_file_name(CF_ACCESS_TOKEN))) {
+		if (!strcmp(name, render_file_name(NULL, CF_ACCESS_TOKEN))) {
 			if (fs->cache_kernel) {
 				*err = lookup_token(fs, parent->cred,
 						    &held->tok);
@@ -591,10 +591,14 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			return token_ino(parent->cred,
 					 held->tok ? held->tok->gen : 0);
 		}
-		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++)
-			if (!strcmp(name, render_file_name((enum cred_file)i)))
+		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++) {
+			const char *f = render_file_name(parent->cred,
+							 (enum cred_file)i);
+
+			if (f && !strcmp(name, f))
 				slot = cred_slot(parent->cred,
 						 (enum cred_file)i);
+		}
 		break;
 	default: return 0;
 	}
@@ -914,15 +918,21 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else {
 		struct token *tok = cred_current_token(n.cred);
 
-		dir_add(req, &d, render_file_name(CF_ACCESS_TOKEN),
+		dir_add(req, &d, render_file_name(NULL, CF_ACCESS_TOKEN),
 			token_ino(n.cred, tok ? tok->gen : 0), S_IFREG);
 		token_unref(tok);
 		/* Snapshot 0: readdir's d_ino is a hint; lookup decides. */
-		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++)
-			dir_add(req, &d, render_file_name((enum cred_file)i),
-				snap_ino(cred_slot(n.cred, (enum cred_file)i),
-					 0),
-				S_IFREG);
+		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++) {
+			const char *f =
+				render_file_name(n.cred, (enum cred_file)i);
+
+			if (f)
+				dir_add(req, &d, f,
+					snap_ino(cred_slot(n.cred,
+							   (enum cred_file)i),
+						 0),
+					S_IFREG);
+		}
 	}
 	fuse_reply_buf(req, d.p, d.len);
 	free(d.p);

@@ -50,8 +50,10 @@ int http_req_new(const struct provider_conf *p, const char *url,
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		goto out_fail;
-	r->body = *body;
-	buf_init(body, 0);
+	if (body) {
+		r->body = *body;
+		buf_init(body, 0);
+	}
 	buf_init(&r->resp, p->max_response_bytes);
 	r->user = user;
 	r->easy = e = curl_easy_init();
@@ -60,9 +62,9 @@ int http_req_new(const struct provider_conf *p, const char *url,
 	h = curl_slist_append(NULL, "Accept: application/json");
 	if (h)
 		r->headers = h;
-	h = h ? curl_slist_append(h, "Content-Type: "
-				     "application/x-www-form-urlencoded")
-	      : NULL;
+	if (h && body)
+		h = curl_slist_append(h, "Content-Type: "
+					 "application/x-www-form-urlencoded");
 	if (h && auth_header)
 		h = curl_slist_append(h, auth_header);
 	if (!h)
@@ -84,10 +86,14 @@ int http_req_new(const struct provider_conf *p, const char *url,
 			 (curl_off_t)p->max_response_bytes);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "credfs/" CREDFS_VERSION);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-	curl_easy_setopt(e, CURLOPT_POST, 1L);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS,
-			 r->body.data ? r->body.data : "");
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)r->body.len);
+	if (body) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+				 r->body.data ? r->body.data : "");
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)r->body.len);
+	} else {
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	}
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
@@ -150,11 +156,12 @@ CURLcode http_req_perform(struct http_req *r)
 	return curl_easy_perform(r->easy);
 }
 
-void http_req_finish(struct http_req *r, CURLcode code, int64_t now_ms,
-		     struct oauth_result *res)
+void http_req_finish(struct http_req *r, const struct provider_conf *p,
+		     CURLcode code, int64_t now_ms, struct oauth_result *res)
 {
 	struct curl_header *ra = NULL;
 	const char *why;
+	char *ctype = NULL;
 	long status = 0;
 
 	if (code != CURLE_OK) {
@@ -177,8 +184,9 @@ void http_req_finish(struct http_req *r, CURLcode code, int64_t now_ms,
 	if (curl_easy_header(r->easy, "Retry-After", 0, CURLH_HEADER, -1,
 			     &ra) != CURLHE_OK)
 		ra = NULL;
-	oauth_classify(status, r->resp.data, r->resp.len, ra ? ra->value : NULL,
-		       now_ms, res);
+	curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	oauth_classify(p, status, ctype, r->resp.data, r->resp.len,
+		       ra ? ra->value : NULL, now_ms, res);
 }
 
 void http_req_free(struct http_req *r)

@@ -17,10 +17,11 @@ struct provider_conf;
 struct http_req;
 
 /*
- * Prepare a POST of @body (form-encoded; the request takes it over) to
- * @url, one of provider @p's endpoints, whose timeout, response cap and CA
- * file apply; @auth_header is added if not NULL (taken over too; both are
- * wiped). @user is handed back by http_req_user(). Returns 0 or -errno.
+ * Prepare a POST of @body (form-encoded; the request takes it over), or
+ * with @body NULL a GET, to @url, one of provider @p's endpoints, whose
+ * timeout, response cap and CA file apply; @auth_header is added if not NULL
+ * (taken over too; both are wiped). @user is handed back by http_req_user().
+ * Returns 0 or -errno.
  */
 int http_req_new(const struct provider_conf *p, const char *url,
 		 struct buf *body, char *auth_header, void *user,
@@ -45,9 +46,10 @@ int http_req_result(struct http_req *r, CURLcode code, long *status,
 /* Run the transfer here and now (credfsctl). */
 CURLcode http_req_perform(struct http_req *r);
 
-/* Classify a finished transfer whose result was @code into @res. */
-void http_req_finish(struct http_req *r, CURLcode code, int64_t now_ms,
-		     struct oauth_result *res);
+/* Classify a finished transfer to provider @p whose result was @code
+ * into @res (see oauth_classify). */
+void http_req_finish(struct http_req *r, const struct provider_conf *p,
+		     CURLcode code, int64_t now_ms, struct oauth_result *res);
 
 /* Free the request, wiping the body, headers and response. NULL is a no-op. */
 void http_req_free(struct http_req *r);

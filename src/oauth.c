@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -68,12 +69,13 @@ static int form_add(struct buf *b, const char *name, const char *value)
 
 static int scope_join(const struct cred_conf *cc, struct buf *out)
 {
+	char sep = cc->provider->scope_sep ? cc->provider->scope_sep : ' ';
 	size_t i;
 	int r = 0;
 
 	buf_init(out, 64 * 1024);
 	for (i = 0; i < cc->n_scopes && r == 0; i++)
-		r = buf_printf(out, "%s%s", i ? " " : "", cc->scopes[i]);
+		r = buf_printf(out, "%.*s%s", i ? 1 : 0, &sep, cc->scopes[i]);
 	if (r == 0)
 		r = buf_append(out, "", 0);
 	return r;
@@ -176,9 +178,11 @@ int oauth_scope_text(const struct cred_conf *cc, bool authorization,
 	size_t i;
 	int r;
 
+	char sep = p->scope_sep ? p->scope_sep : ' ';
+
 	r = scope_join(cc, out);
 	for (i = 0; r == 0 && authorization && i < p->n_auth_scopes; i++)
-		r = buf_printf(out, "%s%s", out->len ? " " : "",
+		r = buf_printf(out, "%.*s%s", out->len ? 1 : 0, &sep,
 			       p->auth_scopes[i]);
 	return r;
 }
@@ -214,9 +218,10 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int oauth_split_scopes(const char *s, struct oauth_token *t)
+int oauth_split_scopes(const char *s, char sep, struct oauth_token *t)
 {
 	char *copy = strdup(s), *p, *save = NULL;
+	char delim[3] = {' ', sep == ',' ? ',' : '\0', '\0'};
 	size_t i, n = 0;
 
 	if (!copy)
@@ -226,8 +231,8 @@ int oauth_split_scopes(const char *s, struct oauth_token *t)
 		free(copy);
 		return -ENOMEM;
 	}
-	for (p = strtok_r(copy, " ", &save); p && n < MAX_SCOPES;
-	     p = strtok_r(NULL, " ", &save)) {
+	for (p = strtok_r(copy, delim, &save); p && n < MAX_SCOPES;
+	     p = strtok_r(NULL, delim, &save)) {
 		t->scopes[n] = strdup(p);
 		if (!t->scopes[n])
 			break;
@@ -264,17 +269,76 @@ static void malformed(struct oauth_result *res, const char *what)
 		 what);
 }
 
+/* A positive number of seconds up to @max (@maxname), as JSON has it. */
+static int seconds_of(json_t *v, double max, const char *maxname, int64_t *ms,
+		      const char **why)
+{
+	double d;
+
+	if (!json_is_number(v)) {
+		*why = "is not a number";
+		return -1;
+	}
+	d = json_number_value(v);
+	if (!isfinite(d) || d <= 0) {
+		*why = "is not positive";
+		return -1;
+	}
+	if (d > max) {
+		*why = maxname;
+		return -1;
+	}
+	*ms = (int64_t)(d * 1000.0);
+	return 0;
+}
+
+/* The provider's response_fields: short printable strings or numbers,
+ * never a token (the config refuses those names). */
+static int take_fields(const struct provider_conf *p, json_t *root,
+		       struct oauth_token *t)
+{
+	size_t i;
+
+	if (!p || !p->n_response_fields)
+		return 0;
+	t->fields = calloc(p->n_response_fields, sizeof(char *));
+	if (!t->fields)
+		return -ENOMEM;
+	t->n_fields = p->n_response_fields;
+	for (i = 0; i < p->n_response_fields; i++) {
+		json_t *v = json_object_get(root, p->response_fields[i]);
+		char text[OAUTH_MAX_FIELD_BYTES + 1];
+
+		if (json_is_string(v) &&
+		    json_string_length(v) <= OAUTH_MAX_FIELD_BYTES)
+			oauth_sanitize(json_string_value(v),
+				       json_string_length(v), text,
+				       sizeof(text));
+		else if (json_is_integer(v))
+			snprintf(text, sizeof(text), "%lld",
+				 (long long)json_integer_value(v));
+		else
+			continue; /* absent, or not a plain value */
+		t->fields[i] = strdup(text);
+		if (!t->fields[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 /* RFC 6749 5.1. Fills res->tok or classifies the body as malformed. */
-static void parse_success(json_t *root, struct oauth_result *res)
+static void parse_success(const struct provider_conf *p, json_t *root,
+			  struct oauth_result *res)
 {
 	json_t *at = json_object_get(root, "access_token");
 	json_t *tt = json_object_get(root, "token_type");
 	json_t *ei = json_object_get(root, "expires_in");
 	json_t *sc = json_object_get(root, "scope");
 	json_t *rt = json_object_get(root, "refresh_token");
+	json_t *rei = json_object_get(root, "refresh_token_expires_in");
 	struct oauth_token *t = &res->tok;
+	const char *why;
 	char what[128];
-	double d;
 
 	if (!json_is_string(at) || json_string_length(at) == 0)
 		return malformed(res, "no access_token string");
@@ -294,15 +358,17 @@ static void parse_success(json_t *root, struct oauth_result *res)
 	     !token_chars_ok(json_string_value(tt), json_string_length(tt))))
 		return malformed(res, "token_type is not a short word");
 	t->expires_in_ms = -1;
-	if (ei) {
-		if (!json_is_number(ei))
-			return malformed(res, "expires_in is not a number");
-		d = json_number_value(ei);
-		if (!isfinite(d) || d <= 0)
-			return malformed(res, "expires_in is not positive");
-		if (d > (double)MAX_EXPIRES_IN_S)
-			return malformed(res, "expires_in is over one year");
-		t->expires_in_ms = (int64_t)(d * 1000.0);
+	t->refresh_expires_in_ms = -1;
+	if (ei && seconds_of(ei, (double)MAX_EXPIRES_IN_S, "is over one year",
+			     &t->expires_in_ms, &why) < 0) {
+		snprintf(what, sizeof(what), "expires_in %s", why);
+		return malformed(res, what);
+	}
+	if (rei && seconds_of(rei, 10.0 * MAX_EXPIRES_IN_S, "is over ten years",
+			      &t->refresh_expires_in_ms, &why) < 0) {
+		snprintf(what, sizeof(what), "refresh_token_expires_in %s",
+			 why);
+		return malformed(res, what);
 	}
 	if (sc && !json_is_string(sc))
 		return malformed(res, "scope is not a string");
@@ -318,7 +384,9 @@ static void parse_success(json_t *root, struct oauth_result *res)
 	if (rt)
 		t->refresh_token = strdup(json_string_value(rt));
 	if (!t->access_token || !t->token_type || (rt && !t->refresh_token) ||
-	    (sc && oauth_split_scopes(json_string_value(sc), t) < 0)) {
+	    (sc && oauth_split_scopes(json_string_value(sc),
+				      p ? p->scope_sep : ' ', t) < 0) ||
+	    take_fields(p, root, t) < 0) {
 		oauth_result_clear(res);
 		res->outcome = OAUTH_TRANSIENT;
 		snprintf(res->error, sizeof(res->error), "out of memory");
@@ -328,8 +396,26 @@ static void parse_success(json_t *root, struct oauth_result *res)
 	res->outcome = OAUTH_OK;
 }
 
-/* Map an RFC 6749 5.2 error code to an outcome. */
-static enum oauth_outcome error_outcome(const char *code, long status)
+static bool outcome_of_name(const char *name, enum oauth_outcome *o)
+{
+	static const enum oauth_outcome all[] = {
+		OAUTH_INVALID_GRANT, OAUTH_INVALID_CLIENT, OAUTH_REJECTED,
+		OAUTH_TRANSIENT,     OAUTH_RATE_LIMITED,
+	};
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(all); i++)
+		if (!strcmp(oauth_outcome_name(all[i]), name)) {
+			*o = all[i];
+			return true;
+		}
+	return false;
+}
+
+/* Map an error code to an outcome: the provider's own codes first, then
+ * RFC 6749 5.2's, then the HTTP status. */
+static enum oauth_outcome error_outcome(const struct provider_conf *p,
+					const char *code, long status)
 {
 	static const struct {
 		const char *code;
@@ -346,8 +432,13 @@ static enum oauth_outcome error_outcome(const char *code, long status)
 		{"server_error", OAUTH_TRANSIENT},
 		{"slow_down", OAUTH_RATE_LIMITED},
 	};
+	enum oauth_outcome o;
 	size_t i;
 
+	for (i = 0; p && code[0] && i < p->n_error_codes; i++)
+		if (!strcmp(p->error_codes[i].name, code) &&
+		    outcome_of_name(p->error_codes[i].value, &o))
+			return o;
 	for (i = 0; i < ARRAY_SIZE(map); i++)
 		if (!strcmp(map[i].code, code))
 			return map[i].outcome;
@@ -358,51 +449,159 @@ static enum oauth_outcome error_outcome(const char *code, long status)
 	return status == 401 ? OAUTH_INVALID_CLIENT : OAUTH_REJECTED;
 }
 
-static void classify_error(long status, json_t *root, struct oauth_result *res)
+/* The error code of @root: the profile's error field, else "error". */
+static json_t *error_code_of(const struct provider_conf *p, json_t *root)
 {
-	json_t *code = json_object_get(root, "error");
+	json_t *v = NULL;
+
+	if (p && p->error_field)
+		v = json_object_get(root, p->error_field);
+	if (!json_is_string(v))
+		v = json_object_get(root, "error");
+	return json_is_string(v) ? v : NULL;
+}
+
+static void classify_error(const struct provider_conf *p, long status,
+			   json_t *root, struct oauth_result *res)
+{
+	json_t *code = error_code_of(p, root);
 	json_t *desc = json_object_get(root, "error_description");
 	char c[64] = "", d[160] = "";
 
+	if (!json_is_string(desc))
+		desc = json_object_get(root, "message");
 	if (json_is_string(code))
 		oauth_sanitize(json_string_value(code),
 			       json_string_length(code), c, sizeof(c));
 	if (json_is_string(desc))
 		oauth_sanitize(json_string_value(desc),
 			       json_string_length(desc), d, sizeof(d));
-	res->outcome = error_outcome(c, status);
+	res->outcome = error_outcome(p, c, status);
 	memcpy(res->error_code, c, sizeof(res->error_code));
 	snprintf(res->error, sizeof(res->error), "%s%s%s (HTTP %ld)",
 		 c[0] ? c : "error", d[0] ? ": " : "", d, status);
 }
 
-void oauth_classify(long status, const char *body, size_t len,
+/* Whether Content-Type @ctype is application/x-www-form-urlencoded. */
+static bool is_form(const char *ctype)
+{
+	static const char form[] = "application/x-www-form-urlencoded";
+
+	return ctype && !strncasecmp(ctype, form, sizeof(form) - 1) &&
+	       (!ctype[sizeof(form) - 1] || ctype[sizeof(form) - 1] == ';' ||
+		ctype[sizeof(form) - 1] == ' ');
+}
+
+/* @n bytes of form text decoded (application/x-www-form-urlencoded: '+'
+ * is a space, then %XX), in *@out (curl_free it, wiped) of *@outlen. */
+static int form_decode(const char *s, size_t n, char **out, int *outlen)
+{
+	char *raw = malloc(n + 1);
+	size_t i;
+
+	*out = NULL;
+	if (!raw)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		raw[i] = s[i] == '+' ? ' ' : s[i];
+	raw[n] = '\0'; /* a length of 0 makes curl take strlen() */
+	*out = curl_easy_unescape(NULL, raw, (int)n, outlen);
+	OPENSSL_cleanse(raw, n);
+	free(raw);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* A form value as JSON: the lifetimes are numbers when they are digits
+ * (a form has no types), everything else a string. */
+static json_t *form_value(const char *key, const char *v, int vn)
+{
+	if ((!strcmp(key, "expires_in") ||
+	     !strcmp(key, "refresh_token_expires_in")) &&
+	    vn > 0 && vn < 12 && strspn(v, "0123456789") == (size_t)vn)
+		return json_integer(strtoll(v, NULL, 10));
+	return json_stringn(v, (size_t)vn);
+}
+
+/*
+ * A form-encoded body (GitHub answers so unless asked for JSON) as the
+ * JSON object it stands for. NULL when it is not a form, or names a key
+ * twice.
+ */
+static json_t *form_to_json(const char *body, size_t len)
+{
+	json_t *o = json_object();
+	size_t i = 0;
+
+	if (!o || !len || memchr(body, '\0', len))
+		goto fail;
+	while (i <= len) {
+		const char *pair = body + i, *end = memchr(pair, '&', len - i);
+		size_t n = end ? (size_t)(end - pair) : len - i;
+		const char *eq = memchr(pair, '=', n);
+		char *k = NULL, *v = NULL;
+		json_t *jv = NULL;
+		int kn = 0, vn = 0;
+		bool ok;
+
+		i += n + 1;
+		if (!n)
+			continue;
+		ok = eq &&
+		     form_decode(pair, (size_t)(eq - pair), &k, &kn) == 0 &&
+		     form_decode(eq + 1, n - (size_t)(eq - pair) - 1, &v,
+				 &vn) == 0 &&
+		     (size_t)kn == strlen(k) && !json_object_get(o, k);
+		if (ok)
+			jv = form_value(k, v, vn);
+		/* set_new takes jv over, also when it fails */
+		ok = jv && json_object_set_new(o, k, jv) == 0;
+		if (v)
+			OPENSSL_cleanse(v, (size_t)vn);
+		curl_free(k);
+		curl_free(v);
+		if (!ok)
+			goto fail;
+	}
+	return o;
+fail:
+	json_decref(o);
+	return NULL;
+}
+
+void oauth_classify(const struct provider_conf *p, long status,
+		    const char *ctype, const char *body, size_t len,
 		    const char *retry_after, int64_t now_ms,
 		    struct oauth_result *res)
 {
+	bool form = is_form(ctype);
 	json_t *root = NULL;
 
 	memset(res, 0, sizeof(*res));
 	res->retry_after_ms = plan_retry_after_ms(retry_after, now_ms);
 	if (len)
-		root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+		root = form ? form_to_json(body, len)
+			    : json_loadb(body, len, JSON_REJECT_DUPLICATES,
+					 NULL);
 	if (root && !json_is_object(root)) {
 		json_decref(root);
 		root = NULL;
 	}
 
 	if (status >= 200 && status < 300) {
+		/* An error in a 200 (Slack's "ok": false, GitHub's forms) is
+		 * still an error. */
 		if (!root)
-			malformed(res, len ? "body is not a JSON object"
-					   : "empty body");
-		else if (json_is_string(json_object_get(root, "error")))
-			classify_error(status, root, res);
+			malformed(res, !len   ? "empty body"
+				       : form ? "body is not a valid form"
+					      : "body is not a JSON object");
+		else if (error_code_of(p, root))
+			classify_error(p, status, root, res);
 		else
-			parse_success(root, res);
-	} else if (root && json_is_string(json_object_get(root, "error"))) {
-		classify_error(status, root, res);
+			parse_success(p, root, res);
+	} else if (root && error_code_of(p, root)) {
+		classify_error(p, status, root, res);
 	} else {
-		res->outcome = error_outcome("", status);
+		res->outcome = error_outcome(p, "", status);
 		snprintf(res->error, sizeof(res->error), "HTTP %ld%s", status,
 			 status >= 300 && status < 400
 				 ? " (redirects are not followed)"
@@ -450,5 +649,8 @@ void oauth_result_clear(struct oauth_result *res)
 	for (i = 0; i < res->tok.n_scopes; i++)
 		free(res->tok.scopes[i]);
 	free(res->tok.scopes);
+	for (i = 0; i < res->tok.n_fields; i++)
+		free(res->tok.fields[i]);
+	free(res->tok.fields);
 	memset(&res->tok, 0, sizeof(res->tok));
 }

@@ -17,6 +17,7 @@ struct cred_conf;
 
 #define OAUTH_MAX_TOKEN_BYTES (64 * 1024)
 #define OAUTH_ERROR_TEXT 256
+#define OAUTH_MAX_FIELD_BYTES 1024 /* a response_fields value */
 
 enum oauth_outcome {
 	OAUTH_OK,
@@ -37,6 +38,10 @@ struct oauth_token {
 	char **scopes;	       /* sorted, deduplicated; NULL when absent */
 	size_t n_scopes;
 	char *refresh_token; /* a rotated refresh token, or NULL; wiped */
+	int64_t refresh_expires_in_ms; /* refresh_token_expires_in, or -1 */
+	char **fields; /* the provider's response_fields, in its order; an
+			* entry is NULL when the response had none */
+	size_t n_fields;
 };
 
 struct oauth_result {
@@ -81,15 +86,21 @@ int oauth_parse_introspection(long status, const char *body, size_t len,
 			      bool *active, char *err, size_t errlen);
 
 /*
- * Classify a response: HTTP @status (0 if none arrived), @body of @len
- * bytes, the Retry-After header or NULL, at @now_ms. Fills @res.
+ * Classify a response from provider @p (NULL: RFC 6749 exactly): HTTP
+ * @status (0 if none arrived), its Content-Type @ctype or NULL, @body of
+ * @len bytes (a JSON object, or form-encoded when @ctype says so), the
+ * Retry-After header or NULL, at @now_ms. @p's profile decides the error
+ * field and codes, the scope separator and the extra fields kept. Fills
+ * @res.
  */
-void oauth_classify(long status, const char *body, size_t len,
+void oauth_classify(const struct provider_conf *p, long status,
+		    const char *ctype, const char *body, size_t len,
 		    const char *retry_after, int64_t now_ms,
 		    struct oauth_result *res);
 
-/* Split space-separated @s into @t's sorted, unique scope list. 0/-errno. */
-int oauth_split_scopes(const char *s, struct oauth_token *t);
+/* Split @s at @sep (and, for ',', at spaces too) into @t's sorted, unique
+ * scope list. 0/-errno. */
+int oauth_split_scopes(const char *s, char sep, struct oauth_token *t);
 
 /* Release what a result holds, wiping the token. Safe to call twice. */
 void oauth_result_clear(struct oauth_result *res);

@@ -443,7 +443,7 @@ void token_request(const struct cred_conf *cc, const char *const *pairs,
 	r = post(cc->provider, cc->provider->token_url, pairs, true, &req,
 		 &code);
 	if (r == 0) {
-		http_req_finish(req, code, time_real_ms(), res);
+		http_req_finish(req, cc->provider, code, time_real_ms(), res);
 	} else {
 		memset(res, 0, sizeof(*res));
 		res->outcome = OAUTH_TRANSIENT;

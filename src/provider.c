@@ -4,6 +4,7 @@
  * its client secret or private key.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 
 #include "config.h"
 #include "confparse.h"
+#include "http.h"
+#include "oauth.h"
 #include "util.h"
 
 /* https:// anywhere; http:// only to a loopback address. */
@@ -156,18 +159,39 @@ static int parse_params(struct ctx *c, const json_t *obj, const char *path,
 	return 0;
 }
 
+static const struct {
+	const char *name;
+	enum auth_method m;
+} methods[] = {
+	{"client_secret_basic", AUTH_CLIENT_SECRET_BASIC},
+	{"client_secret_post", AUTH_CLIENT_SECRET_POST},
+	{"private_key_jwt", AUTH_PRIVATE_KEY_JWT},
+	{"none", AUTH_NONE},
+};
+
+static bool auth_method_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(methods); i++)
+		if (!strcmp(s, methods[i].name))
+			return true;
+	return false;
+}
+
+static const char *auth_method_name(enum auth_method m)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(methods); i++)
+		if (methods[i].m == m)
+			return methods[i].name;
+	return "?";
+}
+
 static int parse_auth(struct ctx *c, const json_t *obj, const char *path,
 		      struct provider_conf *p)
 {
-	static const struct {
-		const char *name;
-		enum auth_method m;
-	} methods[] = {
-		{"client_secret_basic", AUTH_CLIENT_SECRET_BASIC},
-		{"client_secret_post", AUTH_CLIENT_SECRET_POST},
-		{"private_key_jwt", AUTH_PRIVATE_KEY_JWT},
-		{"none", AUTH_NONE},
-	};
 	char sub[MAX_PATH_TEXT];
 	char *auth = NULL;
 	size_t i;
@@ -319,7 +343,133 @@ static int parse_onboarding(struct ctx *c, const json_t *obj, const char *path,
 	return r;
 }
 
-int provider_parse(struct ctx *c, const char *name, const json_t *obj,
+/* A name fit to be a file next to access_token, and not one of its own. */
+static bool field_valid(const char *s)
+{
+	static const char *const taken[] = {
+		"access_token",	 "token_type", "expires_at",
+		"scopes",	 "status",     "status.json",
+		"refresh_token", "id_token",   "client_secret",
+		"code",		 NULL,
+	};
+	const char *p;
+
+	for (p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+		      *p == '_' || (p > s && (*p == '.' || *p == '-'))))
+			return false;
+	if (p == s || p - s > 64)
+		return false;
+	for (size_t i = 0; taken[i]; i++)
+		if (!strcmp(taken[i], s))
+			return false;
+	return true;
+}
+
+static bool provider_supports_auth(const struct provider_conf *p,
+				   enum auth_method m)
+{
+	size_t i;
+
+	if (!p->auth_methods)
+		return true;
+	for (i = 0; i < p->n_auth_methods; i++)
+		if (!strcmp(p->auth_methods[i], auth_method_name(m)))
+			return true;
+	return false;
+}
+
+/*
+ * The profile keys: how this provider differs from RFC 6749 (scope
+ * separator, error field and codes, extra response fields), what it
+ * supports, and what its refresh tokens do.
+ */
+static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
+			 struct provider_conf *p)
+{
+	static const char *const none[] = {NULL};
+	static const char *const outcomes[] = {
+		"invalid_grant", "invalid_client", "rejected",
+		"transient",	 "rate_limited",   NULL,
+	};
+	char sub[MAX_PATH_TEXT], *sep = NULL;
+	double rate = 0;
+	size_t i, j;
+	int r;
+
+	r = get_string(c, obj, path, "preset", false, &p->preset);
+	if (r == 0)
+		r = get_url(c, obj, path, "issuer", false, &p->issuer);
+	if (r == 0 && p->preset && !strcmp(p->preset, "oidc") && !p->issuer) {
+		join(sub, path, "issuer");
+		r = fail(c, sub,
+			 "missing: preset oidc discovers the endpoints "
+			 "from the issuer");
+	}
+	if (r == 0)
+		r = get_strings(
+			c, obj, path, "auth_methods_supported",
+			auth_method_valid,
+			"one of client_secret_basic, client_secret_post, "
+			"private_key_jwt, none",
+			&p->auth_methods, &p->n_auth_methods);
+	if (r == 0)
+		r = get_string(c, obj, path, "scope_separator", false, &sep);
+	p->scope_sep = ' ';
+	if (r == 0 && sep) {
+		join(sub, path, "scope_separator");
+		if (strcmp(sep, " ") && strcmp(sep, ","))
+			r = fail(c, sub, "\"%s\" is not \" \" or \",\"", sep);
+		else
+			p->scope_sep = sep[0];
+	}
+	free(sep);
+	if (r == 0)
+		r = get_bool(c, obj, path, "rotates_refresh_tokens",
+			     &p->rotates);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "refresh_token_lifetime_s", 60,
+				10 * 31536000.0, &p->rt_lifetime_ms);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "refresh_token_idle_s", 60,
+				10 * 31536000.0, &p->rt_idle_ms);
+	if (r == 0)
+		r = get_string(c, obj, path, "error_field", false,
+			       &p->error_field);
+	if (r == 0)
+		r = parse_params(c, obj, path, "error_codes", none,
+				 &p->error_codes, &p->n_error_codes);
+	for (i = 0; r == 0 && i < p->n_error_codes; i++) {
+		for (j = 0; outcomes[j]; j++)
+			if (!strcmp(outcomes[j], p->error_codes[i].value))
+				break;
+		if (!outcomes[j]) {
+			snprintf(sub, sizeof(sub), "%s.error_codes.%s", path,
+				 p->error_codes[i].name);
+			r = fail(c, sub,
+				 "\"%s\" is not one of invalid_grant, "
+				 "invalid_client, rejected, transient, "
+				 "rate_limited",
+				 p->error_codes[i].value);
+		}
+	}
+	if (r == 0)
+		r = get_strings(c, obj, path, "response_fields", field_valid,
+				"a file name ([a-z0-9_.-], not one of the "
+				"credential's own files or a secret's name)",
+				&p->response_fields, &p->n_response_fields);
+	if (r == 0 && p->n_response_fields > MAX_RESPONSE_FIELDS) {
+		join(sub, path, "response_fields");
+		r = fail(c, sub, "at most %d fields", MAX_RESPONSE_FIELDS);
+	}
+	if (r == 0)
+		r = get_number(c, obj, path, "max_requests_per_s", 0.01, 10000,
+			       &rate);
+	p->max_rate = rate;
+	return r;
+}
+
+int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		   struct provider_conf *p)
 {
 	static const char *const keys[] = {
@@ -349,6 +499,19 @@ int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		"introspection_interval_s",
 		"authorization_params",
 		"authorization_scopes",
+		"preset",
+		"issuer",
+		"entra_tenant",
+		"login_host",
+		"auth_methods_supported",
+		"scope_separator",
+		"rotates_refresh_tokens",
+		"refresh_token_lifetime_s",
+		"refresh_token_idle_s",
+		"error_field",
+		"error_codes",
+		"response_fields",
+		"max_requests_per_s",
 		TIMING_KEYS,
 		NULL,
 	};
@@ -365,12 +528,17 @@ int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		"client_assertion_type",
 		NULL,
 	};
-	char path[MAX_PATH_TEXT];
+	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
 	double conc = 4, maxresp = 256 * 1024;
+	json_t *obj = NULL;
 	int r;
 
 	snprintf(path, sizeof(path), "providers.%s", name);
-	r = named_object(c, path, "provider", name, obj, &p->name);
+	r = named_object(c, path, "provider", name, given, &p->name);
+	if (r == 0)
+		r = check_keys(c, given, path, keys);
+	if (r == 0)
+		r = preset_apply(c, path, given, &obj);
 	if (r < 0)
 		return r;
 	p->auth = AUTH_CLIENT_SECRET_BASIC;
@@ -387,9 +555,10 @@ int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 	p->backoff_initial_ms = 1000;
 	p->backoff_max_ms = 60000;
 
-	r = check_keys(c, obj, path, keys);
+	r = parse_profile(c, obj, path, p);
 	if (r == 0)
-		r = get_url(c, obj, path, "token_url", true, &p->token_url);
+		r = get_url(c, obj, path, "token_url", !p->issuer,
+			    &p->token_url);
 	if (r == 0)
 		r = get_string(c, obj, path, "client_id", true, &p->client_id);
 	if (r == 0)
@@ -430,6 +599,15 @@ int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		r = get_bool(c, obj, path, "strict_scopes", &p->strict_scopes);
 	p->max_concurrency = (unsigned)conc;
 	p->max_response_bytes = (size_t)maxresp;
+	p->auth_explicit = json_object_get(given, "auth_method") != NULL;
+	if (r == 0 && !provider_supports_auth(p, p->auth)) {
+		join(sub, path, "auth_method");
+		r = fail(c, sub,
+			 "%s is not among the provider's "
+			 "auth_methods_supported",
+			 auth_method_name(p->auth));
+	}
+	json_decref(obj);
 	return r;
 }
 
@@ -510,6 +688,198 @@ static int check_ca_file(const struct provider_conf *p, const char *cfg_path,
 	return 0;
 }
 
+/*
+ * OpenID Connect Discovery 1.0: the issuer's metadata, fetched once per
+ * issuer and process, so a reload (or a restart of nothing but the
+ * config) does not depend on the issuer being up.
+ */
+struct discovered {
+	char *issuer;
+	json_t *doc;
+	struct discovered *next;
+};
+
+static pthread_mutex_t discovery_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct discovered *discovery_cache;
+
+static int fetch_discovery(const struct provider_conf *p, json_t **out,
+			   char *why, size_t whylen)
+{
+	struct http_req *req = NULL;
+	const char *body;
+	char url[2048];
+	size_t len, n = strlen(p->issuer);
+	long status;
+	int r;
+
+	/* Section 4: the issuer, less a trailing slash, and the path. */
+	if (n && p->issuer[n - 1] == '/')
+		n--;
+	snprintf(url, sizeof(url), "%.*s/.well-known/openid-configuration",
+		 (int)n, p->issuer);
+	r = http_req_new(p, url, NULL, NULL, NULL, &req);
+	if (r < 0) {
+		snprintf(why, whylen, "%s", strerror(-r));
+		return r;
+	}
+	r = http_req_result(req, http_req_perform(req), &status, &body, &len,
+			    why, whylen);
+	if (r == 0 && status != 200) {
+		snprintf(why, whylen, "%s: HTTP %ld", url, status);
+		r = -EPROTO;
+	}
+	if (r == 0) {
+		*out = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+		if (!json_is_object(*out)) {
+			json_decref(*out);
+			*out = NULL;
+			snprintf(why, whylen, "%s: not a JSON object", url);
+			r = -EPROTO;
+		}
+	} else if (r != -EPROTO) {
+		char tmp[OAUTH_ERROR_TEXT];
+
+		snprintf(tmp, sizeof(tmp), "%s", why);
+		snprintf(why, whylen, "%s: %s", url, tmp);
+	}
+	http_req_free(req);
+	return r;
+}
+
+/* The issuer's metadata, from the cache or fetched; a new reference. */
+static int discovery_doc(const struct provider_conf *p, json_t **out, char *why,
+			 size_t whylen)
+{
+	struct discovered *d;
+	int r;
+
+	pthread_mutex_lock(&discovery_lock);
+	for (d = discovery_cache; d; d = d->next)
+		if (!strcmp(d->issuer, p->issuer))
+			break;
+	*out = d ? json_incref(d->doc) : NULL;
+	pthread_mutex_unlock(&discovery_lock);
+	if (*out)
+		return 0;
+	r = fetch_discovery(p, out, why, whylen);
+	if (r < 0)
+		return r;
+	d = calloc(1, sizeof(*d));
+	if (d)
+		d->issuer = strdup(p->issuer);
+	if (!d || !d->issuer) {
+		free(d);
+		return 0; /* used once, not cached */
+	}
+	d->doc = json_incref(*out);
+	pthread_mutex_lock(&discovery_lock);
+	d->next = discovery_cache;
+	discovery_cache = d;
+	pthread_mutex_unlock(&discovery_lock);
+	return 0;
+}
+
+/* An endpoint of the metadata, checked like a configured one, filling
+ * @out only where the config left it unset. */
+static int take_endpoint(struct ctx *c, const json_t *doc, const char *path,
+			 const char *key, bool required, char **out)
+{
+	char sub[MAX_PATH_TEXT];
+	json_t *v = json_object_get(doc, key);
+
+	snprintf(sub, sizeof(sub), "%s (discovered %s)", path, key);
+	if (!v && required && !*out)
+		return fail(c, sub, "missing from the discovery document");
+	if (!v || *out)
+		return 0;
+	if (!json_is_string(v) || !json_string_length(v))
+		return fail(c, sub, "not a URL string");
+	*out = strdup(json_string_value(v));
+	if (!*out)
+		return -ENOMEM;
+	return check_url(c, sub, *out, NULL);
+}
+
+static int apply_discovery(struct ctx *c, struct provider_conf *p,
+			   const json_t *doc)
+{
+	char path[MAX_PATH_TEXT];
+	json_t *iss = json_object_get(doc, "issuer");
+	json_t *listed, *v;
+	size_t i;
+	int r;
+
+	snprintf(path, sizeof(path), "providers.%s.issuer", p->name);
+	/* Section 4.3: the metadata must name exactly the issuer asked. */
+	if (!json_is_string(iss) || strcmp(json_string_value(iss), p->issuer))
+		return fail(c, path,
+			    "the discovery document names another issuer");
+	r = take_endpoint(c, doc, path, "token_endpoint", true, &p->token_url);
+	if (r == 0)
+		r = take_endpoint(c, doc, path, "authorization_endpoint", false,
+				  &p->authorization_url);
+	if (r == 0)
+		r = take_endpoint(c, doc, path, "device_authorization_endpoint",
+				  false, &p->device_authorization_url);
+	if (r == 0)
+		r = take_endpoint(c, doc, path, "revocation_endpoint", false,
+				  &p->revocation_url);
+	if (r == 0)
+		r = take_endpoint(c, doc, path, "introspection_endpoint", false,
+				  &p->introspection_url);
+	listed = json_object_get(doc, "token_endpoint_auth_methods_supported");
+	if (r == 0 && json_is_array(listed) && !p->auth_methods) {
+		p->auth_methods =
+			calloc(json_array_size(listed) + 1, sizeof(char *));
+		if (!p->auth_methods)
+			return -ENOMEM;
+		json_array_foreach (listed, i, v) {
+			if (!json_is_string(v) ||
+			    !auth_method_valid(json_string_value(v)))
+				continue;
+			p->auth_methods[p->n_auth_methods] =
+				strdup(json_string_value(v));
+			if (!p->auth_methods[p->n_auth_methods++])
+				return -ENOMEM;
+		}
+	}
+	if (r < 0)
+		return r;
+	/* Without an auth_method of its own, the client uses the secret the
+	 * way the issuer takes it. */
+	if (!p->auth_explicit && p->auth == AUTH_CLIENT_SECRET_BASIC &&
+	    !provider_supports_auth(p, AUTH_CLIENT_SECRET_BASIC) &&
+	    provider_supports_auth(p, AUTH_CLIENT_SECRET_POST))
+		p->auth = AUTH_CLIENT_SECRET_POST;
+	if (!provider_supports_auth(p, p->auth))
+		return fail(c, path,
+			    "the issuer does not list auth_method %s in "
+			    "token_endpoint_auth_methods_supported",
+			    auth_method_name(p->auth));
+	return 0;
+}
+
+static int discover(struct provider_conf *p, const char *cfg_path, char *err,
+		    size_t errlen)
+{
+	struct ctx c = {.err = err, .errlen = errlen, .file = cfg_path};
+	char why[OAUTH_ERROR_TEXT];
+	json_t *doc = NULL;
+	int r;
+
+	r = discovery_doc(p, &doc, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, errlen,
+			 "%s: providers.%s.issuer: OpenID Connect discovery "
+			 "failed: %s",
+			 cfg_path, p->name, why);
+		return r;
+	}
+	r = apply_discovery(&c, p, doc);
+	json_decref(doc);
+	return r;
+}
+
 int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 			  char *err, size_t errlen)
 {
@@ -518,6 +888,11 @@ int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 
 	if (p->ca_file) {
 		r = check_ca_file(p, cfg_path, err, errlen);
+		if (r < 0)
+			return r;
+	}
+	if (p->issuer) {
+		r = discover(p, cfg_path, err, errlen);
 		if (r < 0)
 			return r;
 	}
@@ -596,4 +971,14 @@ void provider_free(struct provider_conf *p)
 	for (j = 0; j < p->n_auth_scopes; j++)
 		free(p->auth_scopes[j]);
 	free(p->auth_scopes);
+	free(p->preset);
+	free(p->issuer);
+	for (j = 0; j < p->n_auth_methods; j++)
+		free(p->auth_methods[j]);
+	free(p->auth_methods);
+	free(p->error_field);
+	params_free(p->error_codes, p->n_error_codes);
+	for (j = 0; j < p->n_response_fields; j++)
+		free(p->response_fields[j]);
+	free(p->response_fields);
 }

@@ -89,6 +89,17 @@ int record_seal(const uint8_t *master, const char *tenant, const char *provider,
 	set_opt(o, "scope", r->scope);
 	json_object_set_new(o, "issued_ms", json_integer(r->issued_ms));
 	json_object_set_new(o, "expires_ms", json_integer(r->expires_ms));
+	if (r->rt_expires_ms)
+		json_object_set_new(o, "rt_expires_ms",
+				    json_integer(r->rt_expires_ms));
+	if (r->n_fields) {
+		json_t *f = json_object();
+
+		for (size_t i = 0; f && i < r->n_fields; i++)
+			json_object_set_new(f, r->fields[i].name,
+					    json_string(r->fields[i].value));
+		json_object_set_new(o, "fields", f);
+	}
 	text = json_dumps(o, JSON_COMPACT);
 	if (!text)
 		goto out;
@@ -139,6 +150,33 @@ static int take_str(json_t *o, const char *key, char **out)
 	return *out ? 0 : -ENOMEM;
 }
 
+/* The "fields" object: string values only, at most RECORD_MAX_FIELDS. */
+static int take_fields(json_t *f, struct record *r)
+{
+	const char *name;
+	json_t *v;
+
+	if (!f)
+		return 0;
+	if (!json_is_object(f) || json_object_size(f) > RECORD_MAX_FIELDS)
+		return -EPROTO;
+	r->fields = calloc(json_object_size(f) + 1, sizeof(*r->fields));
+	if (!r->fields)
+		return -ENOMEM;
+	json_object_foreach (f, name, v) {
+		struct record_field *rf = &r->fields[r->n_fields];
+
+		if (!json_is_string(v))
+			return -EPROTO;
+		rf->name = strdup(name);
+		rf->value = strdup(json_string_value(v));
+		r->n_fields++;
+		if (!rf->name || !rf->value)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 int record_open(const uint8_t *master, const char *tenant, const char *provider,
 		const void *data, size_t len, struct record *r)
 {
@@ -179,6 +217,12 @@ int record_open(const uint8_t *master, const char *tenant, const char *provider,
 	if (ret == 0 && v && !json_is_integer(v))
 		ret = -EPROTO;
 	r->expires_ms = json_integer_value(v);
+	v = json_object_get(o, "rt_expires_ms");
+	if (ret == 0 && v && !json_is_integer(v))
+		ret = -EPROTO;
+	r->rt_expires_ms = json_integer_value(v);
+	if (ret == 0)
+		ret = take_fields(json_object_get(o, "fields"), r);
 out:
 	OPENSSL_cleanse(key, sizeof(key));
 	json_decref(o);
@@ -195,5 +239,10 @@ void record_clear(struct record *r)
 	strfreezero(r->access_token);
 	free(r->token_type);
 	free(r->scope);
+	for (size_t i = 0; i < r->n_fields; i++) {
+		free(r->fields[i].name);
+		free(r->fields[i].value);
+	}
+	free(r->fields);
 	memset(r, 0, sizeof(*r));
 }

@@ -17,18 +17,29 @@
 #include <stdint.h>
 
 struct buf;
+struct record_field;
 
 #define RECORD_MAX_BYTES (1024 * 1024)
 
 struct record {
-	uint64_t generation; /* +1 on every write of a credential */
-	char *refresh_token; /* or NULL */
-	char *access_token;  /* or NULL */
-	char *token_type;    /* or NULL */
-	char *scope;	     /* granted, space-separated, or NULL */
-	int64_t issued_ms;   /* 0 if unknown */
-	int64_t expires_ms;  /* 0 if unknown */
+	uint64_t generation;   /* +1 on every write of a credential */
+	char *refresh_token;   /* or NULL */
+	char *access_token;    /* or NULL */
+	char *token_type;      /* or NULL */
+	char *scope;	       /* granted, space-separated, or NULL */
+	int64_t issued_ms;     /* 0 if unknown */
+	int64_t expires_ms;    /* 0 if unknown */
+	int64_t rt_expires_ms; /* the refresh token's expiry, 0 if unknown */
+	struct record_field *fields; /* the provider's response_fields */
+	size_t n_fields;
 };
+
+struct record_field {
+	char *name;
+	char *value;
+};
+
+#define RECORD_MAX_FIELDS 16
 
 /* Seal @r as tenant/provider under @master into @out. 0 or -errno. */
 int record_seal(const uint8_t *master, const char *tenant, const char *provider,

@@ -38,6 +38,9 @@ struct lane {
 	unsigned inflight;
 	struct cred *head, *tail; /* waiting for a free slot */
 	bool client_error;	  /* the provider refuses our client */
+	int64_t hold_mono;	  /* rate limited: nothing before this */
+	double budget;		  /* max_requests_per_s: requests in hand */
+	int64_t budget_mono;	  /* when budget was last topped up */
 };
 
 struct refresher {
@@ -47,6 +50,7 @@ struct refresher {
 	void *arg;
 	CURLM *multi;
 	struct lane *lanes; /* one per provider */
+	int64_t lane_at;    /* the earliest a held-back lane may send */
 	uint64_t rng;
 	bool started;
 
@@ -460,8 +464,8 @@ static void complete(struct refresher *rf, struct cred *c,
 		pthread_mutex_unlock(&c->lock);
 		/* A rotated refresh token is durable before it counts. */
 		if (!voided && tok &&
-		    credstore_write(rf->t, c, tok, res->tok.refresh_token,
-				    &pr) == -ECANCELED)
+		    credstore_write(rf->t, c, tok, &res->tok, &pr) ==
+			    -ECANCELED)
 			voided = true;
 		/* invalid_grant: someone may have rotated it meanwhile. */
 		if (!voided && res->outcome == OAUTH_INVALID_GRANT &&
@@ -581,10 +585,47 @@ static void lane_push(struct lane *l, struct cred *c)
 	l->tail = c;
 }
 
-static void lane_drain(struct refresher *rf, struct lane *l,
-		       const struct provider_conf *p)
+/*
+ * Whether the provider of lane @l may be sent one more request at @now:
+ * not while it asked us to wait (429, Retry-After: every credential of the
+ * provider waits, not just the one told), and with max_requests_per_s no
+ * more than that, evenly spaced (no bursts: a second never sees more than
+ * the rate and one). Takes the request from the budget. Otherwise false,
+ * and when to look again in *@at.
+ */
+static bool lane_may_send(struct lane *l, const struct provider_conf *p,
+			  int64_t now, int64_t *at)
 {
-	while (l->head && l->inflight < p->max_concurrency) {
+	const double burst = 1;
+
+	if (now < l->hold_mono) {
+		*at = l->hold_mono;
+		return false;
+	}
+	if (p->max_rate <= 0)
+		return true;
+	l->budget += (double)(now - l->budget_mono) * p->max_rate / 1000.0;
+	if (l->budget > burst || l->budget_mono == 0)
+		l->budget = burst;
+	l->budget_mono = now;
+	if (l->budget < 1) {
+		*at = now + 1 +
+		      (int64_t)((1 - l->budget) * 1000.0 / p->max_rate);
+		return false;
+	}
+	l->budget -= 1;
+	return true;
+}
+
+/* Start what lane @l may start; returns when to try again (INT64_MAX:
+ * when a request completes or a credential arrives). */
+static int64_t lane_drain(struct refresher *rf, struct lane *l,
+			  const struct provider_conf *p)
+{
+	int64_t at = INT64_MAX;
+
+	while (l->head && l->inflight < p->max_concurrency &&
+	       lane_may_send(l, p, time_mono_ms(), &at)) {
 		struct cred *c = l->head;
 
 		l->head = c->wait_next;
@@ -593,11 +634,13 @@ static void lane_drain(struct refresher *rf, struct lane *l,
 		c->wait_next = NULL;
 		start(rf, c);
 	}
+	return l->head ? at : INT64_MAX;
 }
 
 static void reap(struct refresher *rf)
 {
 	struct oauth_result res;
+	struct lane *l;
 	struct http_req *req;
 	struct cred *c;
 	CURLMsg *msg;
@@ -615,13 +658,28 @@ static void reap(struct refresher *rf)
 			http_req_free(req);
 			continue;
 		}
-		http_req_finish(req, msg->data.result, time_real_ms(), &res);
+		http_req_finish(req, c->conf->provider, msg->data.result,
+				time_real_ms(), &res);
 		c->req = NULL;
 		http_req_free(req);
-		rf->lanes[lane_of(rf, c)].inflight--;
+		l = &rf->lanes[lane_of(rf, c)];
+		l->inflight--;
+		if (res.outcome == OAUTH_RATE_LIMITED) {
+			/* The provider's limit is the client's, not the
+			 * credential's: hold them all. */
+			int64_t hold = time_mono_ms() +
+				       (res.retry_after_ms >= 0
+						? res.retry_after_ms
+						: c->conf->provider
+							  ->backoff_initial_ms);
+
+			if (hold > l->hold_mono)
+				l->hold_mono = hold;
+		}
 		complete(rf, c, &res, c->sent_ms);
 		oauth_result_clear(&res);
-		lane_drain(rf, &rf->lanes[lane_of(rf, c)], c->conf->provider);
+		rf->lane_at = min64(rf->lane_at,
+				    lane_drain(rf, l, c->conf->provider));
 	}
 }
 
@@ -682,8 +740,11 @@ static void *run(void *arg)
 			lane_push(&rf->lanes[lane_of(rf, c)], c);
 		}
 		cfg = rf->t->cfg; /* a reload may have replaced it */
+		rf->lane_at = INT64_MAX;
 		for (i = 0; i < cfg->n_providers; i++)
-			lane_drain(rf, &rf->lanes[i], &cfg->providers[i]);
+			rf->lane_at = min64(rf->lane_at,
+					    lane_drain(rf, &rf->lanes[i],
+						       &cfg->providers[i]));
 		curl_multi_perform(rf->multi, &running);
 		reap(rf);
 
@@ -691,6 +752,10 @@ static void *run(void *arg)
 		pthread_mutex_lock(&rf->lock);
 		wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms()
 				: IDLE_WAIT_MS;
+		/* A lane held back by its provider's limits. */
+		if (rf->lane_at != INT64_MAX &&
+		    rf->lane_at - time_mono_ms() < wait_ms)
+			wait_ms = rf->lane_at - time_mono_ms();
 		if (wait_ms <= 0 || rf->stop)
 			continue;
 		pthread_mutex_unlock(&rf->lock);

@@ -25,8 +25,14 @@ static const char *const file_names[CF_COUNT] = {
 	[CF_STATUS_JSON] = "status.json",
 };
 
-const char *render_file_name(enum cred_file f)
+const char *render_file_name(const struct cred *c, enum cred_file f)
 {
+	const struct provider_conf *p = c ? c->conf->provider : NULL;
+
+	if (f >= CF_FIELD0 && f <= CF_FIELD_LAST)
+		return p && (size_t)(f - CF_FIELD0) < p->n_response_fields
+			       ? p->response_fields[f - CF_FIELD0]
+			       : NULL;
 	return f < CF_COUNT ? file_names[f] : NULL;
 }
 
@@ -106,15 +112,26 @@ static void audit_health(struct cred_table *t, char *out, size_t n)
 			 f, last);
 }
 
+/* Whether the refresh token stops working within RT_WARN_MS: time to
+ * connect the account again. */
+#define RT_WARN_MS (7LL * 86400 * 1000)
+
+static bool rt_expiring(const struct cred_view *v, int64_t now)
+{
+	return v->rt_expires_ms && v->rt_expires_ms - now < RT_WARN_MS;
+}
+
 static int render_status(struct cred_table *t, struct cred *c,
 			 const struct cred_view *v, int64_t now,
 			 struct buf *out)
 {
 	char exp[32] = "-", last[32], next[32], lerr[32], perr[32];
-	char audit_text[192];
+	char audit_text[192], rtexp[32] = "unknown";
 	struct buf req, gr;
 	int r;
 
+	if (v->rt_expires_ms)
+		time_rfc3339(v->rt_expires_ms, rtexp);
 	audit_health(t, audit_text, sizeof(audit_text));
 	buf_init(&req, 64 * 1024);
 	buf_init(&gr, 64 * 1024);
@@ -158,7 +175,9 @@ static int render_status(struct cred_table *t, struct cred *c,
 		"persist_error: %s\n"
 		"persist_error_at: %s\n"
 		"persist_failures: %" PRIu64 "\n"
-		"audit: %s\n",
+		"audit: %s\n"
+		"refresh_token_expires_at: %s\n"
+		"refresh_token_expiring: %s\n",
 		c->conf->tenant, c->conf->provider->name, grant_name(c),
 		cred_state_name(v->state), health(v),
 		v->has_token ? v->token_type : "-", v->has_token ? v->fp : "-",
@@ -171,7 +190,10 @@ static int render_status(struct cred_table *t, struct cred *c,
 		v->over ? v->over : "-",
 		c->conf->strict_scopes ? "true" : "false", refused(c, v),
 		v->record_gen, v->persist_error[0] ? v->persist_error : "-",
-		perr, v->persist_failures, audit_text);
+		perr, v->persist_failures, audit_text, rtexp,
+		rt_expiring(v, now) ? "yes: reconnect (credfsctl connect) "
+				      "before then"
+				    : "no");
 out:
 	buf_free(&req);
 	buf_free(&gr);
@@ -278,6 +300,10 @@ static int render_status_json(struct cred_table *t, struct cred *c,
 			    json_integer((json_int_t)v->persist_failures));
 	audit_health(t, audit_text, sizeof(audit_text));
 	json_object_set_new(o, "audit", json_string(audit_text));
+	json_object_set_new(o, "refresh_token_expires_at",
+			    json_time(v->rt_expires_ms));
+	json_object_set_new(o, "refresh_token_expiring",
+			    json_boolean(rt_expiring(v, now)));
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	if (!text)
 		goto out;
@@ -316,7 +342,12 @@ int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,
 	case CF_STATUS_JSON:
 		r = render_status_json(t, c, &v, now_ms, out);
 		break;
-	default: r = -EINVAL;
+	default:
+		if (f < CF_FIELD0 || f > CF_FIELD_LAST) {
+			r = -EINVAL;
+		} else if (v.fields[f - CF_FIELD0]) {
+			r = buf_printf(out, "%s\n", v.fields[f - CF_FIELD0]);
+		}
 	}
 	cred_view_clear(&v);
 	return r;
@@ -415,6 +446,11 @@ static int64_t m_unpersisted(const struct cred_view *v, int64_t now)
 	return v->record_gen > v->durable_gen;
 }
 
+static int64_t m_rt_expires_in(const struct cred_view *v, int64_t now)
+{
+	return v->rt_expires_ms ? secs_until(v->rt_expires_ms, now) : -1;
+}
+
 static const struct {
 	const char *name, *type, *help;
 	series_fn fn;
@@ -440,6 +476,10 @@ static const struct {
 	 "1 while the newest state (a rotated refresh token) is only in "
 	 "memory.",
 	 m_unpersisted},
+	{"credfs_refresh_token_expires_in_seconds", "gauge",
+	 "Seconds until the refresh token stops working, as far as the "
+	 "provider's profile tells (-1: unknown).",
+	 m_rt_expires_in},
 };
 
 int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,

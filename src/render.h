@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config.h"
+
 struct buf;
 struct cred;
 struct cred_table;
@@ -21,11 +23,15 @@ enum cred_file {
 	CF_SCOPES,
 	CF_STATUS,
 	CF_STATUS_JSON,
+	CF_FIELD0, /* the provider's response_fields, as many as it names */
+	CF_FIELD_LAST = CF_FIELD0 + MAX_RESPONSE_FIELDS - 1,
 	CF_COUNT,
 };
 
-/* Name of @f in the directory ("access_token", ...); NULL for CF_DIR. */
-const char *render_file_name(enum cred_file f);
+/* Name of @f in @c's directory ("access_token", ..., a response field's
+ * name); NULL for CF_DIR and for a field @c's provider does not name.
+ * @c may be NULL for the fixed files. */
+const char *render_file_name(const struct cred *c, enum cred_file f);
 
 /* The content of file @f (not CF_ACCESS_TOKEN) of @c at @now_ms. 0/-errno. */
 int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,

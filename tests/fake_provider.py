@@ -99,6 +99,17 @@ class FakeProvider:
         self.device_slow_down_first = False  # answer the first poll so
         self.introspect_status = 200 # anything else: the endpoint fails
         self.revocations = []        # (token kind, client) per /revoke
+        # Answer token requests in the shapes a real provider uses (see
+        # DIALECTS below and docs/providers.md); None is RFC 6749 JSON.
+        self.dialect = None
+        self.instance_url = "https://acme.my.salesforce.example"
+        # OpenID Connect discovery: the status to answer with, the issuer
+        # the document names (None: this server) and the auth methods.
+        self.discovery_status = 200
+        self.discovery_issuer = None
+        self.discovery_auth_methods = ["client_secret_post",
+                                       "private_key_jwt"]
+        self.discovery_requests = 0
         self.serial = 0
         self.host = host
         self.server = ThreadingHTTPServer((host, port), self._handler())
@@ -333,9 +344,102 @@ class FakeProvider:
             def do_GET(self):
                 if self.path == "/_control/stats":
                     return self._send(200, prov.stats())
+                if self.path == "/.well-known/openid-configuration":
+                    return self._discovery()
                 if self.path.startswith("/authorize?"):
                     return self._authorize()
                 self._send(404, {"error": "not_found"})
+
+            def _discovery(self):
+                with prov.lock:
+                    prov.discovery_requests += 1
+                if prov.discovery_status != 200:
+                    return self._send(prov.discovery_status,
+                                      "<html>unavailable</html>",
+                                      ctype="text/html")
+                u = prov.url
+                self._send(200, {
+                    "issuer": prov.discovery_issuer or u,
+                    "authorization_endpoint": u + "/authorize",
+                    "token_endpoint": u + "/token",
+                    "revocation_endpoint": u + "/revoke",
+                    "introspection_endpoint": u + "/introspect",
+                    "device_authorization_endpoint":
+                        u + "/device_authorization",
+                    "token_endpoint_auth_methods_supported":
+                        prov.discovery_auth_methods,
+                    "response_types_supported": ["code"],
+                    "scopes_supported": ["openid", "offline_access",
+                                         "read", "write"],
+                })
+
+            def _ok(self, body):
+                """A successful token response, in the dialect's shape."""
+                d = prov.dialect
+                if d == "slack":
+                    body = dict(body, ok=True, token_type="bot",
+                                app_id="A0001", team={"id": "T0001"},
+                                enterprise=None)
+                    if "scope" in body:
+                        body["scope"] = body["scope"].replace(" ", ",")
+                elif d == "github":
+                    body = dict(body, token_type="bearer",
+                                scope=body.get("scope", "").replace(" ",
+                                                                    ","))
+                    if "refresh_token" in body:
+                        body["refresh_token_expires_in"] = 15811200
+                    return self._send(
+                        200, urllib.parse.urlencode(body),
+                        ctype="application/x-www-form-urlencoded; "
+                              "charset=utf-8")
+                elif d == "salesforce":
+                    body.pop("expires_in", None)
+                    body.update(instance_url=prov.instance_url,
+                                id="https://login.salesforce.com/id/"
+                                   "00Dxx0000001gPL/005xx000001Sv6A",
+                                issued_at=str(int(time.time() * 1000)),
+                                signature="c2lnbmF0dXJl")
+                elif d == "hubspot":
+                    body["token_type"] = "bearer"
+                elif d == "entra":
+                    body["ext_expires_in"] = body.get("expires_in")
+                return self._send(200, body)
+
+            def _invalid_grant(self):
+                """A dead refresh token, as the dialect says it."""
+                d = prov.dialect
+                if d == "slack":
+                    return self._send(200, {"ok": False,
+                                            "error": "invalid_refresh_token"})
+                if d == "github":
+                    return self._send(
+                        200, "error=bad_refresh_token&error_description="
+                             "The+refresh+token+passed+is+incorrect+or+"
+                             "expired.&error_uri=https%3A%2F%2Fdocs."
+                             "github.com",
+                        ctype="application/x-www-form-urlencoded")
+                if d == "hubspot":
+                    return self._send(400, {
+                        "status": "BAD_REFRESH_TOKEN",
+                        "message": "missing or invalid refresh token",
+                        "correlationId": "8c1b5d4e"})
+                if d == "entra":
+                    return self._send(400, {
+                        "error": "invalid_grant",
+                        "error_description": "AADSTS70000: The provided "
+                                             "grant has expired.",
+                        "error_codes": [70000]})
+                if d == "atlassian":
+                    return self._send(403, {
+                        "error": "invalid_grant",
+                        "error_description": "Unknown or invalid refresh "
+                                             "token."})
+                if d in ("google", "salesforce"):
+                    return self._send(400, {
+                        "error": "invalid_grant",
+                        "error_description": "Token has been expired or "
+                                             "revoked."})
+                return self._send(400, {"error": "invalid_grant"})
 
             def _authorize(self):
                 """The user's browser lands here; the answer is the
@@ -545,8 +649,7 @@ class FakeProvider:
                         if body is None:
                             prov._record("/token", grant, cid,
                                          "invalid_grant")
-                            return self._send(400,
-                                              {"error": "invalid_grant"})
+                            return self._invalid_grant()
                     elif grant == "authorization_code":
                         body = self._code_locked(form, cid)
                         if "error" in body:
@@ -570,7 +673,7 @@ class FakeProvider:
                     if granted:
                         body["scope"] = granted
                     prov._record("/token", grant, cid, "ok")
-                self._send(200, body)
+                self._ok(body)
 
             def _issue_locked(self, cid, scope):
                 """A new token family: access and refresh token."""

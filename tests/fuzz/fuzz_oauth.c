@@ -1,15 +1,33 @@
 /*
  * libFuzzer target: everything a provider sends. The first two bytes pick
  * the HTTP status, the third whether a Retry-After header came (the next
- * bytes up to a NUL), the rest is the body: token responses (RFC 6749 5.1
- * and 5.2) and introspection answers (RFC 7662).
+ * bytes up to a NUL), whether the body is form-encoded and whether a
+ * provider profile applies (its own error field and codes, a comma scope
+ * separator, extra response fields); the rest is the body: token responses
+ * (RFC 6749 5.1 and 5.2) and introspection answers (RFC 7662).
  */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "config.h"
 #include "oauth.h"
+
+static struct param codes[] = {
+	{"BAD_REFRESH_TOKEN", "invalid_grant"},
+	{"ratelimited", "rate_limited"},
+	{"internal_error", "transient"},
+};
+static char *fields[] = {"instance_url", "id"};
+static const struct provider_conf profile = {
+	.scope_sep = ',',
+	.error_field = "status",
+	.error_codes = codes,
+	.n_error_codes = 3,
+	.response_fields = fields,
+	.n_response_fields = 2,
+};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -33,7 +51,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		body += n;
 		left -= n;
 	}
-	oauth_classify(status, body, left, retry, 1795870000000, &res);
+	oauth_classify(data[2] & 4 ? &profile : NULL, status,
+		       data[2] & 2 ? "application/x-www-form-urlencoded"
+				   : "application/json",
+		       body, left, retry, 1795870000000, &res);
 	oauth_result_clear(&res);
 	oauth_parse_introspection(status, body, left, &active, err,
 				  sizeof(err));

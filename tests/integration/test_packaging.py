@@ -44,7 +44,9 @@ def test_install_and_uninstall(tmp_path):
          "opt/credfs/share/man/man8/credfs.8",
          "opt/credfs/share/man/man8/credfsctl.8",
          "opt/credfs/share/doc/credfs/examples/config.json"] +
-        ["opt/credfs/share/doc/credfs/" + d for d in docs])
+        ["opt/credfs/share/doc/credfs/" + d for d in docs] +
+        ["opt/credfs/share/doc/credfs/examples/providers/" + e
+         for e in os.listdir(os.path.join(ROOT, "examples", "providers"))])
     man = subprocess.run(["man", "-l", "--warnings", os.path.join(
         dest, "opt/credfs/share/man/man8/credfsctl.8")],
         capture_output=True, text=True, timeout=30,

@@ -1,4 +1,5 @@
 /* Unit tests for config: strict validation and the messages it gives. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -414,6 +415,153 @@ static void secret_file_checks(void **state)
 	rmdir(dir);
 }
 
+#define PRESET(keys)                                                      \
+	"{\"providers\":{\"p\":{\"client_id\":\"id\",\"client_secret_"    \
+	"file\":\"/s\"" keys "}},\"tenants\":{\"acme\":{\"credentials\":" \
+	"{\"p\":{\"scopes\":[\"a\"]}}}},\"store\":{\"dir\":\"/st\"}}"
+
+/* Every preset loads, and fills its endpoints and profile. */
+static void presets_fill_the_provider(void **state)
+{
+	static const struct {
+		const char *json, *token_url;
+		enum auth_method auth;
+		char sep;
+		bool rotates;
+		int64_t lifetime_ms;
+	} cases[] = {
+		{PRESET(",\"preset\":\"google\""),
+		 "https://oauth2.googleapis.com/token", AUTH_CLIENT_SECRET_POST,
+		 ' ', false, 3600000},
+		{PRESET(",\"preset\":\"entra\",\"entra_tenant\":\"contoso."
+			"com\""),
+		 "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/"
+		 "token",
+		 AUTH_CLIENT_SECRET_POST, ' ', true, 3600000},
+		{PRESET(",\"preset\":\"slack\""),
+		 "https://slack.com/api/oauth.v2.access",
+		 AUTH_CLIENT_SECRET_POST, ',', true, 43200000},
+		{PRESET(",\"preset\":\"hubspot\""),
+		 "https://api.hubapi.com/oauth/v1/token",
+		 AUTH_CLIENT_SECRET_POST, ' ', false, 1800000},
+		{PRESET(",\"preset\":\"salesforce\""),
+		 "https://login.salesforce.com/services/oauth2/token",
+		 AUTH_CLIENT_SECRET_POST, ' ', false, 900000},
+		{PRESET(",\"preset\":\"salesforce\",\"login_host\":"
+			"\"acme.my.salesforce.com\""),
+		 "https://acme.my.salesforce.com/services/oauth2/token",
+		 AUTH_CLIENT_SECRET_POST, ' ', false, 900000},
+		{PRESET(",\"preset\":\"github\""),
+		 "https://github.com/login/oauth/access_token",
+		 AUTH_CLIENT_SECRET_POST, ',', true, 28800000},
+		{PRESET(",\"preset\":\"atlassian\""),
+		 "https://auth.atlassian.com/oauth/token",
+		 AUTH_CLIENT_SECRET_POST, ' ', true, 3600000},
+	};
+	struct config *cfg;
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct provider_conf *p;
+
+		if (parse(cases[i].json, &cfg, err) != 0)
+			fail_msg("case %zu: %s", i, err);
+		p = &cfg->providers[0];
+		assert_string_equal(p->token_url, cases[i].token_url);
+		assert_int_equal(p->auth, cases[i].auth);
+		assert_int_equal(p->scope_sep, cases[i].sep);
+		assert_int_equal(p->rotates, cases[i].rotates);
+		assert_int_equal(p->default_lifetime_ms, cases[i].lifetime_ms);
+		assert_non_null(p->preset);
+		config_free(cfg);
+	}
+	/* The profile's quirks come along. */
+	assert_int_equal(parse(PRESET(",\"preset\":\"salesforce\""), &cfg, err),
+			 0);
+	assert_int_equal(cfg->providers[0].n_response_fields, 2);
+	assert_string_equal(cfg->providers[0].response_fields[0],
+			    "instance_url");
+	assert_non_null(cfg->providers[0].introspection_url);
+	config_free(cfg);
+	assert_int_equal(parse(PRESET(",\"preset\":\"hubspot\""), &cfg, err),
+			 0);
+	assert_string_equal(cfg->providers[0].error_field, "status");
+	assert_true(cfg->providers[0].n_error_codes > 0);
+	assert_int_equal(cfg->providers[0].grant, GRANT_REFRESH_TOKEN);
+	config_free(cfg);
+	assert_int_equal(parse(PRESET(",\"preset\":\"google\""), &cfg, err), 0);
+	assert_int_equal(cfg->providers[0].rt_idle_ms, 15552000000LL);
+	assert_int_equal(cfg->providers[0].n_auth_params, 2);
+	config_free(cfg);
+}
+
+/* A key next to the preset wins over the preset's, one by one. */
+static void preset_fields_are_overridable(void **state)
+{
+	struct config *cfg;
+	char err[512];
+
+	assert_int_equal(
+		parse(PRESET(",\"preset\":\"google\",\"token_url\":"
+			     "\"http://127.0.0.1:9/"
+			     "token\",\"default_lifetime_s\""
+			     ":60,\"refresh_token_lifetime_s\":604800"),
+		      &cfg, err),
+		0);
+	assert_string_equal(cfg->providers[0].token_url,
+			    "http://127.0.0.1:9/token");
+	assert_int_equal(cfg->providers[0].default_lifetime_ms, 60000);
+	assert_int_equal(cfg->providers[0].rt_lifetime_ms, 604800000);
+	/* ... and the rest stays the preset's. */
+	assert_string_equal(cfg->providers[0].revocation_url,
+			    "https://oauth2.googleapis.com/revoke");
+	config_free(cfg);
+}
+
+static void bad_presets_name_the_problem(void **state)
+{
+	static const struct {
+		const char *json, *msg;
+	} cases[] = {
+		{PRESET(",\"preset\":\"myspace\""),
+		 "providers.p.preset: \"myspace\" is not one of google, entra"},
+		{PRESET(",\"preset\":\"entra\""),
+		 "providers.p.entra_tenant: missing: preset entra needs"},
+		{PRESET(",\"preset\":\"entra\",\"entra_tenant\":\"a/b?x=\""),
+		 "providers.p.entra_tenant: \"a/b?x=\" is not the directory"},
+		{PRESET(",\"preset\":\"google\",\"login_host\":\"x.com\""),
+		 "providers.p.login_host: only for the preset that uses it"},
+		{PRESET(",\"preset\":\"oidc\""),
+		 "providers.p.issuer: missing: preset oidc discovers"},
+		{PRESET(",\"preset\":\"hubspot\",\"auth_method\":"
+			"\"client_secret_basic\""),
+		 "providers.p.auth_method: client_secret_basic is not among"},
+		{PRESET(",\"preset\":7"),
+		 "providers.p.preset: expected a string, got an integer"},
+		{PRESET(",\"token_url\":\"https://x/t\",\"error_codes\":"
+			"{\"nope\":\"fatal\"}"),
+		 "providers.p.error_codes.nope: \"fatal\" is not one of"},
+		{PRESET(",\"token_url\":\"https://x/t\",\"response_fields\":"
+			"[\"access_token\"]"),
+		 "providers.p.response_fields[0]: \"access_token\" is not a "
+		 "file name"},
+		{PRESET(",\"token_url\":\"https://x/t\",\"scope_separator\":"
+			"\";\""),
+		 "providers.p.scope_separator: \";\" is not"},
+	};
+	struct config *cfg;
+	char err[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(parse(cases[i].json, &cfg, err), -EINVAL);
+		if (!strstr(err, cases[i].msg))
+			fail_msg("case %zu: got \"%s\", want \"%s\"", i, err,
+				 cases[i].msg);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -424,6 +572,9 @@ int main(void)
 		cmocka_unit_test(high_risk_allowed_explicitly),
 		cmocka_unit_test(bad_configs_name_the_path),
 		cmocka_unit_test(secret_file_checks),
+		cmocka_unit_test(presets_fill_the_provider),
+		cmocka_unit_test(preset_fields_are_overridable),
+		cmocka_unit_test(bad_presets_name_the_problem),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

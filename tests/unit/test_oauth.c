@@ -16,8 +16,8 @@
 static void classify(long status, const char *body, const char *retry_after,
 		     struct oauth_result *res)
 {
-	oauth_classify(status, body, body ? strlen(body) : 0, retry_after,
-		       1000000, res);
+	oauth_classify(NULL, status, NULL, body, body ? strlen(body) : 0,
+		       retry_after, 1000000, res);
 }
 
 static void success_full(void **state)
@@ -310,6 +310,124 @@ static void introspection_answers(void **state)
 	assert_string_equal(err, "introspection: HTTP 503");
 }
 
+/* The shapes of the presets' providers, through their profiles. */
+static void provider_shapes(void **state)
+{
+	static struct param slack_codes[] = {
+		{"invalid_refresh_token", "invalid_grant"},
+		{"ratelimited", "rate_limited"},
+	};
+	static struct param hub_codes[] = {
+		{"BAD_REFRESH_TOKEN", "invalid_grant"},
+	};
+	static struct param gh_codes[] = {
+		{"bad_refresh_token", "invalid_grant"},
+		{"incorrect_client_credentials", "invalid_client"},
+	};
+	static char *sf_fields[] = {"instance_url", "id"};
+	struct provider_conf slack = {.scope_sep = ',',
+				      .error_codes = slack_codes,
+				      .n_error_codes = 2};
+	struct provider_conf hub = {.scope_sep = ' ',
+				    .error_field = "status",
+				    .error_codes = hub_codes,
+				    .n_error_codes = 1};
+	struct provider_conf gh = {
+		.scope_sep = ',', .error_codes = gh_codes, .n_error_codes = 2};
+	struct provider_conf sf = {.scope_sep = ' ',
+				   .response_fields = sf_fields,
+				   .n_response_fields = 2};
+	const char *form = "application/x-www-form-urlencoded; charset=utf-8";
+	struct oauth_result res;
+	const char *b;
+
+	/* Slack: HTTP 200 with "ok": false is a failure, mapped. */
+	b = "{\"ok\":false,\"error\":\"invalid_refresh_token\"}";
+	oauth_classify(&slack, 200, "application/json", b, strlen(b), NULL, 0,
+		       &res);
+	assert_int_equal(res.outcome, OAUTH_INVALID_GRANT);
+	assert_string_equal(res.error_code, "invalid_refresh_token");
+	b = "{\"ok\":false,\"error\":\"ratelimited\"}";
+	oauth_classify(&slack, 200, NULL, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_RATE_LIMITED);
+	/* Without the profile, an unknown code in a 200 is a refusal. */
+	oauth_classify(NULL, 200, NULL, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_REJECTED);
+	b = "{\"ok\":true,\"access_token\":\"xoxe.xoxb-1\",\"token_type\":"
+	    "\"bot\",\"expires_in\":43200,\"refresh_token\":\"xoxe-1-r\","
+	    "\"scope\":\"chat:write,channels:read\",\"team\":{\"id\":\"T\"}}";
+	oauth_classify(&slack, 200, NULL, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_int_equal(res.tok.n_scopes, 2);
+	assert_string_equal(res.tok.scopes[0], "channels:read");
+	assert_string_equal(res.tok.refresh_token, "xoxe-1-r");
+	oauth_result_clear(&res);
+
+	/* GitHub: a form, numbers as digits, errors in a 200. */
+	b = "access_token=ghu_abc&expires_in=28800&refresh_token=ghr_def&"
+	    "refresh_token_expires_in=15811200&scope=&token_type=bearer";
+	oauth_classify(&gh, 200, form, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_string_equal(res.tok.access_token, "ghu_abc");
+	assert_int_equal(res.tok.expires_in_ms, 28800000);
+	assert_int_equal(res.tok.refresh_expires_in_ms, 15811200000LL);
+	assert_string_equal(res.tok.refresh_token, "ghr_def");
+	oauth_result_clear(&res);
+	b = "error=bad_refresh_token&error_description=The+refresh+token+"
+	    "passed+is+incorrect+or+expired.&error_uri=https%3A%2F%2Fdocs";
+	oauth_classify(&gh, 200, form, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_INVALID_GRANT);
+	assert_non_null(strstr(res.error, "The refresh token passed"));
+	b = "error=incorrect_client_credentials";
+	oauth_classify(&gh, 200, form, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_INVALID_CLIENT);
+	/* '+' is a space, %2B a plus; an empty value is a value. */
+	b = "access_token=a%2Bb&token_type=bearer+x&scope=";
+	oauth_classify(&gh, 200, form, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_MALFORMED); /* "bearer x" */
+	b = "access_token=a%2Bb&token_type=bearer&scope=";
+	oauth_classify(&gh, 200, form, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_string_equal(res.tok.access_token, "a+b");
+	oauth_result_clear(&res);
+	/* A form that names a key twice, or is not a form, is malformed. */
+	b = "access_token=a&access_token=b";
+	oauth_classify(&gh, 200, form, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_MALFORMED);
+	b = "<html>";
+	oauth_classify(&gh, 200, form, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_MALFORMED);
+
+	/* HubSpot: the code is in "status", the text in "message". */
+	b = "{\"status\":\"BAD_REFRESH_TOKEN\",\"message\":\"missing or "
+	    "invalid refresh token\",\"correlationId\":\"c\"}";
+	oauth_classify(&hub, 400, "application/json", b, strlen(b), NULL, 0,
+		       &res);
+	assert_int_equal(res.outcome, OAUTH_INVALID_GRANT);
+	assert_non_null(strstr(res.error, "missing or invalid"));
+
+	/* Salesforce: no expires_in, and instance_url kept. */
+	b = "{\"access_token\":\"00D!AR8\",\"instance_url\":\"https://na1."
+	    "salesforce.com\",\"id\":\"https://login.salesforce.com/id/00D/"
+	    "005\",\"token_type\":\"Bearer\",\"issued_at\":\"1699999999999\","
+	    "\"signature\":\"abc=\"}";
+	oauth_classify(&sf, 200, "application/json", b, strlen(b), NULL, 0,
+		       &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_int_equal(res.tok.expires_in_ms, -1);
+	assert_int_equal(res.tok.n_fields, 2);
+	assert_string_equal(res.tok.fields[0], "https://na1.salesforce.com");
+	assert_string_equal(res.tok.fields[1],
+			    "https://login.salesforce.com/id/00D/005");
+	oauth_result_clear(&res);
+	/* A field that is not a plain value is left out, not copied. */
+	b = "{\"access_token\":\"t\",\"instance_url\":{\"x\":1}}";
+	oauth_classify(&sf, 200, NULL, b, strlen(b), NULL, 0, &res);
+	assert_int_equal(res.outcome, OAUTH_OK);
+	assert_null(res.tok.fields[0]);
+	oauth_result_clear(&res);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -325,6 +443,7 @@ int main(void)
 		cmocka_unit_test(pkce_s256),
 		cmocka_unit_test(forms_and_public_clients),
 		cmocka_unit_test(introspection_answers),
+		cmocka_unit_test(provider_shapes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
