@@ -177,7 +177,8 @@ static int render_status(struct cred_table *t, struct cred *c,
 		"persist_failures: %" PRIu64 "\n"
 		"audit: %s\n"
 		"refresh_token_expires_at: %s\n"
-		"refresh_token_expiring: %s\n",
+		"refresh_token_expiring: %s\n"
+		"refresh_token_rotates: %s\n",
 		c->conf->tenant, c->conf->provider->name, grant_name(c),
 		cred_state_name(v->state), health(v),
 		v->has_token ? v->token_type : "-", v->has_token ? v->fp : "-",
@@ -193,7 +194,8 @@ static int render_status(struct cred_table *t, struct cred *c,
 		perr, v->persist_failures, audit_text, rtexp,
 		rt_expiring(v, now) ? "yes: reconnect (credfsctl connect) "
 				      "before then"
-				    : "no");
+				    : "no",
+		c->conf->provider->rotates ? "yes" : "no");
 out:
 	buf_free(&req);
 	buf_free(&gr);
@@ -304,6 +306,8 @@ static int render_status_json(struct cred_table *t, struct cred *c,
 			    json_time(v->rt_expires_ms));
 	json_object_set_new(o, "refresh_token_expiring",
 			    json_boolean(rt_expiring(v, now)));
+	json_object_set_new(o, "refresh_token_rotates",
+			    json_boolean(c->conf->provider->rotates));
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	if (!text)
 		goto out;

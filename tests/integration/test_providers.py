@@ -70,6 +70,7 @@ def test_preset_success_and_error_shapes(mount, provider, preset):
              what="three refreshes")
     st = m.status("acme", "p")
     assert st["state"] == "valid" and st["health"] == "ok", st
+    assert st["refresh_token_rotates"] is rotates
     tok = m.token("acme", "p")
     assert tok != first and provider.issued(tok)
     assert m.read("tenants", "acme", "p", "scopes") == "read\n"
