@@ -72,9 +72,13 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/%)
 
 all: $(BUILD)/credfs $(BUILD)/credfsctl
 
+# The dependency file names the object both ways, so that a build run
+# with BUILD given as an absolute path (the packaging test does) does not
+# hide header changes from the next relative one.
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) -Isrc -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS) -MT $(BUILD)/$*.o -MT $(abspath $(BUILD))/$*.o \
+		-Isrc -c -o $@ $<
 
 $(BUILD)/libcredfs.a: $(LIB_OBJS)
 	@echo "  AR      $@"
@@ -90,7 +94,8 @@ $(BUILD)/credfsctl: $(CTL_SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/libcredfs.a
 
 $(BUILD)/test_%.o: tests/unit/test_%.c | $(BUILD)
 	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) -Isrc -c -o $@ $<
+	$(Q)$(CC) $(CFLAGS) -MT $(BUILD)/test_$*.o \
+		-MT $(abspath $(BUILD))/test_$*.o -Isrc -c -o $@ $<
 
 $(BUILD)/test_%: $(BUILD)/test_%.o $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
