@@ -21,12 +21,13 @@ CLANG_FORMAT ?= clang-format
 TEST_TIMEOUT_S ?= 180
 TEST_LIMIT_S ?= 1200
 
-PKGS := fuse3 libcurl libcrypto jansson
+PKGS := fuse3 libcurl libcrypto jansson libpq
 DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	libcurl4-openssl-dev libssl-dev libjansson-dev libcmocka-dev \
 	python3 python3-pytest python3-pytest-timeout \
 	python3-prometheus-client inotify-tools \
-	python3-cryptography systemd man-db clang libclang-rt-14-dev
+	python3-cryptography systemd man-db clang libclang-rt-14-dev \
+	libpq-dev postgresql
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan

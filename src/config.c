@@ -19,6 +19,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 
 #include "config.h"
 #include "confparse.h"
@@ -582,9 +583,36 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 	return 0;
 }
 
+/* A libpq connection string that parses and holds no password: that
+ * lives in a passfile (passfile=, ~/.pgpass, PGPASSFILE). */
+static int check_dsn(struct ctx *c, const char *dsn)
+{
+	PQconninfoOption *opts, *o;
+	char *why = NULL;
+	int r = 0;
+
+	opts = PQconninfoParse(dsn, &why);
+	if (!opts) {
+		r = fail(c, "store.dsn", "not a libpq connection string: %s",
+			 why ? why : "out of memory");
+		PQfreemem(why);
+		return r;
+	}
+	for (o = opts; o->keyword && r == 0; o++)
+		if (!strcmp(o->keyword, "password") && o->val)
+			r = fail(c, "store.dsn",
+				 "holds a password; put it in a passfile "
+				 "(passfile=FILE in the dsn, ~/.pgpass or "
+				 "PGPASSFILE) instead");
+	PQconninfoFree(opts);
+	return r;
+}
+
 static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
 {
-	static const char *const keys[] = {"dir", "key_file", NULL};
+	static const char *const keys[] = {"dir", "key_file", "backend", "dsn",
+					   NULL};
+	char *backend = NULL;
 	json_t *st;
 	int r;
 
@@ -597,6 +625,25 @@ static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
 	if (r == 0)
 		r = get_path(c, st, "store", "key_file", false,
 			     &cfg->store_key_file);
+	if (r == 0)
+		r = get_string(c, st, "store", "backend", false, &backend);
+	if (r == 0)
+		r = get_string(c, st, "store", "dsn", false, &cfg->store_dsn);
+	if (r == 0 && backend && strcmp(backend, "file") &&
+	    strcmp(backend, "postgres"))
+		r = fail(c, "store.backend", "\"%s\" is not file or postgres",
+			 backend);
+	if (r == 0 && backend && !strcmp(backend, "postgres") &&
+	    !cfg->store_dsn)
+		r = fail(c, "store.dsn",
+			 "missing (the postgres backend "
+			 "connects with it)");
+	if (r == 0 && cfg->store_dsn &&
+	    !(backend && !strcmp(backend, "postgres")))
+		r = fail(c, "store.dsn", "only for \"backend\": \"postgres\"");
+	if (r == 0 && cfg->store_dsn)
+		r = check_dsn(c, cfg->store_dsn);
+	free(backend);
 	return r;
 }
 
@@ -894,6 +941,7 @@ bool config_same_shape(const struct config *a, const struct config *b,
 			return false;
 		}
 	if (!same_str(a->store_dir, b->store_dir) ||
+	    !same_str(a->store_dsn, b->store_dsn) ||
 	    !same_str(a->store_key_file, b->store_key_file) ||
 	    !same_str(a->audit_log, b->audit_log) ||
 	    a->cache_kernel != b->cache_kernel) {
@@ -970,6 +1018,7 @@ void config_free(struct config *cfg)
 	free(cfg->ops_gids);
 	free(cfg->audit_log);
 	free(cfg->store_dir);
+	free(cfg->store_dsn);
 	free(cfg->store_key_file);
 	free(cfg->providers);
 	free(cfg->tenants);

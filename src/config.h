@@ -139,7 +139,10 @@ struct config {
 	gid_t *ops_gids; /* may see every credential in status and metrics */
 	size_t n_ops_gids;
 	char *audit_log;      /* NULL: audit lines go to stderr */
-	char *store_dir;      /* NULL: no store configured */
+	char *store_dir;      /* NULL: no store configured; with postgres,
+			       * local state only (the control socket) */
+	char *store_dsn;      /* the PostgreSQL backend's libpq connection
+			       * string (no password in it); NULL: files */
 	char *store_key_file; /* NULL: only $CREDENTIALS_DIRECTORY/credfs.key */
 	bool cache_kernel;    /* -o cache=kernel: see config_set_read_path() */
 	struct provider_conf *providers;

@@ -63,6 +63,9 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 		} else if ((opts & OPT_FROM_FILE) &&
 			   !strcmp(o, "--from-file") && more) {
 			a->from_file = argv[++i];
+		} else if ((opts & OPT_FROM_CONFIG) &&
+			   !strcmp(o, "--from-config") && more) {
+			a->from_config = argv[++i];
 		} else if ((opts & OPT_NEW_KEY) &&
 			   !strcmp(o, "--new-key-file") && more) {
 			a->new_key_file = argv[++i];
@@ -108,6 +111,11 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 		fprintf(stderr, "Usage: credfsctl %s %s\n", name, usage);
 		return 2;
 	}
+	if ((opts & OPT_FROM_CONFIG) && !a->from_config) {
+		fprintf(stderr, "credfsctl %s: missing --from-config FILE\n",
+			name);
+		return 2;
+	}
 	if ((opts & OPT_NEW_KEY) && !a->new_key_file) {
 		fprintf(stderr, "credfsctl %s: missing --new-key-file FILE\n",
 			name);
@@ -132,8 +140,8 @@ int open_store(const char *path, enum store_mode mode, bool secrets,
 	if (r == 0)
 		r = key_load(x->cfg->store_key_file, &x->key, err, sizeof(err));
 	if (r == 0)
-		r = store_open_dir(x->cfg->store_dir, x->key, mode, &x->st, err,
-				   sizeof(err));
+		r = store_open(x->cfg->store_dir, x->cfg->store_dsn, x->key,
+			       mode, &x->st, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "credfsctl: %s\n", err);
 		close_store(x);
@@ -377,10 +385,11 @@ static int init_main(int argc, char **argv)
 	if (r == 0)
 		r = key_load(cfg->store_key_file, &key, err, sizeof(err));
 	if (r == 0)
-		r = store_open_dir(cfg->store_dir, key, STORE_CREATE, &st, err,
-				   sizeof(err));
+		r = store_open(cfg->store_dir, cfg->store_dsn, key,
+			       STORE_CREATE, &st, err, sizeof(err));
 	if (r == 0)
-		printf("store %s is ready\n", cfg->store_dir);
+		printf("store %s is ready\n",
+		       cfg->store_dsn ? "(PostgreSQL)" : cfg->store_dir);
 	else
 		fprintf(stderr, "credfsctl: %s\n", err);
 	store_close(st);
@@ -801,6 +810,85 @@ static int rekey_main(int argc, char **argv)
 	return r < 0 ? 1 : 0;
 }
 
+struct migration {
+	struct ctx *from, *to;
+	size_t copied, kept;
+	int err;
+	char what[160];
+};
+
+/* Copy one record: opened with the source's key, sealed with the
+ * destination's; a destination record as new or newer is kept. */
+static int migrate_one(void *arg, const char *tenant, const char *provider)
+{
+	struct migration *m = arg;
+	struct record r;
+	int ret;
+
+	ret = store_load(m->from->st, tenant, provider, 0, &r);
+	if (ret == 0) {
+		ret = store_save(m->to->st, tenant, provider, &r,
+				 STORE_ANY_GEN);
+		record_clear(&r);
+	}
+	if (ret == -ESTALE) {
+		m->kept++;
+		return 0;
+	}
+	if (ret < 0) {
+		m->err = ret;
+		snprintf(m->what, sizeof(m->what), "%s/%s: %s", tenant,
+			 provider, strerror(-ret));
+		return 1;
+	}
+	m->copied++;
+	return 0;
+}
+
+/* credfsctl migrate --from-config OLD --config NEW */
+static int migrate_main(int argc, char **argv)
+{
+	struct ctx from, to;
+	struct migration m = {&from, &to, 0, 0, 0, ""};
+	struct args a;
+	int r;
+
+	r = parse_args(argc, argv, "migrate", "--from-config OLD --config NEW",
+		       "Copy every record of OLD's store into NEW's store, "
+		       "for example a file store\n"
+		       "into PostgreSQL. Each record is opened with OLD's "
+		       "master key and sealed with\n"
+		       "NEW's (they may differ), keeping its generation; a "
+		       "record NEW already holds\n"
+		       "at the same or a newer generation is kept. No daemon "
+		       "may use either store\n"
+		       "meanwhile. Run credfsctl init on NEW first; OLD is "
+		       "left as it was.\n",
+		       OPT_FROM_CONFIG, 0, 0, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	if (open_store(a.from_config, STORE_DAEMON, false, &from) < 0)
+		return 1;
+	if (open_store(a.config, STORE_DAEMON, false, &to) < 0) {
+		close_store(&from);
+		return 1;
+	}
+	r = store_foreach(from.st, migrate_one, &m);
+	if (r < 0 && !m.err)
+		snprintf(m.what, sizeof(m.what), "cannot list %s: %s",
+			 a.from_config, strerror(-r));
+	if (r < 0 || m.err)
+		fprintf(stderr, "credfsctl migrate: %s (%zu copied so far)\n",
+			m.what, m.copied);
+	else
+		printf("copied %zu records, kept %zu newer ones already "
+		       "there\n",
+		       m.copied, m.kept);
+	close_store(&to);
+	close_store(&from);
+	return r < 0 || m.err ? 1 : 0;
+}
+
 static const struct command commands[] = {
 	{"check", check_main, "validate a configuration file"},
 	{"init", init_main, "create the store directory and its master key"},
@@ -811,6 +899,7 @@ static const struct command commands[] = {
 	{"list", list_main, "list credentials, their state and expiry"},
 	{"remove", remove_main, "delete a credential's record"},
 	{"rekey", rekey_main, "re-encrypt the store under a new master key"},
+	{"migrate", migrate_main, "copy a store's records into another"},
 	{"status", status_main, "what the daemon's status files say"},
 	{"help", help_main, "show this help"},
 	{"version", version_main, "show the version"},

@@ -21,9 +21,10 @@ enum {
 	OPT_FROM_FILE = 1 << 0,
 	OPT_NEW_KEY = 1 << 1,
 	OPT_JSON = 1 << 2,
-	OPT_REVOKE = 1 << 3,  /* --revoke, --force */
-	OPT_TIMEOUT = 1 << 4, /* --timeout SECONDS */
-	OPT_TOKEN = 1 << 5,   /* --mount DIR, --format F; no --config */
+	OPT_REVOKE = 1 << 3,	  /* --revoke, --force */
+	OPT_TIMEOUT = 1 << 4,	  /* --timeout SECONDS */
+	OPT_TOKEN = 1 << 5,	  /* --mount DIR, --format F; no --config */
+	OPT_FROM_CONFIG = 1 << 6, /* --from-config FILE */
 };
 
 struct args {
@@ -31,6 +32,7 @@ struct args {
 	const char *pos[3];
 	size_t n_pos;
 	const char *from_file;
+	const char *from_config;
 	const char *new_key_file;
 	bool json;
 	bool revoke, force;

@@ -382,8 +382,8 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 		/* One daemon per store, and the right key, before mounting. */
 		r = key_load(cfg->store_key_file, &key, err, sizeof(err));
 		if (r == 0)
-			r = store_open_dir(cfg->store_dir, key, STORE_DAEMON,
-					   &store, err, sizeof(err));
+			r = store_open(cfg->store_dir, cfg->store_dsn, key,
+				       STORE_DAEMON, &store, err, sizeof(err));
 		if (r < 0) {
 			log_error("%s", err);
 			goto out;

@@ -31,7 +31,8 @@
 
 #define KEYCHECK_TENANT "-keycheck-"
 
-struct store {
+struct fstore {
+	struct store base; /* first: the backend-neutral part */
 	int dirfd;
 	int daemon_lock; /* -1 unless STORE_DAEMON */
 	int write_lock;
@@ -51,7 +52,7 @@ static int lock_file(int dirfd, const char *name, int *out)
 }
 
 /* Take the daemon lock, or say who holds it. */
-static int take_daemon_lock(struct store *s, const char *dir, char *err,
+static int take_daemon_lock(struct fstore *s, const char *dir, char *err,
 			    size_t errlen)
 {
 	char pid[32] = "";
@@ -108,7 +109,7 @@ static int read_at(int dirfd, const char *name, struct buf *out)
 
 /* Write @len bytes to @name under @dirfd by temp file, fsync, rename and
  * directory fsync. */
-static int write_at(struct store *s, int dirfd, const char *name,
+static int write_at(struct fstore *s, int dirfd, const char *name,
 		    const void *data, size_t len)
 {
 	const char *p = data;
@@ -146,7 +147,7 @@ static int write_at(struct store *s, int dirfd, const char *name,
 }
 
 /* The tenant's directory, created (and made durable) if @create. */
-static int tenant_dir(struct store *s, const char *tenant, bool create)
+static int tenant_dir(struct fstore *s, const char *tenant, bool create)
 {
 	int fd;
 
@@ -170,7 +171,7 @@ static void record_name(const char *provider, char out[80])
 	snprintf(out, 80, "%s.rec", provider);
 }
 
-static int check_key(struct store *s, const char *dir, bool create, char *err,
+static int check_key(struct fstore *s, const char *dir, bool create, char *err,
 		     size_t errlen)
 {
 	struct record r = {0};
@@ -215,22 +216,25 @@ static int check_key(struct store *s, const char *dir, bool create, char *err,
 	return 0;
 }
 
-static int foreach_file(struct store *s, const char *suffix,
+static int foreach_file(struct fstore *s, const char *suffix,
 			int (*fn)(void *arg, const char *tenant,
 				  const char *provider),
 			void *arg);
 static int rekey_settle(void *arg, const char *tenant, const char *provider);
+static const struct store_ops file_ops;
+static void file_close(struct store *bs);
 
 int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
 		   struct store **out, char *err, size_t errlen)
 {
-	struct store *s = calloc(1, sizeof(*s));
+	struct fstore *s = calloc(1, sizeof(*s));
 	struct stat st;
 	int r;
 
 	*out = NULL;
 	if (!s)
 		return -ENOMEM;
+	s->base.ops = &file_ops;
 	s->daemon_lock = s->write_lock = s->dirfd = -1;
 	s->master = master;
 	if (mode == STORE_CREATE && mkdir(dir, 0700) < 0 && errno != EEXIST) {
@@ -271,15 +275,15 @@ int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
 			 dir, strerror(-r));
 		goto out_free;
 	}
-	*out = s;
+	*out = &s->base;
 	return 0;
 out_free:
-	store_close(s);
+	file_close(&s->base);
 	return r;
 }
 
 /* The sealed bytes of tenant/provider's record. */
-static int read_record(struct store *s, const char *tenant,
+static int read_record(struct fstore *s, const char *tenant,
 		       const char *provider, struct buf *b)
 {
 	char name[80];
@@ -296,9 +300,10 @@ static int read_record(struct store *s, const char *tenant,
 	return ret;
 }
 
-int store_load(struct store *s, const char *tenant, const char *provider,
-	       uint64_t min_generation, struct record *r)
+static int file_load(struct store *bs, const char *tenant, const char *provider,
+		     uint64_t min_generation, struct record *r)
 {
+	struct fstore *s = (struct fstore *)bs;
 	struct buf b;
 	int ret;
 
@@ -335,9 +340,10 @@ static int check_expect(int dirfd, const char *name, uint64_t gen,
 	return r == 0 && have == expect ? 0 : -ESTALE;
 }
 
-int store_save(struct store *s, const char *tenant, const char *provider,
-	       const struct record *r, uint64_t expect)
+static int file_save(struct store *bs, const char *tenant, const char *provider,
+		     const struct record *r, uint64_t expect)
 {
+	struct fstore *s = (struct fstore *)bs;
 	char name[80];
 	struct buf b;
 	int fd, ret;
@@ -363,9 +369,10 @@ int store_save(struct store *s, const char *tenant, const char *provider,
 	return ret;
 }
 
-int store_generation(struct store *s, const char *tenant, const char *provider,
-		     uint64_t *gen)
+static int file_generation(struct store *bs, const char *tenant,
+			   const char *provider, uint64_t *gen)
 {
+	struct fstore *s = (struct fstore *)bs;
 	struct buf b;
 	int ret;
 
@@ -377,8 +384,10 @@ int store_generation(struct store *s, const char *tenant, const char *provider,
 	return ret;
 }
 
-int store_remove(struct store *s, const char *tenant, const char *provider)
+static int file_remove(struct store *bs, const char *tenant,
+		       const char *provider)
 {
+	struct fstore *s = (struct fstore *)bs;
 	char name[80];
 	int fd, ret = 0;
 
@@ -411,7 +420,7 @@ static bool strip_suffix(const char *name, const char *suffix, char out[80])
 }
 
 /* Call @fn for each "<provider><suffix>" under tenant directories. */
-static int foreach_file(struct store *s, const char *suffix,
+static int foreach_file(struct fstore *s, const char *suffix,
 			int (*fn)(void *arg, const char *tenant,
 				  const char *provider),
 			void *arg)
@@ -451,16 +460,18 @@ static int foreach_file(struct store *s, const char *suffix,
 	return r;
 }
 
-int store_foreach(struct store *s,
-		  int (*fn)(void *arg, const char *tenant,
-			    const char *provider),
-		  void *arg)
+static int file_foreach(struct store *bs,
+			int (*fn)(void *arg, const char *tenant,
+				  const char *provider),
+			void *arg)
 {
+	struct fstore *s = (struct fstore *)bs;
+
 	return foreach_file(s, ".rec", fn, arg);
 }
 
 struct rekey {
-	struct store *s;
+	struct fstore *s;
 	const uint8_t *new_master;
 	size_t n;
 	char *err;
@@ -476,7 +487,7 @@ static int rekey_one(void *arg, const char *tenant, const char *provider)
 	struct buf b;
 	int fd, ret;
 
-	ret = store_load(k->s, tenant, provider, 0, &r);
+	ret = file_load(&k->s->base, tenant, provider, 0, &r);
 	if (ret < 0) {
 		snprintf(k->err, k->errlen,
 			 "%s/%s: the record does not open (%s); remove it or "
@@ -511,7 +522,7 @@ static int rekey_one(void *arg, const char *tenant, const char *provider)
  */
 static int rekey_settle(void *arg, const char *tenant, const char *provider)
 {
-	struct store *s = arg;
+	struct fstore *s = arg;
 	char name[80], rec[80];
 	struct record r;
 	struct buf b;
@@ -541,7 +552,7 @@ static int rekey_settle(void *arg, const char *tenant, const char *provider)
 
 static int rekey_discard(void *arg, const char *tenant, const char *provider)
 {
-	struct store *s = arg;
+	struct fstore *s = arg;
 	char name[80];
 	int fd = tenant_dir(s, tenant, false);
 
@@ -553,9 +564,10 @@ static int rekey_discard(void *arg, const char *tenant, const char *provider)
 	return 0;
 }
 
-int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
-		char *err, size_t errlen)
+static int file_rekey(struct store *bs, const uint8_t *new_master, size_t *n,
+		      char *err, size_t errlen)
 {
+	struct fstore *s = (struct fstore *)bs;
 	struct rekey k = {s, new_master, 0, err, errlen};
 	struct record empty = {0};
 	struct buf b;
@@ -595,10 +607,10 @@ int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
 	return r;
 }
 
-void store_close(struct store *s)
+static void file_close(struct store *bs)
 {
-	if (!s)
-		return;
+	struct fstore *s = (struct fstore *)bs;
+
 	if (s->daemon_lock >= 0)
 		close(s->daemon_lock);
 	if (s->write_lock >= 0)
@@ -606,4 +618,70 @@ void store_close(struct store *s)
 	if (s->dirfd >= 0)
 		close(s->dirfd);
 	free(s);
+}
+
+static const struct store_ops file_ops = {
+	.load = file_load,
+	.save = file_save,
+	.generation = file_generation,
+	.remove = file_remove,
+	.foreach = file_foreach,
+	.rekey = file_rekey,
+	.close = file_close,
+};
+
+int store_open(const char *dir, const char *dsn, const uint8_t *master,
+	       enum store_mode mode, struct store **out, char *err,
+	       size_t errlen)
+{
+	if (!dsn)
+		return store_open_dir(dir, master, mode, out, err, errlen);
+	if (mode == STORE_CREATE && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "store %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	return store_open_pg(dsn, master, mode, out, err, errlen);
+}
+
+int store_load(struct store *s, const char *tenant, const char *provider,
+	       uint64_t min_generation, struct record *r)
+{
+	return s->ops->load(s, tenant, provider, min_generation, r);
+}
+
+int store_save(struct store *s, const char *tenant, const char *provider,
+	       const struct record *r, uint64_t expect)
+{
+	return s->ops->save(s, tenant, provider, r, expect);
+}
+
+int store_generation(struct store *s, const char *tenant, const char *provider,
+		     uint64_t *gen)
+{
+	return s->ops->generation(s, tenant, provider, gen);
+}
+
+int store_remove(struct store *s, const char *tenant, const char *provider)
+{
+	return s->ops->remove(s, tenant, provider);
+}
+
+int store_foreach(struct store *s,
+		  int (*fn)(void *arg, const char *tenant,
+			    const char *provider),
+		  void *arg)
+{
+	return s->ops->foreach(s, fn, arg);
+}
+
+int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
+		char *err, size_t errlen)
+{
+	return s->ops->rekey(s, new_master, n, err, errlen);
+}
+
+void store_close(struct store *s)
+{
+	if (s)
+		s->ops->close(s);
 }

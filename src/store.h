@@ -1,8 +1,8 @@
 /*
- * store: where sealed credential records live. One interface, so that a
- * shared PostgreSQL backend can replace the file backend without the
- * refresher or the FUSE layer noticing. Records are sealed by record.c;
- * backends only ever see ciphertext.
+ * store: where sealed credential records live. One interface, two
+ * backends: files under a directory (store.c) and PostgreSQL (store_pg.c),
+ * so that the refresher and the FUSE layer never notice which. Records are
+ * sealed by record.c; backends only ever see ciphertext.
  */
 #ifndef CREDFS_STORE_H
 #define CREDFS_STORE_H
@@ -78,5 +78,48 @@ int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
 
 /* Close, releasing locks. NULL is a no-op. */
 void store_close(struct store *s);
+
+/*
+ * Open the PostgreSQL store at @dsn (a libpq connection string; the
+ * password comes from a passfile or the environment, never from @dsn)
+ * with @master, like store_open_dir(): STORE_CREATE creates or migrates
+ * the schema and the key check (credfsctl init), STORE_DAEMON takes the
+ * database's daemon lock. 0, or -errno with a message in @err.
+ */
+int store_open_pg(const char *dsn, const uint8_t *master, enum store_mode mode,
+		  struct store **out, char *err, size_t errlen);
+
+/*
+ * The configured store: PostgreSQL when @dsn is set (then @dir is only
+ * local state, the control socket, created by STORE_CREATE), else the
+ * files in @dir. As store_open_dir().
+ */
+int store_open(const char *dir, const char *dsn, const uint8_t *master,
+	       enum store_mode mode, struct store **out, char *err,
+	       size_t errlen);
+
+/* What a backend implements; the functions above dispatch to it. */
+struct store_ops {
+	int (*load)(struct store *s, const char *tenant, const char *provider,
+		    uint64_t min_generation, struct record *r);
+	int (*save)(struct store *s, const char *tenant, const char *provider,
+		    const struct record *r, uint64_t expect);
+	int (*generation)(struct store *s, const char *tenant,
+			  const char *provider, uint64_t *gen);
+	int (*remove)(struct store *s, const char *tenant,
+		      const char *provider);
+	int (*foreach)(struct store *s,
+		       int (*fn)(void *arg, const char *tenant,
+				 const char *provider),
+		       void *arg);
+	int (*rekey)(struct store *s, const uint8_t *new_master, size_t *n,
+		     char *err, size_t errlen);
+	void (*close)(struct store *s);
+};
+
+/* The first member of every backend's store. */
+struct store {
+	const struct store_ops *ops;
+};
 
 #endif

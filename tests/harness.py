@@ -16,10 +16,12 @@ directory; a test after which a new report appears fails with it.
 import contextlib
 import ctypes
 import errno
+import glob
 import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -327,6 +329,108 @@ def open_errno(path):
     except OSError as e:
         return e.errno
     return 0
+
+
+PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+class Postgres:
+    """A PostgreSQL server of its own: initdb in a temporary directory,
+    password authentication (scram), a Unix socket only, run as the
+    postgres user; stopped by its postmaster PID."""
+
+    PASSWORD = "pg-test-" + secrets.token_hex(8)
+
+    def __init__(self):
+        self.bin = os.path.dirname(PG_BINS[-1])
+        self.dir = tempfile.mkdtemp(prefix="credfs-pg-")
+        os.chmod(self.dir, 0o755)
+        pw = pwd.getpwnam("postgres")
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self.data = os.path.join(self.dir, "data")
+        self.passfile = os.path.join(self.dir, "pgpass")
+        with open(self.passfile, "w") as f:  # read by credfs (root)
+            f.write("*:*:*:postgres:%s\n" % self.PASSWORD)
+        os.chmod(self.passfile, 0o600)
+        pwfile = os.path.join(self.dir, "pwfile")
+        with open(pwfile, "w") as f:
+            f.write(self.PASSWORD + "\n")
+        os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+        self._as_postgres("initdb", "-D", self.data, "-U", "postgres",
+                          "--auth=scram-sha-256", "--pwfile=" + pwfile,
+                          "-E", "UTF8", "--no-sync")
+        os.unlink(pwfile)
+        self.pid = None
+        self.start()
+        self.psql("CREATE DATABASE credfs")
+
+    @property
+    def dsn(self):
+        return "host=%s dbname=credfs user=postgres passfile=%s " \
+               "connect_timeout=2" % (self.dir, self.passfile)
+
+    def _as_postgres(self, prog, *args, timeout=60):
+        r = subprocess.run(["runuser", "-u", "postgres", "--",
+                            os.path.join(self.bin, prog)] + list(args),
+                           capture_output=True, text=True, timeout=timeout,
+                           cwd=self.dir,
+                           env=dict(os.environ, PGPASSWORD=self.PASSWORD))
+        assert r.returncode == 0, "%s: %s%s" % (prog, r.stdout, r.stderr)
+        return r.stdout
+
+    def start(self):
+        self._as_postgres("pg_ctl", "-D", self.data, "-l",
+                          os.path.join(self.dir, "log"), "-w", "-o",
+                          "-k %s -c listen_addresses='' -c fsync=off" %
+                          self.dir, "start")
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            self.pid = int(f.readline())
+
+    def stop(self):
+        """Stop the server (fast shutdown), by its PID."""
+        if self.pid is None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self._alive():
+            time.sleep(0.05)
+        if self._alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.pid = None
+
+    def _alive(self):
+        """Whether the postmaster runs (a zombie nobody reaped has
+        stopped: pg_ctl's daemon is not our child)."""
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    def psql(self, sql):
+        """@sql's rows, "|"-separated, as lines."""
+        return self._as_postgres("psql", "-h", self.dir, "-d",
+                                 "postgres" if "DATABASE" in sql else
+                                 "credfs", "-At", "-c", sql).splitlines()
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres():
+    if not PG_BINS:
+        pytest.skip("PostgreSQL server binaries are not installed "
+                    "(make deps installs the postgresql package)")
+    pg = Postgres()
+    try:
+        yield pg
+    finally:
+        pg.cleanup()
 
 
 __all__ = ["Mount", "simple_config", "open_errno", "wait_for", "is_mounted",
