@@ -94,6 +94,7 @@ struct provider_conf {
 	size_t n_auth_methods;
 	char scope_sep;		/* ' ', or ',' (Slack, GitHub) */
 	bool rotates;		/* each refresh returns a new refresh token */
+	bool rotates_set;	/* ... and the profile says so either way */
 	int64_t rt_lifetime_ms; /* a refresh token's life from issue; 0 */
 	int64_t rt_idle_ms;	/* ... and unused; 0: unknown */
 	char *error_field;	/* the error code's key; NULL: "error" */

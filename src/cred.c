@@ -839,6 +839,35 @@ void cred_store_behind(struct cred_table *t, struct cred *c, const char *why)
 	pthread_mutex_unlock(&c->lock);
 }
 
+void cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
+			  const char *why)
+{
+	atomic_store(&t->store_down, !up);
+	pthread_mutex_lock(&c->lock);
+	if (!up && strcmp(c->persist_error, why)) {
+		c->persist_error_ms = time_real_ms();
+		snprintf(c->persist_error, sizeof(c->persist_error), "%s", why);
+		c->version++;
+		atomic_fetch_add(&t->version, 1);
+	} else if (up && c->persist_error_ms &&
+		   c->durable_gen >= c->record_gen) {
+		c->persist_error_ms = 0;
+		c->persist_error[0] = '\0';
+		c->version++;
+		atomic_fetch_add(&t->version, 1);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cred_defer(struct cred_table *t, struct cred *c, int64_t delay_ms)
+{
+	pthread_mutex_lock(&c->lock);
+	c->next_refresh_ms = time_real_ms() + delay_ms;
+	c->version++;
+	atomic_fetch_add(&t->version, 1);
+	pthread_mutex_unlock(&c->lock);
+}
+
 void cred_set_client_error(struct cred_table *t, struct cred *c, bool on)
 {
 	pthread_mutex_lock(&c->lock);

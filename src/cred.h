@@ -104,6 +104,7 @@ struct cred {
 	struct cred *wait_next;
 	struct http_req *req; /* the request in flight */
 	int64_t sent_ms;
+	bool leased; /* holds its refresh lease in a shared store */
 };
 
 struct cred_table {
@@ -127,6 +128,7 @@ struct cred_table {
 	/* Configuration reloads refused, and whether the last one was. */
 	atomic_uint_fast64_t reload_failures;
 	atomic_bool reload_refused;
+	atomic_bool store_down; /* a shared store could not be reached */
 	/* Asks the refresher to refresh @c now (single-flight). */
 	void (*kick)(void *arg, struct cred *c);
 	/* Tells the refresher that @c's plan changed outside it (a record was
@@ -321,6 +323,18 @@ void cred_note_persist(struct cred_table *t, struct cred *c, uint64_t gen,
  */
 bool cred_revoked_by_provider(struct cred_table *t, struct cred *c,
 			      uint64_t gen, const char *why);
+
+/*
+ * A shared store was (@up) or was not reachable when @c was due: while it
+ * is not, status says so (health store_failing) with @why; once it is
+ * again and nothing waits to be written, that clears.
+ */
+void cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
+			  const char *why);
+
+/* Refresher: @c's request waits @delay_ms (another daemon refreshes it,
+ * or the store is down). */
+void cred_defer(struct cred_table *t, struct cred *c, int64_t delay_ms);
 
 /* Set or clear client_error (the provider refused our client). */
 void cred_set_client_error(struct cred_table *t, struct cred *c, bool on);

@@ -427,6 +427,7 @@ static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
 	if (r == 0)
 		r = get_bool(c, obj, path, "rotates_refresh_tokens",
 			     &p->rotates);
+	p->rotates_set = json_object_get(obj, "rotates_refresh_tokens");
 	if (r == 0)
 		r = get_seconds(c, obj, path, "refresh_token_lifetime_s", 60,
 				10 * 31536000.0, &p->rt_lifetime_ms);

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "cred.h"
 #include "credstore.h"
+#include "store.h"
 #include "http.h"
 #include "log.h"
 #include "oauth.h"
@@ -441,6 +442,15 @@ static void introspected(struct refresher *rf, struct cred *c,
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* End @c's refresh lease, unless a save of the record (@saved) did. */
+static void release_lease(struct refresher *rf, struct cred *c, bool saved)
+{
+	if (c->leased && !saved)
+		store_unlease(rf->t->store, c->conf->tenant,
+			      c->conf->provider->name);
+	c->leased = false;
+}
+
 static void complete(struct refresher *rf, struct cred *c,
 		     struct oauth_result *res, int64_t sent_ms)
 {
@@ -479,12 +489,14 @@ static void complete(struct refresher *rf, struct cred *c,
 			 "request; asking again with the new one",
 			 c->conf->tenant, c->conf->provider->name);
 		token_unref(tok);
+		release_lease(rf, c, false);
 		cred_abandon_attempt(rf->t, c);
 		token_unref(before);
 		reschedule(rf, c);
 		return;
 	}
 
+	release_lease(rf, c, pr.gen && !pr.err);
 	next = cred_finish_attempt(rf->t, c, res, token_ref(tok),
 				   pr.gen ? &pr : NULL, plan_rand(&rf->rng));
 	now = time_real_ms();
@@ -533,6 +545,68 @@ static void complete(struct refresher *rf, struct cred *c,
 	reschedule(rf, c);
 }
 
+/* A lease outlives the request (timeout_s) and the write after it. */
+#define LEASE_EXTRA_MS 10000
+#define LEASE_BUSY_RETRY_MS 1000
+#define STORE_DOWN_RETRY_MS 2000
+
+/*
+ * With a store other daemons share: take @c's refresh lease, and if
+ * another daemon rotated the record meanwhile, adopt that instead of
+ * refreshing. True to go on with the request (holding the lease, or with
+ * no sharing); false when @c was put back for later.
+ */
+static bool coordinate(struct refresher *rf, struct cred *c)
+{
+	const struct provider_conf *p = c->conf->provider;
+	struct store *st = rf->t->store;
+	char msg[512];
+	uint64_t gen = 0, have;
+	bool may_rotate;
+	int r;
+
+	c->leased = false;
+	if (!cred_uses_store(c) || !store_shared(st))
+		return true;
+	r = store_lease(st, c->conf->tenant, p->name,
+			p->timeout_ms + LEASE_EXTRA_MS, &gen);
+	/* Unless the profile says the refresh token does not rotate, a
+	 * refresh now could split its family with another daemon's. */
+	may_rotate = p->rotates || !p->rotates_set;
+	cred_store_reachable(
+		rf->t, c, r != -EIO,
+		may_rotate ? "the store cannot be reached: not refreshing, "
+			     "since the refresh token may rotate and another "
+			     "daemon may be refreshing it"
+			   : "the store cannot be reached");
+	if (r == 0) {
+		pthread_mutex_lock(&c->lock);
+		have = c->record_gen;
+		pthread_mutex_unlock(&c->lock);
+		if (gen <= have) {
+			c->leased = true;
+			return true;
+		}
+		store_unlease(st, c->conf->tenant, p->name);
+	}
+	if (r == 0 || r == -ENOENT) {
+		/* Another daemon rotated it, or it was removed: take that. */
+		log_debug("%s/%s: generation %llu in the store: %s",
+			  c->conf->tenant, p->name, (unsigned long long)gen,
+			  r ? "removed" : "another daemon refreshed it");
+		credstore_reload(rf->t, c, msg, sizeof(msg));
+	} else if (r == -EIO && !may_rotate) {
+		return true; /* refreshing cannot split a token family */
+	} else {
+		/* -EBUSY: another daemon is refreshing it now. */
+		cred_defer(rf->t, c,
+			   r == -EBUSY ? LEASE_BUSY_RETRY_MS
+				       : STORE_DOWN_RETRY_MS);
+	}
+	reschedule(rf, c);
+	return false;
+}
+
 /* Send @c's token request, or complete it as failed if it cannot be built. */
 static void start(struct refresher *rf, struct cred *c)
 {
@@ -544,7 +618,11 @@ static void start(struct refresher *rf, struct cred *c)
 	struct buf body;
 	int r;
 
+	if (!coordinate(rf, c))
+		return;
 	b = cred_begin_attempt(c, &rt);
+	if (b != CRED_BEGIN_OK)
+		release_lease(rf, c, false);
 	if (b == CRED_BEGIN_BUSY)
 		return;
 	if (b == CRED_BEGIN_PARK) {

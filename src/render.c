@@ -556,10 +556,16 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 			"replaced by reloads and still in memory, waiting "
 			"for requests that may use them to end.\n"
 			"# TYPE credfs_config_retained gauge\n"
-			"credfs_config_retained %u\n",
+			"credfs_config_retained %u\n"
+			"# HELP credfs_store_reachable 0 while a shared store "
+			"(PostgreSQL) cannot be reached: credentials whose "
+			"refresh token rotates are not refreshed meanwhile.\n"
+			"# TYPE credfs_store_reachable gauge\n"
+			"credfs_store_reachable %d\n",
 			!atomic_load(&t->reload_refused),
 			(uint64_t)atomic_load(&t->reload_failures),
-			atomic_load(&t->cfg_retained));
+			atomic_load(&t->cfg_retained),
+			!atomic_load(&t->store_down));
 	for (i = 0; i < t->n; i++)
 		cred_view_clear(&views[i]);
 	free(views);

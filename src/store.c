@@ -636,7 +636,8 @@ int store_open(const char *dir, const char *dsn, const uint8_t *master,
 {
 	if (!dsn)
 		return store_open_dir(dir, master, mode, out, err, errlen);
-	if (mode == STORE_CREATE && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	/* Local state only (the control socket): each daemon makes its own. */
+	if (mode != STORE_ADMIN && mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "store %s: %s", dir, strerror(errno));
 		return -errno;
 	}
@@ -684,4 +685,23 @@ void store_close(struct store *s)
 {
 	if (s)
 		s->ops->close(s);
+}
+
+bool store_shared(const struct store *s)
+{
+	return s && s->ops->lease;
+}
+
+int store_lease(struct store *s, const char *tenant, const char *provider,
+		int64_t ms, uint64_t *gen)
+{
+	if (!s->ops->lease)
+		return store_generation(s, tenant, provider, gen);
+	return s->ops->lease(s, tenant, provider, ms, gen);
+}
+
+void store_unlease(struct store *s, const char *tenant, const char *provider)
+{
+	if (s->ops->unlease)
+		s->ops->unlease(s, tenant, provider);
 }

@@ -7,6 +7,7 @@
 #ifndef CREDFS_STORE_H
 #define CREDFS_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -80,18 +81,37 @@ int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
 void store_close(struct store *s);
 
 /*
+ * Whether other daemons may write this store at the same time (PostgreSQL):
+ * then a refresh needs the credential's lease first.
+ */
+bool store_shared(const struct store *s);
+
+/*
+ * Take tenant/provider's refresh lease for @ms (or renew ours), and read
+ * the record's generation into *@gen, so the caller can tell whether
+ * another daemon rotated it meanwhile. A save of the record ends the
+ * lease; store_unlease() ends it without one. 0; -EBUSY while another
+ * daemon holds it; -ENOENT without a record; -EIO when the store cannot be
+ * reached. Without sharing, always 0.
+ */
+int store_lease(struct store *s, const char *tenant, const char *provider,
+		int64_t ms, uint64_t *gen);
+void store_unlease(struct store *s, const char *tenant, const char *provider);
+
+/*
  * Open the PostgreSQL store at @dsn (a libpq connection string; the
  * password comes from a passfile or the environment, never from @dsn)
  * with @master, like store_open_dir(): STORE_CREATE creates or migrates
- * the schema and the key check (credfsctl init), STORE_DAEMON takes the
- * database's daemon lock. 0, or -errno with a message in @err.
+ * the schema and the key check (credfsctl init); any number of daemons
+ * (STORE_DAEMON) share it, coordinating refreshes with leases, and rekey
+ * needs every one of them stopped. 0, or -errno with a message in @err.
  */
 int store_open_pg(const char *dsn, const uint8_t *master, enum store_mode mode,
 		  struct store **out, char *err, size_t errlen);
 
 /*
  * The configured store: PostgreSQL when @dsn is set (then @dir is only
- * local state, the control socket, created by STORE_CREATE), else the
+ * local state, the control socket, created unless STORE_ADMIN), else the
  * files in @dir. As store_open_dir().
  */
 int store_open(const char *dir, const char *dsn, const uint8_t *master,
@@ -115,6 +135,11 @@ struct store_ops {
 	int (*rekey)(struct store *s, const uint8_t *new_master, size_t *n,
 		     char *err, size_t errlen);
 	void (*close)(struct store *s);
+	/* Shared backends only; NULL for a store one daemon owns. */
+	int (*lease)(struct store *s, const char *tenant, const char *provider,
+		     int64_t ms, uint64_t *gen);
+	void (*unlease)(struct store *s, const char *tenant,
+			const char *provider);
 };
 
 /* The first member of every backend's store. */

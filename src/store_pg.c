@@ -5,13 +5,18 @@
  *   credfs_meta(key, value)        "schema" (the version, as text) and
  *                                  "keycheck" (a record sealed with the
  *                                  master key, to tell a wrong key)
- *   credfs_records(tenant, provider, generation, record)
+ *   credfs_records(tenant, provider, generation, record,
+ *                  lease_owner, lease_until)
  *
- * A save is one statement that checks the generation it replaces
- * (compare-and-swap), committed before it returns. Until refresh
- * coordination between daemons exists, one daemon uses a database at a
- * time: it holds a session advisory lock, which the server drops when the
- * daemon's connection goes (a crash included).
+ * Any number of daemons share a database. Before refreshing a credential a
+ * daemon takes its lease (lease_owner, until lease_until, by the server's
+ * clock) and reads the generation: if another daemon rotated the record
+ * meanwhile it adopts that instead of refreshing. A save is one statement
+ * that checks the generation it replaces (compare-and-swap) and ends the
+ * lease, committed before it returns. A daemon that dies holding a lease
+ * loses it when lease_until passes. Each daemon holds a shared session
+ * advisory lock, so that rekey (which takes it exclusively) runs only
+ * when none is up; the server drops it with the daemon's connection.
  *
  * One connection per store, behind a mutex; a call that finds the
  * connection broken reconnects once before failing with -EIO.
@@ -22,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -29,7 +36,7 @@
 #include "store.h"
 #include "util.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define KEYCHECK_TENANT "-keycheck-"
 /* pg_advisory_lock's key: "credfs" in ASCII. */
 #define DAEMON_LOCK_KEY "109979033200499"
@@ -41,6 +48,7 @@ struct pgstore {
 	char *dsn;
 	const uint8_t *master;
 	bool daemon;
+	char owner[96]; /* this daemon's name in lease_owner: host:pid:rand */
 	int64_t retry_mono; /* the server was down: no reconnect before */
 };
 
@@ -63,6 +71,20 @@ static PGconn *connect_db(const char *dsn)
 	const char *values[] = {"5", "credfs", dsn, NULL};
 
 	return PQconnectdbParams(keys, values, 1);
+}
+
+/* This process's lease name: host, pid and 32 random bits, so that a
+ * restarted daemon with the same pid is not taken for its predecessor. */
+static void random_owner(char *out, size_t n)
+{
+	char host[64] = "?";
+	unsigned rnd = 0;
+
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+		rnd = (unsigned)time_mono_ms();
+	snprintf(out, n, "%s:%d:%08x", host, (int)getpid(), rnd);
 }
 
 /* One line of the server's or libpq's message, printable. */
@@ -102,11 +124,10 @@ static PGresult *run(struct pgstore *s, const char *sql, int n,
 			PQclear(PQexec(s->conn,
 				       "SET client_min_messages = warning"));
 			if (s->daemon) {
-				res = PQexec(
-					s->conn,
-					"SELECT "
-					"pg_try_advisory_lock(" DAEMON_LOCK_KEY
-					")");
+				res = PQexec(s->conn,
+					     "SELECT "
+					     "pg_try_advisory_lock_"
+					     "shared(" DAEMON_LOCK_KEY ")");
 				if (PQresultStatus(res) != PGRES_TUPLES_OK ||
 				    strcmp(PQgetvalue(res, 0, 0), "t")) {
 					PQclear(res);
@@ -144,6 +165,10 @@ static int check_key(struct pgstore *s, bool create, char *err, size_t errlen)
 		" tenant text NOT NULL, provider text NOT NULL,"
 		" generation bigint NOT NULL, record bytea NOT NULL,"
 		" PRIMARY KEY (tenant, provider))",
+		/* Version 2: refresh leases. */
+		"ALTER TABLE credfs_records"
+		" ADD COLUMN IF NOT EXISTS lease_owner text,"
+		" ADD COLUMN IF NOT EXISTS lease_until timestamptz",
 		NULL,
 	};
 	struct record probe, empty = {0};
@@ -167,7 +192,10 @@ static int check_key(struct pgstore *s, bool create, char *err, size_t errlen)
 		params[0] = ver;
 		res = run(s,
 			  "INSERT INTO credfs_meta VALUES ('schema',"
-			  " convert_to($1, 'UTF8')) ON CONFLICT DO NOTHING",
+			  " convert_to($1, 'UTF8')) ON CONFLICT (key) DO UPDATE"
+			  " SET value = EXCLUDED.value WHERE"
+			  " convert_from(credfs_meta.value, 'UTF8')::int < "
+			  "$1::int",
 			  1, params, NULL, NULL, 0);
 		if (!ok(res))
 			goto sql_fail;
@@ -211,6 +239,15 @@ static int check_key(struct pgstore *s, bool create, char *err, size_t errlen)
 			 "credfsctl init");
 		PQclear(res);
 		return -ENOENT;
+	}
+	if (atoi(PQgetvalue(res, 0, 0)) < SCHEMA_VERSION) {
+		snprintf(err, errlen,
+			 "the database's credfs schema is version %s, older "
+			 "than this credfs needs (%d): run credfsctl init to "
+			 "migrate it",
+			 PQgetvalue(res, 0, 0), SCHEMA_VERSION);
+		PQclear(res);
+		return -EPROTO;
 	}
 	if (atoi(PQgetvalue(res, 0, 0)) > SCHEMA_VERSION) {
 		snprintf(err, errlen,
@@ -277,14 +314,14 @@ int store_open_pg(const char *dsn, const uint8_t *master, enum store_mode mode,
 	}
 	PQclear(PQexec(s->conn, "SET client_min_messages = warning"));
 	if (mode == STORE_DAEMON) {
-		res = PQexec(s->conn,
-			     "SELECT pg_try_advisory_lock(" DAEMON_LOCK_KEY
-			     ")");
+		res = PQexec(
+			s->conn,
+			"SELECT pg_try_advisory_lock_shared(" DAEMON_LOCK_KEY
+			")");
 		if (!ok(res) || strcmp(PQgetvalue(res, 0, 0), "t")) {
 			snprintf(err, errlen,
-				 "the database is in use by another credfs "
-				 "daemon (one per database until refresh "
-				 "coordination lands)");
+				 "the database is being rekeyed; start again "
+				 "when that is done");
 			PQclear(res);
 			r = -EBUSY;
 			goto fail;
@@ -292,6 +329,7 @@ int store_open_pg(const char *dsn, const uint8_t *master, enum store_mode mode,
 		PQclear(res);
 		s->daemon = true;
 	}
+	random_owner(s->owner, sizeof(s->owner));
 	r = check_key(s, mode == STORE_CREATE, err, errlen);
 	if (r < 0)
 		goto fail;
@@ -361,16 +399,20 @@ static int pg_save(struct store *bs, const char *tenant, const char *provider,
 	lengths[3] = (int)b.len;
 	params[4] = want;
 	if (expect == 0) /* there must be none */
-		sql = "INSERT INTO credfs_records VALUES ($1, $2, $3, $4)"
+		sql = "INSERT INTO credfs_records (tenant, provider,"
+		      " generation, record) VALUES ($1, $2, $3, $4)"
 		      " ON CONFLICT DO NOTHING";
 	else if (expect == STORE_ANY_GEN)
-		sql = "INSERT INTO credfs_records VALUES ($1, $2, $3, $4)"
+		sql = "INSERT INTO credfs_records (tenant, provider,"
+		      " generation, record) VALUES ($1, $2, $3, $4)"
 		      " ON CONFLICT (tenant, provider) DO UPDATE"
 		      " SET generation = EXCLUDED.generation,"
-		      " record = EXCLUDED.record"
+		      " record = EXCLUDED.record, lease_owner = NULL,"
+		      " lease_until = NULL"
 		      " WHERE credfs_records.generation < EXCLUDED.generation";
 	else
-		sql = "UPDATE credfs_records SET generation = $3, record = $4"
+		sql = "UPDATE credfs_records SET generation = $3, record = $4,"
+		      " lease_owner = NULL, lease_until = NULL"
 		      " WHERE tenant = $1 AND provider = $2"
 		      " AND generation = $5";
 	pthread_mutex_lock(&s->lock);
@@ -479,6 +521,21 @@ static int pg_rekey(struct store *bs, const uint8_t *new_master, size_t *n,
 	pthread_mutex_lock(&s->lock);
 	res = PQexec(s->conn, "BEGIN");
 	if (ok(res)) {
+		/* No daemon may be up: each holds the lock shared. */
+		PQclear(res);
+		res = PQexec(s->conn,
+			     "SELECT pg_try_advisory_xact_lock(" DAEMON_LOCK_KEY
+			     ")");
+		if (ok(res) && strcmp(PQgetvalue(res, 0, 0), "t")) {
+			snprintf(err, errlen,
+				 "a credfs daemon uses this database; stop "
+				 "every one before a rekey");
+			PQclear(res);
+			ret = -EBUSY;
+			goto out;
+		}
+	}
+	if (ok(res)) {
 		PQclear(res);
 		res = all = PQexecParams(
 			s->conn,
@@ -552,6 +609,61 @@ out:
 	return ret;
 }
 
+static int pg_lease(struct store *bs, const char *tenant, const char *provider,
+		    int64_t ms, uint64_t *gen)
+{
+	struct pgstore *s = (struct pgstore *)bs;
+	const char *params[] = KEY_PARAMS(tenant, provider);
+	char len[24];
+	PGresult *res;
+	int ret;
+
+	snprintf(len, sizeof(len), "%lld", (long long)ms);
+	params[2] = s->owner;
+	params[3] = len;
+	pthread_mutex_lock(&s->lock);
+	/* Ours if free, expired or ours already; then the generation. Two
+	 * daemons running this at once: the row lock orders them, and the
+	 * second sees the first's lease. */
+	res = run(
+		s,
+		"WITH taken AS (UPDATE credfs_records SET lease_owner = $3,"
+		" lease_until = now() + $4::bigint * interval '1 millisecond'"
+		" WHERE tenant = $1 AND provider = $2 AND (lease_owner IS NULL"
+		" OR lease_until < now() OR lease_owner = $3)"
+		" RETURNING generation)"
+		" SELECT (SELECT generation FROM taken),"
+		" (SELECT count(*) FROM credfs_records WHERE tenant = $1"
+		" AND provider = $2)",
+		4, params, NULL, NULL, 0);
+	if (!ok(res) || PQntuples(res) != 1)
+		ret = -EIO;
+	else if (!PQgetisnull(res, 0, 0)) {
+		*gen = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+		ret = 0;
+	} else
+		ret = strcmp(PQgetvalue(res, 0, 1), "0") ? -EBUSY : -ENOENT;
+	PQclear(res);
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static void pg_unlease(struct store *bs, const char *tenant,
+		       const char *provider)
+{
+	struct pgstore *s = (struct pgstore *)bs;
+	const char *params[] = KEY_PARAMS(tenant, provider);
+
+	params[2] = s->owner;
+	pthread_mutex_lock(&s->lock);
+	PQclear(run(s,
+		    "UPDATE credfs_records SET lease_owner = NULL,"
+		    " lease_until = NULL WHERE tenant = $1 AND provider = $2"
+		    " AND lease_owner = $3",
+		    3, params, NULL, NULL, 0));
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void pg_close(struct store *bs)
 {
 	struct pgstore *s = (struct pgstore *)bs;
@@ -570,4 +682,6 @@ static const struct store_ops pg_ops = {
 	.foreach = pg_foreach,
 	.rekey = pg_rekey,
 	.close = pg_close,
+	.lease = pg_lease,
+	.unlease = pg_unlease,
 };
