@@ -150,6 +150,19 @@ static PGresult *run(struct pgstore *s, const char *sql, int n,
 	return NULL;
 }
 
+/* run() under the connection's lock; the result stands on its own. */
+static PGresult *run_locked(struct pgstore *s, const char *sql, int n,
+			    const char *const *params, const int *lengths,
+			    const int *formats, int result_format)
+{
+	PGresult *res;
+
+	pthread_mutex_lock(&s->lock);
+	res = run(s, sql, n, params, lengths, formats, result_format);
+	pthread_mutex_unlock(&s->lock);
+	return res;
+}
+
 static bool ok(const PGresult *res)
 {
 	return res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
@@ -355,11 +368,11 @@ static int pg_load(struct store *bs, const char *tenant, const char *provider,
 	int ret;
 
 	memset(r, 0, sizeof(*r));
-	pthread_mutex_lock(&s->lock);
-	res = run(s,
-		  "SELECT record FROM credfs_records WHERE tenant = $1 AND"
-		  " provider = $2",
-		  2, params, NULL, NULL, 1);
+	res = run_locked(
+		s,
+		"SELECT record FROM credfs_records WHERE tenant = $1 AND"
+		" provider = $2",
+		2, params, NULL, NULL, 1);
 	if (!ok(res))
 		ret = -EIO;
 	else if (PQntuples(res) == 0)
@@ -369,7 +382,6 @@ static int pg_load(struct store *bs, const char *tenant, const char *provider,
 				  PQgetvalue(res, 0, 0),
 				  (size_t)PQgetlength(res, 0, 0), r);
 	PQclear(res);
-	pthread_mutex_unlock(&s->lock);
 	if (ret == 0 && r->generation < min_generation) {
 		record_clear(r);
 		ret = -ESTALE;
@@ -415,15 +427,13 @@ static int pg_save(struct store *bs, const char *tenant, const char *provider,
 		      " lease_owner = NULL, lease_until = NULL"
 		      " WHERE tenant = $1 AND provider = $2"
 		      " AND generation = $5";
-	pthread_mutex_lock(&s->lock);
-	res = run(s, sql, expect == 0 || expect == STORE_ANY_GEN ? 4 : 5,
-		  params, lengths, formats, 0);
+	res = run_locked(s, sql, expect == 0 || expect == STORE_ANY_GEN ? 4 : 5,
+			 params, lengths, formats, 0);
 	if (!ok(res))
 		ret = -EIO;
 	else
 		ret = strcmp(PQcmdTuples(res), "1") ? -ESTALE : 0;
 	PQclear(res);
-	pthread_mutex_unlock(&s->lock);
 	buf_free(&b);
 	return ret;
 }
@@ -436,11 +446,11 @@ static int pg_generation(struct store *bs, const char *tenant,
 	PGresult *res;
 	int ret;
 
-	pthread_mutex_lock(&s->lock);
-	res = run(s,
-		  "SELECT generation FROM credfs_records WHERE tenant = $1"
-		  " AND provider = $2",
-		  2, params, NULL, NULL, 0);
+	res = run_locked(
+		s,
+		"SELECT generation FROM credfs_records WHERE tenant = $1"
+		" AND provider = $2",
+		2, params, NULL, NULL, 0);
 	if (!ok(res))
 		ret = -EIO;
 	else if (PQntuples(res) == 0)
@@ -450,7 +460,6 @@ static int pg_generation(struct store *bs, const char *tenant,
 		ret = 0;
 	}
 	PQclear(res);
-	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
 
@@ -461,17 +470,15 @@ static int pg_remove(struct store *bs, const char *tenant, const char *provider)
 	PGresult *res;
 	int ret;
 
-	pthread_mutex_lock(&s->lock);
-	res = run(s,
-		  "DELETE FROM credfs_records WHERE tenant = $1 AND"
-		  " provider = $2",
-		  2, params, NULL, NULL, 0);
+	res = run_locked(s,
+			 "DELETE FROM credfs_records WHERE tenant = $1 AND"
+			 " provider = $2",
+			 2, params, NULL, NULL, 0);
 	if (!ok(res))
 		ret = -EIO;
 	else
 		ret = strcmp(PQcmdTuples(res), "1") ? -ENOENT : 0;
 	PQclear(res);
-	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
 
@@ -484,10 +491,8 @@ static int pg_foreach(struct store *bs,
 	PGresult *res;
 	int i, ret = 0;
 
-	pthread_mutex_lock(&s->lock);
-	res = run(s, "SELECT tenant, provider FROM credfs_records", 0, NULL,
-		  NULL, NULL, 0);
-	pthread_mutex_unlock(&s->lock);
+	res = run_locked(s, "SELECT tenant, provider FROM credfs_records", 0,
+			 NULL, NULL, NULL, 0);
 	if (!ok(res)) {
 		PQclear(res);
 		return -EIO;
@@ -621,11 +626,10 @@ static int pg_lease(struct store *bs, const char *tenant, const char *provider,
 	snprintf(len, sizeof(len), "%lld", (long long)ms);
 	params[2] = s->owner;
 	params[3] = len;
-	pthread_mutex_lock(&s->lock);
 	/* Ours if free, expired or ours already; then the generation. Two
 	 * daemons running this at once: the row lock orders them, and the
 	 * second sees the first's lease. */
-	res = run(
+	res = run_locked(
 		s,
 		"WITH taken AS (UPDATE credfs_records SET lease_owner = $3,"
 		" lease_until = now() + $4::bigint * interval '1 millisecond'"
@@ -644,7 +648,6 @@ static int pg_lease(struct store *bs, const char *tenant, const char *provider,
 	} else
 		ret = strcmp(PQgetvalue(res, 0, 1), "0") ? -EBUSY : -ENOENT;
 	PQclear(res);
-	pthread_mutex_unlock(&s->lock);
 	return ret;
 }
 
@@ -655,13 +658,12 @@ static void pg_unlease(struct store *bs, const char *tenant,
 	const char *params[] = KEY_PARAMS(tenant, provider);
 
 	params[2] = s->owner;
-	pthread_mutex_lock(&s->lock);
-	PQclear(run(s,
-		    "UPDATE credfs_records SET lease_owner = NULL,"
-		    " lease_until = NULL WHERE tenant = $1 AND provider = $2"
-		    " AND lease_owner = $3",
-		    3, params, NULL, NULL, 0));
-	pthread_mutex_unlock(&s->lock);
+	PQclear(run_locked(
+		s,
+		"UPDATE credfs_records SET lease_owner = NULL,"
+		" lease_until = NULL WHERE tenant = $1 AND provider = $2"
+		" AND lease_owner = $3",
+		3, params, NULL, NULL, 0));
 }
 
 static void pg_close(struct store *bs)
