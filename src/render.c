@@ -195,7 +195,9 @@ static int render_status(struct cred_table *t, struct cred *c,
 		rt_expiring(v, now) ? "yes: reconnect (credfsctl connect) "
 				      "before then"
 				    : "no",
-		c->conf->provider->rotates ? "yes" : "no");
+		!c->conf->provider->rotates_set ? "unknown"
+		: c->conf->provider->rotates	? "yes"
+						: "no");
 out:
 	buf_free(&req);
 	buf_free(&gr);
@@ -307,7 +309,9 @@ static int render_status_json(struct cred_table *t, struct cred *c,
 	json_object_set_new(o, "refresh_token_expiring",
 			    json_boolean(rt_expiring(v, now)));
 	json_object_set_new(o, "refresh_token_rotates",
-			    json_boolean(c->conf->provider->rotates));
+			    c->conf->provider->rotates_set
+				    ? json_boolean(c->conf->provider->rotates)
+				    : json_null());
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	if (!text)
 		goto out;
