@@ -15,7 +15,8 @@ struct record;
 struct store;
 
 enum store_mode {
-	STORE_DAEMON, /* the one daemon: holds the store's daemon lock */
+	STORE_DAEMON, /* a daemon: the only one on a file store (its daemon
+		       * lock), one of any number on PostgreSQL */
 	STORE_ADMIN,  /* credfsctl: may run next to the daemon */
 	STORE_CREATE, /* credfsctl init: create the directory and key check */
 };
