@@ -90,12 +90,9 @@ void provider_free(struct provider_conf *p);
 
 /* preset.c: @obj (provider @path) with its "preset"'s keys filled in where
  * @obj sets none, a new reference in *@out (@obj itself without a
- * preset). Checks the preset's name and URL variable. 0 or -EINVAL. */
+ * preset). Checks the preset's name, URL variable and required keys. 0 or
+ * -EINVAL. */
 int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 		 json_t **out);
-/* Whether @key is some preset's URL variable (entra_tenant, ...). */
-bool preset_is_var(const char *key);
-size_t preset_count(void);
-const char *preset_name(size_t i);
 
 #endif

@@ -226,12 +226,14 @@ static enum cred_state state_locked(const struct cred *c, int64_t now)
 static int64_t rt_expiry_locked(const struct cred *c)
 {
 	const struct provider_conf *p = c->conf->provider;
-	int64_t e = cred_uses_store(c) ? c->rt_expires_ms : 0;
+	int64_t e = c->rt_expires_ms, idle;
 
-	if (cred_uses_store(c) && p->rt_idle_ms && c->last_refresh_ms &&
-	    (!e || c->last_refresh_ms + p->rt_idle_ms < e))
-		e = c->last_refresh_ms + p->rt_idle_ms;
-	return e;
+	if (!cred_uses_store(c))
+		return 0;
+	idle = p->rt_idle_ms && c->last_refresh_ms
+		       ? c->last_refresh_ms + p->rt_idle_ms
+		       : 0;
+	return !e || (idle && idle < e) ? idle : e;
 }
 
 void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)

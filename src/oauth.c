@@ -67,9 +67,15 @@ static int form_add(struct buf *b, const char *name, const char *value)
 	return r;
 }
 
+/* @p's scope separator; ' ' for a provider that names none. */
+static char scope_sep(const struct provider_conf *p)
+{
+	return p && p->scope_sep ? p->scope_sep : ' ';
+}
+
 static int scope_join(const struct cred_conf *cc, struct buf *out)
 {
-	char sep = cc->provider->scope_sep ? cc->provider->scope_sep : ' ';
+	char sep = scope_sep(cc->provider);
 	size_t i;
 	int r = 0;
 
@@ -175,10 +181,9 @@ int oauth_scope_text(const struct cred_conf *cc, bool authorization,
 		     struct buf *out)
 {
 	const struct provider_conf *p = cc->provider;
+	char sep = scope_sep(p);
 	size_t i;
 	int r;
-
-	char sep = p->scope_sep ? p->scope_sep : ' ';
 
 	r = scope_join(cc, out);
 	for (i = 0; r == 0 && authorization && i < p->n_auth_scopes; i++)
@@ -384,8 +389,8 @@ static void parse_success(const struct provider_conf *p, json_t *root,
 	if (rt)
 		t->refresh_token = strdup(json_string_value(rt));
 	if (!t->access_token || !t->token_type || (rt && !t->refresh_token) ||
-	    (sc && oauth_split_scopes(json_string_value(sc),
-				      p ? p->scope_sep : ' ', t) < 0) ||
+	    (sc &&
+	     oauth_split_scopes(json_string_value(sc), scope_sep(p), t) < 0) ||
 	    take_fields(p, root, t) < 0) {
 		oauth_result_clear(res);
 		res->outcome = OAUTH_TRANSIENT;
@@ -396,7 +401,7 @@ static void parse_success(const struct provider_conf *p, json_t *root,
 	res->outcome = OAUTH_OK;
 }
 
-static bool outcome_of_name(const char *name, enum oauth_outcome *o)
+bool oauth_outcome_from_name(const char *name, enum oauth_outcome *o)
 {
 	static const enum oauth_outcome all[] = {
 		OAUTH_INVALID_GRANT, OAUTH_INVALID_CLIENT, OAUTH_REJECTED,
@@ -437,7 +442,7 @@ static enum oauth_outcome error_outcome(const struct provider_conf *p,
 
 	for (i = 0; p && code[0] && i < p->n_error_codes; i++)
 		if (!strcmp(p->error_codes[i].name, code) &&
-		    outcome_of_name(p->error_codes[i].value, &o))
+		    oauth_outcome_from_name(p->error_codes[i].value, &o))
 			return o;
 	for (i = 0; i < ARRAY_SIZE(map); i++)
 		if (!strcmp(map[i].code, code))

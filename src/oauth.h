@@ -55,6 +55,10 @@ struct oauth_result {
 /* Short lower-case name of @o, e.g. "invalid_client". */
 const char *oauth_outcome_name(enum oauth_outcome o);
 
+/* The failure outcome named @name (as oauth_outcome_name() gives it), for
+ * a provider's error_codes; false for "ok" or an unknown name. */
+bool oauth_outcome_from_name(const char *name, enum oauth_outcome *o);
+
 /*
  * Build a token request for @cc: client_credentials, or with
  * @refresh_token the refresh_token grant (RFC 6749 section 6). The form

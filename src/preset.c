@@ -25,6 +25,9 @@ struct preset {
 	const char *var_default;
 	const char *var_what;
 	const char *json;
+	/* A key the provider must set with this preset, and why. */
+	const char *required;
+	const char *required_why;
 };
 
 #define GOOGLE_AUTH "https://www.googleapis.com/auth/"
@@ -52,7 +55,8 @@ static const struct preset presets[] = {
 	 " \"high_risk_scopes\": [\"https://mail.google.com/\","
 	 " \"" GOOGLE_AUTH "gmail.*\", \"" GOOGLE_AUTH "drive\","
 	 " \"" GOOGLE_AUTH "cloud-platform\", \"" GOOGLE_AUTH "admin.*\","
-	 " \"" GOOGLE_AUTH "calendar\"]}"},
+	 " \"" GOOGLE_AUTH "calendar\"]}",
+	 NULL, NULL},
 	{"entra", "entra_tenant", NULL,
 	 "the directory (tenant) id or domain, or organizations, common",
 	 "{\"authorization_url\": \"" ENTRA "authorize\","
@@ -76,7 +80,8 @@ static const struct preset presets[] = {
 	 " \"" GRAPH "Directory.ReadWrite.All\","
 	 " \"" GRAPH "User.ReadWrite.All\","
 	 " \"" GRAPH "Application.ReadWrite.All\","
-	 " \"" GRAPH "RoleManagement.ReadWrite.Directory\"]}"},
+	 " \"" GRAPH "RoleManagement.ReadWrite.Directory\"]}",
+	 NULL, NULL},
 	{"slack", NULL, NULL, NULL,
 	 "{\"grant\": \"refresh_token\","
 	 " \"authorization_url\": \"https://slack.com/oauth/v2/authorize\","
@@ -98,7 +103,8 @@ static const struct preset presets[] = {
 	 " \"high_risk_scopes\": [\"admin\", \"admin.*\","
 	 " \"channels:history\", \"groups:history\", \"im:history\","
 	 " \"mpim:history\", \"chat:write.customize\", \"files:write\","
-	 " \"users:read.email\"]}"},
+	 " \"users:read.email\"]}",
+	 NULL, NULL},
 	{"hubspot", NULL, NULL, NULL,
 	 "{\"grant\": \"refresh_token\","
 	 " \"authorization_url\": \"https://app.hubspot.com/oauth/authorize\","
@@ -114,7 +120,8 @@ static const struct preset presets[] = {
 	 " \"BAD_REDIRECT_URI\": \"rejected\","
 	 " \"BAD_AUTH_CODE\": \"rejected\"},"
 	 " \"high_risk_scopes\": [\"crm.export\", \"settings.users.write\","
-	 " \"crm.objects.contacts.write\", \"files\", \"automation\"]}"},
+	 " \"crm.objects.contacts.write\", \"files\", \"automation\"]}",
+	 NULL, NULL},
 	{"salesforce", "login_host", "login.salesforce.com",
 	 "the login host: login.salesforce.com, test.salesforce.com or "
 	 "MYDOMAIN.my.salesforce.com",
@@ -129,7 +136,8 @@ static const struct preset presets[] = {
 	 " \"rotates_refresh_tokens\": false,"
 	 " \"response_fields\": [\"instance_url\", \"id\"],"
 	 " \"high_risk_scopes\": [\"full\", \"web\", \"refresh_token\","
-	 " \"offline_access\"]}"},
+	 " \"offline_access\"]}",
+	 NULL, NULL},
 	{"github", NULL, NULL, NULL,
 	 "{\"grant\": \"refresh_token\","
 	 " \"authorization_url\": \"https://github.com/login/oauth/authorize\","
@@ -147,7 +155,8 @@ static const struct preset presets[] = {
 	 " \"incorrect_client_credentials\": \"invalid_client\","
 	 " \"unsupported_grant_type\": \"rejected\"},"
 	 " \"high_risk_scopes\": [\"repo\", \"delete_repo\", \"workflow\","
-	 " \"admin:*\", \"write:packages\", \"delete:packages\"]}"},
+	 " \"admin:*\", \"write:packages\", \"delete:packages\"]}",
+	 NULL, NULL},
 	{"atlassian", NULL, NULL, NULL,
 	 "{\"grant\": \"refresh_token\","
 	 " \"authorization_url\": \"https://auth.atlassian.com/authorize\","
@@ -161,11 +170,12 @@ static const struct preset presets[] = {
 	 " \"rotates_refresh_tokens\": true,"
 	 " \"refresh_token_idle_s\": 7776000,"
 	 " \"high_risk_scopes\": [\"manage:*\", \"delete:*\","
-	 " \"write:jira-work\", \"write:confluence-content\"]}"},
+	 " \"write:jira-work\", \"write:confluence-content\"]}",
+	 NULL, NULL},
 	{"oidc", NULL, NULL, NULL,
 	 /* Everything but the client comes from the issuer's discovery
-	  * document; "issuer" is required. */
-	 "{}"},
+	  * document. */
+	 "{}", "issuer", "discovers the endpoints from the issuer"},
 };
 
 /* A value for a preset's URL variable: a host name, a domain or a
@@ -205,7 +215,7 @@ fail:
 	return NULL;
 }
 
-bool preset_is_var(const char *key)
+static bool preset_is_var(const char *key)
 {
 	size_t i;
 
@@ -267,6 +277,11 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 				    "and dashes)",
 				    value, ps->var_what);
 	}
+	if (ps->required && !json_object_get(obj, ps->required)) {
+		join(sub, path, ps->required);
+		return fail(c, sub, "missing: preset %s %s", ps->name,
+			    ps->required_why);
+	}
 	text = ps->var ? substitute(ps->json, ps->var, value)
 		       : strdup(ps->json);
 	merged = text ? json_loads(text, 0, NULL) : NULL;
@@ -280,14 +295,4 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 	}
 	*out = merged;
 	return 0;
-}
-
-size_t preset_count(void)
-{
-	return ARRAY_SIZE(presets);
-}
-
-const char *preset_name(size_t i)
-{
-	return i < ARRAY_SIZE(presets) ? presets[i].name : NULL;
 }

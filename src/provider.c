@@ -388,24 +388,14 @@ static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
 			 struct provider_conf *p)
 {
 	static const char *const none[] = {NULL};
-	static const char *const outcomes[] = {
-		"invalid_grant", "invalid_client", "rejected",
-		"transient",	 "rate_limited",   NULL,
-	};
 	char sub[MAX_PATH_TEXT], *sep = NULL;
 	double rate = 0;
-	size_t i, j;
+	size_t i;
 	int r;
 
 	r = get_string(c, obj, path, "preset", false, &p->preset);
 	if (r == 0)
 		r = get_url(c, obj, path, "issuer", false, &p->issuer);
-	if (r == 0 && p->preset && !strcmp(p->preset, "oidc") && !p->issuer) {
-		join(sub, path, "issuer");
-		r = fail(c, sub,
-			 "missing: preset oidc discovers the endpoints "
-			 "from the issuer");
-	}
 	if (r == 0)
 		r = get_strings(
 			c, obj, path, "auth_methods_supported",
@@ -441,10 +431,9 @@ static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
 		r = parse_params(c, obj, path, "error_codes", none,
 				 &p->error_codes, &p->n_error_codes);
 	for (i = 0; r == 0 && i < p->n_error_codes; i++) {
-		for (j = 0; outcomes[j]; j++)
-			if (!strcmp(outcomes[j], p->error_codes[i].value))
-				break;
-		if (!outcomes[j]) {
+		enum oauth_outcome o;
+
+		if (!oauth_outcome_from_name(p->error_codes[i].value, &o)) {
 			snprintf(sub, sizeof(sub), "%s.error_codes.%s", path,
 				 p->error_codes[i].name);
 			r = fail(c, sub,

@@ -696,7 +696,7 @@ int store_lease(struct store *s, const char *tenant, const char *provider,
 		int64_t ms, uint64_t *gen)
 {
 	if (!s->ops->lease)
-		return store_generation(s, tenant, provider, gen);
+		return -EOPNOTSUPP;
 	return s->ops->lease(s, tenant, provider, ms, gen);
 }
 

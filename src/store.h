@@ -93,7 +93,7 @@ bool store_shared(const struct store *s);
  * another daemon rotated it meanwhile. A save of the record ends the
  * lease; store_unlease() ends it without one. 0; -EBUSY while another
  * daemon holds it; -ENOENT without a record; -EIO when the store cannot be
- * reached. Without sharing, always 0.
+ * reached; -EOPNOTSUPP for a store that is not shared (no lease needed).
  */
 int store_lease(struct store *s, const char *tenant, const char *provider,
 		int64_t ms, uint64_t *gen);

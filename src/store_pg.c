@@ -359,25 +359,34 @@ fail:
 		(t), (p), NULL, NULL, NULL \
 	}
 
+/* @column of tenant/provider's row (in @format: 0 text, 1 binary) as
+ * the first value of *@res (PQclear it in any case): 0, -ENOENT or -EIO. */
+static int row_of(struct pgstore *s, const char *column, const char *tenant,
+		  const char *provider, int format, PGresult **res)
+{
+	const char *params[] = KEY_PARAMS(tenant, provider);
+	char sql[128];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT %s FROM credfs_records WHERE tenant = $1 AND"
+		 " provider = $2",
+		 column);
+	*res = run_locked(s, sql, 2, params, NULL, NULL, format);
+	if (!ok(*res))
+		return -EIO;
+	return PQntuples(*res) ? 0 : -ENOENT;
+}
+
 static int pg_load(struct store *bs, const char *tenant, const char *provider,
 		   uint64_t min_generation, struct record *r)
 {
 	struct pgstore *s = (struct pgstore *)bs;
-	const char *params[] = KEY_PARAMS(tenant, provider);
 	PGresult *res;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
-	res = run_locked(
-		s,
-		"SELECT record FROM credfs_records WHERE tenant = $1 AND"
-		" provider = $2",
-		2, params, NULL, NULL, 1);
-	if (!ok(res))
-		ret = -EIO;
-	else if (PQntuples(res) == 0)
-		ret = -ENOENT;
-	else
+	ret = row_of(s, "record", tenant, provider, 1, &res);
+	if (ret == 0)
 		ret = record_open(s->master, tenant, provider,
 				  PQgetvalue(res, 0, 0),
 				  (size_t)PQgetlength(res, 0, 0), r);
@@ -441,24 +450,13 @@ static int pg_save(struct store *bs, const char *tenant, const char *provider,
 static int pg_generation(struct store *bs, const char *tenant,
 			 const char *provider, uint64_t *gen)
 {
-	struct pgstore *s = (struct pgstore *)bs;
-	const char *params[] = KEY_PARAMS(tenant, provider);
 	PGresult *res;
 	int ret;
 
-	res = run_locked(
-		s,
-		"SELECT generation FROM credfs_records WHERE tenant = $1"
-		" AND provider = $2",
-		2, params, NULL, NULL, 0);
-	if (!ok(res))
-		ret = -EIO;
-	else if (PQntuples(res) == 0)
-		ret = -ENOENT;
-	else {
+	ret = row_of((struct pgstore *)bs, "generation", tenant, provider, 0,
+		     &res);
+	if (ret == 0)
 		*gen = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-		ret = 0;
-	}
 	PQclear(res);
 	return ret;
 }
