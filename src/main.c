@@ -260,35 +260,107 @@ static int write_pid_file(const char *path)
 	return r;
 }
 
-/* SIGHUP is blocked in every thread and taken here: reopen the audit log
- * (for logrotate) and reread the store's records. SIGUSR2 with @stop set
- * ends the thread. */
-struct hup {
+/*
+ * Signals are blocked in every thread and taken here. SIGHUP reloads (and
+ * reopens the audit log, rereads the store). SIGTERM and SIGINT stop:
+ * the mount keeps serving while the refresher waits for the answers in
+ * flight and stores them (a rotated refresh token that reached us and was
+ * not stored costs a new consent), and only then the session ends. SIGUSR2
+ * with @quit set ends the thread.
+ */
+struct sigs {
 	pthread_t thread;
+	pthread_t main_thread; /* runs the session loop */
 	struct admin *admin;
-	atomic_bool stop;
+	struct refresher *rf;
+	struct fuse_session *_Atomic se; /* set once the mount is up */
+	atomic_bool stopping;		 /* SIGTERM or SIGINT came */
+	atomic_bool loop_done;		 /* the session loop returned */
+	atomic_bool quit;
 };
 
-static void *hup_main(void *arg)
+/* Wakes the main thread from the session loop's sem_wait(). */
+static void wake_handler(int sig)
 {
-	struct hup *h = arg;
+}
+
+static const int taken_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR2};
+
+static void stop_serving(struct sigs *g, int sig)
+{
+	struct fuse_session *se;
+
+	log_info("%s: stopping", strsignal(sig));
+	notify("STOPPING=1");
+	atomic_store(&g->stopping, true);
+	refresher_stop(g->rf, refresher_drain_ms(g->admin->t));
+	se = atomic_load(&g->se);
+	if (!se)
+		return; /* not mounted yet: run() sees stopping */
+	fuse_session_exit(se);
+	/* The loop waits in sem_wait(), which a signal ends; until it has
+	 * returned (a signal may come just before it waits). */
+	while (!atomic_load(&g->loop_done)) {
+		pthread_kill(g->main_thread, SIGUSR1);
+		usleep(20 * 1000);
+	}
+}
+
+/* End the signal thread, once what it is doing is done. */
+static void sigs_end(struct sigs *g)
+{
+	atomic_store(&g->loop_done, true);
+	atomic_store(&g->quit, true);
+	pthread_kill(g->thread, SIGUSR2);
+	pthread_join(g->thread, NULL);
+}
+
+static void *sigs_main(void *arg)
+{
+	struct sigs *g = arg;
 	sigset_t set;
+	size_t i;
 	int sig;
 
 	sigemptyset(&set);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGUSR2);
-	while (!atomic_load(&h->stop)) {
-		if (sigwait(&set, &sig) != 0 || sig != SIGHUP)
+	for (i = 0; i < ARRAY_SIZE(taken_signals); i++)
+		sigaddset(&set, taken_signals[i]);
+	while (!atomic_load(&g->quit)) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if ((sig == SIGTERM || sig == SIGINT) &&
+		    !atomic_load(&g->stopping)) {
+			stop_serving(g, sig);
+			continue;
+		}
+		if (sig != SIGHUP || atomic_load(&g->stopping))
 			continue;
 		notify("RELOADING=1\nMONOTONIC_USEC=%lld",
 		       (long long)time_mono_ms() * 1000);
-		admin_reload(h->admin, NULL);
+		admin_reload(g->admin, NULL);
 		log_info("SIGHUP: audit log reopened, store reread");
 		notify("READY=1\nSTATUS=serving %zu credentials",
-		       h->admin->t->n);
+		       g->admin->t->n);
 	}
 	return NULL;
+}
+
+/* Block the signals sigs_main() takes (before any thread starts, so that
+ * every thread inherits it), and let SIGUSR1 end a wait in this one. */
+static void take_signals(void)
+{
+	/* No SA_RESTART: the kernel would restart the futex wait. */
+	struct sigaction sa = {.sa_handler = wake_handler};
+	sigset_t set;
+	size_t i;
+
+	sigemptyset(&set);
+	for (i = 0; i < ARRAY_SIZE(taken_signals); i++)
+		sigaddset(&set, taken_signals[i]);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
 }
 
 /* Tells the waiting parent (without -f) that the mount is ready, once
@@ -366,12 +438,12 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	struct admin admin = {0};
 	uint8_t *key = NULL;
 	char err[1024];
-	struct hup hup = {.stop = false};
+	struct sigs sigs = {.main_thread = pthread_self()};
 	struct ready rd = {0};
-	bool wrote_pid = false, hup_started = false;
-	sigset_t hupset;
+	bool wrote_pid = false, sigs_started = false;
 	int r;
 
+	take_signals();
 	r = audit_open(cfg->audit_log, &audit);
 	if (r < 0) {
 		log_error_errno(r, "cannot open the audit log %s",
@@ -389,12 +461,6 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 			goto out;
 		}
 	}
-	/* Block SIGHUP and SIGUSR2 before any thread starts; hup_main takes
-	 * them. */
-	sigemptyset(&hupset);
-	sigaddset(&hupset, SIGHUP);
-	sigaddset(&hupset, SIGUSR2);
-	pthread_sigmask(SIG_BLOCK, &hupset, NULL);
 	r = cred_table_new(cfg, &t);
 	if (r == 0) {
 		t->audit = audit;
@@ -417,10 +483,11 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	admin.cache_kernel = cfg->cache_kernel;
 	admin.debug = o->debug;
 	pthread_mutex_init(&admin.lock, NULL);
-	hup.admin = &admin;
+	sigs.admin = &admin;
+	sigs.rf = rf;
 	if (r == 0) {
-		r = -pthread_create(&hup.thread, NULL, hup_main, &hup);
-		hup_started = r == 0;
+		r = -pthread_create(&sigs.thread, NULL, sigs_main, &sigs);
+		sigs_started = r == 0;
 	}
 	if (r < 0) {
 		log_error_errno(r, "cannot set up");
@@ -446,11 +513,6 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 		log_error("cannot create the FUSE session (bad -o option?)");
 		goto out;
 	}
-	if (fuse_set_signal_handlers(se) != 0) {
-		r = -EIO;
-		goto out_destroy;
-	}
-	signal(SIGHUP, SIG_DFL); /* blocked: taken by hup_main */
 	if (o->shared_parent) {
 		char *parent = strdup(o->mountpoint), *slash;
 
@@ -463,14 +525,15 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 					parent ? parent : "the parent");
 		free(parent);
 		if (r < 0)
-			goto out_signals;
+			goto out_destroy;
 	}
 	if (fuse_session_mount(se, o->mountpoint) != 0) {
 		r = -EIO;
 		log_error("cannot mount on %s", o->mountpoint);
-		goto out_signals;
+		goto out_destroy;
 	}
 	fs_set_session(fs, se);
+	atomic_store(&sigs.se, se);
 	r = refresher_start(rf);
 	if (r < 0) {
 		log_error_errno(r, "cannot start the refresher");
@@ -506,7 +569,9 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	}
 
 	loop = fuse_loop_cfg_create();
-	if (loop) {
+	if (atomic_load(&sigs.stopping)) {
+		r = 0; /* asked to stop while starting */
+	} else if (loop) {
 		fuse_loop_cfg_set_max_threads(loop, MAX_FUSE_THREADS);
 		r = fuse_session_loop_mt(se, loop);
 		fuse_loop_cfg_destroy(loop);
@@ -514,7 +579,12 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	} else {
 		r = -ENOMEM;
 	}
+	sigs_end(&sigs); /* after a stop it began, if one did */
+	sigs_started = false;
 	notify("STOPPING=1");
+	/* Unmounted from outside, or the signal thread stopped it: either
+	 * way what is in flight is answered and stored first. */
+	refresher_stop(rf, refresher_drain_ms(t));
 	pthread_join(rd.thread, NULL);
 	log_info("unmounting %s", o->mountpoint);
 out_unmount:
@@ -526,17 +596,12 @@ out_unmount:
 	warn_unpersisted(t);
 	fs_set_session(fs, NULL);
 	fuse_session_unmount(se);
-out_signals:
-	fuse_remove_signal_handlers(se);
 out_destroy:
 	fuse_session_destroy(se);
 out:
 	control_stop(control);
-	if (hup_started) {
-		atomic_store(&hup.stop, true);
-		pthread_kill(hup.thread, SIGUSR2);
-		pthread_join(hup.thread, NULL);
-	}
+	if (sigs_started)
+		sigs_end(&sigs);
 	refresher_free(rf);
 	fs_free(fs);
 	admin_free(&admin);

@@ -10,6 +10,7 @@
  * polling loop.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@
 #define PERSIST_RETRY_MIN_MS 500
 #define PERSIST_RETRY_MAX_MS (10 * 1000)
 #define TAG_INTROSPECT 1
+/* Stopping: beyond the longest request, the time its answer's write takes. */
+#define DRAIN_WRITE_MS 2000
 
 struct lane {
 	unsigned inflight;
@@ -56,10 +59,14 @@ struct refresher {
 	bool started;
 
 	pthread_t thread;
-	pthread_mutex_t lock; /* heap and stop */
+	pthread_mutex_t lock; /* heap, stop and done */
+	pthread_cond_t done_cond;
 	struct cred **heap;
 	size_t n;
-	bool stop;
+	atomic_bool stop;      /* no new requests from now on */
+	int64_t drain_until;   /* monotonic: the last wait for those in flight */
+	unsigned inflight;     /* token requests in flight, every lane */
+	bool done;	       /* the thread has left its loop */
 };
 
 static bool due_before(const struct cred *a, const struct cred *b)
@@ -630,6 +637,7 @@ static void start(struct refresher *rf, struct cred *c)
 		return;
 	}
 	rf->lanes[lane_of(rf, c)].inflight++;
+	rf->inflight++;
 	r = cred_uses_store(c) && !rt ? -ENOMEM : 0;
 	if (r == 0)
 		r = oauth_build_request(c->conf, rt, &body, &auth);
@@ -647,6 +655,7 @@ static void start(struct refresher *rf, struct cred *c)
 	}
 	http_req_free(req);
 	rf->lanes[lane_of(rf, c)].inflight--;
+	rf->inflight--;
 	res.outcome = OAUTH_TRANSIENT;
 	snprintf(res.error, sizeof(res.error), "cannot build request: %s",
 		 strerror(-r));
@@ -702,6 +711,8 @@ static int64_t lane_drain(struct refresher *rf, struct lane *l,
 {
 	int64_t at = INT64_MAX;
 
+	if (atomic_load(&rf->stop))
+		return INT64_MAX; /* stopping: nothing new goes out */
 	while (l->head && l->inflight < p->max_concurrency &&
 	       lane_may_send(l, p, time_mono_ms(), &at)) {
 		struct cred *c = l->head;
@@ -742,6 +753,7 @@ static void reap(struct refresher *rf)
 		http_req_free(req);
 		l = &rf->lanes[lane_of(rf, c)];
 		l->inflight--;
+		rf->inflight--;
 		if (res.outcome == OAUTH_RATE_LIMITED) {
 			/* The provider's limit is the client's, not the
 			 * credential's: hold them all. */
@@ -761,24 +773,55 @@ static void reap(struct refresher *rf)
 	}
 }
 
+/* Stopping: what the requests in flight left unwritten gets one more
+ * try, and whatever did not come back is said. */
+static void finish_stop(struct refresher *rf, int64_t since)
+{
+	unsigned slot = cred_table_enter(rf->t);
+	size_t i;
+
+	for (i = 0; i < rf->t->n; i++)
+		if (rf->t->creds[i].persist_mono != INT64_MAX)
+			persist_retry(rf, &rf->t->creds[i]);
+	cred_table_exit(rf->t, slot);
+	if (rf->inflight)
+		log_error("stopping: %u token requests still unanswered after "
+			  "%.1fs; a provider that rotates refresh tokens may "
+			  "see the next refresh as a reuse",
+			  rf->inflight, (double)(time_mono_ms() - since) / 1e3);
+	else if (since)
+		log_info("stopping: every answer in flight is in (%.1fs)",
+			 (double)(time_mono_ms() - since) / 1e3);
+}
+
 static void *run(void *arg)
 {
 	struct refresher *rf = arg;
 	const struct config *cfg;
-	int64_t wait_ms;
+	int64_t wait_ms, stop_seen = 0;
 	unsigned slot;
 	int running;
 	size_t i;
 
 	pthread_mutex_lock(&rf->lock);
-	while (!rf->stop) {
+	while (!atomic_load(&rf->stop) ||
+	       (rf->inflight && time_mono_ms() < rf->drain_until)) {
 		struct cred *due = NULL, **tail = &due;
 		int64_t now = time_mono_ms();
+		bool stopping = atomic_load(&rf->stop);
 
+		if (stopping && !stop_seen) {
+			stop_seen = now;
+			if (rf->inflight)
+				log_info("stopping: waiting up to %.1fs for %u "
+					 "token requests in flight",
+					 (double)(rf->drain_until - now) / 1e3,
+					 rf->inflight);
+		}
 		/* A round reads the configuration; between rounds nothing
 		 * here holds on to any of it. */
 		slot = cred_table_enter(rf->t);
-		while (rf->n && rf->heap[0]->due_mono <= now) {
+		while (!stopping && rf->n && rf->heap[0]->due_mono <= now) {
 			struct cred *c = heap_pop(rf);
 
 			if (c->persist_mono <= now) {
@@ -828,13 +871,17 @@ static void *run(void *arg)
 
 		cred_table_exit(rf->t, slot);
 		pthread_mutex_lock(&rf->lock);
-		wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms()
-				: IDLE_WAIT_MS;
+		if (stopping)
+			wait_ms = rf->drain_until - time_mono_ms();
+		else
+			wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms()
+					: IDLE_WAIT_MS;
 		/* A lane held back by its provider's limits. */
 		if (rf->lane_at != INT64_MAX &&
 		    rf->lane_at - time_mono_ms() < wait_ms)
 			wait_ms = rf->lane_at - time_mono_ms();
-		if (wait_ms <= 0 || rf->stop)
+		if (wait_ms <= 0 || (atomic_load(&rf->stop) && !stopping) ||
+		    (stopping && !rf->inflight))
 			continue;
 		pthread_mutex_unlock(&rf->lock);
 		/* Returns early for socket activity or curl_multi_wakeup(). */
@@ -844,6 +891,11 @@ static void *run(void *arg)
 			NULL);
 		pthread_mutex_lock(&rf->lock);
 	}
+	pthread_mutex_unlock(&rf->lock);
+	finish_stop(rf, stop_seen);
+	pthread_mutex_lock(&rf->lock);
+	rf->done = true;
+	pthread_cond_broadcast(&rf->done_cond);
 	pthread_mutex_unlock(&rf->lock);
 	return NULL;
 }
@@ -864,6 +916,7 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	rf->on_expire = on_expire;
 	rf->arg = arg;
 	pthread_mutex_init(&rf->lock, NULL);
+	pthread_cond_init(&rf->done_cond, NULL);
 	rf->heap = calloc(t->n + 1, sizeof(*rf->heap));
 	rf->lanes = calloc(t->cfg->n_providers + 1, sizeof(*rf->lanes));
 	rf->multi = curl_multi_init();
@@ -901,6 +954,32 @@ int refresher_start(struct refresher *rf)
 	return 0;
 }
 
+void refresher_stop(struct refresher *rf, int64_t drain_ms)
+{
+	if (!rf || !rf->started)
+		return;
+	pthread_mutex_lock(&rf->lock);
+	if (!atomic_load(&rf->stop)) {
+		rf->drain_until = time_mono_ms() + drain_ms;
+		atomic_store(&rf->stop, true);
+	}
+	curl_multi_wakeup(rf->multi);
+	while (!rf->done)
+		pthread_cond_wait(&rf->done_cond, &rf->lock);
+	pthread_mutex_unlock(&rf->lock);
+}
+
+int64_t refresher_drain_ms(const struct cred_table *t)
+{
+	int64_t ms = 0;
+	size_t i;
+
+	for (i = 0; i < t->cfg->n_providers; i++)
+		if (t->cfg->providers[i].timeout_ms > ms)
+			ms = t->cfg->providers[i].timeout_ms;
+	return ms + DRAIN_WRITE_MS;
+}
+
 void refresher_free(struct refresher *rf)
 {
 	size_t i;
@@ -908,10 +987,7 @@ void refresher_free(struct refresher *rf)
 	if (!rf)
 		return;
 	if (rf->started) {
-		pthread_mutex_lock(&rf->lock);
-		rf->stop = true;
-		pthread_mutex_unlock(&rf->lock);
-		curl_multi_wakeup(rf->multi);
+		refresher_stop(rf, 0);
 		pthread_join(rf->thread, NULL);
 	}
 	rf->t->kick = NULL;
@@ -936,6 +1012,7 @@ void refresher_free(struct refresher *rf)
 		curl_multi_cleanup(rf->multi);
 	free(rf->heap);
 	free(rf->lanes);
+	pthread_cond_destroy(&rf->done_cond);
 	pthread_mutex_destroy(&rf->lock);
 	free(rf);
 }

@@ -25,7 +25,20 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 /* Start the thread. 0 or -errno. */
 int refresher_start(struct refresher *rf);
 
-/* Stop the thread (if started), abort requests in flight, free. NULL-safe. */
+/*
+ * Stop: no new requests go out; wait up to @drain_ms for the answers to
+ * those in flight, store what they return (a rotated refresh token above
+ * all), then end the thread. Returns once it has ended; a second call
+ * (from any thread) waits for the first. NULL-safe.
+ */
+void refresher_stop(struct refresher *rf, int64_t drain_ms);
+
+/* How long a stop waits for @t's requests in flight: the longest
+ * provider timeout_s and the write of its answer. */
+int64_t refresher_drain_ms(const struct cred_table *t);
+
+/* Stop the thread (if started, without waiting for answers unless
+ * refresher_stop() did), abort requests in flight, free. NULL-safe. */
 void refresher_free(struct refresher *rf);
 
 #endif

@@ -81,6 +81,8 @@ class FakeProvider:
         self.refresh = {}            # refresh token -> record
         self.revoked_families = set()
         self.requests = []           # (time, path, grant, client, outcome)
+        self.arrivals = 0            # token requests received, answered
+                                     # or not (a delay fault holds them)
         self.reused_refresh = 0
         # Seconds in which a rotated refresh token may be presented again
         # while its successor is unused, as Okta's "grace period for token
@@ -630,6 +632,8 @@ class FakeProvider:
 
             def _token(self, form):
                 grant = form.get("grant_type", "")
+                with prov.lock:
+                    prov.arrivals += 1  # before any delay: in flight
                 cid = self._client(form)
                 f = prov._take_fault()
                 if f and self._fault(f, grant, cid):
