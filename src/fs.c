@@ -90,7 +90,7 @@ struct hshard {
 
 struct denial {
 	pid_t pid;
-	size_t tenant;
+	uint64_t node; /* the tenant's or the credential's directory inode */
 	int64_t ms;
 };
 
@@ -281,8 +281,9 @@ static void caller_of(fuse_req_t req, struct caller *who)
 }
 
 /*
- * Which tenants @who may see, into @visible (one flag per tenant), and a key
- * naming that set: 0 for "all" (ops callers and the kernel-cache path).
+ * Which credentials @who may read, into @visible (one flag per credential:
+ * its tenant's readers and its own), and a key naming that set: 0 for
+ * "all" (ops callers and the kernel-cache path).
  */
 static uint64_t view_key(struct fs *fs, struct caller *who, bool *visible)
 {
@@ -291,19 +292,22 @@ static uint64_t view_key(struct fs *fs, struct caller *who, bool *visible)
 	size_t i;
 
 	if (fs->cache_kernel || policy_ops(cfg, who)) {
-		for (i = 0; i < cfg->n_tenants; i++)
+		for (i = 0; i < fs->t->n; i++)
 			visible[i] = true;
 		return 0;
 	}
-	for (i = 0; i < cfg->n_tenants; i++) {
-		visible[i] = policy_tenant(cfg, &cfg->tenants[i], who);
+	for (i = 0; i < fs->t->n; i++) {
+		const struct cred_conf *cc = fs->t->creds[i].conf;
+
+		visible[i] = policy_cred(cfg, &cfg->tenants[cc->tenant_idx],
+					 cc, who);
 		h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) * 0x100000001b3ULL;
 	}
 	return h | 1;
 }
 
-/* False if @pid was denied @tenant moments ago (the same path walk). */
-static bool first_denial(struct fs *fs, pid_t pid, size_t tenant)
+/* False if @pid was denied @node moments ago (the same path walk). */
+static bool first_denial(struct fs *fs, pid_t pid, uint64_t node)
 {
 	int64_t now = time_mono_ms();
 	bool first = true;
@@ -313,7 +317,7 @@ static bool first_denial(struct fs *fs, pid_t pid, size_t tenant)
 	for (i = 0; i < RECENT_DENIALS; i++) {
 		struct denial *d = &fs->recent[i];
 
-		if (d->pid == pid && d->tenant == tenant &&
+		if (d->pid == pid && d->node == node &&
 		    now - d->ms < DENIAL_DEDUP_MS) {
 			first = false;
 			break;
@@ -321,7 +325,7 @@ static bool first_denial(struct fs *fs, pid_t pid, size_t tenant)
 	}
 	if (first)
 		fs->recent[fs->next_denial++ % RECENT_DENIALS] =
-			(struct denial){pid, tenant, now};
+			(struct denial){pid, node, now};
 	pthread_mutex_unlock(&fs->denial_lock);
 	return first;
 }
@@ -340,6 +344,45 @@ static void audit_denied(struct fs *fs, struct caller *who, const char *tenant,
 	};
 
 	audit_log(fs->audit, &rec);
+}
+
+/*
+ * The reader policy at every operation on node @n, the same decision as
+ * for access_token: a tenant @who may not read is not there (-ENOENT, its
+ * name not confirmed, also through a bind mount of a directory below
+ * it); a credential it may not read shows in its tenant's listing, and
+ * nothing of it (@inside: its listing and names; its files) can be
+ * looked up, stat'ed, listed or opened (-EACCES). A denial is audited
+ * once per path walk. 0 when allowed, and always on the kernel-cache
+ * path, where the mode bits decide.
+ */
+static int node_allowed(struct fs *fs, const struct node *n, bool inside,
+			struct caller *who)
+{
+	const struct config *cfg = fs->t->cfg;
+	const struct tenant_conf *tc;
+	const struct cred_conf *cc = n->cred ? n->cred->conf : NULL;
+	size_t ti;
+
+	if (fs->cache_kernel || n->kind == K_ROOT || n->kind == K_TENANTS ||
+	    (n->kind == K_SNAP && !cc))
+		return 0;
+	ti = cc ? cc->tenant_idx : n->tenant;
+	tc = &cfg->tenants[ti];
+	if (!policy_tenant(cfg, tc, who)) {
+		if (first_denial(fs, who->pid, INO_TENANT_BASE + ti))
+			audit_denied(fs, who, tc->name,
+				     cc ? cc->provider->name : NULL, "ENOENT",
+				     "not a reader of this tenant");
+		return -ENOENT;
+	}
+	if (!cc || (n->kind == K_CRED_DIR && !inside) ||
+	    policy_cred(cfg, tc, cc, who))
+		return 0;
+	if (first_denial(fs, who->pid, cred_dir_ino(n->cred)))
+		audit_denied(fs, who, tc->name, cc->provider->name, "EACCES",
+			     "not a reader of this credential");
+	return -EACCES;
 }
 
 /* Owner and mode of a file of @n; directories add x where r is set. */
@@ -365,6 +408,26 @@ static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
 	if (type == S_IFDIR)
 		mode |= (mode & 0444) >> 2;
 	st->st_mode = type | mode;
+}
+
+/*
+ * Whether the mode bits of @n say less than the readers do (several uids
+ * or gids, cgroups, a credential narrowing its tenant's), so that only the
+ * daemon decides: then no attributes are cached, and every stat reaches
+ * node_allowed() instead of the kernel's copy of another reader's lookup.
+ */
+static bool daemon_decides(struct fs *fs, const struct node *n)
+{
+	const struct config *cfg = fs->t->cfg;
+	const struct tenant_conf *tc;
+
+	if (fs->cache_kernel || (!n->cred && n->kind != K_TENANT))
+		return false;
+	tc = &cfg->tenants[n->cred ? n->cred->conf->tenant_idx : n->tenant];
+	if ((tc->mode & 0004) || tc->readers.n_cgroups)
+		return true;
+	return n->cred && (n->cred->conf->readers.set ||
+			   n->cred->conf->readers.n_cgroups);
 }
 
 /*
@@ -477,6 +540,8 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 		break;
 	default: e.entry_timeout = DIR_TIMEOUT; e.attr_timeout = DIR_TIMEOUT;
 	}
+	if (daemon_decides(fs, &n))
+		e.attr_timeout = 0;
 	fuse_reply_entry(req, &e);
 }
 
@@ -558,14 +623,12 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 		if (ti < 0)
 			return 0;
 		caller_of(req, &who);
-		if (!fs->cache_kernel &&
-		    !policy_tenant(cfg, &cfg->tenants[ti], &who)) {
-			/* Invisible: the same answer as for no such tenant. */
-			if (first_denial(fs, who.pid, (size_t)ti))
-				audit_denied(fs, &who, name, NULL, "ENOENT",
-					     "not a reader of this tenant");
+		/* Invisible: the same answer as for no such tenant. */
+		if (node_allowed(fs,
+				 &(struct node){.kind = K_TENANT,
+						.tenant = (size_t)ti},
+				 false, &who) < 0)
 			return 0;
-		}
 		return INO_TENANT_BASE + (fuse_ino_t)ti;
 	case K_TENANT:
 		tc = &cfg->tenants[parent->tenant];
@@ -605,7 +668,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 	if (slot == SIZE_MAX)
 		return 0;
 	if (slot < 2) { /* root files show what the caller may see */
-		visible = calloc(cfg->n_tenants + 1, sizeof(bool));
+		visible = calloc(fs->t->n + 1, sizeof(bool));
 		if (!visible) {
 			*err = ENOMEM;
 			return 0;
@@ -628,8 +691,16 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_ino_t ino;
 	int err;
 
+	struct caller who;
+
 	if (!node_of(fs, parent, &p)) {
 		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	caller_of(req, &who);
+	err = -node_allowed(fs, &p, true, &who);
+	if (err) {
+		fuse_reply_err(req, err);
 		return;
 	}
 	ino = child_ino(fs, req, &p, name, &held, &err);
@@ -648,6 +719,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+	struct caller who;
 	struct stat st;
 	struct node n;
 	int err;
@@ -656,13 +728,18 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	err = stat_of(fs, &n, ino, h, &st);
+	caller_of(req, &who);
+	err = -node_allowed(fs, &n, false, &who);
+	if (err == 0)
+		err = stat_of(fs, &n, ino, h, &st);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
 	}
 	fuse_reply_attr(req, &st,
-			S_ISDIR(st.st_mode) ? DIR_TIMEOUT : FILE_ATTR_TIMEOUT);
+			daemon_decides(fs, &n) ? 0
+			: S_ISDIR(st.st_mode)  ? DIR_TIMEOUT
+					       : FILE_ATTR_TIMEOUT);
 }
 
 static const char *errno_name(int e)
@@ -685,9 +762,7 @@ static const char *errno_name(int e)
 static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
 		      struct token **out)
 {
-	const struct config *cfg = fs->t->cfg;
 	struct cred *c = n->cred;
-	const struct tenant_conf *t = &cfg->tenants[c->conf->tenant_idx];
 	struct audit_rec rec = {
 		.event = "read",
 		.tenant = c->conf->tenant,
@@ -698,11 +773,9 @@ static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
 
 	caller_of(req, &who);
 	rec.who = &who;
-	if (!policy_cred(cfg, t, c->conf, &who)) {
-		audit_denied(fs, &who, rec.tenant, rec.provider, "EACCES",
-			     "not a reader of this credential");
-		return -EACCES;
-	}
+	r = node_allowed(fs, n, false, &who);
+	if (r < 0)
+		return r;
 	r = cred_open_token(fs->t, c, n->gen, out);
 	if (r == -ESTALE)
 		return r; /* the kernel looks the name up again: no line */
@@ -754,14 +827,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (n.kind == K_TOKEN) {
 		err = -open_token(fs, req, &n, &h->tok);
 	} else if (n.kind == K_SNAP) {
-		h->snap = snaps_find(fs->snaps, n.slot, n.gen);
-		err = h->snap ? 0 : ESTALE; /* the kernel looks up again */
+		struct caller who;
+
+		caller_of(req, &who);
+		err = -node_allowed(fs, &n, false, &who);
+		h->snap = err ? NULL : snaps_find(fs->snaps, n.slot, n.gen);
+		if (!err && !h->snap)
+			err = ESTALE; /* the kernel looks up again */
 		if (h->snap && n.slot < 2) {
 			/* A root file's view must be the caller's own. */
-			bool *vis = calloc(fs->t->cfg->n_tenants + 1, 1);
-			struct caller who;
+			bool *vis = calloc(fs->t->n + 1, 1);
 
-			caller_of(req, &who);
 			if (!vis || view_key(fs, &who, vis) != h->snap->view)
 				err = vis ? ESTALE : ENOMEM;
 			free(vis);
@@ -878,10 +954,19 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct node n;
 	size_t i;
 
+	struct caller who;
+	int err;
+
 	if (!node_of(fs, ino, &n) ||
 	    (n.kind != K_ROOT && n.kind != K_TENANTS && n.kind != K_TENANT &&
 	     n.kind != K_CRED_DIR)) {
 		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	caller_of(req, &who);
+	err = -node_allowed(fs, &n, true, &who);
+	if (err) {
+		fuse_reply_err(req, err);
 		return;
 	}
 	d.p = malloc(size);
@@ -896,9 +981,6 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		dir_add(req, &d, "metrics", snap_ino(SLOT_METRICS, 0), S_IFREG);
 		dir_add(req, &d, "tenants", INO_TENANTS, S_IFDIR);
 	} else if (n.kind == K_TENANTS) {
-		struct caller who;
-
-		caller_of(req, &who);
 		for (i = 0; i < cfg->n_tenants && !d.full; i++)
 			if (fs->cache_kernel ||
 			    policy_tenant(cfg, &cfg->tenants[i], &who))

@@ -388,7 +388,7 @@ int render_root_status(struct cred_table *t, const bool *visible,
 		struct cred *c = &t->creds[i];
 		struct cred_view v;
 
-		if (visible && !visible[c->conf->tenant_idx])
+		if (visible && !visible[c->index])
 			continue;
 		cred_view(c, now_ms, &v);
 		quoted_error(&v, err, sizeof(err));
@@ -502,7 +502,7 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 	if (!views)
 		return -ENOMEM;
 	for (i = 0; i < t->n; i++) {
-		if (visible && !visible[t->creds[i].conf->tenant_idx])
+		if (visible && !visible[i])
 			continue;
 		cred_view(&t->creds[i], now_ms, &views[i]);
 		by_state[views[i].state]++;
@@ -524,7 +524,7 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 			       series[k].name, series[k].help, series[k].name,
 			       series[k].type);
 		for (i = 0; i < t->n && r == 0; i++) {
-			if (visible && !visible[t->creds[i].conf->tenant_idx])
+			if (visible && !visible[i])
 				continue;
 			r = buf_printf(
 				out,

@@ -37,13 +37,13 @@ const char *render_file_name(const struct cred *c, enum cred_file f);
 int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,
 		     int64_t now_ms, struct buf *out);
 
-/* The root status table: one line per credential of a tenant flagged in
- * @visible (NULL: all). 0 or -errno. */
+/* The root status table: one line per credential flagged in @visible
+ * (by credential index; NULL: all). 0 or -errno. */
 int render_root_status(struct cred_table *t, const bool *visible,
 		       int64_t now_ms, struct buf *out);
 
-/* Prometheus text exposition format (version 0.0.4), for the tenants
- * flagged in @visible (NULL: all). 0 or -errno. */
+/* Prometheus text exposition format (version 0.0.4), for the
+ * credentials flagged in @visible (NULL: all). 0 or -errno. */
 int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 		   struct buf *out);
 

@@ -27,7 +27,7 @@ struct snap {
 	char data[];
 };
 
-/* Render @slot for the tenants in @visible (NULL: all) at @now_ms. */
+/* Render @slot for the credentials in @visible (NULL: all) at @now_ms. */
 typedef int (*snap_render_fn)(void *arg, size_t slot, const bool *visible,
 			      int64_t now_ms, struct buf *out);
 

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from harness import CLIENT_ID, CREDFSCTL, reap, wait_for
+from harness import CLIENT_ID, CREDFSCTL, reap, simple_config, wait_for
+from test_access import as_user, people  # noqa: F401 (a fixture)
 from test_refresh import add, ctl, rt_config, setup_store
 
 N_STOP = 20
@@ -59,5 +60,102 @@ def test_sigterm_waits_for_refreshes_in_flight_and_stores_them(
         assert m.token(t, "idp")
     assert provider.stats()["reused_refresh_tokens"] == 0
     assert not provider.revoked_families
+    m.stop()
+    m.check_log_clean()
+
+
+PROBE = r"""
+import errno, os, sys
+for op, path in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        if op == "read":
+            with open(path) as f:
+                f.read()
+        elif op == "stat":
+            os.stat(path)
+        elif op == "list":
+            os.listdir(path)
+        print("ok")
+    except OSError as e:
+        print(errno.errorcode[e.errno])
+"""
+
+
+def probe(user, *ops):
+    """errno names (or "ok") of each (op, path) done as @user."""
+    args = [a for pair in ops for a in pair]
+    r = as_user(user, "/usr/bin/python3", "-c", PROBE, *args)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_metadata_follows_the_reader_policy(mount, people, tmp_path,
+                                            public_dir):
+    """Tenant alpha has two reader uids (so its files are 0444 and only
+    the daemon decides); its credential idp narrows them to alice. Eve,
+    through a bind mount of the tenant directory, and bob, at the
+    credential level, get nothing of what they may not read: no status,
+    scopes, listing or stat; root status leaves it out."""
+    audit = str(tmp_path / "audit.log")
+
+    def config(m):
+        c = simple_config(m, tenants=("alpha",))
+        c["providers"]["other"] = dict(c["providers"]["idp"])
+        c["tenants"]["alpha"]["credentials"]["other"] = {"scopes": ["read"]}
+        c["tenants"]["alpha"]["readers"] = {
+            "uids": [people["alice"].pw_uid, people["bob"].pw_uid]}
+        c["tenants"]["alpha"]["credentials"]["idp"]["readers"] = {
+            "uids": [people["alice"].pw_uid]}
+        c["audit_log"] = audit
+        return c
+
+    m = mount(config, mnt=os.path.join(public_dir, "mnt"))
+    cred = m.path("tenants", "alpha", "idp")
+    files = ["status", "status.json", "scopes", "expires_at", "token_type",
+             "access_token"]
+    # Alice reads everything of both credentials.
+    assert probe(people["alice"], ("list", cred),
+                 *[("read", os.path.join(cred, f)) for f in files]) == \
+        ["ok"] * (1 + len(files))
+    # Bob reads alpha/other but nothing of alpha/idp.
+    assert probe(people["bob"],
+                 ("read", m.path("tenants", "alpha", "other", "status")),
+                 ("list", m.path("tenants", "alpha"))) == ["ok", "ok"]
+    assert probe(people["bob"], ("list", cred),
+                 *[("read", os.path.join(cred, f)) for f in files],
+                 *[("stat", os.path.join(cred, f)) for f in files]) == \
+        ["EACCES"] * (1 + 2 * len(files))
+    bob_status = as_user(people["bob"], "cat", m.path("status")).stdout
+    assert "alpha/other" in bob_status.replace(" ", "/") or \
+        "other" in bob_status
+    assert not [line for line in bob_status.splitlines()
+                if line.split()[:2] == ["alpha", "idp"]], bob_status
+    bob_metrics = as_user(people["bob"], "cat", m.path("metrics")).stdout
+    assert 'provider="other"' in bob_metrics
+    assert 'provider="idp"' not in bob_metrics
+
+    # Eve is no reader of alpha: through a bind mount of the tenant
+    # directory (which skips the tenant lookup) nothing is there either.
+    bind = os.path.join(public_dir, "bind")
+    os.makedirs(bind)
+    os.listdir(cred)  # root's walk leaves the names in the kernel's cache
+    subprocess.run(["mount", "--bind", m.path("tenants", "alpha"), bind],
+                   check=True)
+    try:
+        got = probe(people["eve"], ("list", bind),
+                    ("list", os.path.join(bind, "other")),
+                    ("stat", os.path.join(bind, "idp")),
+                    *[("read", os.path.join(bind, p, f))
+                      for p in ("idp", "other") for f in files])
+        assert got == ["ENOENT"] * (3 + 2 * len(files)), got
+    finally:
+        subprocess.run(["umount", bind], check=True)
+    lines = [json.loads(x) for x in open(audit) if x.strip()]
+    denied = {(a["uid"], a["outcome"], a["detail"]) for a in lines
+              if a["event"] == "denied"}
+    assert (people["bob"].pw_uid, "EACCES",
+            "not a reader of this credential") in denied
+    assert (people["eve"].pw_uid, "ENOENT",
+            "not a reader of this tenant") in denied
     m.stop()
     m.check_log_clean()
