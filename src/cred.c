@@ -135,6 +135,15 @@ bool cred_uses_store(const struct cred *c)
 
 static bool wait_until(struct cred *c, int64_t deadline);
 
+/* @c changed in a way an opener may wait for: wake the blocked ones and
+ * tell the filesystem's waiting opens. With @c's lock held. */
+static void wake_locked(struct cred_table *t, struct cred *c)
+{
+	pthread_cond_broadcast(&c->cond);
+	if (t->wake)
+		t->wake(t->wake_arg);
+}
+
 /* Nothing more to wait for: an answer, a token, or nothing to ask with. */
 static bool answered_locked(const struct cred *c)
 {
@@ -331,17 +340,32 @@ int cred_token_of_gen(struct cred *c, uint32_t gen32, struct token **out)
 	return r;
 }
 
-int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
-		    struct token **out)
+/* The open rule's answer for @c's current token @tok at @now, once no
+ * wait is due (any more). With @c's lock held. */
+static int open_answer_locked(struct cred *c, struct token *tok, int64_t now,
+			      struct token **out)
 {
-	int64_t deadline = time_mono_ms() + c->conf->timing.open_wait_ms;
+	if (tok && !token_expired(c, tok, now)) {
+		*out = token_ref(tok);
+		return 0;
+	}
+	if (c->revoked || !cred_present(c))
+		return c->revoked ? -EKEYREVOKED : -ENOENT; /* while waiting */
+	if (c->client_error)
+		return -EKEYREJECTED;
+	return tok ? -EKEYEXPIRED : -EAGAIN;
+}
+
+int cred_open_begin(struct cred_table *t, struct cred *c, uint32_t gen,
+		    struct token **out, struct cred_wait *w)
+{
 	struct token *tok;
-	uint64_t seen;
 	int64_t now;
 	bool usable;
 	int r = 0;
 
 	*out = NULL;
+	memset(w, 0, sizeof(*w));
 	pthread_mutex_lock(&c->lock);
 	if (!cred_present(c) || c->revoked) {
 		r = c->revoked ? -EKEYREVOKED : -ENOENT;
@@ -358,8 +382,10 @@ int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 			r = -ESTALE;
 		goto out;
 	}
-	if (tok && token_fresh(c, tok, now))
-		goto out_serve;
+	if (tok && token_fresh(c, tok, now)) {
+		*out = token_ref(tok);
+		goto out;
+	}
 
 	/*
 	 * Too close to expiry, or no token. While the provider is healthy,
@@ -370,31 +396,81 @@ int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 	 */
 	usable = tok && !token_expired(c, tok, now);
 	if (c->consecutive_failures == 0 || (c->in_flight && !usable)) {
-		seen = c->attempts;
-		if (!c->in_flight && t->kick)
-			t->kick(t->kick_arg, c);
-		while (c->attempts == seen && c->cur == tok && cred_present(c))
-			if (!wait_until(c, deadline))
-				break;
-		if (c->cur != tok) {
-			r = -ESTALE; /* a new generation: look it up */
+		if (c->waiting >= CRED_MAX_WAITING) {
+			r = -EAGAIN; /* enough openers wait for this one */
 			goto out;
 		}
-		now = time_real_ms();
+		c->waiting++;
+		w->tok = token_ref(tok);
+		w->seen = c->attempts;
+		w->deadline = time_mono_ms() + c->conf->timing.open_wait_ms;
+		w->active = true;
+		if (!c->in_flight && t->kick)
+			t->kick(t->kick_arg, c);
+		r = -EINPROGRESS;
+		goto out;
 	}
-	if (tok && !token_expired(c, tok, now))
-		goto out_serve;
-	if (c->revoked || !cred_present(c))
-		r = c->revoked ? -EKEYREVOKED : -ENOENT; /* while waiting */
-	else if (c->client_error)
-		r = -EKEYREJECTED;
-	else
-		r = tok ? -EKEYEXPIRED : -EAGAIN;
-	goto out;
-out_serve:
-	*out = token_ref(tok);
+	r = open_answer_locked(c, tok, now, out);
 out:
 	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* Whether @w has seen what it waits for: an answer, a new generation, the
+ * credential gone. With @c's lock held. */
+static bool wait_over_locked(const struct cred *c, const struct cred_wait *w)
+{
+	return c->attempts != w->seen || c->cur != w->tok || !cred_present(c);
+}
+
+int cred_open_resume(struct cred *c, struct cred_wait *w, struct token **out)
+{
+	int r;
+
+	*out = NULL;
+	pthread_mutex_lock(&c->lock);
+	if (!wait_over_locked(c, w) && time_mono_ms() < w->deadline) {
+		pthread_mutex_unlock(&c->lock);
+		return -EINPROGRESS;
+	}
+	if (c->cur != w->tok)
+		r = -ESTALE; /* a new generation: look it up */
+	else
+		r = open_answer_locked(c, w->tok, time_real_ms(), out);
+	c->waiting--;
+	w->active = false;
+	pthread_mutex_unlock(&c->lock);
+	token_unref(w->tok);
+	w->tok = NULL;
+	return r;
+}
+
+void cred_wait_cancel(struct cred *c, struct cred_wait *w)
+{
+	if (!w->active)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->waiting--;
+	w->active = false;
+	pthread_mutex_unlock(&c->lock);
+	token_unref(w->tok);
+	w->tok = NULL;
+}
+
+int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
+		    struct token **out)
+{
+	struct cred_wait w;
+	int r = cred_open_begin(t, c, gen, out, &w);
+
+	if (r != -EINPROGRESS)
+		return r;
+	pthread_mutex_lock(&c->lock);
+	while (!wait_over_locked(c, &w) && wait_until(c, w.deadline))
+		;
+	pthread_mutex_unlock(&c->lock);
+	r = cred_open_resume(c, &w, out);
+	/* Past the deadline resume answers whatever it has. */
 	return r;
 }
 
@@ -594,7 +670,7 @@ static void changed_locked(struct cred_table *t, struct cred *c)
 {
 	c->version++;
 	atomic_fetch_add(&t->version, 1);
-	pthread_cond_broadcast(&c->cond);
+	wake_locked(t, c);
 	if (t->replan)
 		t->replan(t->kick_arg, c);
 }
@@ -667,7 +743,7 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 	c->next_refresh_ms = next == INT64_MAX ? 0 : next;
 	c->version++;
 	atomic_fetch_add(&t->version, 1);
-	pthread_cond_broadcast(&c->cond);
+	wake_locked(t, c);
 	pthread_mutex_unlock(&c->lock);
 	token_unref(old[0]);
 	token_unref(old[1]);
@@ -683,7 +759,7 @@ int64_t cred_abandon_attempt(struct cred_table *t, struct cred *c)
 	c->next_refresh_ms = now;
 	c->version++;
 	atomic_fetch_add(&t->version, 1);
-	pthread_cond_broadcast(&c->cond);
+	wake_locked(t, c);
 	pthread_mutex_unlock(&c->lock);
 	return now;
 }
@@ -877,7 +953,7 @@ void cred_set_client_error(struct cred_table *t, struct cred *c, bool on)
 		c->client_error = on;
 		c->version++;
 		atomic_fetch_add(&t->version, 1);
-		pthread_cond_broadcast(&c->cond);
+		wake_locked(t, c);
 	}
 	pthread_mutex_unlock(&c->lock);
 }

@@ -86,6 +86,8 @@ struct cred {
 	char persist_error[OAUTH_ERROR_TEXT];
 	atomic_bool present; /* false: no record, so no directory */
 
+	unsigned waiting; /* openers waiting for a refresh, under lock */
+
 	/* Lock-free counters. */
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t open_errors;
@@ -136,6 +138,11 @@ struct cred_table {
 	 * expiry again. Called with @c's lock held. */
 	void (*replan)(void *arg, struct cred *c);
 	void *kick_arg;
+	/* Tells the filesystem that a credential changed in a way that a
+	 * waiting open may have waited for. Called with that credential's
+	 * lock held: it may only signal. */
+	void (*wake)(void *arg);
+	void *wake_arg;
 	/* Tells the filesystem that @c's directory appeared, went or changed
 	 * its tokens outside a refresh. No lock held. */
 	void (*notify)(void *arg, struct cred *c);
@@ -237,6 +244,36 @@ int cred_token_of_gen(struct cred *c, uint32_t gen32, struct token **out);
  */
 int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 		    struct token **out);
+
+/* Openers that may wait for one credential's refresh at once; more get
+ * -EAGAIN at once. */
+#define CRED_MAX_WAITING 256
+
+/* An open waiting for a refresh, without a thread: see cred_open_begin. */
+struct cred_wait {
+	struct token *tok; /* the generation it waits to see answered */
+	uint64_t seen;	   /* attempts when it began */
+	int64_t deadline;  /* monotonic ms: open_wait from the open */
+	bool active;
+};
+
+/*
+ * The open rule of cred_open_token() without blocking: the same answers,
+ * or -EINPROGRESS when the open has to wait for a refresh (which it has
+ * started if none was in flight). Then @w holds the wait: call
+ * cred_open_resume() whenever the credential woke (cred_table.wake) or
+ * the deadline passed, or cred_wait_cancel(). -EAGAIN at once when
+ * CRED_MAX_WAITING openers wait already.
+ */
+int cred_open_begin(struct cred_table *t, struct cred *c, uint32_t gen,
+		    struct token **out, struct cred_wait *w);
+
+/* -EINPROGRESS while @w still waits (no answer, deadline not passed);
+ * otherwise the open's answer, as cred_open_token() gives, and @w ends. */
+int cred_open_resume(struct cred *c, struct cred_wait *w, struct token **out);
+
+/* End @w without an answer. Safe on an ended wait. */
+void cred_wait_cancel(struct cred *c, struct cred_wait *w);
 
 /* Whether @c has a directory: false for a refresh_token credential with
  * no record in the store. Lock-free. */

@@ -108,6 +108,12 @@ struct fs {
 	int64_t start_ms;
 	struct snaps *snaps; /* rendered files, by slot */
 	size_t n_slots;
+	/* Opens waiting for a refresh, and the thread that answers them. */
+	pthread_mutex_t wlock;
+	pthread_cond_t wcond;
+	struct pending *waiting;
+	bool wkicked, wstop, wstarted;
+	pthread_t wthread;
 };
 
 static uint64_t token_ino(const struct cred *c, uint64_t gen)
@@ -563,25 +569,47 @@ static int tenant_find(const struct config *cfg, const char *name)
 	return -1;
 }
 
-/*
- * Kernel-cache path: no open() reaches the daemon, so the lookup of
- * access_token applies the open rule (wait for a first or fresher token,
- * refuse an expired one) and names only a generation fit to serve. 0 with
- * *@out referenced, or a positive errno.
- */
-static int lookup_token(struct fs *fs, struct cred *c, struct token **out)
+/* An audited open of a token, or a kernel-cache lookup of one, waiting
+ * for a refresh: no thread waits with it; the waits thread answers it
+ * (see waits_main). */
+struct pending {
+	struct pending *next;
+	fuse_req_t req;
+	struct node n;
+	struct cred_wait w;
+	bool lookup;		  /* a lookup (kernel-cache path), else an open */
+	unsigned tries;		  /* lookup: generations tried */
+	struct fuse_file_info fi; /* open */
+	struct handle *h;	  /* open */
+	struct caller who;	  /* open: decided already, for the audit */
+};
+
+/* Wait for @p's answer off the FUSE worker threads. */
+static void waits_add(struct fs *fs, struct pending *p)
 {
-	int tries, r = -EAGAIN;
+	pthread_mutex_lock(&fs->wlock);
+	p->next = fs->waiting;
+	fs->waiting = p;
+	fs->wkicked = true; /* it may have been answered already */
+	pthread_cond_signal(&fs->wcond);
+	pthread_mutex_unlock(&fs->wlock);
+}
 
-	for (tries = 0; tries < 3; tries++) {
-		struct token *cur = cred_current_token(c);
-		uint32_t gen = cur ? (uint32_t)cur->gen : 0;
+/* cred_table.wake: a credential changed; look at the waiting opens. */
+static void waits_wake(void *arg)
+{
+	struct fs *fs = arg;
 
-		token_unref(cur);
-		r = cred_open_token(fs->t, c, gen, out);
-		if (r != -ESTALE)
-			break;
-	}
+	pthread_mutex_lock(&fs->wlock);
+	fs->wkicked = true;
+	pthread_cond_signal(&fs->wcond);
+	pthread_mutex_unlock(&fs->wlock);
+}
+
+/* The answer of a kernel-cache lookup of @c's token whose open rule gave
+ * @r (*@out on success): 0 or a positive errno. */
+static int lookup_answer(struct cred *c, int r, struct token **out)
+{
 	if (r == 0 && c->conf->strict_scopes && (*out)->over) {
 		token_unref(*out);
 		*out = NULL;
@@ -591,13 +619,56 @@ static int lookup_token(struct fs *fs, struct cred *c, struct token **out)
 }
 
 /*
+ * Kernel-cache path: no open() reaches the daemon, so the lookup of
+ * access_token applies the open rule (wait for a first or fresher token,
+ * refuse an expired one) and names only a generation fit to serve. 0 with
+ * *@out referenced, or a positive errno; EINPROGRESS when it waits, with
+ * *@wait (reused if given) to hand to waits_add(). Generations are tried
+ * from @from (a rotation meanwhile tries the next, three in all).
+ */
+static int lookup_token(struct fs *fs, struct cred *c, unsigned from,
+			struct token **out, struct pending **wait)
+{
+	struct cred_wait w;
+	unsigned tries;
+	int r = -EAGAIN;
+
+	for (tries = from; tries < 3; tries++) {
+		struct token *cur = cred_current_token(c);
+		uint32_t gen = cur ? (uint32_t)cur->gen : 0;
+
+		token_unref(cur);
+		r = cred_open_begin(fs->t, c, gen, out, &w);
+		if (r == -EINPROGRESS) {
+			struct pending *p = *wait ? *wait
+						  : calloc(1, sizeof(*p));
+
+			if (!p) {
+				cred_wait_cancel(c, &w);
+				return ENOMEM;
+			}
+			p->lookup = true;
+			p->tries = tries;
+			p->n = (struct node){.kind = K_CRED_DIR, .cred = c};
+			p->w = w;
+			*wait = p;
+			return EINPROGRESS;
+		}
+		if (r != -ESTALE)
+			break;
+	}
+	return lookup_answer(c, r, out);
+}
+
+/*
  * The inode of @name in directory @parent, or 0 with *@err. For a file,
  * @held gets a reference to the content that inode serves (the current
  * token or rendering), so that the reply's attributes describe exactly it.
  */
 static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			    const struct node *parent, const char *name,
-			    struct handle *held, int *err)
+			    struct handle *held, struct pending **wait,
+			    int *err)
 {
 	const struct config *cfg = fs->t->cfg;
 	const struct tenant_conf *tc;
@@ -644,8 +715,8 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			return 0;
 		if (!strcmp(name, render_file_name(NULL, CF_ACCESS_TOKEN))) {
 			if (fs->cache_kernel) {
-				*err = lookup_token(fs, parent->cred,
-						    &held->tok);
+				*err = lookup_token(fs, parent->cred, 0,
+						    &held->tok, wait);
 				if (*err)
 					return 0;
 			} else {
@@ -686,12 +757,12 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct pending *wait = NULL;
 	struct handle held = {0};
+	struct caller who;
 	struct node p;
 	fuse_ino_t ino;
 	int err;
-
-	struct caller who;
 
 	if (!node_of(fs, parent, &p)) {
 		fuse_reply_err(req, ENOENT);
@@ -703,8 +774,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, err);
 		return;
 	}
-	ino = child_ino(fs, req, &p, name, &held, &err);
-	if (ino)
+	ino = child_ino(fs, req, &p, name, &held, &wait, &err);
+	if (!ino && err == EINPROGRESS) {
+		wait->req = req;
+		waits_add(fs, wait);
+	} else if (ino)
 		reply_entry(req, fs, ino,
 			    ino & (INO_TOKEN_BIT | INO_SNAP_BIT) ? &held
 								 : NULL);
@@ -758,31 +832,25 @@ static const char *errno_name(int e)
 	}
 }
 
-/* The audited open of a token generation: policy, freshness, scopes. */
-static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
-		      struct token **out)
+/* The end of the audited open of a token that the open rule answered @r
+ * (*@tok on success): scopes, counters and the audit line. */
+static int token_opened(struct fs *fs, struct caller *who,
+			const struct node *n, int r, struct token **tok)
 {
 	struct cred *c = n->cred;
 	struct audit_rec rec = {
 		.event = "read",
 		.tenant = c->conf->tenant,
 		.provider = c->conf->provider->name,
+		.who = who,
 	};
-	struct caller who;
-	int r;
 
-	caller_of(req, &who);
-	rec.who = &who;
-	r = node_allowed(fs, n, false, &who);
-	if (r < 0)
-		return r;
-	r = cred_open_token(fs->t, c, n->gen, out);
 	if (r == -ESTALE)
 		return r; /* the kernel looks the name up again: no line */
-	if (r == 0 && c->conf->strict_scopes && (*out)->over) {
-		token_unref(*out);
-		*out = NULL;
-		audit_denied(fs, &who, rec.tenant, rec.provider, "EACCES",
+	if (r == 0 && c->conf->strict_scopes && (*tok)->over) {
+		token_unref(*tok);
+		*tok = NULL;
+		audit_denied(fs, who, rec.tenant, rec.provider, "EACCES",
 			     "granted scopes wider than requested "
 			     "(strict_scopes)");
 		return -EACCES;
@@ -792,14 +860,164 @@ static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
 	else
 		atomic_fetch_add(&c->reads, 1);
 	rec.outcome = errno_name(-r);
-	rec.fp = *out ? (*out)->fp : NULL;
+	rec.fp = *tok ? (*tok)->fp : NULL;
 	audit_log(fs->audit, &rec);
 	return r;
+}
+
+/*
+ * The audited open of a token generation: policy, freshness, scopes.
+ * -EINPROGRESS when it waits for a refresh: then *@wait is the open to
+ * hand to waits_add().
+ */
+static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
+		      struct token **out, struct pending **wait)
+{
+	struct pending *p;
+	struct cred_wait w;
+	struct caller who;
+	int r;
+
+	caller_of(req, &who);
+	r = node_allowed(fs, n, false, &who);
+	if (r < 0)
+		return r;
+	r = cred_open_begin(fs->t, n->cred, n->gen, out, &w);
+	if (r == -EINPROGRESS) {
+		p = calloc(1, sizeof(*p));
+		if (p) {
+			p->who = who;
+			p->n = *n;
+			p->w = w;
+			*wait = p;
+			return r;
+		}
+		cred_wait_cancel(n->cred, &w);
+		r = -ENOMEM;
+	}
+	return token_opened(fs, &who, n, r, out);
+}
+
+/* Answer an open with @h (taken over), or with @err. */
+static void reply_open(struct fs *fs, fuse_req_t req,
+		       struct fuse_file_info *fi, struct handle *h, int err)
+{
+	if (err) {
+		handle_free(fs, h);
+		fuse_reply_err(req, err);
+		return;
+	}
+	/* The inode's bytes never change: the page cache may keep them. */
+	fi->keep_cache = 1;
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_open(req, fi) != 0)
+		handle_free(fs, h);
+}
+
+/* Answer the kernel-cache lookup @p whose open rule gave @r (@tok): a
+ * negative errno from the open rule, or a positive one already final. */
+static void lookup_done(struct fs *fs, struct pending *p, int r,
+			struct token *tok)
+{
+	struct handle held = {0};
+	int err = r > 0 ? r : lookup_answer(p->n.cred, r, &tok);
+
+	held.tok = tok;
+	if (err)
+		fuse_reply_err(p->req, err);
+	else
+		reply_entry(p->req, fs,
+			    token_ino(p->n.cred, tok ? tok->gen : 0), &held);
+	token_unref(held.tok);
+	free(p);
+}
+
+/* Answer the waiting opens whose wait is over (all of them with @all),
+ * and keep the others. With wlock held; drops it meanwhile. */
+static void waits_run(struct fs *fs, bool all)
+{
+	struct pending *list = fs->waiting, *keep = NULL, *p;
+	struct token *tok;
+	unsigned slot;
+	int r;
+
+	fs->waiting = NULL;
+	fs->wkicked = false;
+	pthread_mutex_unlock(&fs->wlock);
+	slot = cred_table_enter(fs->t);
+	while (list) {
+		p = list;
+		list = p->next;
+		if (all)
+			p->w.deadline = 0; /* the answer it has now */
+		r = cred_open_resume(p->n.cred, &p->w, &tok);
+		if (r == -ESTALE && p->lookup && !all)
+			r = -lookup_token(fs, p->n.cred, p->tries + 1, &tok,
+					  &p);
+		if (r == -EINPROGRESS) {
+			p->next = keep;
+			keep = p;
+			continue;
+		}
+		if (p->lookup) {
+			lookup_done(fs, p, r, tok);
+			continue;
+		}
+		r = token_opened(fs, &p->who, &p->n, r, &tok);
+		p->h->tok = tok;
+		reply_open(fs, p->req, &p->fi, p->h, -r);
+		free(p);
+	}
+	cred_table_exit(fs->t, slot);
+	pthread_mutex_lock(&fs->wlock);
+	while (keep) {
+		p = keep;
+		keep = p->next;
+		p->next = fs->waiting;
+		fs->waiting = p;
+	}
+}
+
+/*
+ * The waits thread: opens that wait for a refresh hold no FUSE worker
+ * (one tenant's slow provider must not stall the others' reads); they
+ * are answered here when their credential changes or open_wait ends.
+ */
+static void *waits_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct pending *p;
+	int64_t next;
+
+	pthread_mutex_lock(&fs->wlock);
+	while (!fs->wstop) {
+		waits_run(fs, false);
+		if (fs->wkicked || fs->wstop)
+			continue;
+		next = INT64_MAX;
+		for (p = fs->waiting; p; p = p->next)
+			if (p->w.deadline < next)
+				next = p->w.deadline;
+		if (next == INT64_MAX) {
+			pthread_cond_wait(&fs->wcond, &fs->wlock);
+		} else {
+			struct timespec ts = {
+				.tv_sec = next / 1000,
+				.tv_nsec = (next % 1000) * 1000000,
+			};
+
+			pthread_cond_timedwait(&fs->wcond, &fs->wlock, &ts);
+		}
+	}
+	waits_run(fs, true);
+	pthread_mutex_unlock(&fs->wlock);
+	return NULL;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
+	struct pending *wait = NULL;
 	struct handle *h;
 	struct node n;
 	int err = 0;
@@ -825,7 +1043,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (n.kind == K_TOKEN) {
-		err = -open_token(fs, req, &n, &h->tok);
+		err = -open_token(fs, req, &n, &h->tok, &wait);
+		if (err == EINPROGRESS) {
+			wait->req = req;
+			wait->fi = *fi;
+			wait->h = h;
+			waits_add(fs, wait);
+			return;
+		}
 	} else if (n.kind == K_SNAP) {
 		struct caller who;
 
@@ -845,16 +1070,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else {
 		err = EISDIR;
 	}
-	if (err) {
-		handle_free(fs, h);
-		fuse_reply_err(req, err);
-		return;
-	}
-	/* The inode's bytes never change: the page cache may keep them. */
-	fi->keep_cache = 1;
-	fi->fh = (uintptr_t)h;
-	if (fuse_reply_open(req, fi) != 0)
-		handle_free(fs, h);
+	reply_open(fs, req, fi, h, err);
 }
 
 /* Kernel-cache path: no open, so a read names only the inode. */
@@ -1164,6 +1380,7 @@ const struct fuse_lowlevel_ops *fs_ops(void)
 int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	   struct fs **out)
 {
+	pthread_condattr_t ca;
 	struct fs *fs;
 	size_t i;
 
@@ -1171,6 +1388,11 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	if (!fs)
 		return -ENOMEM;
 	fs->t = t;
+	pthread_mutex_init(&fs->wlock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->wcond, &ca);
+	pthread_condattr_destroy(&ca);
 	fs->audit = audit;
 	pthread_mutex_init(&fs->denial_lock, NULL);
 	for (i = 0; i < HANDLE_SHARDS; i++)
@@ -1183,11 +1405,29 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	fs->n_slots = 2 + t->n * SLOTS_PER_CRED;
 	if (snaps_new(fs->n_slots, 2, &fs->snaps) < 0)
 		goto out_free;
+	if (pthread_create(&fs->wthread, NULL, waits_main, fs) != 0)
+		goto out_free;
+	fs->wstarted = true;
+	t->wake = waits_wake;
+	t->wake_arg = fs;
 	*out = fs;
 	return 0;
 out_free:
 	fs_free(fs);
 	return -ENOMEM;
+}
+
+void fs_stop_waits(struct fs *fs)
+{
+	if (!fs || !fs->wstarted)
+		return;
+	fs->t->wake = NULL;
+	pthread_mutex_lock(&fs->wlock);
+	fs->wstop = true;
+	pthread_cond_signal(&fs->wcond);
+	pthread_mutex_unlock(&fs->wlock);
+	pthread_join(fs->wthread, NULL);
+	fs->wstarted = false;
 }
 
 void fs_free(struct fs *fs)
@@ -1196,6 +1436,9 @@ void fs_free(struct fs *fs)
 
 	if (!fs)
 		return;
+	fs_stop_waits(fs);
+	pthread_cond_destroy(&fs->wcond);
+	pthread_mutex_destroy(&fs->wlock);
 	snaps_free(fs->snaps);
 	for (i = 0; i < HANDLE_SHARDS; i++) {
 		while (fs->handles[i].head)

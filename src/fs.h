@@ -24,7 +24,10 @@ struct fuse_session;
  */
 int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	   struct fs **out);
-/* Free it. NULL is a no-op. */
+/* Answer the opens still waiting for a refresh (with what the open rule
+ * gives now) and stop waiting: before the session goes. NULL-safe. */
+void fs_stop_waits(struct fs *fs);
+/* Free it (fs_stop_waits() first). NULL is a no-op. */
 void fs_free(struct fs *fs);
 
 /* The operations table to pass to fuse_session_new() with @fs as userdata. */

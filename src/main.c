@@ -594,6 +594,7 @@ out_unmount:
 	refresher_free(rf);
 	rf = NULL;
 	warn_unpersisted(t);
+	fs_stop_waits(fs);
 	fs_set_session(fs, NULL);
 	fuse_session_unmount(se);
 out_destroy:

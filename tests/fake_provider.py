@@ -31,6 +31,7 @@ no_access_token, huge (a 10 MB body), invalid_client, invalid_grant,
 close (drop the connection without an answer), partial (promise 4 KiB,
 send 100 bytes, hang up), slowloris (promise 4 KiB, send one byte every
 "interval" seconds for up to "seconds"), redirect (307 to "location").
+Any fault but delay takes "after" seconds first (a slow failure).
 A count of -1 means until cleared.
 
 With tls=(certfile, keyfile) it speaks HTTPS (url starts with https://).
@@ -563,6 +564,7 @@ class FakeProvider:
                 if k == "delay":  # then answered (and recorded) as usual
                     time.sleep(f.kw.get("seconds", 1))
                     return False
+                time.sleep(f.kw.get("after", 0))  # a slow failure
                 with prov.lock:
                     prov._record("/token", grant, cid, "fault:" + k)
                 if k == "close":

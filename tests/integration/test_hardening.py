@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from harness import CLIENT_ID, CREDFSCTL, reap, simple_config, wait_for
+from fake_provider import FakeProvider
+from harness import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, reap,
+                     simple_config, wait_for)
 from test_access import as_user, people  # noqa: F401 (a fixture)
 from test_refresh import add, ctl, rt_config, setup_store
 
@@ -159,3 +161,87 @@ def test_metadata_follows_the_reader_policy(mount, people, tmp_path,
             "not a reader of this tenant") in denied
     m.stop()
     m.check_log_clean()
+
+
+def latencies(path, n):
+    """Seconds each of @n opens and reads of @path took."""
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        with open(path) as f:
+            f.read()
+        out.append(time.monotonic() - t0)
+    return sorted(out)
+
+
+def p99(xs):
+    return xs[int(len(xs) * 0.99) - 1]
+
+
+def test_opens_waiting_on_a_slow_provider_hold_no_worker_threads(
+        mount, provider):
+    """100 readers keep opening a token whose provider takes 4 s to fail
+    (each open waits for that answer). Another tenant on a healthy
+    provider, root status and the tenant listing answer as fast as
+    without the flood: the waiting opens hold none of the 64 FUSE
+    threads."""
+    slow = FakeProvider(clients={CLIENT_ID: CLIENT_SECRET}).start()
+    try:
+        slow.inject("status", count=-1, status=503, after=4)
+
+        def config(m):
+            c = simple_config(m, tenants=("fast",))
+            c["providers"]["slow"] = m.provider_conf(
+                token_url=slow.url + "/token", open_wait_s=10,
+                backoff_initial_s=0.01, backoff_max_s=0.01)
+            c["tenants"]["victim"] = {
+                "credentials": {"slow": {"scopes": ["read"]}}}
+            return c
+
+        m = mount(config)
+        fast = m.path("tenants", "fast", "idp", "access_token")
+        victim = m.path("tenants", "victim", "slow", "access_token")
+        before = latencies(fast, 200)
+
+        stop = threading.Event()
+        outcomes = []
+
+        def flood():
+            while not stop.is_set():
+                try:
+                    with open(victim) as f:
+                        f.read()
+                    outcomes.append("ok")
+                except OSError as e:
+                    outcomes.append(errno.errorcode[e.errno])
+
+        threads = [threading.Thread(target=flood) for _ in range(100)]
+        for t in threads:
+            t.start()
+        try:
+            # The flood is on once the slow provider holds requests and
+            # openers wait on them.
+            wait_for(lambda: slow.arrivals >= 2, 20,
+                     what="the slow provider to be asked")
+            during = latencies(fast, 200)
+            t0 = time.monotonic()
+            m.read("status")
+            os.listdir(m.path("tenants"))
+            ops = time.monotonic() - t0
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        print("fast tenant p99 %.1f ms alone, %.1f ms beside the flood; "
+              "status+ls %.1f ms; %d victim opens (%s)" %
+              (p99(before) * 1e3, p99(during) * 1e3, ops * 1e3,
+               len(outcomes), sorted(set(outcomes))))
+        assert set(outcomes) <= {"EAGAIN"}, outcomes
+        # Without the fix the healthy reads queue behind the waiting opens
+        # for seconds (4,800 ms at the median in the review).
+        assert p99(during) < max(10 * p99(before), 0.5)
+        assert ops < 0.5
+        m.stop()
+        m.check_log_clean()
+    finally:
+        slow.stop()
