@@ -207,6 +207,7 @@ void control_stop(struct control *c)
 int control_call(const char *dir, const char *request, int64_t timeout_ms,
 		 struct buf *reply, int *status)
 {
+	int64_t deadline = time_mono_ms() + timeout_ms;
 	struct sockaddr_un sa;
 	char chunk[4096], *nl;
 	int dirfd, fd, r = 0;
@@ -231,18 +232,31 @@ int control_call(const char *dir, const char *request, int64_t timeout_ms,
 		r = write_all(fd, request, strlen(request));
 	if (r == 0)
 		r = write_all(fd, "\n", 1);
-	while (r == 0 && (n = recv(fd, chunk, sizeof(chunk), 0)) != 0) {
-		if (n < 0 && errno == EINTR)
+	/* One deadline for the whole answer, however it trickles in. */
+	while (r == 0) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		int64_t left = deadline - time_mono_ms();
+
+		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		n = recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+		if (n == 0)
+			break;
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		r = n < 0 ? -errno : buf_append(reply, chunk, (size_t)n);
 	}
 	close(fd);
+	if (r == -EAGAIN || r == -EWOULDBLOCK)
+		r = -ETIMEDOUT; /* a send that timed out */
 	if (r < 0)
 		return r;
 	nl = reply->data ? memchr(reply->data, '\n', reply->len) : NULL;
 	if (!nl)
 		return -EPROTO;
-	*status = atoi(reply->data);
+	*status = (int)strtol(reply->data, NULL, 10);
 	reply->len -= (size_t)(nl + 1 - reply->data);
 	memmove(reply->data, nl + 1, reply->len);
 	reply->data[reply->len] = '\0';

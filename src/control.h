@@ -31,8 +31,9 @@ void control_stop(struct control *c);
 
 /*
  * Send @request to the daemon serving @dir and wait up to @timeout_ms for
- * the reply (into @reply, its exit status in *@status). 0, -ENOENT or
- * -ECONNREFUSED when no daemon listens, or another -errno.
+ * the whole reply (into @reply, its exit status in *@status). 0, -ENOENT
+ * or -ECONNREFUSED when no daemon listens, -ETIMEDOUT when one listens
+ * and does not answer in time (stopped, hung), or another -errno.
  */
 int control_call(const char *dir, const char *request, int64_t timeout_ms,
 		 struct buf *reply, int *status);

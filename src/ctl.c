@@ -157,6 +157,31 @@ void close_store(struct ctx *x)
 	config_free(x->cfg);
 }
 
+/* Say why credfsctl @cmd could not talk to the daemon on store @dir
+ * (control_call's @r), and what that means. */
+void daemon_problem(const char *cmd, const char *dir, int r)
+{
+	const char *sp = cmd ? " " : "";
+
+	cmd = cmd ? cmd : "";
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		fprintf(stderr,
+			"credfsctl%s%s: no credfs daemon runs on store %s\n",
+			sp, cmd, dir);
+	else if (r == -ETIMEDOUT)
+		fprintf(stderr,
+			"credfsctl%s%s: the credfs daemon on store %s does not "
+			"answer: it is stopped or hung (see its log, or "
+			"systemctl status credfs); what it serves is as it "
+			"was\n",
+			sp, cmd, dir);
+	else
+		fprintf(stderr,
+			"credfsctl%s%s: cannot reach the daemon on store "
+			"%s: %s\n",
+			sp, cmd, dir, strerror(-r));
+}
+
 /*
  * Ask the daemon on the store to act on @request, printing its answer.
  * Returns the daemon's status, or 0 with a note when none runs.
@@ -174,8 +199,11 @@ int tell_daemon(const struct config *cfg, const char *request,
 		       "store when it starts\n");
 		status = 0;
 	} else if (r < 0) {
-		fprintf(stderr, "credfsctl: cannot reach the daemon: %s\n",
-			strerror(-r));
+		daemon_problem(NULL, cfg->store_dir, r);
+		if (r == -ETIMEDOUT)
+			fprintf(stderr, "credfsctl: the store has the change; "
+					"the daemon reads it when it answers "
+					"again (SIGHUP) or starts\n");
 		status = 1;
 	} else {
 		fputs(reply.data ? reply.data : "", stdout);
@@ -689,10 +717,13 @@ static int list_main(int argc, char **argv)
 	if (open_store(a.config, STORE_ADMIN, false, &x) < 0)
 		return 1;
 	buf_init(&reply, 64 * 1024 * 1024);
-	if (control_call(x.cfg->store_dir, "status --json", 10000, &reply,
-			 &status) == 0 &&
-	    status == 0)
+	r = control_call(x.cfg->store_dir, "status --json", CTL_STATUS_MS,
+			 &reply, &status);
+	if (r == 0 && status == 0)
 		live = json_loads(reply.data, 0, NULL);
+	else if (r == -ETIMEDOUT)
+		printf("(the daemon on this store does not answer: stopped or "
+		       "hung; states are the store's)\n");
 	else
 		printf("(no daemon runs on this store: states are the "
 		       "store's)\n");
@@ -751,14 +782,9 @@ static int status_main(int argc, char **argv)
 		 a.n_pos ? " " : "", a.n_pos ? a.pos[0] : "",
 		 a.n_pos > 1 ? " " : "", a.n_pos > 1 ? a.pos[1] : "");
 	buf_init(&reply, 64 * 1024 * 1024);
-	r = control_call(cfg->store_dir, req, 10000, &reply, &status);
-	if (r == -ENOENT || r == -ECONNREFUSED)
-		fprintf(stderr,
-			"credfsctl status: no credfs daemon runs on "
-			"store %s\n",
-			cfg->store_dir);
-	else if (r < 0)
-		fprintf(stderr, "credfsctl status: %s\n", strerror(-r));
+	r = control_call(cfg->store_dir, req, CTL_STATUS_MS, &reply, &status);
+	if (r < 0)
+		daemon_problem("status", cfg->store_dir, r);
 	else
 		fputs(reply.data ? reply.data : "", status ? stderr : stdout);
 	buf_free(&reply);

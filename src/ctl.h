@@ -67,6 +67,13 @@ void close_store(struct ctx *x);
 const struct cred_conf *refresh_cred(struct ctx *x, const char *cmd,
 				     const char *tenant, const char *provider);
 
+/* How long status and list wait for a running daemon's answer. */
+#define CTL_STATUS_MS 5000
+
+/* Say why credfsctl @cmd (NULL: none named) could not talk to the daemon
+ * on store @dir (control_call()'s -errno @r). */
+void daemon_problem(const char *cmd, const char *dir, int r);
+
 /* Ask the daemon on the store to act on @request, printing its answer.
  * Its exit status, or 0 with a note when no daemon runs. */
 int tell_daemon(const struct config *cfg, const char *request,

@@ -40,6 +40,7 @@
 #include "refresher.h"
 #include "store.h"
 #include "util.h"
+#include "watchdog.h"
 
 #define MAX_FUSE_THREADS 64
 
@@ -435,6 +436,7 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	struct audit *audit = NULL;
 	struct store *store = NULL;
 	struct control *control = NULL;
+	struct watchdog *wd = NULL;
 	struct admin admin = {0};
 	uint8_t *key = NULL;
 	char err[1024];
@@ -534,6 +536,18 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	}
 	fs_set_session(fs, se);
 	atomic_store(&sigs.se, se);
+	if (notify_watchdog_ms() > 0) {
+		r = watchdog_start(o->mountpoint, notify_watchdog_ms(), &wd);
+		if (r < 0) {
+			log_error_errno(r, "cannot start the watchdog");
+			goto out_unmount;
+		}
+		refresher_set_beat(rf, watchdog_beat, wd,
+				   watchdog_every_ms(wd));
+		log_info("watchdog: WATCHDOG=1 every %lld ms while the mount "
+			 "and the refresher answer",
+			 (long long)watchdog_every_ms(wd));
+	}
 	r = refresher_start(rf);
 	if (r < 0) {
 		log_error_errno(r, "cannot start the refresher");
@@ -597,6 +611,8 @@ out_unmount:
 	fs_stop_waits(fs);
 	fs_set_session(fs, NULL);
 	fuse_session_unmount(se);
+	watchdog_stop(wd); /* its probe returns once the mount is gone */
+	wd = NULL;
 out_destroy:
 	fuse_session_destroy(se);
 out:

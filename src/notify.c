@@ -43,3 +43,20 @@ int notify(const char *fmt, ...)
 	close(fd);
 	return n < 0 ? -errno : 0;
 }
+
+int64_t notify_watchdog_ms(void)
+{
+	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	char *end;
+	long long v;
+
+	if (!usec || !usec[0])
+		return 0;
+	if (pid && pid[0] && strtoll(pid, NULL, 10) != (long long)getpid())
+		return 0; /* meant for another process */
+	errno = 0;
+	v = strtoll(usec, &end, 10);
+	if (errno || *end || v <= 0)
+		return 0;
+	return v / 1000 > 0 ? v / 1000 : 1;
+}

@@ -67,6 +67,10 @@ struct refresher {
 	int64_t drain_until;   /* monotonic: the last wait for those in flight */
 	unsigned inflight;     /* token requests in flight, every lane */
 	bool done;	       /* the thread has left its loop */
+	/* Proof of life, once a round and at least every beat_every_ms. */
+	void (*beat)(void *arg);
+	void *beat_arg;
+	int64_t beat_every_ms;
 };
 
 static bool due_before(const struct cred *a, const struct cred *b)
@@ -868,6 +872,8 @@ static void *run(void *arg)
 						       &cfg->providers[i]));
 		curl_multi_perform(rf->multi, &running);
 		reap(rf);
+		if (rf->beat)
+			rf->beat(rf->beat_arg);
 
 		cred_table_exit(rf->t, slot);
 		pthread_mutex_lock(&rf->lock);
@@ -876,6 +882,8 @@ static void *run(void *arg)
 		else
 			wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms()
 					: IDLE_WAIT_MS;
+		if (rf->beat && wait_ms > rf->beat_every_ms)
+			wait_ms = rf->beat_every_ms;
 		/* A lane held back by its provider's limits. */
 		if (rf->lane_at != INT64_MAX &&
 		    rf->lane_at - time_mono_ms() < wait_ms)
@@ -942,6 +950,14 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	t->kick_arg = rf;
 	*out = rf;
 	return 0;
+}
+
+void refresher_set_beat(struct refresher *rf, void (*beat)(void *arg),
+			void *arg, int64_t every_ms)
+{
+	rf->beat = beat;
+	rf->beat_arg = arg;
+	rf->beat_every_ms = every_ms;
 }
 
 int refresher_start(struct refresher *rf)

@@ -22,6 +22,11 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 		  refresher_expire_fn on_expire, void *arg,
 		  struct refresher **out);
 
+/* Before the start: call @beat(@arg) from the refresher's loop once a
+ * round and at least every @every_ms (the watchdog's proof of life). */
+void refresher_set_beat(struct refresher *rf, void (*beat)(void *arg),
+			void *arg, int64_t every_ms);
+
 /* Start the thread. 0 or -errno. */
 int refresher_start(struct refresher *rf);
 

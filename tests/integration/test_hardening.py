@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -245,3 +246,78 @@ def test_opens_waiting_on_a_slow_provider_hold_no_worker_threads(
         m.check_log_clean()
     finally:
         slow.stop()
+
+
+class NotifySocket:
+    """The service manager's side of sd_notify(3): a datagram socket the
+    daemon reports to (READY=1, WATCHDOG=1, ...)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+
+    def take(self):
+        """Every message that has arrived, as lists of lines."""
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(4096).decode().split("\n"))
+            except BlockingIOError:
+                return out
+
+    def pings_in(self, seconds):
+        self.take()
+        time.sleep(seconds)
+        return sum(1 for m in self.take() if "WATCHDOG=1" in m)
+
+    def close(self):
+        self.sock.close()
+        os.unlink(self.path)
+
+
+def test_watchdog_pings_stop_while_the_daemon_is_frozen(
+        mount, provider, tmp_path):
+    """Under WatchdogSec= the daemon pings WATCHDOG=1 while its mount and
+    refresher answer, and not while it is frozen (SIGSTOP), so that the
+    service manager restarts it; credfsctl says the daemon does not
+    answer instead of waiting or claiming none runs."""
+    m = mount()
+    store = tmp_path / "store"
+    setup_store(m, rt_config(m, store))
+    add(m, provider, "acme")
+    notify = NotifySocket(str(tmp_path / "notify.sock"))
+    try:
+        env = dict(os.environ, NOTIFY_SOCKET=notify.path,
+                   WATCHDOG_USEC="1000000")
+        m.start(env=env)
+        assert m.token("acme", "idp")
+        assert "watchdog: WATCHDOG=1 every 250 ms" in m.log()
+        alive = notify.pings_in(2)
+        assert alive >= 4, "%d pings in 2 s" % alive
+
+        os.kill(m.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: open("/proc/%d/stat" % m.pid).read()
+                     .split(") ")[1][0] == "T", 5, what="the stop")
+            frozen = notify.pings_in(2)
+            t0 = time.monotonic()
+            r = ctl(m, "status")
+            took = time.monotonic() - t0
+            listed = ctl(m, "list")
+        finally:
+            os.kill(m.pid, signal.SIGCONT)
+        assert frozen == 0, "%d pings while frozen" % frozen
+        assert r.returncode == 1
+        assert "does not answer: it is stopped or hung" in r.stderr, r.stderr
+        assert took < 8, took
+        assert "does not answer" in listed.stdout, listed.stdout
+        assert "no daemon runs" not in listed.stdout
+        again = notify.pings_in(2)
+        assert again >= 4, "%d pings after SIGCONT" % again
+        assert m.token("acme", "idp")
+        m.stop()
+        m.check_log_clean()
+    finally:
+        notify.close()
