@@ -69,7 +69,7 @@ mount_credfs() {
 { "log_level": "warning", "audit_log": "$work/$name.audit",
   "providers": { "idp": { "token_url": "http://127.0.0.1:$(cat "$work/$prov.port")/token",
     "client_id": "bench", "client_secret_file": "$work/secret",
-    "refresh_fraction": $fraction } },
+    "refresh_fraction": $fraction, "min_lifetime_s": 0.1 } },
   "tenants": { "t": { "readers": { "uids": [0] },
     "credentials": { "idp": { "scopes": [] } } } } }
 JSON

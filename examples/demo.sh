@@ -38,9 +38,10 @@ show() {
 	"$@"
 }
 
-# A fake provider on 127.0.0.1 that issues 8-second tokens.
+# A fake provider on 127.0.0.1 that issues 10-second tokens (the shortest
+# lifetime credfs takes as given: min_lifetime_s).
 "$python" "$here/tests/fake_provider.py" --port-file "$work/port" \
-	--lifetime 8 --client demo-client:demo-secret &
+	--lifetime 10 --client demo-client:demo-secret &
 prov_pid=$!
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
 port=$(cat "$work/port")

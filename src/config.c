@@ -427,11 +427,25 @@ static int cmp_cred(const void *a, const void *b)
 	return r ? r : strcmp(x->provider->name, y->provider->name);
 }
 
+struct scope_at {
+	const char *s;
+	size_t i;
+};
+
+static int cmp_scope_at(const void *a, const void *b)
+{
+	const struct scope_at *x = a, *y = b;
+	int r = strcmp(x->s, y->s);
+
+	return r ? r : (x->i > y->i) - (x->i < y->i);
+}
+
 static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 			struct cred_conf *cc)
 {
+	struct scope_at *order;
 	char sub[MAX_PATH_TEXT];
-	size_t i, j;
+	size_t i, dup = SIZE_MAX;
 	int r;
 
 	join(sub, path, "scopes");
@@ -442,15 +456,25 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 	r = get_strings(c, obj, path, "scopes", scope_valid,
 			"a valid scope (RFC 6749 section 3.3)", &cc->scopes,
 			&cc->n_scopes);
-	for (i = 1; r == 0 && i < cc->n_scopes; i++)
-		for (j = 0; r == 0 && j < i; j++)
-			if (!strcmp(cc->scopes[i], cc->scopes[j])) {
-				snprintf(sub, sizeof(sub), "%s.scopes[%zu]",
-					 path, i);
-				r = fail(c, sub, "\"%s\" is listed twice",
-					 cc->scopes[i]);
-			}
-	return r;
+	if (r < 0 || cc->n_scopes < 2)
+		return r;
+	/* Sorted, not pairwise: a config may list many thousands. */
+	order = calloc(cc->n_scopes, sizeof(*order));
+	if (!order)
+		return -ENOMEM;
+	for (i = 0; i < cc->n_scopes; i++)
+		order[i] = (struct scope_at){cc->scopes[i], i};
+	qsort(order, cc->n_scopes, sizeof(*order), cmp_scope_at);
+	/* The first repeat in the list is the smallest index that comes
+	 * second in its run of equal names. */
+	for (i = 1; i < cc->n_scopes; i++)
+		if (!strcmp(order[i].s, order[i - 1].s) && order[i].i < dup)
+			dup = order[i].i;
+	free(order);
+	if (dup == SIZE_MAX)
+		return 0;
+	snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, dup);
+	return fail(c, sub, "\"%s\" is listed twice", cc->scopes[dup]);
 }
 
 static const struct provider_conf *find_provider(const struct config *cfg,

@@ -259,6 +259,7 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 		snprintf(v->token_type, sizeof(v->token_type), "%s",
 			 c->cur->type);
 		memcpy(v->fp, c->cur->fp, sizeof(v->fp));
+		v->floored_from_ms = c->cur->floored_from_ms;
 		v->scopes = strdup(c->cur->scopes);
 		v->over = c->cur->over ? strdup(c->cur->over) : NULL;
 		for (size_t i = 0;
@@ -534,18 +535,25 @@ static char *scopes_text(const struct cred_conf *cc,
 static char *over_privileged(const struct cred_conf *cc,
 			     const struct oauth_token *ot)
 {
+	char **asked;
 	struct buf b;
-	size_t i, j;
+	size_t i;
 
+	if (!ot->n_scopes)
+		return NULL;
+	/* Sorted, then searched: a credential may ask for thousands. */
+	asked = calloc(cc->n_scopes + 1, sizeof(char *));
+	if (!asked)
+		return NULL;
+	memcpy(asked, cc->scopes, cc->n_scopes * sizeof(char *));
+	qsort(asked, cc->n_scopes, sizeof(char *), cmp_str);
 	buf_init(&b, 64 * 1024);
-	for (i = 0; i < ot->n_scopes; i++) {
-		for (j = 0; j < cc->n_scopes; j++)
-			if (!strcmp(ot->scopes[i], cc->scopes[j]))
-				break;
-		if (j == cc->n_scopes &&
+	for (i = 0; i < ot->n_scopes; i++)
+		if (!bsearch(&ot->scopes[i], asked, cc->n_scopes,
+			     sizeof(char *), cmp_str) &&
 		    buf_printf(&b, "%s%s", b.len ? " " : "", ot->scopes[i]) < 0)
 			break;
-	}
+	free(asked);
 	return b.data;
 }
 
@@ -600,6 +608,12 @@ struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
 	}
 	lifetime = ot->expires_in_ms >= 0 ? ot->expires_in_ms
 					  : p->default_lifetime_ms;
+	if (lifetime < p->min_lifetime_ms) {
+		/* A provider that says 0.5 s would have us refresh four times
+		 * a second, forever. */
+		tok->floored_from_ms = lifetime;
+		lifetime = p->min_lifetime_ms;
+	}
 	tok->issued_ms = sent_ms;
 	tok->expires_ms = sent_ms + lifetime;
 	fingerprint(tok->value, tok->len, tok->fp);

@@ -45,6 +45,8 @@ struct token {
 	char *scopes;	    /* granted scopes, sorted, one per line */
 	char *over;    /* granted, not requested, space-separated; or NULL */
 	char fp[9];    /* fingerprint: first 8 hex of SHA-256 */
+	int64_t floored_from_ms; /* the provider's expires_in when it was
+				  * under min_lifetime_s (raised to it); 0 */
 	char **fields; /* the provider's response_fields (NULL entries:
 			* unknown); n_fields of them */
 	size_t n_fields;
@@ -158,6 +160,7 @@ struct cred_view {
 	size_t token_len;
 	char token_type[65];
 	char fp[9];
+	int64_t floored_from_ms; /* see struct token */
 	char *scopes; /* owned by the view: free with cred_view_clear */
 	char *over;   /* likewise: over-privileged scopes, or NULL */
 	uint64_t refresh_count, failure_count, reads, open_errors;

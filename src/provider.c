@@ -474,6 +474,7 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		"grant",
 		"timeout_s",
 		"default_lifetime_s",
+		"min_lifetime_s",
 		"backoff_initial_s",
 		"backoff_max_s",
 		"max_concurrency",
@@ -542,6 +543,7 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 	};
 	p->timeout_ms = 10000;
 	p->default_lifetime_ms = 3600000;
+	p->min_lifetime_ms = 10000;
 	p->backoff_initial_ms = 1000;
 	p->backoff_max_ms = 60000;
 
@@ -568,6 +570,9 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		r = get_seconds(c, obj, path, "default_lifetime_s", 1, 31536000,
 				&p->default_lifetime_ms);
 	if (r == 0)
+		r = get_seconds(c, obj, path, "min_lifetime_s", 0.1, 3600,
+				&p->min_lifetime_ms);
+	if (r == 0)
 		r = get_seconds(c, obj, path, "backoff_initial_s", 0.01, 3600,
 				&p->backoff_initial_ms);
 	if (r == 0)
@@ -587,6 +592,14 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 				&p->high_risk, &p->n_high_risk);
 	if (r == 0)
 		r = get_bool(c, obj, path, "strict_scopes", &p->strict_scopes);
+	if (r == 0 && p->backoff_initial_ms > p->backoff_max_ms) {
+		join(sub, path, "backoff_initial_s");
+		r = fail(c, sub,
+			 "%.3g s is more than backoff_max_s (%.3g s): lower it "
+			 "or raise backoff_max_s",
+			 p->backoff_initial_ms / 1000.0,
+			 p->backoff_max_ms / 1000.0);
+	}
 	p->max_concurrency = (unsigned)conc;
 	p->max_response_bytes = (size_t)maxresp;
 	p->auth_explicit = json_object_get(given, "auth_method") != NULL;

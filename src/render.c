@@ -121,15 +121,31 @@ static bool rt_expiring(const struct cred_view *v, int64_t now)
 	return v->rt_expires_ms && v->rt_expires_ms - now < RT_WARN_MS;
 }
 
+/* What status says of a lifetime the provider gave under min_lifetime_s:
+ * "-" when none was raised. */
+static void floored_text(const struct cred *c, const struct cred_view *v,
+			 char *out, size_t n)
+{
+	if (!v->has_token || !v->floored_from_ms)
+		snprintf(out, n, "-");
+	else
+		snprintf(out, n,
+			 "the provider said %.3g s, under min_lifetime_s: "
+			 "served and refreshed as %.3g s",
+			 v->floored_from_ms / 1000.0,
+			 c->conf->provider->min_lifetime_ms / 1000.0);
+}
+
 static int render_status(struct cred_table *t, struct cred *c,
 			 const struct cred_view *v, int64_t now,
 			 struct buf *out)
 {
 	char exp[32] = "-", last[32], next[32], lerr[32], perr[32];
-	char audit_text[192], rtexp[32] = "unknown";
+	char audit_text[192], rtexp[32] = "unknown", floored[128];
 	struct buf req, gr;
 	int r;
 
+	floored_text(c, v, floored, sizeof(floored));
 	if (v->rt_expires_ms)
 		time_rfc3339(v->rt_expires_ms, rtexp);
 	audit_health(t, audit_text, sizeof(audit_text));
@@ -157,6 +173,7 @@ static int render_status(struct cred_table *t, struct cred *c,
 		"fingerprint: %s\n"
 		"expires_at: %s\n"
 		"expires_in: %" PRId64 "\n"
+		"lifetime_floored: %s\n"
 		"last_refresh: %s\n"
 		"next_refresh: %s\n"
 		"next_refresh_in: %" PRId64 "\n"
@@ -182,7 +199,8 @@ static int render_status(struct cred_table *t, struct cred *c,
 		c->conf->tenant, c->conf->provider->name, grant_name(c),
 		cred_state_name(v->state), health(v),
 		v->has_token ? v->token_type : "-", v->has_token ? v->fp : "-",
-		exp, v->has_token ? secs_until(v->expires_ms, now) : 0, last,
+		exp, v->has_token ? secs_until(v->expires_ms, now) : 0,
+		floored, last,
 		next,
 		v->next_refresh_ms ? secs_until(v->next_refresh_ms, now) : 0,
 		v->refresh_count, v->consecutive_failures, v->failure_count,
@@ -235,7 +253,7 @@ static int render_status_json(struct cred_table *t, struct cred *c,
 			      struct buf *out)
 {
 	json_t *o = json_object(), *req = json_array();
-	char audit_text[192];
+	char audit_text[192], floored[128];
 	char *text;
 	size_t i;
 	int r = -ENOMEM;
@@ -262,6 +280,10 @@ static int render_status_json(struct cred_table *t, struct cred *c,
 		o, "expires_in",
 		v->has_token ? json_integer(secs_until(v->expires_ms, now))
 			     : json_null());
+	floored_text(c, v, floored, sizeof(floored));
+	json_object_set_new(o, "lifetime_floored",
+			    strcmp(floored, "-") ? json_string(floored)
+						 : json_null());
 	json_object_set_new(o, "last_refresh", json_time(v->last_refresh_ms));
 	json_object_set_new(o, "next_refresh", json_time(v->next_refresh_ms));
 	json_object_set_new(

@@ -321,3 +321,28 @@ def test_watchdog_pings_stop_while_the_daemon_is_frozen(
         m.check_log_clean()
     finally:
         notify.close()
+
+
+def test_a_lifetime_under_the_floor_is_raised_and_said(mount, provider):
+    """expires_in 0.5 would be refreshed four times a second forever: it
+    counts as min_lifetime_s (10 s by default) and status says so."""
+    provider.lifetime = 0.5
+
+    def config(m):
+        c = simple_config(m)
+        del c["providers"]["idp"]["min_lifetime_s"]  # the default, 10 s
+        return c
+
+    m = mount(config)
+    st = m.status("acme", "idp")
+    assert st["state"] == "valid"
+    assert 8 <= st["expires_in"] <= 10, st
+    assert "said 0.5 s" in st["lifetime_floored"]
+    assert "as 10 s" in st["lifetime_floored"]
+    assert "lifetime_floored: the provider said 0.5 s" in \
+        m.read("tenants", "acme", "idp", "status")
+    before = len(provider.token_requests())
+    time.sleep(2)  # at 0.5 s a token, four refreshes would come
+    assert len(provider.token_requests()) == before
+    m.stop()
+    m.check_log_clean()

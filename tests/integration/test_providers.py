@@ -40,7 +40,8 @@ def preset_config(m, preset, **kw):
     """Provider "p" from @preset; only the token endpoint (and secrets)
     point at the fake: every other field is the preset's."""
     conf = {"preset": preset, "token_url": m.provider.url + "/token",
-            "client_id": CLIENT_ID, "client_secret_file": m.secret_file()}
+            "client_id": CLIENT_ID, "client_secret_file": m.secret_file(),
+            "min_lifetime_s": 1}
     conf.update(kw)
     return {"providers": {"p": conf},
             "tenants": {"acme": {"credentials": {"p": {"scopes": ["read"]}}}},

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "util.h"
 
 #define PROVIDER                                                             \
 	"\"providers\":{\"google\":{\"token_url\":\"https://oauth2.example/" \
@@ -209,6 +210,11 @@ static const struct {
 	{"{" PROVIDER ",\"tenants\":{\"acme\":{\"credentials\":{\"google\":"
 	 "{}}}}}",
 	 "tenants.acme.credentials.google.scopes: missing"},
+	{"{\"providers\":{\"google\":{\"token_url\":\"https://oauth2.example/"
+	 "token\",\"client_id\":\"id\",\"client_secret_file\":\"/s\","
+	 "\"backoff_initial_s\":10,\"backoff_max_s\":5}},\"tenants\":{}}",
+	 "providers.google.backoff_initial_s: 10 s is more than backoff_max_s "
+	 "(5 s): lower it or raise backoff_max_s"},
 	{"{" PROVIDER ",\"tenants\":{\"Acme\":{\"credentials\":{}}}}",
 	 "tenants.Acme: tenant names must match"},
 	{"{" PROVIDER ",\"tenants\":{\"acme/x\":{\"credentials\":{}}}}",
@@ -375,6 +381,37 @@ static void bad_configs_name_the_path(void **state)
 				 bad[i].message, err);
 		assert_null(strchr(err, '\n')); /* one line */
 	}
+}
+
+/* Many thousands of scopes are checked for repeats in one sort, and the
+ * first repeat in the list is the one named. */
+static void many_scopes_and_the_first_repeat(void **state)
+{
+	const size_t n = 50000;
+	struct buf json;
+	struct config *cfg;
+	char err[512];
+	size_t i;
+
+	buf_init(&json, 4 * 1024 * 1024);
+	assert_int_equal(buf_printf(&json, "{" PROVIDER ",\"tenants\":{\"acme"
+				    "\":{\"credentials\":{\"google\":{"
+				    "\"scopes\":["),
+			 0);
+	for (i = 0; i < n; i++)
+		assert_int_equal(buf_printf(&json, "%s\"s%zu\"", i ? "," : "",
+					    i),
+				 0);
+	assert_int_equal(buf_printf(&json, "]}}}}}"), 0);
+	assert_int_equal(parse(json.data, &cfg, err), 0);
+	assert_int_equal(cfg->creds[0].n_scopes, n);
+	config_free(cfg);
+	/* Two repeats: s7 at n + 1 and s3 at n; the earlier one is named. */
+	json.len -= strlen("]}}}}}");
+	assert_int_equal(buf_printf(&json, ",\"s3\",\"s7\",\"s3\"]}}}}}"), 0);
+	assert_int_equal(parse(json.data, &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "scopes[50000]: \"s3\" is listed twice"));
+	buf_free(&json);
 }
 
 static void secret_file_checks(void **state)
@@ -571,6 +608,7 @@ int main(void)
 		cmocka_unit_test(cache_kernel_needs_expressible_readers),
 		cmocka_unit_test(high_risk_allowed_explicitly),
 		cmocka_unit_test(bad_configs_name_the_path),
+		cmocka_unit_test(many_scopes_and_the_first_repeat),
 		cmocka_unit_test(secret_file_checks),
 		cmocka_unit_test(presets_fill_the_provider),
 		cmocka_unit_test(preset_fields_are_overridable),
