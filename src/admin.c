@@ -174,18 +174,25 @@ void admin_free(struct admin *a)
 		config_free((struct config *)a->t->cfg);
 }
 
-void admin_reload(struct admin *a, struct buf *reply)
+int admin_reload(struct admin *a, struct buf *reply)
 {
 	struct cred_table *t = a->t;
 	char msg[512];
 	unsigned slot;
 	size_t i;
+	int r;
 
 	pthread_mutex_lock(&a->lock);
 	if (a->config_path)
 		reload_config(a, reply);
-	if (audit_reopen(a->audit) < 0)
-		log_error("reload: cannot reopen the audit log");
+	r = audit_reopen(a->audit);
+	if (r < 0)
+		log_error("reload: cannot reopen the audit log %s: %s; lines "
+			  "still go to the file it had open",
+			  a->original->audit_log,
+			  r == -ELOOP ? "it is a symbolic link, which is not "
+					"followed"
+				      : strerror(-r));
 	slot = cred_table_enter(t);
 	for (i = 0; i < t->n; i++) {
 		struct cred *c = &t->creds[i];
@@ -199,6 +206,7 @@ void admin_reload(struct admin *a, struct buf *reply)
 	cred_table_exit(t, slot);
 	reclaim(a);
 	pthread_mutex_unlock(&a->lock);
+	return r;
 }
 
 static int reload_one(struct admin *a, const char *tenant, const char *provider,

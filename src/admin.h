@@ -57,9 +57,10 @@ int admin_request(void *admin, const char *request, struct buf *reply);
  * SIGHUP: reload the configuration (applied if it is valid and has the
  * same shape, see config_same_shape(); otherwise the running one stays and
  * the log says why), reopen the audit log and reread every record. What
- * changed goes to the log, and to @reply if not NULL.
+ * changed goes to the log, and to @reply if not NULL. Returns 0, or the
+ * -errno of reopening the audit log (said in the log).
  */
-void admin_reload(struct admin *a, struct buf *reply);
+int admin_reload(struct admin *a, struct buf *reply);
 
 /* Free the configurations reloads replaced (all threads stopped). */
 void admin_free(struct admin *a);

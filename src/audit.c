@@ -86,6 +86,36 @@ static void set_str(json_t *o, const char *key, const char *v)
 	json_object_set_new(o, key, v ? json_string(v) : json_null());
 }
 
+/* Text from outside (a process name, a cgroup path) that need not be
+ * UTF-8: kept as it is when it is, else with every byte over 0x7f written
+ * as \xNN, so the field is never dropped. */
+static void set_outside(json_t *o, const char *key, const char *v)
+{
+	char out[4 * 512 + 1];
+	json_t *s;
+	size_t i, n = 0;
+
+	if (!v) {
+		set_str(o, key, NULL);
+		return;
+	}
+	s = json_string(v);
+	if (!s) {
+		for (i = 0; v[i] && n + 5 < sizeof(out); i++) {
+			unsigned char ch = (unsigned char)v[i];
+
+			if (ch < 0x80)
+				out[n++] = (char)ch;
+			else
+				n += (size_t)snprintf(out + n, sizeof(out) - n,
+						      "\\x%02x", ch);
+		}
+		out[n] = '\0';
+		s = json_string(out);
+	}
+	json_object_set_new(o, key, s ? s : json_null());
+}
+
 void audit_log(struct audit *a, const struct audit_rec *rec)
 {
 	char when[32], ms[8];
@@ -110,8 +140,8 @@ void audit_log(struct audit *a, const struct audit_rec *rec)
 		json_object_set_new(o, "uid", json_integer(rec->who->uid));
 		json_object_set_new(o, "gid", json_integer(rec->who->gid));
 		json_object_set_new(o, "pid", json_integer(rec->who->pid));
-		set_str(o, "comm", caller_comm(rec->who));
-		set_str(o, "cgroup", caller_audit_cgroup(rec->who));
+		set_outside(o, "comm", caller_comm(rec->who));
+		set_outside(o, "cgroup", caller_audit_cgroup(rec->who));
 	} else {
 		set_str(o, "uid", NULL);
 		set_str(o, "gid", NULL);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 
 #include <curl/curl.h>
@@ -998,11 +999,59 @@ int config_read(const char *path, struct config **out, char *err, size_t errlen)
 	r = file_read_capped(path, CONFIG_MAX_BYTES, false, &b);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: cannot read: %s", path,
-			 r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+			 file_read_error(r, "larger than 1 MiB"));
 		return r;
 	}
 	r = config_parse(b.data, b.len, path, out, err, errlen);
 	buf_free(&b);
+	return r;
+}
+
+/*
+ * The audit log the daemon will open (O_APPEND, O_NOFOLLOW, created if
+ * missing): a regular file, or a name in an existing directory. The
+ * daemon and credfsctl check decide alike.
+ */
+static int check_audit_log(const struct config *cfg, char *err, size_t errlen)
+{
+	const char *p = cfg->audit_log;
+	char *dir, *slash;
+	struct stat st;
+	int r = 0;
+
+	if (!p)
+		return 0;
+	if (lstat(p, &st) == 0) {
+		if (S_ISREG(st.st_mode))
+			return 0;
+		snprintf(err, errlen,
+			 "%s: audit_log: %s is %s: name a regular file (it is "
+			 "created, mode 0600, if missing)",
+			 cfg->path, p,
+			 S_ISDIR(st.st_mode)   ? "a directory"
+			 : S_ISLNK(st.st_mode) ? "a symbolic link (not followed)"
+					       : "not a regular file");
+		return -EINVAL;
+	}
+	if (errno != ENOENT) {
+		r = -errno;
+		snprintf(err, errlen, "%s: audit_log: %s: %s", cfg->path, p,
+			 strerror(-r));
+		return r;
+	}
+	dir = strdup(p);
+	if (!dir)
+		return -ENOMEM;
+	slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if (slash && (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))) {
+		snprintf(err, errlen,
+			 "%s: audit_log: %s: the directory %s does not exist",
+			 cfg->path, p, dir);
+		r = -ENOENT;
+	}
+	free(dir);
 	return r;
 }
 
@@ -1012,7 +1061,9 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 
 	if (r < 0)
 		return r;
-	r = config_load_secrets(*out, err, errlen);
+	r = check_audit_log(*out, err, errlen);
+	if (r == 0)
+		r = config_load_secrets(*out, err, errlen);
 	if (r < 0) {
 		config_free(*out);
 		*out = NULL;

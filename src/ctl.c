@@ -226,7 +226,7 @@ static int read_input(const char *from_file, struct buf *in)
 				     in);
 		if (r < 0)
 			fprintf(stderr, "credfsctl: %s: %s\n", from_file,
-				strerror(-r));
+				file_read_error(r, "too large for a record"));
 		return r;
 	}
 	buf_init(in, RECORD_MAX_BYTES / 2);
@@ -517,9 +517,18 @@ static int add_main(int argc, char **argv)
 	if (!cc)
 		goto out;
 	r = read_input(a.from_file, &in);
-	if (r == 0)
-		r = parse_input(in.data ? in.data : (char *)"", &rec, err,
-				sizeof(err));
+	if (r < 0)
+		goto out; /* read_input said why */
+	if (in.data && memchr(in.data, '\0', in.len)) {
+		/* A C string would end there, and store half a token. */
+		fprintf(stderr, "credfsctl add: the input holds a NUL byte: "
+				"give the refresh token (or token response) "
+				"as text\n");
+		r = -EINVAL;
+		goto out;
+	}
+	r = parse_input(in.data ? in.data : (char *)"", &rec, err,
+			sizeof(err));
 	if (r == -EINVAL)
 		fprintf(stderr, "credfsctl add: %s\n", err);
 	/* A refresh token the profile knows the life of, from now. */

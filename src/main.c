@@ -200,6 +200,26 @@ static int make_shared(const char *dir)
 	return 0;
 }
 
+/* Whether a credfs mount is on @dir (absolute, resolved) now. */
+static bool credfs_mounted_on(const char *dir)
+{
+	char line[4096], *save = NULL, *src, *mp, *type;
+	bool found = false;
+	FILE *f = fopen("/proc/self/mounts", "re");
+
+	/* "source mountpoint type options 0 0" (octal escapes in names). */
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		src = strtok_r(line, " ", &save);
+		mp = strtok_r(NULL, " ", &save);
+		type = strtok_r(NULL, " ", &save);
+		found = src && mp && type && !strcmp(mp, dir) &&
+			!strcmp(type, "fuse.credfs");
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
 /* Fork; the parent waits for the child's readiness byte and exits with it. */
 static int daemonize(int *ready_fd)
 {
@@ -338,8 +358,11 @@ static void *sigs_main(void *arg)
 			continue;
 		notify("RELOADING=1\nMONOTONIC_USEC=%lld",
 		       (long long)time_mono_ms() * 1000);
-		admin_reload(g->admin, NULL);
-		log_info("SIGHUP: audit log reopened, store reread");
+		if (admin_reload(g->admin, NULL) == 0)
+			log_info("SIGHUP: audit log reopened, store reread");
+		else
+			log_info("SIGHUP: store reread; the audit log was not "
+				 "reopened");
 		notify("READY=1\nSTATUS=serving %zu credentials",
 		       g->admin->t->n);
 	}
@@ -696,6 +719,17 @@ int main(int argc, char **argv)
 	}
 	/* Absolute: the daemon leaves for / and must still unmount it. */
 	o.mountpoint = mountpoint;
+	if (credfs_mounted_on(mountpoint)) {
+		/* A live one (a dead one was taken away above): mounting over
+		 * it would hide it, and its readers would not know. */
+		fprintf(stderr,
+			"credfs: %s: a running credfs daemon serves this mount "
+			"point; stop it first (systemctl stop credfs, or "
+			"fusermount3 -u %s), or choose another\n",
+			mountpoint, mountpoint);
+		r = -EBUSY;
+		goto out;
+	}
 	if (!o.foreground) {
 		r = daemonize(&ready_fd);
 		if (r < 0) {

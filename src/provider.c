@@ -628,9 +628,7 @@ static int load_private_key(struct provider_conf *p, const char *cfg_path,
 		snprintf(err, errlen,
 			 "%s: providers.%s.private_key_file: %s: %s", cfg_path,
 			 p->name, p->private_key_file,
-			 r == -EPERM ? "readable or writable by group or "
-				       "others; chmod 600 it"
-				     : strerror(-r));
+			 file_read_error(r, "larger than 64 KiB"));
 		return r;
 	}
 	bio = BIO_new_mem_buf(b.data, (int)b.len);
@@ -670,7 +668,7 @@ static int check_ca_file(const struct provider_conf *p, const char *cfg_path,
 		snprintf(err, errlen,
 			 "%s: providers.%s.ca_file: cannot read %s: %s",
 			 cfg_path, p->name, p->ca_file,
-			 r == -EFBIG ? "larger than 4 MiB" : strerror(-r));
+			 file_read_error(r, "larger than 4 MiB"));
 		return r;
 	}
 	bio = BIO_new_mem_buf(b.data, (int)b.len);
@@ -917,7 +915,7 @@ int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 			 "%s: providers.%s.client_secret_"
 			 "file: cannot read %s: %s",
 			 cfg_path, p->name, p->client_secret_file,
-			 r == -EFBIG ? "larger than 4096 bytes" : strerror(-r));
+			 file_read_error(r, "larger than 4096 bytes"));
 		return r;
 	}
 	while (b.len &&

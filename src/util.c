@@ -137,6 +137,19 @@ void time_rfc3339(int64_t ms, char out[32])
 		snprintf(out, 32, "1970-01-01T00:00:00Z");
 }
 
+const char *file_read_error(int r, const char *cap_text)
+{
+	switch (r) {
+	case -EINVAL:
+		return "not a regular file (a directory, FIFO or device is "
+		       "not read): name the file itself";
+	case -EFBIG: return cap_text;
+	case -EPERM:
+		return "readable or writable by group or others; chmod 600 it";
+	default: return strerror(-r);
+	}
+}
+
 int file_read_capped(const char *path, size_t cap, bool private_only,
 		     struct buf *out)
 {
@@ -146,7 +159,8 @@ int file_read_capped(const char *path, size_t cap, bool private_only,
 	int fd, r;
 
 	buf_init(out, cap);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO would wait for a writer; it is refused below. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {

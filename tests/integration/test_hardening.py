@@ -10,6 +10,7 @@ open, what credfsctl prints.
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -346,3 +347,123 @@ def test_a_lifetime_under_the_floor_is_raised_and_said(mount, provider):
     assert len(provider.token_requests()) == before
     m.stop()
     m.check_log_clean()
+
+
+def printable(text):
+    return all(ch == "\n" or " " <= ch <= "~" for ch in text)
+
+
+def test_add_refuses_a_directory_and_a_nul_byte(mount, provider, tmp_path):
+    m = mount()
+    store = tmp_path / "store"
+    setup_store(m, rt_config(m, store))
+    r = ctl(m, "add", "acme", "idp", "--from-file", str(tmp_path))
+    assert r.returncode == 1
+    assert "not a regular file" in r.stderr, r.stderr
+    assert printable(r.stderr), repr(r.stderr)  # no uninitialised bytes
+    rt = provider.mint_refresh_token(CLIENT_ID, "read")
+    r = ctl(m, "add", "acme", "idp", input=rt[:8] + "\0" + rt[8:])
+    assert r.returncode == 1
+    assert "holds a NUL byte" in r.stderr, r.stderr
+    assert not os.path.exists(store / "acme" / "idp.rec"), "half stored"
+
+
+def test_fifos_are_refused_without_blocking(mount, provider, tmp_path):
+    """A FIFO as client_secret_file or --from-file: check, the daemon's
+    start, a reload and add each refuse it at once, naming it."""
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo, 0o600)
+    m = mount()
+    store = tmp_path / "store"
+    cfg = rt_config(m, store)
+    setup_store(m, cfg)
+    r = ctl(m, "add", "acme", "idp", "--from-file", fifo, timeout=10)
+    assert r.returncode == 1 and "not a regular file" in r.stderr, r.stderr
+
+    good = cfg["providers"]["idp"]["client_secret_file"]
+    cfg["providers"]["idp"]["client_secret_file"] = fifo
+    m.write_config(cfg)
+    r = ctl(m, "check", timeout=10)
+    assert r.returncode == 1
+    assert "client_secret_file: cannot read %s: not a regular file" % fifo \
+        in r.stderr, r.stderr
+    r = m.start(check=False, timeout=10)
+    assert r.returncode != 0
+    assert "not a regular file" in m.log()
+
+    cfg["providers"]["idp"]["client_secret_file"] = good
+    m.write_config(cfg)
+    m.start()
+    add(m, provider, "acme")
+    assert m.token("acme", "idp")
+    cfg["providers"]["idp"]["client_secret_file"] = fifo
+    m.write_config(cfg)
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "not a regular file" in m.log(), 10,
+             what="the reload refused")
+    assert m.token("acme", "idp")  # the running configuration stays
+    m.stop()
+    m.check_log_clean()
+
+
+def test_check_and_the_daemon_refuse_a_directory_as_audit_log(
+        mount, tmp_path):
+    def config(m):
+        c = simple_config(m)
+        c["audit_log"] = str(tmp_path)
+        return c
+
+    m = mount()
+    m.write_config(config(m))
+    r = ctl(m, "check")
+    assert r.returncode == 1
+    want = "audit_log: %s is a directory: name a regular file" % tmp_path
+    assert want in r.stderr, r.stderr
+    r = m.start(check=False, timeout=10)
+    assert r.returncode != 0 and want in m.log()
+
+
+def test_audit_keeps_a_process_name_that_is_not_utf8(mount, tmp_path,
+                                                     public_dir):
+    audit = str(tmp_path / "audit.log")
+
+    def config(m):
+        c = simple_config(m)
+        c["audit_log"] = audit
+        return c
+
+    m = mount(config)
+    prog = os.path.join(public_dir, b"r\xe9ad\xff".decode("latin-1"))
+    shutil.copy("/bin/cat", prog.encode("latin-1"))
+    r = subprocess.run([prog.encode("latin-1"),
+                        m.path("tenants", "acme", "idp", "access_token")],
+                       capture_output=True)
+    assert r.returncode == 0
+    reads = [json.loads(x) for x in open(audit) if '"read"' in x]
+    assert [a["comm"] for a in reads] == ["r\\xe9ad\\xff"], reads
+
+    # An audit log replaced by a symbolic link is not followed, and the
+    # log says so, and does not claim it was reopened.
+    os.rename(audit, audit + ".old")
+    os.symlink(str(tmp_path / "elsewhere"), audit)
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: store reread; the audit log was not "
+             "reopened" in m.log(), 10, what="the reload")
+    assert "cannot reopen the audit log %s: it is a symbolic link" % audit \
+        in m.log()
+    assert "audit log reopened" not in m.log()
+    assert not os.path.exists(tmp_path / "elsewhere")
+    m.stop()
+
+
+def test_a_second_daemon_does_not_mount_over_a_live_one(mount):
+    m = mount(simple_config)
+    other = mount(name="other", mnt=m.mnt)
+    other.write_config(simple_config(other))
+    r = other.start(check=False, timeout=10)
+    assert r.returncode != 0
+    assert "a running credfs daemon serves this mount point" in other.log()
+    with open("/proc/mounts") as f:
+        assert sum(1 for line in f
+                   if line.split()[1] == os.path.realpath(m.mnt)) == 1
+    assert m.token("acme", "idp")
