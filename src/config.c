@@ -1022,15 +1022,17 @@ static int check_audit_log(const struct config *cfg, char *err, size_t errlen)
 	if (!p)
 		return 0;
 	if (lstat(p, &st) == 0) {
-		if (S_ISREG(st.st_mode))
-			return 0;
+		if (S_ISREG(st.st_mode) || S_ISCHR(st.st_mode))
+			return 0; /* a file, or a device such as /dev/null */
 		snprintf(err, errlen,
 			 "%s: audit_log: %s is %s: name a regular file (it is "
-			 "created, mode 0600, if missing)",
+			 "created, mode 0600, if missing) or a character "
+			 "device",
 			 cfg->path, p,
-			 S_ISDIR(st.st_mode)   ? "a directory"
-			 : S_ISLNK(st.st_mode) ? "a symbolic link (not followed)"
-					       : "not a regular file");
+			 S_ISDIR(st.st_mode)    ? "a directory"
+			 : S_ISLNK(st.st_mode)  ? "a symbolic link (not followed)"
+			 : S_ISFIFO(st.st_mode) ? "a FIFO (its open would wait)"
+						: "not a regular file");
 		return -EINVAL;
 	}
 	if (errno != ENOENT) {

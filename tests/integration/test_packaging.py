@@ -70,6 +70,8 @@ def test_example_config_is_valid(tmp_path):
     os.chmod(secret, 0o600)
     for p in config["providers"].values():
         p["client_secret_file"] = str(secret)
+    # Its directory is the unit's LogsDirectory=, not there on a test host.
+    config["audit_log"] = str(tmp_path / "audit.log")
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     r = subprocess.run([CREDFSCTL, "check", "--config", str(path)],
