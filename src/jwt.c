@@ -3,11 +3,13 @@
  * over SHA-256; ES256 is ECDSA P-256 over SHA-256, whose DER signature is
  * turned into the fixed 64-byte r || s that JWS wants (RFC 7518 3.4).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -100,9 +102,26 @@ out:
 	return r;
 }
 
-int jwt_client_assertion(const struct provider_conf *p, int64_t now_s,
-			 char **out)
+/* The lower-cased host of @url into @host, or false. */
+static bool host_of(const char *url, char *host, size_t n)
 {
+	CURLU *u = curl_url();
+	char *h = NULL;
+	bool ok = u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
+		  !curl_url_get(u, CURLUPART_HOST, &h, 0) && strlen(h) < n;
+
+	if (ok)
+		for (size_t i = 0; (host[i] = (char)tolower(h[i])); i++)
+			;
+	curl_free(h);
+	curl_url_cleanup(u);
+	return ok;
+}
+
+int jwt_client_assertion(const struct provider_conf *p, const char *endpoint,
+			 int64_t now_s, char **out)
+{
+	char want[256], got[256];
 	EVP_PKEY *key = p->private_key;
 	bool ec = key && EVP_PKEY_is_a(key, "EC");
 	json_t *h = json_object(), *c = json_object();
@@ -117,6 +136,12 @@ int jwt_client_assertion(const struct provider_conf *p, int64_t now_s,
 		r = -ENOKEY;
 	if (!key || !h || !c)
 		goto out;
+	if (p->jwt_audience &&
+	    (!host_of(p->jwt_audience, want, sizeof(want)) ||
+	     !host_of(endpoint, got, sizeof(got)) || strcmp(want, got))) {
+		r = -EXDEV; /* an assertion for one host, sent to another */
+		goto out;
+	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1 ||
 	    b64url(rnd, sizeof(rnd), &jti) < 0)
 		goto out;
@@ -128,7 +153,7 @@ int jwt_client_assertion(const struct provider_conf *p, int64_t now_s,
 	json_object_set_new(c, "sub", json_string(p->client_id));
 	json_object_set_new(
 		c, "aud",
-		json_string(p->jwt_audience ? p->jwt_audience : p->token_url));
+		json_string(p->jwt_audience ? p->jwt_audience : endpoint));
 	json_object_set_new(c, "jti", json_string(jti));
 	json_object_set_new(c, "iat", json_integer(now_s));
 	json_object_set_new(c, "exp", json_integer(now_s + 60));

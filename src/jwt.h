@@ -15,11 +15,14 @@ struct provider_conf;
 int b64url(const void *p, size_t n, char **out);
 
 /*
- * A fresh assertion for @p at @now_s (Unix seconds): iss and sub the
- * client_id, aud the jwt_audience or the token_url, a random jti, iat, and
- * exp one minute later. 0 with a new string in *@out (wipe it), or -errno.
+ * A fresh assertion for one request of @p to @endpoint at @now_s (Unix
+ * seconds): iss and sub the client_id, aud the endpoint itself (or the
+ * configured jwt_audience, only when @endpoint is on the host it names:
+ * else -EXDEV, nothing made), a random jti, iat, and exp one minute later,
+ * so that whoever runs one endpoint cannot replay it at another. 0 with a
+ * new string in *@out (wipe it), or -errno.
  */
-int jwt_client_assertion(const struct provider_conf *p, int64_t now_s,
-			 char **out);
+int jwt_client_assertion(const struct provider_conf *p, const char *endpoint,
+			 int64_t now_s, char **out);
 
 #endif

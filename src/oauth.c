@@ -124,8 +124,8 @@ out:
 
 /* Client authentication (RFC 6749 2.3.1, RFC 7523 2.2; none: RFC 6749
  * 2.1 public clients send only their id). */
-static int client_auth(const struct provider_conf *p, struct buf *body,
-		       char **auth_header)
+static int client_auth(const struct provider_conf *p, const char *url,
+		       struct buf *body, char **auth_header)
 {
 	char *jwt = NULL;
 	int r = 0;
@@ -139,7 +139,7 @@ static int client_auth(const struct provider_conf *p, struct buf *body,
 		return r;
 	case AUTH_NONE: return form_add(body, "client_id", p->client_id);
 	case AUTH_PRIVATE_KEY_JWT:
-		r = jwt_client_assertion(p, time_real_ms() / 1000, &jwt);
+		r = jwt_client_assertion(p, url, time_real_ms() / 1000, &jwt);
 		if (r == 0)
 			r = form_add(body, "client_id", p->client_id);
 		if (r == 0)
@@ -154,8 +154,9 @@ static int client_auth(const struct provider_conf *p, struct buf *body,
 	return -EINVAL;
 }
 
-int oauth_build_form(const struct provider_conf *p, const char *const *pairs,
-		     bool token_params, struct buf *body, char **auth_header)
+int oauth_build_form(const struct provider_conf *p, const char *url,
+		     const char *const *pairs, bool token_params,
+		     struct buf *body, char **auth_header)
 {
 	size_t i;
 	int r = 0;
@@ -168,7 +169,7 @@ int oauth_build_form(const struct provider_conf *p, const char *const *pairs,
 	for (i = 0; r == 0 && token_params && i < p->n_params; i++)
 		r = form_add(body, p->params[i].name, p->params[i].value);
 	if (r == 0)
-		r = client_auth(p, body, auth_header);
+		r = client_auth(p, url, body, auth_header);
 	if (r < 0) {
 		buf_free(body);
 		strfreezero(*auth_header);
@@ -211,8 +212,8 @@ int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
 			NULL,
 		};
 
-		r = oauth_build_form(cc->provider, pairs, true, body,
-				     auth_header);
+		r = oauth_build_form(cc->provider, cc->provider->token_url,
+				     pairs, true, body, auth_header);
 	}
 	buf_free(&scope);
 	return r;

@@ -70,14 +70,16 @@ int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
 			struct buf *body, char **auth_header);
 
 /*
- * A form for one of @p's endpoints: the name/value @pairs (a NULL-ended
+ * A form for @p's endpoint @url: the name/value @pairs (a NULL-ended
  * list; pairs with a NULL value are left out), with @token_params the
  * provider's extra token_params, then client authentication (a header in
- * *@auth_header for client_secret_basic, else form fields). Wipe both.
- * 0 or -errno.
+ * *@auth_header for client_secret_basic, else form fields; a
+ * private_key_jwt assertion is made afresh for @url alone). Wipe both.
+ * 0 or -errno (-EXDEV: an assertion would go to a host it does not name).
  */
-int oauth_build_form(const struct provider_conf *p, const char *const *pairs,
-		     bool token_params, struct buf *body, char **auth_header);
+int oauth_build_form(const struct provider_conf *p, const char *url,
+		     const char *const *pairs, bool token_params,
+		     struct buf *body, char **auth_header);
 
 /* @cc's scopes, space-separated; with @authorization also the provider's
  * authorization_scopes (e.g. offline_access). 0 or -errno. */

@@ -425,7 +425,7 @@ static int post(const struct provider_conf *p, const char *url,
 	int r;
 
 	*req = NULL;
-	r = oauth_build_form(p, pairs, token_params, &body, &auth);
+	r = oauth_build_form(p, url, pairs, token_params, &body, &auth);
 	if (r == 0)
 		r = http_req_new(p, url, &body, auth, NULL, req);
 	if (r == 0)

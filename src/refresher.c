@@ -376,7 +376,8 @@ static void introspect(struct refresher *rf, struct cred *c)
 				       "access_token", NULL};
 
 		c->introspect_gen = tok->gen;
-		r = oauth_build_form(p, pairs, false, &body, &auth);
+		r = oauth_build_form(p, p->introspection_url, pairs, false,
+				     &body, &auth);
 		if (r == 0)
 			r = http_req_new(p, p->introspection_url, &body, auth,
 					 c, &req);

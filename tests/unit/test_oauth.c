@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <jansson.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
 
 #include "config.h"
 #include "jwt.h"
@@ -281,12 +284,87 @@ static void forms_and_public_clients(void **state)
 	struct buf body;
 	char *auth;
 
-	assert_int_equal(oauth_build_form(&p, pairs, true, &body, &auth), 0);
+	assert_int_equal(oauth_build_form(&p, "https://idp.example/token", pairs,
+					  true, &body, &auth),
+			 0);
 	assert_string_equal(body.data, "grant_type=authorization_code"
 				       "&code=c%2F1&code_verifier=v"
 				       "&client_id=pub");
 	assert_null(auth);
 	buf_free(&body);
+}
+
+/* The claims of assertion @jwt, decoded. */
+static json_t *jwt_claims(const char *jwt)
+{
+	const char *a = strchr(jwt, '.'), *b = a ? strchr(a + 1, '.') : NULL;
+	char b64[1024];
+	unsigned char raw[1024];
+	size_t n, i;
+	int len;
+
+	assert_non_null(b);
+	n = (size_t)(b - a - 1);
+	assert_true(n + 4 < sizeof(b64));
+	for (i = 0; i < n; i++)
+		b64[i] = a[1 + i] == '-' ? '+' : a[1 + i] == '_' ? '/' : a[1 + i];
+	while (i % 4)
+		b64[i++] = '=';
+	b64[i] = '\0';
+	len = EVP_DecodeBlock(raw, (unsigned char *)b64, (int)i);
+	assert_true(len > 0);
+	while (len > 0 && raw[len - 1] == '\0')
+		len--; /* the padding's bytes */
+	return json_loadb((char *)raw, (size_t)len, 0, NULL);
+}
+
+/* Each private_key_jwt assertion names the one endpoint it goes to, so a
+ * revocation or introspection endpoint cannot replay it at the token
+ * endpoint; a fixed jwt_audience is only sent to its own host. */
+static void assertions_are_bound_to_their_endpoint(void **state)
+{
+	struct provider_conf p = {.client_id = "cid",
+				  .auth = AUTH_PRIVATE_KEY_JWT,
+				  .token_url = "https://idp.example/token"};
+	const char *pairs[] = {"token", "x", NULL};
+	const char *urls[] = {"https://idp.example/token",
+			      "https://revoke.example/revoke"};
+	json_t *claims[2];
+	struct buf body;
+	char *auth, *jwt, *jti[2];
+	size_t i;
+
+	p.private_key = EVP_EC_gen("P-256");
+	assert_non_null(p.private_key);
+	for (i = 0; i < 2; i++) {
+		assert_int_equal(oauth_build_form(&p, urls[i], pairs, false,
+						  &body, &auth),
+				 0);
+		jwt = strstr(body.data, "client_assertion=");
+		assert_non_null(jwt);
+		claims[i] = jwt_claims(jwt + strlen("client_assertion="));
+		assert_non_null(claims[i]);
+		assert_string_equal(
+			json_string_value(json_object_get(claims[i], "aud")),
+			urls[i]);
+		jti[i] = (char *)json_string_value(
+			json_object_get(claims[i], "jti"));
+		assert_true(json_integer_value(json_object_get(claims[i],
+							       "exp")) -
+				    json_integer_value(
+					    json_object_get(claims[i], "iat")) <=
+			    60);
+		buf_free(&body);
+	}
+	assert_string_not_equal(jti[0], jti[1]);
+	json_decref(claims[0]);
+	json_decref(claims[1]);
+	p.jwt_audience = "https://idp.example";
+	assert_int_equal(jwt_client_assertion(&p, urls[0], 1000, &jwt), 0);
+	strfreezero(jwt);
+	assert_int_equal(jwt_client_assertion(&p, urls[1], 1000, &jwt), -EXDEV);
+	assert_null(jwt);
+	EVP_PKEY_free(p.private_key);
 }
 
 /* Introspection answers: only a boolean "active" counts. */
@@ -442,6 +520,7 @@ int main(void)
 		cmocka_unit_test(refresh_token_grant),
 		cmocka_unit_test(pkce_s256),
 		cmocka_unit_test(forms_and_public_clients),
+		cmocka_unit_test(assertions_are_bound_to_their_endpoint),
 		cmocka_unit_test(introspection_answers),
 		cmocka_unit_test(provider_shapes),
 	};
