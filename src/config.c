@@ -414,6 +414,41 @@ int get_path(struct ctx *c, const json_t *obj, const char *path,
 	return *out ? 0 : -ENOMEM;
 }
 
+/*
+ * RFC 9700 section 4.4.2: a provider without an issuer (so without the
+ * iss of RFC 9207 to tell authorization responses apart) needs a redirect
+ * URI no other provider shares, or a mix-up attack can send its code to
+ * another provider's token endpoint.
+ */
+static int distinct_redirects(struct ctx *c, const struct config *cfg)
+{
+	char sub[MAX_PATH_TEXT];
+	size_t i, j;
+
+	for (i = 0; i < cfg->n_providers; i++) {
+		const struct provider_conf *a = &cfg->providers[i];
+
+		for (j = 0; a->redirect_uri && j < cfg->n_providers; j++) {
+			const struct provider_conf *b = &cfg->providers[j];
+
+			if (j == i || !b->redirect_uri ||
+			    strcmp(a->redirect_uri, b->redirect_uri) ||
+			    (a->issuer && b->issuer))
+				continue;
+			snprintf(sub, sizeof(sub), "providers.%s.redirect_uri",
+				 a->issuer ? b->name : a->name);
+			return fail(c, sub,
+				    "the same as providers.%s's: a provider "
+				    "without an issuer needs a redirect URI of "
+				    "its own, or a mix-up attack can send its "
+				    "code to the other's token endpoint (RFC "
+				    "9700 section 4.4.2)",
+				    a->issuer ? a->name : b->name);
+		}
+	}
+	return 0;
+}
+
 static int cmp_tenant(const void *a, const void *b)
 {
 	return strcmp(((const struct tenant_conf *)a)->name,
@@ -750,6 +785,9 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		if (r < 0)
 			goto out;
 	}
+	r = distinct_redirects(c, cfg);
+	if (r < 0)
+		goto out;
 
 	json_object_foreach (tenants, tkey, t) {
 		json_t *cr = json_is_object(t)

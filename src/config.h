@@ -89,6 +89,8 @@ struct provider_conf {
 	 * overridable key by key. */
 	char *preset;	     /* the preset it started from, or NULL */
 	char *issuer;	     /* OIDC discovery fills the endpoints; or NULL */
+	bool iss_param;	     /* its metadata: authorization responses carry
+			      * iss (RFC 9207) */
 	bool auth_explicit;  /* auth_method was given, not defaulted */
 	char **auth_methods; /* the methods the provider supports; NULL:
 			      * any */

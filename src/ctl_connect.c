@@ -106,7 +106,7 @@ static const struct cred_conf *flow_cred(struct ctx *x, const char *cmd,
 int connect_main(int argc, char **argv)
 {
 	char *verifier = NULL, *challenge = NULL, *state = NULL, *url = NULL;
-	char *code = NULL, err[512];
+	char *code = NULL, err[512], path[96];
 	struct oauth_result res = {0};
 	struct loopback *lb = NULL;
 	const struct cred_conf *cc;
@@ -136,8 +136,15 @@ int connect_main(int argc, char **argv)
 	r = pkce_new(&verifier, &challenge);
 	if (r == 0)
 		r = random_b64url(16, &state);
+	/* With an issuer, the iss of the response tells authorization
+	 * servers apart (RFC 9207); without one the redirect URI must (RFC
+	 * 9700 section 4.4.2), so each provider listens on a path of its
+	 * own. */
+	snprintf(path, sizeof(path),
+		 cc->provider->issuer ? "/callback" : "/callback/%s",
+		 cc->provider->name);
 	if (r == 0)
-		r = loopback_open(cc->provider->redirect_uri, &lb, err,
+		r = loopback_open(cc->provider->redirect_uri, path, &lb, err,
 				  sizeof(err));
 	if (r == -ENOMEM || r == -EIO)
 		snprintf(err, sizeof(err), "%s", strerror(-r));
@@ -156,7 +163,12 @@ int connect_main(int argc, char **argv)
 		loopback_uri(lb));
 	printf("%s\n", url);
 	fflush(stdout);
-	r = loopback_wait(lb, state,
+	r = loopback_wait(lb,
+			  &(struct callback_check){
+				  .state = state,
+				  .issuer = cc->provider->issuer,
+				  .iss_required = cc->provider->iss_param,
+			  },
 			  (a.timeout_s ? a.timeout_s : CONNECT_TIMEOUT_S) *
 				  1000,
 			  &code, err, sizeof(err));

@@ -19,6 +19,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -71,8 +72,8 @@ int pkce_new(char **verifier, char **challenge)
 
 /* --- the loopback listener ------------------------------------------ */
 
-int loopback_open(const char *redirect_uri, struct loopback **out, char *err,
-		  size_t errlen)
+int loopback_open(const char *redirect_uri, const char *default_path,
+		  struct loopback **out, char *err, size_t errlen)
 {
 	struct loopback *lb = calloc(1, sizeof(*lb));
 	char *host = NULL, *port = NULL, *path = NULL;
@@ -104,7 +105,7 @@ int loopback_open(const char *redirect_uri, struct loopback **out, char *err,
 		lb->path = strdup(path);
 		lb->uri = strdup(redirect_uri);
 	} else {
-		lb->path = strdup("/callback");
+		lb->path = strdup(default_path);
 	}
 	if (!lb->path) {
 		r = -ENOMEM;
@@ -126,8 +127,8 @@ int loopback_open(const char *redirect_uri, struct loopback **out, char *err,
 	}
 	if (!lb->uri) {
 		getsockname(lb->fd, (struct sockaddr *)&a4, &len);
-		if (asprintf(&lb->uri, "http://127.0.0.1:%d/callback",
-			     ntohs(a4.sin_port)) < 0)
+		if (asprintf(&lb->uri, "http://127.0.0.1:%d%s",
+			     ntohs(a4.sin_port), lb->path) < 0)
 			lb->uri = NULL;
 		if (!lb->uri)
 			r = -ENOMEM;
@@ -221,14 +222,16 @@ static char *query_get(const char *q, const char *name)
 	return NULL;
 }
 
-int loopback_parse(char *head, const char *path, const char *state, char **code,
+int loopback_parse(char *head, const char *path,
+		   const struct callback_check *want, char **code,
 		   const char *page[2], char *err, size_t errlen)
 {
 	char *target, *sp, *q, *got_state = NULL, *error = NULL, *desc = NULL;
-	char text[64], d[121] = "";
+	char *iss = NULL, text[64], d[121] = "", got[130], exp[130];
 	int r;
 
 	*code = NULL;
+	err[0] = '\0';
 	if (strncmp(head, "GET ", 4)) {
 		page[0] = "Not a callback";
 		page[1] = "Expected GET.";
@@ -247,11 +250,53 @@ int loopback_parse(char *head, const char *path, const char *state, char **code,
 		return 1;
 	}
 	got_state = query_get(q, "state");
+	/* Nothing else is believed before the state matched: any local
+	 * process, or a web page that knows the port, can send a callback,
+	 * and it must not end (or speak for) the pending authorization. */
+	if (!got_state || !want->state ||
+	    strlen(got_state) != strlen(want->state) ||
+	    CRYPTO_memcmp(got_state, want->state, strlen(want->state))) {
+		snprintf(err, errlen,
+			 "ignored a callback whose state does not match this "
+			 "request (forged or stale); still waiting");
+		page[0] = "State mismatch";
+		page[1] = "This callback does not belong to the pending "
+			  "authorization; nothing was stored.";
+		r = 1;
+		goto out;
+	}
+	iss = query_get(q, "iss");
 	error = query_get(q, "error");
 	desc = query_get(q, "error_description");
 	*code = query_get(q, "code");
-	if (error) {
-		/* Both come from whoever reached the port: printable
+	if (iss && want->issuer && strcmp(iss, want->issuer)) {
+		/* RFC 9207 section 2.4: the response came from another
+		 * authorization server than the one asked (RFC 9700 4.4). */
+		oauth_sanitize(iss, strlen(iss), got, sizeof(got));
+		oauth_sanitize(want->issuer, strlen(want->issuer), exp,
+			       sizeof(exp));
+		snprintf(err, errlen,
+			 "the callback's iss %s is not this provider's issuer "
+			 "%s: a mix-up attack (RFC 9700 section 4.4) or a "
+			 "misconfigured provider; the code was not sent "
+			 "anywhere and nothing was stored",
+			 got, exp);
+		page[0] = "Issuer mismatch";
+		page[1] = "The authorization came from another server than "
+			  "the one asked; nothing was stored.";
+		r = -EPERM;
+	} else if (!iss && want->iss_required) {
+		snprintf(err, errlen,
+			 "the callback has no iss, which this provider's "
+			 "metadata says it sends (RFC 9207): a mix-up attack or "
+			 "a misconfigured provider; the code was not sent "
+			 "anywhere and nothing was stored");
+		page[0] = "Issuer missing";
+		page[1] = "The authorization response did not name its "
+			  "server; nothing was stored.";
+		r = -EPERM;
+	} else if (error) {
+		/* Both come from the provider, through the browser: printable
 		 * ASCII only, before they reach a terminal. */
 		oauth_sanitize(error, strlen(error), text, sizeof(text));
 		if (desc)
@@ -262,14 +307,6 @@ int loopback_parse(char *head, const char *path, const char *state, char **code,
 		page[1] = "The provider refused the authorization; nothing was "
 			  "stored. See credfsctl's message.";
 		r = -EACCES;
-	} else if (!got_state || strcmp(got_state, state)) {
-		snprintf(err, errlen,
-			 "the callback's state does not match this request "
-			 "(a forged or stale callback); nothing was stored");
-		page[0] = "State mismatch";
-		page[1] = "This callback does not belong to the pending "
-			  "authorization; nothing was stored.";
-		r = -EPERM;
 	} else if (!*code || !**code) {
 		snprintf(err, errlen,
 			 "the callback carried no authorization code");
@@ -281,57 +318,142 @@ int loopback_parse(char *head, const char *path, const char *state, char **code,
 		page[1] = "You can close this window.";
 		r = 0;
 	}
-	if (r < 0) {
+out:
+	if (r != 0) {
 		strfreezero(*code);
 		*code = NULL;
 	}
 	free(got_state);
+	free(iss);
 	free(error);
 	free(desc);
 	return r;
 }
 
-/* Handle one connection. 1: not ours (keep waiting); 0 or -errno: done. */
-static int callback(struct loopback *lb, int fd, const char *state, char **code,
-		    char *err, size_t errlen)
-{
+/* A connection to the listener, read without blocking the others. */
+struct conn {
+	int fd;
+	int64_t deadline; /* monotonic: its whole request head by then */
+	size_t len;
 	char head[MAX_HEAD];
-	const char *page[2];
-	int r;
+};
 
-	if (read_head(fd, head, sizeof(head), 5000) < 0)
-		return 1;
-	r = loopback_parse(head, lb->path, state, code, page, err, errlen);
-	answer(fd, r == 0 ? 200 : 400, page[0], page[1]);
-	return r;
+#define MAX_CONNS 16
+#define HEAD_TIMEOUT_MS 5000
+
+static void conn_close(struct conn *c)
+{
+	close(c->fd);
+	c->fd = -1;
 }
 
-int loopback_wait(struct loopback *lb, const char *state, int64_t timeout_ms,
-		  char **code, char *err, size_t errlen)
+/* Read what @c has; 1: its head is complete, 0: not yet, -1: drop it. */
+static int conn_read(struct conn *c)
+{
+	ssize_t n = recv(c->fd, c->head + c->len, sizeof(c->head) - 1 - c->len,
+			 MSG_DONTWAIT);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0)
+		return -1;
+	c->len += (size_t)n;
+	c->head[c->len] = '\0';
+	if (strstr(c->head, "\r\n\r\n") || strstr(c->head, "\n\n"))
+		return 1;
+	return c->len + 1 < sizeof(c->head) ? 0 : -1;
+}
+
+int loopback_wait(struct loopback *lb, const struct callback_check *want,
+		  int64_t timeout_ms, char **code, char *err, size_t errlen)
 {
 	int64_t deadline = time_mono_ms() + timeout_ms;
-	struct pollfd p = {.fd = lb->fd, .events = POLLIN};
+	struct conn *conns = calloc(MAX_CONNS, sizeof(*conns));
+	struct pollfd p[MAX_CONNS + 1];
+	int i, r = 1;
 
 	*code = NULL;
-	for (;;) {
-		int64_t left = deadline - time_mono_ms();
-		int fd, r;
+	if (!conns)
+		return -ENOMEM;
+	for (i = 0; i < MAX_CONNS; i++)
+		conns[i].fd = -1;
+	/* One deadline for the wait, one per connection for its request:
+	 * a slow sender holds only its own connection. */
+	while (r == 1) {
+		int64_t now = time_mono_ms(), next = deadline;
+		nfds_t n = 1;
 
-		if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+		if (now >= deadline) {
 			snprintf(
 				err, errlen,
 				"no callback within %lld s; nothing was stored",
 				(long long)(timeout_ms / 1000));
-			return -ETIMEDOUT;
+			r = -ETIMEDOUT;
+			break;
 		}
-		fd = accept4(lb->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
+		p[0] = (struct pollfd){.fd = lb->fd, .events = POLLIN};
+		for (i = 0; i < MAX_CONNS; i++) {
+			if (conns[i].fd >= 0 && conns[i].deadline <= now)
+				conn_close(&conns[i]); /* too slow */
+			p[i + 1] = (struct pollfd){.fd = conns[i].fd,
+						   .events = POLLIN};
+			if (conns[i].fd >= 0 && conns[i].deadline < next)
+				next = conns[i].deadline;
+			if (conns[i].fd >= 0)
+				n = (nfds_t)i + 2;
+		}
+		if (poll(p, n, (int)(next - now)) <= 0)
 			continue;
-		r = callback(lb, fd, state, code, err, errlen);
-		close(fd);
-		if (r <= 0)
-			return r;
+		if (p[0].revents & POLLIN) {
+			int fd = accept4(lb->fd, NULL, NULL, SOCK_CLOEXEC);
+			int slot = 0;
+
+			/* A free place, else the oldest one's: a crowd of
+			 * slow senders cannot keep a new one out. */
+			for (i = 0; i < MAX_CONNS; i++)
+				if (conns[i].fd < 0 ||
+				    (conns[slot].fd >= 0 &&
+				     conns[i].deadline < conns[slot].deadline))
+					slot = i;
+			if (fd >= 0) {
+				if (conns[slot].fd >= 0)
+					conn_close(&conns[slot]);
+				conns[slot].fd = fd;
+				conns[slot].len = 0;
+				conns[slot].deadline =
+					time_mono_ms() + HEAD_TIMEOUT_MS;
+			}
+		}
+		for (i = 0; r == 1 && i < MAX_CONNS; i++) {
+			const char *page[2];
+			int got;
+
+			if (conns[i].fd < 0 || (nfds_t)i + 1 >= n ||
+			    !p[i + 1].revents)
+				continue;
+			got = conn_read(&conns[i]);
+			if (got < 0)
+				conn_close(&conns[i]);
+			if (got <= 0)
+				continue;
+			r = loopback_parse(conns[i].head, lb->path, want, code,
+					   page, err, errlen);
+			answer(conns[i].fd, r == 0 ? 200 : 400, page[0],
+			       page[1]);
+			conn_close(&conns[i]);
+			if (r == 1 && err[0]) {
+				fprintf(stderr, "credfsctl connect: %s\n", err);
+				err[0] = '\0';
+			}
+		}
 	}
+	for (i = 0; i < MAX_CONNS; i++) {
+		if (conns[i].fd >= 0)
+			conn_close(&conns[i]);
+		OPENSSL_cleanse(conns[i].head, sizeof(conns[i].head));
+	}
+	free(conns);
+	return r;
 }
 
 void loopback_close(struct loopback *lb)

@@ -32,31 +32,43 @@ int random_b64url(size_t n, char **out);
 /*
  * Listen for the redirect: on the port and path of @redirect_uri (a
  * loopback http:// URI), or with NULL on an ephemeral port of 127.0.0.1
- * and /callback. 0 or -errno with @err.
+ * and @default_path. 0 or -errno with @err.
  */
-int loopback_open(const char *redirect_uri, struct loopback **out, char *err,
-		  size_t errlen);
+int loopback_open(const char *redirect_uri, const char *default_path,
+		  struct loopback **out, char *err, size_t errlen);
+
+/* What a callback must carry to be believed. */
+struct callback_check {
+	const char *state;  /* this request's */
+	const char *issuer; /* the provider's issuer, or NULL if unknown */
+	bool iss_required;  /* its metadata says it sends iss (RFC 9207) */
+};
 
 /* The redirect_uri to send: the configured one, or the ephemeral one. */
 const char *loopback_uri(const struct loopback *lb);
 
 /*
- * Wait up to @timeout_ms for the callback on the listener's path and check
- * it: the @state must match, and it must carry a code (not an error).
- * Answers the browser with a short page either way. 0 with the code in
- * *@code, or -errno with what went wrong in @err: -ETIMEDOUT, -EACCES
- * (error=...), -EPERM (state mismatch), -EPROTO (no code).
+ * Wait up to @timeout_ms for the callback on the listener's path that
+ * passes @want, serving every connection at once (each has 5 s for its
+ * request; a slow one holds no other). A callback with another state is
+ * answered, said on stderr and ignored. Then its iss must be the issuer
+ * (when known, and present when required), and it must carry a code (not
+ * an error). Answers the browser with a short page either way. 0 with the
+ * code in *@code, or -errno with what went wrong in @err: -ETIMEDOUT,
+ * -EACCES (error=...), -EPERM (another issuer, or none), -EPROTO (no code).
  */
-int loopback_wait(struct loopback *lb, const char *state, int64_t timeout_ms,
-		  char **code, char *err, size_t errlen);
+int loopback_wait(struct loopback *lb, const struct callback_check *want,
+		  int64_t timeout_ms, char **code, char *err, size_t errlen);
 
 /*
  * Check one request head @head (NUL-terminated, changed in place) that
- * reached the listener on @path. 1: not a callback (keep waiting);
+ * reached the listener on @path. 1: not a callback for this request (keep
+ * waiting; @err says why when it was a callback with another state);
  * otherwise as loopback_wait(). The page to answer with: title and text
  * in @page.
  */
-int loopback_parse(char *head, const char *path, const char *state, char **code,
+int loopback_parse(char *head, const char *path,
+		   const struct callback_check *want, char **code,
 		   const char *page[2], char *err, size_t errlen);
 
 /* Refuse callbacks that arrived after the first, then close. NULL-safe. */

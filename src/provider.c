@@ -828,6 +828,8 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 	if (r == 0)
 		r = take_endpoint(c, doc, path, "introspection_endpoint", false,
 				  &p->introspection_url);
+	p->iss_param = json_is_true(json_object_get(
+		doc, "authorization_response_iss_parameter_supported"));
 	listed = json_object_get(doc, "token_endpoint_auth_methods_supported");
 	if (r == 0 && json_is_array(listed) && !p->auth_methods) {
 		p->auth_methods =

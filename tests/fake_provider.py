@@ -113,6 +113,9 @@ class FakeProvider:
         self.discovery_auth_methods = ["client_secret_post",
                                        "private_key_jwt"]
         self.discovery_requests = 0
+        # RFC 9207: authorization responses carry iss (and the metadata
+        # says so).
+        self.iss_param = True
         self.serial = 0
         self.host = host
         self.server = ThreadingHTTPServer((host, port), self._handler())
@@ -372,6 +375,8 @@ class FakeProvider:
                     "token_endpoint_auth_methods_supported":
                         prov.discovery_auth_methods,
                     "response_types_supported": ["code"],
+                    "authorization_response_iss_parameter_supported":
+                        prov.iss_param,
                     "scopes_supported": ["openid", "offline_access",
                                          "read", "write"],
                 })
@@ -469,6 +474,8 @@ class FakeProvider:
 
                 def back(**params):
                     params["state"] = q.get("state", "")
+                    if prov.iss_param:  # RFC 9207
+                        params["iss"] = prov.discovery_issuer or prov.url
                     sep = "&" if "?" in uri else "?"
                     self.send_response(302)
                     self.send_header("Location", uri + sep +

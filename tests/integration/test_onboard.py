@@ -89,7 +89,8 @@ class Connect:
 
 @pytest.fixture
 def onboard(mount, provider, tmp_path):
-    provider.redirect_uris[CLIENT_ID] = ["http://127.0.0.1/callback"]
+    # No issuer: credfs listens on a path of the provider's own.
+    provider.redirect_uris[CLIENT_ID] = ["http://127.0.0.1/callback/idp"]
     m = mount()
     setup_store(m, onboard_config(m, tmp_path / "store"))
     m.start()
@@ -109,7 +110,7 @@ def test_connect_stores_and_serves(onboard, provider):
     assert p["scope"].split() == ["read", "write", "offline_access"]
     assert p["access_type"] == "offline"
     assert p["redirect_uri"].startswith("http://127.0.0.1:")
-    assert p["redirect_uri"].endswith("/callback")
+    assert p["redirect_uri"].endswith("/callback/idp")
     status, location = browse(c.url)
     assert status == 302 and location.startswith(p["redirect_uri"])
     status, page = browse(location)
@@ -148,22 +149,29 @@ def token_post(provider, **form):
 
 def test_connect_refusals(onboard, provider):
     m = onboard
-    # A callback whose state differs: refused, nothing stored.
+    # A callback whose state differs, with a code or with an error, is
+    # answered and ignored: any local process or web page that knows the
+    # port could send one, and it must not end the pending connect.
     c = Connect(m)
     status, location = browse(c.url)
     forged = location.replace("state=", "state=x")
     status, page = browse(forged)
     assert status == 400 and "State mismatch" in page
-    rc, out, err = c.finish()
-    assert rc == 1 and "state does not match" in err
-    # The user says no at the provider.
-    c = Connect(m)
+    status, page = browse("%s?state=x&error=access_denied"
+                          "&error_description=haha" %
+                          c.params["redirect_uri"])
+    assert status == 400 and "State mismatch" in page
+    assert c.proc.poll() is None, "a forged callback ended the connect"
+    # The user says no at the provider: with the right state, that ends
+    # it, and only then is the provider's text shown.
     status, location = browse(c.url + "&_action=deny")
     assert "error=access_denied" in location
     status, page = browse(location)
     assert status == 400
     rc, out, err = c.finish()
     assert rc == 1 and "error=access_denied: the user said no" in err
+    assert err.count("ignored a callback whose state does not match") == 2
+    assert "haha" not in err
     # A callback without a code.
     c = Connect(m)
     status, page = browse("%s?state=%s" % (c.params["redirect_uri"],

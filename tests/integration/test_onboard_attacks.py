@@ -4,8 +4,11 @@ local servers of the suite's own against connect, device, remove
 
 import json
 import os
+import re
+import socket
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,8 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import CLIENT_ID
-from test_onboard import onboard_config
+from fake_provider import FakeProvider
+from harness import CLIENT_ID, CLIENT_SECRET, CREDFSCTL
+from test_onboard import browse, finish, onboard_config
 from test_refresh import ctl, setup_store
 
 
@@ -126,3 +130,153 @@ def test_a_revocation_endpoint_cannot_replay_the_client_assertion(
     assert [s for s, _ in replays] == [401], replays
     assert not [t for t, rec in provider.tokens.items()
                 if rec["client_id"] == CLIENT_ID and rec["family"] is None]
+
+
+class Connect:
+    """credfsctl connect TENANT PROVIDER in the background."""
+
+    def __init__(self, m, provider_name, timeout=20):
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [CREDFSCTL, "connect", "acme", provider_name, "--config",
+             m.config_path, "--timeout", str(timeout)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        q = urllib.parse.urlsplit(self.url).query
+        self.params = dict(urllib.parse.parse_qsl(q))
+
+    def finish(self, timeout=30):
+        return finish(self.proc, "", timeout)
+
+
+def two_providers(m, store, evil):
+    """honest (the suite's provider) and evil, each known by its issuer."""
+    def conf(p):
+        return m.provider_conf(grant="refresh_token", issuer=p.url)
+    return {"providers": {"honest": conf(m.provider), "evil": conf(evil)},
+            "tenants": {"acme": {"credentials": {
+                "honest": {"scopes": ["read"]},
+                "evil": {"scopes": ["read"]}}}},
+            "store": {"dir": str(store),
+                      "key_file": str(m.tmp / "master.key")}}
+
+
+@pytest.fixture
+def evil():
+    p = FakeProvider(clients={CLIENT_ID: CLIENT_SECRET}).start()
+    p.redirect_uris[CLIENT_ID] = ["http://127.0.0.1/callback"]
+    yield p
+    p.stop()
+
+
+def test_mix_up_attack_is_refused_by_iss(mount, provider, evil, tmp_path):
+    """RFC 9700 4.4: connect is started for the attacker's provider,
+    which sends the browser on to the honest one with the same request.
+    The callback comes back with the honest iss: refused, naming the
+    mismatch; the code goes to no token endpoint; nothing is stored."""
+    provider.redirect_uris[CLIENT_ID] = ["http://127.0.0.1/callback"]
+    m = mount()
+    setup_store(m, two_providers(m, tmp_path / "store", evil))
+    c = Connect(m, "evil")
+    assert c.url.startswith(evil.url + "/authorize?")
+    # The attacker's authorization endpoint forwards the request.
+    status, location = browse(provider.url + "/authorize?" +
+                              urllib.parse.urlsplit(c.url).query)
+    assert status == 302 and "iss=" in location
+    status, page = browse(location)
+    assert status == 400 and "Issuer mismatch" in page
+    rc, out, err = c.finish()
+    assert rc == 1
+    assert ("the callback's iss %s is not this provider's issuer %s: a "
+            "mix-up attack" % (provider.url, evil.url)) in err, err
+    assert evil.arrivals == 0 and provider.arrivals == 0, "code sent"
+    assert not os.path.exists(tmp_path / "store" / "acme")
+
+    # A provider whose metadata promises iss: a callback without it is
+    # refused the same way.
+    c = Connect(m, "honest")
+    status, location = browse(c.url)
+    stripped = re.sub(r"&?iss=[^&]*", "", location)
+    status, page = browse(stripped)
+    assert status == 400
+    rc, out, err = c.finish()
+    assert rc == 1 and "the callback has no iss" in err, err
+    assert provider.arrivals == 0
+
+    # The honest flow itself goes through.
+    c = Connect(m, "honest")
+    status, location = browse(c.url)
+    status, page = browse(location)
+    assert status == 200, page
+    rc, out, err = c.finish()
+    assert rc == 0, err
+    assert "stored acme/honest" in out
+
+
+def test_providers_without_issuer_need_their_own_redirect_uri(mount):
+    m = mount()
+    uri = "http://127.0.0.1:8765/cb"
+    m.write_config({"providers": {
+        "a": m.provider_conf(authorization_url=m.provider.url + "/a",
+                             redirect_uri=uri),
+        "b": m.provider_conf(authorization_url=m.provider.url + "/b",
+                             redirect_uri=uri)},
+        "tenants": {}})
+    r = ctl(m, "check")
+    assert r.returncode == 1
+    assert "providers.a.redirect_uri: the same as providers.b's: a " \
+        "provider without an issuer needs a redirect URI of its own" \
+        in r.stderr, r.stderr
+
+
+def test_a_slow_sender_stalls_neither_the_callback_nor_the_timeout(
+        mount, provider, tmp_path):
+    """One byte every second on one connection (and on fifteen more)
+    holds none of the others: the real callback is answered at once, and
+    --timeout ends the wait on time."""
+    provider.redirect_uris[CLIENT_ID] = ["http://127.0.0.1/callback/idp"]
+    m = mount()
+    setup_store(m, onboard_config(m, tmp_path / "store"))
+    stop = threading.Event()
+
+    def slowloris(port):
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                for ch in "GET /callback/idp?state=x HTTP/1.0\r\n":
+                    if stop.wait(1):
+                        return
+                    s.send(ch.encode())
+        except OSError:
+            pass
+
+    c = Connect(m, "idp")
+    port = urllib.parse.urlsplit(c.params["redirect_uri"]).port
+    slow = [threading.Thread(target=slowloris, args=(port,))
+            for _ in range(16)]
+    for t in slow:
+        t.start()
+    try:
+        time.sleep(1.5)  # every connection slot held by a slow sender
+        status, location = browse(c.url)
+        t0 = time.monotonic()
+        status, page = browse(location)
+        took = time.monotonic() - t0
+        assert status == 200, page
+        rc, out, err = c.finish()
+        assert rc == 0, err
+        assert took < 3, "the callback waited %.1fs" % took
+
+        c = Connect(m, "idp", timeout=3)
+        port = urllib.parse.urlsplit(c.params["redirect_uri"]).port
+        more = [threading.Thread(target=slowloris, args=(port,))
+                for _ in range(4)]
+        for t in more:
+            t.start()
+        slow += more
+        rc, out, err = c.finish(timeout=15)
+        assert rc == 1 and "no callback within 3 s" in err, err
+        assert time.monotonic() - c.t0 < 6
+    finally:
+        stop.set()
+        for t in slow:
+            t.join(10)
