@@ -29,13 +29,15 @@
 
 int fail(struct ctx *c, const char *path, const char *fmt, ...)
 {
-	char what[256];
+	char what[256], safe[256];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	snprintf(c->err, c->errlen, "%s: %s: %s", c->file, path, what);
+	/* Values quoted in messages may come from a discovery document. */
+	text_escape_controls(what, safe, sizeof(safe));
+	snprintf(c->err, c->errlen, "%s: %s: %s", c->file, path, safe);
 	return -EINVAL;
 }
 

@@ -571,15 +571,18 @@ static int revoke_record(struct ctx *x, const char *tenant,
 			why = "the record does not open";
 	}
 	if (!why) {
+		/* Every answer is printed; nothing is deleted unless every
+		 * revocation was confirmed. */
 		r = revoke_token(cc->provider, rec.refresh_token,
 				 "refresh_token", msg, sizeof(msg));
 		printf("%s/%s: %s\n", tenant, provider, msg);
-		if (r == 0 && rec.access_token &&
-		    revoke_token(cc->provider, rec.access_token, "access_token",
-				 msg, sizeof(msg)) != -ENOMEM)
+		if (r == 0 && rec.access_token && rec.access_token[0]) {
+			r = revoke_token(cc->provider, rec.access_token,
+					 "access_token", msg, sizeof(msg));
 			printf("%s/%s: %s\n", tenant, provider, msg);
+		}
 		if (r < 0)
-			why = "the provider did not confirm the revocation";
+			why = "the provider did not confirm every revocation";
 	}
 	record_clear(&rec);
 	if (!why)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 static volatile enum log_level log_level = LOG_INFO;
 
@@ -31,7 +32,7 @@ static void log_vline(enum log_level level, const char *suffix, const char *fmt,
 static void log_vline(enum log_level level, const char *suffix, const char *fmt,
 		      va_list ap)
 {
-	char line[1024];
+	char line[1024], msg[1024];
 	struct timespec ts;
 	struct tm tm;
 	size_t n;
@@ -46,8 +47,10 @@ static void log_vline(enum log_level level, const char *suffix, const char *fmt,
 	if (k > 0)
 		n += (size_t)k;
 	if (n < sizeof(line)) {
-		k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-		n = k < 0 ? n : n + (size_t)k;
+		/* Messages carry text from outside (URLs of a discovery
+		 * document, a provider's words): one line, no escapes. */
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		n += text_escape_controls(msg, line + n, sizeof(line) - n);
 	}
 	if (suffix && n < sizeof(line)) {
 		k = snprintf(line + n, sizeof(line) - n, "%s", suffix);

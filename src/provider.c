@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -104,6 +105,17 @@ static int check_redirect_uri(struct ctx *c, const char *path, const char *v)
 		r = fail(c, path,
 			 "\"%s\": http:// redirect URIs are allowed only for "
 			 "loopback hosts (RFC 9700 section 2.1)",
+			 v);
+		goto out;
+	}
+	if (!strcasecmp(host, "localhost")) {
+		/* credfsctl listens on one address; where localhost names
+		 * ::1 first, another local user could take the port there. */
+		r = fail(c, path,
+			 "\"%s\": use 127.0.0.1 (or [::1]) instead of "
+			 "localhost (RFC 8252 section 8.3): the browser may "
+			 "reach another address than the one credfsctl listens "
+			 "on",
 			 v);
 		goto out;
 	}
@@ -643,6 +655,16 @@ static int load_private_key(struct provider_conf *p, const char *cfg_path,
 			 "%s: providers.%s.private_key_file: %s is not a PEM "
 			 "RSA or EC P-256 private key",
 			 cfg_path, p->name, p->private_key_file);
+		return -EINVAL;
+	}
+	if (EVP_PKEY_is_a(k, "RSA") && EVP_PKEY_get_bits(k) < 2048) {
+		snprintf(err, errlen,
+			 "%s: providers.%s.private_key_file: %s is a %d-bit "
+			 "RSA key; RS256 needs at least 2048 bits (RFC 7518 "
+			 "section 3.3): make a new one",
+			 cfg_path, p->name, p->private_key_file,
+			 EVP_PKEY_get_bits(k));
+		EVP_PKEY_free(k);
 		return -EINVAL;
 	}
 	EVP_PKEY_free(p->private_key);

@@ -137,6 +137,32 @@ void time_rfc3339(int64_t ms, char out[32])
 		snprintf(out, 32, "1970-01-01T00:00:00Z");
 }
 
+size_t text_escape_controls(const char *in, char *out, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+
+	if (!size)
+		return 0;
+	for (; *in; in++) {
+		unsigned char ch = (unsigned char)*in;
+		bool ctl = ch < 0x20 || ch == 0x7f;
+
+		if (n + (ctl ? 4 : 1) >= size)
+			break;
+		if (!ctl) {
+			out[n++] = (char)ch;
+			continue;
+		}
+		out[n++] = '\\';
+		out[n++] = 'x';
+		out[n++] = hex[ch >> 4];
+		out[n++] = hex[ch & 15];
+	}
+	out[n] = '\0';
+	return n;
+}
+
 const char *file_read_error(int r, const char *cap_text)
 {
 	switch (r) {
@@ -146,6 +172,9 @@ const char *file_read_error(int r, const char *cap_text)
 	case -EFBIG: return cap_text;
 	case -EPERM:
 		return "readable or writable by group or others; chmod 600 it";
+	case -EOWNERDEAD:
+		return "owned by another user, who could replace it; chown it "
+		       "to the daemon's user";
 	default: return strerror(-r);
 	}
 }
@@ -173,6 +202,10 @@ int file_read_capped(const char *path, size_t cap, bool private_only,
 	}
 	if (private_only && (st.st_mode & 077)) {
 		r = -EPERM;
+		goto out_close;
+	}
+	if (private_only && st.st_uid != geteuid()) {
+		r = -EOWNERDEAD; /* its owner could put another secret there */
 		goto out_close;
 	}
 	for (;;) {

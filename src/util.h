@@ -43,10 +43,10 @@ void time_rfc3339(int64_t ms, char out[32]);
 
 /*
  * Read a whole regular file of at most @cap bytes into @out (NUL-terminated).
- * With @private_only, the file must not be readable or writable by group or
- * others. Never blocks on a FIFO or device. Returns 0, or -errno (-EFBIG
- * past the cap, -EPERM for loose mode, -EINVAL for anything but a regular
- * file).
+ * With @private_only, the file must be this user's and not readable or
+ * writable by group or others. Never blocks on a FIFO or device. Returns
+ * 0, or -errno (-EFBIG past the cap, -EPERM for loose mode, -EOWNERDEAD
+ * for another owner, -EINVAL for anything but a regular file).
  */
 int file_read_capped(const char *path, size_t cap, bool private_only,
 		     struct buf *out);
@@ -54,6 +54,11 @@ int file_read_capped(const char *path, size_t cap, bool private_only,
 /* What file_read_capped()'s -errno @r means, for a message ("not a
  * regular file", "larger than @cap_text", ...). */
 const char *file_read_error(int r, const char *cap_text);
+
+/* Copy @in to @out (NUL-terminated, cut to @size) with every control
+ * byte (under 0x20, and 0x7f) written as \xNN, so that text from outside
+ * cannot move a terminal's cursor or forge a line. Returns the length. */
+size_t text_escape_controls(const char *in, char *out, size_t size);
 
 /* True for names matching [a-z0-9][a-z0-9._-]{0,63}. */
 bool name_valid(const char *s);

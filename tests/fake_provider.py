@@ -113,6 +113,7 @@ class FakeProvider:
         self.discovery_auth_methods = ["client_secret_post",
                                        "private_key_jwt"]
         self.discovery_requests = 0
+        self.discovery_extra = {}    # fields to add or replace
         # RFC 9207: authorization responses carry iss (and the metadata
         # says so).
         self.iss_param = True
@@ -364,7 +365,7 @@ class FakeProvider:
                                       "<html>unavailable</html>",
                                       ctype="text/html")
                 u = prov.url
-                self._send(200, {
+                self._send(200, dict({
                     "issuer": prov.discovery_issuer or u,
                     "authorization_endpoint": u + "/authorize",
                     "token_endpoint": u + "/token",
@@ -379,7 +380,7 @@ class FakeProvider:
                         prov.iss_param,
                     "scopes_supported": ["openid", "offline_access",
                                          "read", "write"],
-                })
+                }, **prov.discovery_extra))
 
             def _ok(self, body):
                 """A successful token response, in the dialect's shape."""

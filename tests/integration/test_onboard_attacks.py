@@ -280,3 +280,76 @@ def test_a_slow_sender_stalls_neither_the_callback_nor_the_timeout(
         stop.set()
         for t in slow:
             t.join(10)
+
+
+def test_outside_strings_are_escaped_in_messages(mount, provider):
+    """A discovery document's token_endpoint with terminal escapes and a
+    newline (a forged log line) is shown escaped, on one line."""
+    provider.discovery_extra = {
+        "token_endpoint": "\x1b[2J\nerror: credfs: all tokens revoked"}
+    m = mount()
+    m.write_config({"providers": {"idp": m.provider_conf(
+        issuer=provider.url, token_url=None)}, "tenants": {}})
+    c = json.load(open(m.config_path))
+    del c["providers"]["idp"]["token_url"]
+    m.write_config(c)
+    r = ctl(m, "check")
+    assert r.returncode == 1
+    assert "\x1b" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert "\\x1b[2J\\x0aerror: credfs" in r.stderr, r.stderr
+    r = m.start(check=False, timeout=10)
+    assert r.returncode != 0
+    assert "\x1b" not in m.log() and "\\x1b[2J" in m.log()
+    assert not [x for x in m.log().splitlines()
+                if x.startswith("error: credfs")]
+
+
+def test_remove_revoke_deletes_nothing_unless_every_revocation_confirmed(
+        mount, provider, tmp_path, hostile):
+    half = hostile(lambda form: (200, {}) if form.get(
+        "token_type_hint") == "refresh_token" else (500, {}))
+    m = mount()
+    cfg = onboard_config(m, tmp_path / "store")
+    cfg["providers"]["idp"]["revocation_url"] = half.url + "/revoke"
+    setup_store(m, cfg)
+    answer = json.dumps({"refresh_token": "rt-123", "access_token": "at-456",
+                         "expires_in": 3600, "token_type": "Bearer"})
+    assert ctl(m, "add", "acme", "idp", input=answer).returncode == 0
+    r = ctl(m, "remove", "acme", "idp", "--revoke")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "acme/idp: refresh_token revoked (HTTP 200)" in r.stdout
+    assert "acme/idp: access_token: the provider answered HTTP 500" in \
+        r.stdout
+    assert "nothing deleted" in r.stderr
+    assert os.path.exists(tmp_path / "store" / "acme" / "idp.rec")
+    r = ctl(m, "remove", "acme", "idp", "--revoke", "--force")
+    assert r.returncode == 0 and "deleting it anyway" in r.stderr
+    assert not os.path.exists(tmp_path / "store" / "acme" / "idp.rec")
+
+
+def test_weak_or_foreign_private_keys_are_refused(mount, provider, tmp_path):
+    m = mount()
+
+    def check(key):
+        m.write_config({"providers": {"idp": {
+            "token_url": provider.url + "/token", "client_id": "jwt-app",
+            "auth_method": "private_key_jwt", "private_key_file": key}},
+            "tenants": {}})
+        return ctl(m, "check")
+
+    weak = tmp_path / "weak.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                    "rsa_keygen_bits:1024", "-out", str(weak)], check=True,
+                   capture_output=True, timeout=30)
+    os.chmod(weak, 0o600)
+    r = check(str(weak))
+    assert r.returncode == 1
+    assert "is a 1024-bit RSA key; RS256 needs at least 2048 bits" in \
+        r.stderr, r.stderr
+    foreign = jwt_key(tmp_path, provider, "jwt-app")
+    assert check(foreign).returncode == 0
+    os.chown(foreign, 65534, 65534)  # nobody's, still 0600
+    r = check(foreign)
+    assert r.returncode == 1
+    assert "owned by another user, who could replace it" in r.stderr, \
+        r.stderr

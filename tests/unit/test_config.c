@@ -212,6 +212,11 @@ static const struct {
 	 "tenants.acme.credentials.google.scopes: missing"},
 	{"{\"providers\":{\"google\":{\"token_url\":\"https://oauth2.example/"
 	 "token\",\"client_id\":\"id\",\"client_secret_file\":\"/s\","
+	 "\"redirect_uri\":\"http://localhost:8080/cb\"}},\"tenants\":{}}",
+	 "providers.google.redirect_uri: \"http://localhost:8080/cb\": use "
+	 "127.0.0.1 (or [::1]) instead of localhost (RFC 8252 section 8.3)"},
+	{"{\"providers\":{\"google\":{\"token_url\":\"https://oauth2.example/"
+	 "token\",\"client_id\":\"id\",\"client_secret_file\":\"/s\","
 	 "\"backoff_initial_s\":10,\"backoff_max_s\":5}},\"tenants\":{}}",
 	 "providers.google.backoff_initial_s: 10 s is more than backoff_max_s "
 	 "(5 s): lower it or raise backoff_max_s"},
