@@ -76,6 +76,7 @@ struct provider_conf {
 	int64_t timeout_ms;
 	int64_t default_lifetime_ms; /* when a response has no expires_in */
 	int64_t min_lifetime_ms;     /* a shorter expires_in counts as this */
+	int64_t device_min_interval_ms; /* device flow polls no faster */
 	int64_t backoff_initial_ms;
 	int64_t backoff_max_ms;
 	unsigned max_concurrency;

@@ -7,6 +7,7 @@
  * only.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -24,6 +25,7 @@
 #include <openssl/rand.h>
 
 #include "config.h"
+#include "confparse.h"
 #include "http.h"
 #include "jwt.h"
 #include "oauth.h"
@@ -678,16 +680,79 @@ static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
 	return r;
 }
 
+/* The lower-cased host of @url, or NULL. Free it. */
+static char *url_host(const char *url, char **scheme)
+{
+	CURLU *u = curl_url();
+	char *h = NULL, *s = NULL, *out = NULL;
+
+	if (u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
+	    !curl_url_get(u, CURLUPART_HOST, &h, 0) &&
+	    !curl_url_get(u, CURLUPART_SCHEME, &s, 0)) {
+		out = strdup(h);
+		for (char *p = out; p && *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		*scheme = strdup(s);
+	}
+	curl_free(h);
+	curl_free(s);
+	curl_url_cleanup(u);
+	return out;
+}
+
+/*
+ * The verification URI the user is sent to, said to be the provider's:
+ * https (http only on loopback), and a warning naming its host when it is
+ * not the device authorization endpoint's. 0, or -EPROTO with @err.
+ */
+static int check_verification_uri(const struct provider_conf *p,
+				  const char *uri, FILE *out, char *err,
+				  size_t errlen)
+{
+	char *scheme = NULL, *as_scheme = NULL;
+	char *host = url_host(uri, &scheme);
+	char *as = url_host(p->device_authorization_url, &as_scheme);
+	int r = 0;
+
+	if (!host || !scheme ||
+	    (strcmp(scheme, "https") &&
+	     !(!strcmp(scheme, "http") && host_is_loopback(host)))) {
+		snprintf(err, errlen,
+			 "the device authorization answer sends the user to %s, "
+			 "which is not an https:// URL; refused",
+			 uri);
+		r = -EPROTO;
+	} else if (as && strcmp(host, as)) {
+		fprintf(out,
+			"warning: the verification page is on %s, not on the "
+			"authorization server %s: check that it is %s's before "
+			"entering the code\n",
+			host, as, p->name);
+	}
+	free(host);
+	free(scheme);
+	free(as);
+	free(as_scheme);
+	return r;
+}
+
 int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 		struct oauth_result *res, int64_t *sent_ms, char *err,
 		size_t errlen)
 {
+	const struct provider_conf *p = cc->provider;
 	struct device_auth d = {0};
 	int64_t deadline, interval_ms;
+	bool by_timeout;
 	int r;
 
 	memset(res, 0, sizeof(*res));
 	r = device_authorize(cc, &d, err, errlen);
+	if (r == 0)
+		r = check_verification_uri(p, d.uri, out, err, errlen);
+	if (r == 0 && d.uri_complete)
+		r = check_verification_uri(p, d.uri_complete, out, err,
+					   errlen);
 	if (r < 0)
 		goto out;
 	fprintf(out, "To connect %s/%s, open %s and enter the code: %s\n",
@@ -699,10 +764,14 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 				    ? d.expires_in_s
 				    : timeout_ms / 1000));
 	fflush(out);
-	deadline = time_mono_ms() + (d.expires_in_s * 1000 < timeout_ms
-					     ? d.expires_in_s * 1000
-					     : timeout_ms);
+	by_timeout = timeout_ms <= d.expires_in_s * 1000;
+	deadline = time_mono_ms() + (by_timeout ? timeout_ms
+						: d.expires_in_s * 1000);
+	/* RFC 8628 3.2: 5 s unless the provider asks for more; an interval
+	 * of 0 would poll as fast as the network goes. */
 	interval_ms = d.interval_s * 1000;
+	if (interval_ms < p->device_min_interval_ms)
+		interval_ms = p->device_min_interval_ms;
 	for (;;) {
 		const char *pairs[] = {
 			"grant_type",
@@ -713,9 +782,18 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 		};
 
 		if (time_mono_ms() + interval_ms > deadline) {
-			snprintf(err, errlen,
-				 "the device code expired before it was "
-				 "approved; run credfsctl device again");
+			if (by_timeout)
+				snprintf(err, errlen,
+					 "--timeout (%lld s) ended the wait "
+					 "before the code was approved; run "
+					 "credfsctl device again",
+					 (long long)(timeout_ms / 1000));
+			else
+				snprintf(err, errlen,
+					 "the device code expired (after its "
+					 "%lld s) before it was approved; run "
+					 "credfsctl device again",
+					 (long long)d.expires_in_s);
 			r = -ETIMEDOUT;
 			break;
 		}
@@ -731,6 +809,16 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 			continue;
 		if (!strcmp(res->error_code, "slow_down")) {
 			interval_ms += 5000; /* RFC 8628 3.5 */
+			continue;
+		}
+		if (res->outcome == OAUTH_TRANSIENT ||
+		    res->outcome == OAUTH_RATE_LIMITED) {
+			/* A 503 or a dropped connection: the code is still
+			 * good; ask again at the next interval. */
+			fprintf(out, "(the token endpoint failed: %s; asking "
+				     "again)\n",
+				res->error);
+			fflush(out);
 			continue;
 		}
 		if (!strcmp(res->error_code, "access_denied"))

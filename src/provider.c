@@ -487,6 +487,7 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		"timeout_s",
 		"default_lifetime_s",
 		"min_lifetime_s",
+		"device_min_interval_s",
 		"backoff_initial_s",
 		"backoff_max_s",
 		"max_concurrency",
@@ -556,6 +557,7 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 	p->timeout_ms = 10000;
 	p->default_lifetime_ms = 3600000;
 	p->min_lifetime_ms = 10000;
+	p->device_min_interval_ms = 5000;
 	p->backoff_initial_ms = 1000;
 	p->backoff_max_ms = 60000;
 
@@ -584,6 +586,9 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 	if (r == 0)
 		r = get_seconds(c, obj, path, "min_lifetime_s", 0.1, 3600,
 				&p->min_lifetime_ms);
+	if (r == 0)
+		r = get_seconds(c, obj, path, "device_min_interval_s", 0.1, 60,
+				&p->device_min_interval_ms);
 	if (r == 0)
 		r = get_seconds(c, obj, path, "backoff_initial_s", 0.01, 3600,
 				&p->backoff_initial_ms);

@@ -98,6 +98,7 @@ class FakeProvider:
         self.codes = {}              # authorization code -> record
         self.devices = {}            # device code -> record
         self.device_interval = 1
+        self.verification_uri = None  # where users go; None: /device
         self.device_lifetime = 60
         self.device_slow_down_first = False  # answer the first poll so
         self.introspect_status = 200 # anything else: the endpoint fails
@@ -532,11 +533,12 @@ class FakeProvider:
                         "slow_downs": 0,
                         "expires": time.time() + prov.device_lifetime}
                     prov._record("/device_authorization", "", cid, "ok")
+                page = prov.verification_uri or prov.url + "/device"
                 self._send(200, {
                     "device_code": dc, "user_code": uc,
-                    "verification_uri": prov.url + "/device",
+                    "verification_uri": page,
                     "verification_uri_complete":
-                        prov.url + "/device?user_code=" + uc,
+                        page + "?user_code=" + uc,
                     "expires_in": prov.device_lifetime,
                     "interval": prov.device_interval})
 

@@ -44,7 +44,9 @@ def onboard_config(m, store, **kw):
         device_authorization_url=url + "/device_authorization",
         revocation_url=url + "/revoke",
         authorization_params={"access_type": "offline"},
-        authorization_scopes=["offline_access"], **kw)
+        authorization_scopes=["offline_access"],
+        device_min_interval_s=1,  # the fake's 1 s interval, not RFC's 5
+        **kw)
     return {
         "providers": {"idp": prov},
         "tenants": {"acme": {"credentials": {"idp": {"scopes": [
@@ -284,7 +286,8 @@ def test_device_flow_slow_down_denial_and_expiry(onboard, provider):
     provider.device_lifetime = 2
     d = Device(m)
     rc, out, err = d.finish()
-    assert rc == 1 and "expired before it was approved" in err
+    assert rc == 1 and "the device code expired (after its 2 s) before " \
+        "it was approved" in err
     assert not os.path.exists(m.path("tenants", "acme", "idp"))
 
 

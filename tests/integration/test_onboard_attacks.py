@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from fake_provider import FakeProvider
-from harness import CLIENT_ID, CLIENT_SECRET, CREDFSCTL
+from harness import CLIENT_ID, CLIENT_SECRET, CREDFSCTL, wait_for
 from test_onboard import browse, finish, onboard_config
 from test_refresh import ctl, setup_store
 
@@ -353,3 +353,66 @@ def test_weak_or_foreign_private_keys_are_refused(mount, provider, tmp_path):
     assert r.returncode == 1
     assert "owned by another user, who could replace it" in r.stderr, \
         r.stderr
+
+
+class Device:
+    def __init__(self, m, timeout=30):
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [CREDFSCTL, "device", "acme", "idp", "--config", m.config_path,
+             "--timeout", str(timeout)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self, timeout=60):
+        return finish(self.proc, "", timeout)
+
+
+def device_setup(mount, provider, tmp_path, **kw):
+    m = mount()
+    cfg = onboard_config(m, tmp_path / "store", **kw)
+    setup_store(m, cfg)
+    return m, cfg
+
+
+def test_device_flow_under_a_hostile_provider(mount, provider, tmp_path):
+    # interval 0 is polled at RFC 8628's 5 s, not thousands of times; a
+    # --timeout that ends the wait says so.
+    m, cfg = device_setup(mount, provider, tmp_path)
+    del cfg["providers"]["idp"]["device_min_interval_s"]  # the default 5
+    m.write_config(cfg)
+    provider.device_interval = 0
+    rc, out, err = Device(m, timeout=3).finish()
+    assert rc == 1
+    assert "--timeout (3 s) ended the wait before the code was approved" \
+        in err, err
+    polls = [r for r in provider.token_requests()
+             if r[2].endswith("device_code")]
+    assert len(polls) <= 1, "%d polls" % len(polls)
+
+    # A verification page off the authorization server: http refused,
+    # another host warned about by name.
+    provider.device_interval = 1
+    cfg["providers"]["idp"]["device_min_interval_s"] = 1
+    m.write_config(cfg)
+    provider.verification_uri = "http://phish.example/device"
+    rc, out, err = Device(m).finish()
+    assert rc == 1 and "http://phish.example/device, which is not an " \
+        "https:// URL; refused" in err, err
+    assert "enter the code" not in out
+    provider.verification_uri = "https://phish.example/device"
+    d = Device(m, timeout=3)
+    rc, out, err = d.finish()
+    assert "warning: the verification page is on phish.example, not on " \
+        "the authorization server 127.0.0.1" in out, out
+
+    # One 503 while polling is asked again, and the flow completes.
+    provider.verification_uri = None
+    d = Device(m)
+    user_code = d.proc.stdout.readline().strip().rsplit(" ", 1)[1]
+    provider.inject("status", count=1, status=503)
+    wait_for(lambda: provider.stats()["faults_queued"] == 0, 10,
+             what="the 503 to be taken")
+    provider.device_decide(user_code)
+    rc, out, err = d.finish()
+    assert rc == 0, err
+    assert "the token endpoint failed" in out
