@@ -1,6 +1,8 @@
 /*
- * control: a Unix stream socket, served by one thread, one request at a
- * time. The socket's path is reached through /proc/self/fd/N of the store
+ * control: a Unix stream socket. One thread accepts; each client is served
+ * on a thread of its own (at most MAX_CLIENTS at once), with one deadline
+ * for its request line, so a client that stalls holds only itself. The
+ * socket's path is reached through /proc/self/fd/N of the store
  * directory, so that a long store path never hits sun_path's 108 bytes.
  *
  * Wire format: the request is one line of text. The reply is a status
@@ -24,6 +26,8 @@
 #include "util.h"
 
 #define IO_TIMEOUT_MS 10000
+#define REQUEST_TIMEOUT_MS 2000 /* the whole request line */
+#define MAX_CLIENTS 8
 
 struct control {
 	int dirfd;
@@ -33,6 +37,14 @@ struct control {
 	void *arg;
 	pthread_t thread;
 	bool started;
+	pthread_mutex_t lock; /* clients */
+	pthread_cond_t idle;
+	unsigned clients; /* served now, each on its own thread */
+};
+
+struct client {
+	struct control *c;
+	int fd;
 };
 
 static void socket_path(int dirfd, struct sockaddr_un *sa)
@@ -67,15 +79,22 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Read one line of at most CONTROL_MAX_REQUEST bytes into @line. */
+/* Read one line of at most CONTROL_MAX_REQUEST bytes into @line, all of
+ * it within REQUEST_TIMEOUT_MS. */
 static int read_line(int fd, char *line, size_t size)
 {
+	int64_t deadline = time_mono_ms() + REQUEST_TIMEOUT_MS;
 	size_t n = 0;
 
 	while (n + 1 < size) {
-		ssize_t r = recv(fd, line + n, 1, 0);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int64_t left = deadline - time_mono_ms();
+		ssize_t r;
 
-		if (r < 0 && errno == EINTR)
+		if (left <= 0 || poll(&p, 1, (int)left) == 0)
+			return -ETIMEDOUT;
+		r = recv(fd, line + n, 1, MSG_DONTWAIT);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (r <= 0)
 			return r < 0 ? -errno : -EPROTO;
@@ -113,6 +132,49 @@ static void serve_one(struct control *c, int fd)
 	buf_free(&reply);
 }
 
+static void *client_main(void *arg)
+{
+	struct client *cl = arg;
+	struct control *c = cl->c;
+
+	serve_one(c, cl->fd);
+	close(cl->fd);
+	free(cl);
+	pthread_mutex_lock(&c->lock);
+	if (--c->clients == 0)
+		pthread_cond_broadcast(&c->idle);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* Serve @fd on a thread of its own; closed at once when MAX_CLIENTS are
+ * being served (credfsctl says the daemon did not answer). */
+static void start_client(struct control *c, int fd)
+{
+	struct client *cl = calloc(1, sizeof(*cl));
+	pthread_attr_t attr;
+	pthread_t th;
+	bool ok = false;
+
+	pthread_mutex_lock(&c->lock);
+	if (cl && c->clients < MAX_CLIENTS) {
+		cl->c = c;
+		cl->fd = fd;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		ok = pthread_create(&th, &attr, client_main, cl) == 0;
+		pthread_attr_destroy(&attr);
+		c->clients += ok;
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!ok) {
+		log_warn("control: %u clients are being served; refused one",
+			 (unsigned)MAX_CLIENTS);
+		free(cl);
+		close(fd);
+	}
+}
+
 static void *serve(void *arg)
 {
 	struct control *c = arg;
@@ -130,11 +192,15 @@ static void *serve(void *arg)
 		if (p[1].revents)
 			break;
 		fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		serve_one(c, fd);
-		close(fd);
+		if (fd >= 0)
+			start_client(c, fd);
 	}
+	/* Whoever is being served is answered before the daemon goes on
+	 * to stop what the answers read. */
+	pthread_mutex_lock(&c->lock);
+	while (c->clients)
+		pthread_cond_wait(&c->idle, &c->lock);
+	pthread_mutex_unlock(&c->lock);
 	return NULL;
 }
 
@@ -151,6 +217,8 @@ int control_start(const char *dir, control_fn fn, void *arg,
 	c->fn = fn;
 	c->arg = arg;
 	c->listen_fd = c->stop[0] = c->stop[1] = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->idle, NULL);
 	c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (c->dirfd < 0 || pipe2(c->stop, O_CLOEXEC) < 0) {
 		r = -errno;
@@ -201,6 +269,8 @@ void control_stop(struct control *c)
 		close(c->stop[1]);
 	if (c->dirfd >= 0)
 		close(c->dirfd);
+	pthread_cond_destroy(&c->idle);
+	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
 

@@ -416,3 +416,39 @@ def test_device_flow_under_a_hostile_provider(mount, provider, tmp_path):
     rc, out, err = d.finish()
     assert rc == 0, err
     assert "the token endpoint failed" in out
+
+
+def test_a_stalled_control_client_holds_no_other(mount, provider, tmp_path):
+    """A client that connects to the control socket and says nothing (or
+    one byte at a time) holds only itself: status answers at once beside
+    it, and the stalled one is dropped after its deadline."""
+    from test_refresh import add, rt_config
+    m = mount()
+    store = tmp_path / "store"
+    setup_store(m, rt_config(m, store))
+    add(m, provider, "acme")
+    m.start()
+    sock = str(store / "control.sock")
+    stalled = []
+    try:
+        for _ in range(3):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sock)
+            s.send(b"sta")  # and nothing more
+            stalled.append(s)
+        t0 = time.monotonic()
+        r = ctl(m, "status")
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        assert "acme" in r.stdout
+        assert took < 1.5, "status took %.1fs beside stalled clients" % took
+        # Each stalled one is closed after its request deadline.
+        stalled[0].settimeout(10)
+        t0 = time.monotonic()
+        assert stalled[0].recv(100) == b""
+        assert time.monotonic() - t0 < 5
+    finally:
+        for s in stalled:
+            s.close()
+    m.stop()
+    m.check_log_clean()
