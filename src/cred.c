@@ -151,12 +151,14 @@ static bool answered_locked(const struct cred *c)
 	       (cred_uses_store(c) && !c->refresh_token);
 }
 
-bool cred_wait_answered(struct cred *c, int64_t deadline)
+bool cred_wait_answered(struct cred_table *t, struct cred *c,
+			int64_t deadline)
 {
 	bool done;
 
 	pthread_mutex_lock(&c->lock);
-	while (!answered_locked(c) && wait_until(c, deadline))
+	while (!answered_locked(c) && !atomic_load(&t->stopping) &&
+	       wait_until(c, deadline))
 		;
 	done = answered_locked(c);
 	pthread_mutex_unlock(&c->lock);
@@ -173,7 +175,8 @@ bool cred_wait_token(struct cred_table *t, struct cred *c, int64_t deadline)
 	if (!c->cur && t->kick)
 		t->kick(t->kick_arg, c);
 	while (!c->cur && c->attempts == seen && cred_present(c) &&
-	       !c->revoked && wait_until(c, deadline))
+	       !c->revoked && !atomic_load(&t->stopping) &&
+	       wait_until(c, deadline))
 		;
 	have = c->cur != NULL;
 	pthread_mutex_unlock(&c->lock);
@@ -185,8 +188,20 @@ size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline)
 	size_t i, pending = 0;
 
 	for (i = 0; i < t->n; i++)
-		pending += !cred_wait_answered(&t->creds[i], deadline);
+		pending += !cred_wait_answered(t, &t->creds[i], deadline);
 	return pending;
+}
+
+void cred_table_stop_waits(struct cred_table *t)
+{
+	size_t i;
+
+	atomic_store(&t->stopping, true);
+	for (i = 0; i < t->n; i++) {
+		pthread_mutex_lock(&t->creds[i].lock);
+		pthread_cond_broadcast(&t->creds[i].cond);
+		pthread_mutex_unlock(&t->creds[i].lock);
+	}
 }
 
 static int64_t lifetime_of(const struct token *tok)
@@ -467,9 +482,12 @@ int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
 	if (r != -EINPROGRESS)
 		return r;
 	pthread_mutex_lock(&c->lock);
-	while (!wait_over_locked(c, &w) && wait_until(c, w.deadline))
+	while (!wait_over_locked(c, &w) && !atomic_load(&t->stopping) &&
+	       wait_until(c, w.deadline))
 		;
 	pthread_mutex_unlock(&c->lock);
+	if (atomic_load(&t->stopping))
+		w.deadline = 0; /* the answer it has now */
 	r = cred_open_resume(c, &w, out);
 	/* Past the deadline resume answers whatever it has. */
 	return r;

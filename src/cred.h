@@ -133,6 +133,7 @@ struct cred_table {
 	atomic_uint_fast64_t reload_failures;
 	atomic_bool reload_refused;
 	atomic_bool store_down; /* a shared store could not be reached */
+	atomic_bool stopping;	/* cred_table_stop_waits() was called */
 	/* Asks the refresher to refresh @c now (single-flight). */
 	void (*kick)(void *arg, struct cred *c);
 	/* Tells the refresher that @c's plan changed outside it (a record was
@@ -193,7 +194,13 @@ void cred_table_exit(struct cred_table *t, unsigned slot);
 size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline);
 
 /* Likewise for one credential; true once answered. */
-bool cred_wait_answered(struct cred *c, int64_t deadline);
+bool cred_wait_answered(struct cred_table *t, struct cred *c,
+			int64_t deadline);
+
+/* The daemon stops: every thread waiting in cred_wait_answered(),
+ * cred_wait_token() or cred_open_token() stops waiting now, and none waits
+ * from now on, so that nothing holds the exit for open_wait_s. */
+void cred_table_stop_waits(struct cred_table *t);
 
 /* Without a token, ask for one now and wait for the answer until
  * @deadline (monotonic ms). True if a token is held. */

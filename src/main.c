@@ -622,6 +622,8 @@ static int run(struct opts *o, struct config *cfg, int *ready_fd)
 	/* Unmounted from outside, or the signal thread stopped it: either
 	 * way what is in flight is answered and stored first. */
 	refresher_stop(rf, refresher_drain_ms(t));
+	/* Nobody waits any more for answers that will not come. */
+	cred_table_stop_waits(t);
 	pthread_join(rd.thread, NULL);
 	log_info("unmounting %s", o->mountpoint);
 out_unmount:

@@ -272,9 +272,10 @@ def test_audit_write_failure_is_visible(mount, provider):
         return c
     m = mount(config)
     assert provider.issued(m.token("acme", "idp"))  # reads still work
-    time.sleep(1.1)  # rendered files follow within a second
-    st = m.status("acme", "idp")
-    assert st["audit"].startswith("failing:")
+    # Rendered files follow within a second.
+    st = wait_for(lambda: (lambda s: s if s["audit"].startswith("failing:")
+                           else None)(m.status("acme", "idp")), 10,
+                  what="the audit failure in status")
     assert "No space left on device" in st["audit"]
     metrics = m.read("metrics")
     line = [x for x in metrics.splitlines()

@@ -467,3 +467,25 @@ def test_a_second_daemon_does_not_mount_over_a_live_one(mount):
         assert sum(1 for line in f
                    if line.split()[1] == os.path.realpath(m.mnt)) == 1
     assert m.token("acme", "idp")
+
+
+def test_fusermount_unmount_ends_the_daemon_within_a_second(
+        mount, provider, tmp_path):
+    """With a store, its control socket and an open_wait_s of 30 s, an
+    unmount from outside ends the daemon at once: with nothing in flight
+    nothing waits (the ready thread and control clients stop waiting)."""
+    m = mount()
+    store = tmp_path / "store"
+    cfg = rt_config(m, store, tenants=("acme", "beta"), open_wait_s=30)
+    setup_store(m, cfg)
+    add(m, provider, "acme")
+    m.start()
+    assert m.token("acme", "idp")
+    t0 = time.monotonic()
+    subprocess.run(["fusermount3", "-u", m.mnt], check=True, timeout=10)
+    status = reap(m.pid, 10)
+    took = time.monotonic() - t0
+    m.pid = None
+    assert status == 0, m.log()
+    assert took < 1, "the daemon took %.1fs to go" % took
+    assert "failed to unmount" not in m.log()

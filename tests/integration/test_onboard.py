@@ -346,17 +346,17 @@ def test_introspection_notices_revocation(mount, provider, tmp_path):
         CLIENT_ID, "read")).returncode == 0
     # The introspection endpoint failing never revokes anything.
     provider.introspect_status = 503
-    time.sleep(3)
-    assert m.status("acme", "idp")["state"] == "valid"
-    assert "introspection failed" in m.log()
+    wait_for(lambda: m.log().count("introspection failed") >= 2, 15,
+             what="two failed introspections")
+    assert m.status("acme", "idp")["state"] in ("valid", "refreshing")
     provider.introspect_status = 200
     # Revoked at the provider, with nobody reading: noticed within about
     # one interval, though the token has an hour left.
     provider.revoke_family(provider.family_of(rt))
-    t0 = time.monotonic()
-    wait_for(lambda: m.status("acme", "idp")["state"] == "revoked", 5,
+    # The next introspection, one interval on (bounded generously: the
+    # event, not the machine's speed, is what is tested).
+    wait_for(lambda: m.status("acme", "idp")["state"] == "revoked", 15,
              what="revoked")
-    assert time.monotonic() - t0 < 3
     st = m.status("acme", "idp")
     assert st["last_error"].startswith("introspection: token not active")
     assert open_errno(m.path("tenants", "acme", "idp", "access_token")) \

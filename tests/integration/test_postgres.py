@@ -79,7 +79,11 @@ def test_postgres_store_serves_and_persists(mount, provider, postgres):
     b.start(pg_config(b, postgres, tenants=("acme", "beta"),
                       name="state-b"))
     assert provider.issued(b.token("acme", "idp"))
-    time.sleep(4)
+    # Both serve through the next rotations of every credential.
+    gen = {t: int(g) for t, _, g, _ in db_records(postgres)}
+    wait_for(lambda: all(int(g) > gen[t] for t, _, g, _ in db_records(
+        postgres)), 30, what="a rotation of each beside the second daemon")
+    assert provider.issued(b.token("beta", "idp"))
     assert provider.stats()["reused_refresh_tokens"] == 0
     b.stop()
     # A restart serves the stored state: the rotated refresh token works.
@@ -297,7 +301,9 @@ def test_database_outage_keeps_serving(mount, provider, postgres):
     add_many(mounts[0], provider, tenants)
     for m in mounts:
         m.start()
-    time.sleep(2)
+    for m in mounts:  # every daemon serves before the database goes
+        for t in tenants:
+            assert provider.issued(m.token(t, "idp"))
     postgres.stop()
     down_at = time.time()
     seen_down = False

@@ -153,8 +153,7 @@ def test_oidc_discovery(mount, provider):
     # A reload does not ask the issuer again: the document is cached.
     provider.discovery_status = 503
     os.kill(m.pid, signal.SIGHUP)
-    wait_for(lambda: "reload" in m.log(), 10, what="the reload")
-    time.sleep(0.5)
+    wait_for(lambda: "SIGHUP: " in m.log(), 10, what="the reload")
     assert m.metrics("credfs_config_last_reload_successful") == [1]
     assert provider.discovery_requests == 1
     m.stop()

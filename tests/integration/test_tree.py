@@ -98,7 +98,9 @@ def test_tree_and_contents(mount, provider):
 def test_metrics_is_prometheus_text(mount):
     m = mount(two_tenants)
     m.token("acme", "idp")
-    time.sleep(1.1)  # metrics are rendered at most once a second
+    # Metrics are rendered at most once a second: until the token shows.
+    wait_for(lambda: 'credfs_credentials{state="valid"} 0' not in
+             m.read("metrics"), 10, what="metrics with the token")
     families = {f.name: f for f in
                 text_string_to_metric_families(m.read("metrics"))}
     assert "credfs_credentials" in families
