@@ -48,16 +48,19 @@ SAN :=
 HARDEN := -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 endif
 
+# CFLAGS, LDFLAGS and LDLIBS are the user's (make CFLAGS=-O0 works); what
+# the build needs is added to them in ALL_*.
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Wformat=2 -Wshadow \
+ALL_CFLAGS := -std=gnu11 -Wall -Wextra -Wformat=2 -Wshadow \
 	-Wno-unused-parameter -Wno-format-truncation -D_GNU_SOURCE -fPIE $(HARDEN) $(SAN) -MMD -MP \
 	-DCREDFS_VERSION='"$(VERSION)"' \
 	$(shell $(PKG_CONFIG) --cflags $(PKGS))
 ifneq ($(CI),)
-CFLAGS += -Werror
+ALL_CFLAGS += -Werror
 endif
-LDFLAGS += -pie -Wl,-z,relro,-z,now $(SAN)
-LDLIBS += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lpthread -lm
+ALL_CFLAGS += $(CFLAGS)
+ALL_LDFLAGS := -pie -Wl,-z,relro,-z,now $(SAN) $(LDFLAGS)
+ALL_LDLIBS := $(LDLIBS) $(shell $(PKG_CONFIG) --libs $(PKGS)) -lpthread -lm
 
 ifeq ($(V),1)
 Q :=
@@ -78,7 +81,7 @@ all: $(BUILD)/credfs $(BUILD)/credfsctl
 # hide header changes from the next relative one.
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) -MT $(BUILD)/$*.o -MT $(abspath $(BUILD))/$*.o \
+	$(Q)$(CC) $(ALL_CFLAGS) -MT $(BUILD)/$*.o -MT $(abspath $(BUILD))/$*.o \
 		-Isrc -c -o $@ $<
 
 $(BUILD)/libcredfs.a: $(LIB_OBJS)
@@ -87,20 +90,20 @@ $(BUILD)/libcredfs.a: $(LIB_OBJS)
 
 $(BUILD)/credfs: $(BUILD)/main.o $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(BUILD)/credfsctl: $(CTL_SRCS:src/%.c=$(BUILD)/%.o) $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(BUILD)/test_%.o: tests/unit/test_%.c | $(BUILD)
 	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS) -MT $(BUILD)/test_$*.o \
+	$(Q)$(CC) $(ALL_CFLAGS) -MT $(BUILD)/test_$*.o \
 		-MT $(abspath $(BUILD))/test_$*.o -Isrc -c -o $@ $<
 
 $(BUILD)/test_%: $(BUILD)/test_%.o $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS) -lcmocka
 
 $(BUILD):
 	$(Q)mkdir -p $@
@@ -108,8 +111,9 @@ $(BUILD):
 # One build: unit tests, then the integration suite against real mounts.
 check-one: all $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "  UNIT    $$t"; ./$$t; done
-	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) timeout -k 30 $(TEST_LIMIT_S) \
-		$(PYTHON) -m pytest -q -p no:cacheprovider \
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) CREDFS_TEST_TAG=$(CREDFS_TEST_TAG) \
+		timeout -k 30 $(TEST_LIMIT_S) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider --durations=10 \
 		--timeout=$(TEST_TIMEOUT_S) tests/integration
 
 # The fault-injection soak (tests/soak/) for SOAK_SECONDS; by hand, for
@@ -117,17 +121,26 @@ check-one: all $(UNIT_BINS)
 SOAK_SECONDS ?= 60
 soak: all
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) SOAK_SECONDS=$(SOAK_SECONDS) \
+		CREDFS_TEST_TAG=$(CREDFS_TEST_TAG) \
 		timeout -k 30 $$(( $(SOAK_SECONDS) * 2 + 300 )) \
 		$(PYTHON) -m pytest -q -s -p no:cacheprovider \
 		--timeout=$$(( $(SOAK_SECONDS) * 2 + 240 )) tests/soak
 
-# Everything: the plain build with the soak, then the ASan+UBSan build of
-# the same tests, then each fuzz target for a short while.
+# Everything: the plain build with the soak and the ASan+UBSan build of the
+# same tests side by side (their users and groups named apart by
+# CREDFS_TEST_TAG; each run's output is printed whole when it ends), then
+# each fuzz target for a short while, two at a time.
 check:
-	$(Q)$(MAKE) --no-print-directory check-one
-	$(Q)$(MAKE) --no-print-directory soak
-	$(Q)$(MAKE) --no-print-directory check-one SANITIZE=1
+	$(Q)$(MAKE) --no-print-directory -j2 --output-sync=recurse \
+		check-plain check-asan
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
+
+check-plain:
+	$(Q)$(MAKE) --no-print-directory check-one CREDFS_TEST_TAG=p
+	$(Q)$(MAKE) --no-print-directory soak CREDFS_TEST_TAG=p
+
+check-asan:
+	$(Q)$(MAKE) --no-print-directory check-one SANITIZE=1 CREDFS_TEST_TAG=a
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_SECONDS ?= 60
@@ -135,24 +148,26 @@ CHECK_FUZZ_SECONDS ?= 30
 
 $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) -Isrc -fsanitize=fuzzer $(LDFLAGS) -o $@ $< \
-		$(BUILD)/libcredfs.a $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -Isrc -fsanitize=fuzzer $(ALL_LDFLAGS) -o $@ $< \
+		$(BUILD)/libcredfs.a $(ALL_LDLIBS)
 
 # Each target for FUZZ_SECONDS from its committed seeds (new inputs go to
 # a scratch directory); a crash fails, and its input is kept in build-fuzz/.
 fuzz:
 	$(Q)$(MAKE) --no-print-directory SANITIZE=fuzz \
 		$(FUZZ_TARGETS:%=build-fuzz/%)
-	$(Q)set -e; for t in $(FUZZ_TARGETS); do \
-		c=tests/fuzz/corpus/$${t#fuzz_}; w=build-fuzz/$$t.corpus; \
-		mkdir -p $$w; echo "  FUZZ    $$t ($(FUZZ_SECONDS) s)"; \
-		build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
-			-rss_limit_mb=2048 -print_final_stats=1 \
-			-artifact_prefix=build-fuzz/$$t- $$w $$c \
-			2> build-fuzz/$$t.log || { tail -40 build-fuzz/$$t.log; \
-			exit 1; }; \
-		grep -h "stat::number_of_executed_units" build-fuzz/$$t.log; \
-	done
+	$(Q)$(MAKE) --no-print-directory -j2 --output-sync=target \
+		$(FUZZ_TARGETS:%=fuzz-run-%)
+
+fuzz-run-%:
+	$(Q)t=$*; c=tests/fuzz/corpus/$${t#fuzz_}; w=build-fuzz/$$t.corpus; \
+	mkdir -p $$w; echo "  FUZZ    $$t ($(FUZZ_SECONDS) s)"; \
+	build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+		-rss_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix=build-fuzz/$$t- $$w $$c \
+		2> build-fuzz/$$t.log || { tail -40 build-fuzz/$$t.log; \
+		exit 1; }; \
+	grep -h "stat::number_of_executed_units" build-fuzz/$$t.log
 
 deps:
 	$(Q)missing=""; for p in $(DEB_PACKAGES); do \
@@ -172,8 +187,8 @@ $(BUILD)/bench-%: bench/%.c bench/bench.h | $(BUILD)
 
 $(BUILD)/bench-seed: bench/seed.c bench/bench.h $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
-	$(Q)$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(BUILD)/libcredfs.a \
-		$(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) -Isrc $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libcredfs.a \
+		$(ALL_LDLIBS)
 
 # The read-path benchmark (docs/performance.md); BENCH_SECONDS, BENCH_THREADS.
 bench: all $(BUILD)/bench-reader $(BUILD)/bench-httpd
@@ -217,7 +232,7 @@ format:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all bench bench-scale check check-one deps demo fuzz install uninstall format clean soak
+.PHONY: all bench bench-scale check check-one check-plain check-asan deps demo fuzz install uninstall format clean soak
 .SECONDARY:
 
 -include $(wildcard $(BUILD)/*.d)

@@ -298,6 +298,16 @@ def fill(path):
 
 
 @contextlib.contextmanager
+# Runs that share the machine at once (the plain and the ASan suite in
+# make check) name their users and groups apart.
+TEST_TAG = os.environ.get("CREDFS_TEST_TAG", "")
+
+
+def tagged(name):
+    """@name as this run's own: "credfs-alice" -> "credfs-alice-a"."""
+    return name + ("-" + TEST_TAG if TEST_TAG else "")
+
+
 def system_users(names):
     """Users (each with its own group) that do not exist yet, made with
     useradd and removed afterwards; their pwd entries."""

@@ -13,12 +13,12 @@ import uuid
 
 import pytest
 
-from harness import (CREDFS, open_errno, simple_config, system_users,
+from harness import (CREDFS, open_errno, simple_config, system_users, tagged,
                      wait_for)
 
 EKEYEXPIRED = 127
-USERS = ("credfs-alice", "credfs-bob", "credfs-eve", "credfs-ops")
-GROUPS = ("credfs-beta", "credfs-opsgrp")
+USERS = tuple(tagged("credfs-" + u) for u in ("alice", "bob", "eve", "ops"))
+GROUPS = tuple(tagged("credfs-" + g) for g in ("beta", "opsgrp"))
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +33,13 @@ def people():
                 subprocess.run(["groupadd", g], check=True)
                 made_groups.append(g)
         with system_users(USERS) as users:
-            subprocess.run(["usermod", "-a", "-G", "credfs-beta",
-                            "credfs-bob"], check=True)
-            subprocess.run(["usermod", "-a", "-G", "credfs-opsgrp",
-                            "credfs-ops"], check=True)
+            subprocess.run(["usermod", "-a", "-G", GROUPS[0], USERS[1]],
+                           check=True)
+            subprocess.run(["usermod", "-a", "-G", GROUPS[1], USERS[3]],
+                           check=True)
             yield {**{u.pw_name.split("-")[1]: u for u in users},
-                   "beta": grp.getgrnam("credfs-beta").gr_gid,
-                   "opsgrp": grp.getgrnam("credfs-opsgrp").gr_gid}
+                   "beta": grp.getgrnam(GROUPS[0]).gr_gid,
+                   "opsgrp": grp.getgrnam(GROUPS[1]).gr_gid}
     finally:
         for g in made_groups:
             subprocess.run(["groupdel", g], capture_output=True)

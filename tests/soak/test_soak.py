@@ -31,12 +31,12 @@ import time
 import pytest
 
 from harness import (ASAN_BUILD, CLIENT_ID, CREDFSCTL, fill, system_users,
-                     tmpfs, wait_for)
+                     tagged, tmpfs, wait_for)
 
 SOAK_S = float(os.environ.get("SOAK_SECONDS", "60"))
 SOAK_EVENTS = os.environ.get("SOAK_EVENTS", "")
 TENANTS = ["s%02d" % i for i in range(100)]
-USERS = ("credfs-soak-a", "credfs-soak-b")
+USERS = (tagged("credfs-soak-a"), tagged("credfs-soak-b"))
 LIFETIME_S = 10     # refreshed with 5 s left: about 20 refreshes/s
 HOLD_S = 1          # a fault stays this long after it shows; a stalled
                     # request takes timeout_s (1 s) more, and the token
