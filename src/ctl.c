@@ -961,6 +961,8 @@ int main(int argc, char **argv)
 	size_t i;
 	int r;
 
+	/* Refresh tokens, codes and keys pass through credfsctl too. */
+	secrets_hygiene();
 	if (!strcmp(name, "--help") || !strcmp(name, "-h"))
 		name = "help";
 	else if (!strcmp(name, "--version") || !strcmp(name, "-V"))

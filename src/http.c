@@ -45,6 +45,7 @@ int http_req_new(const struct provider_conf *p, const char *url,
 	long timeout_ms = (long)p->timeout_ms;
 	struct curl_slist *h;
 	struct http_req *r;
+	bool ok;
 	CURL *e;
 
 	r = calloc(1, sizeof(*r));
@@ -72,32 +73,43 @@ int http_req_new(const struct provider_conf *p, const char *url,
 	strfreezero(auth_header);
 	auth_header = NULL;
 
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (p->ca_file)
-		curl_easy_setopt(e, CURLOPT_CAINFO, p->ca_file);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-			 (curl_off_t)p->max_response_bytes);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "credfs/" CREDFS_VERSION);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-	if (body) {
-		curl_easy_setopt(e, CURLOPT_POST, 1L);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS,
-				 r->body.data ? r->body.data : "");
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)r->body.len);
-	} else {
-		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	/* Every option is checked: a request without the protocol and TLS
+	 * policy is never sent. */
+	ok = curl_easy_setopt(e, CURLOPT_URL, url) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") ==
+		     CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
+	     (!p->ca_file ||
+	      curl_easy_setopt(e, CURLOPT_CAINFO, p->ca_file) == CURLE_OK) &&
+	     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms) ==
+		     CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
+			      (curl_off_t)p->max_response_bytes) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_USERAGENT,
+			      "credfs/" CREDFS_VERSION) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK;
+	if (ok && body)
+		ok = curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
+		     curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+				      r->body.data ? r->body.data : "") ==
+			     CURLE_OK &&
+		     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE,
+				      (long)r->body.len) == CURLE_OK;
+	else if (ok)
+		ok = curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) == CURLE_OK;
+	ok = ok &&
+	     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_WRITEDATA, r) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_PRIVATE, r) == CURLE_OK;
+	if (!ok) {
+		http_req_free(r);
+		return -EPROTONOSUPPORT;
 	}
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
 	*out = r;
 	return 0;
 out_fail:

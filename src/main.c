@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -16,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -439,13 +436,6 @@ static void warn_unpersisted(struct cred_table *t)
 	}
 }
 
-/* Wipe jansson's copies of token responses when it frees them. */
-static void json_wipe_free(void *p)
-{
-	if (p)
-		freezero(p, malloc_usable_size(p));
-}
-
 static int run(struct opts *o, struct config *cfg, int *ready_fd)
 {
 	char *argv_fuse[] = {"credfs", "-o", NULL, NULL, NULL, NULL};
@@ -660,7 +650,6 @@ out:
 
 int main(int argc, char **argv)
 {
-	struct rlimit no_core = {0, 0};
 	struct opts o = {0};
 	struct config *cfg = NULL;
 	int ready_fd = -1, r;
@@ -674,12 +663,8 @@ int main(int argc, char **argv)
 		free(o.fuse_opts);
 		return r > 0 ? EXIT_SUCCESS : 2;
 	}
-	/* Tokens and keys live in this process: no core dumps, no ptrace by
-	 * other users, nothing created readable by others. */
-	prctl(PR_SET_DUMPABLE, 0);
-	setrlimit(RLIMIT_CORE, &no_core);
-	umask(077);
-	json_set_alloc_funcs(malloc, json_wipe_free);
+	/* Tokens and keys live in this process. */
+	secrets_hygiene();
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "credfs: cannot initialise libcurl\n");
 		return EXIT_FAILURE;

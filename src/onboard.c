@@ -84,6 +84,8 @@ int loopback_open(const char *redirect_uri, const char *default_path,
 	socklen_t len = sizeof(a4);
 	bool v6 = false;
 	CURLU *u = NULL;
+	char *end;
+	long portnum;
 	int r = 0, one = 1;
 
 	*out = NULL;
@@ -103,7 +105,15 @@ int loopback_open(const char *redirect_uri, const char *default_path,
 			goto out;
 		}
 		v6 = host[0] == '[';
-		a4.sin_port = a6.sin6_port = htons((uint16_t)atoi(port));
+		errno = 0;
+		portnum = strtol(port, &end, 10);
+		if (errno || *end || portnum <= 0 || portnum > 65535) {
+			snprintf(err, errlen, "redirect_uri %s: bad port",
+				 redirect_uri);
+			r = -EINVAL;
+			goto out;
+		}
+		a4.sin_port = a6.sin6_port = htons((uint16_t)portnum);
 		lb->path = strdup(path);
 		lb->uri = strdup(redirect_uri);
 	} else {

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <curl/curl.h>
+
 #include "config.h"
 #include "plan.h"
 
@@ -72,8 +74,7 @@ int64_t plan_skew_ms(const struct timing *t, int64_t lifetime_ms)
 
 int64_t plan_retry_after_ms(const char *value, int64_t now_ms)
 {
-	const char *p;
-	struct tm tm;
+	time_t when;
 	char *end;
 	int64_t ms;
 
@@ -94,12 +95,12 @@ int64_t plan_retry_after_ms(const char *value, int64_t now_ms)
 			return RETRY_AFTER_CAP_MS;
 		return (int64_t)s * 1000;
 	}
-	/* IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT" */
-	memset(&tm, 0, sizeof(tm));
-	p = strptime(value, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	if (!p)
+	/* An HTTP-date (RFC 9110 5.6.7: IMF-fixdate, and the obsolete RFC
+	 * 850 and asctime forms a recipient must take too). */
+	when = curl_getdate(value, NULL);
+	if (when < 0)
 		return -1;
-	ms = (int64_t)timegm(&tm) * 1000 - now_ms;
+	ms = (int64_t)when * 1000 - now_ms;
 	if (ms < 0)
 		return 0;
 	return min64(ms, RETRY_AFTER_CAP_MS);

@@ -40,6 +40,16 @@ struct fstore {
 	atomic_uint tmp_seq;
 };
 
+/* Take (@op LOCK_EX) or release (LOCK_UN) the write lock: 0 or -errno
+ * (a lock that cannot be taken is an error, never a write without it). */
+static int write_lock(struct fstore *s, int op)
+{
+	while (flock(s->write_lock, op) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
 static int lock_file(int dirfd, const char *name, int *out)
 {
 	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
@@ -267,9 +277,11 @@ int store_open_dir(const char *dir, const uint8_t *master, enum store_mode mode,
 	if (r < 0)
 		goto out_free;
 	/* Finish, or undo, a rekey that was interrupted. */
-	flock(s->write_lock, LOCK_EX);
-	r = foreach_file(s, ".rek", rekey_settle, s);
-	flock(s->write_lock, LOCK_UN);
+	r = write_lock(s, LOCK_EX);
+	if (r == 0) {
+		r = foreach_file(s, ".rek", rekey_settle, s);
+		write_lock(s, LOCK_UN);
+	}
 	if (r < 0) {
 		snprintf(err, errlen, "store %s: cannot finish a rekey: %s",
 			 dir, strerror(-r));
@@ -353,7 +365,11 @@ static int file_save(struct store *bs, const char *tenant, const char *provider,
 	ret = record_seal(s->master, tenant, provider, r, &b);
 	if (ret < 0)
 		return ret;
-	flock(s->write_lock, LOCK_EX);
+	ret = write_lock(s, LOCK_EX);
+	if (ret < 0) {
+		buf_free(&b);
+		return ret;
+	}
 	fd = tenant_dir(s, tenant, true);
 	if (fd >= 0) {
 		record_name(provider, name);
@@ -364,7 +380,7 @@ static int file_save(struct store *bs, const char *tenant, const char *provider,
 	} else {
 		ret = fd;
 	}
-	flock(s->write_lock, LOCK_UN);
+	write_lock(s, LOCK_UN);
 	buf_free(&b);
 	return ret;
 }
@@ -393,7 +409,9 @@ static int file_remove(struct store *bs, const char *tenant,
 
 	if (!name_valid(provider))
 		return -EINVAL;
-	flock(s->write_lock, LOCK_EX);
+	ret = write_lock(s, LOCK_EX);
+	if (ret < 0)
+		return ret;
 	fd = tenant_dir(s, tenant, false);
 	if (fd >= 0) {
 		record_name(provider, name);
@@ -403,7 +421,7 @@ static int file_remove(struct store *bs, const char *tenant,
 	} else {
 		ret = fd;
 	}
-	flock(s->write_lock, LOCK_UN);
+	write_lock(s, LOCK_UN);
 	return ret;
 }
 
@@ -578,7 +596,12 @@ static int file_rekey(struct store *bs, const uint8_t *new_master, size_t *n,
 		snprintf(err, errlen, "rekey needs the store to itself");
 		return -EBUSY;
 	}
-	flock(s->write_lock, LOCK_EX);
+	r = write_lock(s, LOCK_EX);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot lock the store: %s",
+			 strerror(-r));
+		return r;
+	}
 	r = foreach_file(s, ".rec", rekey_one, &k);
 	if (r == 0)
 		r = record_seal(new_master, KEYCHECK_TENANT, "-", &empty, &b);
@@ -592,12 +615,12 @@ static int file_rekey(struct store *bs, const uint8_t *new_master, size_t *n,
 	}
 	if (r < 0) {
 		foreach_file(s, ".rek", rekey_discard, s);
-		flock(s->write_lock, LOCK_UN);
+		write_lock(s, LOCK_UN);
 		return r;
 	}
 	s->master = new_master;
 	r = foreach_file(s, ".rek", rekey_settle, s);
-	flock(s->write_lock, LOCK_UN);
+	write_lock(s, LOCK_UN);
 	if (r < 0)
 		snprintf(err, errlen,
 			 "rekey committed, but finishing failed (%s); the "

@@ -8,10 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -135,6 +139,23 @@ void time_rfc3339(int64_t ms, char out[32])
 
 	if (!gmtime_r(&t, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
 		snprintf(out, 32, "1970-01-01T00:00:00Z");
+}
+
+/* Wipe jansson's copies of token responses when it frees them. */
+static void json_wipe_free(void *p)
+{
+	if (p)
+		freezero(p, malloc_usable_size(p));
+}
+
+void secrets_hygiene(void)
+{
+	struct rlimit no_core = {0, 0};
+
+	prctl(PR_SET_DUMPABLE, 0);
+	setrlimit(RLIMIT_CORE, &no_core);
+	umask(077);
+	json_set_alloc_funcs(malloc, json_wipe_free);
 }
 
 size_t text_escape_controls(const char *in, char *out, size_t size)

@@ -55,6 +55,12 @@ int file_read_capped(const char *path, size_t cap, bool private_only,
  * regular file", "larger than @cap_text", ...). */
 const char *file_read_error(int r, const char *cap_text);
 
+/* A process that holds tokens and keys: not dumpable (no core, no ptrace
+ * by other users), nothing it creates readable by others, and jansson's
+ * copies of what it parsed wiped when freed. The daemon and credfsctl
+ * call it first. */
+void secrets_hygiene(void);
+
 /* Copy @in to @out (NUL-terminated, cut to @size) with every control
  * byte (under 0x20, and 0x7f) written as \xNN, so that text from outside
  * cannot move a terminal's cursor or forge a line. Returns the length. */

@@ -93,6 +93,12 @@ static void retry_after_forms(void **state)
 		10000);
 	assert_int_equal(
 		plan_retry_after_ms("Sun, 06 Nov 1994 08:49:00 GMT", now), 0);
+	/* The obsolete forms RFC 9110 5.6.7 says a recipient must take. */
+	assert_int_equal(
+		plan_retry_after_ms("Sunday, 06-Nov-94 08:49:47 GMT", now),
+		10000);
+	assert_int_equal(plan_retry_after_ms("Sun Nov  6 08:49:47 1994", now),
+			 10000);
 	assert_int_equal(plan_retry_after_ms("99999999", now), 3600000);
 	assert_int_equal(plan_retry_after_ms("soon", now), -1);
 	assert_int_equal(plan_retry_after_ms("3x", now), -1);
