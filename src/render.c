@@ -56,40 +56,6 @@ static int64_t secs_until(int64_t at_ms, int64_t now_ms)
 	return d > 0 ? d / 1000 : -((-d + 999) / 1000);
 }
 
-static void time_or_never(int64_t ms, char out[32])
-{
-	if (ms > 0)
-		time_rfc3339(ms, out);
-	else
-		snprintf(out, 32, "never");
-}
-
-static int requested_scopes(const struct cred *c, struct buf *b)
-{
-	size_t i;
-	int r = 0;
-
-	for (i = 0; i < c->conf->n_scopes && r == 0; i++)
-		r = buf_printf(b, "%s%s", i ? " " : "", c->conf->scopes[i]);
-	return r;
-}
-
-/* "a\nb\n" -> "a b" into @b. */
-static int granted_scopes(const struct cred_view *v, struct buf *b)
-{
-	const char *p = v->scopes ? v->scopes : "";
-	int r = 0;
-
-	while (*p && r == 0) {
-		const char *nl = strchr(p, '\n');
-		size_t n = nl ? (size_t)(nl - p) : strlen(p);
-
-		r = buf_printf(b, "%s%.*s", b->len ? " " : "", (int)n, p);
-		p += n + (nl ? 1 : 0);
-	}
-	return r;
-}
-
 /* Why a valid token is not served, or "-". */
 static const char *refused(const struct cred *c, const struct cred_view *v)
 {
@@ -136,91 +102,13 @@ static void floored_text(const struct cred *c, const struct cred_view *v,
 			 c->conf->provider->min_lifetime_ms / 1000.0);
 }
 
-static int render_status(struct cred_table *t, struct cred *c,
-			 const struct cred_view *v, int64_t now,
-			 struct buf *out)
-{
-	char exp[32] = "-", last[32], next[32], lerr[32], perr[32];
-	char audit_text[192], rtexp[32] = "unknown", floored[128];
-	struct buf req, gr;
-	int r;
-
-	floored_text(c, v, floored, sizeof(floored));
-	if (v->rt_expires_ms)
-		time_rfc3339(v->rt_expires_ms, rtexp);
-	audit_health(t, audit_text, sizeof(audit_text));
-	buf_init(&req, 64 * 1024);
-	buf_init(&gr, 64 * 1024);
-	r = requested_scopes(c, &req);
-	if (r == 0)
-		r = granted_scopes(v, &gr);
-	if (r < 0)
-		goto out;
-	if (v->has_token)
-		time_rfc3339(v->expires_ms, exp);
-	time_or_never(v->last_refresh_ms, last);
-	time_or_never(v->next_refresh_ms, next);
-	time_or_never(v->last_error_ms, lerr);
-	time_or_never(v->persist_error_ms, perr);
-	r = buf_printf(
-		out,
-		"tenant: %s\n"
-		"provider: %s\n"
-		"grant: %s\n"
-		"state: %s\n"
-		"health: %s\n"
-		"token_type: %s\n"
-		"fingerprint: %s\n"
-		"expires_at: %s\n"
-		"expires_in: %" PRId64 "\n"
-		"lifetime_floored: %s\n"
-		"last_refresh: %s\n"
-		"next_refresh: %s\n"
-		"next_refresh_in: %" PRId64 "\n"
-		"refresh_count: %" PRIu64 "\n"
-		"consecutive_failures: %u\n"
-		"failure_count: %" PRIu64 "\n"
-		"last_error: %s\n"
-		"last_error_at: %s\n"
-		"reads: %" PRIu64 "\n"
-		"scopes_requested: %s\n"
-		"scopes_granted: %s\n"
-		"over_privileged: %s\n"
-		"strict_scopes: %s\n"
-		"refused: %s\n"
-		"generation: %" PRIu64 "\n"
-		"persist_error: %s\n"
-		"persist_error_at: %s\n"
-		"persist_failures: %" PRIu64 "\n"
-		"audit: %s\n"
-		"refresh_token_expires_at: %s\n"
-		"refresh_token_expiring: %s\n"
-		"refresh_token_rotates: %s\n",
-		c->conf->tenant, c->conf->provider->name, grant_name(c),
-		cred_state_name(v->state), health(v),
-		v->has_token ? v->token_type : "-", v->has_token ? v->fp : "-",
-		exp, v->has_token ? secs_until(v->expires_ms, now) : 0,
-		floored, last,
-		next,
-		v->next_refresh_ms ? secs_until(v->next_refresh_ms, now) : 0,
-		v->refresh_count, v->consecutive_failures, v->failure_count,
-		v->last_error[0] ? v->last_error : "-", lerr, v->reads,
-		req.len ? req.data : "-", gr.len ? gr.data : "-",
-		v->over ? v->over : "-",
-		c->conf->strict_scopes ? "true" : "false", refused(c, v),
-		v->record_gen, v->persist_error[0] ? v->persist_error : "-",
-		perr, v->persist_failures, audit_text, rtexp,
-		rt_expiring(v, now) ? "yes: reconnect (credfsctl connect) "
-				      "before then"
-				    : "no",
-		!c->conf->provider->rotates_set ? "unknown"
-		: c->conf->provider->rotates	? "yes"
-						: "no");
-out:
-	buf_free(&req);
-	buf_free(&gr);
-	return r;
-}
+/* What a status field is computed from. */
+struct status_ctx {
+	struct cred_table *t;
+	struct cred *c;
+	const struct cred_view *v;
+	int64_t now;
+};
 
 static json_t *json_time(int64_t ms)
 {
@@ -248,99 +136,232 @@ static json_t *json_lines(const char *s, bool split_space)
 	return arr;
 }
 
-static int render_status_json(struct cred_table *t, struct cred *c,
-			      const struct cred_view *v, int64_t now,
-			      struct buf *out)
+static json_t *json_text(const char *s)
 {
-	json_t *o = json_object(), *req = json_array();
-	char audit_text[192], floored[128];
+	return s && s[0] ? json_string(s) : json_null();
+}
+
+#define X const struct status_ctx *x
+#define TOKEN(e) (x->v->has_token ? (e) : json_null())
+static json_t *f_tenant(X) { return json_string(x->c->conf->tenant); }
+static json_t *f_provider(X)
+{
+	return json_string(x->c->conf->provider->name);
+}
+static json_t *f_grant(X) { return json_string(grant_name(x->c)); }
+static json_t *f_state(X)
+{
+	return json_string(cred_state_name(x->v->state));
+}
+static json_t *f_health(X) { return json_string(health(x->v)); }
+static json_t *f_token_type(X) { return TOKEN(json_string(x->v->token_type)); }
+static json_t *f_fingerprint(X) { return TOKEN(json_string(x->v->fp)); }
+static json_t *f_expires_at(X) { return TOKEN(json_time(x->v->expires_ms)); }
+static json_t *f_expires_in(X)
+{
+	return TOKEN(json_integer(secs_until(x->v->expires_ms, x->now)));
+}
+static json_t *f_lifetime_floored(X)
+{
+	char text[128];
+
+	floored_text(x->c, x->v, text, sizeof(text));
+	return strcmp(text, "-") ? json_string(text) : json_null();
+}
+static json_t *f_last_refresh(X) { return json_time(x->v->last_refresh_ms); }
+static json_t *f_next_refresh(X) { return json_time(x->v->next_refresh_ms); }
+static json_t *f_next_refresh_in(X)
+{
+	return x->v->next_refresh_ms
+		       ? json_integer(secs_until(x->v->next_refresh_ms, x->now))
+		       : json_null();
+}
+static json_t *f_refresh_count(X)
+{
+	return json_integer((json_int_t)x->v->refresh_count);
+}
+static json_t *f_consecutive_failures(X)
+{
+	return json_integer(x->v->consecutive_failures);
+}
+static json_t *f_failure_count(X)
+{
+	return json_integer((json_int_t)x->v->failure_count);
+}
+static json_t *f_last_error(X) { return json_text(x->v->last_error); }
+static json_t *f_last_error_at(X) { return json_time(x->v->last_error_ms); }
+static json_t *f_reads(X) { return json_integer((json_int_t)x->v->reads); }
+static json_t *f_scopes_requested(X)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < x->c->conf->n_scopes; i++)
+		json_array_append_new(a, json_string(x->c->conf->scopes[i]));
+	return a;
+}
+static json_t *f_scopes_granted(X) { return json_lines(x->v->scopes, false); }
+static json_t *f_over_privileged(X)
+{
+	return x->v->over ? json_lines(x->v->over, true) : json_null();
+}
+static json_t *f_strict_scopes(X)
+{
+	return json_boolean(x->c->conf->strict_scopes);
+}
+static json_t *f_refused(X)
+{
+	const char *why = refused(x->c, x->v);
+
+	return strcmp(why, "-") ? json_string(why) : json_null();
+}
+static json_t *f_generation(X)
+{
+	return cred_uses_store(x->c) ? json_integer((json_int_t)x->v->record_gen)
+				     : json_null();
+}
+static json_t *f_persist_error(X) { return json_text(x->v->persist_error); }
+static json_t *f_persist_error_at(X)
+{
+	return json_time(x->v->persist_error_ms);
+}
+static json_t *f_persist_failures(X)
+{
+	return json_integer((json_int_t)x->v->persist_failures);
+}
+static json_t *f_audit(X)
+{
+	char text[192];
+
+	audit_health(x->t, text, sizeof(text));
+	return json_string(text);
+}
+static json_t *f_rt_expires_at(X) { return json_time(x->v->rt_expires_ms); }
+static json_t *f_rt_expiring(X)
+{
+	return json_boolean(rt_expiring(x->v, x->now));
+}
+static json_t *f_rt_rotates(X)
+{
+	const struct provider_conf *p = x->c->conf->provider;
+
+	return p->rotates_set ? json_boolean(p->rotates) : json_null();
+}
+#undef TOKEN
+#undef X
+
+/*
+ * The fields of status and status.json: one list, in order, for both
+ * renderings. Text shows null as @null (default "-"), booleans as @yes and
+ * @no (default "yes"/"no"), and arrays space-separated.
+ */
+static const struct status_field {
+	const char *name;
+	json_t *(*value)(const struct status_ctx *x);
+	const char *null, *yes, *no;
+} status_fields[] = {
+	{.name = "tenant", .value = f_tenant},
+	{.name = "provider", .value = f_provider},
+	{.name = "grant", .value = f_grant},
+	{.name = "state", .value = f_state},
+	{.name = "health", .value = f_health},
+	{.name = "token_type", .value = f_token_type},
+	{.name = "fingerprint", .value = f_fingerprint},
+	{.name = "expires_at", .value = f_expires_at},
+	{.name = "expires_in", .value = f_expires_in},
+	{.name = "lifetime_floored", .value = f_lifetime_floored},
+	{.name = "last_refresh", .value = f_last_refresh, .null = "never"},
+	{.name = "next_refresh", .value = f_next_refresh, .null = "never"},
+	{.name = "next_refresh_in", .value = f_next_refresh_in},
+	{.name = "refresh_count", .value = f_refresh_count},
+	{.name = "consecutive_failures",
+	 .value = f_consecutive_failures},
+	{.name = "failure_count", .value = f_failure_count},
+	{.name = "last_error", .value = f_last_error},
+	{.name = "last_error_at", .value = f_last_error_at, .null = "never"},
+	{.name = "reads", .value = f_reads},
+	{.name = "scopes_requested", .value = f_scopes_requested},
+	{.name = "scopes_granted", .value = f_scopes_granted},
+	{.name = "over_privileged", .value = f_over_privileged},
+	{.name = "strict_scopes", .value = f_strict_scopes, .yes = "true",
+	 .no = "false"},
+	{.name = "refused", .value = f_refused},
+	{.name = "generation", .value = f_generation},
+	{.name = "persist_error", .value = f_persist_error},
+	{.name = "persist_error_at", .value = f_persist_error_at,
+	 .null = "never"},
+	{.name = "persist_failures", .value = f_persist_failures},
+	{.name = "audit", .value = f_audit},
+	{.name = "refresh_token_expires_at", .value = f_rt_expires_at,
+	 .null = "unknown"},
+	{.name = "refresh_token_expiring", .value = f_rt_expiring,
+	 .yes = "yes: reconnect (credfsctl connect) before then"},
+	{.name = "refresh_token_rotates", .value = f_rt_rotates,
+	 .null = "unknown"},
+};
+
+/* One field's value as status text: "key: value\n". */
+static int field_text(const struct status_field *f, json_t *v,
+		      struct buf *out)
+{
+	size_t i, n;
+	int r;
+
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		return buf_printf(out, "%s: %s\n", f->name,
+				  json_string_value(v));
+	case JSON_INTEGER:
+		return buf_printf(out, "%s: %" JSON_INTEGER_FORMAT "\n",
+				  f->name, json_integer_value(v));
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return buf_printf(out, "%s: %s\n", f->name,
+				  json_is_true(v) ? (f->yes ? f->yes : "yes")
+						  : (f->no ? f->no : "no"));
+	case JSON_ARRAY:
+		n = json_array_size(v);
+		if (!n)
+			break;
+		r = buf_printf(out, "%s:", f->name);
+		for (i = 0; r == 0 && i < n; i++)
+			r = buf_printf(out, " %s",
+				       json_string_value(json_array_get(v, i)));
+		return r ? r : buf_printf(out, "\n");
+	default: break;
+	}
+	return buf_printf(out, "%s: %s\n", f->name, f->null ? f->null : "-");
+}
+
+/* status (text, @json false) or status.json of @c. */
+static int render_status(struct cred_table *t, struct cred *c,
+			 const struct cred_view *v, int64_t now, bool json,
+			 struct buf *out)
+{
+	const struct status_ctx x = {t, c, v, now};
+	json_t *o = json ? json_object() : NULL;
 	char *text;
 	size_t i;
-	int r = -ENOMEM;
+	int r = json && !o ? -ENOMEM : 0;
 
-	if (!o || !req)
-		goto out;
-	for (i = 0; i < c->conf->n_scopes; i++)
-		json_array_append_new(req, json_string(c->conf->scopes[i]));
-	json_object_set_new(o, "tenant", json_string(c->conf->tenant));
-	json_object_set_new(o, "provider",
-			    json_string(c->conf->provider->name));
-	json_object_set_new(o, "grant", json_string(grant_name(c)));
-	json_object_set_new(o, "state", json_string(cred_state_name(v->state)));
-	json_object_set_new(o, "health", json_string(health(v)));
-	json_object_set_new(o, "token_type",
-			    v->has_token ? json_string(v->token_type)
-					 : json_null());
-	json_object_set_new(o, "fingerprint",
-			    v->has_token ? json_string(v->fp) : json_null());
-	json_object_set_new(o, "expires_at",
-			    v->has_token ? json_time(v->expires_ms)
-					 : json_null());
-	json_object_set_new(
-		o, "expires_in",
-		v->has_token ? json_integer(secs_until(v->expires_ms, now))
-			     : json_null());
-	floored_text(c, v, floored, sizeof(floored));
-	json_object_set_new(o, "lifetime_floored",
-			    strcmp(floored, "-") ? json_string(floored)
-						 : json_null());
-	json_object_set_new(o, "last_refresh", json_time(v->last_refresh_ms));
-	json_object_set_new(o, "next_refresh", json_time(v->next_refresh_ms));
-	json_object_set_new(
-		o, "next_refresh_in",
-		v->next_refresh_ms
-			? json_integer(secs_until(v->next_refresh_ms, now))
-			: json_null());
-	json_object_set_new(o, "refresh_count",
-			    json_integer((json_int_t)v->refresh_count));
-	json_object_set_new(o, "consecutive_failures",
-			    json_integer(v->consecutive_failures));
-	json_object_set_new(o, "failure_count",
-			    json_integer((json_int_t)v->failure_count));
-	json_object_set_new(o, "last_error",
-			    v->last_error[0] ? json_string(v->last_error)
-					     : json_null());
-	json_object_set_new(o, "last_error_at", json_time(v->last_error_ms));
-	json_object_set_new(o, "reads", json_integer((json_int_t)v->reads));
-	json_object_set_new(o, "scopes_requested", req);
-	req = NULL;
-	json_object_set_new(o, "scopes_granted", json_lines(v->scopes, false));
-	json_object_set_new(o, "over_privileged",
-			    v->over ? json_lines(v->over, true) : json_null());
-	json_object_set_new(o, "strict_scopes",
-			    json_boolean(c->conf->strict_scopes));
-	json_object_set_new(o, "refused",
-			    strcmp(refused(c, v), "-")
-				    ? json_string(refused(c, v))
-				    : json_null());
-	json_object_set_new(o, "generation",
-			    cred_uses_store(c)
-				    ? json_integer((json_int_t)v->record_gen)
-				    : json_null());
-	json_object_set_new(o, "persist_error",
-			    v->persist_error[0] ? json_string(v->persist_error)
-						: json_null());
-	json_object_set_new(o, "persist_error_at",
-			    json_time(v->persist_error_ms));
-	json_object_set_new(o, "persist_failures",
-			    json_integer((json_int_t)v->persist_failures));
-	audit_health(t, audit_text, sizeof(audit_text));
-	json_object_set_new(o, "audit", json_string(audit_text));
-	json_object_set_new(o, "refresh_token_expires_at",
-			    json_time(v->rt_expires_ms));
-	json_object_set_new(o, "refresh_token_expiring",
-			    json_boolean(rt_expiring(v, now)));
-	json_object_set_new(o, "refresh_token_rotates",
-			    c->conf->provider->rotates_set
-				    ? json_boolean(c->conf->provider->rotates)
-				    : json_null());
-	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	if (!text)
-		goto out;
-	r = buf_printf(out, "%s\n", text);
-	free(text);
-out:
-	json_decref(req);
+	for (i = 0; r == 0 && i < ARRAY_SIZE(status_fields); i++) {
+		json_t *val = status_fields[i].value(&x);
+
+		if (!val)
+			r = -ENOMEM;
+		else if (json)
+			r = json_object_set_new(o, status_fields[i].name, val)
+				    ? -ENOMEM
+				    : 0;
+		else
+			r = field_text(&status_fields[i], val, out);
+		if (!json)
+			json_decref(val);
+	}
+	if (r == 0 && json) {
+		text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		r = text ? buf_printf(out, "%s\n", text) : -ENOMEM;
+		free(text);
+	}
 	json_decref(o);
 	return r;
 }
@@ -368,9 +389,9 @@ int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,
 		if (v.scopes)
 			r = buf_append(out, v.scopes, strlen(v.scopes));
 		break;
-	case CF_STATUS: r = render_status(t, c, &v, now_ms, out); break;
+	case CF_STATUS: r = render_status(t, c, &v, now_ms, false, out); break;
 	case CF_STATUS_JSON:
-		r = render_status_json(t, c, &v, now_ms, out);
+		r = render_status(t, c, &v, now_ms, true, out);
 		break;
 	default:
 		if (f < CF_FIELD0 || f > CF_FIELD_LAST) {

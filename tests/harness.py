@@ -297,7 +297,6 @@ def fill(path):
     return path
 
 
-@contextlib.contextmanager
 # Runs that share the machine at once (the plain and the ASan suite in
 # make check) name their users and groups apart.
 TEST_TAG = os.environ.get("CREDFS_TEST_TAG", "")
@@ -308,6 +307,7 @@ def tagged(name):
     return name + ("-" + TEST_TAG if TEST_TAG else "")
 
 
+@contextlib.contextmanager
 def system_users(names):
     """Users (each with its own group) that do not exist yet, made with
     useradd and removed afterwards; their pwd entries."""

@@ -17,11 +17,9 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from fake_provider import FakeProvider
-from harness import (CLIENT_ID, CLIENT_SECRET, CREDFSCTL, reap,
-                     simple_config, wait_for)
+from harness import (CLIENT_ID, CLIENT_SECRET, reap, simple_config,
+                     wait_for)
 from test_access import as_user, people  # noqa: F401 (a fixture)
 from test_refresh import add, ctl, rt_config, setup_store
 

@@ -8,7 +8,6 @@ import errno
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import CLIENT_ID, simple_config
+from harness import CLIENT_ID, simple_config, wait_for
 
 CRED_FILES = ["access_token", "expires_at", "scopes", "status", "status.json",
               "token_type"]
