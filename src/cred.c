@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "cred.h"
+#include "store.h"
 #include "plan.h"
 #include "record.h"
 #include "util.h"
@@ -654,8 +655,11 @@ int64_t cred_rt_expiry(const struct provider_conf *p,
 }
 
 /* Note a persist outcome for generation @gen; @c's lock held. */
-static void note_persist_locked(struct cred *c, uint64_t gen, int err)
+static void note_persist_locked(struct cred_table *t, struct cred *c,
+				uint64_t gen, int err)
 {
+	char words[256];
+
 	if (err == 0) {
 		if (gen > c->durable_gen)
 			c->durable_gen = gen;
@@ -667,9 +671,10 @@ static void note_persist_locked(struct cred *c, uint64_t gen, int err)
 	}
 	c->persist_failures++;
 	c->persist_error_ms = time_real_ms();
+	store_error_text(t->store, words, sizeof(words));
 	snprintf(c->persist_error, sizeof(c->persist_error),
 		 "cannot write generation %llu to the store: %s",
-		 (unsigned long long)gen, strerror(-err));
+		 (unsigned long long)gen, words[0] ? words : strerror(-err));
 }
 
 void cred_note_persist(struct cred_table *t, struct cred *c, uint64_t gen,
@@ -678,7 +683,7 @@ void cred_note_persist(struct cred_table *t, struct cred *c, uint64_t gen,
 	pthread_mutex_lock(&c->lock);
 	if (gen > c->record_gen)
 		c->record_gen = gen;
-	note_persist_locked(c, gen, err);
+	note_persist_locked(t, c, gen, err);
 	c->version++;
 	atomic_fetch_add(&t->version, 1);
 	pthread_mutex_unlock(&c->lock);
@@ -737,7 +742,7 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		}
 		if (persist && persist->gen) {
 			c->record_gen = persist->gen;
-			note_persist_locked(c, persist->gen, persist->err);
+			note_persist_locked(t, c, persist->gen, persist->err);
 		}
 		next = plan_refresh_at(&c->conf->timing, tok->issued_ms,
 				       tok->expires_ms, u);
@@ -949,9 +954,11 @@ void cred_store_behind(struct cred_table *t, struct cred *c, const char *why)
 	pthread_mutex_unlock(&c->lock);
 }
 
-void cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
+bool cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
 			  const char *why)
 {
+	bool said = false;
+
 	atomic_store(&t->store_down, !up);
 	pthread_mutex_lock(&c->lock);
 	if (!up && strcmp(c->persist_error, why)) {
@@ -959,6 +966,7 @@ void cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
 		snprintf(c->persist_error, sizeof(c->persist_error), "%s", why);
 		c->version++;
 		atomic_fetch_add(&t->version, 1);
+		said = true;
 	} else if (up && c->persist_error_ms &&
 		   c->durable_gen >= c->record_gen) {
 		c->persist_error_ms = 0;
@@ -967,6 +975,7 @@ void cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
 		atomic_fetch_add(&t->version, 1);
 	}
 	pthread_mutex_unlock(&c->lock);
+	return said;
 }
 
 void cred_defer(struct cred_table *t, struct cred *c, int64_t delay_ms)

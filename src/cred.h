@@ -374,9 +374,10 @@ bool cred_revoked_by_provider(struct cred_table *t, struct cred *c,
 /*
  * A shared store was (@up) or was not reachable when @c was due: while it
  * is not, status says so (health store_failing) with @why; once it is
- * again and nothing waits to be written, that clears.
+ * again and nothing waits to be written, that clears. True when @why is
+ * new for @c (worth a log line).
  */
-void cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
+bool cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
 			  const char *why);
 
 /* Refresher: @c's request waits @delay_ms (another daemon refreshes it,

@@ -572,7 +572,7 @@ static bool coordinate(struct refresher *rf, struct cred *c)
 {
 	const struct provider_conf *p = c->conf->provider;
 	struct store *st = rf->t->store;
-	char msg[512];
+	char msg[512], words[256], why[OAUTH_ERROR_TEXT];
 	uint64_t gen = 0, have;
 	bool may_rotate;
 	int r;
@@ -585,12 +585,16 @@ static bool coordinate(struct refresher *rf, struct cred *c)
 	/* Unless the profile says the refresh token does not rotate, a
 	 * refresh now could split its family with another daemon's. */
 	may_rotate = p->rotates || !p->rotates_set;
-	cred_store_reachable(
-		rf->t, c, r != -EIO,
-		may_rotate ? "the store cannot be reached: not refreshing, "
-			     "since the refresh token may rotate and another "
-			     "daemon may be refreshing it"
-			   : "the store cannot be reached");
+	words[0] = '\0';
+	if (r == -EIO)
+		store_error_text(st, words, sizeof(words));
+	snprintf(why, sizeof(why), "the store cannot be reached (%s)%s",
+		 words[0] ? words : "no answer",
+		 may_rotate ? ": not refreshing, since the refresh token may "
+			      "rotate and another daemon may be refreshing it"
+			    : "");
+	if (cred_store_reachable(rf->t, c, r != -EIO, why))
+		log_warn("%s/%s: %s", c->conf->tenant, p->name, why);
 	if (r == 0) {
 		pthread_mutex_lock(&c->lock);
 		have = c->record_gen;

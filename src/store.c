@@ -728,3 +728,11 @@ void store_unlease(struct store *s, const char *tenant, const char *provider)
 	if (s->ops->unlease)
 		s->ops->unlease(s, tenant, provider);
 }
+
+void store_error_text(struct store *s, char *out, size_t n)
+{
+	if (n)
+		out[0] = '\0';
+	if (s && s->ops->error_text)
+		s->ops->error_text(s, out, n);
+}

@@ -119,6 +119,10 @@ int store_open(const char *dir, const char *dsn, const uint8_t *master,
 	       enum store_mode mode, struct store **out, char *err,
 	       size_t errlen);
 
+/* The backend's words for its last failure ("the database did not answer
+ * within 5 s", the server's message), or "" when it has none. NULL-safe. */
+void store_error_text(struct store *s, char *out, size_t n);
+
 /* What a backend implements; the functions above dispatch to it. */
 struct store_ops {
 	int (*load)(struct store *s, const char *tenant, const char *provider,
@@ -141,6 +145,8 @@ struct store_ops {
 		     int64_t ms, uint64_t *gen);
 	void (*unlease)(struct store *s, const char *tenant,
 			const char *provider);
+	/* The last failure in the backend's words, or "" (may be NULL). */
+	void (*error_text)(struct store *s, char *out, size_t n);
 };
 
 /* The first member of every backend's store. */

@@ -19,10 +19,16 @@
  * when none is up; the server drops it with the daemon's connection.
  *
  * One connection per store, behind a mutex; a call that finds the
- * connection broken reconnects once before failing with -EIO.
+ * connection broken reconnects once before failing with -EIO. Every call
+ * a daemon makes is bounded (CALL_TIMEOUT_MS): a server that stops
+ * answering (a stopped or stuck backend keeps the socket open and says
+ * nothing) costs that long, then the connection is dropped and the next
+ * call connects anew. What went wrong last is kept in words for status
+ * (store_error_text).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +56,11 @@ struct pgstore {
 	bool daemon;
 	char owner[96]; /* this daemon's name in lease_owner: host:pid:rand */
 	int64_t retry_mono; /* the server was down: no reconnect before */
+	char error[256];    /* the last failure, in words; "" after a success */
 };
+
+/* The longest a daemon's call to the database may take. */
+#define CALL_TIMEOUT_MS 5000
 
 /* After a failed reconnect, calls fail at once for this long, so that a
  * database that is down costs the refresher one connect timeout, not one
@@ -101,6 +111,65 @@ static void pg_message(PGconn *conn, const PGresult *res, char *out, size_t n)
 			out[i] = out[i + 1] ? ' ' : '\0';
 }
 
+/* Wait until @s's socket is ready for @events or @deadline: true if it
+ * is. */
+static bool wait_socket(struct pgstore *s, short events, int64_t deadline)
+{
+	struct pollfd p = {.fd = PQsocket(s->conn), .events = events};
+	int64_t left;
+	int r;
+
+	do {
+		left = deadline - time_mono_ms();
+		if (left <= 0 || p.fd < 0)
+			return false;
+		r = poll(&p, 1, (int)left);
+	} while (r < 0 && errno == EINTR);
+	return r > 0;
+}
+
+/*
+ * PQexecParams, bounded: the result (the last one), or NULL, with the
+ * connection dropped when the server did not answer within
+ * CALL_TIMEOUT_MS (the next call connects anew).
+ */
+static PGresult *exec_bounded(struct pgstore *s, const char *sql, int n,
+			      const char *const *params, const int *lengths,
+			      const int *formats, int result_format)
+{
+	int64_t deadline = time_mono_ms() + CALL_TIMEOUT_MS;
+	PGresult *res, *last = NULL;
+	int f;
+
+	if (!PQsendQueryParams(s->conn, sql, n, NULL, params, lengths,
+			       formats, result_format))
+		return NULL;
+	while ((f = PQflush(s->conn)) == 1)
+		if (!wait_socket(s, POLLIN | POLLOUT, deadline) ||
+		    !PQconsumeInput(s->conn))
+			goto out_timeout;
+	if (f < 0)
+		return NULL;
+	while (PQisBusy(s->conn)) {
+		if (!wait_socket(s, POLLIN, deadline))
+			goto out_timeout;
+		if (!PQconsumeInput(s->conn))
+			return NULL;
+	}
+	while ((res = PQgetResult(s->conn))) {
+		PQclear(last);
+		last = res;
+	}
+	return last;
+out_timeout:
+	snprintf(s->error, sizeof(s->error),
+		 "the database did not answer within %d s; connecting anew",
+		 CALL_TIMEOUT_MS / 1000);
+	PQfinish(s->conn);
+	s->conn = NULL; /* run() connects again */
+	return NULL;
+}
+
 /* Run @sql with @n text/binary @params; the result, or NULL (the caller
  * reads the connection's error). Reconnects once on a broken connection;
  * a daemon's new session must take the daemon lock again first. */
@@ -115,8 +184,13 @@ static PGresult *run(struct pgstore *s, const char *sql, int n,
 		if (PQstatus(s->conn) != CONNECTION_OK) {
 			if (time_mono_ms() < s->retry_mono)
 				return NULL;
-			PQreset(s->conn);
+			if (s->conn)
+				PQreset(s->conn);
+			else
+				s->conn = connect_db(s->dsn);
 			if (PQstatus(s->conn) != CONNECTION_OK) {
+				pg_message(s->conn, NULL, s->error,
+					   sizeof(s->error));
 				s->retry_mono =
 					time_mono_ms() + RECONNECT_PAUSE_MS;
 				return NULL;
@@ -138,11 +212,16 @@ static PGresult *run(struct pgstore *s, const char *sql, int n,
 				PQclear(res);
 			}
 		}
-		res = PQexecParams(s->conn, sql, n, NULL, params, lengths,
-				   formats, result_format);
+		res = exec_bounded(s, sql, n, params, lengths, formats,
+				   result_format);
 		if (res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
-			    PQresultStatus(res) == PGRES_TUPLES_OK))
+			    PQresultStatus(res) == PGRES_TUPLES_OK)) {
+			s->error[0] = '\0';
 			return res;
+		}
+		if (!s->conn)
+			return NULL; /* timed out: said in s->error */
+		pg_message(s->conn, res, s->error, sizeof(s->error));
 		if (PQstatus(s->conn) == CONNECTION_OK)
 			return res; /* an answer, not a lost connection */
 		PQclear(res);
@@ -674,6 +753,15 @@ static void pg_close(struct store *bs)
 	free(s);
 }
 
+static void pg_error_text(struct store *bs, char *out, size_t n)
+{
+	struct pgstore *s = (struct pgstore *)bs;
+
+	pthread_mutex_lock(&s->lock);
+	snprintf(out, n, "%s", s->error);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static const struct store_ops pg_ops = {
 	.load = pg_load,
 	.save = pg_save,
@@ -684,4 +772,5 @@ static const struct store_ops pg_ops = {
 	.close = pg_close,
 	.lease = pg_lease,
 	.unlease = pg_unlease,
+	.error_text = pg_error_text,
 };

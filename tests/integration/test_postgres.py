@@ -12,8 +12,9 @@ import subprocess
 import threading
 import time
 
-from harness import ASAN_BUILD, CLIENT_ID, CREDFSCTL, open_errno, \
-    wait_for
+from fake_provider import FakeProvider
+from harness import ASAN_BUILD, CLIENT_ID, CLIENT_SECRET, CREDFSCTL, \
+    open_errno, wait_for
 
 
 def pg_config(m, pg, tenants=("acme",), name="state"):
@@ -315,9 +316,11 @@ def test_database_outage_keeps_serving(mount, provider, postgres):
                 seen_down = True
                 errors = [m.status(t, "idp")["persist_error"] or ""
                           for t in tenants]
+                # In libpq's words (the server is gone), not "I/O error".
                 assert [e for e in errors if e.startswith(
-                    "the store cannot be reached: not refreshing")], \
-                    errors
+                    "the store cannot be reached (") and
+                    ": not refreshing" in e and
+                    "Input/output error" not in e], errors
         time.sleep(0.5)
     during = [r for r in provider.token_requests("refresh_token")
               if down_at < r[0] < down_at + 20]
@@ -335,3 +338,51 @@ def test_database_outage_keeps_serving(mount, provider, postgres):
         m.check_log_clean()
     assert provider.stats()["reused_refresh_tokens"] == 0
     assert set(refresh_outcomes(provider)) == {"ok"}
+
+
+def test_a_hung_database_is_named_and_bounded(mount, provider, postgres):
+    """The daemon's database backend stops answering (SIGSTOP: the socket
+    stays open, nothing comes back). Each call gives up after 5 s and
+    connects anew; the log and status say so in words; the
+    client-credentials token and the stored ones are served throughout,
+    and the refresh-token credential refreshes again on the new
+    connection."""
+    cc = FakeProvider(lifetime=14, clients={CLIENT_ID: CLIENT_SECRET})
+    cc.start()
+    provider.lifetime = 8  # a refresh (and its lease) comes due soon
+    try:
+        m = mount()
+        cfg = pg_config(m, postgres)
+        cfg["providers"]["cc"] = dict(m.provider_conf(), token_url=cc.url +
+                                      "/token")
+        cfg["tenants"]["acme"]["credentials"]["cc"] = {"scopes": ["read"]}
+        m.write_config(cfg)
+        assert ctl(m, "init").returncode == 0
+        add(m, provider, "acme")
+        m.start()
+        assert provider.issued(m.token("acme", "idp"))
+        backend = int(postgres.psql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name"
+            " = 'credfs'")[0])
+        before = len(provider.token_requests("refresh_token"))
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 25
+            while "the database did not answer within 5 s" not in m.log():
+                assert time.monotonic() < deadline, m.log()
+                assert cc.issued(m.token("acme", "cc"))
+                assert provider.issued(m.token("acme", "idp"))
+                time.sleep(0.2)
+            # On a new connection the refreshes go on.
+            wait_for(lambda: len(provider.token_requests(
+                "refresh_token")) > before, 30,
+                what="a refresh after the hang")
+            assert cc.issued(m.token("acme", "cc"))
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        assert "Input/output error" not in m.log()
+        assert provider.stats()["reused_refresh_tokens"] == 0
+        m.stop()
+        m.check_log_clean()
+    finally:
+        cc.stop()
