@@ -33,167 +33,13 @@
 #include "config.h"
 #include "cred.h"
 #include "fs.h"
+#include "fs_int.h"
 #include "audit.h"
 #include "log.h"
 #include "policy.h"
 #include "render.h"
 #include "snap.h"
 #include "util.h"
-
-#define INO_TENANTS 4
-#define INO_TENANT_BASE (1ULL << 48)
-#define INO_CRED_BASE (2ULL << 48)
-#define INO_TOKEN_BIT (1ULL << 63)
-#define INO_SNAP_BIT (1ULL << 62)
-
-#define DIR_TIMEOUT 60.0
-#define TOKEN_ENTRY_TIMEOUT 60.0  /* invalidated on rotation anyway */
-#define FILE_ATTR_TIMEOUT 86400.0 /* an inode's content never changes */
-
-enum kind { K_ROOT, K_TENANTS, K_TENANT, K_CRED_DIR, K_TOKEN, K_SNAP };
-
-/* Slots of rendered files: the root's two, then four per credential. */
-#define SLOT_STATUS 0
-#define SLOT_METRICS 1
-#define SLOTS_PER_CRED (CF_COUNT - CF_TOKEN_TYPE)
-
-struct node {
-	enum kind kind;
-	size_t tenant;	     /* K_TENANT */
-	struct cred *cred;   /* K_CRED_DIR, K_TOKEN, K_SNAP of a credential */
-	enum cred_file file; /* K_SNAP of a credential */
-	size_t slot;	     /* K_SNAP */
-	uint32_t gen;	     /* K_TOKEN: generation, K_SNAP: snapshot number */
-};
-
-/* An open file: exactly one of @tok and @snap. */
-struct handle {
-	struct token *tok;
-	struct snap *snap;
-	/* In its shard's list, so that handles whose release never came
-	 * (the session ended first) are freed with the filesystem. */
-	struct handle *prev, *next;
-	unsigned shard;
-};
-
-#define HANDLE_SHARDS 16
-
-struct hshard {
-	pthread_mutex_t lock;
-	struct handle *head;
-};
-
-/* Recent tenant-level denials: the kernel may ask twice for one path walk
- * (revalidate a cached name, then look it up), which is logged once. */
-#define RECENT_DENIALS 16
-#define DENIAL_DEDUP_MS 200
-
-struct denial {
-	pid_t pid;
-	uint64_t node; /* the tenant's or the credential's directory inode */
-	int64_t ms;
-};
-
-struct fs {
-	struct cred_table *t;
-	struct fuse_session *se;
-	struct audit *audit;
-	pthread_mutex_t denial_lock;
-	struct denial recent[RECENT_DENIALS];
-	unsigned next_denial;
-	struct hshard handles[HANDLE_SHARDS];
-	atomic_uint next_shard;
-	struct caller_cache *callers; /* audit fields by pid */
-	bool cache_kernel;
-	int64_t start_ms;
-	struct snaps *snaps; /* rendered files, by slot */
-	size_t n_slots;
-	/* Opens waiting for a refresh, and the thread that answers them. */
-	pthread_mutex_t wlock;
-	pthread_cond_t wcond;
-	struct pending *waiting;
-	bool wkicked, wstop, wstarted;
-	pthread_t wthread;
-};
-
-static uint64_t token_ino(const struct cred *c, uint64_t gen)
-{
-	return INO_TOKEN_BIT | ((uint64_t)c->index << 32) |
-	       (gen & 0xffffffffULL);
-}
-
-static uint64_t cred_dir_ino(const struct cred *c)
-{
-	return INO_CRED_BASE | (uint64_t)c->index;
-}
-
-static uint64_t snap_ino(size_t slot, uint32_t seq)
-{
-	return INO_SNAP_BIT | ((uint64_t)slot << 32) | seq;
-}
-
-static size_t cred_slot(const struct cred *c, enum cred_file f)
-{
-	return 2 + (size_t)c->index * SLOTS_PER_CRED + (f - CF_TOKEN_TYPE);
-}
-
-/* Decode @ino; false if it names nothing. */
-static bool node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
-{
-	const struct config *cfg = fs->t->cfg;
-	uint64_t i = ino, idx;
-
-	memset(n, 0, sizeof(*n));
-	if (i & INO_TOKEN_BIT) {
-		idx = (i & ~INO_TOKEN_BIT) >> 32;
-		if (idx >= fs->t->n)
-			return false;
-		n->kind = K_TOKEN;
-		n->cred = &fs->t->creds[idx];
-		n->gen = (uint32_t)i;
-		return true;
-	}
-	if (i & INO_SNAP_BIT) {
-		n->kind = K_SNAP;
-		n->slot = (size_t)((i & ~INO_SNAP_BIT) >> 32);
-		n->gen = (uint32_t)i;
-		if (n->slot >= fs->n_slots)
-			return false;
-		if (n->slot >= 2) {
-			idx = (n->slot - 2) / SLOTS_PER_CRED;
-			n->cred = &fs->t->creds[idx];
-			n->file = (enum cred_file)(
-				CF_TOKEN_TYPE + (n->slot - 2) % SLOTS_PER_CRED);
-		}
-		return true;
-	}
-	switch (i) {
-	case FUSE_ROOT_ID: n->kind = K_ROOT; return true;
-	case INO_TENANTS: n->kind = K_TENANTS; return true;
-	}
-	if ((i >> 48) == 1) {
-		n->kind = K_TENANT;
-		n->tenant = (size_t)(i - INO_TENANT_BASE);
-		return n->tenant < cfg->n_tenants;
-	}
-	if ((i >> 48) == 2) {
-		idx = i - INO_CRED_BASE;
-		n->kind = K_CRED_DIR;
-		if (idx >= fs->t->n)
-			return false;
-		n->cred = &fs->t->creds[idx];
-		return true;
-	}
-	return false;
-}
-
-static void set_times(struct stat *st, int64_t ms)
-{
-	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec =
-		(time_t)(ms / 1000);
-	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec =
-		(long)(ms % 1000) * 1000000;
-}
 
 static uint64_t version_of(struct fs *fs, size_t slot)
 {
@@ -273,243 +119,6 @@ static void handle_free(struct fs *fs, struct handle *h)
 	free(h);
 }
 
-static int req_getgroups(void *arg, int size, gid_t list[])
-{
-	return fuse_req_getgroups(arg, size, list);
-}
-
-static void caller_of(fuse_req_t req, struct caller *who)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-
-	caller_init(who, ctx->uid, ctx->gid, ctx->pid, req_getgroups, req,
-		    ((struct fs *)fuse_req_userdata(req))->callers);
-}
-
-/*
- * Which credentials @who may read, into @visible (one flag per credential:
- * its tenant's readers and its own), and a key naming that set: 0 for
- * "all" (ops callers and the kernel-cache path).
- */
-static uint64_t view_key(struct fs *fs, struct caller *who, bool *visible)
-{
-	const struct config *cfg = fs->t->cfg;
-	uint64_t h = 0xcbf29ce484222325ULL;
-	size_t i;
-
-	if (fs->cache_kernel || policy_ops(cfg, who)) {
-		for (i = 0; i < fs->t->n; i++)
-			visible[i] = true;
-		return 0;
-	}
-	for (i = 0; i < fs->t->n; i++) {
-		const struct cred_conf *cc = fs->t->creds[i].conf;
-
-		visible[i] = policy_cred(cfg, &cfg->tenants[cc->tenant_idx],
-					 cc, who);
-		h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) * 0x100000001b3ULL;
-	}
-	return h | 1;
-}
-
-/* False if @pid was denied @node moments ago (the same path walk). */
-static bool first_denial(struct fs *fs, pid_t pid, uint64_t node)
-{
-	int64_t now = time_mono_ms();
-	bool first = true;
-	unsigned i;
-
-	pthread_mutex_lock(&fs->denial_lock);
-	for (i = 0; i < RECENT_DENIALS; i++) {
-		struct denial *d = &fs->recent[i];
-
-		if (d->pid == pid && d->node == node &&
-		    now - d->ms < DENIAL_DEDUP_MS) {
-			first = false;
-			break;
-		}
-	}
-	if (first)
-		fs->recent[fs->next_denial++ % RECENT_DENIALS] =
-			(struct denial){pid, node, now};
-	pthread_mutex_unlock(&fs->denial_lock);
-	return first;
-}
-
-static void audit_denied(struct fs *fs, struct caller *who, const char *tenant,
-			 const char *provider, const char *outcome,
-			 const char *detail)
-{
-	struct audit_rec rec = {
-		.event = "denied",
-		.tenant = tenant,
-		.provider = provider,
-		.who = who,
-		.outcome = outcome,
-		.detail = detail,
-	};
-
-	audit_log(fs->audit, &rec);
-}
-
-/*
- * The reader policy at every operation on node @n, the same decision as
- * for access_token: a tenant @who may not read is not there (-ENOENT, its
- * name not confirmed, also through a bind mount of a directory below
- * it); a credential it may not read shows in its tenant's listing, and
- * nothing of it (@inside: its listing and names; its files) can be
- * looked up, stat'ed, listed or opened (-EACCES). A denial is audited
- * once per path walk. 0 when allowed, and always on the kernel-cache
- * path, where the mode bits decide.
- */
-static int node_allowed(struct fs *fs, const struct node *n, bool inside,
-			struct caller *who)
-{
-	const struct config *cfg = fs->t->cfg;
-	const struct tenant_conf *tc;
-	const struct cred_conf *cc = n->cred ? n->cred->conf : NULL;
-	size_t ti;
-
-	if (fs->cache_kernel || n->kind == K_ROOT || n->kind == K_TENANTS ||
-	    (n->kind == K_SNAP && !cc))
-		return 0;
-	ti = cc ? cc->tenant_idx : n->tenant;
-	tc = &cfg->tenants[ti];
-	if (!policy_tenant(cfg, tc, who)) {
-		if (first_denial(fs, who->pid, INO_TENANT_BASE + ti))
-			audit_denied(fs, who, tc->name,
-				     cc ? cc->provider->name : NULL, "ENOENT",
-				     "not a reader of this tenant");
-		return -ENOENT;
-	}
-	if (!cc || (n->kind == K_CRED_DIR && !inside) ||
-	    policy_cred(cfg, tc, cc, who))
-		return 0;
-	if (first_denial(fs, who->pid, cred_dir_ino(n->cred)))
-		audit_denied(fs, who, tc->name, cc->provider->name, "EACCES",
-			     "not a reader of this credential");
-	return -EACCES;
-}
-
-/* Owner and mode of a file of @n; directories add x where r is set. */
-static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
-		     mode_t type)
-{
-	const struct config *cfg = fs->t->cfg;
-	mode_t mode = 0440;
-
-	st->st_uid = 0;
-	st->st_gid = 0;
-	if (n->kind == K_TENANT) {
-		mode = cfg->tenants[n->tenant].mode;
-		st->st_uid = cfg->tenants[n->tenant].uid;
-		st->st_gid = cfg->tenants[n->tenant].gid;
-	} else if (n->cred) {
-		mode = n->cred->conf->mode;
-		st->st_uid = n->cred->conf->uid;
-		st->st_gid = n->cred->conf->gid;
-	} else if (n->kind == K_SNAP) {
-		mode = 0444; /* root status, metrics: each sees its own view */
-	}
-	if (type == S_IFDIR)
-		mode |= (mode & 0444) >> 2;
-	st->st_mode = type | mode;
-}
-
-/*
- * Whether the mode bits of @n say less than the readers do (several uids
- * or gids, cgroups, a credential narrowing its tenant's), so that only the
- * daemon decides: then no attributes are cached, and every stat reaches
- * node_allowed() instead of the kernel's copy of another reader's lookup.
- */
-static bool daemon_decides(struct fs *fs, const struct node *n)
-{
-	const struct config *cfg = fs->t->cfg;
-	const struct tenant_conf *tc;
-
-	if (fs->cache_kernel || (!n->cred && n->kind != K_TENANT))
-		return false;
-	tc = &cfg->tenants[n->cred ? n->cred->conf->tenant_idx : n->tenant];
-	if ((tc->mode & 0004) || tc->readers.n_cgroups)
-		return true;
-	return n->cred && (n->cred->conf->readers.set ||
-			   n->cred->conf->readers.n_cgroups);
-}
-
-/*
- * Fill @st for @n, taking content from handle @h when given. Token and
- * snapshot inodes that are no longer held give ESTALE.
- */
-static int stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
-		   const struct handle *h, struct stat *st)
-{
-	struct token *tok = NULL;
-	struct snap *b = NULL;
-
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_nlink = 1;
-	set_times(st, fs->start_ms);
-	switch (n->kind) {
-	case K_ROOT:
-	case K_TENANTS:
-		st->st_mode = S_IFDIR | 0555;
-		st->st_nlink = 2;
-		return 0;
-	case K_CRED_DIR:
-		if (!cred_present(n->cred))
-			return ENOENT; /* its record was removed */
-		__attribute__((fallthrough));
-	case K_TENANT:
-		owner_of(fs, n, st, S_IFDIR);
-		st->st_nlink = 2;
-		return 0;
-	case K_TOKEN:
-		owner_of(fs, n, st, S_IFREG);
-		if (h)
-			tok = token_ref(h->tok);
-		else if (cred_token_of_gen(n->cred, n->gen, &tok) < 0)
-			return ESTALE;
-		if (tok) {
-			st->st_size = (off_t)tok->len;
-			set_times(st, tok->issued_ms);
-			token_unref(tok);
-		}
-		return 0;
-	case K_SNAP:
-		owner_of(fs, n, st, S_IFREG);
-		b = h ? snap_ref(h->snap)
-		      : snaps_find(fs->snaps, n->slot, n->gen);
-		if (!b)
-			return ESTALE;
-		st->st_size = (off_t)b->len;
-		set_times(st, b->rendered_ms);
-		snap_unref(b);
-		return 0;
-	}
-	return ENOENT;
-}
-
-/*
- * How long the kernel may keep the name access_token pointing at @tok:
- * until the token counts as expired, so that even a starved refresher
- * cannot leave an expired token reachable through the cache (the
- * kernel-cache path has no open() to check it). Rotations invalidate the
- * name earlier. No token yet: ask again every time.
- */
-static double token_entry_timeout(const struct cred *c, const struct token *tok)
-{
-	int64_t left;
-
-	if (!tok)
-		return 0;
-	left = cred_token_deadline(c, tok) - time_real_ms();
-	if (left <= 0)
-		return 0;
-	return left / 1000.0 < TOKEN_ENTRY_TIMEOUT ? left / 1000.0
-						   : TOKEN_ENTRY_TIMEOUT;
-}
-
 /* Reply to a lookup of @ino; @held, for files, is the content it serves. */
 static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 			const struct handle *held)
@@ -519,11 +128,11 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 	int err;
 
 	memset(&e, 0, sizeof(e));
-	if (!node_of(fs, ino, &n)) {
+	if (!fs_node_of(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	err = stat_of(fs, &n, ino, held, &e.attr);
+	err = fs_stat_of(fs, &n, ino, held, &e.attr);
 	if (err) {
 		fuse_reply_err(req, err == ESTALE ? ENOENT : err);
 		return;
@@ -537,7 +146,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 		e.attr_timeout = DIR_TIMEOUT;
 		break;
 	case K_TOKEN:
-		e.entry_timeout = token_entry_timeout(n.cred, held->tok);
+		e.entry_timeout = fs_token_entry_timeout(n.cred, held->tok);
 		e.attr_timeout = FILE_ATTR_TIMEOUT;
 		break;
 	case K_SNAP:
@@ -546,27 +155,9 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 		break;
 	default: e.entry_timeout = DIR_TIMEOUT; e.attr_timeout = DIR_TIMEOUT;
 	}
-	if (daemon_decides(fs, &n))
+	if (fs_daemon_decides(fs, &n))
 		e.attr_timeout = 0;
 	fuse_reply_entry(req, &e);
-}
-
-static int tenant_find(const struct config *cfg, const char *name)
-{
-	size_t lo = 0, hi = cfg->n_tenants;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		int r = strcmp(name, cfg->tenants[mid].name);
-
-		if (r == 0)
-			return (int)mid;
-		if (r < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	return -1;
 }
 
 /* An audited open of a token, or a kernel-cache lookup of one, waiting
@@ -690,12 +281,12 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			slot = SLOT_METRICS;
 		break;
 	case K_TENANTS:
-		ti = tenant_find(cfg, name);
+		ti = fs_tenant_find(cfg, name);
 		if (ti < 0)
 			return 0;
-		caller_of(req, &who);
+		fs_caller_of(req, &who);
 		/* Invisible: the same answer as for no such tenant. */
-		if (node_allowed(fs,
+		if (fs_node_allowed(fs,
 				 &(struct node){.kind = K_TENANT,
 						.tenant = (size_t)ti},
 				 false, &who) < 0)
@@ -707,7 +298,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			struct cred *c = &fs->t->creds[tc->first_cred + i];
 
 			if (!strcmp(c->conf->provider->name, name))
-				return cred_present(c) ? cred_dir_ino(c) : 0;
+				return cred_present(c) ? fs_cred_dir_ino(c) : 0;
 		}
 		return 0;
 	case K_CRED_DIR:
@@ -722,7 +313,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			} else {
 				held->tok = cred_current_token(parent->cred);
 			}
-			return token_ino(parent->cred,
+			return fs_token_ino(parent->cred,
 					 held->tok ? held->tok->gen : 0);
 		}
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++) {
@@ -730,7 +321,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 							 (enum cred_file)i);
 
 			if (f && !strcmp(name, f))
-				slot = cred_slot(parent->cred,
+				slot = fs_cred_slot(parent->cred,
 						 (enum cred_file)i);
 		}
 		break;
@@ -744,12 +335,12 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			*err = ENOMEM;
 			return 0;
 		}
-		caller_of(req, &who);
-		key = view_key(fs, &who, visible);
+		fs_caller_of(req, &who);
+		key = fs_view_key(fs, &who, visible);
 	}
 	held->snap = rendered(fs, slot, key, visible, err);
 	if (held->snap)
-		ino = snap_ino(slot, held->snap->seq);
+		ino = fs_snap_ino(slot, held->snap->seq);
 	free(visible);
 	return ino;
 }
@@ -764,12 +355,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_ino_t ino;
 	int err;
 
-	if (!node_of(fs, parent, &p)) {
+	if (!fs_node_of(fs, parent, &p)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	caller_of(req, &who);
-	err = -node_allowed(fs, &p, true, &who);
+	fs_caller_of(req, &who);
+	err = -fs_node_allowed(fs, &p, true, &who);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
@@ -798,20 +389,20 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct node n;
 	int err;
 
-	if (!node_of(fs, ino, &n)) {
+	if (!fs_node_of(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	caller_of(req, &who);
-	err = -node_allowed(fs, &n, false, &who);
+	fs_caller_of(req, &who);
+	err = -fs_node_allowed(fs, &n, false, &who);
 	if (err == 0)
-		err = stat_of(fs, &n, ino, h, &st);
+		err = fs_stat_of(fs, &n, ino, h, &st);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
 	}
 	fuse_reply_attr(req, &st,
-			daemon_decides(fs, &n) ? 0
+			fs_daemon_decides(fs, &n) ? 0
 			: S_ISDIR(st.st_mode)  ? DIR_TIMEOUT
 					       : FILE_ATTR_TIMEOUT);
 }
@@ -850,7 +441,7 @@ static int token_opened(struct fs *fs, struct caller *who,
 	if (r == 0 && c->conf->strict_scopes && (*tok)->over) {
 		token_unref(*tok);
 		*tok = NULL;
-		audit_denied(fs, who, rec.tenant, rec.provider, "EACCES",
+		fs_audit_denied(fs, who, rec.tenant, rec.provider, "EACCES",
 			     "granted scopes wider than requested "
 			     "(strict_scopes)");
 		return -EACCES;
@@ -878,8 +469,8 @@ static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
 	struct caller who;
 	int r;
 
-	caller_of(req, &who);
-	r = node_allowed(fs, n, false, &who);
+	fs_caller_of(req, &who);
+	r = fs_node_allowed(fs, n, false, &who);
 	if (r < 0)
 		return r;
 	r = cred_open_begin(fs->t, n->cred, n->gen, out, &w);
@@ -927,7 +518,7 @@ static void lookup_done(struct fs *fs, struct pending *p, int r,
 		fuse_reply_err(p->req, err);
 	else
 		reply_entry(p->req, fs,
-			    token_ino(p->n.cred, tok ? tok->gen : 0), &held);
+			    fs_token_ino(p->n.cred, tok ? tok->gen : 0), &held);
 	token_unref(held.tok);
 	free(p);
 }
@@ -1033,7 +624,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	if (!node_of(fs, ino, &n)) {
+	if (!fs_node_of(fs, ino, &n)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
@@ -1054,8 +645,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	} else if (n.kind == K_SNAP) {
 		struct caller who;
 
-		caller_of(req, &who);
-		err = -node_allowed(fs, &n, false, &who);
+		fs_caller_of(req, &who);
+		err = -fs_node_allowed(fs, &n, false, &who);
 		h->snap = err ? NULL : snaps_find(fs->snaps, n.slot, n.gen);
 		if (!err && !h->snap)
 			err = ESTALE; /* the kernel looks up again */
@@ -1063,7 +654,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			/* A root file's view must be the caller's own. */
 			bool *vis = calloc(fs->t->n + 1, 1);
 
-			if (!vis || view_key(fs, &who, vis) != h->snap->view)
+			if (!vis || fs_view_key(fs, &who, vis) != h->snap->view)
 				err = vis ? ESTALE : ENOMEM;
 			free(vis);
 		}
@@ -1078,7 +669,7 @@ static int content_of_ino(struct fs *fs, fuse_ino_t ino, struct handle *h)
 {
 	struct node n;
 
-	if (!node_of(fs, ino, &n))
+	if (!fs_node_of(fs, ino, &n))
 		return ENOENT;
 	if (n.kind == K_SNAP) {
 		h->snap = snaps_find(fs->snaps, n.slot, n.gen);
@@ -1173,14 +764,14 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct caller who;
 	int err;
 
-	if (!node_of(fs, ino, &n) ||
+	if (!fs_node_of(fs, ino, &n) ||
 	    (n.kind != K_ROOT && n.kind != K_TENANTS && n.kind != K_TENANT &&
 	     n.kind != K_CRED_DIR)) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
-	caller_of(req, &who);
-	err = -node_allowed(fs, &n, true, &who);
+	fs_caller_of(req, &who);
+	err = -fs_node_allowed(fs, &n, true, &who);
 	if (err) {
 		fuse_reply_err(req, err);
 		return;
@@ -1193,8 +784,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	dir_add(req, &d, ".", ino, S_IFDIR);
 	dir_add(req, &d, "..", FUSE_ROOT_ID, S_IFDIR);
 	if (n.kind == K_ROOT) {
-		dir_add(req, &d, "status", snap_ino(SLOT_STATUS, 0), S_IFREG);
-		dir_add(req, &d, "metrics", snap_ino(SLOT_METRICS, 0), S_IFREG);
+		dir_add(req, &d, "status", fs_snap_ino(SLOT_STATUS, 0), S_IFREG);
+		dir_add(req, &d, "metrics", fs_snap_ino(SLOT_METRICS, 0), S_IFREG);
 		dir_add(req, &d, "tenants", INO_TENANTS, S_IFDIR);
 	} else if (n.kind == K_TENANTS) {
 		for (i = 0; i < cfg->n_tenants && !d.full; i++)
@@ -1211,13 +802,13 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			if (!cred_present(c))
 				continue; /* no record in the store */
 			dir_add(req, &d, c->conf->provider->name,
-				cred_dir_ino(c), S_IFDIR);
+				fs_cred_dir_ino(c), S_IFDIR);
 		}
 	} else {
 		struct token *tok = cred_current_token(n.cred);
 
 		dir_add(req, &d, render_file_name(NULL, CF_ACCESS_TOKEN),
-			token_ino(n.cred, tok ? tok->gen : 0), S_IFREG);
+			fs_token_ino(n.cred, tok ? tok->gen : 0), S_IFREG);
 		token_unref(tok);
 		/* Snapshot 0: readdir's d_ino is a hint; lookup decides. */
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++) {
@@ -1226,7 +817,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 			if (f)
 				dir_add(req, &d, f,
-					snap_ino(cred_slot(n.cred,
+					fs_snap_ino(fs_cred_slot(n.cred,
 							   (enum cred_file)i),
 						 0),
 					S_IFREG);
@@ -1463,7 +1054,7 @@ void fs_token_rotated(void *arg, struct cred *c)
 
 	if (!fs->se)
 		return;
-	r = fuse_lowlevel_notify_inval_entry(fs->se, cred_dir_ino(c), name,
+	r = fuse_lowlevel_notify_inval_entry(fs->se, fs_cred_dir_ino(c), name,
 					     sizeof(name) - 1);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate access_token: %s",
@@ -1480,10 +1071,10 @@ void fs_token_expired(void *arg, struct cred *c, uint64_t gen)
 		return;
 	/* Drop the cached pages and name: the next read or lookup reaches
 	 * the daemon, which refuses an expired token. */
-	fuse_lowlevel_notify_inval_entry(fs->se, cred_dir_ino(c),
+	fuse_lowlevel_notify_inval_entry(fs->se, fs_cred_dir_ino(c),
 					 "access_token",
 					 strlen("access_token"));
-	r = fuse_lowlevel_notify_inval_inode(fs->se, token_ino(c, gen), 0, 0);
+	r = fuse_lowlevel_notify_inval_inode(fs->se, fs_token_ino(c, gen), 0, 0);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate the expired token: %s",
 			  c->conf->tenant, c->conf->provider->name,
@@ -1501,7 +1092,7 @@ void fs_cred_changed(void *arg, struct cred *c)
 	/* The name, the listing and the token's name: the next walk asks. */
 	fuse_lowlevel_notify_inval_entry(fs->se, tenant, name, strlen(name));
 	fuse_lowlevel_notify_inval_inode(fs->se, tenant, 0, 0);
-	fuse_lowlevel_notify_inval_entry(fs->se, cred_dir_ino(c),
+	fuse_lowlevel_notify_inval_entry(fs->se, fs_cred_dir_ino(c),
 					 "access_token",
 					 strlen("access_token"));
 }

@@ -1,0 +1,353 @@
+/*
+ * fs_node: what each node of the tree is. Inode numbers (computed, so
+ * forget() has nothing to free), attributes, owners and modes, and the
+ * reader policy as every operation applies it (see fs.c for the tree and
+ * why rendered files and tokens get an inode per generation).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "audit.h"
+#include "config.h"
+#include "cred.h"
+#include "fs_int.h"
+#include "policy.h"
+#include "snap.h"
+#include "util.h"
+
+uint64_t fs_token_ino(const struct cred *c, uint64_t gen)
+{
+	return INO_TOKEN_BIT | ((uint64_t)c->index << 32) |
+	       (gen & 0xffffffffULL);
+}
+
+uint64_t fs_cred_dir_ino(const struct cred *c)
+{
+	return INO_CRED_BASE | (uint64_t)c->index;
+}
+
+uint64_t fs_snap_ino(size_t slot, uint32_t seq)
+{
+	return INO_SNAP_BIT | ((uint64_t)slot << 32) | seq;
+}
+
+size_t fs_cred_slot(const struct cred *c, enum cred_file f)
+{
+	return 2 + (size_t)c->index * SLOTS_PER_CRED + (f - CF_TOKEN_TYPE);
+}
+
+/* Decode @ino; false if it names nothing. */
+bool fs_node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
+{
+	const struct config *cfg = fs->t->cfg;
+	uint64_t i = ino, idx;
+
+	memset(n, 0, sizeof(*n));
+	if (i & INO_TOKEN_BIT) {
+		idx = (i & ~INO_TOKEN_BIT) >> 32;
+		if (idx >= fs->t->n)
+			return false;
+		n->kind = K_TOKEN;
+		n->cred = &fs->t->creds[idx];
+		n->gen = (uint32_t)i;
+		return true;
+	}
+	if (i & INO_SNAP_BIT) {
+		n->kind = K_SNAP;
+		n->slot = (size_t)((i & ~INO_SNAP_BIT) >> 32);
+		n->gen = (uint32_t)i;
+		if (n->slot >= fs->n_slots)
+			return false;
+		if (n->slot >= 2) {
+			idx = (n->slot - 2) / SLOTS_PER_CRED;
+			n->cred = &fs->t->creds[idx];
+			n->file = (enum cred_file)(
+				CF_TOKEN_TYPE + (n->slot - 2) % SLOTS_PER_CRED);
+		}
+		return true;
+	}
+	switch (i) {
+	case FUSE_ROOT_ID: n->kind = K_ROOT; return true;
+	case INO_TENANTS: n->kind = K_TENANTS; return true;
+	}
+	if ((i >> 48) == 1) {
+		n->kind = K_TENANT;
+		n->tenant = (size_t)(i - INO_TENANT_BASE);
+		return n->tenant < cfg->n_tenants;
+	}
+	if ((i >> 48) == 2) {
+		idx = i - INO_CRED_BASE;
+		n->kind = K_CRED_DIR;
+		if (idx >= fs->t->n)
+			return false;
+		n->cred = &fs->t->creds[idx];
+		return true;
+	}
+	return false;
+}
+
+static void set_times(struct stat *st, int64_t ms)
+{
+	st->st_mtim.tv_sec = st->st_ctim.tv_sec = st->st_atim.tv_sec =
+		(time_t)(ms / 1000);
+	st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = st->st_atim.tv_nsec =
+		(long)(ms % 1000) * 1000000;
+}
+
+static int req_getgroups(void *arg, int size, gid_t list[])
+{
+	return fuse_req_getgroups(arg, size, list);
+}
+
+void fs_caller_of(fuse_req_t req, struct caller *who)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	caller_init(who, ctx->uid, ctx->gid, ctx->pid, req_getgroups, req,
+		    ((struct fs *)fuse_req_userdata(req))->callers);
+}
+
+/*
+ * Which credentials @who may read, into @visible (one flag per credential:
+ * its tenant's readers and its own), and a key naming that set: 0 for
+ * "all" (ops callers and the kernel-cache path).
+ */
+uint64_t fs_view_key(struct fs *fs, struct caller *who, bool *visible)
+{
+	const struct config *cfg = fs->t->cfg;
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t i;
+
+	if (fs->cache_kernel || policy_ops(cfg, who)) {
+		for (i = 0; i < fs->t->n; i++)
+			visible[i] = true;
+		return 0;
+	}
+	for (i = 0; i < fs->t->n; i++) {
+		const struct cred_conf *cc = fs->t->creds[i].conf;
+
+		visible[i] = policy_cred(cfg, &cfg->tenants[cc->tenant_idx],
+					 cc, who);
+		h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) * 0x100000001b3ULL;
+	}
+	return h | 1;
+}
+
+/* False if @pid was denied @node moments ago (the same path walk). */
+static bool first_denial(struct fs *fs, pid_t pid, uint64_t node)
+{
+	int64_t now = time_mono_ms();
+	bool first = true;
+	unsigned i;
+
+	pthread_mutex_lock(&fs->denial_lock);
+	for (i = 0; i < RECENT_DENIALS; i++) {
+		struct denial *d = &fs->recent[i];
+
+		if (d->pid == pid && d->node == node &&
+		    now - d->ms < DENIAL_DEDUP_MS) {
+			first = false;
+			break;
+		}
+	}
+	if (first)
+		fs->recent[fs->next_denial++ % RECENT_DENIALS] =
+			(struct denial){pid, node, now};
+	pthread_mutex_unlock(&fs->denial_lock);
+	return first;
+}
+
+void fs_audit_denied(struct fs *fs, struct caller *who, const char *tenant,
+			 const char *provider, const char *outcome,
+			 const char *detail)
+{
+	struct audit_rec rec = {
+		.event = "denied",
+		.tenant = tenant,
+		.provider = provider,
+		.who = who,
+		.outcome = outcome,
+		.detail = detail,
+	};
+
+	audit_log(fs->audit, &rec);
+}
+
+/*
+ * The reader policy at every operation on node @n, the same decision as
+ * for access_token: a tenant @who may not read is not there (-ENOENT, its
+ * name not confirmed, also through a bind mount of a directory below
+ * it); a credential it may not read shows in its tenant's listing, and
+ * nothing of it (@inside: its listing and names; its files) can be
+ * looked up, stat'ed, listed or opened (-EACCES). A denial is audited
+ * once per path walk. 0 when allowed, and always on the kernel-cache
+ * path, where the mode bits decide.
+ */
+int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
+			struct caller *who)
+{
+	const struct config *cfg = fs->t->cfg;
+	const struct tenant_conf *tc;
+	const struct cred_conf *cc = n->cred ? n->cred->conf : NULL;
+	size_t ti;
+
+	if (fs->cache_kernel || n->kind == K_ROOT || n->kind == K_TENANTS ||
+	    (n->kind == K_SNAP && !cc))
+		return 0;
+	ti = cc ? cc->tenant_idx : n->tenant;
+	tc = &cfg->tenants[ti];
+	if (!policy_tenant(cfg, tc, who)) {
+		if (first_denial(fs, who->pid, INO_TENANT_BASE + ti))
+			fs_audit_denied(fs, who, tc->name,
+				     cc ? cc->provider->name : NULL, "ENOENT",
+				     "not a reader of this tenant");
+		return -ENOENT;
+	}
+	if (!cc || (n->kind == K_CRED_DIR && !inside) ||
+	    policy_cred(cfg, tc, cc, who))
+		return 0;
+	if (first_denial(fs, who->pid, fs_cred_dir_ino(n->cred)))
+		fs_audit_denied(fs, who, tc->name, cc->provider->name, "EACCES",
+			     "not a reader of this credential");
+	return -EACCES;
+}
+
+/* Owner and mode of a file of @n; directories add x where r is set. */
+static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
+		     mode_t type)
+{
+	const struct config *cfg = fs->t->cfg;
+	mode_t mode = 0440;
+
+	st->st_uid = 0;
+	st->st_gid = 0;
+	if (n->kind == K_TENANT) {
+		mode = cfg->tenants[n->tenant].mode;
+		st->st_uid = cfg->tenants[n->tenant].uid;
+		st->st_gid = cfg->tenants[n->tenant].gid;
+	} else if (n->cred) {
+		mode = n->cred->conf->mode;
+		st->st_uid = n->cred->conf->uid;
+		st->st_gid = n->cred->conf->gid;
+	} else if (n->kind == K_SNAP) {
+		mode = 0444; /* root status, metrics: each sees its own view */
+	}
+	if (type == S_IFDIR)
+		mode |= (mode & 0444) >> 2;
+	st->st_mode = type | mode;
+}
+
+/*
+ * Whether the mode bits of @n say less than the readers do (several uids
+ * or gids, cgroups, a credential narrowing its tenant's), so that only the
+ * daemon decides: then no attributes are cached, and every stat reaches
+ * fs_node_allowed() instead of the kernel's copy of another reader's lookup.
+ */
+bool fs_daemon_decides(struct fs *fs, const struct node *n)
+{
+	const struct config *cfg = fs->t->cfg;
+	const struct tenant_conf *tc;
+
+	if (fs->cache_kernel || (!n->cred && n->kind != K_TENANT))
+		return false;
+	tc = &cfg->tenants[n->cred ? n->cred->conf->tenant_idx : n->tenant];
+	if ((tc->mode & 0004) || tc->readers.n_cgroups)
+		return true;
+	return n->cred && (n->cred->conf->readers.set ||
+			   n->cred->conf->readers.n_cgroups);
+}
+
+/*
+ * Fill @st for @n, taking content from handle @h when given. Token and
+ * snapshot inodes that are no longer held give ESTALE.
+ */
+int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
+		   const struct handle *h, struct stat *st)
+{
+	struct token *tok = NULL;
+	struct snap *b = NULL;
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_nlink = 1;
+	set_times(st, fs->start_ms);
+	switch (n->kind) {
+	case K_ROOT:
+	case K_TENANTS:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		return 0;
+	case K_CRED_DIR:
+		if (!cred_present(n->cred))
+			return ENOENT; /* its record was removed */
+		__attribute__((fallthrough));
+	case K_TENANT:
+		owner_of(fs, n, st, S_IFDIR);
+		st->st_nlink = 2;
+		return 0;
+	case K_TOKEN:
+		owner_of(fs, n, st, S_IFREG);
+		if (h)
+			tok = token_ref(h->tok);
+		else if (cred_token_of_gen(n->cred, n->gen, &tok) < 0)
+			return ESTALE;
+		if (tok) {
+			st->st_size = (off_t)tok->len;
+			set_times(st, tok->issued_ms);
+			token_unref(tok);
+		}
+		return 0;
+	case K_SNAP:
+		owner_of(fs, n, st, S_IFREG);
+		b = h ? snap_ref(h->snap)
+		      : snaps_find(fs->snaps, n->slot, n->gen);
+		if (!b)
+			return ESTALE;
+		st->st_size = (off_t)b->len;
+		set_times(st, b->rendered_ms);
+		snap_unref(b);
+		return 0;
+	}
+	return ENOENT;
+}
+
+/*
+ * How long the kernel may keep the name access_token pointing at @tok:
+ * until the token counts as expired, so that even a starved refresher
+ * cannot leave an expired token reachable through the cache (the
+ * kernel-cache path has no open() to check it). Rotations invalidate the
+ * name earlier. No token yet: ask again every time.
+ */
+double fs_token_entry_timeout(const struct cred *c, const struct token *tok)
+{
+	int64_t left;
+
+	if (!tok)
+		return 0;
+	left = cred_token_deadline(c, tok) - time_real_ms();
+	if (left <= 0)
+		return 0;
+	return left / 1000.0 < TOKEN_ENTRY_TIMEOUT ? left / 1000.0
+						   : TOKEN_ENTRY_TIMEOUT;
+}
+
+int fs_tenant_find(const struct config *cfg, const char *name)
+{
+	size_t lo = 0, hi = cfg->n_tenants;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int r = strcmp(name, cfg->tenants[mid].name);
+
+		if (r == 0)
+			return (int)mid;
+		if (r < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
