@@ -27,7 +27,7 @@
 #include "log.h"
 #include "util.h"
 
-int fail(struct ctx *c, const char *path, const char *fmt, ...)
+int conf_fail(struct ctx *c, const char *path, const char *fmt, ...)
 {
 	char what[256], safe[256];
 	va_list ap;
@@ -41,7 +41,7 @@ int fail(struct ctx *c, const char *path, const char *fmt, ...)
 	return -EINVAL;
 }
 
-void join(char out[MAX_PATH_TEXT], const char *path, const char *key)
+void conf_join(char out[MAX_PATH_TEXT], const char *path, const char *key)
 {
 	if (path[0])
 		snprintf(out, MAX_PATH_TEXT, "%s.%s", path, key);
@@ -49,7 +49,7 @@ void join(char out[MAX_PATH_TEXT], const char *path, const char *key)
 		snprintf(out, MAX_PATH_TEXT, "%s", key);
 }
 
-const char *json_kind(const json_t *v)
+const char *conf_json_kind(const json_t *v)
 {
 	switch (json_typeof(v)) {
 	case JSON_OBJECT: return "an object";
@@ -64,7 +64,7 @@ const char *json_kind(const json_t *v)
 }
 
 /* Refuse any key of @obj not in the NULL-terminated @allowed list. */
-int check_keys(struct ctx *c, const json_t *obj, const char *path,
+int conf_check_keys(struct ctx *c, const json_t *obj, const char *path,
 	       const char *const *allowed)
 {
 	char sub[MAX_PATH_TEXT];
@@ -79,75 +79,75 @@ int check_keys(struct ctx *c, const json_t *obj, const char *path,
 				break;
 		if (*a)
 			continue;
-		join(sub, path, key);
+		conf_join(sub, path, key);
 		if (!strcmp(key, "client_secret"))
-			return fail(c, sub,
+			return conf_fail(c, sub,
 				    "secrets do not belong in the "
 				    "config; put it in a file named by "
 				    "client_secret_file");
-		return fail(c, sub, "unknown key");
+		return conf_fail(c, sub, "unknown key");
 	}
 	return 0;
 }
 
 /* @v is of one of the types in @want, or a message names @path. */
-int check_type(struct ctx *c, const json_t *v, const char *path, unsigned want,
+int conf_check_type(struct ctx *c, const json_t *v, const char *path, unsigned want,
 	       const char *what)
 {
 	if ((1u << json_typeof(v)) & want)
 		return 0;
-	return fail(c, path, "expected %s, got %s", what, json_kind(v));
+	return conf_fail(c, path, "expected %s, got %s", what, conf_json_kind(v));
 }
 
 /*
  * @obj's member @key into *@out (NULL when absent and not @required),
  * checked to be of a type in @want (@what names it in the message).
  */
-int get_value(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_value(struct ctx *c, const json_t *obj, const char *path,
 	      const char *key, bool required, unsigned want, const char *what,
 	      json_t **out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v = json_object_get(obj, key);
 
-	join(sub, path, key);
+	conf_join(sub, path, key);
 	*out = NULL;
 	if (!v)
-		return required ? fail(c, sub, "missing") : 0;
-	if (check_type(c, v, sub, want, what) < 0)
+		return required ? conf_fail(c, sub, "missing") : 0;
+	if (conf_check_type(c, v, sub, want, what) < 0)
 		return -EINVAL;
 	*out = v;
 	return 0;
 }
 
-int get_object(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_object(struct ctx *c, const json_t *obj, const char *path,
 	       const char *key, bool required, json_t **out)
 {
-	return get_value(c, obj, path, key, required, T_OBJECT, "an object",
+	return conf_get_value(c, obj, path, key, required, T_OBJECT, "an object",
 			 out);
 }
 
-int get_string(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_string(struct ctx *c, const json_t *obj, const char *path,
 	       const char *key, bool required, char **out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v;
 	int r;
 
-	r = get_value(c, obj, path, key, required, T_STRING, "a string", &v);
+	r = conf_get_value(c, obj, path, key, required, T_STRING, "a string", &v);
 	if (r < 0 || !v)
 		return r;
-	join(sub, path, key);
+	conf_join(sub, path, key);
 	if (json_string_length(v) == 0)
-		return fail(c, sub, "must not be empty");
+		return conf_fail(c, sub, "must not be empty");
 	if (strlen(json_string_value(v)) != json_string_length(v))
-		return fail(c, sub, "contains a NUL byte");
+		return conf_fail(c, sub, "contains a NUL byte");
 	free(*out);
 	*out = strdup(json_string_value(v));
 	return *out ? 0 : -ENOMEM;
 }
 
-int get_number(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_number(struct ctx *c, const json_t *obj, const char *path,
 	       const char *key, double min, double max, double *out)
 {
 	char sub[MAX_PATH_TEXT];
@@ -155,36 +155,36 @@ int get_number(struct ctx *c, const json_t *obj, const char *path,
 	double d;
 	int r;
 
-	r = get_value(c, obj, path, key, false, T_NUMBER, "a number", &v);
+	r = conf_get_value(c, obj, path, key, false, T_NUMBER, "a number", &v);
 	if (r < 0 || !v)
 		return r;
 	d = json_number_value(v);
-	join(sub, path, key);
+	conf_join(sub, path, key);
 	if (!isfinite(d) || d < min || d > max)
-		return fail(c, sub, "must be between %g and %g", min, max);
+		return conf_fail(c, sub, "must be between %g and %g", min, max);
 	*out = d;
 	return 0;
 }
 
 /* A duration in seconds (integer or fraction), stored in milliseconds. */
-int get_seconds(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_seconds(struct ctx *c, const json_t *obj, const char *path,
 		const char *key, double min, double max, int64_t *ms)
 {
 	double d = (double)*ms / 1000.0;
-	int r = get_number(c, obj, path, key, min, max, &d);
+	int r = conf_get_number(c, obj, path, key, min, max, &d);
 
 	if (r == 0)
 		*ms = (int64_t)llround(d * 1000.0);
 	return r;
 }
 
-int get_bool(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_bool(struct ctx *c, const json_t *obj, const char *path,
 	     const char *key, bool *out)
 {
 	json_t *v;
 	int r;
 
-	r = get_value(c, obj, path, key, false, T_BOOL, "true or false", &v);
+	r = conf_get_value(c, obj, path, key, false, T_BOOL, "true or false", &v);
 	if (r == 0 && v)
 		*out = json_is_true(v);
 	return r;
@@ -194,10 +194,10 @@ int get_bool(struct ctx *c, const json_t *obj, const char *path,
  * An optional array: *@arr (NULL when absent), and *@out allocated for
  * its elements of @size bytes each, plus one.
  */
-int get_array(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_array(struct ctx *c, const json_t *obj, const char *path,
 	      const char *key, size_t size, json_t **arr, void **out)
 {
-	int r = get_value(c, obj, path, key, false, T_ARRAY, "an array", arr);
+	int r = conf_get_value(c, obj, path, key, false, T_ARRAY, "an array", arr);
 
 	if (r < 0 || !*arr)
 		return r;
@@ -214,17 +214,17 @@ static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 	size_t i;
 	int r;
 
-	r = get_array(c, obj, path, key, sizeof(**out), &arr, (void **)out);
+	r = conf_get_array(c, obj, path, key, sizeof(**out), &arr, (void **)out);
 	if (r < 0 || !arr)
 		return r;
 	json_array_foreach (arr, i, v) {
 		json_int_t id = json_integer_value(v);
 
 		snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
-		if (check_type(c, v, sub, T_INTEGER, "an integer") < 0)
+		if (conf_check_type(c, v, sub, T_INTEGER, "an integer") < 0)
 			return -EINVAL;
 		if (id < 0 || id >= (json_int_t)UINT_MAX)
-			return fail(c, sub, "must be between 0 and %u",
+			return conf_fail(c, sub, "must be between 0 and %u",
 				    UINT_MAX - 1);
 		(*out)[i] = (unsigned)id;
 		*n = i + 1;
@@ -234,7 +234,7 @@ static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 
 /* An optional array of strings, each accepted by @valid (@what names a
  * valid one in the message). */
-int get_strings(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_strings(struct ctx *c, const json_t *obj, const char *path,
 		const char *key, bool (*valid)(const char *), const char *what,
 		char ***out, size_t *n)
 {
@@ -243,15 +243,15 @@ int get_strings(struct ctx *c, const json_t *obj, const char *path,
 	size_t i;
 	int r;
 
-	r = get_array(c, obj, path, key, sizeof(char *), &arr, (void **)out);
+	r = conf_get_array(c, obj, path, key, sizeof(char *), &arr, (void **)out);
 	if (r < 0 || !arr)
 		return r;
 	json_array_foreach (arr, i, v) {
 		snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
-		if (check_type(c, v, sub, T_STRING, "a string") < 0)
+		if (conf_check_type(c, v, sub, T_STRING, "a string") < 0)
 			return -EINVAL;
 		if (!valid(json_string_value(v)))
-			return fail(c, sub, "\"%s\" is not %s",
+			return conf_fail(c, sub, "\"%s\" is not %s",
 				    json_string_value(v), what);
 		(*out)[i] = strdup(json_string_value(v));
 		if (!(*out)[i])
@@ -291,23 +291,23 @@ static int parse_readers(struct ctx *c, const json_t *obj, const char *path,
 	json_t *v;
 	int ret;
 
-	ret = get_object(c, obj, path, "readers", false, &v);
+	ret = conf_get_object(c, obj, path, "readers", false, &v);
 	if (ret < 0 || !v)
 		return ret;
-	join(sub, path, "readers");
+	conf_join(sub, path, "readers");
 	r->set = true;
-	ret = check_keys(c, v, sub, keys);
+	ret = conf_check_keys(c, v, sub, keys);
 	if (ret == 0)
 		ret = get_ids(c, v, sub, "uids", &r->uids, &r->n_uids);
 	if (ret == 0)
 		ret = get_ids(c, v, sub, "gids", &r->gids, &r->n_gids);
 	if (ret == 0)
-		ret = get_strings(c, v, sub, "cgroups", cgroup_path_valid,
+		ret = conf_get_strings(c, v, sub, "cgroups", cgroup_path_valid,
 				  "a cgroup v2 path such as \"/system.slice/"
 				  "agent.service\"",
 				  &r->cgroups, &r->n_cgroups);
 	if (ret == 0 && !r->n_uids && !r->n_gids)
-		ret = fail(c, sub,
+		ret = conf_fail(c, sub,
 			   "lists no uids and no gids, so nobody "
 			   "could read");
 	return ret;
@@ -324,22 +324,22 @@ static void readers_free(struct readers *r)
 	free(r->cgroups);
 }
 
-int named_object(struct ctx *c, const char *path, const char *what,
+int conf_named_object(struct ctx *c, const char *path, const char *what,
 		 const char *name, const json_t *obj, char **copy)
 {
-	if (!name_valid(name))
-		return fail(c, path,
+	if (!util_name_valid(name))
+		return conf_fail(c, path,
 			    "%s names must match [a-z0-9][a-z0-9._-]{0,63}",
 			    what);
 	if (!json_is_object(obj))
-		return fail(c, path, "expected an object, got %s",
-			    json_kind(obj));
+		return conf_fail(c, path, "expected an object, got %s",
+			    conf_json_kind(obj));
 	*copy = strdup(name);
 	return *copy ? 0 : -ENOMEM;
 }
 
 /* RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ) */
-bool scope_valid(const char *s)
+bool conf_scope_valid(const char *s)
 {
 	if (!*s)
 		return false;
@@ -352,7 +352,7 @@ bool scope_valid(const char *s)
 	return true;
 }
 
-bool host_is_loopback(const char *host)
+bool conf_host_is_loopback(const char *host)
 {
 	struct in_addr a4;
 	struct in6_addr a6;
@@ -372,38 +372,38 @@ bool host_is_loopback(const char *host)
 	return false;
 }
 
-int parse_timing(struct ctx *c, const json_t *obj, const char *path,
+int conf_parse_timing(struct ctx *c, const json_t *obj, const char *path,
 		 struct timing *t)
 {
 	int r;
 
-	r = get_seconds(c, obj, path, "refresh_lead_s", 0, 86400,
+	r = conf_get_seconds(c, obj, path, "refresh_lead_s", 0, 86400,
 			&t->refresh_lead_ms);
 	if (r == 0)
-		r = get_number(c, obj, path, "refresh_fraction", 0.0, 0.95,
+		r = conf_get_number(c, obj, path, "refresh_fraction", 0.0, 0.95,
 			       &t->refresh_fraction);
 	if (r == 0)
-		r = get_seconds(c, obj, path, "min_ttl_s", 0, 86400,
+		r = conf_get_seconds(c, obj, path, "min_ttl_s", 0, 86400,
 				&t->min_ttl_ms);
 	if (r == 0)
-		r = get_seconds(c, obj, path, "open_wait_s", 0, 300,
+		r = conf_get_seconds(c, obj, path, "open_wait_s", 0, 300,
 				&t->open_wait_ms);
 	if (r == 0)
-		r = get_seconds(c, obj, path, "clock_skew_s", 0, 600,
+		r = conf_get_seconds(c, obj, path, "clock_skew_s", 0, 600,
 				&t->clock_skew_ms);
 	return r;
 }
 
 /* A file name: a string member, made absolute against the config file's
  * directory (so it means the same after the daemon's chdir("/")). */
-int get_path(struct ctx *c, const json_t *obj, const char *path,
+int conf_get_path(struct ctx *c, const json_t *obj, const char *path,
 	     const char *key, bool required, char **out)
 {
 	const char *slash = strrchr(c->file, '/');
 	char *p = NULL;
 	int r;
 
-	r = get_string(c, obj, path, key, required, &p);
+	r = conf_get_string(c, obj, path, key, required, &p);
 	if (r < 0 || !p)
 		return r;
 	free(*out);
@@ -439,7 +439,7 @@ static int distinct_redirects(struct ctx *c, const struct config *cfg)
 				continue;
 			snprintf(sub, sizeof(sub), "providers.%s.redirect_uri",
 				 a->issuer ? b->name : a->name);
-			return fail(c, sub,
+			return conf_fail(c, sub,
 				    "the same as providers.%s's: a provider "
 				    "without an issuer needs a redirect URI of "
 				    "its own, or a mix-up attack can send its "
@@ -486,12 +486,12 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 	size_t i, dup = SIZE_MAX;
 	int r;
 
-	join(sub, path, "scopes");
+	conf_join(sub, path, "scopes");
 	if (!json_object_get(obj, "scopes"))
-		return fail(c, sub,
+		return conf_fail(c, sub,
 			    "missing (list the scopes to request, "
 			    "or [] for the provider's default)");
-	r = get_strings(c, obj, path, "scopes", scope_valid,
+	r = conf_get_strings(c, obj, path, "scopes", conf_scope_valid,
 			"a valid scope (RFC 6749 section 3.3)", &cc->scopes,
 			&cc->n_scopes);
 	if (r < 0 || cc->n_scopes < 2)
@@ -512,7 +512,7 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 	if (dup == SIZE_MAX)
 		return 0;
 	snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, dup);
-	return fail(c, sub, "\"%s\" is listed twice", cc->scopes[dup]);
+	return conf_fail(c, sub, "\"%s\" is listed twice", cc->scopes[dup]);
 }
 
 static const struct provider_conf *find_provider(const struct config *cfg,
@@ -551,7 +551,7 @@ static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
 	size_t n_allow = 0, i, j;
 	int r;
 
-	r = get_strings(c, obj, path, "allow_high_risk", scope_valid, "a scope",
+	r = conf_get_strings(c, obj, path, "allow_high_risk", conf_scope_valid, "a scope",
 			&allow, &n_allow);
 	for (i = 0; r == 0 && i < n_allow; i++) {
 		for (j = 0; j < cc->n_scopes; j++)
@@ -559,7 +559,7 @@ static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
 				break;
 		snprintf(sub, sizeof(sub), "%s.allow_high_risk[%zu]", path, i);
 		if (j == cc->n_scopes)
-			r = fail(c, sub,
+			r = conf_fail(c, sub,
 				 "\"%s\" is not among the requested "
 				 "scopes",
 				 allow[i]);
@@ -572,7 +572,7 @@ static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
 				break;
 		snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, i);
 		if (j == n_allow)
-			r = fail(c, sub,
+			r = conf_fail(c, sub,
 				 "\"%s\" is high-risk for provider "
 				 "%s; list it in allow_high_risk to request it",
 				 cc->scopes[i], cc->provider->name);
@@ -597,44 +597,44 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 	int r;
 
 	snprintf(path, sizeof(path), "tenants.%s", name);
-	r = named_object(c, path, "tenant", name, obj, &t->name);
+	r = conf_named_object(c, path, "tenant", name, obj, &t->name);
 	if (r == 0)
-		r = check_keys(c, obj, path, tkeys);
+		r = conf_check_keys(c, obj, path, tkeys);
 	if (r == 0)
 		r = parse_readers(c, obj, path, &t->readers);
 	if (r == 0)
-		r = get_object(c, obj, path, "credentials", true, &creds);
+		r = conf_get_object(c, obj, path, "credentials", true, &creds);
 	if (r < 0)
 		return r;
 	json_object_foreach (creds, pname, v) {
 		struct cred_conf *cc = &cfg->creds[cfg->n_creds];
 
 		snprintf(sub, sizeof(sub), "%s.credentials.%s", path, pname);
-		if (!name_valid(pname))
-			return fail(c, sub,
+		if (!util_name_valid(pname))
+			return conf_fail(c, sub,
 				    "provider names must match "
 				    "[a-z0-9][a-z0-9._-]{0,63}");
 		if (!json_is_object(v))
-			return fail(c, sub, "expected an object, got %s",
-				    json_kind(v));
+			return conf_fail(c, sub, "expected an object, got %s",
+				    conf_json_kind(v));
 		cc->provider = find_provider(cfg, pname);
 		if (!cc->provider)
-			return fail(c, sub,
+			return conf_fail(c, sub,
 				    "no provider \"%s\" is defined "
 				    "under providers",
 				    pname);
 		cfg->n_creds++;
 		cc->timing = cc->provider->timing;
 		cc->strict_scopes = cc->provider->strict_scopes;
-		r = check_keys(c, v, sub, ckeys);
+		r = conf_check_keys(c, v, sub, ckeys);
 		if (r == 0)
 			r = parse_scopes(c, v, sub, cc);
 		if (r == 0)
-			r = parse_timing(c, v, sub, &cc->timing);
+			r = conf_parse_timing(c, v, sub, &cc->timing);
 		if (r == 0)
 			r = parse_readers(c, v, sub, &cc->readers);
 		if (r == 0)
-			r = get_bool(c, v, sub, "strict_scopes",
+			r = conf_get_bool(c, v, sub, "strict_scopes",
 				     &cc->strict_scopes);
 		if (r == 0)
 			r = check_high_risk(c, v, sub, cc);
@@ -655,14 +655,14 @@ static int check_dsn(struct ctx *c, const char *dsn)
 
 	opts = PQconninfoParse(dsn, &why);
 	if (!opts) {
-		r = fail(c, "store.dsn", "not a libpq connection string: %s",
+		r = conf_fail(c, "store.dsn", "not a libpq connection string: %s",
 			 why ? why : "out of memory");
 		PQfreemem(why);
 		return r;
 	}
 	for (o = opts; o->keyword && r == 0; o++)
 		if (!strcmp(o->keyword, "password") && o->val)
-			r = fail(c, "store.dsn",
+			r = conf_fail(c, "store.dsn",
 				 "holds a password; put it in a passfile "
 				 "(passfile=FILE in the dsn, ~/.pgpass or "
 				 "PGPASSFILE) instead");
@@ -678,31 +678,31 @@ static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
 	json_t *st;
 	int r;
 
-	r = get_object(c, root, "", "store", false, &st);
+	r = conf_get_object(c, root, "", "store", false, &st);
 	if (r < 0 || !st)
 		return r;
-	r = check_keys(c, st, "store", keys);
+	r = conf_check_keys(c, st, "store", keys);
 	if (r == 0)
-		r = get_path(c, st, "store", "dir", true, &cfg->store_dir);
+		r = conf_get_path(c, st, "store", "dir", true, &cfg->store_dir);
 	if (r == 0)
-		r = get_path(c, st, "store", "key_file", false,
+		r = conf_get_path(c, st, "store", "key_file", false,
 			     &cfg->store_key_file);
 	if (r == 0)
-		r = get_string(c, st, "store", "backend", false, &backend);
+		r = conf_get_string(c, st, "store", "backend", false, &backend);
 	if (r == 0)
-		r = get_string(c, st, "store", "dsn", false, &cfg->store_dsn);
+		r = conf_get_string(c, st, "store", "dsn", false, &cfg->store_dsn);
 	if (r == 0 && backend && strcmp(backend, "file") &&
 	    strcmp(backend, "postgres"))
-		r = fail(c, "store.backend", "\"%s\" is not file or postgres",
+		r = conf_fail(c, "store.backend", "\"%s\" is not file or postgres",
 			 backend);
 	if (r == 0 && backend && !strcmp(backend, "postgres") &&
 	    !cfg->store_dsn)
-		r = fail(c, "store.dsn",
+		r = conf_fail(c, "store.dsn",
 			 "missing (the postgres backend "
 			 "connects with it)");
 	if (r == 0 && cfg->store_dsn &&
 	    !(backend && !strcmp(backend, "postgres")))
-		r = fail(c, "store.dsn", "only for \"backend\": \"postgres\"");
+		r = conf_fail(c, "store.dsn", "only for \"backend\": \"postgres\"");
 	if (r == 0 && cfg->store_dsn)
 		r = check_dsn(c, cfg->store_dsn);
 	free(backend);
@@ -724,23 +724,23 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 	int r;
 
 	if (!json_is_object(root))
-		return fail(c, "(top level)", "expected an object, got %s",
-			    json_kind(root));
-	r = check_keys(c, root, "", keys);
+		return conf_fail(c, "(top level)", "expected an object, got %s",
+			    conf_json_kind(root));
+	r = conf_check_keys(c, root, "", keys);
 	if (r == 0)
-		r = get_object(c, root, "", "providers", true, &providers);
+		r = conf_get_object(c, root, "", "providers", true, &providers);
 	if (r == 0)
-		r = get_object(c, root, "", "tenants", true, &tenants);
+		r = conf_get_object(c, root, "", "tenants", true, &tenants);
 	if (r == 0)
-		r = get_string(c, root, "", "log_level", false, &level);
+		r = conf_get_string(c, root, "", "log_level", false, &level);
 	cfg->allow_root = true;
 	if (r == 0)
-		r = get_bool(c, root, "", "allow_root", &cfg->allow_root);
+		r = conf_get_bool(c, root, "", "allow_root", &cfg->allow_root);
 	if (r == 0)
 		r = get_ids(c, root, "", "ops_gids", &cfg->ops_gids,
 			    &cfg->n_ops_gids);
 	if (r == 0)
-		r = get_path(c, root, "", "audit_log", false, &cfg->audit_log);
+		r = conf_get_path(c, root, "", "audit_log", false, &cfg->audit_log);
 	if (r == 0)
 		r = parse_store(c, root, cfg);
 	if (r < 0)
@@ -751,7 +751,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 			if (!strcmp(levels[i], level))
 				break;
 		if (i == ARRAY_SIZE(levels)) {
-			r = fail(c, "log_level",
+			r = conf_fail(c, "log_level",
 				 "\"%s\" is not one of error, "
 				 "warning, info, debug",
 				 level);
@@ -780,7 +780,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 			char sub[MAX_PATH_TEXT];
 
 			snprintf(sub, sizeof(sub), "providers.%s.grant", key);
-			r = fail(c, sub,
+			r = conf_fail(c, sub,
 				 "refresh_token needs a store (set "
 				 "store.dir) to keep the refresh tokens");
 		}
@@ -865,7 +865,7 @@ int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 
 		snprintf(path, sizeof(path), "tenants.%s.readers", t->name);
 		if (!expressible(&t->readers))
-			return fail(&c, path,
+			return conf_fail(&c, path,
 				    "with -o cache=kernel only file "
 				    "modes are checked: list at most one uid "
 				    "and one gid, and no cgroups");
@@ -877,7 +877,7 @@ int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 				 "tenants.%s.credentials.%s.readers", t->name,
 				 cc->provider->name);
 			if (!expressible(&cc->readers))
-				return fail(&c, path,
+				return conf_fail(&c, path,
 					    "with -o cache=kernel "
 					    "only file modes are checked: list "
 					    "at most one uid and one gid, and "
@@ -885,7 +885,7 @@ int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 		}
 	}
 	if (cache_kernel && !cfg->allow_root)
-		return fail(&c, "allow_root",
+		return conf_fail(&c, "allow_root",
 			    "false cannot be enforced with "
 			    "-o cache=kernel (root passes file mode checks)");
 	cfg->cache_kernel = cache_kernel;

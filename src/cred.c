@@ -635,7 +635,7 @@ struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
 	}
 	tok->issued_ms = sent_ms;
 	tok->expires_ms = sent_ms + lifetime;
-	fingerprint(tok->value, tok->len, tok->fp);
+	util_fingerprint(tok->value, tok->len, tok->fp);
 	if (take_fields(c, tok, ot) < 0) {
 		token_unref(tok);
 		return NULL;

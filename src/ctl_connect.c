@@ -135,7 +135,7 @@ int connect_main(int argc, char **argv)
 		goto out;
 	r = pkce_new(&verifier, &challenge);
 	if (r == 0)
-		r = random_b64url(16, &state);
+		r = onboard_random_b64url(16, &state);
 	/* With an issuer, the iss of the response tells authorization
 	 * servers apart (RFC 9207); without one the redirect URI must (RFC
 	 * 9700 section 4.4.2), so each provider listens on a path of its
@@ -149,7 +149,7 @@ int connect_main(int argc, char **argv)
 	if (r == -ENOMEM || r == -EIO)
 		snprintf(err, sizeof(err), "%s", strerror(-r));
 	if (r == 0)
-		r = authorization_url(cc, loopback_uri(lb), state, challenge,
+		r = onboard_authorization_url(cc, loopback_uri(lb), state, challenge,
 				      &url);
 	if (r < 0) {
 		fprintf(stderr, "credfsctl connect: %s\n", err);

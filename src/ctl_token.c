@@ -64,7 +64,7 @@ static int load(const char *mount, const char *tenant, const char *provider,
 		t->status =
 			r == 0 ? json_loadb(st.data, st.len, 0, NULL) : NULL;
 		buf_free(&st);
-		fingerprint(t->value.data ? t->value.data : "", t->value.len,
+		util_fingerprint(t->value.data ? t->value.data : "", t->value.len,
 			    fp);
 		f = json_object_get(t->status, "fingerprint");
 		if (t->value.len && json_is_string(f) &&

@@ -20,7 +20,7 @@
 #include "jwt.h"
 #include "util.h"
 
-int b64url(const void *p, size_t n, char **out)
+int jwt_b64url(const void *p, size_t n, char **out)
 {
 	size_t cap = 4 * ((n + 2) / 3) + 1, i, j;
 	unsigned char *b = malloc(cap);
@@ -49,7 +49,7 @@ static int b64url_json(json_t *o, char **out)
 
 	if (!text)
 		return -ENOMEM;
-	r = b64url(text, strlen(text), out);
+	r = jwt_b64url(text, strlen(text), out);
 	free(text);
 	return r;
 }
@@ -92,9 +92,9 @@ static int sign(EVP_PKEY *key, bool ec, const char *input, char **out)
 	if (ec) {
 		r = ecdsa_raw(sig, len, raw);
 		if (r == 0)
-			r = b64url(raw, sizeof(raw), out);
+			r = jwt_b64url(raw, sizeof(raw), out);
 	} else {
-		r = b64url(sig, len, out);
+		r = jwt_b64url(sig, len, out);
 	}
 out:
 	free(sig);
@@ -143,7 +143,7 @@ int jwt_client_assertion(const struct provider_conf *p, const char *endpoint,
 		goto out;
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1 ||
-	    b64url(rnd, sizeof(rnd), &jti) < 0)
+	    jwt_b64url(rnd, sizeof(rnd), &jti) < 0)
 		goto out;
 	json_object_set_new(h, "alg", json_string(ec ? "ES256" : "RS256"));
 	json_object_set_new(h, "typ", json_string("JWT"));

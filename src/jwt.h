@@ -12,7 +12,7 @@
 struct provider_conf;
 
 /* base64url of @n bytes at @p, no padding, into a new string *@out. */
-int b64url(const void *p, size_t n, char **out);
+int jwt_b64url(const void *p, size_t n, char **out);
 
 /*
  * A fresh assertion for one request of @p to @endpoint at @now_s (Unix

@@ -41,14 +41,14 @@ struct loopback {
 	char *uri;
 };
 
-int random_b64url(size_t n, char **out)
+int onboard_random_b64url(size_t n, char **out)
 {
 	unsigned char b[64];
 
 	*out = NULL;
 	if (n > sizeof(b) || RAND_bytes(b, (int)n) != 1)
 		return -EIO;
-	return b64url(b, n, out);
+	return jwt_b64url(b, n, out);
 }
 
 int pkce_challenge(const char *verifier, char **challenge)
@@ -59,12 +59,12 @@ int pkce_challenge(const char *verifier, char **challenge)
 	if (EVP_Digest(verifier, strlen(verifier), md, &n, EVP_sha256(),
 		       NULL) != 1)
 		return -EIO;
-	return b64url(md, n, challenge);
+	return jwt_b64url(md, n, challenge);
 }
 
 int pkce_new(char **verifier, char **challenge)
 {
-	int r = random_b64url(32, verifier);
+	int r = onboard_random_b64url(32, verifier);
 
 	*challenge = NULL;
 	if (r == 0)
@@ -510,7 +510,7 @@ static int query_add(struct buf *b, const char *name, const char *value)
 	return r;
 }
 
-int authorization_url(const struct cred_conf *cc, const char *redirect_uri,
+int onboard_authorization_url(const struct cred_conf *cc, const char *redirect_uri,
 		      const char *state, const char *challenge, char **out)
 {
 	const struct provider_conf *p = cc->provider;
@@ -726,7 +726,7 @@ static int check_verification_uri(const struct provider_conf *p,
 
 	if (!host || !scheme ||
 	    (strcmp(scheme, "https") &&
-	     !(!strcmp(scheme, "http") && host_is_loopback(host)))) {
+	     !(!strcmp(scheme, "http") && conf_host_is_loopback(host)))) {
 		snprintf(err, errlen,
 			 "the device authorization answer sends the user to %s, "
 			 "which is not an https:// URL; refused",

@@ -27,7 +27,7 @@ int pkce_new(char **verifier, char **challenge);
 int pkce_challenge(const char *verifier, char **challenge);
 
 /* @n random bytes, base64url: a state or nonce. 0 or -errno. */
-int random_b64url(size_t n, char **out);
+int onboard_random_b64url(size_t n, char **out);
 
 /*
  * Listen for the redirect: on the port and path of @redirect_uri (a
@@ -75,7 +75,7 @@ int loopback_parse(char *head, const char *path,
 void loopback_close(struct loopback *lb);
 
 /* The authorization request URL (RFC 6749 4.1.1 with PKCE). */
-int authorization_url(const struct cred_conf *cc, const char *redirect_uri,
+int onboard_authorization_url(const struct cred_conf *cc, const char *redirect_uri,
 		      const char *state, const char *challenge, char **out);
 
 /* POST the form @pairs (client authentication added) to the token

@@ -237,9 +237,9 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 
 	*out = NULL;
 	v = json_object_get(obj, "preset");
-	join(sub, path, "preset");
+	conf_join(sub, path, "preset");
 	if (v && !json_is_string(v))
-		return fail(c, sub, "expected a string, got %s", json_kind(v));
+		return conf_fail(c, sub, "expected a string, got %s", conf_json_kind(v));
 	name = v ? json_string_value(v) : NULL;
 	for (i = 0; i < ARRAY_SIZE(presets); i++) {
 		if (name && !strcmp(presets[i].name, name))
@@ -248,14 +248,14 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 			 "%s%s", i ? ", " : "", presets[i].name);
 	}
 	if (name && !ps)
-		return fail(c, sub, "\"%s\" is not one of %s", name, names);
+		return conf_fail(c, sub, "\"%s\" is not one of %s", name, names);
 	/* A preset's variable belongs to that preset only. */
 	json_object_foreach ((json_t *)obj, key, v) {
 		if (!preset_is_var(key) ||
 		    (ps && ps->var && !strcmp(ps->var, key)))
 			continue;
-		join(sub, path, key);
-		return fail(c, sub, "only for the preset that uses it");
+		conf_join(sub, path, key);
+		return conf_fail(c, sub, "only for the preset that uses it");
 	}
 	if (!ps) {
 		*out = json_incref((json_t *)obj);
@@ -263,23 +263,23 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 	}
 	if (ps->var) {
 		v = json_object_get(obj, ps->var);
-		join(sub, path, ps->var);
+		conf_join(sub, path, ps->var);
 		if (v && !json_is_string(v))
-			return fail(c, sub, "expected a string, got %s",
-				    json_kind(v));
+			return conf_fail(c, sub, "expected a string, got %s",
+				    conf_json_kind(v));
 		value = v ? json_string_value(v) : ps->var_default;
 		if (!value)
-			return fail(c, sub, "missing: preset %s needs %s",
+			return conf_fail(c, sub, "missing: preset %s needs %s",
 				    ps->name, ps->var_what);
 		if (!var_valid(value))
-			return fail(c, sub,
+			return conf_fail(c, sub,
 				    "\"%s\" is not %s (letters, digits, dots "
 				    "and dashes)",
 				    value, ps->var_what);
 	}
 	if (ps->required && !json_object_get(obj, ps->required)) {
-		join(sub, path, ps->required);
-		return fail(c, sub, "missing: preset %s %s", ps->name,
+		conf_join(sub, path, ps->required);
+		return conf_fail(c, sub, "missing: preset %s %s", ps->name,
 			    ps->required_why);
 	}
 	text = ps->var ? substitute(ps->json, ps->var, value)

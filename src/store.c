@@ -161,7 +161,7 @@ static int tenant_dir(struct fstore *s, const char *tenant, bool create)
 {
 	int fd;
 
-	if (!name_valid(tenant))
+	if (!util_name_valid(tenant))
 		return -EINVAL;
 	if (create) {
 		if (mkdirat(s->dirfd, tenant, 0700) == 0) {
@@ -301,7 +301,7 @@ static int read_record(struct fstore *s, const char *tenant,
 	char name[80];
 	int fd, ret;
 
-	if (!name_valid(provider))
+	if (!util_name_valid(provider))
 		return -EINVAL;
 	fd = tenant_dir(s, tenant, false);
 	if (fd < 0)
@@ -360,7 +360,7 @@ static int file_save(struct store *bs, const char *tenant, const char *provider,
 	struct buf b;
 	int fd, ret;
 
-	if (!name_valid(provider))
+	if (!util_name_valid(provider))
 		return -EINVAL;
 	ret = record_seal(s->master, tenant, provider, r, &b);
 	if (ret < 0)
@@ -407,7 +407,7 @@ static int file_remove(struct store *bs, const char *tenant,
 	char name[80];
 	int fd, ret = 0;
 
-	if (!name_valid(provider))
+	if (!util_name_valid(provider))
 		return -EINVAL;
 	ret = write_lock(s, LOCK_EX);
 	if (ret < 0)
@@ -434,7 +434,7 @@ static bool strip_suffix(const char *name, const char *suffix, char out[80])
 		return false;
 	memcpy(out, name, n - k);
 	out[n - k] = '\0';
-	return name_valid(out);
+	return util_name_valid(out);
 }
 
 /* Call @fn for each "<provider><suffix>" under tenant directories. */
@@ -458,7 +458,7 @@ static int foreach_file(struct fstore *s, const char *suffix,
 		return -errno;
 	}
 	while (r == 0 && (te = readdir(top))) {
-		if (!name_valid(te->d_name))
+		if (!util_name_valid(te->d_name))
 			continue;
 		fd = openat(s->dirfd, te->d_name,
 			    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);

@@ -254,7 +254,7 @@ out_close:
 	return r;
 }
 
-bool name_valid(const char *s)
+bool util_name_valid(const char *s)
 {
 	size_t i;
 
@@ -273,7 +273,7 @@ bool name_valid(const char *s)
 	return true;
 }
 
-void fingerprint(const void *p, size_t n, char out[9])
+void util_fingerprint(const void *p, size_t n, char out[9])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;

@@ -67,9 +67,9 @@ void secrets_hygiene(void);
 size_t text_escape_controls(const char *in, char *out, size_t size);
 
 /* True for names matching [a-z0-9][a-z0-9._-]{0,63}. */
-bool name_valid(const char *s);
+bool util_name_valid(const char *s);
 
 /* "ab12cd34": the first 8 hex digits of SHA-256(@p); safe to log. */
-void fingerprint(const void *p, size_t n, char out[9]);
+void util_fingerprint(const void *p, size_t n, char out[9]);
 
 #endif
