@@ -65,7 +65,7 @@ const char *conf_json_kind(const json_t *v)
 
 /* Refuse any key of @obj not in the NULL-terminated @allowed list. */
 int conf_check_keys(struct ctx *c, const json_t *obj, const char *path,
-	       const char *const *allowed)
+		    const char *const *allowed)
 {
 	char sub[MAX_PATH_TEXT];
 	const char *key;
@@ -82,21 +82,22 @@ int conf_check_keys(struct ctx *c, const json_t *obj, const char *path,
 		conf_join(sub, path, key);
 		if (!strcmp(key, "client_secret"))
 			return conf_fail(c, sub,
-				    "secrets do not belong in the "
-				    "config; put it in a file named by "
-				    "client_secret_file");
+					 "secrets do not belong in the "
+					 "config; put it in a file named by "
+					 "client_secret_file");
 		return conf_fail(c, sub, "unknown key");
 	}
 	return 0;
 }
 
 /* @v is of one of the types in @want, or a message names @path. */
-int conf_check_type(struct ctx *c, const json_t *v, const char *path, unsigned want,
-	       const char *what)
+int conf_check_type(struct ctx *c, const json_t *v, const char *path,
+		    unsigned want, const char *what)
 {
 	if ((1u << json_typeof(v)) & want)
 		return 0;
-	return conf_fail(c, path, "expected %s, got %s", what, conf_json_kind(v));
+	return conf_fail(c, path, "expected %s, got %s", what,
+			 conf_json_kind(v));
 }
 
 /*
@@ -104,8 +105,8 @@ int conf_check_type(struct ctx *c, const json_t *v, const char *path, unsigned w
  * checked to be of a type in @want (@what names it in the message).
  */
 int conf_get_value(struct ctx *c, const json_t *obj, const char *path,
-	      const char *key, bool required, unsigned want, const char *what,
-	      json_t **out)
+		   const char *key, bool required, unsigned want,
+		   const char *what, json_t **out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v = json_object_get(obj, key);
@@ -121,20 +122,21 @@ int conf_get_value(struct ctx *c, const json_t *obj, const char *path,
 }
 
 int conf_get_object(struct ctx *c, const json_t *obj, const char *path,
-	       const char *key, bool required, json_t **out)
+		    const char *key, bool required, json_t **out)
 {
-	return conf_get_value(c, obj, path, key, required, T_OBJECT, "an object",
-			 out);
+	return conf_get_value(c, obj, path, key, required, T_OBJECT,
+			      "an object", out);
 }
 
 int conf_get_string(struct ctx *c, const json_t *obj, const char *path,
-	       const char *key, bool required, char **out)
+		    const char *key, bool required, char **out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v;
 	int r;
 
-	r = conf_get_value(c, obj, path, key, required, T_STRING, "a string", &v);
+	r = conf_get_value(c, obj, path, key, required, T_STRING, "a string",
+			   &v);
 	if (r < 0 || !v)
 		return r;
 	conf_join(sub, path, key);
@@ -148,7 +150,7 @@ int conf_get_string(struct ctx *c, const json_t *obj, const char *path,
 }
 
 int conf_get_number(struct ctx *c, const json_t *obj, const char *path,
-	       const char *key, double min, double max, double *out)
+		    const char *key, double min, double max, double *out)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *v;
@@ -168,7 +170,7 @@ int conf_get_number(struct ctx *c, const json_t *obj, const char *path,
 
 /* A duration in seconds (integer or fraction), stored in milliseconds. */
 int conf_get_seconds(struct ctx *c, const json_t *obj, const char *path,
-		const char *key, double min, double max, int64_t *ms)
+		     const char *key, double min, double max, int64_t *ms)
 {
 	double d = (double)*ms / 1000.0;
 	int r = conf_get_number(c, obj, path, key, min, max, &d);
@@ -179,12 +181,13 @@ int conf_get_seconds(struct ctx *c, const json_t *obj, const char *path,
 }
 
 int conf_get_bool(struct ctx *c, const json_t *obj, const char *path,
-	     const char *key, bool *out)
+		  const char *key, bool *out)
 {
 	json_t *v;
 	int r;
 
-	r = conf_get_value(c, obj, path, key, false, T_BOOL, "true or false", &v);
+	r = conf_get_value(c, obj, path, key, false, T_BOOL, "true or false",
+			   &v);
 	if (r == 0 && v)
 		*out = json_is_true(v);
 	return r;
@@ -195,9 +198,10 @@ int conf_get_bool(struct ctx *c, const json_t *obj, const char *path,
  * its elements of @size bytes each, plus one.
  */
 int conf_get_array(struct ctx *c, const json_t *obj, const char *path,
-	      const char *key, size_t size, json_t **arr, void **out)
+		   const char *key, size_t size, json_t **arr, void **out)
 {
-	int r = conf_get_value(c, obj, path, key, false, T_ARRAY, "an array", arr);
+	int r = conf_get_value(c, obj, path, key, false, T_ARRAY, "an array",
+			       arr);
 
 	if (r < 0 || !*arr)
 		return r;
@@ -214,7 +218,8 @@ static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 	size_t i;
 	int r;
 
-	r = conf_get_array(c, obj, path, key, sizeof(**out), &arr, (void **)out);
+	r = conf_get_array(c, obj, path, key, sizeof(**out), &arr,
+			   (void **)out);
 	if (r < 0 || !arr)
 		return r;
 	json_array_foreach (arr, i, v) {
@@ -225,7 +230,7 @@ static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 			return -EINVAL;
 		if (id < 0 || id >= (json_int_t)UINT_MAX)
 			return conf_fail(c, sub, "must be between 0 and %u",
-				    UINT_MAX - 1);
+					 UINT_MAX - 1);
 		(*out)[i] = (unsigned)id;
 		*n = i + 1;
 	}
@@ -235,15 +240,16 @@ static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 /* An optional array of strings, each accepted by @valid (@what names a
  * valid one in the message). */
 int conf_get_strings(struct ctx *c, const json_t *obj, const char *path,
-		const char *key, bool (*valid)(const char *), const char *what,
-		char ***out, size_t *n)
+		     const char *key, bool (*valid)(const char *),
+		     const char *what, char ***out, size_t *n)
 {
 	char sub[MAX_PATH_TEXT];
 	json_t *arr, *v;
 	size_t i;
 	int r;
 
-	r = conf_get_array(c, obj, path, key, sizeof(char *), &arr, (void **)out);
+	r = conf_get_array(c, obj, path, key, sizeof(char *), &arr,
+			   (void **)out);
 	if (r < 0 || !arr)
 		return r;
 	json_array_foreach (arr, i, v) {
@@ -252,7 +258,7 @@ int conf_get_strings(struct ctx *c, const json_t *obj, const char *path,
 			return -EINVAL;
 		if (!valid(json_string_value(v)))
 			return conf_fail(c, sub, "\"%s\" is not %s",
-				    json_string_value(v), what);
+					 json_string_value(v), what);
 		(*out)[i] = strdup(json_string_value(v));
 		if (!(*out)[i])
 			return -ENOMEM;
@@ -302,14 +308,15 @@ static int parse_readers(struct ctx *c, const json_t *obj, const char *path,
 	if (ret == 0)
 		ret = get_ids(c, v, sub, "gids", &r->gids, &r->n_gids);
 	if (ret == 0)
-		ret = conf_get_strings(c, v, sub, "cgroups", cgroup_path_valid,
-				  "a cgroup v2 path such as \"/system.slice/"
-				  "agent.service\"",
-				  &r->cgroups, &r->n_cgroups);
+		ret = conf_get_strings(
+			c, v, sub, "cgroups", cgroup_path_valid,
+			"a cgroup v2 path such as \"/system.slice/"
+			"agent.service\"",
+			&r->cgroups, &r->n_cgroups);
 	if (ret == 0 && !r->n_uids && !r->n_gids)
 		ret = conf_fail(c, sub,
-			   "lists no uids and no gids, so nobody "
-			   "could read");
+				"lists no uids and no gids, so nobody "
+				"could read");
 	return ret;
 }
 
@@ -325,15 +332,15 @@ static void readers_free(struct readers *r)
 }
 
 int conf_named_object(struct ctx *c, const char *path, const char *what,
-		 const char *name, const json_t *obj, char **copy)
+		      const char *name, const json_t *obj, char **copy)
 {
 	if (!util_name_valid(name))
-		return conf_fail(c, path,
-			    "%s names must match [a-z0-9][a-z0-9._-]{0,63}",
-			    what);
+		return conf_fail(
+			c, path,
+			"%s names must match [a-z0-9][a-z0-9._-]{0,63}", what);
 	if (!json_is_object(obj))
 		return conf_fail(c, path, "expected an object, got %s",
-			    conf_json_kind(obj));
+				 conf_json_kind(obj));
 	*copy = strdup(name);
 	return *copy ? 0 : -ENOMEM;
 }
@@ -373,31 +380,31 @@ bool conf_host_is_loopback(const char *host)
 }
 
 int conf_parse_timing(struct ctx *c, const json_t *obj, const char *path,
-		 struct timing *t)
+		      struct timing *t)
 {
 	int r;
 
 	r = conf_get_seconds(c, obj, path, "refresh_lead_s", 0, 86400,
-			&t->refresh_lead_ms);
+			     &t->refresh_lead_ms);
 	if (r == 0)
 		r = conf_get_number(c, obj, path, "refresh_fraction", 0.0, 0.95,
-			       &t->refresh_fraction);
+				    &t->refresh_fraction);
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "min_ttl_s", 0, 86400,
-				&t->min_ttl_ms);
+				     &t->min_ttl_ms);
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "open_wait_s", 0, 300,
-				&t->open_wait_ms);
+				     &t->open_wait_ms);
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "clock_skew_s", 0, 600,
-				&t->clock_skew_ms);
+				     &t->clock_skew_ms);
 	return r;
 }
 
 /* A file name: a string member, made absolute against the config file's
  * directory (so it means the same after the daemon's chdir("/")). */
 int conf_get_path(struct ctx *c, const json_t *obj, const char *path,
-	     const char *key, bool required, char **out)
+		  const char *key, bool required, char **out)
 {
 	const char *slash = strrchr(c->file, '/');
 	char *p = NULL;
@@ -439,13 +446,14 @@ static int distinct_redirects(struct ctx *c, const struct config *cfg)
 				continue;
 			snprintf(sub, sizeof(sub), "providers.%s.redirect_uri",
 				 a->issuer ? b->name : a->name);
-			return conf_fail(c, sub,
-				    "the same as providers.%s's: a provider "
-				    "without an issuer needs a redirect URI of "
-				    "its own, or a mix-up attack can send its "
-				    "code to the other's token endpoint (RFC "
-				    "9700 section 4.4.2)",
-				    a->issuer ? a->name : b->name);
+			return conf_fail(
+				c, sub,
+				"the same as providers.%s's: a provider "
+				"without an issuer needs a redirect URI of "
+				"its own, or a mix-up attack can send its "
+				"code to the other's token endpoint (RFC "
+				"9700 section 4.4.2)",
+				a->issuer ? a->name : b->name);
 		}
 	}
 	return 0;
@@ -489,11 +497,11 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 	conf_join(sub, path, "scopes");
 	if (!json_object_get(obj, "scopes"))
 		return conf_fail(c, sub,
-			    "missing (list the scopes to request, "
-			    "or [] for the provider's default)");
+				 "missing (list the scopes to request, "
+				 "or [] for the provider's default)");
 	r = conf_get_strings(c, obj, path, "scopes", conf_scope_valid,
-			"a valid scope (RFC 6749 section 3.3)", &cc->scopes,
-			&cc->n_scopes);
+			     "a valid scope (RFC 6749 section 3.3)",
+			     &cc->scopes, &cc->n_scopes);
 	if (r < 0 || cc->n_scopes < 2)
 		return r;
 	/* Sorted, not pairwise: a config may list many thousands. */
@@ -551,8 +559,8 @@ static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
 	size_t n_allow = 0, i, j;
 	int r;
 
-	r = conf_get_strings(c, obj, path, "allow_high_risk", conf_scope_valid, "a scope",
-			&allow, &n_allow);
+	r = conf_get_strings(c, obj, path, "allow_high_risk", conf_scope_valid,
+			     "a scope", &allow, &n_allow);
 	for (i = 0; r == 0 && i < n_allow; i++) {
 		for (j = 0; j < cc->n_scopes; j++)
 			if (!strcmp(allow[i], cc->scopes[j]))
@@ -560,9 +568,9 @@ static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
 		snprintf(sub, sizeof(sub), "%s.allow_high_risk[%zu]", path, i);
 		if (j == cc->n_scopes)
 			r = conf_fail(c, sub,
-				 "\"%s\" is not among the requested "
-				 "scopes",
-				 allow[i]);
+				      "\"%s\" is not among the requested "
+				      "scopes",
+				      allow[i]);
 	}
 	for (i = 0; r == 0 && i < cc->n_scopes; i++) {
 		if (!high_risk(cc->provider, cc->scopes[i]))
@@ -572,10 +580,11 @@ static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
 				break;
 		snprintf(sub, sizeof(sub), "%s.scopes[%zu]", path, i);
 		if (j == n_allow)
-			r = conf_fail(c, sub,
-				 "\"%s\" is high-risk for provider "
-				 "%s; list it in allow_high_risk to request it",
-				 cc->scopes[i], cc->provider->name);
+			r = conf_fail(
+				c, sub,
+				"\"%s\" is high-risk for provider "
+				"%s; list it in allow_high_risk to request it",
+				cc->scopes[i], cc->provider->name);
 	}
 	for (i = 0; i < n_allow; i++)
 		free(allow[i]);
@@ -612,17 +621,17 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 		snprintf(sub, sizeof(sub), "%s.credentials.%s", path, pname);
 		if (!util_name_valid(pname))
 			return conf_fail(c, sub,
-				    "provider names must match "
-				    "[a-z0-9][a-z0-9._-]{0,63}");
+					 "provider names must match "
+					 "[a-z0-9][a-z0-9._-]{0,63}");
 		if (!json_is_object(v))
 			return conf_fail(c, sub, "expected an object, got %s",
-				    conf_json_kind(v));
+					 conf_json_kind(v));
 		cc->provider = find_provider(cfg, pname);
 		if (!cc->provider)
 			return conf_fail(c, sub,
-				    "no provider \"%s\" is defined "
-				    "under providers",
-				    pname);
+					 "no provider \"%s\" is defined "
+					 "under providers",
+					 pname);
 		cfg->n_creds++;
 		cc->timing = cc->provider->timing;
 		cc->strict_scopes = cc->provider->strict_scopes;
@@ -635,7 +644,7 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 			r = parse_readers(c, v, sub, &cc->readers);
 		if (r == 0)
 			r = conf_get_bool(c, v, sub, "strict_scopes",
-				     &cc->strict_scopes);
+					  &cc->strict_scopes);
 		if (r == 0)
 			r = check_high_risk(c, v, sub, cc);
 		if (r < 0)
@@ -655,17 +664,18 @@ static int check_dsn(struct ctx *c, const char *dsn)
 
 	opts = PQconninfoParse(dsn, &why);
 	if (!opts) {
-		r = conf_fail(c, "store.dsn", "not a libpq connection string: %s",
-			 why ? why : "out of memory");
+		r = conf_fail(c, "store.dsn",
+			      "not a libpq connection string: %s",
+			      why ? why : "out of memory");
 		PQfreemem(why);
 		return r;
 	}
 	for (o = opts; o->keyword && r == 0; o++)
 		if (!strcmp(o->keyword, "password") && o->val)
 			r = conf_fail(c, "store.dsn",
-				 "holds a password; put it in a passfile "
-				 "(passfile=FILE in the dsn, ~/.pgpass or "
-				 "PGPASSFILE) instead");
+				      "holds a password; put it in a passfile "
+				      "(passfile=FILE in the dsn, ~/.pgpass or "
+				      "PGPASSFILE) instead");
 	PQconninfoFree(opts);
 	return r;
 }
@@ -686,23 +696,25 @@ static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
 		r = conf_get_path(c, st, "store", "dir", true, &cfg->store_dir);
 	if (r == 0)
 		r = conf_get_path(c, st, "store", "key_file", false,
-			     &cfg->store_key_file);
+				  &cfg->store_key_file);
 	if (r == 0)
 		r = conf_get_string(c, st, "store", "backend", false, &backend);
 	if (r == 0)
-		r = conf_get_string(c, st, "store", "dsn", false, &cfg->store_dsn);
+		r = conf_get_string(c, st, "store", "dsn", false,
+				    &cfg->store_dsn);
 	if (r == 0 && backend && strcmp(backend, "file") &&
 	    strcmp(backend, "postgres"))
-		r = conf_fail(c, "store.backend", "\"%s\" is not file or postgres",
-			 backend);
+		r = conf_fail(c, "store.backend",
+			      "\"%s\" is not file or postgres", backend);
 	if (r == 0 && backend && !strcmp(backend, "postgres") &&
 	    !cfg->store_dsn)
 		r = conf_fail(c, "store.dsn",
-			 "missing (the postgres backend "
-			 "connects with it)");
+			      "missing (the postgres backend "
+			      "connects with it)");
 	if (r == 0 && cfg->store_dsn &&
 	    !(backend && !strcmp(backend, "postgres")))
-		r = conf_fail(c, "store.dsn", "only for \"backend\": \"postgres\"");
+		r = conf_fail(c, "store.dsn",
+			      "only for \"backend\": \"postgres\"");
 	if (r == 0 && cfg->store_dsn)
 		r = check_dsn(c, cfg->store_dsn);
 	free(backend);
@@ -725,7 +737,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 
 	if (!json_is_object(root))
 		return conf_fail(c, "(top level)", "expected an object, got %s",
-			    conf_json_kind(root));
+				 conf_json_kind(root));
 	r = conf_check_keys(c, root, "", keys);
 	if (r == 0)
 		r = conf_get_object(c, root, "", "providers", true, &providers);
@@ -740,7 +752,8 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		r = get_ids(c, root, "", "ops_gids", &cfg->ops_gids,
 			    &cfg->n_ops_gids);
 	if (r == 0)
-		r = conf_get_path(c, root, "", "audit_log", false, &cfg->audit_log);
+		r = conf_get_path(c, root, "", "audit_log", false,
+				  &cfg->audit_log);
 	if (r == 0)
 		r = parse_store(c, root, cfg);
 	if (r < 0)
@@ -752,9 +765,9 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 				break;
 		if (i == ARRAY_SIZE(levels)) {
 			r = conf_fail(c, "log_level",
-				 "\"%s\" is not one of error, "
-				 "warning, info, debug",
-				 level);
+				      "\"%s\" is not one of error, "
+				      "warning, info, debug",
+				      level);
 			goto out;
 		}
 		cfg->log_level = (int)i;
@@ -781,8 +794,8 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 
 			snprintf(sub, sizeof(sub), "providers.%s.grant", key);
 			r = conf_fail(c, sub,
-				 "refresh_token needs a store (set "
-				 "store.dir) to keep the refresh tokens");
+				      "refresh_token needs a store (set "
+				      "store.dir) to keep the refresh tokens");
 		}
 		if (r < 0)
 			goto out;
@@ -865,10 +878,11 @@ int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 
 		snprintf(path, sizeof(path), "tenants.%s.readers", t->name);
 		if (!expressible(&t->readers))
-			return conf_fail(&c, path,
-				    "with -o cache=kernel only file "
-				    "modes are checked: list at most one uid "
-				    "and one gid, and no cgroups");
+			return conf_fail(
+				&c, path,
+				"with -o cache=kernel only file "
+				"modes are checked: list at most one uid "
+				"and one gid, and no cgroups");
 		for (j = 0; j < t->n_creds; j++) {
 			const struct cred_conf *cc =
 				&cfg->creds[t->first_cred + j];
@@ -877,17 +891,19 @@ int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 				 "tenants.%s.credentials.%s.readers", t->name,
 				 cc->provider->name);
 			if (!expressible(&cc->readers))
-				return conf_fail(&c, path,
-					    "with -o cache=kernel "
-					    "only file modes are checked: list "
-					    "at most one uid and one gid, and "
-					    "no cgroups");
+				return conf_fail(
+					&c, path,
+					"with -o cache=kernel "
+					"only file modes are checked: list "
+					"at most one uid and one gid, and "
+					"no cgroups");
 		}
 	}
 	if (cache_kernel && !cfg->allow_root)
-		return conf_fail(&c, "allow_root",
-			    "false cannot be enforced with "
-			    "-o cache=kernel (root passes file mode checks)");
+		return conf_fail(
+			&c, "allow_root",
+			"false cannot be enforced with "
+			"-o cache=kernel (root passes file mode checks)");
 	cfg->cache_kernel = cache_kernel;
 	for (i = 0; i < cfg->n_tenants; i++) {
 		struct tenant_conf *t = &cfg->tenants[i];
@@ -1069,8 +1085,9 @@ static int check_audit_log(const struct config *cfg, char *err, size_t errlen)
 			 "created, mode 0600, if missing) or a character "
 			 "device",
 			 cfg->path, p,
-			 S_ISDIR(st.st_mode)    ? "a directory"
-			 : S_ISLNK(st.st_mode)  ? "a symbolic link (not followed)"
+			 S_ISDIR(st.st_mode) ? "a directory"
+			 : S_ISLNK(st.st_mode)
+				 ? "a symbolic link (not followed)"
 			 : S_ISFIFO(st.st_mode) ? "a FIFO (its open would wait)"
 						: "not a regular file");
 		return -EINVAL;

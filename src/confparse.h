@@ -41,38 +41,38 @@ int conf_fail(struct ctx *c, const char *path, const char *fmt, ...)
 void conf_join(char out[MAX_PATH_TEXT], const char *path, const char *key);
 const char *conf_json_kind(const json_t *v);
 int conf_check_keys(struct ctx *c, const json_t *obj, const char *path,
-	       const char *const *allowed);
-int conf_check_type(struct ctx *c, const json_t *v, const char *path, unsigned want,
-	       const char *what);
+		    const char *const *allowed);
+int conf_check_type(struct ctx *c, const json_t *v, const char *path,
+		    unsigned want, const char *what);
 int conf_get_value(struct ctx *c, const json_t *obj, const char *path,
-	      const char *key, bool required, unsigned want, const char *what,
-	      json_t **out);
+		   const char *key, bool required, unsigned want,
+		   const char *what, json_t **out);
 int conf_get_object(struct ctx *c, const json_t *obj, const char *path,
-	       const char *key, bool required, json_t **out);
+		    const char *key, bool required, json_t **out);
 int conf_get_string(struct ctx *c, const json_t *obj, const char *path,
-	       const char *key, bool required, char **out);
+		    const char *key, bool required, char **out);
 int conf_get_number(struct ctx *c, const json_t *obj, const char *path,
-	       const char *key, double min, double max, double *out);
+		    const char *key, double min, double max, double *out);
 int conf_get_seconds(struct ctx *c, const json_t *obj, const char *path,
-		const char *key, double min, double max, int64_t *out_ms);
+		     const char *key, double min, double max, int64_t *out_ms);
 int conf_get_bool(struct ctx *c, const json_t *obj, const char *path,
-	     const char *key, bool *out);
+		  const char *key, bool *out);
 /* An optional array into *@arr, with *@out a zeroed array of as many
  * @size-byte elements. */
 int conf_get_array(struct ctx *c, const json_t *obj, const char *path,
-	      const char *key, size_t size, json_t **arr, void **out);
+		   const char *key, size_t size, json_t **arr, void **out);
 int conf_get_strings(struct ctx *c, const json_t *obj, const char *path,
-		const char *key, bool (*valid)(const char *), const char *what,
-		char ***out, size_t *n);
+		     const char *key, bool (*valid)(const char *),
+		     const char *what, char ***out, size_t *n);
 /* A file name, made absolute against the config file's directory. */
 int conf_get_path(struct ctx *c, const json_t *obj, const char *path,
-	     const char *key, bool required, char **out);
+		  const char *key, bool required, char **out);
 int conf_parse_timing(struct ctx *c, const json_t *obj, const char *path,
-		 struct timing *t);
+		      struct timing *t);
 /* A tenant or provider: @name fit for a directory (@what names the kind
  * in the message), @obj an object; a copy of @name in *@copy. */
 int conf_named_object(struct ctx *c, const char *path, const char *what,
-		 const char *name, const json_t *obj, char **copy);
+		      const char *name, const json_t *obj, char **copy);
 /* RFC 6749 section 3.3 scope-token. */
 bool conf_scope_valid(const char *s);
 /* 127.0.0.0/8, [::1] or localhost. */

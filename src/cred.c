@@ -152,8 +152,7 @@ static bool answered_locked(const struct cred *c)
 	       (cred_uses_store(c) && !c->refresh_token);
 }
 
-bool cred_wait_answered(struct cred_table *t, struct cred *c,
-			int64_t deadline)
+bool cred_wait_answered(struct cred_table *t, struct cred *c, int64_t deadline)
 {
 	bool done;
 

@@ -194,8 +194,7 @@ void cred_table_exit(struct cred_table *t, unsigned slot);
 size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline);
 
 /* Likewise for one credential; true once answered. */
-bool cred_wait_answered(struct cred_table *t, struct cred *c,
-			int64_t deadline);
+bool cred_wait_answered(struct cred_table *t, struct cred *c, int64_t deadline);
 
 /* The daemon stops: every thread waiting in cred_wait_answered(),
  * cred_wait_token() or cred_open_token() stops waiting now, and none waits

@@ -527,8 +527,7 @@ static int add_main(int argc, char **argv)
 		r = -EINVAL;
 		goto out;
 	}
-	r = parse_input(in.data ? in.data : (char *)"", &rec, err,
-			sizeof(err));
+	r = parse_input(in.data ? in.data : (char *)"", &rec, err, sizeof(err));
 	if (r == -EINVAL)
 		fprintf(stderr, "credfsctl add: %s\n", err);
 	/* A refresh token the profile knows the life of, from now. */

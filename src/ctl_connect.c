@@ -149,8 +149,8 @@ int connect_main(int argc, char **argv)
 	if (r == -ENOMEM || r == -EIO)
 		snprintf(err, sizeof(err), "%s", strerror(-r));
 	if (r == 0)
-		r = onboard_authorization_url(cc, loopback_uri(lb), state, challenge,
-				      &url);
+		r = onboard_authorization_url(cc, loopback_uri(lb), state,
+					      challenge, &url);
 	if (r < 0) {
 		fprintf(stderr, "credfsctl connect: %s\n", err);
 		goto out;

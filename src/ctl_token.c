@@ -64,8 +64,8 @@ static int load(const char *mount, const char *tenant, const char *provider,
 		t->status =
 			r == 0 ? json_loadb(st.data, st.len, 0, NULL) : NULL;
 		buf_free(&st);
-		util_fingerprint(t->value.data ? t->value.data : "", t->value.len,
-			    fp);
+		util_fingerprint(t->value.data ? t->value.data : "",
+				 t->value.len, fp);
 		f = json_object_get(t->status, "fingerprint");
 		if (t->value.len && json_is_string(f) &&
 		    !strcmp(json_string_value(f), fp))

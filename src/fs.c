@@ -168,8 +168,8 @@ struct pending {
 	fuse_req_t req;
 	struct node n;
 	struct cred_wait w;
-	bool lookup;		  /* a lookup (kernel-cache path), else an open */
-	unsigned tries;		  /* lookup: generations tried */
+	bool lookup;	/* a lookup (kernel-cache path), else an open */
+	unsigned tries; /* lookup: generations tried */
 	struct fuse_file_info fi; /* open */
 	struct handle *h;	  /* open */
 	struct caller who;	  /* open: decided already, for the audit */
@@ -231,8 +231,8 @@ static int lookup_token(struct fs *fs, struct cred *c, unsigned from,
 		token_unref(cur);
 		r = cred_open_begin(fs->t, c, gen, out, &w);
 		if (r == -EINPROGRESS) {
-			struct pending *p = *wait ? *wait
-						  : calloc(1, sizeof(*p));
+			struct pending *p =
+				*wait ? *wait : calloc(1, sizeof(*p));
 
 			if (!p) {
 				cred_wait_cancel(c, &w);
@@ -287,9 +287,9 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 		fs_caller_of(req, &who);
 		/* Invisible: the same answer as for no such tenant. */
 		if (fs_node_allowed(fs,
-				 &(struct node){.kind = K_TENANT,
-						.tenant = (size_t)ti},
-				 false, &who) < 0)
+				    &(struct node){.kind = K_TENANT,
+						   .tenant = (size_t)ti},
+				    false, &who) < 0)
 			return 0;
 		return INO_TENANT_BASE + (fuse_ino_t)ti;
 	case K_TENANT:
@@ -314,7 +314,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 				held->tok = cred_current_token(parent->cred);
 			}
 			return fs_token_ino(parent->cred,
-					 held->tok ? held->tok->gen : 0);
+					    held->tok ? held->tok->gen : 0);
 		}
 		for (i = CF_TOKEN_TYPE; i < CF_COUNT; i++) {
 			const char *f = render_file_name(parent->cred,
@@ -322,7 +322,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 
 			if (f && !strcmp(name, f))
 				slot = fs_cred_slot(parent->cred,
-						 (enum cred_file)i);
+						    (enum cred_file)i);
 		}
 		break;
 	default: return 0;
@@ -403,8 +403,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	}
 	fuse_reply_attr(req, &st,
 			fs_daemon_decides(fs, &n) ? 0
-			: S_ISDIR(st.st_mode)  ? DIR_TIMEOUT
-					       : FILE_ATTR_TIMEOUT);
+			: S_ISDIR(st.st_mode)	  ? DIR_TIMEOUT
+						  : FILE_ATTR_TIMEOUT);
 }
 
 static const char *errno_name(int e)
@@ -425,8 +425,8 @@ static const char *errno_name(int e)
 
 /* The end of the audited open of a token that the open rule answered @r
  * (*@tok on success): scopes, counters and the audit line. */
-static int token_opened(struct fs *fs, struct caller *who,
-			const struct node *n, int r, struct token **tok)
+static int token_opened(struct fs *fs, struct caller *who, const struct node *n,
+			int r, struct token **tok)
 {
 	struct cred *c = n->cred;
 	struct audit_rec rec = {
@@ -442,8 +442,8 @@ static int token_opened(struct fs *fs, struct caller *who,
 		token_unref(*tok);
 		*tok = NULL;
 		fs_audit_denied(fs, who, rec.tenant, rec.provider, "EACCES",
-			     "granted scopes wider than requested "
-			     "(strict_scopes)");
+				"granted scopes wider than requested "
+				"(strict_scopes)");
 		return -EACCES;
 	}
 	if (r < 0)
@@ -490,8 +490,8 @@ static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
 }
 
 /* Answer an open with @h (taken over), or with @err. */
-static void reply_open(struct fs *fs, fuse_req_t req,
-		       struct fuse_file_info *fi, struct handle *h, int err)
+static void reply_open(struct fs *fs, fuse_req_t req, struct fuse_file_info *fi,
+		       struct handle *h, int err)
 {
 	if (err) {
 		handle_free(fs, h);
@@ -784,8 +784,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	dir_add(req, &d, ".", ino, S_IFDIR);
 	dir_add(req, &d, "..", FUSE_ROOT_ID, S_IFDIR);
 	if (n.kind == K_ROOT) {
-		dir_add(req, &d, "status", fs_snap_ino(SLOT_STATUS, 0), S_IFREG);
-		dir_add(req, &d, "metrics", fs_snap_ino(SLOT_METRICS, 0), S_IFREG);
+		dir_add(req, &d, "status", fs_snap_ino(SLOT_STATUS, 0),
+			S_IFREG);
+		dir_add(req, &d, "metrics", fs_snap_ino(SLOT_METRICS, 0),
+			S_IFREG);
 		dir_add(req, &d, "tenants", INO_TENANTS, S_IFDIR);
 	} else if (n.kind == K_TENANTS) {
 		for (i = 0; i < cfg->n_tenants && !d.full; i++)
@@ -817,9 +819,10 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 			if (f)
 				dir_add(req, &d, f,
-					fs_snap_ino(fs_cred_slot(n.cred,
-							   (enum cred_file)i),
-						 0),
+					fs_snap_ino(
+						fs_cred_slot(n.cred,
+							     (enum cred_file)i),
+						0),
 					S_IFREG);
 		}
 	}
@@ -1074,7 +1077,8 @@ void fs_token_expired(void *arg, struct cred *c, uint64_t gen)
 	fuse_lowlevel_notify_inval_entry(fs->se, fs_cred_dir_ino(c),
 					 "access_token",
 					 strlen("access_token"));
-	r = fuse_lowlevel_notify_inval_inode(fs->se, fs_token_ino(c, gen), 0, 0);
+	r = fuse_lowlevel_notify_inval_inode(fs->se, fs_token_ino(c, gen), 0,
+					     0);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate the expired token: %s",
 			  c->conf->tenant, c->conf->provider->name,

@@ -129,8 +129,8 @@ uint64_t fs_view_key(struct fs *fs, struct caller *who, bool *visible)
 	for (i = 0; i < fs->t->n; i++) {
 		const struct cred_conf *cc = fs->t->creds[i].conf;
 
-		visible[i] = policy_cred(cfg, &cfg->tenants[cc->tenant_idx],
-					 cc, who);
+		visible[i] = policy_cred(cfg, &cfg->tenants[cc->tenant_idx], cc,
+					 who);
 		h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) * 0x100000001b3ULL;
 	}
 	return h | 1;
@@ -161,8 +161,8 @@ static bool first_denial(struct fs *fs, pid_t pid, uint64_t node)
 }
 
 void fs_audit_denied(struct fs *fs, struct caller *who, const char *tenant,
-			 const char *provider, const char *outcome,
-			 const char *detail)
+		     const char *provider, const char *outcome,
+		     const char *detail)
 {
 	struct audit_rec rec = {
 		.event = "denied",
@@ -187,7 +187,7 @@ void fs_audit_denied(struct fs *fs, struct caller *who, const char *tenant,
  * path, where the mode bits decide.
  */
 int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
-			struct caller *who)
+		    struct caller *who)
 {
 	const struct config *cfg = fs->t->cfg;
 	const struct tenant_conf *tc;
@@ -202,8 +202,9 @@ int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
 	if (!policy_tenant(cfg, tc, who)) {
 		if (first_denial(fs, who->pid, INO_TENANT_BASE + ti))
 			fs_audit_denied(fs, who, tc->name,
-				     cc ? cc->provider->name : NULL, "ENOENT",
-				     "not a reader of this tenant");
+					cc ? cc->provider->name : NULL,
+					"ENOENT",
+					"not a reader of this tenant");
 		return -ENOENT;
 	}
 	if (!cc || (n->kind == K_CRED_DIR && !inside) ||
@@ -211,7 +212,7 @@ int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
 		return 0;
 	if (first_denial(fs, who->pid, fs_cred_dir_ino(n->cred)))
 		fs_audit_denied(fs, who, tc->name, cc->provider->name, "EACCES",
-			     "not a reader of this credential");
+				"not a reader of this credential");
 	return -EACCES;
 }
 
@@ -256,8 +257,8 @@ bool fs_daemon_decides(struct fs *fs, const struct node *n)
 	tc = &cfg->tenants[n->cred ? n->cred->conf->tenant_idx : n->tenant];
 	if ((tc->mode & 0004) || tc->readers.n_cgroups)
 		return true;
-	return n->cred && (n->cred->conf->readers.set ||
-			   n->cred->conf->readers.n_cgroups);
+	return n->cred &&
+	       (n->cred->conf->readers.set || n->cred->conf->readers.n_cgroups);
 }
 
 /*
@@ -265,7 +266,7 @@ bool fs_daemon_decides(struct fs *fs, const struct node *n)
  * snapshot inodes that are no longer held give ESTALE.
  */
 int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
-		   const struct handle *h, struct stat *st)
+	       const struct handle *h, struct stat *st)
 {
 	struct token *tok = NULL;
 	struct snap *b = NULL;

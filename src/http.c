@@ -89,8 +89,8 @@ int http_req_new(const struct provider_conf *p, const char *url,
 		     CURLE_OK &&
 	     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
 			      (curl_off_t)p->max_response_bytes) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_USERAGENT,
-			      "credfs/" CREDFS_VERSION) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_USERAGENT, "credfs/" CREDFS_VERSION) ==
+		     CURLE_OK &&
 	     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers) == CURLE_OK;
 	if (ok && body)
 		ok = curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&

@@ -48,8 +48,8 @@ int key_load_file(const char *path, uint8_t **out, char *err, size_t errlen)
 	int fd, r;
 
 	/* O_NONBLOCK: a FIFO would wait for a writer; refused below. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY |
-				O_NONBLOCK);
+	fd = open(path,
+		  O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		r = -errno;
 		snprintf(err, errlen, "key file %s: %s", path, strerror(-r));

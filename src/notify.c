@@ -46,7 +46,8 @@ int notify(const char *fmt, ...)
 
 int64_t notify_watchdog_ms(void)
 {
-	const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+	const char *usec = getenv("WATCHDOG_USEC"),
+		   *pid = getenv("WATCHDOG_PID");
 	char *end;
 	long long v;
 

@@ -298,11 +298,12 @@ int loopback_parse(char *head, const char *path,
 			  "the one asked; nothing was stored.";
 		r = -EPERM;
 	} else if (!iss && want->iss_required) {
-		snprintf(err, errlen,
-			 "the callback has no iss, which this provider's "
-			 "metadata says it sends (RFC 9207): a mix-up attack or "
-			 "a misconfigured provider; the code was not sent "
-			 "anywhere and nothing was stored");
+		snprintf(
+			err, errlen,
+			"the callback has no iss, which this provider's "
+			"metadata says it sends (RFC 9207): a mix-up attack or "
+			"a misconfigured provider; the code was not sent "
+			"anywhere and nothing was stored");
 		page[0] = "Issuer missing";
 		page[1] = "The authorization response did not name its "
 			  "server; nothing was stored.";
@@ -510,8 +511,9 @@ static int query_add(struct buf *b, const char *name, const char *value)
 	return r;
 }
 
-int onboard_authorization_url(const struct cred_conf *cc, const char *redirect_uri,
-		      const char *state, const char *challenge, char **out)
+int onboard_authorization_url(const struct cred_conf *cc,
+			      const char *redirect_uri, const char *state,
+			      const char *challenge, char **out)
 {
 	const struct provider_conf *p = cc->provider;
 	struct buf b, scope;
@@ -727,10 +729,11 @@ static int check_verification_uri(const struct provider_conf *p,
 	if (!host || !scheme ||
 	    (strcmp(scheme, "https") &&
 	     !(!strcmp(scheme, "http") && conf_host_is_loopback(host)))) {
-		snprintf(err, errlen,
-			 "the device authorization answer sends the user to %s, "
-			 "which is not an https:// URL; refused",
-			 uri);
+		snprintf(
+			err, errlen,
+			"the device authorization answer sends the user to %s, "
+			"which is not an https:// URL; refused",
+			uri);
 		r = -EPROTO;
 	} else if (as && strcmp(host, as)) {
 		fprintf(out,
@@ -761,8 +764,7 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 	if (r == 0)
 		r = check_verification_uri(p, d.uri, out, err, errlen);
 	if (r == 0 && d.uri_complete)
-		r = check_verification_uri(p, d.uri_complete, out, err,
-					   errlen);
+		r = check_verification_uri(p, d.uri_complete, out, err, errlen);
 	if (r < 0)
 		goto out;
 	fprintf(out, "To connect %s/%s, open %s and enter the code: %s\n",
@@ -775,8 +777,8 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 				    : timeout_ms / 1000));
 	fflush(out);
 	by_timeout = timeout_ms <= d.expires_in_s * 1000;
-	deadline = time_mono_ms() + (by_timeout ? timeout_ms
-						: d.expires_in_s * 1000);
+	deadline = time_mono_ms() +
+		   (by_timeout ? timeout_ms : d.expires_in_s * 1000);
 	/* RFC 8628 3.2: 5 s unless the provider asks for more; an interval
 	 * of 0 would poll as fast as the network goes. */
 	interval_ms = d.interval_s * 1000;
@@ -825,8 +827,9 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 		    res->outcome == OAUTH_RATE_LIMITED) {
 			/* A 503 or a dropped connection: the code is still
 			 * good; ask again at the next interval. */
-			fprintf(out, "(the token endpoint failed: %s; asking "
-				     "again)\n",
+			fprintf(out,
+				"(the token endpoint failed: %s; asking "
+				"again)\n",
 				res->error);
 			fflush(out);
 			continue;

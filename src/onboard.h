@@ -75,8 +75,9 @@ int loopback_parse(char *head, const char *path,
 void loopback_close(struct loopback *lb);
 
 /* The authorization request URL (RFC 6749 4.1.1 with PKCE). */
-int onboard_authorization_url(const struct cred_conf *cc, const char *redirect_uri,
-		      const char *state, const char *challenge, char **out);
+int onboard_authorization_url(const struct cred_conf *cc,
+			      const char *redirect_uri, const char *state,
+			      const char *challenge, char **out);
 
 /* POST the form @pairs (client authentication added) to the token
  * endpoint and classify the answer into @res. */

@@ -239,7 +239,8 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 	v = json_object_get(obj, "preset");
 	conf_join(sub, path, "preset");
 	if (v && !json_is_string(v))
-		return conf_fail(c, sub, "expected a string, got %s", conf_json_kind(v));
+		return conf_fail(c, sub, "expected a string, got %s",
+				 conf_json_kind(v));
 	name = v ? json_string_value(v) : NULL;
 	for (i = 0; i < ARRAY_SIZE(presets); i++) {
 		if (name && !strcmp(presets[i].name, name))
@@ -248,7 +249,8 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 			 "%s%s", i ? ", " : "", presets[i].name);
 	}
 	if (name && !ps)
-		return conf_fail(c, sub, "\"%s\" is not one of %s", name, names);
+		return conf_fail(c, sub, "\"%s\" is not one of %s", name,
+				 names);
 	/* A preset's variable belongs to that preset only. */
 	json_object_foreach ((json_t *)obj, key, v) {
 		if (!preset_is_var(key) ||
@@ -266,21 +268,22 @@ int preset_apply(struct ctx *c, const char *path, const json_t *obj,
 		conf_join(sub, path, ps->var);
 		if (v && !json_is_string(v))
 			return conf_fail(c, sub, "expected a string, got %s",
-				    conf_json_kind(v));
+					 conf_json_kind(v));
 		value = v ? json_string_value(v) : ps->var_default;
 		if (!value)
 			return conf_fail(c, sub, "missing: preset %s needs %s",
-				    ps->name, ps->var_what);
+					 ps->name, ps->var_what);
 		if (!var_valid(value))
-			return conf_fail(c, sub,
-				    "\"%s\" is not %s (letters, digits, dots "
-				    "and dashes)",
-				    value, ps->var_what);
+			return conf_fail(
+				c, sub,
+				"\"%s\" is not %s (letters, digits, dots "
+				"and dashes)",
+				value, ps->var_what);
 	}
 	if (ps->required && !json_object_get(obj, ps->required)) {
 		conf_join(sub, path, ps->required);
 		return conf_fail(c, sub, "missing: preset %s %s", ps->name,
-			    ps->required_why);
+				 ps->required_why);
 	}
 	text = ps->var ? substitute(ps->json, ps->var, value)
 		       : strdup(ps->json);

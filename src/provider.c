@@ -35,7 +35,8 @@ static int check_url(struct ctx *c, const char *path, const char *url,
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-		r = conf_fail(c, path, "\"%s\" is not a valid absolute URL", url);
+		r = conf_fail(c, path, "\"%s\" is not a valid absolute URL",
+			      url);
 		goto out;
 	}
 	if (!strcmp(scheme, "https"))
@@ -43,12 +44,13 @@ static int check_url(struct ctx *c, const char *path, const char *url,
 	if (!strcmp(scheme, "http")) {
 		if (!conf_host_is_loopback(host))
 			r = conf_fail(c, path,
-				 "http:// is allowed only for loopback "
-				 "hosts; use https:// for %s",
-				 host);
+				      "http:// is allowed only for loopback "
+				      "hosts; use https:// for %s",
+				      host);
 		goto out;
 	}
-	r = conf_fail(c, path, "scheme \"%s\" is not allowed; use https://", scheme);
+	r = conf_fail(c, path, "scheme \"%s\" is not allowed; use https://",
+		      scheme);
 out:
 	if (r == 0 && host_out)
 		*host_out = strdup(host);
@@ -85,9 +87,9 @@ static int check_redirect_uri(struct ctx *c, const char *path, const char *v)
 
 	if (strchr(v, '*'))
 		return conf_fail(c, path,
-			    "\"%s\": redirect URIs must be exact, no "
-			    "wildcards (RFC 9700 section 2.1)",
-			    v);
+				 "\"%s\": redirect URIs must be exact, no "
+				 "wildcards (RFC 9700 section 2.1)",
+				 v);
 	u = curl_url();
 	if (!u)
 		return -ENOMEM;
@@ -98,34 +100,38 @@ static int check_redirect_uri(struct ctx *c, const char *path, const char *v)
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK) {
-		r = conf_fail(c, path, "\"%s\": a redirect URI has no fragment", v);
+		r = conf_fail(c, path, "\"%s\": a redirect URI has no fragment",
+			      v);
 		goto out;
 	}
 	if (!strcmp(scheme, "http") && !conf_host_is_loopback(host)) {
-		r = conf_fail(c, path,
-			 "\"%s\": http:// redirect URIs are allowed only for "
-			 "loopback hosts (RFC 9700 section 2.1)",
-			 v);
+		r = conf_fail(
+			c, path,
+			"\"%s\": http:// redirect URIs are allowed only for "
+			"loopback hosts (RFC 9700 section 2.1)",
+			v);
 		goto out;
 	}
 	if (!strcasecmp(host, "localhost")) {
 		/* credfsctl listens on one address; where localhost names
 		 * ::1 first, another local user could take the port there. */
-		r = conf_fail(c, path,
-			 "\"%s\": use 127.0.0.1 (or [::1]) instead of "
-			 "localhost (RFC 8252 section 8.3): the browser may "
-			 "reach another address than the one credfsctl listens "
-			 "on",
-			 v);
+		r = conf_fail(
+			c, path,
+			"\"%s\": use 127.0.0.1 (or [::1]) instead of "
+			"localhost (RFC 8252 section 8.3): the browser may "
+			"reach another address than the one credfsctl listens "
+			"on",
+			v);
 		goto out;
 	}
 	if (strcmp(scheme, "http") ||
 	    curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
-		r = conf_fail(c, path,
-			 "\"%s\": credfsctl connect receives the redirect on "
-			 "a loopback listener (RFC 8252 section 7.3): use "
-			 "http://127.0.0.1:PORT/PATH",
-			 v);
+		r = conf_fail(
+			c, path,
+			"\"%s\": credfsctl connect receives the redirect on "
+			"a loopback listener (RFC 8252 section 7.3): use "
+			"http://127.0.0.1:PORT/PATH",
+			v);
 out:
 	curl_free(scheme);
 	curl_free(host);
@@ -158,10 +164,11 @@ static int parse_params(struct ctx *c, const json_t *obj, const char *path,
 		snprintf(sub, sizeof(sub), "%s.%s.%s", path, key, name);
 		for (res = reserved; *res; res++)
 			if (!strcmp(*res, name))
-				return conf_fail(c, sub, "is set by credfs itself");
+				return conf_fail(c, sub,
+						 "is set by credfs itself");
 		if (!json_is_string(v))
 			return conf_fail(c, sub, "expected a string, got %s",
-				    conf_json_kind(v));
+					 conf_json_kind(v));
 		(*out)[i].name = strdup(name);
 		(*out)[i].value = strdup(json_string_value(v));
 		if (!(*out)[i].name || !(*out)[i].value)
@@ -216,23 +223,23 @@ static int parse_auth(struct ctx *c, const json_t *obj, const char *path,
 			break;
 	if (r == 0 && auth && i == ARRAY_SIZE(methods))
 		r = conf_fail(c, sub,
-			 "\"%s\" is not one of client_secret_basic, "
-			 "client_secret_post, private_key_jwt, none",
-			 auth);
+			      "\"%s\" is not one of client_secret_basic, "
+			      "client_secret_post, private_key_jwt, none",
+			      auth);
 	if (r == 0 && auth)
 		p->auth = methods[i].m;
 	free(auth);
 	if (r == 0)
 		r = conf_get_path(c, obj, path, "client_secret_file", false,
-			     &p->client_secret_file);
+				  &p->client_secret_file);
 	if (r == 0)
 		r = conf_get_path(c, obj, path, "private_key_file", false,
-			     &p->private_key_file);
+				  &p->private_key_file);
 	if (r == 0)
 		r = conf_get_string(c, obj, path, "key_id", false, &p->key_id);
 	if (r == 0)
 		r = conf_get_string(c, obj, path, "jwt_audience", false,
-			       &p->jwt_audience);
+				    &p->jwt_audience);
 	if (r < 0)
 		return r;
 	switch (p->auth) {
@@ -245,27 +252,30 @@ static int parse_auth(struct ctx *c, const json_t *obj, const char *path,
 	case AUTH_PRIVATE_KEY_JWT:
 		conf_join(sub, path, "private_key_file");
 		if (!p->private_key_file)
-			return conf_fail(c, sub,
-				    "missing (private_key_jwt signs with it)");
+			return conf_fail(
+				c, sub,
+				"missing (private_key_jwt signs with it)");
 		break;
 	case AUTH_NONE:
 		conf_join(sub, path, "auth_method");
 		if (p->grant == GRANT_CLIENT_CREDENTIALS)
 			return conf_fail(c, sub,
-				    "\"none\" is a public client, and the "
-				    "client_credentials grant needs a "
-				    "confidential one");
+					 "\"none\" is a public client, and the "
+					 "client_credentials grant needs a "
+					 "confidential one");
 		break;
 	}
 	if (p->auth != AUTH_PRIVATE_KEY_JWT && p->private_key_file) {
 		conf_join(sub, path, "private_key_file");
-		return conf_fail(c, sub, "only for auth_method private_key_jwt");
+		return conf_fail(c, sub,
+				 "only for auth_method private_key_jwt");
 	}
 	if ((p->auth == AUTH_PRIVATE_KEY_JWT || p->auth == AUTH_NONE) &&
 	    p->client_secret_file) {
 		conf_join(sub, path, "client_secret_file");
-		return conf_fail(c, sub, "not used with auth_method %s; remove it",
-			    p->auth == AUTH_NONE ? "none" : "private_key_jwt");
+		return conf_fail(
+			c, sub, "not used with auth_method %s; remove it",
+			p->auth == AUTH_NONE ? "none" : "private_key_jwt");
 	}
 	return 0;
 }
@@ -285,21 +295,22 @@ static int parse_grant(struct ctx *c, const json_t *obj, const char *path,
 		p->grant = GRANT_REFRESH_TOKEN;
 	else if (!strcmp(grant, "implicit"))
 		r = conf_fail(c, sub,
-			 "\"implicit\" is forbidden by RFC 9700 (section "
-			 "2.1.2: tokens in the front channel leak); use "
-			 "\"refresh_token\" with credfsctl connect "
-			 "(authorization code with PKCE)");
+			      "\"implicit\" is forbidden by RFC 9700 (section "
+			      "2.1.2: tokens in the front channel leak); use "
+			      "\"refresh_token\" with credfsctl connect "
+			      "(authorization code with PKCE)");
 	else if (!strcmp(grant, "password"))
-		r = conf_fail(c, sub,
-			 "\"password\" is forbidden by RFC 9700 (section 2.4: "
-			 "the client must not see the user's password); use "
-			 "\"refresh_token\" with credfsctl connect or "
-			 "credfsctl device");
+		r = conf_fail(
+			c, sub,
+			"\"password\" is forbidden by RFC 9700 (section 2.4: "
+			"the client must not see the user's password); use "
+			"\"refresh_token\" with credfsctl connect or "
+			"credfsctl device");
 	else if (strcmp(grant, "client_credentials"))
 		r = conf_fail(c, sub,
-			 "\"%s\" is not one of client_credentials, "
-			 "refresh_token",
-			 grant);
+			      "\"%s\" is not one of client_credentials, "
+			      "refresh_token",
+			      grant);
 	free(grant);
 	return r;
 }
@@ -324,7 +335,7 @@ static int parse_onboarding(struct ctx *c, const json_t *obj, const char *path,
 		    &p->authorization_url);
 	if (r == 0)
 		r = conf_get_string(c, obj, path, "redirect_uri", false,
-			       &p->redirect_uri);
+				    &p->redirect_uri);
 	if (r == 0 && p->redirect_uri) {
 		conf_join(sub, path, "redirect_uri");
 		r = check_redirect_uri(c, sub, p->redirect_uri);
@@ -339,8 +350,8 @@ static int parse_onboarding(struct ctx *c, const json_t *obj, const char *path,
 		r = get_url(c, obj, path, "introspection_url", false,
 			    &p->introspection_url);
 	if (r == 0)
-		r = conf_get_seconds(c, obj, path, "introspection_interval_s", 1,
-				86400, &p->introspection_interval_ms);
+		r = conf_get_seconds(c, obj, path, "introspection_interval_s",
+				     1, 86400, &p->introspection_interval_ms);
 	if (r == 0 && p->introspection_interval_ms && !p->introspection_url) {
 		conf_join(sub, path, "introspection_interval_s");
 		r = conf_fail(c, sub, "needs introspection_url");
@@ -350,8 +361,8 @@ static int parse_onboarding(struct ctx *c, const json_t *obj, const char *path,
 				 &p->auth_params, &p->n_auth_params);
 	if (r == 0)
 		r = conf_get_strings(c, obj, path, "authorization_scopes",
-				conf_scope_valid, "a scope", &p->auth_scopes,
-				&p->n_auth_scopes);
+				     conf_scope_valid, "a scope",
+				     &p->auth_scopes, &p->n_auth_scopes);
 	return r;
 }
 
@@ -416,29 +427,31 @@ static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
 			"private_key_jwt, none",
 			&p->auth_methods, &p->n_auth_methods);
 	if (r == 0)
-		r = conf_get_string(c, obj, path, "scope_separator", false, &sep);
+		r = conf_get_string(c, obj, path, "scope_separator", false,
+				    &sep);
 	p->scope_sep = ' ';
 	if (r == 0 && sep) {
 		conf_join(sub, path, "scope_separator");
 		if (strcmp(sep, " ") && strcmp(sep, ","))
-			r = conf_fail(c, sub, "\"%s\" is not \" \" or \",\"", sep);
+			r = conf_fail(c, sub, "\"%s\" is not \" \" or \",\"",
+				      sep);
 		else
 			p->scope_sep = sep[0];
 	}
 	free(sep);
 	if (r == 0)
 		r = conf_get_bool(c, obj, path, "rotates_refresh_tokens",
-			     &p->rotates);
+				  &p->rotates);
 	p->rotates_set = json_object_get(obj, "rotates_refresh_tokens");
 	if (r == 0)
-		r = conf_get_seconds(c, obj, path, "refresh_token_lifetime_s", 60,
-				10 * 31536000.0, &p->rt_lifetime_ms);
+		r = conf_get_seconds(c, obj, path, "refresh_token_lifetime_s",
+				     60, 10 * 31536000.0, &p->rt_lifetime_ms);
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "refresh_token_idle_s", 60,
-				10 * 31536000.0, &p->rt_idle_ms);
+				     10 * 31536000.0, &p->rt_idle_ms);
 	if (r == 0)
 		r = conf_get_string(c, obj, path, "error_field", false,
-			       &p->error_field);
+				    &p->error_field);
 	if (r == 0)
 		r = parse_params(c, obj, path, "error_codes", none,
 				 &p->error_codes, &p->n_error_codes);
@@ -449,24 +462,25 @@ static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
 			snprintf(sub, sizeof(sub), "%s.error_codes.%s", path,
 				 p->error_codes[i].name);
 			r = conf_fail(c, sub,
-				 "\"%s\" is not one of invalid_grant, "
-				 "invalid_client, rejected, transient, "
-				 "rate_limited",
-				 p->error_codes[i].value);
+				      "\"%s\" is not one of invalid_grant, "
+				      "invalid_client, rejected, transient, "
+				      "rate_limited",
+				      p->error_codes[i].value);
 		}
 	}
 	if (r == 0)
-		r = conf_get_strings(c, obj, path, "response_fields", field_valid,
-				"a file name ([a-z0-9_.-], not one of the "
-				"credential's own files or a secret's name)",
-				&p->response_fields, &p->n_response_fields);
+		r = conf_get_strings(
+			c, obj, path, "response_fields", field_valid,
+			"a file name ([a-z0-9_.-], not one of the "
+			"credential's own files or a secret's name)",
+			&p->response_fields, &p->n_response_fields);
 	if (r == 0 && p->n_response_fields > MAX_RESPONSE_FIELDS) {
 		conf_join(sub, path, "response_fields");
 		r = conf_fail(c, sub, "at most %d fields", MAX_RESPONSE_FIELDS);
 	}
 	if (r == 0)
-		r = conf_get_number(c, obj, path, "max_requests_per_s", 0.01, 10000,
-			       &rate);
+		r = conf_get_number(c, obj, path, "max_requests_per_s", 0.01,
+				    10000, &rate);
 	p->max_rate = rate;
 	return r;
 }
@@ -566,7 +580,8 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		r = get_url(c, obj, path, "token_url", !p->issuer,
 			    &p->token_url);
 	if (r == 0)
-		r = conf_get_string(c, obj, path, "client_id", true, &p->client_id);
+		r = conf_get_string(c, obj, path, "client_id", true,
+				    &p->client_id);
 	if (r == 0)
 		r = conf_get_path(c, obj, path, "ca_file", false, &p->ca_file);
 	if (r == 0)
@@ -579,43 +594,47 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		r = conf_parse_timing(c, obj, path, &p->timing);
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "timeout_s", 0.1, 300,
-				&p->timeout_ms);
+				     &p->timeout_ms);
 	if (r == 0)
-		r = conf_get_seconds(c, obj, path, "default_lifetime_s", 1, 31536000,
-				&p->default_lifetime_ms);
+		r = conf_get_seconds(c, obj, path, "default_lifetime_s", 1,
+				     31536000, &p->default_lifetime_ms);
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "min_lifetime_s", 0.1, 3600,
-				&p->min_lifetime_ms);
+				     &p->min_lifetime_ms);
 	if (r == 0)
-		r = conf_get_seconds(c, obj, path, "device_min_interval_s", 0.1, 60,
-				&p->device_min_interval_ms);
+		r = conf_get_seconds(c, obj, path, "device_min_interval_s", 0.1,
+				     60, &p->device_min_interval_ms);
 	if (r == 0)
-		r = conf_get_seconds(c, obj, path, "backoff_initial_s", 0.01, 3600,
-				&p->backoff_initial_ms);
+		r = conf_get_seconds(c, obj, path, "backoff_initial_s", 0.01,
+				     3600, &p->backoff_initial_ms);
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "backoff_max_s", 0.01, 86400,
-				&p->backoff_max_ms);
+				     &p->backoff_max_ms);
 	if (r == 0)
-		r = conf_get_number(c, obj, path, "max_concurrency", 1, 256, &conc);
+		r = conf_get_number(c, obj, path, "max_concurrency", 1, 256,
+				    &conc);
 	if (r == 0)
 		r = conf_get_number(c, obj, path, "max_response_bytes", 1024,
-			       16 * 1024 * 1024, &maxresp);
+				    16 * 1024 * 1024, &maxresp);
 	if (r == 0)
 		r = parse_params(c, obj, path, "token_params", reserved,
 				 &p->params, &p->n_params);
 	if (r == 0)
-		r = conf_get_strings(c, obj, path, "high_risk_scopes", conf_scope_valid,
-				"a scope (or a prefix ending in *)",
-				&p->high_risk, &p->n_high_risk);
+		r = conf_get_strings(c, obj, path, "high_risk_scopes",
+				     conf_scope_valid,
+				     "a scope (or a prefix ending in *)",
+				     &p->high_risk, &p->n_high_risk);
 	if (r == 0)
-		r = conf_get_bool(c, obj, path, "strict_scopes", &p->strict_scopes);
+		r = conf_get_bool(c, obj, path, "strict_scopes",
+				  &p->strict_scopes);
 	if (r == 0 && p->backoff_initial_ms > p->backoff_max_ms) {
 		conf_join(sub, path, "backoff_initial_s");
-		r = conf_fail(c, sub,
-			 "%.3g s is more than backoff_max_s (%.3g s): lower it "
-			 "or raise backoff_max_s",
-			 p->backoff_initial_ms / 1000.0,
-			 p->backoff_max_ms / 1000.0);
+		r = conf_fail(
+			c, sub,
+			"%.3g s is more than backoff_max_s (%.3g s): lower it "
+			"or raise backoff_max_s",
+			p->backoff_initial_ms / 1000.0,
+			p->backoff_max_ms / 1000.0);
 	}
 	p->max_concurrency = (unsigned)conc;
 	p->max_response_bytes = (size_t)maxresp;
@@ -623,9 +642,9 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 	if (r == 0 && !provider_supports_auth(p, p->auth)) {
 		conf_join(sub, path, "auth_method");
 		r = conf_fail(c, sub,
-			 "%s is not among the provider's "
-			 "auth_methods_supported",
-			 auth_method_name(p->auth));
+			      "%s is not among the provider's "
+			      "auth_methods_supported",
+			      auth_method_name(p->auth));
 	}
 	json_decref(obj);
 	return r;
@@ -841,7 +860,7 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 	/* Section 4.3: the metadata must name exactly the issuer asked. */
 	if (!json_is_string(iss) || strcmp(json_string_value(iss), p->issuer))
 		return conf_fail(c, path,
-			    "the discovery document names another issuer");
+				 "the discovery document names another issuer");
 	r = take_endpoint(c, doc, path, "token_endpoint", true, &p->token_url);
 	if (r == 0)
 		r = take_endpoint(c, doc, path, "authorization_endpoint", false,
@@ -883,9 +902,9 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 		p->auth = AUTH_CLIENT_SECRET_POST;
 	if (!provider_supports_auth(p, p->auth))
 		return conf_fail(c, path,
-			    "the issuer does not list auth_method %s in "
-			    "token_endpoint_auth_methods_supported",
-			    auth_method_name(p->auth));
+				 "the issuer does not list auth_method %s in "
+				 "token_endpoint_auth_methods_supported",
+				 auth_method_name(p->auth));
 	return 0;
 }
 

@@ -63,10 +63,10 @@ struct refresher {
 	pthread_cond_t done_cond;
 	struct cred **heap;
 	size_t n;
-	atomic_bool stop;      /* no new requests from now on */
-	int64_t drain_until;   /* monotonic: the last wait for those in flight */
-	unsigned inflight;     /* token requests in flight, every lane */
-	bool done;	       /* the thread has left its loop */
+	atomic_bool stop;    /* no new requests from now on */
+	int64_t drain_until; /* monotonic: the last wait for those in flight */
+	unsigned inflight;   /* token requests in flight, every lane */
+	bool done;	     /* the thread has left its loop */
 	/* Proof of life, once a round and at least every beat_every_ms. */
 	void (*beat)(void *arg);
 	void *beat_arg;

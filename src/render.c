@@ -143,20 +143,38 @@ static json_t *json_text(const char *s)
 
 #define X const struct status_ctx *x
 #define TOKEN(e) (x->v->has_token ? (e) : json_null())
-static json_t *f_tenant(X) { return json_string(x->c->conf->tenant); }
+static json_t *f_tenant(X)
+{
+	return json_string(x->c->conf->tenant);
+}
 static json_t *f_provider(X)
 {
 	return json_string(x->c->conf->provider->name);
 }
-static json_t *f_grant(X) { return json_string(grant_name(x->c)); }
+static json_t *f_grant(X)
+{
+	return json_string(grant_name(x->c));
+}
 static json_t *f_state(X)
 {
 	return json_string(cred_state_name(x->v->state));
 }
-static json_t *f_health(X) { return json_string(health(x->v)); }
-static json_t *f_token_type(X) { return TOKEN(json_string(x->v->token_type)); }
-static json_t *f_fingerprint(X) { return TOKEN(json_string(x->v->fp)); }
-static json_t *f_expires_at(X) { return TOKEN(json_time(x->v->expires_ms)); }
+static json_t *f_health(X)
+{
+	return json_string(health(x->v));
+}
+static json_t *f_token_type(X)
+{
+	return TOKEN(json_string(x->v->token_type));
+}
+static json_t *f_fingerprint(X)
+{
+	return TOKEN(json_string(x->v->fp));
+}
+static json_t *f_expires_at(X)
+{
+	return TOKEN(json_time(x->v->expires_ms));
+}
 static json_t *f_expires_in(X)
 {
 	return TOKEN(json_integer(secs_until(x->v->expires_ms, x->now)));
@@ -168,8 +186,14 @@ static json_t *f_lifetime_floored(X)
 	floored_text(x->c, x->v, text, sizeof(text));
 	return strcmp(text, "-") ? json_string(text) : json_null();
 }
-static json_t *f_last_refresh(X) { return json_time(x->v->last_refresh_ms); }
-static json_t *f_next_refresh(X) { return json_time(x->v->next_refresh_ms); }
+static json_t *f_last_refresh(X)
+{
+	return json_time(x->v->last_refresh_ms);
+}
+static json_t *f_next_refresh(X)
+{
+	return json_time(x->v->next_refresh_ms);
+}
 static json_t *f_next_refresh_in(X)
 {
 	return x->v->next_refresh_ms
@@ -188,9 +212,18 @@ static json_t *f_failure_count(X)
 {
 	return json_integer((json_int_t)x->v->failure_count);
 }
-static json_t *f_last_error(X) { return json_text(x->v->last_error); }
-static json_t *f_last_error_at(X) { return json_time(x->v->last_error_ms); }
-static json_t *f_reads(X) { return json_integer((json_int_t)x->v->reads); }
+static json_t *f_last_error(X)
+{
+	return json_text(x->v->last_error);
+}
+static json_t *f_last_error_at(X)
+{
+	return json_time(x->v->last_error_ms);
+}
+static json_t *f_reads(X)
+{
+	return json_integer((json_int_t)x->v->reads);
+}
 static json_t *f_scopes_requested(X)
 {
 	json_t *a = json_array();
@@ -199,7 +232,10 @@ static json_t *f_scopes_requested(X)
 		json_array_append_new(a, json_string(x->c->conf->scopes[i]));
 	return a;
 }
-static json_t *f_scopes_granted(X) { return json_lines(x->v->scopes, false); }
+static json_t *f_scopes_granted(X)
+{
+	return json_lines(x->v->scopes, false);
+}
 static json_t *f_over_privileged(X)
 {
 	return x->v->over ? json_lines(x->v->over, true) : json_null();
@@ -216,10 +252,14 @@ static json_t *f_refused(X)
 }
 static json_t *f_generation(X)
 {
-	return cred_uses_store(x->c) ? json_integer((json_int_t)x->v->record_gen)
-				     : json_null();
+	return cred_uses_store(x->c)
+		       ? json_integer((json_int_t)x->v->record_gen)
+		       : json_null();
 }
-static json_t *f_persist_error(X) { return json_text(x->v->persist_error); }
+static json_t *f_persist_error(X)
+{
+	return json_text(x->v->persist_error);
+}
 static json_t *f_persist_error_at(X)
 {
 	return json_time(x->v->persist_error_ms);
@@ -235,7 +275,10 @@ static json_t *f_audit(X)
 	audit_health(x->t, text, sizeof(text));
 	return json_string(text);
 }
-static json_t *f_rt_expires_at(X) { return json_time(x->v->rt_expires_ms); }
+static json_t *f_rt_expires_at(X)
+{
+	return json_time(x->v->rt_expires_ms);
+}
 static json_t *f_rt_expiring(X)
 {
 	return json_boolean(rt_expiring(x->v, x->now));
@@ -273,8 +316,7 @@ static const struct status_field {
 	{.name = "next_refresh", .value = f_next_refresh, .null = "never"},
 	{.name = "next_refresh_in", .value = f_next_refresh_in},
 	{.name = "refresh_count", .value = f_refresh_count},
-	{.name = "consecutive_failures",
-	 .value = f_consecutive_failures},
+	{.name = "consecutive_failures", .value = f_consecutive_failures},
 	{.name = "failure_count", .value = f_failure_count},
 	{.name = "last_error", .value = f_last_error},
 	{.name = "last_error_at", .value = f_last_error_at, .null = "never"},
@@ -282,26 +324,31 @@ static const struct status_field {
 	{.name = "scopes_requested", .value = f_scopes_requested},
 	{.name = "scopes_granted", .value = f_scopes_granted},
 	{.name = "over_privileged", .value = f_over_privileged},
-	{.name = "strict_scopes", .value = f_strict_scopes, .yes = "true",
+	{.name = "strict_scopes",
+	 .value = f_strict_scopes,
+	 .yes = "true",
 	 .no = "false"},
 	{.name = "refused", .value = f_refused},
 	{.name = "generation", .value = f_generation},
 	{.name = "persist_error", .value = f_persist_error},
-	{.name = "persist_error_at", .value = f_persist_error_at,
+	{.name = "persist_error_at",
+	 .value = f_persist_error_at,
 	 .null = "never"},
 	{.name = "persist_failures", .value = f_persist_failures},
 	{.name = "audit", .value = f_audit},
-	{.name = "refresh_token_expires_at", .value = f_rt_expires_at,
+	{.name = "refresh_token_expires_at",
+	 .value = f_rt_expires_at,
 	 .null = "unknown"},
-	{.name = "refresh_token_expiring", .value = f_rt_expiring,
+	{.name = "refresh_token_expiring",
+	 .value = f_rt_expiring,
 	 .yes = "yes: reconnect (credfsctl connect) before then"},
-	{.name = "refresh_token_rotates", .value = f_rt_rotates,
+	{.name = "refresh_token_rotates",
+	 .value = f_rt_rotates,
 	 .null = "unknown"},
 };
 
 /* One field's value as status text: "key: value\n". */
-static int field_text(const struct status_field *f, json_t *v,
-		      struct buf *out)
+static int field_text(const struct status_field *f, json_t *v, struct buf *out)
 {
 	size_t i, n;
 	int r;

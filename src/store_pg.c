@@ -141,8 +141,8 @@ static PGresult *exec_bounded(struct pgstore *s, const char *sql, int n,
 	PGresult *res, *last = NULL;
 	int f;
 
-	if (!PQsendQueryParams(s->conn, sql, n, NULL, params, lengths,
-			       formats, result_format))
+	if (!PQsendQueryParams(s->conn, sql, n, NULL, params, lengths, formats,
+			       result_format))
 		return NULL;
 	while ((f = PQflush(s->conn)) == 1)
 		if (!wait_socket(s, POLLIN | POLLOUT, deadline) ||

@@ -42,14 +42,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	head = strndup((const char *)data + 1, size - 1);
 	if (!head)
 		return 0;
-	if (loopback_parse(head, "/callback",
-			   &(struct callback_check){
-				   .state = "st4te",
-				   .issuer = data[0] & 2 ? "https://as.example"
-							 : NULL,
-				   .iss_required = data[0] & 4,
-			   },
-			   &code, page, err, sizeof(err)) == 0 &&
+	if (loopback_parse(
+		    head, "/callback",
+		    &(struct callback_check){
+			    .state = "st4te",
+			    .issuer = data[0] & 2 ? "https://as.example" : NULL,
+			    .iss_required = data[0] & 4,
+		    },
+		    &code, page, err, sizeof(err)) == 0 &&
 	    (!code || !*code))
 		abort(); /* accepted without a code */
 	check_printable(err);

@@ -400,13 +400,12 @@ static void many_scopes_and_the_first_repeat(void **state)
 
 	buf_init(&json, 4 * 1024 * 1024);
 	assert_int_equal(buf_printf(&json, "{" PROVIDER ",\"tenants\":{\"acme"
-				    "\":{\"credentials\":{\"google\":{"
-				    "\"scopes\":["),
+					   "\":{\"credentials\":{\"google\":{"
+					   "\"scopes\":["),
 			 0);
 	for (i = 0; i < n; i++)
-		assert_int_equal(buf_printf(&json, "%s\"s%zu\"", i ? "," : "",
-					    i),
-				 0);
+		assert_int_equal(
+			buf_printf(&json, "%s\"s%zu\"", i ? "," : "", i), 0);
 	assert_int_equal(buf_printf(&json, "]}}}}}"), 0);
 	assert_int_equal(parse(json.data, &cfg, err), 0);
 	assert_int_equal(cfg->creds[0].n_scopes, n);

@@ -15,10 +15,10 @@
 #include "policy.h"
 #include "util.h"
 
-#define CONFIG                                                              \
-	"{\"providers\":{\"idp\":{\"token_url\":\"https://oauth2.example/"  \
-	"token\",\"client_id\":\"id\",\"client_secret_file\":\"/s\","       \
-	"\"open_wait_s\":30}},\"tenants\":{\"acme\":{\"credentials\":"      \
+#define CONFIG                                                             \
+	"{\"providers\":{\"idp\":{\"token_url\":\"https://oauth2.example/" \
+	"token\",\"client_id\":\"id\",\"client_secret_file\":\"/s\","      \
+	"\"open_wait_s\":30}},\"tenants\":{\"acme\":{\"credentials\":"     \
 	"{\"idp\":{\"scopes\":[\"read\"]}}}}}"
 
 struct fixture {
@@ -43,8 +43,8 @@ static int setup(void **state)
 	char err[512];
 
 	assert_non_null(f);
-	assert_int_equal(config_parse(CONFIG, strlen(CONFIG), "c.json",
-				      &f->cfg, err, sizeof(err)),
+	assert_int_equal(config_parse(CONFIG, strlen(CONFIG), "c.json", &f->cfg,
+				      err, sizeof(err)),
 			 0);
 	assert_int_equal(cred_table_new(f->cfg, &f->t), 0);
 	f->t->kick = count_kick;

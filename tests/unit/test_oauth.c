@@ -284,8 +284,8 @@ static void forms_and_public_clients(void **state)
 	struct buf body;
 	char *auth;
 
-	assert_int_equal(oauth_build_form(&p, "https://idp.example/token", pairs,
-					  true, &body, &auth),
+	assert_int_equal(oauth_build_form(&p, "https://idp.example/token",
+					  pairs, true, &body, &auth),
 			 0);
 	assert_string_equal(body.data, "grant_type=authorization_code"
 				       "&code=c%2F1&code_verifier=v"
@@ -307,7 +307,9 @@ static json_t *jwt_claims(const char *jwt)
 	n = (size_t)(b - a - 1);
 	assert_true(n + 4 < sizeof(b64));
 	for (i = 0; i < n; i++)
-		b64[i] = a[1 + i] == '-' ? '+' : a[1 + i] == '_' ? '/' : a[1 + i];
+		b64[i] = a[1 + i] == '-'   ? '+'
+			 : a[1 + i] == '_' ? '/'
+					   : a[1 + i];
 	while (i % 4)
 		b64[i++] = '=';
 	b64[i] = '\0';
@@ -349,11 +351,11 @@ static void assertions_are_bound_to_their_endpoint(void **state)
 			urls[i]);
 		jti[i] = (char *)json_string_value(
 			json_object_get(claims[i], "jti"));
-		assert_true(json_integer_value(json_object_get(claims[i],
-							       "exp")) -
-				    json_integer_value(
-					    json_object_get(claims[i], "iat")) <=
-			    60);
+		assert_true(
+			json_integer_value(json_object_get(claims[i], "exp")) -
+				json_integer_value(
+					json_object_get(claims[i], "iat")) <=
+			60);
 		buf_free(&body);
 	}
 	assert_string_not_equal(jti[0], jti[1]);
