@@ -3,6 +3,7 @@
  * wireguard-tools' wg.c; each one parses its own arguments.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,61 +48,101 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 	       const char *help, unsigned opts, size_t min, size_t max,
 	       struct args *a)
 {
-	int i;
+	enum {
+		O_FROM_FILE = 256,
+		O_FROM_CONFIG,
+		O_NEW_KEY,
+		O_JSON,
+		O_REVOKE,
+		O_FORCE,
+		O_MOUNT,
+		O_FORMAT,
+		O_TIMEOUT,
+	};
+	/* Each option with the subcommands' flag that allows it (0: all). */
+	static const struct {
+		struct option o;
+		unsigned allowed;
+	} table[] = {
+		{{"config", required_argument, NULL, 'c'}, 0},
+		{{"help", no_argument, NULL, 'h'}, 0},
+		{{"from-file", required_argument, NULL, O_FROM_FILE},
+		 OPT_FROM_FILE},
+		{{"from-config", required_argument, NULL, O_FROM_CONFIG},
+		 OPT_FROM_CONFIG},
+		{{"new-key-file", required_argument, NULL, O_NEW_KEY},
+		 OPT_NEW_KEY},
+		{{"json", no_argument, NULL, O_JSON}, OPT_JSON},
+		{{"revoke", no_argument, NULL, O_REVOKE}, OPT_REVOKE},
+		{{"force", no_argument, NULL, O_FORCE}, OPT_REVOKE},
+		{{"mount", required_argument, NULL, O_MOUNT}, OPT_TOKEN},
+		{{"format", required_argument, NULL, O_FORMAT}, OPT_TOKEN},
+		{{"timeout", required_argument, NULL, O_TIMEOUT}, OPT_TIMEOUT},
+	};
+	struct option longopts[ARRAY_SIZE(table) + 1];
+	size_t i, n = 0;
+	char *end;
+	int ch;
 
 	memset(a, 0, sizeof(*a));
-	for (i = 1; i < argc; i++) {
-		const char *o = argv[i];
-		bool more = i + 1 < argc;
-
-		if ((!strcmp(o, "--config") || !strcmp(o, "-c")) && more) {
-			a->config = argv[++i];
-		} else if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+	for (i = 0; i < ARRAY_SIZE(table); i++)
+		if (!table[i].allowed || (opts & table[i].allowed))
+			longopts[n++] = table[i].o;
+	memset(&longopts[n], 0, sizeof(longopts[n]));
+	/* getopt_long: --opt value, --opt=value, and -- before positional
+	 * arguments that start with a dash; our own messages. */
+	opterr = 0;
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, ":c:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': a->config = optarg; break;
+		case 'h':
 			printf("Usage: credfsctl %s %s\n\n%s", name, usage,
 			       help);
 			return 1;
-		} else if ((opts & OPT_FROM_FILE) &&
-			   !strcmp(o, "--from-file") && more) {
-			a->from_file = argv[++i];
-		} else if ((opts & OPT_FROM_CONFIG) &&
-			   !strcmp(o, "--from-config") && more) {
-			a->from_config = argv[++i];
-		} else if ((opts & OPT_NEW_KEY) &&
-			   !strcmp(o, "--new-key-file") && more) {
-			a->new_key_file = argv[++i];
-		} else if ((opts & OPT_JSON) && !strcmp(o, "--json")) {
-			a->json = true;
-		} else if ((opts & OPT_REVOKE) && !strcmp(o, "--revoke")) {
-			a->revoke = true;
-		} else if ((opts & OPT_REVOKE) && !strcmp(o, "--force")) {
-			a->force = true;
-		} else if ((opts & OPT_TOKEN) && !strcmp(o, "--mount") &&
-			   more) {
-			a->mount = argv[++i];
-		} else if ((opts & OPT_TOKEN) && !strcmp(o, "--format") &&
-			   more) {
-			a->format = argv[++i];
-		} else if ((opts & OPT_TIMEOUT) && !strcmp(o, "--timeout") &&
-			   more) {
-			char *end;
-
-			a->timeout_s = strtol(argv[++i], &end, 10);
-			if (*end || a->timeout_s <= 0 || a->timeout_s > 86400) {
+		case O_FROM_FILE: a->from_file = optarg; break;
+		case O_FROM_CONFIG: a->from_config = optarg; break;
+		case O_NEW_KEY: a->new_key_file = optarg; break;
+		case O_JSON: a->json = true; break;
+		case O_REVOKE: a->revoke = true; break;
+		case O_FORCE: a->force = true; break;
+		case O_MOUNT: a->mount = optarg; break;
+		case O_FORMAT: a->format = optarg; break;
+		case O_TIMEOUT:
+			errno = 0;
+			a->timeout_s = strtol(optarg, &end, 10);
+			if (errno || *end || a->timeout_s <= 0 ||
+			    a->timeout_s > 86400) {
 				fprintf(stderr,
 					"credfsctl %s: --timeout takes seconds "
 					"(1 to 86400)\n",
 					name);
 				return 2;
 			}
-		} else if (o[0] != '-' && a->n_pos < max) {
-			a->pos[a->n_pos++] = o;
-		} else {
+			break;
+		case ':':
+			fprintf(stderr,
+				"credfsctl %s: %s needs a value\n"
+				"Usage: credfsctl %s %s\n",
+				name, argv[optind - 1], name, usage);
+			return 2;
+		default:
 			fprintf(stderr,
 				"credfsctl %s: unexpected argument '%s'\n"
 				"Usage: credfsctl %s %s\n",
-				name, o, name, usage);
+				name, argv[optind - 1], name, usage);
 			return 2;
 		}
+	}
+	for (; optind < argc; optind++) {
+		if (a->n_pos >= max) {
+			fprintf(stderr,
+				"credfsctl %s: unexpected argument '%s'\n"
+				"Usage: credfsctl %s %s\n",
+				name, argv[optind], name, usage);
+			return 2;
+		}
+		a->pos[a->n_pos++] = argv[optind];
 	}
 	if (!a->config && !(opts & OPT_TOKEN)) {
 		fprintf(stderr, "credfsctl %s: missing --config FILE\n", name);
