@@ -134,7 +134,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 	}
 	err = fs_stat_of(fs, &n, ino, held, &e.attr);
 	if (err) {
-		fuse_reply_err(req, err == ESTALE ? ENOENT : err);
+		fuse_reply_err(req, err == -ESTALE ? ENOENT : -err);
 		return;
 	}
 	e.ino = ino;
@@ -198,7 +198,7 @@ static void waits_wake(void *arg)
 }
 
 /* The answer of a kernel-cache lookup of @c's token whose open rule gave
- * @r (*@out on success): 0 or a positive errno. */
+ * @r (*@out on success): 0 or -errno. */
 static int lookup_answer(struct cred *c, int r, struct token **out)
 {
 	if (r == 0 && c->conf->strict_scopes && (*out)->over) {
@@ -206,14 +206,14 @@ static int lookup_answer(struct cred *c, int r, struct token **out)
 		*out = NULL;
 		r = -EACCES;
 	}
-	return r == -ESTALE ? EAGAIN : -r;
+	return r == -ESTALE ? -EAGAIN : r;
 }
 
 /*
  * Kernel-cache path: no open() reaches the daemon, so the lookup of
  * access_token applies the open rule (wait for a first or fresher token,
  * refuse an expired one) and names only a generation fit to serve. 0 with
- * *@out referenced, or a positive errno; EINPROGRESS when it waits, with
+ * *@out referenced, or -errno; -EINPROGRESS when it waits, with
  * *@wait (reused if given) to hand to waits_add(). Generations are tried
  * from @from (a rotation meanwhile tries the next, three in all).
  */
@@ -236,14 +236,14 @@ static int lookup_token(struct fs *fs, struct cred *c, unsigned from,
 
 			if (!p) {
 				cred_wait_cancel(c, &w);
-				return ENOMEM;
+				return -ENOMEM;
 			}
 			p->lookup = true;
 			p->tries = tries;
 			p->n = (struct node){.kind = K_CRED_DIR, .cred = c};
 			p->w = w;
 			*wait = p;
-			return EINPROGRESS;
+			return -EINPROGRESS;
 		}
 		if (r != -ESTALE)
 			break;
@@ -270,7 +270,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 	fuse_ino_t ino = 0;
 	int ti;
 
-	*err = ENOENT;
+	*err = -ENOENT;
 	switch (parent->kind) {
 	case K_ROOT:
 		if (!strcmp(name, "tenants"))
@@ -332,7 +332,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 	if (slot < 2) { /* root files show what the caller may see */
 		visible = calloc(fs->t->n + 1, sizeof(bool));
 		if (!visible) {
-			*err = ENOMEM;
+			*err = -ENOMEM;
 			return 0;
 		}
 		fs_caller_of(req, &who);
@@ -360,13 +360,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	fs_caller_of(req, &who);
-	err = -fs_node_allowed(fs, &p, true, &who);
+	err = fs_node_allowed(fs, &p, true, &who);
 	if (err) {
-		fuse_reply_err(req, err);
+		fuse_reply_err(req, -err);
 		return;
 	}
 	ino = child_ino(fs, req, &p, name, &held, &wait, &err);
-	if (!ino && err == EINPROGRESS) {
+	if (!ino && err == -EINPROGRESS) {
 		wait->req = req;
 		waits_add(fs, wait);
 	} else if (ino)
@@ -374,7 +374,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			    ino & (INO_TOKEN_BIT | INO_SNAP_BIT) ? &held
 								 : NULL);
 	else
-		fuse_reply_err(req, err);
+		fuse_reply_err(req, -err);
 	token_unref(held.tok);
 	snap_unref(held.snap);
 }
@@ -394,11 +394,11 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	fs_caller_of(req, &who);
-	err = -fs_node_allowed(fs, &n, false, &who);
+	err = fs_node_allowed(fs, &n, false, &who);
 	if (err == 0)
 		err = fs_stat_of(fs, &n, ino, h, &st);
 	if (err) {
-		fuse_reply_err(req, err);
+		fuse_reply_err(req, -err);
 		return;
 	}
 	fuse_reply_attr(req, &st,
@@ -489,13 +489,13 @@ static int open_token(struct fs *fs, fuse_req_t req, const struct node *n,
 	return token_opened(fs, &who, n, r, out);
 }
 
-/* Answer an open with @h (taken over), or with @err. */
+/* Answer an open with @h (taken over), or with -errno @err. */
 static void reply_open(struct fs *fs, fuse_req_t req, struct fuse_file_info *fi,
 		       struct handle *h, int err)
 {
 	if (err) {
 		handle_free(fs, h);
-		fuse_reply_err(req, err);
+		fuse_reply_err(req, -err);
 		return;
 	}
 	/* The inode's bytes never change: the page cache may keep them. */
@@ -511,11 +511,11 @@ static void lookup_done(struct fs *fs, struct pending *p, int r,
 			struct token *tok)
 {
 	struct handle held = {0};
-	int err = r > 0 ? r : lookup_answer(p->n.cred, r, &tok);
+	int err = lookup_answer(p->n.cred, r, &tok);
 
 	held.tok = tok;
 	if (err)
-		fuse_reply_err(p->req, err);
+		fuse_reply_err(p->req, -err);
 	else
 		reply_entry(p->req, fs,
 			    fs_token_ino(p->n.cred, tok ? tok->gen : 0), &held);
@@ -543,7 +543,7 @@ static void waits_run(struct fs *fs, bool all)
 			p->w.deadline = 0; /* the answer it has now */
 		r = cred_open_resume(p->n.cred, &p->w, &tok);
 		if (r == -ESTALE && p->lookup && !all)
-			r = -lookup_token(fs, p->n.cred, p->tries + 1, &tok,
+			r = lookup_token(fs, p->n.cred, p->tries + 1, &tok,
 					  &p);
 		if (r == -EINPROGRESS) {
 			p->next = keep;
@@ -556,7 +556,7 @@ static void waits_run(struct fs *fs, bool all)
 		}
 		r = token_opened(fs, &p->who, &p->n, r, &tok);
 		p->h->tok = tok;
-		reply_open(fs, p->req, &p->fi, p->h, -r);
+		reply_open(fs, p->req, &p->fi, p->h, r);
 		free(p);
 	}
 	cred_table_exit(fs->t, slot);
@@ -634,8 +634,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (n.kind == K_TOKEN) {
-		err = -open_token(fs, req, &n, &h->tok, &wait);
-		if (err == EINPROGRESS) {
+		err = open_token(fs, req, &n, &h->tok, &wait);
+		if (err == -EINPROGRESS) {
 			wait->req = req;
 			wait->fi = *fi;
 			wait->h = h;
@@ -646,20 +646,20 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		struct caller who;
 
 		fs_caller_of(req, &who);
-		err = -fs_node_allowed(fs, &n, false, &who);
+		err = fs_node_allowed(fs, &n, false, &who);
 		h->snap = err ? NULL : snaps_find(fs->snaps, n.slot, n.gen);
 		if (!err && !h->snap)
-			err = ESTALE; /* the kernel looks up again */
+			err = -ESTALE; /* the kernel looks up again */
 		if (h->snap && n.slot < 2) {
 			/* A root file's view must be the caller's own. */
 			bool *vis = calloc(fs->t->n + 1, 1);
 
 			if (!vis || fs_view_key(fs, &who, vis) != h->snap->view)
-				err = vis ? ESTALE : ENOMEM;
+				err = vis ? -ESTALE : -ENOMEM;
 			free(vis);
 		}
 	} else {
-		err = EISDIR;
+		err = -EISDIR;
 	}
 	reply_open(fs, req, fi, h, err);
 }
@@ -670,17 +670,17 @@ static int content_of_ino(struct fs *fs, fuse_ino_t ino, struct handle *h)
 	struct node n;
 
 	if (!fs_node_of(fs, ino, &n))
-		return ENOENT;
+		return -ENOENT;
 	if (n.kind == K_SNAP) {
 		h->snap = snaps_find(fs->snaps, n.slot, n.gen);
-		return h->snap ? 0 : ESTALE;
+		return h->snap ? 0 : -ESTALE;
 	}
 	if (n.kind != K_TOKEN)
-		return EISDIR;
+		return -EISDIR;
 	if (cred_token_of_gen(n.cred, n.gen, &h->tok) < 0 || !h->tok)
-		return n.gen ? ESTALE : EAGAIN;
+		return n.gen ? -ESTALE : -EAGAIN;
 	if (time_real_ms() >= cred_token_deadline(n.cred, h->tok))
-		return EKEYEXPIRED;
+		return -EKEYEXPIRED;
 	return 0;
 }
 
@@ -699,7 +699,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (err) {
 			token_unref(byino.tok);
 			snap_unref(byino.snap);
-			fuse_reply_err(req, err);
+			fuse_reply_err(req, -err);
 			return;
 		}
 		h = &byino;
@@ -771,9 +771,9 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	fs_caller_of(req, &who);
-	err = -fs_node_allowed(fs, &n, true, &who);
+	err = fs_node_allowed(fs, &n, true, &who);
 	if (err) {
-		fuse_reply_err(req, err);
+		fuse_reply_err(req, -err);
 		return;
 	}
 	d.p = malloc(size);

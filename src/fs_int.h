@@ -124,8 +124,8 @@ int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
 		    struct caller *who);
 /* Whether only the daemon decides who may see @n (no attribute cache). */
 bool fs_daemon_decides(struct fs *fs, const struct node *n);
-/* Attributes of @n (content from @h if given): 0 or a positive errno
- * (ESTALE: a generation or rendering no longer held). */
+/* Attributes of @n (content from @h if given): 0 or -errno (-ESTALE: a
+ * generation or rendering no longer held). */
 int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 	       const struct handle *h, struct stat *st);
 /* How long the kernel may keep the name access_token on @tok. */

@@ -263,7 +263,7 @@ bool fs_daemon_decides(struct fs *fs, const struct node *n)
 
 /*
  * Fill @st for @n, taking content from handle @h when given. Token and
- * snapshot inodes that are no longer held give ESTALE.
+ * snapshot inodes that are no longer held give -ESTALE. 0 or -errno.
  */
 int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 	       const struct handle *h, struct stat *st)
@@ -283,7 +283,7 @@ int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 		return 0;
 	case K_CRED_DIR:
 		if (!cred_present(n->cred))
-			return ENOENT; /* its record was removed */
+			return -ENOENT; /* its record was removed */
 		__attribute__((fallthrough));
 	case K_TENANT:
 		owner_of(fs, n, st, S_IFDIR);
@@ -294,7 +294,7 @@ int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 		if (h)
 			tok = token_ref(h->tok);
 		else if (cred_token_of_gen(n->cred, n->gen, &tok) < 0)
-			return ESTALE;
+			return -ESTALE;
 		if (tok) {
 			st->st_size = (off_t)tok->len;
 			set_times(st, tok->issued_ms);
@@ -306,13 +306,13 @@ int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 		b = h ? snap_ref(h->snap)
 		      : snaps_find(fs->snaps, n->slot, n->gen);
 		if (!b)
-			return ESTALE;
+			return -ESTALE;
 		st->st_size = (off_t)b->len;
 		set_times(st, b->rendered_ms);
 		snap_unref(b);
 		return 0;
 	}
-	return ENOENT;
+	return -ENOENT;
 }
 
 /*

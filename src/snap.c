@@ -138,7 +138,7 @@ struct snap *snaps_current(struct snaps *s, size_t slot, uint64_t key,
 	buf_init(&text, MAX_RENDER_BYTES);
 	r = render(arg, slot, visible, now, &text);
 	if (r < 0) {
-		*err = -r;
+		*err = r;
 		buf_free(&text);
 		goto out;
 	}
@@ -151,7 +151,7 @@ struct snap *snaps_current(struct snaps *s, size_t slot, uint64_t key,
 	}
 	b = malloc(sizeof(*b) + text.len);
 	if (!b) {
-		*err = ENOMEM;
+		*err = -ENOMEM;
 		buf_free(&text);
 		goto out;
 	}

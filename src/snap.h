@@ -40,7 +40,7 @@ void snaps_free(struct snaps *s);
 /*
  * The current rendering of @slot for view @key, referenced: re-rendered by
  * @render when @version changed or a new wall-clock second began; an
- * identical rendering keeps its snapshot number. NULL with *@err.
+ * identical rendering keeps its snapshot number. NULL with -errno in *@err.
  */
 struct snap *snaps_current(struct snaps *s, size_t slot, uint64_t key,
 			   uint64_t version, snap_render_fn render, void *arg,
