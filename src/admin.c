@@ -76,7 +76,8 @@ static void reload_config(struct admin *a, struct buf *reply)
 	char err[1024], why[256];
 	size_t i;
 
-	if (config_load(a->config_path, &cfg, err, sizeof(err)) < 0 ||
+	/* No network I/O in a reload: discovery from the process's cache. */
+	if (config_load_offline(a->config_path, &cfg, err, sizeof(err)) < 0 ||
 	    config_set_read_path(cfg, a->cache_kernel, err, sizeof(err)) < 0) {
 		log_error("reload: %s; the running configuration stays in "
 			  "force",

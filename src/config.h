@@ -170,9 +170,16 @@ int config_parse(const char *json, size_t len, const char *path,
 int config_read(const char *path, struct config **out, char *err,
 		size_t errlen);
 
-/* Read @path, parse it and load the client secrets. 0 or -errno + @err. */
+/* Read @path, parse it and load the client secrets (and with an issuer,
+ * its discovery document: network I/O the first time). 0 or -errno + @err. */
 int config_load(const char *path, struct config **out, char *err,
 		size_t errlen);
+
+/* config_load() with no network I/O, for a reload in a running daemon:
+ * discovery documents only from what this process fetched before (a new
+ * issuer is refused, naming it). 0 or -errno + @err. */
+int config_load_offline(const char *path, struct config **out, char *err,
+			size_t errlen);
 
 /* Read every provider's client secret file. 0 or -errno + @err. */
 int config_load_secrets(struct config *cfg, char *err, size_t errlen);

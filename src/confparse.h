@@ -82,9 +82,10 @@ bool conf_host_is_loopback(const char *host);
 int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		   struct provider_conf *p);
 /* Read @p's client secret or private key, and with an issuer, discover
- * its endpoints (OpenID Connect Discovery). 0 or -errno with @err. */
+ * its endpoints (OpenID Connect Discovery; with @offline only from the
+ * process's cache). 0 or -errno with @err. */
 int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
-			  char *err, size_t errlen);
+			  bool offline, char *err, size_t errlen);
 /* Free what @p holds, wiping secrets. */
 void provider_free(struct provider_conf *p);
 

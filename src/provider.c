@@ -794,8 +794,8 @@ static int fetch_discovery(const struct provider_conf *p, json_t **out,
 }
 
 /* The issuer's metadata, from the cache or fetched; a new reference. */
-static int discovery_doc(const struct provider_conf *p, json_t **out, char *why,
-			 size_t whylen)
+static int discovery_doc(const struct provider_conf *p, bool offline,
+			 json_t **out, char *why, size_t whylen)
 {
 	struct discovered *d;
 	int r;
@@ -808,6 +808,14 @@ static int discovery_doc(const struct provider_conf *p, json_t **out, char *why,
 	pthread_mutex_unlock(&discovery_lock);
 	if (*out)
 		return 0;
+	if (offline) {
+		snprintf(why, whylen,
+			 "%s was not discovered when the daemon started, and "
+			 "a reload does no network I/O: restart credfs to use "
+			 "a new issuer",
+			 p->issuer);
+		return -ENOENT;
+	}
 	r = fetch_discovery(p, out, why, whylen);
 	if (r < 0)
 		return r;
@@ -908,15 +916,15 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 	return 0;
 }
 
-static int discover(struct provider_conf *p, const char *cfg_path, char *err,
-		    size_t errlen)
+static int discover(struct provider_conf *p, const char *cfg_path,
+		    bool offline, char *err, size_t errlen)
 {
 	struct ctx c = {.err = err, .errlen = errlen, .file = cfg_path};
 	char why[OAUTH_ERROR_TEXT];
 	json_t *doc = NULL;
 	int r;
 
-	r = discovery_doc(p, &doc, why, sizeof(why));
+	r = discovery_doc(p, offline, &doc, why, sizeof(why));
 	if (r < 0) {
 		snprintf(err, errlen,
 			 "%s: providers.%s.issuer: OpenID Connect discovery "
@@ -930,7 +938,7 @@ static int discover(struct provider_conf *p, const char *cfg_path, char *err,
 }
 
 int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
-			  char *err, size_t errlen)
+			  bool offline, char *err, size_t errlen)
 {
 	struct buf b;
 	int r;
@@ -941,7 +949,7 @@ int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 			return r;
 	}
 	if (p->issuer) {
-		r = discover(p, cfg_path, err, errlen);
+		r = discover(p, cfg_path, offline, err, errlen);
 		if (r < 0)
 			return r;
 	}

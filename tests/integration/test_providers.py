@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from harness import CLIENT_ID, CREDFSCTL, open_errno, wait_for
+from fake_provider import FakeProvider
+from harness import CLIENT_ID, CLIENT_SECRET, CREDFSCTL, open_errno, wait_for
 
 # preset -> (does the fake rotate refresh tokens, extra config keys)
 PRESETS = {
@@ -156,6 +157,18 @@ def test_oidc_discovery(mount, provider):
     wait_for(lambda: "SIGHUP: " in m.log(), 10, what="the reload")
     assert m.metrics("credfs_config_last_reload_successful") == [1]
     assert provider.discovery_requests == 1
+    # A reload does no network I/O at all: another issuer is refused,
+    # named, without asking it; the running configuration stays.
+    other = FakeProvider(clients={CLIENT_ID: CLIENT_SECRET}).start()
+    try:
+        m.write_config(oidc_config(m, issuer=other.url))
+        os.kill(m.pid, signal.SIGHUP)
+        wait_for(lambda: "a reload does no network I/O" in m.log(), 10,
+                 what="the refused reload")
+        assert other.discovery_requests == 0
+        assert provider.issued(m.token("acme", "corp"))
+    finally:
+        other.stop()
     m.stop()
     m.check_log_clean()
 
