@@ -20,7 +20,6 @@ struct config;
 struct record;
 struct store;
 struct cred_conf;
-struct http_req;
 struct provider_conf;
 
 enum cred_state {
@@ -93,22 +92,8 @@ struct cred {
 	/* Lock-free counters. */
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t open_errors;
-
-	/* Owned by the refresher thread and its lock. */
-	int64_t due_mono;     /* heap key: min(attempt, expiry, persist) */
-	int64_t attempt_mono; /* next request */
-	int64_t expiry_mono;  /* when the current token expires; INT64_MAX */
-	uint64_t expiry_gen;
-	int64_t persist_mono; /* next try to persist; INT64_MAX: none due */
-	unsigned persist_tries;
-	int64_t introspect_mono; /* next introspection; INT64_MAX: none */
-	uint64_t introspect_gen; /* the generation being introspected */
-	struct http_req *ireq;	 /* the introspection in flight */
-	size_t heap_idx;
-	struct cred *wait_next;
-	struct http_req *req; /* the request in flight */
-	int64_t sent_ms;
-	bool leased; /* holds its refresh lease in a shared store */
+	/* Its schedule and requests are the refresher's own (struct entry
+	 * in refresher.c), not here. */
 };
 
 struct cred_table {

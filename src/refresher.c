@@ -47,6 +47,31 @@ struct lane {
 	int64_t budget_mono;	  /* when budget was last topped up */
 };
 
+/*
+ * What the refresher keeps of each credential: its schedule and its
+ * requests. Private to this file (struct cred holds none of it); entry i
+ * is credential i's.
+ */
+struct entry {
+	int64_t due_mono;     /* heap key: min(attempt, expiry, persist) */
+	int64_t attempt_mono; /* next request */
+	int64_t expiry_mono;  /* when the current token expires; INT64_MAX */
+	uint64_t expiry_gen;
+	int64_t persist_mono; /* next try to persist; INT64_MAX: none due */
+	unsigned persist_tries;
+	int64_t introspect_mono; /* next introspection; INT64_MAX: none */
+	uint64_t introspect_gen; /* the generation being introspected */
+	struct http_req *ireq;	 /* the introspection in flight */
+	size_t heap_idx;
+	struct cred *wait_next; /* in its lane's FIFO */
+	struct http_req *req;	/* the request in flight */
+	int64_t sent_ms;
+	bool leased; /* holds its refresh lease in a shared store */
+};
+
+/* @c's entry in @rf. */
+#define E(rf, c) (&(rf)->entries[(c)->index])
+
 struct refresher {
 	struct cred_table *t;
 	refresher_rotate_fn on_rotate;
@@ -63,6 +88,7 @@ struct refresher {
 	pthread_cond_t done_cond;
 	struct cred **heap;
 	size_t n;
+	struct entry *entries; /* one per credential */
 	atomic_bool stop;    /* no new requests from now on */
 	int64_t drain_until; /* monotonic: the last wait for those in flight */
 	unsigned inflight;   /* token requests in flight, every lane */
@@ -73,9 +99,10 @@ struct refresher {
 	int64_t beat_every_ms;
 };
 
-static bool due_before(const struct cred *a, const struct cred *b)
+static bool due_before(const struct refresher *rf, const struct cred *a,
+		       const struct cred *b)
 {
-	return a->due_mono < b->due_mono;
+	return E(rf, a)->due_mono < E(rf, b)->due_mono;
 }
 
 static void heap_swap(struct refresher *rf, size_t i, size_t j)
@@ -84,13 +111,13 @@ static void heap_swap(struct refresher *rf, size_t i, size_t j)
 
 	rf->heap[i] = rf->heap[j];
 	rf->heap[j] = c;
-	rf->heap[i]->heap_idx = i;
-	rf->heap[j]->heap_idx = j;
+	E(rf, rf->heap[i])->heap_idx = i;
+	E(rf, rf->heap[j])->heap_idx = j;
 }
 
 static void heap_up(struct refresher *rf, size_t i)
 {
-	while (i > 0 && due_before(rf->heap[i], rf->heap[(i - 1) / 2])) {
+	while (i > 0 && due_before(rf, rf->heap[i], rf->heap[(i - 1) / 2])) {
 		heap_swap(rf, i, (i - 1) / 2);
 		i = (i - 1) / 2;
 	}
@@ -101,9 +128,9 @@ static void heap_down(struct refresher *rf, size_t i)
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, m = i;
 
-		if (l < rf->n && due_before(rf->heap[l], rf->heap[m]))
+		if (l < rf->n && due_before(rf, rf->heap[l], rf->heap[m]))
 			m = l;
-		if (r < rf->n && due_before(rf->heap[r], rf->heap[m]))
+		if (r < rf->n && due_before(rf, rf->heap[r], rf->heap[m]))
 			m = r;
 		if (m == i)
 			return;
@@ -119,26 +146,32 @@ static int64_t min64(int64_t a, int64_t b)
 
 /* The earliest of @c's next request, expiry event, persist retry and
  * introspection. */
-static int64_t due_of(const struct cred *c)
+static int64_t due_of(const struct refresher *rf, const struct cred *c)
 {
-	return min64(min64(c->attempt_mono, c->expiry_mono),
-		     min64(c->persist_mono, c->introspect_mono));
+	struct entry *e = E(rf, c);
+
+	return min64(min64(e->attempt_mono, e->expiry_mono),
+		     min64(e->persist_mono, e->introspect_mono));
 }
 
 static void heap_push(struct refresher *rf, struct cred *c)
 {
-	c->due_mono = due_of(c);
-	c->heap_idx = rf->n;
+	struct entry *e = E(rf, c);
+
+	e->due_mono = due_of(rf, c);
+	e->heap_idx = rf->n;
 	rf->heap[rf->n++] = c;
-	heap_up(rf, c->heap_idx);
+	heap_up(rf, e->heap_idx);
 }
 
 /* @c's key changed while in the heap. */
 static void heap_fix(struct refresher *rf, struct cred *c)
 {
-	c->due_mono = due_of(c);
-	heap_up(rf, c->heap_idx);
-	heap_down(rf, c->heap_idx);
+	struct entry *e = E(rf, c);
+
+	e->due_mono = due_of(rf, c);
+	heap_up(rf, e->heap_idx);
+	heap_down(rf, e->heap_idx);
 }
 
 /* Wall-clock @ms as monotonic; INT64_MAX stays. */
@@ -156,10 +189,10 @@ static struct cred *heap_pop(struct refresher *rf)
 	rf->n--;
 	if (rf->n) {
 		rf->heap[0] = rf->heap[rf->n];
-		rf->heap[0]->heap_idx = 0;
+		E(rf, rf->heap[0])->heap_idx = 0;
 		heap_down(rf, 0);
 	}
-	c->heap_idx = NOT_IN_HEAP;
+	E(rf, c)->heap_idx = NOT_IN_HEAP;
 	return c;
 }
 
@@ -171,10 +204,10 @@ static void kick(void *arg, struct cred *c)
 
 	pthread_mutex_lock(&rf->lock);
 	/* Not in the heap means it is queued or in flight already. */
-	if (c->heap_idx != NOT_IN_HEAP && c->attempt_mono > now) {
-		c->attempt_mono = now;
-		c->due_mono = now;
-		heap_up(rf, c->heap_idx);
+	if (E(rf, c)->heap_idx != NOT_IN_HEAP && E(rf, c)->attempt_mono > now) {
+		E(rf, c)->attempt_mono = now;
+		E(rf, c)->due_mono = now;
+		heap_up(rf, E(rf, c)->heap_idx);
 	}
 	pthread_mutex_unlock(&rf->lock);
 	curl_multi_wakeup(rf->multi);
@@ -187,23 +220,24 @@ static size_t lane_of(struct refresher *rf, const struct cred *c)
 
 /* Plan @c from its state: next request, expiry event, persist retry. With
  * @c's lock held; the refresher's lock too. */
-static void plan_locked(struct cred *c)
+static void plan_locked(struct refresher *rf, struct cred *c)
 {
+	struct entry *e = E(rf, c);
 	bool parked = !cred_present(c) || c->revoked ||
 		      (cred_uses_store(c) && !c->refresh_token);
 
-	c->attempt_mono = parked || !c->next_refresh_ms
+	e->attempt_mono = parked || !c->next_refresh_ms
 				  ? (parked ? INT64_MAX : time_mono_ms())
 				  : mono_of(c->next_refresh_ms);
-	c->expiry_gen = c->cur ? c->cur->gen : 0;
-	c->expiry_mono =
+	e->expiry_gen = c->cur ? c->cur->gen : 0;
+	e->expiry_mono =
 		c->cur ? mono_of(cred_token_deadline(c, c->cur)) : INT64_MAX;
-	if (c->record_gen > c->durable_gen && c->persist_mono == INT64_MAX)
-		c->persist_mono = time_mono_ms();
+	if (c->record_gen > c->durable_gen && e->persist_mono == INT64_MAX)
+		e->persist_mono = time_mono_ms();
 	if (parked || !c->cur || !c->conf->provider->introspection_interval_ms)
-		c->introspect_mono = INT64_MAX;
-	else if (c->introspect_mono == INT64_MAX && !c->ireq)
-		c->introspect_mono =
+		e->introspect_mono = INT64_MAX;
+	else if (e->introspect_mono == INT64_MAX && !e->ireq)
+		e->introspect_mono =
 			time_mono_ms() +
 			c->conf->provider->introspection_interval_ms;
 }
@@ -215,8 +249,8 @@ static void replan(void *arg, struct cred *c)
 
 	pthread_mutex_lock(&rf->lock);
 	/* Not in the heap: queued or in flight; its completion plans it. */
-	if (c->heap_idx != NOT_IN_HEAP) {
-		plan_locked(c);
+	if (E(rf, c)->heap_idx != NOT_IN_HEAP) {
+		plan_locked(rf, c);
 		heap_fix(rf, c);
 	}
 	pthread_mutex_unlock(&rf->lock);
@@ -265,7 +299,7 @@ static void expired(struct refresher *rf, struct cred *c)
 {
 	struct token *tok = cred_current_token(c);
 
-	if (tok && tok->gen == c->expiry_gen) {
+	if (tok && tok->gen == E(rf, c)->expiry_gen) {
 		log_warn("%s/%s: token expired with no successor",
 			 c->conf->tenant, c->conf->provider->name);
 		if (rf->on_expire)
@@ -279,7 +313,7 @@ static void reschedule(struct refresher *rf, struct cred *c)
 {
 	pthread_mutex_lock(&c->lock);
 	pthread_mutex_lock(&rf->lock);
-	plan_locked(c);
+	plan_locked(rf, c);
 	heap_push(rf, c);
 	pthread_mutex_unlock(&rf->lock);
 	pthread_mutex_unlock(&c->lock);
@@ -309,7 +343,7 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 			continue;
 		pthread_mutex_lock(&o->lock);
 		pthread_mutex_lock(&rf->lock);
-		if (o->heap_idx != NOT_IN_HEAP) {
+		if (E(rf, o)->heap_idx != NOT_IN_HEAP) {
 			int64_t later =
 				next_ms == INT64_MAX
 					? INT64_MAX
@@ -317,10 +351,10 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 
 			/* Not before the refused one's retry; spread a little.
 			 */
-			if (on && o->attempt_mono < later)
-				o->attempt_mono = later;
+			if (on && E(rf, o)->attempt_mono < later)
+				E(rf, o)->attempt_mono = later;
 			else if (!on && !o->cur)
-				o->attempt_mono = time_mono_ms();
+				E(rf, o)->attempt_mono = time_mono_ms();
 			heap_fix(rf, o);
 		}
 		pthread_mutex_unlock(&rf->lock);
@@ -335,12 +369,13 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 /* Try again to write @c's state, whose last write failed. */
 static void persist_retry(struct refresher *rf, struct cred *c)
 {
+	struct entry *e = E(rf, c);
 	struct persist_result pr;
 	int r = credstore_write(rf->t, c, NULL, NULL, &pr);
 
 	if (r != -ECANCELED) {
 		cred_note_persist(rf->t, c, pr.gen, pr.err);
-		if (pr.err == 0 || c->persist_tries == 0)
+		if (pr.err == 0 || e->persist_tries == 0)
 			audit_persist(rf, c, &pr);
 	}
 	if (r == 0 || r == -ECANCELED) {
@@ -348,21 +383,22 @@ static void persist_retry(struct refresher *rf, struct cred *c)
 			log_info("%s/%s: generation %llu written to the store",
 				 c->conf->tenant, c->conf->provider->name,
 				 (unsigned long long)pr.gen);
-		c->persist_tries = 0;
-		c->persist_mono = INT64_MAX;
+		e->persist_tries = 0;
+		e->persist_mono = INT64_MAX;
 		return;
 	}
-	c->persist_tries++;
-	c->persist_mono =
+	e->persist_tries++;
+	e->persist_mono =
 		time_mono_ms() + plan_backoff_ms(PERSIST_RETRY_MIN_MS,
 						 PERSIST_RETRY_MAX_MS,
-						 c->persist_tries,
+						 e->persist_tries,
 						 0.5 + plan_rand(&rf->rng) / 2);
 }
 
 /* Ask the provider whether @c's current token is still active. */
 static void introspect(struct refresher *rf, struct cred *c)
 {
+	struct entry *e = E(rf, c);
 	const struct provider_conf *p = c->conf->provider;
 	struct token *tok = cred_current_token(c);
 	struct http_req *req = NULL;
@@ -370,12 +406,12 @@ static void introspect(struct refresher *rf, struct cred *c)
 	struct buf body;
 	int r = -ENOENT;
 
-	c->introspect_mono = INT64_MAX;
-	if (tok && !c->ireq) {
+	e->introspect_mono = INT64_MAX;
+	if (tok && !e->ireq) {
 		const char *pairs[] = {"token", tok->value, "token_type_hint",
 				       "access_token", NULL};
 
-		c->introspect_gen = tok->gen;
+		e->introspect_gen = tok->gen;
 		r = oauth_build_form(p, p->introspection_url, pairs, false,
 				     &body, &auth);
 		if (r == 0)
@@ -387,7 +423,7 @@ static void introspect(struct refresher *rf, struct cred *c)
 		http_req_set_tag(req, TAG_INTROSPECT);
 		if (curl_multi_add_handle(rf->multi, http_req_easy(req)) ==
 		    CURLM_OK) {
-			c->ireq = req;
+			e->ireq = req;
 			return;
 		}
 	}
@@ -399,6 +435,7 @@ static void introspect(struct refresher *rf, struct cred *c)
 static void introspected(struct refresher *rf, struct cred *c,
 			 struct http_req *req, CURLcode code)
 {
+	struct entry *e = E(rf, c);
 	struct token *before = cred_current_token(c);
 	char err[OAUTH_ERROR_TEXT], why[OAUTH_ERROR_TEXT];
 	const char *body;
@@ -415,7 +452,7 @@ static void introspected(struct refresher *rf, struct cred *c,
 		log_warn("%s/%s: introspection failed (%s); the token is "
 			 "still served",
 			 c->conf->tenant, c->conf->provider->name, err);
-	} else if (!active && before && before->gen == c->introspect_gen &&
+	} else if (!active && before && before->gen == e->introspect_gen &&
 		   time_real_ms() < before->expires_ms) {
 		struct audit_rec rec = {
 			.event = "revoked",
@@ -443,9 +480,9 @@ static void introspected(struct refresher *rf, struct cred *c,
 	/* The next one, one interval on, while there is a token. */
 	pthread_mutex_lock(&c->lock);
 	pthread_mutex_lock(&rf->lock);
-	if (c->heap_idx != NOT_IN_HEAP && c->introspect_mono == INT64_MAX &&
+	if (e->heap_idx != NOT_IN_HEAP && e->introspect_mono == INT64_MAX &&
 	    c->cur) {
-		c->introspect_mono =
+		e->introspect_mono =
 			time_mono_ms() +
 			c->conf->provider->introspection_interval_ms;
 		heap_fix(rf, c);
@@ -457,15 +494,16 @@ static void introspected(struct refresher *rf, struct cred *c,
 /* End @c's refresh lease, unless a save of the record (@saved) did. */
 static void release_lease(struct refresher *rf, struct cred *c, bool saved)
 {
-	if (c->leased && !saved)
+	if (E(rf, c)->leased && !saved)
 		store_unlease(rf->t->store, c->conf->tenant,
 			      c->conf->provider->name);
-	c->leased = false;
+	E(rf, c)->leased = false;
 }
 
 static void complete(struct refresher *rf, struct cred *c,
 		     struct oauth_result *res, int64_t sent_ms)
 {
+	struct entry *e = E(rf, c);
 	struct persist_result pr = {0};
 	struct token *tok = NULL, *before = cred_current_token(c), *after;
 	char msg[512];
@@ -548,11 +586,11 @@ static void complete(struct refresher *rf, struct cred *c,
 		provider_client_error(rf, c, !tok, next);
 	token_unref(tok);
 	if (pr.gen && pr.err) {
-		c->persist_tries = 1;
-		c->persist_mono = time_mono_ms() + PERSIST_RETRY_MIN_MS;
+		e->persist_tries = 1;
+		e->persist_mono = time_mono_ms() + PERSIST_RETRY_MIN_MS;
 	} else if (pr.gen) {
-		c->persist_tries = 0;
-		c->persist_mono = INT64_MAX;
+		e->persist_tries = 0;
+		e->persist_mono = INT64_MAX;
 	}
 	reschedule(rf, c);
 }
@@ -577,7 +615,7 @@ static bool coordinate(struct refresher *rf, struct cred *c)
 	bool may_rotate;
 	int r;
 
-	c->leased = false;
+	E(rf, c)->leased = false;
 	if (!cred_uses_store(c) || !store_shared(st))
 		return true;
 	r = store_lease(st, c->conf->tenant, p->name,
@@ -600,7 +638,7 @@ static bool coordinate(struct refresher *rf, struct cred *c)
 		have = c->record_gen;
 		pthread_mutex_unlock(&c->lock);
 		if (gen <= have) {
-			c->leased = true;
+			E(rf, c)->leased = true;
 			return true;
 		}
 		store_unlease(st, c->conf->tenant, p->name);
@@ -654,10 +692,10 @@ static void start(struct refresher *rf, struct cred *c)
 	if (r == 0)
 		r = http_req_new(p, p->token_url, &body, auth, c, &req);
 	if (r == 0) {
-		c->sent_ms = time_real_ms();
+		E(rf, c)->sent_ms = time_real_ms();
 		if (curl_multi_add_handle(rf->multi, http_req_easy(req)) ==
 		    CURLM_OK) {
-			c->req = req;
+			E(rf, c)->req = req;
 			return;
 		}
 		r = -ENOMEM;
@@ -671,11 +709,11 @@ static void start(struct refresher *rf, struct cred *c)
 	complete(rf, c, &res, time_real_ms());
 }
 
-static void lane_push(struct lane *l, struct cred *c)
+static void lane_push(struct refresher *rf, struct lane *l, struct cred *c)
 {
-	c->wait_next = NULL;
+	E(rf, c)->wait_next = NULL;
 	if (l->tail)
-		l->tail->wait_next = c;
+		E(rf, l->tail)->wait_next = c;
 	else
 		l->head = c;
 	l->tail = c;
@@ -726,10 +764,10 @@ static int64_t lane_drain(struct refresher *rf, struct lane *l,
 	       lane_may_send(l, p, time_mono_ms(), &at)) {
 		struct cred *c = l->head;
 
-		l->head = c->wait_next;
+		l->head = E(rf, c)->wait_next;
 		if (!l->head)
 			l->tail = NULL;
-		c->wait_next = NULL;
+		E(rf, c)->wait_next = NULL;
 		start(rf, c);
 	}
 	return l->head ? at : INT64_MAX;
@@ -751,14 +789,14 @@ static void reap(struct refresher *rf)
 		curl_multi_remove_handle(rf->multi, msg->easy_handle);
 		c = http_req_user(req);
 		if (http_req_tag(req) == TAG_INTROSPECT) {
-			c->ireq = NULL;
+			E(rf, c)->ireq = NULL;
 			introspected(rf, c, req, msg->data.result);
 			http_req_free(req);
 			continue;
 		}
 		http_req_finish(req, c->conf->provider, msg->data.result,
 				time_real_ms(), &res);
-		c->req = NULL;
+		E(rf, c)->req = NULL;
 		http_req_free(req);
 		l = &rf->lanes[lane_of(rf, c)];
 		l->inflight--;
@@ -775,7 +813,7 @@ static void reap(struct refresher *rf)
 			if (hold > l->hold_mono)
 				l->hold_mono = hold;
 		}
-		complete(rf, c, &res, c->sent_ms);
+		complete(rf, c, &res, E(rf, c)->sent_ms);
 		oauth_result_clear(&res);
 		rf->lane_at = min64(rf->lane_at,
 				    lane_drain(rf, l, c->conf->provider));
@@ -790,7 +828,7 @@ static void finish_stop(struct refresher *rf, int64_t since)
 	size_t i;
 
 	for (i = 0; i < rf->t->n; i++)
-		if (rf->t->creds[i].persist_mono != INT64_MAX)
+		if (rf->entries[i].persist_mono != INT64_MAX)
 			persist_retry(rf, &rf->t->creds[i]);
 	cred_table_exit(rf->t, slot);
 	if (rf->inflight)
@@ -830,26 +868,26 @@ static void *run(void *arg)
 		/* A round reads the configuration; between rounds nothing
 		 * here holds on to any of it. */
 		slot = cred_table_enter(rf->t);
-		while (!stopping && rf->n && rf->heap[0]->due_mono <= now) {
+		while (!stopping && rf->n && E(rf, rf->heap[0])->due_mono <= now) {
 			struct cred *c = heap_pop(rf);
 
-			if (c->persist_mono <= now) {
+			if (E(rf, c)->persist_mono <= now) {
 				pthread_mutex_unlock(&rf->lock);
 				persist_retry(rf, c);
 				pthread_mutex_lock(&rf->lock);
 				heap_push(rf, c);
 				continue;
 			}
-			if (c->introspect_mono <= now) {
+			if (E(rf, c)->introspect_mono <= now) {
 				pthread_mutex_unlock(&rf->lock);
 				introspect(rf, c);
 				pthread_mutex_lock(&rf->lock);
 				heap_push(rf, c);
 				continue;
 			}
-			if (c->attempt_mono > now) {
+			if (E(rf, c)->attempt_mono > now) {
 				/* An expiry event, not a request. */
-				c->expiry_mono = INT64_MAX;
+				E(rf, c)->expiry_mono = INT64_MAX;
 				heap_push(rf, c);
 				*tail = NULL;
 				pthread_mutex_unlock(&rf->lock);
@@ -858,7 +896,7 @@ static void *run(void *arg)
 				continue;
 			}
 			*tail = c;
-			tail = &c->wait_next;
+			tail = &E(rf, c)->wait_next;
 		}
 		*tail = NULL;
 		pthread_mutex_unlock(&rf->lock);
@@ -866,8 +904,8 @@ static void *run(void *arg)
 		while (due) {
 			struct cred *c = due;
 
-			due = c->wait_next;
-			lane_push(&rf->lanes[lane_of(rf, c)], c);
+			due = E(rf, c)->wait_next;
+			lane_push(rf, &rf->lanes[lane_of(rf, c)], c);
 		}
 		cfg = rf->t->cfg; /* a reload may have replaced it */
 		rf->lane_at = INT64_MAX;
@@ -885,7 +923,7 @@ static void *run(void *arg)
 		if (stopping)
 			wait_ms = rf->drain_until - time_mono_ms();
 		else
-			wait_ms = rf->n ? rf->heap[0]->due_mono - time_mono_ms()
+			wait_ms = rf->n ? E(rf, rf->heap[0])->due_mono - time_mono_ms()
 					: IDLE_WAIT_MS;
 		if (rf->beat && wait_ms > rf->beat_every_ms)
 			wait_ms = rf->beat_every_ms;
@@ -931,9 +969,10 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	pthread_mutex_init(&rf->lock, NULL);
 	pthread_cond_init(&rf->done_cond, NULL);
 	rf->heap = calloc(t->n + 1, sizeof(*rf->heap));
+	rf->entries = calloc(t->n + 1, sizeof(*rf->entries));
 	rf->lanes = calloc(t->cfg->n_providers + 1, sizeof(*rf->lanes));
 	rf->multi = curl_multi_init();
-	if (!rf->heap || !rf->lanes || !rf->multi) {
+	if (!rf->heap || !rf->entries || !rf->lanes || !rf->multi) {
 		refresher_free(rf);
 		return -ENOMEM;
 	}
@@ -944,9 +983,9 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 		struct cred *c = &t->creds[i];
 
 		pthread_mutex_lock(&c->lock);
-		c->persist_mono = INT64_MAX;
-		c->introspect_mono = INT64_MAX;
-		plan_locked(c);
+		E(rf, c)->persist_mono = INT64_MAX;
+		E(rf, c)->introspect_mono = INT64_MAX;
+		plan_locked(rf, c);
 		heap_push(rf, c);
 		pthread_mutex_unlock(&c->lock);
 	}
@@ -1016,22 +1055,23 @@ void refresher_free(struct refresher *rf)
 	for (i = 0; rf->multi && i < rf->t->n; i++) {
 		struct cred *c = &rf->t->creds[i];
 
-		if (c->ireq) {
+		if (E(rf, c)->ireq) {
 			curl_multi_remove_handle(rf->multi,
-						 http_req_easy(c->ireq));
-			http_req_free(c->ireq);
-			c->ireq = NULL;
+						 http_req_easy(E(rf, c)->ireq));
+			http_req_free(E(rf, c)->ireq);
+			E(rf, c)->ireq = NULL;
 		}
-		if (!c->req)
+		if (!E(rf, c)->req)
 			continue;
 		/* Abandoned mid-flight: openers still waiting time out. */
-		curl_multi_remove_handle(rf->multi, http_req_easy(c->req));
-		http_req_free(c->req);
-		c->req = NULL;
+		curl_multi_remove_handle(rf->multi, http_req_easy(E(rf, c)->req));
+		http_req_free(E(rf, c)->req);
+		E(rf, c)->req = NULL;
 	}
 	if (rf->multi)
 		curl_multi_cleanup(rf->multi);
 	free(rf->heap);
+	free(rf->entries);
 	free(rf->lanes);
 	pthread_cond_destroy(&rf->done_cond);
 	pthread_mutex_destroy(&rf->lock);
