@@ -473,26 +473,6 @@ void cred_wait_cancel(struct cred *c, struct cred_wait *w)
 	w->tok = NULL;
 }
 
-int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
-		    struct token **out)
-{
-	struct cred_wait w;
-	int r = cred_open_begin(t, c, gen, out, &w);
-
-	if (r != -EINPROGRESS)
-		return r;
-	pthread_mutex_lock(&c->lock);
-	while (!wait_over_locked(c, &w) && !atomic_load(&t->stopping) &&
-	       wait_until(c, w.deadline))
-		;
-	pthread_mutex_unlock(&c->lock);
-	if (atomic_load(&t->stopping))
-		w.deadline = 0; /* the answer it has now */
-	r = cred_open_resume(c, &w, out);
-	/* Past the deadline resume answers whatever it has. */
-	return r;
-}
-
 enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token)
 {
 	enum cred_begin b = CRED_BEGIN_OK;

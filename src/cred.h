@@ -181,9 +181,9 @@ size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline);
 /* Likewise for one credential; true once answered. */
 bool cred_wait_answered(struct cred_table *t, struct cred *c, int64_t deadline);
 
-/* The daemon stops: every thread waiting in cred_wait_answered(),
- * cred_wait_token() or cred_open_token() stops waiting now, and none waits
- * from now on, so that nothing holds the exit for open_wait_s. */
+/* The daemon stops: every thread waiting in cred_wait_answered() or
+ * cred_wait_token() stops waiting now, and none waits from now on, so
+ * that nothing holds the exit for open_wait_s. */
 void cred_table_stop_waits(struct cred_table *t);
 
 /* Without a token, ask for one now and wait for the answer until
@@ -226,19 +226,6 @@ struct token *cred_current_token(struct cred *c);
  */
 int cred_token_of_gen(struct cred *c, uint32_t gen32, struct token **out);
 
-/*
- * The open() rule for generation @gen (low 32 bits) of @c (DESIGN.md,
- * Freshness): return
- * a referenced token in *@out, waiting up to open_wait for a refresh when the
- * token is too close to expiry. Returns 0, -ESTALE when @gen is no longer
- * served (the caller looks up again), -EKEYEXPIRED, -EAGAIN when no token
- * was ever obtained, -EKEYREVOKED after invalid_grant, -EKEYREJECTED when
- * the provider refuses our client and no token is left, or -ENOENT when the
- * credential has no record.
- */
-int cred_open_token(struct cred_table *t, struct cred *c, uint32_t gen,
-		    struct token **out);
-
 /* Openers that may wait for one credential's refresh at once; more get
  * -EAGAIN at once. */
 #define CRED_MAX_WAITING 256
@@ -252,18 +239,24 @@ struct cred_wait {
 };
 
 /*
- * The open rule of cred_open_token() without blocking: the same answers,
- * or -EINPROGRESS when the open has to wait for a refresh (which it has
- * started if none was in flight). Then @w holds the wait: call
- * cred_open_resume() whenever the credential woke (cred_table.wake) or
- * the deadline passed, or cred_wait_cancel(). -EAGAIN at once when
- * CRED_MAX_WAITING openers wait already.
+ * The open() rule for generation @gen (low 32 bits) of @c (DESIGN.md,
+ * Freshness), without blocking: a referenced token in *@out, or
+ * -EINPROGRESS when the token is too close to expiry and the open has to
+ * wait for a refresh (which it has started if none was in flight). Then
+ * @w holds the wait: call cred_open_resume() whenever the credential woke
+ * (cred_table.wake) or the deadline (open_wait) passed, or
+ * cred_wait_cancel(). The answers: 0, -ESTALE when @gen is no longer
+ * served (the caller looks up again), -EKEYEXPIRED, -EAGAIN when no token
+ * was ever obtained (or CRED_MAX_WAITING openers wait already),
+ * -EKEYREVOKED after invalid_grant, -EKEYREJECTED when the provider
+ * refuses our client and no token is left, or -ENOENT when the credential
+ * has no record.
  */
 int cred_open_begin(struct cred_table *t, struct cred *c, uint32_t gen,
 		    struct token **out, struct cred_wait *w);
 
 /* -EINPROGRESS while @w still waits (no answer, deadline not passed);
- * otherwise the open's answer, as cred_open_token() gives, and @w ends. */
+ * otherwise the open's answer, as cred_open_begin() gives, and @w ends. */
 int cred_open_resume(struct cred *c, struct cred_wait *w, struct token **out);
 
 /* End @w without an answer. Safe on an ended wait. */

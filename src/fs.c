@@ -252,11 +252,12 @@ static int lookup_token(struct fs *fs, struct cred *c, unsigned from,
 }
 
 /*
- * The inode of @name in directory @parent, or 0 with *@err. For a file,
- * @held gets a reference to the content that inode serves (the current
- * token or rendering), so that the reply's attributes describe exactly it.
+ * The inode of @name in directory @parent, looked up by @who, or 0 with
+ * *@err. For a file, @held gets a reference to the content that inode
+ * serves (the current token or rendering), so that the reply's attributes
+ * describe exactly it.
  */
-static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
+static fuse_ino_t child_ino(struct fs *fs, struct caller *who,
 			    const struct node *parent, const char *name,
 			    struct handle *held, struct pending **wait,
 			    int *err)
@@ -264,7 +265,6 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 	const struct config *cfg = fs->t->cfg;
 	const struct tenant_conf *tc;
 	size_t i, slot = SIZE_MAX;
-	struct caller who;
 	uint64_t key = 0;
 	bool *visible = NULL;
 	fuse_ino_t ino = 0;
@@ -284,12 +284,11 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 		ti = fs_tenant_find(cfg, name);
 		if (ti < 0)
 			return 0;
-		fs_caller_of(req, &who);
 		/* Invisible: the same answer as for no such tenant. */
 		if (fs_node_allowed(fs,
 				    &(struct node){.kind = K_TENANT,
 						   .tenant = (size_t)ti},
-				    false, &who) < 0)
+				    false, who) < 0)
 			return 0;
 		return INO_TENANT_BASE + (fuse_ino_t)ti;
 	case K_TENANT:
@@ -335,8 +334,7 @@ static fuse_ino_t child_ino(struct fs *fs, fuse_req_t req,
 			*err = -ENOMEM;
 			return 0;
 		}
-		fs_caller_of(req, &who);
-		key = fs_view_key(fs, &who, visible);
+		key = fs_view_key(fs, who, visible);
 	}
 	held->snap = rendered(fs, slot, key, visible, err);
 	if (held->snap)
@@ -365,7 +363,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -err);
 		return;
 	}
-	ino = child_ino(fs, req, &p, name, &held, &wait, &err);
+	ino = child_ino(fs, &who, &p, name, &held, &wait, &err);
 	if (!ino && err == -EINPROGRESS) {
 		wait->req = req;
 		waits_add(fs, wait);

@@ -119,19 +119,27 @@ uint64_t fs_view_key(struct fs *fs, struct caller *who, bool *visible)
 {
 	const struct config *cfg = fs->t->cfg;
 	uint64_t h = 0xcbf29ce484222325ULL;
-	size_t i;
+	size_t i, t;
 
 	if (fs->cache_kernel || policy_ops(cfg, who)) {
 		for (i = 0; i < fs->t->n; i++)
 			visible[i] = true;
 		return 0;
 	}
-	for (i = 0; i < fs->t->n; i++) {
-		const struct cred_conf *cc = fs->t->creds[i].conf;
+	/* The tenant's decision once for all its credentials; a credential's
+	 * own readers only where it narrows them. */
+	for (t = 0; t < cfg->n_tenants; t++) {
+		const struct tenant_conf *tc = &cfg->tenants[t];
+		bool tenant_ok = policy_tenant(cfg, tc, who);
 
-		visible[i] = policy_cred(cfg, &cfg->tenants[cc->tenant_idx], cc,
-					 who);
-		h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) * 0x100000001b3ULL;
+		for (i = tc->first_cred; i < tc->first_cred + tc->n_creds; i++) {
+			const struct cred_conf *cc = fs->t->creds[i].conf;
+
+			visible[i] = tenant_ok && (!cc->readers.set ||
+						   policy_cred(cfg, tc, cc, who));
+			h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) *
+			    0x100000001b3ULL;
+		}
 	}
 	return h | 1;
 }

@@ -4,6 +4,7 @@
  * be replayed to another host), only http/https, certificate and host
  * verification always on, a per-request timeout and a response size cap.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,4 +216,24 @@ void http_req_free(struct http_req *r)
 	buf_free(&r->body);
 	buf_free(&r->resp);
 	free(r);
+}
+
+char *http_url_host(const char *url, char **scheme)
+{
+	CURLU *u = curl_url();
+	char *h = NULL, *s = NULL, *out = NULL;
+
+	if (u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
+	    !curl_url_get(u, CURLUPART_HOST, &h, 0) &&
+	    !curl_url_get(u, CURLUPART_SCHEME, &s, 0)) {
+		out = strdup(h);
+		for (char *p = out; p && *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		if (scheme)
+			*scheme = strdup(s);
+	}
+	curl_free(h);
+	curl_free(s);
+	curl_url_cleanup(u);
+	return out;
 }

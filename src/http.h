@@ -54,4 +54,8 @@ void http_req_finish(struct http_req *r, const struct provider_conf *p,
 /* Free the request, wiping the body, headers and response. NULL is a no-op. */
 void http_req_free(struct http_req *r);
 
+/* The lower-cased host of @url (and its scheme into *@scheme unless NULL),
+ * new strings to free; NULL for a URL that does not parse. */
+char *http_url_host(const char *url, char **scheme);
+
 #endif

@@ -3,13 +3,11 @@
  * over SHA-256; ES256 is ECDSA P-256 over SHA-256, whose DER signature is
  * turned into the fixed 64-byte r || s that JWS wants (RFC 7518 3.4).
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/bn.h>
 #include <openssl/ec.h>
@@ -17,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "config.h"
+#include "http.h"
 #include "jwt.h"
 #include "util.h"
 
@@ -102,26 +101,10 @@ out:
 	return r;
 }
 
-/* The lower-cased host of @url into @host, or false. */
-static bool host_of(const char *url, char *host, size_t n)
-{
-	CURLU *u = curl_url();
-	char *h = NULL;
-	bool ok = u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
-		  !curl_url_get(u, CURLUPART_HOST, &h, 0) && strlen(h) < n;
-
-	if (ok)
-		for (size_t i = 0; (host[i] = (char)tolower(h[i])); i++)
-			;
-	curl_free(h);
-	curl_url_cleanup(u);
-	return ok;
-}
-
 int jwt_client_assertion(const struct provider_conf *p, const char *endpoint,
 			 int64_t now_s, char **out)
 {
-	char want[256], got[256];
+	char *want = NULL, *got = NULL;
 	EVP_PKEY *key = p->private_key;
 	bool ec = key && EVP_PKEY_is_a(key, "EC");
 	json_t *h = json_object(), *c = json_object();
@@ -136,11 +119,13 @@ int jwt_client_assertion(const struct provider_conf *p, const char *endpoint,
 		r = -ENOKEY;
 	if (!key || !h || !c)
 		goto out;
-	if (p->jwt_audience &&
-	    (!host_of(p->jwt_audience, want, sizeof(want)) ||
-	     !host_of(endpoint, got, sizeof(got)) || strcmp(want, got))) {
-		r = -EXDEV; /* an assertion for one host, sent to another */
-		goto out;
+	if (p->jwt_audience) {
+		want = http_url_host(p->jwt_audience, NULL);
+		got = http_url_host(endpoint, NULL);
+		if (!want || !got || strcmp(want, got)) {
+			r = -EXDEV; /* an assertion for one host, to another */
+			goto out;
+		}
 	}
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1 ||
 	    jwt_b64url(rnd, sizeof(rnd), &jti) < 0)
@@ -175,6 +160,8 @@ out:
 	free(cb);
 	free(jti);
 	free(sig);
+	free(want);
+	free(got);
 	buf_free(&input);
 	return r;
 }

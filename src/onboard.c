@@ -7,7 +7,6 @@
  * only.
  */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -692,26 +691,6 @@ static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
 	return r;
 }
 
-/* The lower-cased host of @url, or NULL. Free it. */
-static char *url_host(const char *url, char **scheme)
-{
-	CURLU *u = curl_url();
-	char *h = NULL, *s = NULL, *out = NULL;
-
-	if (u && !curl_url_set(u, CURLUPART_URL, url, 0) &&
-	    !curl_url_get(u, CURLUPART_HOST, &h, 0) &&
-	    !curl_url_get(u, CURLUPART_SCHEME, &s, 0)) {
-		out = strdup(h);
-		for (char *p = out; p && *p; p++)
-			*p = (char)tolower((unsigned char)*p);
-		*scheme = strdup(s);
-	}
-	curl_free(h);
-	curl_free(s);
-	curl_url_cleanup(u);
-	return out;
-}
-
 /*
  * The verification URI the user is sent to, said to be the provider's:
  * https (http only on loopback), and a warning naming its host when it is
@@ -722,8 +701,8 @@ static int check_verification_uri(const struct provider_conf *p,
 				  size_t errlen)
 {
 	char *scheme = NULL, *as_scheme = NULL;
-	char *host = url_host(uri, &scheme);
-	char *as = url_host(p->device_authorization_url, &as_scheme);
+	char *host = http_url_host(uri, &scheme);
+	char *as = http_url_host(p->device_authorization_url, &as_scheme);
 	int r = 0;
 
 	if (!host || !scheme ||

@@ -79,6 +79,7 @@ struct refresher {
 	void *arg;
 	CURLM *multi;
 	struct lane *lanes; /* one per provider */
+	size_t n_lanes;	    /* a reload keeps the providers */
 	int64_t lane_at;    /* the earliest a held-back lane may send */
 	uint64_t rng;
 	bool started;
@@ -91,7 +92,6 @@ struct refresher {
 	struct entry *entries; /* one per credential */
 	atomic_bool stop;    /* no new requests from now on */
 	int64_t drain_until; /* monotonic: the last wait for those in flight */
-	unsigned inflight;   /* token requests in flight, every lane */
 	bool done;	     /* the thread has left its loop */
 	/* Proof of life, once a round and at least every beat_every_ms. */
 	void (*beat)(void *arg);
@@ -684,7 +684,6 @@ static void start(struct refresher *rf, struct cred *c)
 		return;
 	}
 	rf->lanes[lane_of(rf, c)].inflight++;
-	rf->inflight++;
 	r = cred_uses_store(c) && !rt ? -ENOMEM : 0;
 	if (r == 0)
 		r = oauth_build_request(c->conf, rt, &body, &auth);
@@ -702,11 +701,21 @@ static void start(struct refresher *rf, struct cred *c)
 	}
 	http_req_free(req);
 	rf->lanes[lane_of(rf, c)].inflight--;
-	rf->inflight--;
 	res.outcome = OAUTH_TRANSIENT;
 	snprintf(res.error, sizeof(res.error), "cannot build request: %s",
 		 strerror(-r));
 	complete(rf, c, &res, time_real_ms());
+}
+
+/* Token requests in flight, every lane. */
+static unsigned in_flight(const struct refresher *rf)
+{
+	unsigned n = 0;
+	size_t i;
+
+	for (i = 0; i < rf->n_lanes; i++)
+		n += rf->lanes[i].inflight;
+	return n;
 }
 
 static void lane_push(struct refresher *rf, struct lane *l, struct cred *c)
@@ -800,7 +809,6 @@ static void reap(struct refresher *rf)
 		http_req_free(req);
 		l = &rf->lanes[lane_of(rf, c)];
 		l->inflight--;
-		rf->inflight--;
 		if (res.outcome == OAUTH_RATE_LIMITED) {
 			/* The provider's limit is the client's, not the
 			 * credential's: hold them all. */
@@ -831,11 +839,11 @@ static void finish_stop(struct refresher *rf, int64_t since)
 		if (rf->entries[i].persist_mono != INT64_MAX)
 			persist_retry(rf, &rf->t->creds[i]);
 	cred_table_exit(rf->t, slot);
-	if (rf->inflight)
+	if (in_flight(rf))
 		log_error("stopping: %u token requests still unanswered after "
 			  "%.1fs; a provider that rotates refresh tokens may "
 			  "see the next refresh as a reuse",
-			  rf->inflight, (double)(time_mono_ms() - since) / 1e3);
+			  in_flight(rf), (double)(time_mono_ms() - since) / 1e3);
 	else if (since)
 		log_info("stopping: every answer in flight is in (%.1fs)",
 			 (double)(time_mono_ms() - since) / 1e3);
@@ -852,18 +860,18 @@ static void *run(void *arg)
 
 	pthread_mutex_lock(&rf->lock);
 	while (!atomic_load(&rf->stop) ||
-	       (rf->inflight && time_mono_ms() < rf->drain_until)) {
+	       (in_flight(rf) && time_mono_ms() < rf->drain_until)) {
 		struct cred *due = NULL, **tail = &due;
 		int64_t now = time_mono_ms();
 		bool stopping = atomic_load(&rf->stop);
 
 		if (stopping && !stop_seen) {
 			stop_seen = now;
-			if (rf->inflight)
+			if (in_flight(rf))
 				log_info("stopping: waiting up to %.1fs for %u "
 					 "token requests in flight",
 					 (double)(rf->drain_until - now) / 1e3,
-					 rf->inflight);
+					 in_flight(rf));
 		}
 		/* A round reads the configuration; between rounds nothing
 		 * here holds on to any of it. */
@@ -932,7 +940,7 @@ static void *run(void *arg)
 		    rf->lane_at - time_mono_ms() < wait_ms)
 			wait_ms = rf->lane_at - time_mono_ms();
 		if (wait_ms <= 0 || (atomic_load(&rf->stop) && !stopping) ||
-		    (stopping && !rf->inflight))
+		    (stopping && !in_flight(rf)))
 			continue;
 		pthread_mutex_unlock(&rf->lock);
 		/* Returns early for socket activity or curl_multi_wakeup(). */
@@ -970,7 +978,8 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	pthread_cond_init(&rf->done_cond, NULL);
 	rf->heap = calloc(t->n + 1, sizeof(*rf->heap));
 	rf->entries = calloc(t->n + 1, sizeof(*rf->entries));
-	rf->lanes = calloc(t->cfg->n_providers + 1, sizeof(*rf->lanes));
+	rf->n_lanes = t->cfg->n_providers;
+	rf->lanes = calloc(rf->n_lanes + 1, sizeof(*rf->lanes));
 	rf->multi = curl_multi_init();
 	if (!rf->heap || !rf->entries || !rf->lanes || !rf->multi) {
 		refresher_free(rf);
