@@ -194,6 +194,11 @@ $(BUILD)/bench-seed: bench/seed.c bench/bench.h $(BUILD)/libcredfs.a
 bench: all $(BUILD)/bench-reader $(BUILD)/bench-httpd
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) bash bench/run.sh
 
+# The longest stall a reader sees across upgrades and crashes
+# (docs/performance.md); BENCH_STALL_EVENTS of each.
+bench-stall: all
+	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) $(PYTHON) bench/stall.py
+
 # Refresh at scale (docs/performance.md); BENCH_SCALE_SECONDS, BENCH_TENANTS.
 bench-scale: all $(BUILD)/bench-tokend $(BUILD)/bench-seed
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) bash bench/scale.sh
@@ -232,7 +237,7 @@ format:
 clean:
 	rm -rf build build-asan build-fuzz
 
-.PHONY: all bench bench-scale check check-one check-plain check-asan deps demo fuzz install uninstall format clean soak
+.PHONY: all bench bench-scale bench-stall check check-one check-plain check-asan deps demo fuzz install uninstall format clean soak
 .SECONDARY:
 
 -include $(wildcard $(BUILD)/*.d)

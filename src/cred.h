@@ -17,6 +17,7 @@
 #include "oauth.h"
 
 struct config;
+struct json_t;
 struct record;
 struct store;
 struct cred_conf;
@@ -363,5 +364,28 @@ void cred_defer(struct cred_table *t, struct cred *c, int64_t delay_ms);
 
 /* Set or clear client_error (the provider refused our client). */
 void cred_set_client_error(struct cred_table *t, struct cred *c, bool on);
+
+/*
+ * The state a handoff carries (cred_state.c, handoff.h): @tok, or @c's
+ * token generations with their bytes, counters and schedule, as JSON
+ * (NULL without memory). A refresh token is never in it: it lives in the
+ * store. token_import() gives a token of one reference, or NULL for
+ * anything malformed.
+ */
+struct json_t *token_export(const struct token *tok);
+struct token *token_import(const struct json_t *j);
+struct json_t *cred_export(struct cred *c);
+/* Whether image @j is of @c (the same tenant and provider names). */
+bool cred_export_matches(const struct cred *c, const struct json_t *j);
+/* Before anything is published: number @c's next generations above
+ * @floor and well above any that image @j (NULL: none) names, so that no
+ * inode the kernel may hold is used again. */
+void cred_import_floor(struct cred *c, const struct json_t *j, uint64_t floor);
+/* After the store was read: serve @j's tokens (with their generations,
+ * so that the kernel's inodes stay valid) and take its counters and
+ * schedule, where they are still @c's state: the token is not expired,
+ * and a store-backed credential's record is the one it described. True
+ * if taken. */
+bool cred_import(struct cred_table *t, struct cred *c, const struct json_t *j);
 
 #endif

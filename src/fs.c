@@ -23,12 +23,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/statvfs.h>
 
 #include <fuse_lowlevel.h>
+#include <jansson.h>
 
 #include "config.h"
 #include "cred.h"
@@ -83,6 +86,33 @@ static struct snap *rendered(struct fs *fs, size_t slot, uint64_t key,
 			     render_cb, fs, visible, err);
 }
 
+#define FH_PTR_MASK ((1ULL << 48) - 1)
+/* How far above the last snapshot number an image names a later process
+ * numbers its renderings (see GEN_SKIP in cred_state.c). */
+#define SNAP_SKIP (1u << 20)
+
+static uint64_t fh_of(const struct fs *fs, const struct handle *h)
+{
+	return ((uint64_t)fs->epoch << 48) | (uintptr_t)h;
+}
+
+/* The handle @fh names: ours, a handed-over one, or NULL (none, or one a
+ * crashed process gave out: the inode alone says what to serve). */
+static struct handle *handle_of(struct fs *fs, uint64_t fh)
+{
+	struct handle *h;
+
+	if (!fh)
+		return NULL;
+	if ((fh >> 48) == fs->epoch)
+		return (struct handle *)(uintptr_t)(fh & FH_PTR_MASK);
+	pthread_mutex_lock(&fs->flock);
+	for (h = fs->foreign; h && h->fh != fh; h = h->next)
+		;
+	pthread_mutex_unlock(&fs->flock);
+	return h;
+}
+
 static struct handle *handle_new(struct fs *fs)
 {
 	struct handle *h = calloc(1, sizeof(*h));
@@ -90,6 +120,10 @@ static struct handle *handle_new(struct fs *fs)
 
 	if (!h)
 		return NULL;
+	if ((uintptr_t)h & ~FH_PTR_MASK) {
+		free(h); /* beyond 48 bits: cannot carry the epoch */
+		return NULL;
+	}
 	h->shard = atomic_fetch_add(&fs->next_shard, 1) % HANDLE_SHARDS;
 	sh = &fs->handles[h->shard];
 	pthread_mutex_lock(&sh->lock);
@@ -104,16 +138,20 @@ static struct handle *handle_new(struct fs *fs)
 /* Unlink @h, drop what it holds and free it. */
 static void handle_free(struct fs *fs, struct handle *h)
 {
-	struct hshard *sh = &fs->handles[h->shard];
+	bool foreign = h->fh != 0;
+	pthread_mutex_t *lock =
+		foreign ? &fs->flock : &fs->handles[h->shard].lock;
+	struct handle **head =
+		foreign ? &fs->foreign : &fs->handles[h->shard].head;
 
-	pthread_mutex_lock(&sh->lock);
+	pthread_mutex_lock(lock);
 	if (h->prev)
 		h->prev->next = h->next;
 	else
-		sh->head = h->next;
+		*head = h->next;
 	if (h->next)
 		h->next->prev = h->prev;
-	pthread_mutex_unlock(&sh->lock);
+	pthread_mutex_unlock(lock);
 	token_unref(h->tok);
 	snap_unref(h->snap);
 	free(h);
@@ -381,7 +419,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct handle *h = fi ? (struct handle *)(uintptr_t)fi->fh : NULL;
+	struct handle *h = fi ? handle_of(fs, fi->fh) : NULL;
 	struct caller who;
 	struct stat st;
 	struct node n;
@@ -498,7 +536,7 @@ static void reply_open(struct fs *fs, fuse_req_t req, struct fuse_file_info *fi,
 	}
 	/* The inode's bytes never change: the page cache may keep them. */
 	fi->keep_cache = 1;
-	fi->fh = (uintptr_t)h;
+	fi->fh = fh_of(fs, h);
 	if (fuse_reply_open(req, fi) != 0)
 		handle_free(fs, h);
 }
@@ -598,7 +636,8 @@ static void *waits_main(void *arg)
 			pthread_cond_timedwait(&fs->wcond, &fs->wlock, &ts);
 		}
 	}
-	waits_run(fs, true);
+	if (!fs->wpause)
+		waits_run(fs, true);
 	pthread_mutex_unlock(&fs->wlock);
 	return NULL;
 }
@@ -686,7 +725,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct handle *h = handle_of(fs, fi->fh);
 	struct handle byino = {0};
 	const char *data;
 	size_t len;
@@ -716,10 +755,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct fs *fs = fuse_req_userdata(req);
+	struct handle *h = handle_of(fs, fi->fh);
 
 	if (h)
-		handle_free(fuse_req_userdata(req), h);
+		handle_free(fs, h);
 	fuse_reply_err(req, 0);
 }
 
@@ -989,6 +1029,7 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	pthread_mutex_init(&fs->denial_lock, NULL);
 	for (i = 0; i < HANDLE_SHARDS; i++)
 		pthread_mutex_init(&fs->handles[i].lock, NULL);
+	pthread_mutex_init(&fs->flock, NULL);
 	fs->cache_kernel = cache_kernel;
 	fs->start_ms = time_real_ms();
 	fs->callers = caller_cache_new();
@@ -997,11 +1038,8 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	fs->n_slots = 2 + t->n * SLOTS_PER_CRED;
 	if (snaps_new(fs->n_slots, 2, &fs->snaps) < 0)
 		goto out_free;
-	if (pthread_create(&fs->wthread, NULL, waits_main, fs) != 0)
+	if (fs_resume_waits(fs) < 0)
 		goto out_free;
-	fs->wstarted = true;
-	t->wake = waits_wake;
-	t->wake_arg = fs;
 	*out = fs;
 	return 0;
 out_free:
@@ -1009,17 +1047,44 @@ out_free:
 	return -ENOMEM;
 }
 
-void fs_stop_waits(struct fs *fs)
+int fs_resume_waits(struct fs *fs)
+{
+	fs->wstop = fs->wpause = false;
+	if (pthread_create(&fs->wthread, NULL, waits_main, fs) != 0)
+		return -EAGAIN;
+	fs->wstarted = true;
+	fs->t->wake = waits_wake;
+	fs->t->wake_arg = fs;
+	pthread_mutex_lock(&fs->wlock);
+	fs->wkicked = true; /* what changed meanwhile */
+	pthread_cond_signal(&fs->wcond);
+	pthread_mutex_unlock(&fs->wlock);
+	return 0;
+}
+
+/* End the waits thread; with @pause, the waiting opens stay unanswered. */
+static void end_waits(struct fs *fs, bool pause)
 {
 	if (!fs || !fs->wstarted)
 		return;
 	fs->t->wake = NULL;
 	pthread_mutex_lock(&fs->wlock);
 	fs->wstop = true;
+	fs->wpause = pause;
 	pthread_cond_signal(&fs->wcond);
 	pthread_mutex_unlock(&fs->wlock);
 	pthread_join(fs->wthread, NULL);
 	fs->wstarted = false;
+}
+
+void fs_stop_waits(struct fs *fs)
+{
+	end_waits(fs, false);
+}
+
+void fs_pause_waits(struct fs *fs)
+{
+	end_waits(fs, true);
 }
 
 void fs_free(struct fs *fs)
@@ -1036,6 +1101,20 @@ void fs_free(struct fs *fs)
 		while (fs->handles[i].head)
 			handle_free(fs, fs->handles[i].head);
 		pthread_mutex_destroy(&fs->handles[i].lock);
+	}
+	while (fs->foreign)
+		handle_free(fs, fs->foreign);
+	pthread_mutex_destroy(&fs->flock);
+	while (fs->waiting) {
+		/* Paused for a handoff that took over: its opens are the
+		 * next process's, resent by the kernel. */
+		struct pending *p = fs->waiting;
+
+		fs->waiting = p->next;
+		cred_wait_cancel(p->n.cred, &p->w);
+		if (p->h)
+			handle_free(fs, p->h);
+		free(p);
 	}
 	pthread_mutex_destroy(&fs->denial_lock);
 	caller_cache_free(fs->callers);
@@ -1097,4 +1176,112 @@ void fs_cred_changed(void *arg, struct cred *c)
 	fuse_lowlevel_notify_inval_entry(fs->se, fs_cred_dir_ino(c),
 					 "access_token",
 					 strlen("access_token"));
+}
+
+static json_t *handle_export(const struct handle *h, uint64_t fh)
+{
+	char num[24];
+
+	snprintf(num, sizeof(num), "%llx", (unsigned long long)fh);
+	if (h->tok)
+		return json_pack("{s:s,s:o}", "fh", num, "token",
+				 token_export(h->tok));
+	return json_pack("{s:s,s:{s:I,s:I,s:I,s:s%}}", "fh", num, "snap", "seq",
+			 (json_int_t)h->snap->seq, "view",
+			 (json_int_t)h->snap->view, "rendered_ms",
+			 (json_int_t)h->snap->rendered_ms, "data",
+			 h->snap->data, h->snap->len);
+}
+
+json_t *fs_export(struct fs *fs, bool handles)
+{
+	json_t *j = json_pack("{s:i,s:I}", "epoch", (int)fs->epoch, "snap_seq",
+			      (json_int_t)snaps_max_seq(fs->snaps)),
+	       *list = json_array();
+	struct handle *h;
+	size_t i;
+
+	for (i = 0; handles && list && i < HANDLE_SHARDS; i++) {
+		pthread_mutex_lock(&fs->handles[i].lock);
+		for (h = fs->handles[i].head; h; h = h->next)
+			if (h->tok || h->snap)
+				json_array_append_new(
+					list, handle_export(h, fh_of(fs, h)));
+		pthread_mutex_unlock(&fs->handles[i].lock);
+	}
+	pthread_mutex_lock(&fs->flock);
+	for (h = fs->foreign; handles && list && h; h = h->next)
+		json_array_append_new(list, handle_export(h, h->fh));
+	pthread_mutex_unlock(&fs->flock);
+	if (j && list)
+		json_object_set(j, "handles", list);
+	json_decref(list);
+	return j;
+}
+
+/* A handed-over handle @j as one of @fs's foreign ones. */
+static void foreign_import(struct fs *fs, const json_t *j)
+{
+	const char *num = json_string_value(json_object_get(j, "fh"));
+	const json_t *snap = json_object_get(j, "snap"),
+		     *data = json_object_get(snap, "data");
+	struct handle *h = calloc(1, sizeof(*h));
+
+	if (!h || !num)
+		goto bad;
+	h->fh = strtoull(num, NULL, 16);
+	if (json_object_get(j, "token"))
+		h->tok = token_import(json_object_get(j, "token"));
+	else if (json_is_string(data))
+		h->snap = snap_make((uint32_t)json_integer_value(
+					    json_object_get(snap, "seq")),
+				    (uint64_t)json_integer_value(
+					    json_object_get(snap, "view")),
+				    json_integer_value(json_object_get(
+					    snap, "rendered_ms")),
+				    json_string_value(data),
+				    json_string_length(data));
+	if (!h->fh || (!h->tok && !h->snap))
+		goto bad;
+	h->next = fs->foreign;
+	if (fs->foreign)
+		fs->foreign->prev = h;
+	fs->foreign = h;
+	return;
+bad:
+	if (h) {
+		token_unref(h->tok);
+		snap_unref(h->snap);
+	}
+	free(h);
+}
+
+void fs_import(struct fs *fs, const json_t *image)
+{
+	const json_t *j = json_object_get(image, "fs"),
+		     *handles = json_object_get(j, "handles");
+	uint32_t seq;
+	size_t i;
+
+	if (j) {
+		fs->epoch = (uint16_t)(json_integer_value(
+					       json_object_get(j, "epoch")) +
+				       1);
+		seq = (uint32_t)json_integer_value(
+			      json_object_get(j, "snap_seq")) +
+		      SNAP_SKIP;
+	} else {
+		/* A mount resumed without its image: an epoch unlike the
+		 * last one's, as far as chance goes, and snapshot numbers
+		 * above any it can have used. */
+		if (getrandom(&fs->epoch, sizeof(fs->epoch), 0) !=
+		    sizeof(fs->epoch))
+			fs->epoch = (uint16_t)time_real_ms();
+		seq = (uint32_t)(time_real_ms() / 1000) * 64;
+	}
+	if (!fs->epoch)
+		fs->epoch = 1; /* 0 is a fresh mount's */
+	snaps_set_floor(fs->snaps, seq);
+	for (i = 0; i < json_array_size(handles); i++)
+		foreign_import(fs, json_array_get(handles, i));
 }

@@ -16,6 +16,7 @@ struct cred_table;
 struct fs;
 struct fuse_lowlevel_ops;
 struct fuse_session;
+struct json_t;
 
 /*
  * Create the filesystem state for @t, auditing to @audit. With
@@ -27,8 +28,19 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 /* Answer the opens still waiting for a refresh (with what the open rule
  * gives now) and stop waiting: before the session goes. NULL-safe. */
 void fs_stop_waits(struct fs *fs);
+/* A handoff: stop answering the opens waiting for a refresh, and keep
+ * them (the next process gets them again from the kernel, or this one
+ * goes on with fs_resume_waits()). */
+void fs_pause_waits(struct fs *fs);
+int fs_resume_waits(struct fs *fs);
 /* Free it (fs_stop_waits() first). NULL is a no-op. */
 void fs_free(struct fs *fs);
+
+/* What a handoff carries of the filesystem (handoff.h): its file-handle
+ * epoch, its snapshot numbering and, with @handles, its open files with
+ * their bytes. fs_import() takes a previous process's, before serving. */
+struct json_t *fs_export(struct fs *fs, bool handles);
+void fs_import(struct fs *fs, const struct json_t *image);
 
 /* The operations table to pass to fuse_session_new() with @fs as userdata. */
 const struct fuse_lowlevel_ops *fs_ops(void);

@@ -58,6 +58,7 @@ struct handle {
 	 * (the session ended first) are freed with the filesystem. */
 	struct handle *prev, *next;
 	unsigned shard;
+	uint64_t fh; /* a handed-over handle's number (fs->foreign) */
 };
 
 #define HANDLE_SHARDS 16
@@ -96,8 +97,14 @@ struct fs {
 	pthread_mutex_t wlock;
 	pthread_cond_t wcond;
 	struct pending *waiting;
-	bool wkicked, wstop, wstarted;
+	bool wkicked, wstop, wpause, wstarted;
 	pthread_t wthread;
+	/* File handles carry the process's epoch in their top 16 bits, so
+	 * that handles a previous process gave out (handed over, in
+	 * @foreign, or lost in a crash) are never taken for pointers. */
+	uint16_t epoch;
+	pthread_mutex_t flock;
+	struct handle *foreign;
 };
 
 /* Inode numbers: computed, not allocated (see fs.c). */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -17,6 +18,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -30,6 +32,7 @@
 #include "cred.h"
 #include "credstore.h"
 #include "fs.h"
+#include "handoff.h"
 #include "key.h"
 #include "log.h"
 #include "notify.h"
@@ -40,6 +43,12 @@
 #include "watchdog.h"
 
 #define MAX_FUSE_THREADS 64
+
+/* What an upgrade starts again: this binary's path, arguments and
+ * directory as they were at the start. */
+static char self_exe[4096];
+static char **self_argv;
+static char *self_cwd;
 
 struct opts {
 	bool foreground;
@@ -283,16 +292,21 @@ static int write_pid_file(const char *path)
  * reopens the audit log, rereads the store). SIGTERM and SIGINT stop:
  * the mount keeps serving while the refresher waits for the answers in
  * flight and stores them (a rotated refresh token that reached us and was
- * not stored costs a new consent), and only then the session ends. SIGUSR2
- * with @quit set ends the thread.
+ * not stored costs a new consent), and only then the session ends.
+ * SIGUSR2 upgrades: the same drain, then the session loop ends and the
+ * main thread hands the mount to the binary at our path (upgrade()).
+ * SIGUSR2 with @quit set ends the thread.
  */
 struct sigs {
 	pthread_t thread;
 	pthread_t main_thread; /* runs the session loop */
 	struct admin *admin;
+	pthread_mutex_t lock; /* @rf: an upgrade that fails replaces it */
 	struct refresher *rf;
 	struct fuse_session *_Atomic se; /* set once the mount is up */
 	atomic_bool stopping;		 /* SIGTERM or SIGINT came */
+	atomic_bool upgrading;		 /* SIGUSR2 came, not yet done */
+	atomic_bool ready;		 /* READY=1 was said */
 	atomic_bool loop_done;		 /* the session loop returned */
 	atomic_bool quit;
 };
@@ -304,21 +318,25 @@ static void wake_handler(int sig)
 
 static const int taken_signals[] = {SIGHUP, SIGTERM, SIGINT, SIGUSR2};
 
-static void stop_serving(struct sigs *g, int sig)
+/* Drain the refresher, then end the session loop (which keeps serving
+ * until then). */
+static void end_loop(struct sigs *g)
 {
 	struct fuse_session *se;
 
-	log_info("%s: stopping", strsignal(sig));
-	notify("STOPPING=1");
-	atomic_store(&g->stopping, true);
+	pthread_mutex_lock(&g->lock);
 	refresher_stop(g->rf, refresher_drain_ms(g->admin->t));
+	pthread_mutex_unlock(&g->lock);
 	se = atomic_load(&g->se);
 	if (!se)
 		return; /* not mounted yet: run() sees stopping */
 	fuse_session_exit(se);
 	/* The loop waits in sem_wait(), which a signal ends; until it has
-	 * returned (a signal may come just before it waits). */
-	while (!atomic_load(&g->loop_done)) {
+	 * returned (a signal may come just before it waits). An upgrade's
+	 * main thread says so by clearing upgrading. */
+	while (!atomic_load(&g->loop_done) &&
+	       (atomic_load(&g->stopping) || atomic_load(&g->upgrading)) &&
+	       fuse_session_exited(se)) {
 		pthread_kill(g->main_thread, SIGUSR1);
 		usleep(20 * 1000);
 	}
@@ -344,14 +362,33 @@ static void *sigs_main(void *arg)
 	for (i = 0; i < ARRAY_SIZE(taken_signals); i++)
 		sigaddset(&set, taken_signals[i]);
 	while (!atomic_load(&g->quit)) {
-		if (sigwait(&set, &sig) != 0)
+		if (sigwait(&set, &sig) != 0 || atomic_load(&g->quit))
 			continue;
 		if ((sig == SIGTERM || sig == SIGINT) &&
 		    !atomic_load(&g->stopping)) {
-			stop_serving(g, sig);
+			log_info("%s: stopping", strsignal(sig));
+			notify("STOPPING=1");
+			atomic_store(&g->stopping, true);
+			end_loop(g);
 			continue;
 		}
-		if (sig != SIGHUP || atomic_load(&g->stopping))
+		if (atomic_load(&g->stopping))
+			continue;
+		if (sig == SIGUSR2) {
+			if (!atomic_load(&g->ready)) {
+				log_warn("SIGUSR2: not ready yet; send it "
+					 "again once the daemon is");
+				continue;
+			}
+			if (atomic_exchange(&g->upgrading, true))
+				continue; /* one at a time */
+			log_info("SIGUSR2: upgrading: the answers in flight "
+				 "first, then the mount goes to %s",
+				 self_exe);
+			end_loop(g);
+			continue;
+		}
+		if (sig != SIGHUP)
 			continue;
 		notify("RELOADING=1\nMONOTONIC_USEC=%lld",
 		       (long long)time_mono_ms() * 1000);
@@ -392,6 +429,8 @@ struct ready {
 	pthread_t thread;
 	struct cred_table *t;
 	int *ready_fd;
+	struct keeper *keeper; /* the fd store's image, before READY=1 */
+	atomic_bool *done;     /* set when it has said so */
 };
 
 static void *ready_main(void *arg)
@@ -411,8 +450,10 @@ static void *ready_main(void *arg)
 			 "first token",
 			 pending);
 	signal_ready(rd->ready_fd, 0);
+	handoff_keeper_sync(rd->keeper);
 	notify("READY=1\nMAINPID=%d\nSTATUS=serving %zu credentials",
 	       (int)getpid(), rd->t->n);
+	atomic_store(rd->done, true);
 	return NULL;
 }
 
@@ -436,216 +477,597 @@ static void warn_unpersisted(struct cred_table *t)
 	}
 }
 
-static int run(struct opts *o, struct config *cfg, int *ready_fd)
+/* Everything the daemon runs, for its steps to share. */
+struct daemon {
+	struct opts *o;
+	struct config *cfg;
+	struct handoff *h;
+	int *ready_fd;
+	struct audit *audit;
+	struct store *store;
+	uint8_t *key;
+	struct cred_table *t;
+	struct fs *fs;
+	struct fuse_session *se;
+	struct control *control;
+	struct watchdog *wd;
+	struct keeper *keeper;
+	struct admin admin;
+	struct sigs sigs;
+	struct ready rd;
+	char *mount_opts;
+	char *argv_fuse[6];
+	struct fuse_args args;
+	int init_fd;	    /* the INIT request's bytes, for the next process */
+	uint64_t image_seq; /* the last state image's number */
+	bool resumed;	    /* serving a connection an earlier process made */
+	bool handed_over;   /* an upgrade took the mount: leave it be */
+	bool wrote_pid, sigs_started, rd_started;
+};
+
+/* The store, the credential table (with what an earlier process handed
+ * over), the filesystem, the refresher and the signal thread. */
+static int open_state(struct daemon *d)
 {
-	char *argv_fuse[] = {"credfs", "-o", NULL, NULL, NULL, NULL};
-	struct fuse_args args = FUSE_ARGS_INIT(0, argv_fuse);
-	struct fuse_loop_config *loop = NULL;
-	struct refresher *rf = NULL;
-	struct fuse_session *se = NULL;
-	struct cred_table *t = NULL;
-	char *mount_opts = NULL;
-	struct fs *fs = NULL;
-	struct audit *audit = NULL;
-	struct store *store = NULL;
-	struct control *control = NULL;
-	struct watchdog *wd = NULL;
-	struct admin admin = {0};
-	uint8_t *key = NULL;
+	struct config *cfg = d->cfg;
+	struct handoff *h = d->h;
 	char err[1024];
-	struct sigs sigs = {.main_thread = pthread_self()};
-	struct ready rd = {0};
-	bool wrote_pid = false, sigs_started = false;
+	size_t kept;
 	int r;
 
-	take_signals();
-	r = audit_open(cfg->audit_log, &audit);
+	r = audit_open(cfg->audit_log, &d->audit);
 	if (r < 0) {
 		log_error_errno(r, "cannot open the audit log %s",
 				cfg->audit_log);
-		goto out;
+		return r;
 	}
 	if (cfg->store_dir) {
 		/* One daemon per store, and the right key, before mounting. */
-		r = key_load(cfg->store_key_file, &key, err, sizeof(err));
+		store_inherit_lock(h->lock_fd);
+		r = key_load(cfg->store_key_file, &d->key, err, sizeof(err));
 		if (r == 0)
-			r = store_open(cfg->store_dir, cfg->store_dsn, key,
-				       STORE_DAEMON, &store, err, sizeof(err));
+			r = store_open(cfg->store_dir, cfg->store_dsn, d->key,
+				       STORE_DAEMON, &d->store, err,
+				       sizeof(err));
 		if (r < 0) {
 			log_error("%s", err);
-			goto out;
+			return r;
 		}
 	}
-	r = cred_table_new(cfg, &t);
-	if (r == 0) {
-		t->audit = audit;
-		t->store = store;
-		r = fs_new(t, audit, cfg->cache_kernel, &fs);
+	r = cred_table_new(cfg, &d->t);
+	if (r < 0)
+		goto fail;
+	d->t->audit = d->audit;
+	d->t->store = d->store;
+	if (d->resumed && h->image &&
+	    !handoff_same_tree(d->t, h->image, err, sizeof(err))) {
+		if (h->ready_fd >= 0) {
+			/* An upgrade: the old process serves on. */
+			log_error("upgrade refused: %s; the kernel's node ids "
+				  "name them by position, so restart credfs "
+				  "to apply %s",
+				  err, cfg->path);
+			return -EINVAL;
+		}
+		log_error("the mount left by the previous process does not "
+			  "match %s (%s): mounting afresh, and readers of the "
+			  "old mount see it go",
+			  cfg->path, err);
+		handoff_store_clear();
+		close(h->fuse_fd);
+		h->fuse_fd = -1;
+		handoff_unmount(d->o->mountpoint);
+		d->resumed = false;
 	}
-	if (r == 0) {
-		t->notify = fs_cred_changed;
-		t->notify_arg = fs;
-		if (store)
-			log_info("store %s: %zu records loaded", cfg->store_dir,
-				 credstore_load_all(t));
-		r = refresher_new(t, fs_token_rotated, fs_token_expired, fs,
-				  &rf);
+	if (d->resumed)
+		handoff_floors(d->t, h->image);
+	r = fs_new(d->t, d->audit, cfg->cache_kernel, &d->fs);
+	if (r < 0)
+		goto fail;
+	d->t->notify = fs_cred_changed;
+	d->t->notify_arg = d->fs;
+	if (d->store)
+		log_info("store %s: %zu records loaded", cfg->store_dir,
+			 credstore_load_all(d->t));
+	if (d->resumed) {
+		kept = h->image ? handoff_restore(d->t, h->image) : 0;
+		fs_import(d->fs, h->image);
+		log_info("resuming the mount %s: %zu of %zu credentials keep "
+			 "the tokens they had",
+			 h->from_store ? "from the service manager's fd store"
+				       : "that an upgrade handed over",
+			 kept, d->t->n);
 	}
-	admin.t = t;
-	admin.audit = audit;
-	admin.config_path = cfg->path;
-	admin.original = cfg;
-	admin.cache_kernel = cfg->cache_kernel;
-	admin.debug = o->debug;
-	pthread_mutex_init(&admin.lock, NULL);
-	sigs.admin = &admin;
-	sigs.rf = rf;
-	if (r == 0) {
-		r = -pthread_create(&sigs.thread, NULL, sigs_main, &sigs);
-		sigs_started = r == 0;
-	}
-	if (r < 0) {
-		log_error_errno(r, "cannot set up");
-		goto out;
-	}
+	r = refresher_new(d->t, fs_token_rotated, fs_token_expired, d->fs,
+			  &d->sigs.rf);
+	if (r < 0)
+		goto fail;
+	d->admin.t = d->t;
+	d->admin.audit = d->audit;
+	d->admin.config_path = cfg->path;
+	d->admin.original = cfg;
+	d->admin.cache_kernel = cfg->cache_kernel;
+	d->admin.debug = d->o->debug;
+	d->sigs.admin = &d->admin;
+	r = -pthread_create(&d->sigs.thread, NULL, sigs_main, &d->sigs);
+	d->sigs_started = r == 0;
+	if (r == 0)
+		return 0;
+fail:
+	log_error_errno(r, "cannot set up");
+	return r;
+}
+
+/* The FUSE session: a fresh mount, or the connection handed over. */
+static int open_session(struct daemon *d)
+{
+	struct opts *o = d->o;
+	bool resent;
+	int r;
 
 	/* Ours go last so that they win over anything passed with -o. */
-	if ((o->fuse_opts && append_opt(&mount_opts, o->fuse_opts) < 0) ||
-	    append_opt(&mount_opts,
+	if ((o->fuse_opts && append_opt(&d->mount_opts, o->fuse_opts) < 0) ||
+	    append_opt(&d->mount_opts,
 		       "ro,default_permissions,nosuid,nodev,"
 		       "noexec,fsname=credfs,subtype=credfs") < 0 ||
-	    (geteuid() == 0 && append_opt(&mount_opts, "allow_other") < 0)) {
-		r = -ENOMEM;
-		goto out;
-	}
-	args.argc = 3;
-	argv_fuse[2] = mount_opts;
+	    (geteuid() == 0 && append_opt(&d->mount_opts, "allow_other") < 0))
+		return -ENOMEM;
+	d->argv_fuse[0] = "credfs";
+	d->argv_fuse[1] = "-o";
+	d->argv_fuse[2] = d->mount_opts;
+	d->args = (struct fuse_args)FUSE_ARGS_INIT(3, d->argv_fuse);
 	if (o->debug)
-		argv_fuse[args.argc++] = "-d";
-	se = fuse_session_new(&args, fs_ops(), sizeof(*fs_ops()), fs);
-	if (!se) {
-		r = -EINVAL;
+		d->argv_fuse[d->args.argc++] = "-d";
+	d->se = fuse_session_new(&d->args, fs_ops(), sizeof(*fs_ops()), d->fs);
+	if (!d->se) {
 		log_error("cannot create the FUSE session (bad -o option?)");
-		goto out;
+		return -EINVAL;
 	}
-	if (o->shared_parent) {
-		char *parent = strdup(o->mountpoint), *slash;
+	if (d->resumed) {
+		r = handoff_resume(d->se, d->h, &resent);
+		if (r < 0) {
+			log_error_errno(r, "cannot resume the mount on %s",
+					o->mountpoint);
+			return r;
+		}
+		d->init_fd = d->h->init_fd;
+		d->h->init_fd = -1;
+		if (!resent)
+			log_warn("the kernel cannot send again what the "
+				 "previous process had read and not answered "
+				 "(FUSE_NOTIFY_RESEND needs Linux 6.9): those "
+				 "readers wait until their request is "
+				 "interrupted");
+	} else {
+		if (o->shared_parent) {
+			char *parent = strdup(o->mountpoint), *slash;
 
-		slash = parent ? strrchr(parent, '/') : NULL;
-		if (slash)
-			*(slash == parent ? slash + 1 : slash) = '\0';
-		r = parent ? make_shared(parent) : -ENOMEM;
-		if (r < 0)
-			log_error_errno(r, "cannot make %s a shared mount",
-					parent ? parent : "the parent");
-		free(parent);
-		if (r < 0)
-			goto out_destroy;
+			slash = parent ? strrchr(parent, '/') : NULL;
+			if (slash)
+				*(slash == parent ? slash + 1 : slash) = '\0';
+			r = parent ? make_shared(parent) : -ENOMEM;
+			if (r < 0)
+				log_error_errno(r,
+						"cannot make %s a shared mount",
+						parent ? parent : "the parent");
+			free(parent);
+			if (r < 0)
+				return r;
+		}
+		if (fuse_session_mount(d->se, o->mountpoint) != 0) {
+			log_error("cannot mount on %s", o->mountpoint);
+			return -EIO;
+		}
+		r = handoff_first_request(d->se, &d->init_fd);
+		if (r < 0) {
+			log_error_errno(r,
+					"the kernel's first FUSE request on "
+					"%s did not come",
+					o->mountpoint);
+			fuse_session_unmount(d->se);
+			return r;
+		}
+		/* From here on the mount outlives this process. */
+		handoff_store_fds(fuse_session_fd(d->se), d->init_fd);
 	}
-	if (fuse_session_mount(se, o->mountpoint) != 0) {
-		r = -EIO;
-		log_error("cannot mount on %s", o->mountpoint);
-		goto out_destroy;
-	}
-	fs_set_session(fs, se);
-	atomic_store(&sigs.se, se);
+	fs_set_session(d->fs, d->se);
+	atomic_store(&d->sigs.se, d->se);
+	return 0;
+}
+
+static int start_control(struct daemon *d)
+{
+	char err[1024];
+	int r;
+
+	if (!d->store)
+		return 0;
+	r = control_start(d->cfg->store_dir, admin_request, &d->admin,
+			  &d->control, err, sizeof(err));
+	if (r < 0)
+		log_error("%s", err);
+	return r;
+}
+
+/* What runs beside the session: watchdog, refresher, control socket, the
+ * fd store's image, the pid file, readiness. */
+static int start_services(struct daemon *d)
+{
+	struct opts *o = d->o;
+	int r;
+
 	if (notify_watchdog_ms() > 0) {
-		r = watchdog_start(o->mountpoint, notify_watchdog_ms(), &wd);
+		r = watchdog_start(o->mountpoint, notify_watchdog_ms(), &d->wd);
 		if (r < 0) {
 			log_error_errno(r, "cannot start the watchdog");
-			goto out_unmount;
+			return r;
 		}
-		refresher_set_beat(rf, watchdog_beat, wd,
-				   watchdog_every_ms(wd));
+		refresher_set_beat(d->sigs.rf, watchdog_beat, d->wd,
+				   watchdog_every_ms(d->wd));
 		log_info("watchdog: WATCHDOG=1 every %lld ms while the mount "
 			 "and the refresher answer",
-			 (long long)watchdog_every_ms(wd));
+			 (long long)watchdog_every_ms(d->wd));
 	}
-	r = refresher_start(rf);
+	r = refresher_start(d->sigs.rf);
 	if (r < 0) {
 		log_error_errno(r, "cannot start the refresher");
-		goto out_unmount;
+		return r;
 	}
-	if (store) {
-		r = control_start(cfg->store_dir, admin_request, &admin,
-				  &control, err, sizeof(err));
-		if (r < 0) {
-			log_error("%s", err);
-			goto out_unmount;
-		}
-	}
+	r = start_control(d);
+	if (r < 0)
+		return r;
+	r = handoff_keeper_start(d->t, d->fs, o->mountpoint, d->image_seq,
+				 &d->keeper);
+	if (r < 0)
+		log_warn("no state image in the fd store (%s): a crash loses "
+			 "the tokens held",
+			 strerror(-r));
 	if (o->pid_file) {
 		r = write_pid_file(o->pid_file);
 		if (r < 0) {
 			log_error_errno(r, "cannot write %s", o->pid_file);
-			goto out_unmount;
+			return r;
 		}
-		wrote_pid = true;
+		d->wrote_pid = true;
 	}
-	log_info("mounted on %s: %zu tenants, %zu credentials, cache=%s",
-		 o->mountpoint, cfg->n_tenants, cfg->n_creds,
-		 cfg->cache_kernel ? "kernel" : "audited");
+	log_info("%s %s: %zu tenants, %zu credentials, cache=%s",
+		 d->resumed ? "serving again" : "mounted on", o->mountpoint,
+		 d->cfg->n_tenants, d->cfg->n_creds,
+		 d->cfg->cache_kernel ? "kernel" : "audited");
 	/* Ready once every credential had its first answer (bounded), with
 	 * the session already serving: see ready_main(). */
-	rd.t = t;
-	rd.ready_fd = ready_fd;
-	r = -pthread_create(&rd.thread, NULL, ready_main, &rd);
+	d->rd.t = d->t;
+	d->rd.ready_fd = d->ready_fd;
+	d->rd.keeper = d->keeper;
+	d->rd.done = &d->sigs.ready;
+	r = -pthread_create(&d->rd.thread, NULL, ready_main, &d->rd);
 	if (r < 0) {
 		log_error_errno(r, "cannot start");
-		goto out_unmount;
+		return r;
 	}
+	d->rd_started = true;
+	return 0;
+}
 
-	loop = fuse_loop_cfg_create();
-	if (atomic_load(&sigs.stopping)) {
-		r = 0; /* asked to stop while starting */
-	} else if (loop) {
-		fuse_loop_cfg_set_max_threads(loop, MAX_FUSE_THREADS);
-		r = fuse_session_loop_mt(se, loop);
-		fuse_loop_cfg_destroy(loop);
-		r = r < 0 ? r : 0;
-	} else {
-		r = -ENOMEM;
+/* How long an upgrade waits for the new process to serve. */
+#define UPGRADE_WAIT_MS (60 * 1000)
+
+/* Wait for the new process @pid to say it serves (a byte on @ready); 0,
+ * or -errno with the reason in @why (and the child reaped). */
+static int wait_taken_over(int ready, pid_t pid, char *why, size_t whylen)
+{
+	struct pollfd pfd = {.fd = ready, .events = POLLIN};
+	int status = 0, i, r;
+	char byte;
+
+	do
+		r = poll(&pfd, 1, UPGRADE_WAIT_MS);
+	while (r < 0 && errno == EINTR);
+	if (r > 0 && read(ready, &byte, 1) == 1)
+		return 0;
+	if (r == 0) {
+		snprintf(why, whylen,
+			 "the new process (pid %d) did not serve within %d s; "
+			 "it was killed",
+			 (int)pid, UPGRADE_WAIT_MS / 1000);
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		return -ETIMEDOUT;
 	}
-	sigs_end(&sigs); /* after a stop it began, if one did */
-	sigs_started = false;
-	notify("STOPPING=1");
+	for (i = 0; i < 50 && waitpid(pid, &status, WNOHANG) == 0; i++)
+		usleep(20 * 1000);
+	if (i == 50) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+		snprintf(why, whylen,
+			 "the new process (pid %d) could not start %s",
+			 (int)pid, self_exe);
+	else if (WIFEXITED(status))
+		snprintf(why, whylen,
+			 "the new process (pid %d) exited with status %d "
+			 "before serving (its log says why)",
+			 (int)pid, WEXITSTATUS(status));
+	else
+		snprintf(why, whylen,
+			 "the new process (pid %d) ended by signal %d before "
+			 "serving",
+			 (int)pid, WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	return -ECHILD;
+}
+
+/*
+ * SIGUSR2, after the refresher drained and the session loop ended: hand
+ * the connection, INIT, the store's lock and a state image with the open
+ * files to the binary at our path. 0 once it serves; otherwise this
+ * process serves on, and says why.
+ */
+static int upgrade(struct daemon *d)
+{
+	const char *names[4] = {"fuse", "init", "state", "store-lock"};
+	int fds[4], state_fd, ready = -1, r;
+	size_t n = 3;
+	char why[512] = "";
+	pid_t pid = 0;
+
+	control_stop(d->control);
+	d->control = NULL;
+	fs_pause_waits(d->fs);
+	d->image_seq = handoff_keeper_stop(d->keeper, d->image_seq);
+	d->keeper = NULL;
+	state_fd = handoff_image_fd(d->t, d->fs, d->o->mountpoint, true,
+				    ++d->image_seq);
+	r = state_fd;
+	if (r >= 0) {
+		fds[0] = fuse_session_fd(d->se);
+		fds[1] = d->init_fd;
+		fds[2] = state_fd;
+		fds[3] = store_daemon_lock(d->store);
+		if (fds[3] >= 0)
+			n = 4;
+		r = handoff_spawn(self_exe, self_argv, self_cwd, fds, names, n,
+				  &pid, &ready);
+		close(state_fd);
+	}
+	if (r == 0) {
+		r = wait_taken_over(ready, pid, why, sizeof(why));
+		close(ready);
+	} else {
+		snprintf(why, sizeof(why), "cannot start %s: %s", self_exe,
+			 strerror(-r));
+	}
+	if (r == 0) {
+		log_info("upgrade: pid %d serves the mount now; this one exits",
+			 (int)pid);
+		notify("MAINPID=%d", (int)pid);
+		return 0;
+	}
+	log_error("upgrade: %s; this process goes on serving", why);
+	/* As it was: a refresher (the schedule is the credentials'),
+	 * the control socket, the waiting opens, the fd store's image;
+	 * and the kernel sends again whatever was read and not answered. */
+	pthread_mutex_lock(&d->sigs.lock);
+	refresher_free(d->sigs.rf);
+	d->sigs.rf = NULL;
+	r = refresher_new(d->t, fs_token_rotated, fs_token_expired, d->fs,
+			  &d->sigs.rf);
+	if (r == 0 && d->wd)
+		refresher_set_beat(d->sigs.rf, watchdog_beat, d->wd,
+				   watchdog_every_ms(d->wd));
+	if (r == 0)
+		r = refresher_start(d->sigs.rf);
+	pthread_mutex_unlock(&d->sigs.lock);
+	if (r == 0)
+		r = fs_resume_waits(d->fs);
+	if (r == 0)
+		r = start_control(d);
+	if (r == 0)
+		handoff_keeper_start(d->t, d->fs, d->o->mountpoint,
+				     d->image_seq, &d->keeper);
+	handoff_resend(d->se);
+	return r < 0 ? r : -ECHILD;
+}
+
+/* Serve until stopped, unmounted, or handed over. */
+static int serve(struct daemon *d)
+{
+	struct fuse_loop_config *loop = fuse_loop_cfg_create();
+	int r = 0;
+
+	if (!loop)
+		return -ENOMEM;
+	fuse_loop_cfg_set_max_threads(loop, MAX_FUSE_THREADS);
+	/* The process that handed over stops reading once this one is
+	 * ready to. */
+	handoff_ready(d->h);
+	while (!atomic_load(&d->sigs.stopping)) {
+		r = fuse_session_loop_mt(d->se, loop);
+		r = r < 0 ? r : 0;
+		if (!atomic_load(&d->sigs.upgrading) ||
+		    atomic_load(&d->sigs.stopping))
+			break;
+		if (upgrade(d) == 0) {
+			d->handed_over = true;
+			break;
+		}
+		atomic_store(&d->sigs.upgrading, false);
+	}
+	fuse_loop_cfg_destroy(loop);
+	return r;
+}
+
+/* Everything stops and goes, in the order that loses nothing: a stop
+ * drains first, and the mount goes last (unless handed over). */
+static void stop(struct daemon *d)
+{
+	if (d->sigs_started)
+		sigs_end(&d->sigs); /* after a stop it began, if one did */
+	d->sigs_started = false;
+	if (!d->handed_over && d->se)
+		notify("STOPPING=1");
 	/* Unmounted from outside, or the signal thread stopped it: either
 	 * way what is in flight is answered and stored first. */
-	refresher_stop(rf, refresher_drain_ms(t));
+	refresher_stop(d->sigs.rf, refresher_drain_ms(d->t));
 	/* Nobody waits any more for answers that will not come. */
-	cred_table_stop_waits(t);
-	pthread_join(rd.thread, NULL);
-	log_info("unmounting %s", o->mountpoint);
-out_unmount:
+	if (d->t)
+		cred_table_stop_waits(d->t);
+	if (d->rd_started)
+		pthread_join(d->rd.thread, NULL);
 	/* Stop what notifies the session before it goes away. */
-	control_stop(control);
-	control = NULL;
-	refresher_free(rf);
-	rf = NULL;
-	warn_unpersisted(t);
-	fs_stop_waits(fs);
-	fs_set_session(fs, NULL);
-	fuse_session_unmount(se);
-	watchdog_stop(wd); /* its probe returns once the mount is gone */
-	wd = NULL;
-out_destroy:
-	fuse_session_destroy(se);
-out:
-	control_stop(control);
-	if (sigs_started)
-		sigs_end(&sigs);
-	refresher_free(rf);
-	fs_free(fs);
-	admin_free(&admin);
-	cred_table_free(t);
-	audit_free(audit);
-	store_close(store);
-	key_free(key);
-	free(mount_opts);
-	fuse_opt_free_args(&args);
-	if (wrote_pid)
-		unlink(o->pid_file);
+	control_stop(d->control);
+	d->control = NULL;
+	handoff_keeper_stop(d->keeper, d->image_seq);
+	d->keeper = NULL;
+	refresher_free(d->sigs.rf);
+	d->sigs.rf = NULL;
+	warn_unpersisted(d->t);
+	if (!d->handed_over)
+		fs_stop_waits(d->fs); /* else they are the new process's */
+	if (d->fs)
+		fs_set_session(d->fs, NULL);
+	if (d->se && !d->handed_over) {
+		log_info("unmounting %s", d->o->mountpoint);
+		/* Nothing is to resume this mount: the fd store lets go. */
+		handoff_store_clear();
+		fuse_session_unmount(d->se);
+		if (d->resumed)
+			handoff_unmount(d->o->mountpoint);
+	}
+	watchdog_stop(d->wd); /* its probe returns once the mount is gone */
+	d->wd = NULL;
+	if (d->se)
+		fuse_session_destroy(d->se);
+	fs_free(d->fs);
+	admin_free(&d->admin);
+	cred_table_free(d->t);
+	audit_free(d->audit);
+	store_close(d->store);
+	key_free(d->key);
+	free(d->mount_opts);
+	fuse_opt_free_args(&d->args);
+	if (d->init_fd >= 0)
+		close(d->init_fd);
+	if (d->wrote_pid && !d->handed_over)
+		unlink(d->o->pid_file);
+}
+
+static int run(struct opts *o, struct config *cfg, int *ready_fd,
+	       struct handoff *h)
+{
+	struct daemon d = {
+		.o = o,
+		.cfg = cfg,
+		.h = h,
+		.ready_fd = ready_fd,
+		.init_fd = -1,
+		.resumed = h->fuse_fd >= 0,
+		.image_seq = h->image_seq,
+		.sigs = {.main_thread = pthread_self()},
+	};
+	int r;
+
+	take_signals();
+	pthread_mutex_init(&d.admin.lock, NULL);
+	pthread_mutex_init(&d.sigs.lock, NULL);
+	r = open_state(&d);
+	if (r == 0)
+		r = open_session(&d);
+	if (r == 0)
+		r = start_services(&d);
+	if (r == 0 && !atomic_load(&d.sigs.stopping))
+		r = serve(&d);
+	stop(&d);
 	return r;
+}
+
+/* @path, absolute, without looking inside it: a mount that another
+ * process made and nobody serves yet would hold stat() or realpath()
+ * until someone does. NULL if its directory cannot be resolved. */
+static char *path_outside(const char *path)
+{
+	char *copy = strdup(path), *slash, *dir, *out = NULL;
+	const char *base;
+
+	if (!copy)
+		return NULL;
+	slash = strrchr(copy, '/');
+	base = slash ? slash + 1 : copy;
+	if (slash)
+		*slash = '\0';
+	dir = realpath(slash ? (copy[0] ? copy : "/") : ".", NULL);
+	if (dir &&
+	    asprintf(&out, "%s/%s", strcmp(dir, "/") ? dir : "", base) < 0)
+		out = NULL;
+	free(dir);
+	free(copy);
+	return out;
+}
+
+/* Where the mount is: for a resumed one, where the image says it is. */
+static char *resumed_mountpoint(const struct handoff *h, const char *arg)
+{
+	const char *img =
+		json_string_value(json_object_get(h->image, "mountpoint"));
+
+	return img && img[0] == '/' ? strdup(img) : path_outside(arg);
+}
+
+/* A fresh mount's checks: a dead mount in the way goes, a live one
+ * refuses. Returns the absolute mount point, or NULL (said). */
+static char *fresh_mountpoint(const char *arg)
+{
+	char *mountpoint = NULL;
+	struct statfs sfs;
+	struct stat st;
+
+	if (statfs(arg, &sfs) < 0 && errno == ENOTCONN) {
+		/* A mount left by a daemon that died (statfs is never
+		 * answered from a cache): take it away first. */
+		if (umount2(arg, MNT_DETACH) == 0)
+			log_warn("%s: removed the mount of a daemon that is "
+				 "gone",
+				 arg);
+		else
+			log_error_errno(-errno,
+					"%s: a dead mount is in the "
+					"way (fusermount3 -uz it)",
+					arg);
+	}
+	if (stat(arg, &st) < 0 || !S_ISDIR(st.st_mode) ||
+	    !(mountpoint = realpath(arg, NULL))) {
+		fprintf(stderr, "credfs: %s: not a directory\n", arg);
+		return NULL;
+	}
+	if (credfs_mounted_on(mountpoint)) {
+		/* A live one (a dead one was taken away above): mounting over
+		 * it would hide it, and its readers would not know. */
+		fprintf(stderr,
+			"credfs: %s: a running credfs daemon serves this mount "
+			"point; stop it first (systemctl stop credfs, or "
+			"fusermount3 -u %s), or choose another\n",
+			mountpoint, mountpoint);
+		free(mountpoint);
+		return NULL;
+	}
+	return mountpoint;
+}
+
+/* The arguments an upgrade starts the new binary with: ours, in the
+ * foreground (this process is in the background already, and the new one
+ * must be the one the service manager and the pid file name). */
+static char **respawn_argv(int argc, char **argv)
+{
+	char **v = calloc((size_t)argc + 2, sizeof(char *));
+	int i;
+
+	if (!v)
+		return argv;
+	v[0] = argv[0];
+	v[1] = "-f";
+	for (i = 1; i < argc; i++)
+		v[i + 1] = argv[i];
+	return v;
 }
 
 int main(int argc, char **argv)
@@ -654,20 +1076,28 @@ int main(int argc, char **argv)
 	struct config *cfg = NULL;
 	int ready_fd = -1, r;
 	char *mountpoint = NULL, *config_path = NULL;
-	struct statfs sfs;
-	char err[1024];
-	struct stat st;
+	struct handoff h;
+	char err[1024], why[512];
+	ssize_t n;
 
 	r = parse_args(argc, argv, &o);
 	if (r != 0) {
 		free(o.fuse_opts);
 		return r > 0 ? EXIT_SUCCESS : 2;
 	}
+	/* What an upgrade starts again, and what an earlier process or
+	 * the service manager passed in (before any fd is opened). */
+	n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+	self_exe[n > 0 ? n : 0] = '\0';
+	self_argv = respawn_argv(argc, argv);
+	self_cwd = getcwd(NULL, 0);
 	/* Tokens and keys live in this process. */
 	secrets_hygiene();
+	handoff_take(&h, why, sizeof(why));
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "credfs: cannot initialise libcurl\n");
-		return EXIT_FAILURE;
+		r = -EIO;
+		goto out;
 	}
 
 	/* Absolute, so that a reload after chdir("/") finds it. */
@@ -680,43 +1110,21 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	log_set_level(o.debug ? LOG_DEBUG : (enum log_level)cfg->log_level);
+	if (why[0])
+		log_warn("%s", why);
 	if (config_set_read_path(cfg, o.cache_kernel, err, sizeof(err)) < 0) {
 		fprintf(stderr, "credfs: %s\n", err);
 		r = -EINVAL;
 		goto out;
 	}
-	if (statfs(o.mountpoint, &sfs) < 0 && errno == ENOTCONN) {
-		/* A mount left by a daemon that died (statfs is never
-		 * answered from a cache): take it away first. */
-		if (umount2(o.mountpoint, MNT_DETACH) == 0)
-			log_warn("%s: removed the mount of a daemon that is "
-				 "gone",
-				 o.mountpoint);
-		else
-			log_error_errno(-errno,
-					"%s: a dead mount is in the "
-					"way (fusermount3 -uz it)",
-					o.mountpoint);
-	}
-	if (stat(o.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode) ||
-	    !(mountpoint = realpath(o.mountpoint, NULL))) {
-		fprintf(stderr, "credfs: %s: not a directory\n", o.mountpoint);
+	/* Absolute: the daemon leaves for / and must still unmount it. */
+	mountpoint = h.fuse_fd >= 0 ? resumed_mountpoint(&h, o.mountpoint)
+				    : fresh_mountpoint(o.mountpoint);
+	if (!mountpoint) {
 		r = -ENOTDIR;
 		goto out;
 	}
-	/* Absolute: the daemon leaves for / and must still unmount it. */
 	o.mountpoint = mountpoint;
-	if (credfs_mounted_on(mountpoint)) {
-		/* A live one (a dead one was taken away above): mounting over
-		 * it would hide it, and its readers would not know. */
-		fprintf(stderr,
-			"credfs: %s: a running credfs daemon serves this mount "
-			"point; stop it first (systemctl stop credfs, or "
-			"fusermount3 -u %s), or choose another\n",
-			mountpoint, mountpoint);
-		r = -EBUSY;
-		goto out;
-	}
 	if (!o.foreground) {
 		r = daemonize(&ready_fd);
 		if (r < 0) {
@@ -724,13 +1132,17 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	r = run(&o, cfg, &ready_fd);
+	r = run(&o, cfg, &ready_fd, &h);
 	signal_ready(&ready_fd, 1); /* only if it never became ready */
 out:
+	handoff_clear(&h);
 	config_free(cfg);
 	curl_global_cleanup();
 	free(o.fuse_opts);
 	free(mountpoint);
 	free(config_path);
+	free(self_cwd);
+	if (self_argv != argv)
+		free(self_argv);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

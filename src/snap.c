@@ -149,20 +149,13 @@ struct snap *snaps_current(struct snaps *s, size_t slot, uint64_t key,
 		buf_free(&text);
 		goto out_ref; /* same bytes: same snapshot, same inode */
 	}
-	b = malloc(sizeof(*b) + text.len);
+	b = snap_make(sl->last_seq + 1, key, now, text.data, text.len);
+	buf_free(&text);
 	if (!b) {
 		*err = -ENOMEM;
-		buf_free(&text);
 		goto out;
 	}
-	atomic_init(&b->refs, 1);
-	b->seq = ++sl->last_seq;
-	b->view = key;
-	b->rendered_ms = now;
-	b->len = text.len;
-	if (text.len)
-		memcpy(b->data, text.data, text.len);
-	buf_free(&text);
+	sl->last_seq++;
 	snap_unref(v->prev);
 	v->prev = v->cur;
 	v->cur = b;
@@ -190,4 +183,47 @@ struct snap *snaps_find(struct snaps *s, size_t slot, uint32_t seq)
 	}
 	pthread_mutex_unlock(&sl->lock);
 	return b;
+}
+
+struct snap *snap_make(uint32_t seq, uint64_t view, int64_t rendered_ms,
+		       const char *data, size_t len)
+{
+	struct snap *b = malloc(sizeof(*b) + len);
+
+	if (!b)
+		return NULL;
+	atomic_init(&b->refs, 1);
+	b->seq = seq;
+	b->view = view;
+	b->rendered_ms = rendered_ms;
+	b->len = len;
+	if (len)
+		memcpy(b->data, data, len);
+	return b;
+}
+
+uint32_t snaps_max_seq(struct snaps *s)
+{
+	uint32_t max = 0;
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		pthread_mutex_lock(&s->slots[i].lock);
+		if (s->slots[i].last_seq > max)
+			max = s->slots[i].last_seq;
+		pthread_mutex_unlock(&s->slots[i].lock);
+	}
+	return max;
+}
+
+void snaps_set_floor(struct snaps *s, uint32_t seq)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++) {
+		pthread_mutex_lock(&s->slots[i].lock);
+		if (s->slots[i].last_seq < seq)
+			s->slots[i].last_seq = seq;
+		pthread_mutex_unlock(&s->slots[i].lock);
+	}
 }

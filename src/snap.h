@@ -49,6 +49,14 @@ struct snap *snaps_current(struct snaps *s, size_t slot, uint64_t key,
 /* Snapshot @seq of @slot if it is still held, referenced, or NULL. */
 struct snap *snaps_find(struct snaps *s, size_t slot, uint32_t seq);
 
+/* A snapshot of @len bytes of @data (a handed-over one), or NULL. */
+struct snap *snap_make(uint32_t seq, uint64_t view, int64_t rendered_ms,
+		       const char *data, size_t len);
+/* The highest snapshot number given out, and numbering from above @seq
+ * on (a handoff: no inode of an earlier process is used again). */
+uint32_t snaps_max_seq(struct snaps *s);
+void snaps_set_floor(struct snaps *s, uint32_t seq);
+
 struct snap *snap_ref(struct snap *b);
 /* Drop a reference, freeing at zero. NULL is a no-op. */
 void snap_unref(struct snap *b);

@@ -61,15 +61,39 @@ static int lock_file(int dirfd, const char *name, int *out)
 	return 0;
 }
 
-/* Take the daemon lock, or say who holds it. */
+/* daemon.lock as the process this one took over from held it: -1. */
+static int inherited_lock = -1;
+
+void store_inherit_lock(int fd)
+{
+	inherited_lock = fd;
+}
+
+/* Whether @fd is @dirfd's daemon.lock (not another store's). */
+static bool is_daemon_lock(int dirfd, int fd)
+{
+	struct stat a, b;
+
+	return fstatat(dirfd, "daemon.lock", &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       fstat(fd, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
+/* Take the daemon lock, or say who holds it. An inherited one is held
+ * already: the same open file, so flock() grants it again. */
 static int take_daemon_lock(struct fstore *s, const char *dir, char *err,
 			    size_t errlen)
 {
 	char pid[32] = "";
 	ssize_t n;
-	int r;
+	int r = 0;
 
-	r = lock_file(s->dirfd, "daemon.lock", &s->daemon_lock);
+	if (inherited_lock >= 0 && is_daemon_lock(s->dirfd, inherited_lock)) {
+		s->daemon_lock = inherited_lock;
+		inherited_lock = -1;
+	} else {
+		r = lock_file(s->dirfd, "daemon.lock", &s->daemon_lock);
+	}
 	if (r < 0) {
 		snprintf(err, errlen, "store %s: daemon.lock: %s", dir,
 			 strerror(-r));
@@ -641,6 +665,15 @@ static void file_close(struct store *bs)
 	if (s->dirfd >= 0)
 		close(s->dirfd);
 	free(s);
+}
+
+static const struct store_ops file_ops;
+
+int store_daemon_lock(const struct store *s)
+{
+	return s && s->ops == &file_ops
+		       ? ((const struct fstore *)s)->daemon_lock
+		       : -1;
 }
 
 static const struct store_ops file_ops = {

@@ -149,6 +149,12 @@ struct store_ops {
 	void (*error_text)(struct store *s, char *out, size_t n);
 };
 
+/* A handoff: the file store's daemon.lock as a process hands it over
+ * (-1 for another backend), and, in the process it goes to, before
+ * store_open(), that fd to use instead of taking the lock anew. */
+int store_daemon_lock(const struct store *s);
+void store_inherit_lock(int fd);
+
 /* The first member of every backend's store. */
 struct store {
 	const struct store_ops *ops;

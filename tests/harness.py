@@ -13,6 +13,7 @@ helpers) writes its sanitizer reports, leaks included, to files in one
 directory; a test after which a new report appears fails with it.
 """
 
+import array
 import contextlib
 import ctypes
 import errno
@@ -24,9 +25,12 @@ import re
 import secrets
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import sys
+import threading
 import time
 
 import pytest
@@ -56,6 +60,11 @@ os.environ["ASAN_OPTIONS"] = "detect_leaks=1:log_path=" + \
     os.path.join(SANITIZER_DIR, "asan")
 os.environ["UBSAN_OPTIONS"] = "print_stacktrace=1:log_path=" + \
     os.path.join(SANITIZER_DIR, "ubsan")
+# One allocation by design: a daemon that handed its mount to an upgrade
+# must not unmount it, and only fuse_session_unmount() frees the mount
+# point's name that fuse_session_mount() kept.
+os.environ["LSAN_OPTIONS"] = "print_suppressions=0:suppressions=" + \
+    os.path.join(HERE, "lsan.supp")
 
 PR_SET_CHILD_SUBREAPER = 36
 ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -105,6 +114,7 @@ class Mount:
         self.config_path = str(tmp_path / (name + ".json"))
         self.pid = None
         self.exit_status = None
+        self.exe = CREDFS  # the binary start() runs
         os.makedirs(self.mnt, exist_ok=True)
 
     # -- config ------------------------------------------------------------
@@ -132,7 +142,7 @@ class Mount:
     def start(self, config=None, args=(), check=True, timeout=20, env=None):
         if config is not None:
             self.write_config(config)
-        cmd = [CREDFS, "--config", self.config_path, "--pid-file",
+        cmd = [self.exe, "--config", self.config_path, "--pid-file",
                self.pid_file] + list(args) + [self.mnt]
         with open(self.log_path, "ab") as log:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
@@ -443,6 +453,223 @@ def postgres():
         yield pg
     finally:
         pg.cleanup()
+
+
+class FakeSystemd:
+    """systemd's side of what credfs uses of it, as sd_notify(3) and
+    sd_listen_fds(3) document it (no real systemd runs here: as PID 1 in
+    a namespace that shares this file system, its boot would clean /tmp):
+    a NOTIFY_SOCKET that takes READY=1, MAINPID=, FDSTORE=1 with FDNAME=
+    (a file already stored is not stored twice), FDSTOREREMOVE=1; and a
+    service it starts (-f, as the unit does) and restarts after it died,
+    handing the stored fds back under LISTEN_FDS, LISTEN_FDNAMES and
+    LISTEN_PID, as Restart= with FileDescriptorStoreMax= does."""
+
+    def __init__(self, m, args=()):
+        self.m = m
+        self.args = list(args)
+        self.path = str(m.tmp / (os.path.basename(m.mnt) + ".notify"))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.lock = threading.Lock()
+        self.fds = []          # (name, fd), in the order stored
+        self.messages = []     # (sender pid, [lines])
+        self.main_pid = None
+        self.proc = None
+        self.ready = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._receive, daemon=True)
+        self.thread.start()
+
+    def _receive(self):
+        while not self.stopped:
+            try:
+                msg, anc, _, _ = self.sock.recvmsg(
+                    4096, socket.CMSG_SPACE(64 * 4) + socket.CMSG_SPACE(12))
+            except OSError:
+                return
+            fds, pid = [], None
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    a = array.array("i")
+                    a.frombytes(data[:len(data) - len(data) % a.itemsize])
+                    fds.extend(a)
+                elif level == socket.SOL_SOCKET and \
+                        kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", data[:12])[0]
+            lines = msg.decode(errors="replace").split("\n")
+            fields = dict(x.split("=", 1) for x in lines if "=" in x)
+            with self.lock:
+                self.messages.append((pid, lines))
+                if "MAINPID" in fields:
+                    self.main_pid = int(fields["MAINPID"])
+                if fields.get("FDSTOREREMOVE") == "1":
+                    keep = []
+                    for name, fd in self.fds:
+                        if name == fields.get("FDNAME"):
+                            os.close(fd)
+                        else:
+                            keep.append((name, fd))
+                    self.fds = keep
+                if fields.get("FDSTORE") == "1":
+                    name = fields.get("FDNAME", "stored")
+                    for fd in fds:
+                        st = os.fstat(fd)
+                        if any((os.fstat(f).st_dev, os.fstat(f).st_ino) ==
+                               (st.st_dev, st.st_ino) for _, f in self.fds):
+                            os.close(fd)  # the same file: once
+                        else:
+                            self.fds.append((name, fd))
+                    fds = []
+                if fields.get("READY") == "1":
+                    self.ready.set()
+            for fd in fds:
+                os.close(fd)
+
+    def stored(self):
+        with self.lock:
+            return [name for name, _ in self.fds]
+
+    def start(self, timeout=30):
+        """Start the service (again): with the stored fds, if any."""
+        self.ready.clear()
+        with self.lock:
+            held = [(name, os.dup(fd)) for name, fd in self.fds]
+        # bash, not sh: redirections of fds above 9. LISTEN_PID is the
+        # daemon's own pid, which exec keeps.
+        redir = " ".join("%d<&%d %d<&-" % (3 + i, fd, fd)
+                         for i, (_, fd) in enumerate(held))
+        env = dict(os.environ, NOTIFY_SOCKET=self.path)
+        for k in ("LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"):
+            env.pop(k, None)
+        if held:
+            env["LISTEN_FDS"] = str(len(held))
+            env["LISTEN_FDNAMES"] = ":".join(name for name, _ in held)
+        cmd = [CREDFS, "-f", "--config", self.m.config_path, "--pid-file",
+               self.m.pid_file] + self.args + [self.m.mnt]
+        script = 'export LISTEN_PID=$$; exec "$0" "$@" ' + redir
+        log = open(self.m.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                ["bash", "-c", script] + cmd, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, env=env,
+                pass_fds=[fd for _, fd in held])
+        finally:
+            log.close()
+            for _, fd in held:
+                os.close(fd)
+        with self.lock:
+            self.main_pid = self.proc.pid
+        self.m.pid = self.proc.pid
+        assert self.ready.wait(timeout), \
+            "no READY=1 in %ds:\n%s" % (timeout, self.m.log())
+        return self.proc.pid
+
+    def kill(self):
+        """SIGKILL the main process and reap it, as a crash."""
+        pid = self.main_pid
+        os.kill(pid, signal.SIGKILL)
+        assert reap(pid, 10) is not None, "pid %d did not die" % pid
+        if self.proc and self.proc.pid == pid:
+            self.proc.wait(timeout=10)
+
+    def upgrade(self, timeout=30):
+        """SIGUSR2 (systemctl kill -s USR2): the new process announces
+        itself with MAINPID=, and the old one exits cleanly."""
+        old = self.main_pid
+        os.kill(old, signal.SIGUSR2)
+        wait_for(lambda: self.main_pid != old, timeout,
+                 what="MAINPID= of the new daemon")
+        status = reap(old, timeout)
+        assert status is not None and os.WIFEXITED(status) and \
+            os.WEXITSTATUS(status) == 0, \
+            "old daemon: %r\n%s" % (status, self.m.log())
+        if self.proc and self.proc.pid == old:
+            self.proc.wait(timeout=10)
+        self.m.pid = self.main_pid
+        return self.main_pid
+
+    def restart_after_crash(self, timeout=30):
+        self.kill()
+        time.sleep(0.1)  # RestartSec's default
+        return self.start(timeout)
+
+    def stop(self):
+        """systemctl stop: SIGTERM to the main process, then the fd store
+        goes; everything reaped and unmounted, whatever happened."""
+        pid = self.main_pid
+        status = None
+        if pid and os.path.exists("/proc/%d" % pid):
+            os.kill(pid, signal.SIGTERM)
+            status = reap(pid, 15)
+            if status is None:
+                os.kill(pid, signal.SIGKILL)
+                reap(pid, 5)
+        if self.proc:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.stopped = True
+        self.sock.close()
+        with self.lock:
+            for _, fd in self.fds:
+                os.close(fd)
+            self.fds = []
+        if is_mounted(self.m.mnt):
+            subprocess.run(["fusermount3", "-uz", self.m.mnt],
+                           stderr=subprocess.DEVNULL, timeout=10)
+        os.unlink(self.path)
+        self.m.pid = None
+        return status
+
+
+class Readers:
+    """Threads that open a file, read it to the end and close it, every
+    @every seconds, until stopped: every error by errno, every read's
+    bytes checked by @check, and the longest open-to-EOF stall."""
+
+    def __init__(self, path, n=2, every=0.002, check=None):
+        self.path = path
+        self.every = every
+        self.check = check
+        self.errors = {}
+        self.bad = []
+        self.reads = 0
+        self.worst = 0.0
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True)
+                        for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self):
+        while not self.stop_ev.is_set():
+            t0 = time.monotonic()
+            try:
+                with open(self.path, "rb") as f:
+                    data = f.read()
+                ok = self.check is None or self.check(data)
+                err = None
+            except OSError as e:
+                err, ok = errno.errorcode.get(e.errno, str(e.errno)), True
+            took = time.monotonic() - t0
+            with self.lock:
+                self.reads += 1
+                self.worst = max(self.worst, took)
+                if err:
+                    self.errors[err] = self.errors.get(err, 0) + 1
+                if not ok:
+                    self.bad.append(data[:40])
+            time.sleep(self.every)
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        return self
 
 
 __all__ = ["Mount", "simple_config", "open_errno", "wait_for", "is_mounted",

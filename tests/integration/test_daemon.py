@@ -254,7 +254,11 @@ def test_reloads_free_the_configurations_they_replace(mount, provider):
     so memory does not grow with the number of reloads."""
     tenants = ["r%03d" % i for i in range(200)]
     m = mount()
-    m.start(simple_config(m, tenants=tenants))
+    # One malloc arena: glibc's per-thread arenas (up to 64 FUSE workers)
+    # keep freed memory in each, and that spread is RSS this test would
+    # count as a leak on a loaded machine.
+    m.start(simple_config(m, tenants=tenants),
+            env=dict(os.environ, MALLOC_ARENA_MAX="1"))
     stop = []
 
     def reader():
@@ -296,11 +300,12 @@ def test_reloads_free_the_configurations_they_replace(mount, provider):
     wait_for(lambda: m.metrics("credfs_config_retained") != [] and
              max(m.metrics("credfs_config_retained")) <= 2, 10,
              what="the replaced configurations freed")
-    # Kept until exit, 300 configurations would be some 30 MB. (ASan's
+    # Kept until exit, 300 configurations would be some 30 MB; the
+    # allocator's own plateau was measured at 0.2 to 1.7 MB. (ASan's
     # allocator keeps freed chunks in its own caches, so RSS tells
     # nothing there; the count above does.)
     if not ASAN_BUILD:
-        assert max(samples) - samples[0] < 2048, samples
+        assert max(samples) - samples[0] < 4096, samples
     assert m.status(tenants[0], "idp")["scopes_requested"] == ["read", "v1"]
 
 
@@ -340,27 +345,42 @@ def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
 
 
 def test_systemd_notify_protocol(mount, tmp_path):
-    """Type=notify without systemd: a datagram socket plays its part."""
+    """Type=notify without systemd: a datagram socket plays its part. The
+    fd store's messages (test_handoff.py) come between; they are counted
+    here, not followed."""
     import socket
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
     sock.settimeout(10)
+    stored = []
+
+    def message():
+        while True:
+            lines = sock.recv(4096).decode().splitlines()
+            if not any(x.startswith("FDSTORE") for x in lines):
+                return lines
+            if "FDSTORE=1" in lines:
+                stored.append([x for x in lines if x.startswith("FDNAME=")])
+
     try:
         m = mount()
         m.write_config(simple_config(m))
         env = dict(os.environ, NOTIFY_SOCKET=path)
         m.start(env=env)
-        ready = sock.recv(4096).decode().splitlines()
+        ready = message()
         assert "READY=1" in ready
         assert "MAINPID=%d" % m.pid in ready
+        # Before READY=1: the connection, INIT and a state image.
+        assert stored[:2] == [["FDNAME=fuse"], ["FDNAME=init"]], stored
+        assert any(n[0].startswith("FDNAME=state-") for n in stored), stored
         os.kill(m.pid, signal.SIGHUP)
-        reloading = sock.recv(4096).decode().splitlines()
+        reloading = message()
         assert reloading[0] == "RELOADING=1"
         assert reloading[1].startswith("MONOTONIC_USEC=")
-        assert "READY=1" in sock.recv(4096).decode().splitlines()
+        assert "READY=1" in message()
         assert m.stop(signal.SIGTERM) is not None
-        assert sock.recv(4096).decode() == "STOPPING=1"
+        assert message() == ["STOPPING=1"]
     finally:
         sock.close()
 

@@ -1,0 +1,242 @@
+"""The mount never goes away: a crash under the service manager's fd store
+(tests/harness.py FakeSystemd plays systemd's side) and an upgrade by
+SIGUSR2 leave the mount in place, and a reader that opens access_token
+every 2 ms throughout sees no error and no token but a valid one, with
+the provider up or refusing everything.
+"""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import time
+
+from harness import (CREDFS, FakeSystemd, Readers, is_mounted, reap,
+                     simple_config, wait_for)
+from test_refresh import add, ctl, rt_config, setup_store
+
+
+def valid_token(provider):
+    """A check for Readers: the bytes are a token the provider issued and
+    has not seen expire."""
+    def check(data):
+        rec = provider.issued(data.decode(errors="replace"))
+        return rec is not None and rec["expires"] > time.time()
+    return check
+
+
+def token_requests(provider):
+    return len(provider.token_requests())
+
+
+def test_sigkill_under_the_fd_store_readers_never_fail(mount, provider):
+    """20 SIGKILLs, each followed by a restart with the fds systemd kept:
+    no reader error, the same token served (no new token request: the
+    client_credentials token is carried in the state image), and the
+    kernel's node ids still valid (a file opened before is read after)."""
+    m = mount()
+    m.write_config(simple_config(m))
+    sd = FakeSystemd(m)
+    try:
+        first = sd.start()
+        assert set(sd.stored()) >= {"fuse", "init"}, sd.stored()
+        wait_for(lambda: any(n.startswith("state") for n in sd.stored()), 10,
+                 what="a state image in the fd store")
+        token = m.token("acme", "idp")
+        asked = token_requests(provider)
+        held = open(m.path("tenants", "acme", "idp", "access_token"), "rb")
+        readers = Readers(m.path("tenants", "acme", "idp", "access_token"),
+                          check=valid_token(provider))
+        try:
+            pids = {first}
+            for _ in range(20):
+                time.sleep(0.15)
+                pids.add(sd.restart_after_crash())
+        finally:
+            readers.stop()
+        print("%d reads, worst %.3fs, errors %r" %
+              (readers.reads, readers.worst, readers.errors))
+        assert readers.errors == {}, readers.errors
+        assert not readers.bad, readers.bad
+        assert readers.reads > 500
+        assert len(pids) == 21
+        assert m.token("acme", "idp") == token
+        assert token_requests(provider) == asked
+        assert held.read().decode() == token
+        held.close()
+        assert "resuming the mount" in m.log()
+    finally:
+        sd.stop()
+    assert not is_mounted(m.mnt)
+
+
+def upgrade(m, timeout=30):
+    """SIGUSR2, and wait for the new daemon to take over: the pid file
+    names it, and the old one has exited (cleanly)."""
+    old = m.pid
+    os.kill(old, signal.SIGUSR2)
+    wait_for(lambda: open(m.pid_file).read().strip() not in ("", str(old)),
+             timeout, what="the new daemon's pid in the pid file")
+    status = reap(old, timeout)
+    assert status is not None and os.WIFEXITED(status) and \
+        os.WEXITSTATUS(status) == 0, "old daemon: %r\n%s" % (status, m.log())
+    m.pid = int(open(m.pid_file).read())
+    return m.pid
+
+
+def test_sigusr2_upgrades_in_place_and_readers_never_fail(
+        mount, provider, tmp_path):
+    """10 upgrades by SIGUSR2, each to the binary at the daemon's path:
+    readers see no error and the same token (no request to the provider),
+    a file opened before every upgrade reads the same after them, the
+    refresh-token credential's store (and its lock) goes along, and the
+    mount is never unmounted."""
+    m = mount()
+    store = tmp_path / "store"
+    cfg = rt_config(m, store)
+    cfg["providers"]["cc"] = m.provider_conf()
+    cfg["tenants"]["acme"]["credentials"]["cc"] = {"scopes": ["read"]}
+    setup_store(m, cfg)
+    m.start()
+    add(m, provider, "acme")
+    cc = m.token("acme", "cc")
+    rt = m.token("acme", "idp")
+    asked = token_requests(provider)
+    held = open(m.path("tenants", "acme", "cc", "access_token"), "rb")
+    status = open(m.path("tenants", "acme", "cc", "status"), "rb")
+    readers = Readers(m.path("tenants", "acme", "cc", "access_token"),
+                      check=valid_token(provider))
+    try:
+        pids = {m.pid}
+        for _ in range(10):
+            time.sleep(0.2)
+            pids.add(upgrade(m))
+            assert is_mounted(m.mnt)
+    finally:
+        readers.stop()
+    print("%d reads, worst %.3fs, errors %r" %
+          (readers.reads, readers.worst, readers.errors))
+    assert readers.errors == {}, readers.errors
+    assert not readers.bad
+    assert len(pids) == 11
+    assert m.token("acme", "cc") == cc and m.token("acme", "idp") == rt
+    assert token_requests(provider) == asked
+    assert held.read().decode() == cc
+    assert b"state:" in status.read()
+    held.close()
+    status.close()
+    assert m.log().count("that an upgrade handed over: 2 of 2") == 10
+    # The store went along: credfsctl reaches the new daemon.
+    listed = ctl(m, "list").stdout
+    assert any(line.split()[:4] == ["acme", "idp", "refresh_token", "valid"]
+               for line in listed.splitlines()), listed
+
+
+def test_an_upgrade_that_fails_leaves_the_old_daemon_serving(
+        mount, provider, tmp_path):
+    """SIGUSR2 when the binary at the daemon's path does not start, or
+    the configuration no longer loads, or its tree differs from the
+    mount's: the old daemon says why and serves on, readers see nothing;
+    once the binary is back, the next SIGUSR2 upgrades."""
+    exe = str(tmp_path / "credfs")
+    shutil.copy(CREDFS, exe)
+    m = mount()
+    m.exe = exe
+    m.start(simple_config(m))
+    token = m.token("acme", "idp")
+    first = m.pid
+    readers = Readers(m.path("tenants", "acme", "idp", "access_token"),
+                      check=valid_token(provider))
+    try:
+        # A broken binary: replaced as a package upgrade does (rename).
+        broken = str(tmp_path / "broken")
+        with open(broken, "w") as f:
+            f.write("#!/bin/sh\necho 'this credfs is broken' >&2\nexit 3\n")
+        os.chmod(broken, stat.S_IRWXU)
+        os.rename(exe, exe + ".good")
+        os.rename(broken, exe)
+        os.kill(m.pid, signal.SIGUSR2)
+        wait_for(lambda: "exited with status 3 before serving" in m.log(),
+                 30, what="the failed upgrade in the log")
+        assert "this process goes on serving" in m.log()
+        assert "this credfs is broken" in m.log()
+        os.rename(exe + ".good", exe)
+
+        # A configuration that no longer loads.
+        good = open(m.config_path).read()
+        with open(m.config_path, "w") as f:
+            f.write("{ not json")
+        os.kill(m.pid, signal.SIGUSR2)
+        wait_for(lambda: m.log().count("this process goes on serving") == 2,
+                 30, what="the second failed upgrade")
+
+        # One with another tenant: the kernel's node ids would shift.
+        cfg = json.loads(good)
+        cfg["tenants"]["beta"] = cfg["tenants"]["acme"]
+        m.write_config(cfg)
+        os.kill(m.pid, signal.SIGUSR2)
+        wait_for(lambda: m.log().count("this process goes on serving") == 3,
+                 30, what="the third failed upgrade")
+        assert "upgrade refused: the running mount has 1 tenants" in m.log()
+        with open(m.config_path, "w") as f:
+            f.write(good)
+
+        assert m.pid == first and int(open(m.pid_file).read()) == first
+        assert m.token("acme", "idp") == token
+        time.sleep(0.3)
+        upgrade(m)
+        time.sleep(0.3)
+    finally:
+        readers.stop()
+    assert readers.errors == {}, readers.errors
+    assert not readers.bad
+    assert m.pid != first
+    assert m.token("acme", "idp") == token
+
+
+def test_sigkill_with_the_provider_refusing_everything(mount, provider):
+    """The provider answers 503 to every request from the first kill on:
+    20 SIGKILLs, and readers still see the valid token throughout (a
+    restart without the state image would have nothing to serve)."""
+    m = mount()
+    m.write_config(simple_config(m))
+    sd = FakeSystemd(m)
+    try:
+        sd.start()
+        token = m.token("acme", "idp")
+        provider.inject("status", count=-1, status=503)
+        readers = Readers(m.path("tenants", "acme", "idp", "access_token"),
+                          check=valid_token(provider))
+        try:
+            for _ in range(20):
+                time.sleep(0.15)
+                sd.restart_after_crash()
+        finally:
+            readers.stop()
+        assert readers.errors == {}, readers.errors
+        assert not readers.bad
+        assert m.token("acme", "idp") == token
+    finally:
+        sd.stop()
+
+
+def test_a_crash_with_another_tree_in_the_config_mounts_afresh(
+        mount, provider):
+    """A crash after the configuration gained a tenant: the node ids of
+    the old mount would name other credentials, so the restarted daemon
+    drops it and mounts afresh (readers of the old mount see it go, and
+    the log says why), and serves the new tenant."""
+    m = mount()
+    m.write_config(simple_config(m))
+    sd = FakeSystemd(m)
+    try:
+        sd.start()
+        m.write_config(simple_config(m, tenants=("acme", "beta")))
+        sd.restart_after_crash()
+        assert "does not match" in m.log()
+        assert m.token("beta", "idp")
+        assert m.token("acme", "idp")
+        assert sd.stored().count("fuse") == 1
+    finally:
+        sd.stop()
