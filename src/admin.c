@@ -15,6 +15,7 @@
 #include "credstore.h"
 #include "log.h"
 #include "render.h"
+#include "tree.h"
 #include "util.h"
 
 #define MAX_WORDS 5
@@ -25,7 +26,7 @@ static struct cred *find_cred(struct cred_table *t, const char *tenant,
 {
 	const struct cred_conf *cc = config_find_cred(t->cfg, tenant, provider);
 
-	return cc ? &t->creds[cc - t->cfg->creds] : NULL;
+	return cc ? cred_of(t, cc) : NULL;
 }
 
 /* "acme/google: valid, expires in 3599 s" and the like. */
@@ -67,13 +68,16 @@ static void reload_outcome(struct admin *a, const char *refused)
 	audit_log(a->audit, &rec);
 }
 
-/* The configuration file again: applied when valid and of the same shape.
- * Readers of the old one may still hold it: it is retired, and freed by
- * reclaim() once they are gone. Called with a->lock held. */
+/* The configuration file again: applied when valid and applicable in
+ * place (tree_apply(): tenants, providers and credentials may come and
+ * go). Readers of the old one may still hold it: it is retired, and freed
+ * by reclaim() once they are gone. Called with a->lock held. */
 static void reload_config(struct admin *a, struct buf *reply)
 {
 	struct config *cfg = NULL, *old = (struct config *)a->t->cfg, **r;
 	char err[1024], why[256];
+	struct tree_change ch;
+	int64_t deadline = 0;
 	size_t i;
 
 	/* No network I/O in a reload: discovery from the process's cache. */
@@ -89,7 +93,7 @@ static void reload_config(struct admin *a, struct buf *reply)
 		config_free(cfg);
 		return;
 	}
-	if (!config_same_shape(old, cfg, why, sizeof(why))) {
+	if (!config_can_apply(old, cfg, why, sizeof(why))) {
 		log_error("reload: %s: restart credfs to apply %s; the running "
 			  "configuration stays in force",
 			  why, a->config_path);
@@ -106,23 +110,37 @@ static void reload_config(struct admin *a, struct buf *reply)
 	r = old == a->original
 		    ? a->retired /* the caller frees that one */
 		    : realloc(a->retired, (a->n_retired + 1) * sizeof(*r));
-	if (!r && old != a->original) {
+	if ((!r && old != a->original) || tree_apply(a->t, cfg, &ch) < 0) {
+		a->retired = r ? r : a->retired;
 		reload_outcome(a, "out of memory");
 		config_free(cfg);
 		return;
 	}
 	a->retired = r;
-	for (i = 0; i < a->t->n; i++)
-		__atomic_store_n(&a->t->creds[i].conf, &cfg->creds[i],
-				 __ATOMIC_RELEASE);
-	__atomic_store_n(&a->t->cfg, cfg, __ATOMIC_RELEASE);
-	atomic_fetch_add(&a->t->version, 1);
 	if (old != a->original)
 		a->retired[a->n_retired++] = old;
 	if (!a->debug)
 		log_set_level((enum log_level)cfg->log_level);
-	log_info("reload: %s applied", a->config_path);
+	log_info("reload: %s applied: %zu credentials added, %zu removed; "
+		 "%zu tenants added, %zu removed",
+		 a->config_path, ch.n_added, ch.n_removed, ch.tenants_added,
+		 ch.tenants_removed);
 	reload_outcome(a, NULL);
+	/* Like a start: ready once the added ones had their first answer
+	 * (bounded by their open_wait_s and the provider's timeout). */
+	for (i = 0; i < ch.n_added; i++) {
+		struct cred *c = ch.added[i];
+		unsigned slot = cred_table_enter(a->t);
+		int64_t wait = c->conf->timing.open_wait_ms +
+			       c->conf->provider->timeout_ms;
+
+		cred_table_exit(a->t, slot);
+		if (deadline < time_mono_ms() + wait)
+			deadline = time_mono_ms() + wait;
+	}
+	for (i = 0; i < ch.n_added; i++)
+		cred_wait_answered(a->t, ch.added[i], deadline);
+	tree_change_clear(&ch);
 	if (reply)
 		buf_printf(reply, "configuration applied\n");
 }
@@ -178,6 +196,7 @@ void admin_free(struct admin *a)
 int admin_reload(struct admin *a, struct buf *reply)
 {
 	struct cred_table *t = a->t;
+	const struct config *cfg;
 	char msg[512];
 	unsigned slot;
 	size_t i;
@@ -195,8 +214,9 @@ int admin_reload(struct admin *a, struct buf *reply)
 					"followed"
 				      : strerror(-r));
 	slot = cred_table_enter(t);
-	for (i = 0; i < t->n; i++) {
-		struct cred *c = &t->creds[i];
+	cfg = t->cfg;
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
 
 		if (!cred_uses_store(c))
 			continue;
@@ -236,6 +256,7 @@ static int status(struct admin *a, bool json, const char *tenant,
 		  const char *provider, struct buf *reply)
 {
 	struct cred_table *t = a->t;
+	const struct config *cfg = t->cfg;
 	int64_t now = time_real_ms();
 	size_t i, n = 0;
 	int r = 0;
@@ -244,8 +265,8 @@ static int status(struct admin *a, bool json, const char *tenant,
 		return render_root_status(t, NULL, now, reply) < 0;
 	if (json)
 		r = buf_printf(reply, "[\n");
-	for (i = 0; i < t->n && r == 0; i++) {
-		struct cred *c = &t->creds[i];
+	for (i = 0; i < cfg->n_creds && r == 0; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
 
 		if ((tenant && strcmp(c->conf->tenant, tenant)) ||
 		    (provider && strcmp(c->conf->provider->name, provider)))

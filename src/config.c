@@ -417,6 +417,30 @@ static int parse_store(struct ctx *c, const json_t *root, struct config *cfg)
 	return r;
 }
 
+/* Slots as positions, until a daemon numbers them (tree.h). */
+static int number_by_position(struct config *cfg)
+{
+	size_t i;
+
+	cfg->tenant_of_slot = calloc(cfg->n_tenants + 1, sizeof(int32_t));
+	if (!cfg->tenant_of_slot)
+		return -ENOMEM;
+	for (i = 0; i < cfg->n_providers; i++)
+		cfg->providers[i].slot = (uint32_t)i;
+	for (i = 0; i < cfg->n_tenants; i++) {
+		cfg->tenants[i].slot = (uint32_t)i;
+		cfg->tenant_of_slot[i] = (int32_t)i;
+	}
+	for (i = 0; i < cfg->n_creds; i++) {
+		cfg->creds[i].slot = (uint32_t)i;
+		cfg->creds[i].tc = &cfg->tenants[cfg->creds[i].tenant_idx];
+	}
+	cfg->n_provider_slots = (uint32_t)cfg->n_providers;
+	cfg->n_tenant_slots = (uint32_t)cfg->n_tenants;
+	cfg->n_cred_slots = (uint32_t)cfg->n_creds;
+	return 0;
+}
+
 static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 {
 	static const char *const keys[] = {
@@ -538,7 +562,9 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		cfg->tenants[i].first_cred = n_creds;
 		n_creds += cfg->tenants[i].n_creds;
 	}
-	r = config_set_read_path(cfg, false, c->err, c->errlen);
+	r = number_by_position(cfg);
+	if (r == 0)
+		r = config_set_read_path(cfg, false, c->err, c->errlen);
 out:
 	free(level);
 	return r;
@@ -672,57 +698,46 @@ static bool same_str(const char *a, const char *b)
 	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-bool config_same_shape(const struct config *a, const struct config *b,
-		       char *why, size_t whylen)
+bool config_can_apply(const struct config *a, const struct config *b, char *why,
+		      size_t whylen)
 {
-	size_t i, j;
+	size_t i, j, k;
 
-	if (a->n_providers != b->n_providers || a->n_tenants != b->n_tenants ||
-	    a->n_creds != b->n_creds) {
-		snprintf(why, whylen,
-			 "providers, tenants or credentials were added or "
-			 "removed");
-		return false;
-	}
 	for (i = 0; i < a->n_providers; i++) {
-		const struct provider_conf *pa = &a->providers[i];
-		const struct provider_conf *pb = &b->providers[i];
-		bool same = !strcmp(pa->name, pb->name) &&
-			    pa->grant == pb->grant &&
-			    pa->n_response_fields == pb->n_response_fields;
+		const struct provider_conf *pa = &a->providers[i], *pb = NULL;
+		bool same;
 
+		for (k = 0; k < b->n_providers && !pb; k++)
+			if (!strcmp(b->providers[k].name, pa->name))
+				pb = &b->providers[k];
+		if (!pb)
+			continue; /* removed, with its credentials */
+		same = pa->grant == pb->grant &&
+		       pa->n_response_fields == pb->n_response_fields;
 		for (j = 0; same && j < pa->n_response_fields; j++)
 			same = !strcmp(pa->response_fields[j],
 				       pb->response_fields[j]);
 		if (!same) {
 			snprintf(why, whylen,
-				 "provider %s was renamed or changed its grant "
-				 "or response_fields",
+				 "providers.%s: its grant or response_fields "
+				 "changed (give it another name to make it a "
+				 "new provider)",
 				 pa->name);
 			return false;
 		}
 	}
-	for (i = 0; i < a->n_tenants; i++)
-		if (strcmp(a->tenants[i].name, b->tenants[i].name)) {
-			snprintf(why, whylen, "tenant %s was renamed",
-				 a->tenants[i].name);
-			return false;
-		}
-	for (i = 0; i < a->n_creds; i++)
-		if (strcmp(a->creds[i].tenant, b->creds[i].tenant) ||
-		    a->creds[i].provider->index !=
-			    b->creds[i].provider->index) {
-			snprintf(why, whylen,
-				 "the credentials of tenant %s changed",
-				 a->creds[i].tenant);
-			return false;
-		}
 	if (!same_str(a->store_dir, b->store_dir) ||
 	    !same_str(a->store_dsn, b->store_dsn) ||
-	    !same_str(a->store_key_file, b->store_key_file) ||
-	    !same_str(a->audit_log, b->audit_log) ||
-	    a->cache_kernel != b->cache_kernel) {
-		snprintf(why, whylen, "store, audit_log or read path changed");
+	    !same_str(a->store_key_file, b->store_key_file)) {
+		snprintf(why, whylen, "store changed");
+		return false;
+	}
+	if (!same_str(a->audit_log, b->audit_log)) {
+		snprintf(why, whylen, "audit_log changed");
+		return false;
+	}
+	if (a->cache_kernel != b->cache_kernel) {
+		snprintf(why, whylen, "the read path (-o cache=) changed");
 		return false;
 	}
 	return true;
@@ -871,6 +886,7 @@ void config_free(struct config *cfg)
 	free(cfg->providers);
 	free(cfg->tenants);
 	free(cfg->creds);
+	free(cfg->tenant_of_slot);
 	free(cfg->path);
 	free(cfg);
 }

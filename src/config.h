@@ -48,7 +48,8 @@ struct readers {
 
 struct provider_conf {
 	char *name;
-	size_t index; /* in config.providers */
+	size_t index;  /* in config.providers */
+	uint32_t slot; /* stable for the daemon's life: see tree.h */
 	char *token_url;
 	char *client_id;
 	char *client_secret_file; /* absolute, resolved against the config */
@@ -114,6 +115,8 @@ struct provider_conf {
 struct cred_conf {
 	const char *tenant; /* points into the tenant */
 	size_t tenant_idx;  /* into config.tenants */
+	const struct tenant_conf *tc; /* the same, of this configuration */
+	uint32_t slot; /* stable for the daemon's life: see tree.h */
 	const struct provider_conf *provider;
 	char **scopes;
 	size_t n_scopes;
@@ -135,6 +138,7 @@ struct tenant_conf {
 	mode_t mode;
 	size_t first_cred; /* its credentials are creds[first_cred..+n_creds] */
 	size_t n_creds;
+	uint32_t slot; /* stable for the daemon's life: see tree.h */
 };
 
 struct config {
@@ -156,6 +160,11 @@ struct config {
 	size_t n_tenants;
 	struct cred_conf *creds; /* sorted by tenant, then provider */
 	size_t n_creds;
+	/* The numbering of tree.h: slots below these are the daemon's,
+	 * and the tenant that has each tenant slot (-1: none here). As
+	 * parsed, slots are positions. */
+	uint32_t n_cred_slots, n_tenant_slots, n_provider_slots;
+	int32_t *tenant_of_slot;
 };
 
 /*
@@ -197,13 +206,14 @@ int config_set_read_path(struct config *cfg, bool cache_kernel, char *err,
 			 size_t errlen);
 
 /*
- * Whether @b can replace @a in a running daemon: the same providers (and
- * grants), tenants and credentials in the same order, and the same store,
- * audit log and read path. Everything else (secrets, keys, scopes,
- * readers, timing, endpoints, log level) may differ. If not, why in @why.
+ * Whether @b can replace @a in a running daemon: the same store, audit
+ * log and read path, and a provider that keeps its name keeps its grant
+ * and response_fields. Tenants, providers and credentials may come and
+ * go; everything else (secrets, keys, scopes, readers, timing,
+ * endpoints, log level) may differ. If not, why (naming the key) in @why.
  */
-bool config_same_shape(const struct config *a, const struct config *b,
-		       char *why, size_t whylen);
+bool config_can_apply(const struct config *a, const struct config *b, char *why,
+		      size_t whylen);
 
 /* The credential tenant/provider of @cfg, or NULL. */
 const struct cred_conf *config_find_cred(const struct config *cfg,

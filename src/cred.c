@@ -12,6 +12,8 @@
 
 #include "config.h"
 #include "cred.h"
+#include "log.h"
+#include "tree.h"
 #include "store.h"
 #include "plan.h"
 #include "record.h"
@@ -54,38 +56,102 @@ void token_unref(struct token *tok)
 	freezero(tok, sizeof(*tok) + tok->len + 1);
 }
 
-int cred_table_new(const struct config *cfg, struct cred_table **out)
+struct cred *cred_at(const struct cred_table *t, uint32_t slot)
+{
+	struct cred *chunk;
+
+	if (slot >= atomic_load_explicit(&t->n_slots, memory_order_acquire))
+		return NULL;
+	chunk = atomic_load_explicit(
+		&((struct cred_table *)t)->chunks[slot / CRED_CHUNK],
+		memory_order_acquire);
+	return chunk ? &chunk[slot % CRED_CHUNK] : NULL;
+}
+
+struct cred *cred_of(const struct cred_table *t, const struct cred_conf *cc)
+{
+	return cred_at(t, cc->slot);
+}
+
+size_t cred_table_count(struct cred_table *t)
+{
+	unsigned slot = cred_table_enter(t);
+	size_t n = t->cfg->n_creds;
+
+	cred_table_exit(t, slot);
+	return n;
+}
+
+bool cred_live(const struct cred *c)
+{
+	return atomic_load_explicit(&c->live, memory_order_acquire);
+}
+
+struct cred *cred_slot_make(struct cred_table *t, uint32_t slot)
+{
+	struct cred *chunk, *c;
+	pthread_condattr_t ca;
+	size_t i;
+
+	if (slot / CRED_CHUNK >= CRED_CHUNKS)
+		return NULL;
+	chunk = atomic_load(&t->chunks[slot / CRED_CHUNK]);
+	if (!chunk) {
+		chunk = calloc(CRED_CHUNK, sizeof(*chunk));
+		if (!chunk)
+			return NULL;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		for (i = 0; i < CRED_CHUNK; i++) {
+			pthread_mutex_init(&chunk[i].lock, NULL);
+			pthread_cond_init(&chunk[i].cond, &ca);
+			chunk[i].index =
+				(uint32_t)(slot / CRED_CHUNK * CRED_CHUNK + i);
+			chunk[i].version = 1;
+		}
+		pthread_condattr_destroy(&ca);
+		atomic_store(&t->chunks[slot / CRED_CHUNK], chunk);
+	}
+	c = &chunk[slot % CRED_CHUNK];
+	if (slot >= atomic_load(&t->n_slots))
+		atomic_store(&t->n_slots, slot + 1);
+	return c;
+}
+
+void cred_slot_take(struct cred *c, const struct cred_conf *cc)
+{
+	c->conf = cc;
+	c->uses_store = cc->provider->grant == GRANT_REFRESH_TOKEN;
+	atomic_store(&c->present, !c->uses_store);
+}
+
+int cred_table_new(struct config *cfg, const struct json_t *image,
+		   struct cred_table **out)
 {
 	struct cred_table *t;
-	pthread_condattr_t ca;
 	size_t i;
 
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->cfg = cfg;
-	t->creds = calloc(cfg->n_creds + 1, sizeof(*t->creds));
-	if (!t->creds) {
-		free(t);
-		return -ENOMEM;
-	}
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	for (i = 0; i < cfg->n_creds; i++) {
-		struct cred *c = &t->creds[i];
-
-		pthread_mutex_init(&c->lock, NULL);
-		pthread_cond_init(&c->cond, &ca);
-		c->conf = &cfg->creds[i];
-		c->index = (uint32_t)i;
-		c->version = 1;
-		atomic_init(&c->present, !cred_uses_store(c));
-	}
-	pthread_condattr_destroy(&ca);
-	t->n = cfg->n_creds;
 	atomic_init(&t->version, 1);
+	if (tree_names_new(image, &t->names) < 0 ||
+	    tree_number(t->names, cfg) < 0)
+		goto fail;
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *c = cred_slot_make(t, cfg->creds[i].slot);
+
+		if (!c)
+			goto fail;
+		cred_slot_take(c, &cfg->creds[i]);
+		atomic_init(&c->live, true);
+	}
 	*out = t;
 	return 0;
+fail:
+	cred_table_free(t);
+	return -ENOMEM;
 }
 
 unsigned cred_table_enter(struct cred_table *t)
@@ -109,18 +175,23 @@ void cred_table_exit(struct cred_table *t, unsigned slot)
 
 void cred_table_free(struct cred_table *t)
 {
-	size_t i;
+	size_t i, j;
 
 	if (!t)
 		return;
-	for (i = 0; i < t->n; i++) {
-		token_unref(t->creds[i].cur);
-		token_unref(t->creds[i].prev);
-		strfreezero(t->creds[i].refresh_token);
-		pthread_mutex_destroy(&t->creds[i].lock);
-		pthread_cond_destroy(&t->creds[i].cond);
+	for (i = 0; i < CRED_CHUNKS; i++) {
+		struct cred *chunk = atomic_load(&t->chunks[i]);
+
+		for (j = 0; chunk && j < CRED_CHUNK; j++) {
+			token_unref(chunk[j].cur);
+			token_unref(chunk[j].prev);
+			strfreezero(chunk[j].refresh_token);
+			pthread_mutex_destroy(&chunk[j].lock);
+			pthread_cond_destroy(&chunk[j].cond);
+		}
+		free(chunk);
 	}
-	free(t->creds);
+	tree_names_free(t->names);
 	free(t);
 }
 
@@ -131,7 +202,7 @@ bool cred_present(const struct cred *c)
 
 bool cred_uses_store(const struct cred *c)
 {
-	return c->conf->provider->grant == GRANT_REFRESH_TOKEN;
+	return c->uses_store;
 }
 
 static bool wait_until(struct cred *c, int64_t deadline);
@@ -185,22 +256,33 @@ bool cred_wait_token(struct cred_table *t, struct cred *c, int64_t deadline)
 
 size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline)
 {
-	size_t i, pending = 0;
+	uint32_t i, n = atomic_load(&t->n_slots);
+	size_t pending = 0;
 
-	for (i = 0; i < t->n; i++)
-		pending += !cred_wait_answered(t, &t->creds[i], deadline);
+	/* No section held while waiting: only the live flag and the grant
+	 * (a slot's, for good) are read, never the configuration. */
+	for (i = 0; i < n; i++) {
+		struct cred *c = cred_at(t, i);
+
+		if (c && cred_live(c))
+			pending += !cred_wait_answered(t, c, deadline);
+	}
 	return pending;
 }
 
 void cred_table_stop_waits(struct cred_table *t)
 {
-	size_t i;
+	uint32_t i, n = atomic_load(&t->n_slots);
 
 	atomic_store(&t->stopping, true);
-	for (i = 0; i < t->n; i++) {
-		pthread_mutex_lock(&t->creds[i].lock);
-		pthread_cond_broadcast(&t->creds[i].cond);
-		pthread_mutex_unlock(&t->creds[i].lock);
+	for (i = 0; i < n; i++) {
+		struct cred *c = cred_at(t, i);
+
+		if (!c)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
 	}
 }
 
@@ -855,6 +937,37 @@ static void drop_all_locked(struct cred *c, struct token *old[2])
 	c->refresh_token = NULL;
 	c->record_gen = c->durable_gen = 0;
 	c->next_refresh_ms = 0;
+}
+
+void cred_retire(struct cred_table *t, struct cred *c)
+{
+	struct token *old[2];
+
+	pthread_mutex_lock(&c->lock);
+	if (c->record_gen > c->durable_gen)
+		log_error("%s/%s: removed with generation %llu not in the "
+			  "store: its refresh token is lost",
+			  c->conf->tenant, c->conf->provider->name,
+			  (unsigned long long)c->record_gen);
+	drop_all_locked(c, old);
+	c->in_flight = false;
+	c->revoked = c->client_error = false;
+	c->attempts = c->refresh_count = c->failure_count = 0;
+	c->consecutive_failures = 0;
+	c->last_refresh_ms = c->last_error_ms = 0;
+	c->last_error[0] = '\0';
+	c->rt_expires_ms = 0;
+	c->persist_error_ms = 0;
+	c->persist_error[0] = '\0';
+	atomic_store_explicit(&c->present, false, memory_order_release);
+	c->version++;
+	atomic_fetch_add(&t->version, 1);
+	wake_locked(t, c);
+	pthread_mutex_unlock(&c->lock);
+	token_unref(old[0]);
+	token_unref(old[1]);
+	if (t->notify)
+		t->notify(t->notify_arg, c);
 }
 
 void cred_forget(struct cred_table *t, struct cred *c)

@@ -54,11 +54,19 @@ struct token {
 	char value[]; /* len bytes, NUL-terminated, wiped on free */
 };
 
+struct rf_entry;
+struct tree_names;
+
 struct cred {
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* broadcast after every completed attempt */
 	const struct cred_conf *conf;
-	uint32_t index;
+	uint32_t index;		/* its slot: stable, see tree.h */
+	atomic_bool live;	/* in the configuration now (a reload may
+				 * remove it: the slot stays, unused) */
+	struct rf_entry *entry; /* the refresher's, under its lock */
+	bool uses_store;	/* the refresh_token grant: for good, as a
+				 * slot keeps its provider and its grant */
 
 	/* Under lock. */
 	struct token *cur;
@@ -97,12 +105,18 @@ struct cred {
 	 * in refresher.c), not here. */
 };
 
+/* Credentials live in chunks that never move, by slot: 1M at most. */
+#define CRED_CHUNK 256
+#define CRED_CHUNKS 4096
+
 struct cred_table {
 	const struct config *cfg;
 	struct audit *audit; /* refresh outcomes; its health in status */
 	struct store *store; /* NULL without one */
-	struct cred *creds;  /* same order as cfg->creds */
-	size_t n;
+	/* By slot (cred_at()): a reload adds chunks, never moves one. */
+	struct cred *_Atomic chunks[CRED_CHUNKS];
+	atomic_uint n_slots;	      /* slots below this may be in use */
+	struct tree_names *names;     /* the slots' names (tree.h) */
 	atomic_uint_fast64_t version; /* bumped on any credential change */
 	/*
 	 * Whoever reads cfg or a credential's conf (FUSE operations, the
@@ -136,6 +150,14 @@ struct cred_table {
 	 * its tokens outside a refresh. No lock held. */
 	void (*notify)(void *arg, struct cred *c);
 	void *notify_arg;
+	/* Tells the refresher that credentials came (@added, live now) and
+	 * went (@removed, not live any more) with a reload; returns once it
+	 * has taken them on and let them go. */
+	void (*apply)(void *arg, struct cred **added, size_t n_added,
+		      struct cred **removed, size_t n_removed);
+	/* Tells the filesystem that the tree changed from @old to @cfg. */
+	void (*tree_changed)(void *arg, const struct config *old,
+			     const struct config *cfg);
 };
 
 /* A copy of a credential's non-secret state, for rendering. */
@@ -164,8 +186,25 @@ struct cred_view {
 	uint64_t version;
 };
 
-/* Build the table for @cfg (which must outlive it). 0 or -ENOMEM. */
-int cred_table_new(const struct config *cfg, struct cred_table **out);
+/* Build the table for @cfg (which must outlive it), numbering its tree
+ * (tree_number()) as the handoff image @image did, if given. 0 or
+ * -ENOMEM. */
+int cred_table_new(struct config *cfg, const struct json_t *image,
+		   struct cred_table **out);
+
+/* How many credentials the configuration has now. */
+size_t cred_table_count(struct cred_table *t);
+/* The credential in slot @slot, or NULL (never used). Lock-free. */
+struct cred *cred_at(const struct cred_table *t, uint32_t slot);
+/* The credential of @cc (of the configuration that is or was @t's). */
+struct cred *cred_of(const struct cred_table *t, const struct cred_conf *cc);
+/* Whether @c is in the configuration now. Lock-free. */
+bool cred_live(const struct cred *c);
+/* A slot's credential, made (not live yet) if it was never used: for a
+ * reload that adds it. NULL without memory. */
+struct cred *cred_slot_make(struct cred_table *t, uint32_t slot);
+/* A new slot's credential takes on @cc (before it is live). */
+void cred_slot_take(struct cred *c, const struct cred_conf *cc);
 /* Free the table and every token it holds. NULL is a no-op. */
 void cred_table_free(struct cred_table *t);
 
@@ -326,6 +365,11 @@ bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
 
 /* The record is gone: no token, no refresh token, no directory. */
 void cred_forget(struct cred_table *t, struct cred *c);
+
+/* A reload removed @c (not live any more): nothing of its state stays
+ * but its generation count (so that its inode numbers are not used again
+ * if it comes back), and openers waiting on it get -ENOENT. */
+void cred_retire(struct cred_table *t, struct cred *c);
 
 /* The record could not be used (@why): state error, nothing to refresh. */
 void cred_record_unusable(struct cred_table *t, struct cred *c,

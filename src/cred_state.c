@@ -95,10 +95,11 @@ json_t *cred_export(struct cred *c)
 	if (toks && c->prev)
 		json_array_append_new(toks, token_export(c->prev));
 	j = json_pack(
-		"{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:s,s:I,s:b,"
+		"{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:s,s:I,s:b,"
 		"s:b,s:o}",
-		"tenant", c->conf->tenant, "provider", c->conf->provider->name,
-		"last_gen", (json_int_t)c->last_gen, "record_gen",
+		"slot", (json_int_t)c->index, "tenant", c->conf->tenant,
+		"provider", c->conf->provider->name, "last_gen",
+		(json_int_t)c->last_gen, "record_gen",
 		(json_int_t)c->record_gen, "refresh_count",
 		(json_int_t)c->refresh_count, "failure_count",
 		(json_int_t)c->failure_count, "last_refresh_ms",

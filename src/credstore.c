@@ -137,13 +137,16 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 
 size_t credstore_load_all(struct cred_table *t)
 {
+	const struct config *cfg = t->cfg;
 	char msg[512];
 	size_t i, n = 0;
 
-	for (i = 0; i < t->n; i++)
-		if (cred_uses_store(&t->creds[i]))
-			n += reload(t, &t->creds[i], msg, sizeof(msg), true) ==
-			     CS_ADOPTED;
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
+
+		if (cred_uses_store(c))
+			n += reload(t, c, msg, sizeof(msg), true) == CS_ADOPTED;
+	}
 	return n;
 }
 

@@ -44,6 +44,12 @@
 #include "snap.h"
 #include "util.h"
 
+/* The credential of rendered-file slot @slot (not a root file's). */
+static struct cred *cred_of_slot(struct fs *fs, size_t slot)
+{
+	return cred_at(fs->t, (uint32_t)((slot - 2) / SLOTS_PER_CRED));
+}
+
 static uint64_t version_of(struct fs *fs, size_t slot)
 {
 	struct cred *c;
@@ -51,15 +57,16 @@ static uint64_t version_of(struct fs *fs, size_t slot)
 
 	if (slot < 2)
 		return atomic_load(&fs->t->version);
-	c = &fs->t->creds[(slot - 2) / SLOTS_PER_CRED];
+	c = cred_of_slot(fs, slot);
 	pthread_mutex_lock(&c->lock);
 	v = c->version;
 	pthread_mutex_unlock(&c->lock);
 	return v;
 }
 
-static int render_slot(struct fs *fs, size_t slot, const bool *visible,
-		       int64_t now, struct buf *text)
+static int render_slot(struct fs *fs, size_t slot,
+		       const struct visible *visible, int64_t now,
+		       struct buf *text)
 {
 	if (slot == SLOT_STATUS)
 		return render_root_status(fs->t, visible, now, text);
@@ -68,11 +75,11 @@ static int render_slot(struct fs *fs, size_t slot, const bool *visible,
 	return render_cred_file(
 		fs->t,
 		(enum cred_file)(CF_TOKEN_TYPE + (slot - 2) % SLOTS_PER_CRED),
-		&fs->t->creds[(slot - 2) / SLOTS_PER_CRED], now, text);
+		cred_of_slot(fs, slot), now, text);
 }
 
-static int render_cb(void *arg, size_t slot, const bool *visible, int64_t now,
-		     struct buf *text)
+static int render_cb(void *arg, size_t slot, const struct visible *visible,
+		     int64_t now, struct buf *text)
 {
 	return render_slot(arg, slot, visible, now, text);
 }
@@ -80,7 +87,7 @@ static int render_cb(void *arg, size_t slot, const bool *visible, int64_t now,
 /* The current rendering of @slot for view @key (@visible: the tenants it
  * shows, NULL for all), referenced; NULL with *@err on failure. */
 static struct snap *rendered(struct fs *fs, size_t slot, uint64_t key,
-			     const bool *visible, int *err)
+			     const struct visible *visible, int *err)
 {
 	return snaps_current(fs->snaps, slot, key, version_of(fs, slot),
 			     render_cb, fs, visible, err);
@@ -300,11 +307,11 @@ static fuse_ino_t child_ino(struct fs *fs, struct caller *who,
 			    struct handle *held, struct pending **wait,
 			    int *err)
 {
-	const struct config *cfg = fs->t->cfg;
+	const struct config *cfg = parent->cfg;
 	const struct tenant_conf *tc;
 	size_t i, slot = SIZE_MAX;
 	uint64_t key = 0;
-	bool *visible = NULL;
+	struct visible *visible = NULL;
 	fuse_ino_t ino = 0;
 	int ti;
 
@@ -325,16 +332,19 @@ static fuse_ino_t child_ino(struct fs *fs, struct caller *who,
 		/* Invisible: the same answer as for no such tenant. */
 		if (fs_node_allowed(fs,
 				    &(struct node){.kind = K_TENANT,
-						   .tenant = (size_t)ti},
+						   .cfg = cfg,
+						   .tc = &cfg->tenants[ti]},
 				    false, who) < 0)
 			return 0;
-		return INO_TENANT_BASE + (fuse_ino_t)ti;
+		return fs_tenant_ino(&cfg->tenants[ti]);
 	case K_TENANT:
-		tc = &cfg->tenants[parent->tenant];
+		tc = parent->tc;
 		for (i = 0; i < tc->n_creds; i++) {
-			struct cred *c = &fs->t->creds[tc->first_cred + i];
+			const struct cred_conf *cc =
+				&cfg->creds[tc->first_cred + i];
+			struct cred *c = cred_of(fs->t, cc);
 
-			if (!strcmp(c->conf->provider->name, name))
+			if (!strcmp(cc->provider->name, name))
 				return cred_present(c) ? fs_cred_dir_ino(c) : 0;
 		}
 		return 0;
@@ -367,12 +377,9 @@ static fuse_ino_t child_ino(struct fs *fs, struct caller *who,
 	if (slot == SIZE_MAX)
 		return 0;
 	if (slot < 2) { /* root files show what the caller may see */
-		visible = calloc(fs->t->n + 1, sizeof(bool));
-		if (!visible) {
-			*err = -ENOMEM;
+		key = fs_view_key(fs, cfg, who, &visible, err);
+		if (*err == -ENOMEM)
 			return 0;
-		}
-		key = fs_view_key(fs, who, visible);
 	}
 	held->snap = rendered(fs, slot, key, visible, err);
 	if (held->snap)
@@ -423,9 +430,22 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct caller who;
 	struct stat st;
 	struct node n;
+	bool known;
 	int err;
 
-	if (!fs_node_of(fs, ino, &n)) {
+	known = fs_node_of(fs, ino, &n);
+	if (!known && h) {
+		/* Open on a credential a reload removed: the file still has
+		 * its bytes, and says how many. */
+		memset(&st, 0, sizeof(st));
+		st.st_ino = ino;
+		st.st_mode = S_IFREG | 0440;
+		st.st_nlink = 1;
+		st.st_size = (off_t)(h->tok ? h->tok->len : h->snap->len);
+		fuse_reply_attr(req, &st, 0);
+		return;
+	}
+	if (!known) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
@@ -689,10 +709,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			err = -ESTALE; /* the kernel looks up again */
 		if (h->snap && n.slot < 2) {
 			/* A root file's view must be the caller's own. */
-			bool *vis = calloc(fs->t->n + 1, 1);
+			struct visible *vis;
+			int verr = 0;
 
-			if (!vis || fs_view_key(fs, &who, vis) != h->snap->view)
-				err = vis ? -ESTALE : -ENOMEM;
+			if (fs_view_key(fs, n.cfg, &who, &vis, &verr) !=
+			    h->snap->view)
+				err = verr ? verr : -ESTALE;
 			free(vis);
 		}
 	} else {
@@ -794,7 +816,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	const struct config *cfg = fs->t->cfg;
+	const struct config *cfg;
 	struct dirbuf d = {.size = size, .from = off};
 	struct node n;
 	size_t i;
@@ -808,6 +830,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOTDIR);
 		return;
 	}
+	cfg = n.cfg;
 	fs_caller_of(req, &who);
 	err = fs_node_allowed(fs, &n, true, &who);
 	if (err) {
@@ -832,17 +855,20 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			if (fs->cache_kernel ||
 			    policy_tenant(cfg, &cfg->tenants[i], &who))
 				dir_add(req, &d, cfg->tenants[i].name,
-					INO_TENANT_BASE + i, S_IFDIR);
+					fs_tenant_ino(&cfg->tenants[i]),
+					S_IFDIR);
 	} else if (n.kind == K_TENANT) {
-		const struct tenant_conf *tc = &cfg->tenants[n.tenant];
+		const struct tenant_conf *tc = n.tc;
 
 		for (i = 0; i < tc->n_creds && !d.full; i++) {
-			struct cred *c = &fs->t->creds[tc->first_cred + i];
+			const struct cred_conf *cc =
+				&cfg->creds[tc->first_cred + i];
+			struct cred *c = cred_of(fs->t, cc);
 
 			if (!cred_present(c))
 				continue; /* no record in the store */
-			dir_add(req, &d, c->conf->provider->name,
-				fs_cred_dir_ino(c), S_IFDIR);
+			dir_add(req, &d, cc->provider->name, fs_cred_dir_ino(c),
+				S_IFDIR);
 		}
 	} else {
 		struct token *tok = cred_current_token(n.cred);
@@ -874,7 +900,8 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv = {
 		.f_bsize = 4096,
 		.f_frsize = 4096,
-		.f_files = 4 + fs->t->cfg->n_tenants + fs->t->n * CF_COUNT,
+		.f_files = 4 + fs->t->cfg->n_tenants +
+			   fs->t->cfg->n_creds * CF_COUNT,
 		.f_namemax = 255,
 		.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV,
 	};
@@ -1035,8 +1062,7 @@ int fs_new(struct cred_table *t, struct audit *audit, bool cache_kernel,
 	fs->callers = caller_cache_new();
 	if (!fs->callers)
 		goto out_free;
-	fs->n_slots = 2 + t->n * SLOTS_PER_CRED;
-	if (snaps_new(fs->n_slots, 2, &fs->snaps) < 0)
+	if (snaps_new(2, &fs->snaps) < 0)
 		goto out_free;
 	if (fs_resume_waits(fs) < 0)
 		goto out_free;
@@ -1165,7 +1191,7 @@ void fs_token_expired(void *arg, struct cred *c, uint64_t gen)
 void fs_cred_changed(void *arg, struct cred *c)
 {
 	struct fs *fs = arg;
-	fuse_ino_t tenant = INO_TENANT_BASE + c->conf->tenant_idx;
+	fuse_ino_t tenant = fs_tenant_ino(c->conf->tc);
 	const char *name = c->conf->provider->name;
 
 	if (!fs->se)
@@ -1284,4 +1310,32 @@ void fs_import(struct fs *fs, const json_t *image)
 	snaps_set_floor(fs->snaps, seq);
 	for (i = 0; i < json_array_size(handles); i++)
 		foreign_import(fs, json_array_get(handles, i));
+}
+
+/* Whether @a's tenant @tc is one of @b's (by slot). */
+static bool tenant_in(const struct tenant_conf *tc, const struct config *b)
+{
+	return tc->slot < b->n_tenant_slots && b->tenant_of_slot[tc->slot] >= 0;
+}
+
+void fs_tree_changed(void *arg, const struct config *old,
+		     const struct config *cfg)
+{
+	struct fs *fs = arg;
+	size_t i;
+
+	if (!fs->se)
+		return;
+	/* Tenants that came (a negative name may be cached) or went. */
+	for (i = 0; i < old->n_tenants; i++)
+		if (!tenant_in(&old->tenants[i], cfg))
+			fuse_lowlevel_notify_inval_entry(
+				fs->se, INO_TENANTS, old->tenants[i].name,
+				strlen(old->tenants[i].name));
+	for (i = 0; i < cfg->n_tenants; i++)
+		if (!tenant_in(&cfg->tenants[i], old))
+			fuse_lowlevel_notify_inval_entry(
+				fs->se, INO_TENANTS, cfg->tenants[i].name,
+				strlen(cfg->tenants[i].name));
+	fuse_lowlevel_notify_inval_inode(fs->se, INO_TENANTS, 0, 0);
 }

@@ -12,6 +12,7 @@
 
 struct audit;
 struct cred;
+struct config;
 struct cred_table;
 struct fs;
 struct fuse_lowlevel_ops;
@@ -66,5 +67,10 @@ void fs_token_expired(void *fs, struct cred *c, uint64_t gen);
  * Any thread but a FUSE worker; no locks held.
  */
 void fs_cred_changed(void *fs, struct cred *c);
+
+/* A reload changed the tree from @old to @cfg: drop the kernel's names of
+ * the tenants that came or went, and the tenants listing. */
+void fs_tree_changed(void *fs, const struct config *old,
+		     const struct config *cfg);
 
 #endif

@@ -41,9 +41,13 @@ enum kind { K_ROOT, K_TENANTS, K_TENANT, K_CRED_DIR, K_TOKEN, K_SNAP };
 #define SLOT_METRICS 1
 #define SLOTS_PER_CRED (CF_COUNT - CF_TOKEN_TYPE)
 
+/* What an inode number names, in the configuration @cfg that was current
+ * when it was decoded (a reload may publish another meanwhile: whatever
+ * the operation reads of the tree, it reads of @cfg). */
 struct node {
 	enum kind kind;
-	size_t tenant;	     /* K_TENANT */
+	const struct config *cfg;
+	const struct tenant_conf *tc; /* K_TENANT; and of a credential's */
 	struct cred *cred;   /* K_CRED_DIR, K_TOKEN, K_SNAP of a credential */
 	enum cred_file file; /* K_SNAP of a credential */
 	size_t slot;	     /* K_SNAP */
@@ -92,7 +96,6 @@ struct fs {
 	bool cache_kernel;
 	int64_t start_ms;
 	struct snaps *snaps; /* rendered files, by slot */
-	size_t n_slots;
 	/* Opens waiting for a refresh, and the thread that answers them. */
 	pthread_mutex_t wlock;
 	pthread_cond_t wcond;
@@ -118,9 +121,11 @@ bool fs_node_of(struct fs *fs, fuse_ino_t ino, struct node *n);
 
 /* The process behind @req, its groups and cgroup read when needed. */
 void fs_caller_of(fuse_req_t req, struct caller *who);
-/* Which credentials @who may read into @visible, and a key naming that
- * view (0: all). */
-uint64_t fs_view_key(struct fs *fs, struct caller *who, bool *visible);
+/* Which credentials of @cfg @who may read (a view made for @cfg, into
+ * *@visible; NULL for all, or without memory: then -ENOMEM in *@err), and
+ * a key naming that view (0: all). */
+uint64_t fs_view_key(struct fs *fs, const struct config *cfg,
+		     struct caller *who, struct visible **visible, int *err);
 /* One "denied" audit line. */
 void fs_audit_denied(struct fs *fs, struct caller *who, const char *tenant,
 		     const char *provider, const char *outcome,
@@ -139,5 +144,7 @@ int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 double fs_token_entry_timeout(const struct cred *c, const struct token *tok);
 /* Tenant index of @name in @cfg, or -1. */
 int fs_tenant_find(const struct config *cfg, const char *name);
+/* The inode number of tenant @tc's directory. */
+uint64_t fs_tenant_ino(const struct tenant_conf *tc);
 
 #endif

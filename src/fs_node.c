@@ -39,54 +39,70 @@ size_t fs_cred_slot(const struct cred *c, enum cred_file f)
 	return 2 + (size_t)c->index * SLOTS_PER_CRED + (f - CF_TOKEN_TYPE);
 }
 
-/* Decode @ino; false if it names nothing. */
+uint64_t fs_tenant_ino(const struct tenant_conf *tc)
+{
+	return INO_TENANT_BASE + tc->slot;
+}
+
+/* The live credential in slot @idx of @cfg, or NULL. */
+static struct cred *live_cred(struct fs *fs, const struct config *cfg,
+			      uint64_t idx)
+{
+	struct cred *c;
+
+	if (idx >= cfg->n_cred_slots)
+		return NULL;
+	c = cred_at(fs->t, (uint32_t)idx);
+	return c && cred_live(c) ? c : NULL;
+}
+
+/* Decode @ino; false if it names nothing (now). */
 bool fs_node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 {
 	const struct config *cfg = fs->t->cfg;
 	uint64_t i = ino, idx;
+	int32_t ti;
 
 	memset(n, 0, sizeof(*n));
+	n->cfg = cfg;
 	if (i & INO_TOKEN_BIT) {
-		idx = (i & ~INO_TOKEN_BIT) >> 32;
-		if (idx >= fs->t->n)
-			return false;
 		n->kind = K_TOKEN;
-		n->cred = &fs->t->creds[idx];
+		n->cred = live_cred(fs, cfg, (i & ~INO_TOKEN_BIT) >> 32);
 		n->gen = (uint32_t)i;
-		return true;
-	}
-	if (i & INO_SNAP_BIT) {
+	} else if (i & INO_SNAP_BIT) {
 		n->kind = K_SNAP;
 		n->slot = (size_t)((i & ~INO_SNAP_BIT) >> 32);
 		n->gen = (uint32_t)i;
-		if (n->slot >= fs->n_slots)
-			return false;
-		if (n->slot >= 2) {
-			idx = (n->slot - 2) / SLOTS_PER_CRED;
-			n->cred = &fs->t->creds[idx];
-			n->file = (enum cred_file)(
-				CF_TOKEN_TYPE + (n->slot - 2) % SLOTS_PER_CRED);
-		}
+		if (n->slot < 2)
+			return true;
+		idx = (n->slot - 2) / SLOTS_PER_CRED;
+		n->cred = live_cred(fs, cfg, idx);
+		n->file = (enum cred_file)(CF_TOKEN_TYPE +
+					   (n->slot - 2) % SLOTS_PER_CRED);
+	} else if (i == FUSE_ROOT_ID) {
+		n->kind = K_ROOT;
 		return true;
-	}
-	switch (i) {
-	case FUSE_ROOT_ID: n->kind = K_ROOT; return true;
-	case INO_TENANTS: n->kind = K_TENANTS; return true;
-	}
-	if ((i >> 48) == 1) {
+	} else if (i == INO_TENANTS) {
+		n->kind = K_TENANTS;
+		return true;
+	} else if ((i >> 48) == 1) {
 		n->kind = K_TENANT;
-		n->tenant = (size_t)(i - INO_TENANT_BASE);
-		return n->tenant < cfg->n_tenants;
-	}
-	if ((i >> 48) == 2) {
-		idx = i - INO_CRED_BASE;
+		idx = i - INO_TENANT_BASE;
+		ti = idx < cfg->n_tenant_slots ? cfg->tenant_of_slot[idx] : -1;
+		n->tc = ti >= 0 ? &cfg->tenants[ti] : NULL;
+		return n->tc != NULL;
+	} else if ((i >> 48) == 2) {
 		n->kind = K_CRED_DIR;
-		if (idx >= fs->t->n)
-			return false;
-		n->cred = &fs->t->creds[idx];
-		return true;
+		n->cred = live_cred(fs, cfg, i - INO_CRED_BASE);
+	} else {
+		return false;
 	}
-	return false;
+	if (!n->cred)
+		return false;
+	/* The credential's conf may be newer than @cfg (a reload between
+	 * the two loads): its tenant is the conf's own. */
+	n->tc = n->cred->conf->tc;
+	return true;
 }
 
 static void set_times(struct stat *st, int64_t ms)
@@ -111,19 +127,23 @@ void fs_caller_of(fuse_req_t req, struct caller *who)
 }
 
 /*
- * Which credentials @who may read, into @visible (one flag per credential:
- * its tenant's readers and its own), and a key naming that set: 0 for
- * "all" (ops callers and the kernel-cache path).
+ * Which credentials of @cfg @who may read, as a view of their slots
+ * (its tenant's readers and its own), and a key naming that set: 0 and
+ * no view for "all" (ops callers and the kernel-cache path).
  */
-uint64_t fs_view_key(struct fs *fs, struct caller *who, bool *visible)
+uint64_t fs_view_key(struct fs *fs, const struct config *cfg,
+		     struct caller *who, struct visible **visible, int *err)
 {
-	const struct config *cfg = fs->t->cfg;
 	uint64_t h = 0xcbf29ce484222325ULL;
+	struct visible *v;
 	size_t i, t;
 
-	if (fs->cache_kernel || policy_ops(cfg, who)) {
-		for (i = 0; i < fs->t->n; i++)
-			visible[i] = true;
+	*visible = NULL;
+	if (fs->cache_kernel || policy_ops(cfg, who))
+		return 0;
+	v = visible_new(cfg->n_cred_slots);
+	if (!v) {
+		*err = -ENOMEM;
 		return 0;
 	}
 	/* The tenant's decision once for all its credentials; a credential's
@@ -133,14 +153,17 @@ uint64_t fs_view_key(struct fs *fs, struct caller *who, bool *visible)
 		bool tenant_ok = policy_tenant(cfg, tc, who);
 
 		for (i = tc->first_cred; i < tc->first_cred + tc->n_creds; i++) {
-			const struct cred_conf *cc = fs->t->creds[i].conf;
+			const struct cred_conf *cc = &cfg->creds[i];
+			bool on = tenant_ok && (!cc->readers.set ||
+						policy_cred(cfg, tc, cc, who));
 
-			visible[i] = tenant_ok && (!cc->readers.set ||
-						   policy_cred(cfg, tc, cc, who));
-			h = (h ^ (visible[i] ? 2 * i + 1 : 2 * i)) *
+			v->on[cc->slot] = on;
+			h = (h ^ (on ? 2 * (uint64_t)cc->slot + 1
+				     : 2 * (uint64_t)cc->slot)) *
 			    0x100000001b3ULL;
 		}
 	}
+	*visible = v;
 	return h | 1;
 }
 
@@ -197,18 +220,15 @@ void fs_audit_denied(struct fs *fs, struct caller *who, const char *tenant,
 int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
 		    struct caller *who)
 {
-	const struct config *cfg = fs->t->cfg;
-	const struct tenant_conf *tc;
+	const struct config *cfg = n->cfg;
 	const struct cred_conf *cc = n->cred ? n->cred->conf : NULL;
-	size_t ti;
+	const struct tenant_conf *tc = cc ? cc->tc : n->tc;
 
 	if (fs->cache_kernel || n->kind == K_ROOT || n->kind == K_TENANTS ||
 	    (n->kind == K_SNAP && !cc))
 		return 0;
-	ti = cc ? cc->tenant_idx : n->tenant;
-	tc = &cfg->tenants[ti];
 	if (!policy_tenant(cfg, tc, who)) {
-		if (first_denial(fs, who->pid, INO_TENANT_BASE + ti))
+		if (first_denial(fs, who->pid, fs_tenant_ino(tc)))
 			fs_audit_denied(fs, who, tc->name,
 					cc ? cc->provider->name : NULL,
 					"ENOENT",
@@ -228,15 +248,14 @@ int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
 static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
 		     mode_t type)
 {
-	const struct config *cfg = fs->t->cfg;
 	mode_t mode = 0440;
 
 	st->st_uid = 0;
 	st->st_gid = 0;
 	if (n->kind == K_TENANT) {
-		mode = cfg->tenants[n->tenant].mode;
-		st->st_uid = cfg->tenants[n->tenant].uid;
-		st->st_gid = cfg->tenants[n->tenant].gid;
+		mode = n->tc->mode;
+		st->st_uid = n->tc->uid;
+		st->st_gid = n->tc->gid;
 	} else if (n->cred) {
 		mode = n->cred->conf->mode;
 		st->st_uid = n->cred->conf->uid;
@@ -257,12 +276,11 @@ static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
  */
 bool fs_daemon_decides(struct fs *fs, const struct node *n)
 {
-	const struct config *cfg = fs->t->cfg;
 	const struct tenant_conf *tc;
 
 	if (fs->cache_kernel || (!n->cred && n->kind != K_TENANT))
 		return false;
-	tc = &cfg->tenants[n->cred ? n->cred->conf->tenant_idx : n->tenant];
+	tc = n->cred ? n->cred->conf->tc : n->tc;
 	if ((tc->mode & 0004) || tc->readers.n_cgroups)
 		return true;
 	return n->cred &&

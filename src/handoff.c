@@ -33,6 +33,7 @@
 #include "handoff.h"
 #include "log.h"
 #include "notify.h"
+#include "tree.h"
 #include "util.h"
 
 #define IMAGE_VERSION 1
@@ -180,78 +181,70 @@ void handoff_clear(struct handoff *h)
 	h->image = NULL;
 }
 
-bool handoff_same_tree(const struct cred_table *t, const json_t *image,
-		       char *why, size_t whylen)
+/* The image's entry of each slot (NULL: none), for @t's slots. */
+static const json_t **by_slot(const struct cred_table *t, const json_t *image)
 {
-	const struct config *cfg = t->cfg;
-	const json_t *tenants = json_object_get(image, "tenants"),
-		     *creds = json_object_get(image, "creds");
+	const json_t *creds = json_object_get(image, "creds");
+	uint32_t n = atomic_load(&((struct cred_table *)t)->n_slots);
+	const json_t **v = calloc(n + 1, sizeof(*v));
 	size_t i;
 
-	if (json_array_size(tenants) != cfg->n_tenants ||
-	    json_array_size(creds) != t->n) {
-		snprintf(why, whylen,
-			 "the running mount has %zu tenants and %zu "
-			 "credentials, the configuration %zu and %zu",
-			 json_array_size(tenants), json_array_size(creds),
-			 cfg->n_tenants, t->n);
-		return false;
-	}
-	for (i = 0; i < cfg->n_tenants; i++) {
-		const char *name =
-			json_string_value(json_array_get(tenants, i));
+	for (i = 0; v && i < json_array_size(creds); i++) {
+		const json_t *j = json_array_get(creds, i);
+		json_int_t slot =
+			json_integer_value(json_object_get(j, "slot"));
 
-		if (!name || strcmp(name, cfg->tenants[i].name)) {
-			snprintf(why, whylen,
-				 "tenant %zu is %s in the running mount, %s "
-				 "in the configuration",
-				 i + 1, name ? name : "?",
-				 cfg->tenants[i].name);
-			return false;
-		}
+		if (slot >= 0 && slot < n)
+			v[slot] = j;
 	}
-	for (i = 0; i < t->n; i++) {
-		if (!cred_export_matches(&t->creds[i],
-					 json_array_get(creds, i))) {
-			snprintf(why, whylen,
-				 "credential %zu is not %s/%s in the running "
-				 "mount",
-				 i + 1, t->creds[i].conf->tenant,
-				 t->creds[i].conf->provider->name);
-			return false;
-		}
-	}
-	return true;
+	return v;
+}
+
+/* @c's entry in @v, if it is @c's (the same names). */
+static const json_t *entry_of(const struct cred *c, const json_t **v)
+{
+	const json_t *j = v ? v[c->index] : NULL;
+
+	return j && cred_export_matches(c, j) ? j : NULL;
 }
 
 void handoff_floors(struct cred_table *t, const json_t *image)
 {
-	const json_t *creds = json_object_get(image, "creds");
+	const struct config *cfg = t->cfg;
+	const json_t **v = image ? by_slot(t, image) : NULL;
 	/* Without an image, above anything a process that ran until now
 	 * can have numbered (no credential rotates 64 times a second). */
 	uint64_t floor = image ? 0 : (uint64_t)(time_real_ms() / 1000) * 64;
 	size_t i;
 
-	for (i = 0; i < t->n; i++)
-		cred_import_floor(&t->creds[i], json_array_get(creds, i),
-				  floor);
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
+
+		cred_import_floor(c, entry_of(c, v), floor);
+	}
+	free(v);
 }
 
 size_t handoff_restore(struct cred_table *t, const json_t *image)
 {
-	const json_t *creds = json_object_get(image, "creds");
+	const struct config *cfg = t->cfg;
+	const json_t **v = by_slot(t, image), *j;
 	size_t i, n = 0;
 
-	for (i = 0; i < t->n && i < json_array_size(creds); i++)
-		n += cred_import(t, &t->creds[i], json_array_get(creds, i));
+	for (i = 0; v && i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
+
+		j = entry_of(c, v);
+		n += j && cred_import(t, c, j);
+	}
+	free(v);
 	return n;
 }
 
 int handoff_image_fd(struct cred_table *t, struct fs *fs,
 		     const char *mountpoint, bool handles, uint64_t seq)
 {
-	json_t *j = json_object(), *tenants = json_array(),
-	       *creds = json_array();
+	json_t *j = json_object(), *creds = json_array(), *names;
 	const struct config *cfg;
 	unsigned slot = cred_table_enter(t);
 	char *text = NULL;
@@ -259,32 +252,32 @@ int handoff_image_fd(struct cred_table *t, struct fs *fs,
 	int r;
 
 	cfg = t->cfg;
-	for (i = 0; tenants && i < cfg->n_tenants; i++)
-		json_array_append_new(tenants,
-				      json_string(cfg->tenants[i].name));
-	for (i = 0; creds && i < t->n; i++)
-		if (json_array_append_new(creds, cred_export(&t->creds[i])) < 0)
+	for (i = 0; creds && i < cfg->n_creds; i++)
+		if (json_array_append_new(
+			    creds, cred_export(cred_of(t, &cfg->creds[i]))) < 0)
 			break;
-	cred_table_exit(t, slot);
-	if (!j || !tenants || !creds || i < t->n ||
+	names = tree_names_export(t->names);
+	if (!j || !names || !creds || i < cfg->n_creds ||
 	    json_object_set_new(j, "credfs_state",
 				json_integer(IMAGE_VERSION)) ||
 	    json_object_set_new(j, "seq", json_integer((json_int_t)seq)) ||
 	    json_object_set_new(j, "written_ms",
 				json_integer(time_real_ms())) ||
 	    json_object_set_new(j, "mountpoint", json_string(mountpoint)) ||
-	    json_object_set(j, "tenants", tenants) ||
+	    json_object_set(j, "names", names) ||
 	    json_object_set(j, "creds", creds) ||
 	    json_object_set_new(j, "fs", fs_export(fs, handles))) {
+		cred_table_exit(t, slot);
 		r = -ENOMEM;
 		goto out;
 	}
+	cred_table_exit(t, slot);
 	text = json_dumps(j, JSON_COMPACT);
 	r = text ? memfd_sealed("credfs-state", text, strlen(text)) : -ENOMEM;
 out:
 	if (text)
 		freezero(text, strlen(text));
-	json_decref(tenants);
+	json_decref(names);
 	json_decref(creds);
 	json_decref(j);
 	return r;

@@ -44,12 +44,6 @@ void handoff_take(struct handoff *h, char *why, size_t whylen);
 /* Close what @h holds (not lock_fd, the store's from then on). */
 void handoff_clear(struct handoff *h);
 
-/* Whether @image describes the tree of @t (the same tenants and
- * credentials in the same order: the kernel's node ids name them by
- * position); if not, what differs in @why. */
-bool handoff_same_tree(const struct cred_table *t, const struct json_t *image,
-		       char *why, size_t whylen);
-
 /* Before the store is read: no generation the image (NULL: none, but a
  * mount resumed) may have used is used again. */
 void handoff_floors(struct cred_table *t, const struct json_t *image);

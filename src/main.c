@@ -82,7 +82,8 @@ static const char usage_text[] =
 	"  -V, --version        show the version\n"
 	"\n"
 	"Without -f, credfs returns once the mount is ready and keeps running\n"
-	"in the background. SIGINT or SIGTERM unmount and stop it.\n";
+	"in the background. SIGINT or SIGTERM unmount and stop it; SIGHUP\n"
+	"reloads the configuration in place; SIGUSR2 upgrades in place.\n";
 
 static int append_opt(char **dst, const char *o)
 {
@@ -398,7 +399,7 @@ static void *sigs_main(void *arg)
 			log_info("SIGHUP: store reread; the audit log was not "
 				 "reopened");
 		notify("READY=1\nSTATUS=serving %zu credentials",
-		       g->admin->t->n);
+		       cred_table_count(g->admin->t));
 	}
 	return NULL;
 }
@@ -439,10 +440,11 @@ static void *ready_main(void *arg)
 	int64_t wait_ms = 0;
 	size_t i, pending;
 	unsigned slot = cred_table_enter(rd->t);
+	const struct config *cfg = rd->t->cfg;
 
-	for (i = 0; i < rd->t->n; i++)
-		if (rd->t->creds[i].conf->timing.open_wait_ms > wait_ms)
-			wait_ms = rd->t->creds[i].conf->timing.open_wait_ms;
+	for (i = 0; i < cfg->n_creds; i++)
+		if (cfg->creds[i].timing.open_wait_ms > wait_ms)
+			wait_ms = cfg->creds[i].timing.open_wait_ms;
 	cred_table_exit(rd->t, slot);
 	pending = cred_table_wait_answered(rd->t, time_mono_ms() + wait_ms);
 	if (pending)
@@ -452,7 +454,7 @@ static void *ready_main(void *arg)
 	signal_ready(rd->ready_fd, 0);
 	handoff_keeper_sync(rd->keeper);
 	notify("READY=1\nMAINPID=%d\nSTATUS=serving %zu credentials",
-	       (int)getpid(), rd->t->n);
+	       (int)getpid(), cred_table_count(rd->t));
 	atomic_store(rd->done, true);
 	return NULL;
 }
@@ -460,11 +462,13 @@ static void *ready_main(void *arg)
 /* Say so, loudly, when a rotated refresh token never reached the store. */
 static void warn_unpersisted(struct cred_table *t)
 {
-	size_t i;
+	uint32_t i, n = t ? atomic_load(&t->n_slots) : 0;
 
-	for (i = 0; t && i < t->n; i++) {
-		struct cred *c = &t->creds[i];
+	for (i = 0; i < n; i++) {
+		struct cred *c = cred_at(t, i);
 
+		if (!c || !cred_live(c))
+			continue;
 		pthread_mutex_lock(&c->lock);
 		if (c->record_gen > c->durable_gen)
 			log_error("%s/%s: exiting with generation %llu not in "
@@ -534,37 +538,21 @@ static int open_state(struct daemon *d)
 			return r;
 		}
 	}
-	r = cred_table_new(cfg, &d->t);
+	/* A resumed mount's numbering is the image's: the kernel's node ids
+	 * name what they named, whatever the configuration added or took
+	 * away meanwhile (tree.h). */
+	r = cred_table_new(cfg, d->resumed ? h->image : NULL, &d->t);
 	if (r < 0)
 		goto fail;
 	d->t->audit = d->audit;
 	d->t->store = d->store;
-	if (d->resumed && h->image &&
-	    !handoff_same_tree(d->t, h->image, err, sizeof(err))) {
-		if (h->ready_fd >= 0) {
-			/* An upgrade: the old process serves on. */
-			log_error("upgrade refused: %s; the kernel's node ids "
-				  "name them by position, so restart credfs "
-				  "to apply %s",
-				  err, cfg->path);
-			return -EINVAL;
-		}
-		log_error("the mount left by the previous process does not "
-			  "match %s (%s): mounting afresh, and readers of the "
-			  "old mount see it go",
-			  cfg->path, err);
-		handoff_store_clear();
-		close(h->fuse_fd);
-		h->fuse_fd = -1;
-		handoff_unmount(d->o->mountpoint);
-		d->resumed = false;
-	}
 	if (d->resumed)
 		handoff_floors(d->t, h->image);
 	r = fs_new(d->t, d->audit, cfg->cache_kernel, &d->fs);
 	if (r < 0)
 		goto fail;
 	d->t->notify = fs_cred_changed;
+	d->t->tree_changed = fs_tree_changed;
 	d->t->notify_arg = d->fs;
 	if (d->store)
 		log_info("store %s: %zu records loaded", cfg->store_dir,
@@ -576,7 +564,7 @@ static int open_state(struct daemon *d)
 			 "the tokens they had",
 			 h->from_store ? "from the service manager's fd store"
 				       : "that an upgrade handed over",
-			 kept, d->t->n);
+			 kept, cfg->n_creds);
 	}
 	r = refresher_new(d->t, fs_token_rotated, fs_token_expired, d->fs,
 			  &d->sigs.rf);

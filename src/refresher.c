@@ -49,10 +49,10 @@ struct lane {
 
 /*
  * What the refresher keeps of each credential: its schedule and its
- * requests. Private to this file (struct cred holds none of it); entry i
- * is credential i's.
+ * requests. Private to this file (struct cred holds only the pointer,
+ * set and cleared under the refresher's lock).
  */
-struct entry {
+struct rf_entry {
 	int64_t due_mono;     /* heap key: min(attempt, expiry, persist) */
 	int64_t attempt_mono; /* next request */
 	int64_t expiry_mono;  /* when the current token expires; INT64_MAX */
@@ -70,7 +70,16 @@ struct entry {
 };
 
 /* @c's entry in @rf. */
-#define E(rf, c) (&(rf)->entries[(c)->index])
+#define E(rf, c) ((void)(rf), (c)->entry)
+
+/* Credentials a reload added and removed, for the refresher to take on
+ * and let go (t->apply, apply()). */
+struct change {
+	struct change *next;
+	struct cred **added, **removed;
+	size_t n_added, n_removed;
+	bool done;
+};
 
 struct refresher {
 	struct cred_table *t;
@@ -78,8 +87,8 @@ struct refresher {
 	refresher_expire_fn on_expire;
 	void *arg;
 	CURLM *multi;
-	struct lane *lanes; /* one per provider */
-	size_t n_lanes;	    /* a reload keeps the providers */
+	struct lane *lanes; /* one per provider slot (tree.h) */
+	size_t n_lanes;	    /* only the refresher thread grows it */
 	int64_t lane_at;    /* the earliest a held-back lane may send */
 	uint64_t rng;
 	bool started;
@@ -88,8 +97,9 @@ struct refresher {
 	pthread_mutex_t lock; /* heap, stop and done */
 	pthread_cond_t done_cond;
 	struct cred **heap;
-	size_t n;
-	struct entry *entries; /* one per credential */
+	size_t n, heap_cap;
+	struct change *changes; /* a reload's, to take on */
+	pthread_cond_t change_cond;
 	atomic_bool stop;    /* no new requests from now on */
 	int64_t drain_until; /* monotonic: the last wait for those in flight */
 	bool done;	     /* the thread has left its loop */
@@ -148,7 +158,7 @@ static int64_t min64(int64_t a, int64_t b)
  * introspection. */
 static int64_t due_of(const struct refresher *rf, const struct cred *c)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 
 	return min64(min64(e->attempt_mono, e->expiry_mono),
 		     min64(e->persist_mono, e->introspect_mono));
@@ -156,7 +166,7 @@ static int64_t due_of(const struct refresher *rf, const struct cred *c)
 
 static void heap_push(struct refresher *rf, struct cred *c)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 
 	e->due_mono = due_of(rf, c);
 	e->heap_idx = rf->n;
@@ -167,7 +177,7 @@ static void heap_push(struct refresher *rf, struct cred *c)
 /* @c's key changed while in the heap. */
 static void heap_fix(struct refresher *rf, struct cred *c)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 
 	e->due_mono = due_of(rf, c);
 	heap_up(rf, e->heap_idx);
@@ -203,8 +213,10 @@ static void kick(void *arg, struct cred *c)
 	int64_t now = time_mono_ms();
 
 	pthread_mutex_lock(&rf->lock);
-	/* Not in the heap means it is queued or in flight already. */
-	if (E(rf, c)->heap_idx != NOT_IN_HEAP && E(rf, c)->attempt_mono > now) {
+	/* Not in the heap means it is queued or in flight already; no
+	 * entry, that a reload took it away (or has yet to add it). */
+	if (E(rf, c) && E(rf, c)->heap_idx != NOT_IN_HEAP &&
+	    E(rf, c)->attempt_mono > now) {
 		E(rf, c)->attempt_mono = now;
 		E(rf, c)->due_mono = now;
 		heap_up(rf, E(rf, c)->heap_idx);
@@ -215,14 +227,14 @@ static void kick(void *arg, struct cred *c)
 
 static size_t lane_of(struct refresher *rf, const struct cred *c)
 {
-	return c->conf->provider->index;
+	return c->conf->provider->slot;
 }
 
 /* Plan @c from its state: next request, expiry event, persist retry. With
  * @c's lock held; the refresher's lock too. */
 static void plan_locked(struct refresher *rf, struct cred *c)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 	bool parked = !cred_present(c) || c->revoked ||
 		      (cred_uses_store(c) && !c->refresh_token);
 
@@ -249,7 +261,7 @@ static void replan(void *arg, struct cred *c)
 
 	pthread_mutex_lock(&rf->lock);
 	/* Not in the heap: queued or in flight; its completion plans it. */
-	if (E(rf, c)->heap_idx != NOT_IN_HEAP) {
+	if (E(rf, c) && E(rf, c)->heap_idx != NOT_IN_HEAP) {
 		plan_locked(rf, c);
 		heap_fix(rf, c);
 	}
@@ -328,15 +340,18 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 				  int64_t next_ms)
 {
 	struct lane *l = &rf->lanes[lane_of(rf, c)];
+	const struct config *cfg = rf->t->cfg;
 	size_t i;
 
 	if (l->client_error == on)
 		return;
 	l->client_error = on;
-	for (i = 0; i < rf->t->n; i++) {
-		struct cred *o = &rf->t->creds[i];
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *o = cred_of(rf->t, &cfg->creds[i]);
 
-		if (o->conf->provider != c->conf->provider)
+		/* By slot: a reload may have given @c a newer conf. */
+		if (o->conf->provider->slot != c->conf->provider->slot ||
+		    !E(rf, o))
 			continue;
 		cred_set_client_error(rf->t, o, on);
 		if (o == c)
@@ -369,7 +384,7 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 /* Try again to write @c's state, whose last write failed. */
 static void persist_retry(struct refresher *rf, struct cred *c)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 	struct persist_result pr;
 	int r = credstore_write(rf->t, c, NULL, NULL, &pr);
 
@@ -398,7 +413,7 @@ static void persist_retry(struct refresher *rf, struct cred *c)
 /* Ask the provider whether @c's current token is still active. */
 static void introspect(struct refresher *rf, struct cred *c)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 	const struct provider_conf *p = c->conf->provider;
 	struct token *tok = cred_current_token(c);
 	struct http_req *req = NULL;
@@ -435,7 +450,7 @@ static void introspect(struct refresher *rf, struct cred *c)
 static void introspected(struct refresher *rf, struct cred *c,
 			 struct http_req *req, CURLcode code)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 	struct token *before = cred_current_token(c);
 	char err[OAUTH_ERROR_TEXT], why[OAUTH_ERROR_TEXT];
 	const char *body;
@@ -503,7 +518,7 @@ static void release_lease(struct refresher *rf, struct cred *c, bool saved)
 static void complete(struct refresher *rf, struct cred *c,
 		     struct oauth_result *res, int64_t sent_ms)
 {
-	struct entry *e = E(rf, c);
+	struct rf_entry *e = E(rf, c);
 	struct persist_result pr = {0};
 	struct token *tok = NULL, *before = cred_current_token(c), *after;
 	char msg[512];
@@ -833,11 +848,15 @@ static void reap(struct refresher *rf)
 static void finish_stop(struct refresher *rf, int64_t since)
 {
 	unsigned slot = cred_table_enter(rf->t);
+	const struct config *cfg = rf->t->cfg;
 	size_t i;
 
-	for (i = 0; i < rf->t->n; i++)
-		if (rf->entries[i].persist_mono != INT64_MAX)
-			persist_retry(rf, &rf->t->creds[i]);
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(rf->t, &cfg->creds[i]);
+
+		if (E(rf, c) && E(rf, c)->persist_mono != INT64_MAX)
+			persist_retry(rf, c);
+	}
 	cred_table_exit(rf->t, slot);
 	if (in_flight(rf))
 		log_error("stopping: %u token requests still unanswered after "
@@ -847,6 +866,187 @@ static void finish_stop(struct refresher *rf, int64_t since)
 	else if (since)
 		log_info("stopping: every answer in flight is in (%.1fs)",
 			 (double)(time_mono_ms() - since) / 1e3);
+}
+
+/* Room for one more in the heap. Under rf->lock. */
+static int heap_room(struct refresher *rf)
+{
+	struct cred **h;
+	size_t cap;
+
+	if (rf->n < rf->heap_cap)
+		return 0;
+	cap = rf->heap_cap ? 2 * rf->heap_cap : 64;
+	h = realloc(rf->heap, cap * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	rf->heap = h;
+	rf->heap_cap = cap;
+	return 0;
+}
+
+/* Take @c out of the heap. Under rf->lock. */
+static void heap_remove(struct refresher *rf, struct cred *c)
+{
+	size_t i = E(rf, c)->heap_idx;
+
+	E(rf, c)->heap_idx = NOT_IN_HEAP;
+	if (i == NOT_IN_HEAP)
+		return;
+	if (i != --rf->n) {
+		rf->heap[i] = rf->heap[rf->n];
+		E(rf, rf->heap[i])->heap_idx = i;
+		heap_fix(rf, rf->heap[i]);
+	}
+}
+
+/* Lanes for every provider slot below @n (the refresher thread's, or
+ * before it runs). */
+static int lanes_room(struct refresher *rf, size_t n)
+{
+	struct lane *l;
+
+	if (n <= rf->n_lanes)
+		return 0;
+	l = realloc(rf->lanes, n * sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	memset(l + rf->n_lanes, 0, (n - rf->n_lanes) * sizeof(*l));
+	rf->lanes = l;
+	rf->n_lanes = n;
+	return 0;
+}
+
+/* Room for @cfg's providers and @n credentials, before the start. */
+static int grow(struct refresher *rf, const struct config *cfg, size_t n)
+{
+	if (lanes_room(rf, cfg->n_provider_slots) < 0)
+		return -ENOMEM;
+	rf->heap = calloc(n + 1, sizeof(*rf->heap));
+	rf->heap_cap = n + 1;
+	return rf->heap ? 0 : -ENOMEM;
+}
+
+/* Schedule @c (live, or about to be): its entry, planned from its state. */
+static int take_on(struct refresher *rf, struct cred *c)
+{
+	struct rf_entry *e = calloc(1, sizeof(*e));
+	int r;
+
+	if (!e || lanes_room(rf, lane_of(rf, c) + 1) < 0) {
+		free(e);
+		return -ENOMEM;
+	}
+	e->persist_mono = INT64_MAX;
+	e->introspect_mono = INT64_MAX;
+	e->heap_idx = NOT_IN_HEAP;
+	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&rf->lock);
+	r = heap_room(rf);
+	if (r == 0) {
+		c->entry = e;
+		plan_locked(rf, c);
+		heap_push(rf, c);
+	}
+	pthread_mutex_unlock(&rf->lock);
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0)
+		free(e);
+	return r;
+}
+
+/* Let @c go: out of the heap and its lane, its requests abandoned, its
+ * entry freed. The refresher thread's (or before or after it runs). */
+static void let_go(struct refresher *rf, struct cred *c)
+{
+	struct lane *l = &rf->lanes[lane_of(rf, c)];
+	struct rf_entry *e = E(rf, c);
+	struct cred **p;
+
+	pthread_mutex_lock(&rf->lock);
+	heap_remove(rf, c);
+	pthread_mutex_unlock(&rf->lock);
+	for (p = &l->head; *p; p = &E(rf, *p)->wait_next)
+		if (*p == c) {
+			*p = e->wait_next;
+			break;
+		}
+	for (l->tail = l->head; l->tail && E(rf, l->tail)->wait_next;
+	     l->tail = E(rf, l->tail)->wait_next)
+		;
+	if (e->req) {
+		curl_multi_remove_handle(rf->multi, http_req_easy(e->req));
+		http_req_free(e->req);
+		l->inflight--;
+	}
+	if (e->ireq) {
+		curl_multi_remove_handle(rf->multi, http_req_easy(e->ireq));
+		http_req_free(e->ireq);
+	}
+	if (e->leased && rf->t->store)
+		store_unlease(rf->t->store, c->conf->tenant,
+			      c->conf->provider->name);
+	pthread_mutex_lock(&rf->lock);
+	c->entry = NULL;
+	pthread_mutex_unlock(&rf->lock);
+	free(e);
+}
+
+static void change_run(struct refresher *rf, struct change *ch)
+{
+	size_t i;
+
+	for (i = 0; i < ch->n_removed; i++)
+		if (E(rf, ch->removed[i]))
+			let_go(rf, ch->removed[i]);
+	for (i = 0; i < ch->n_added; i++)
+		if (!E(rf, ch->added[i]) && take_on(rf, ch->added[i]) < 0)
+			log_error("%s/%s: out of memory: not refreshed until "
+				  "the next reload",
+				  ch->added[i]->conf->tenant,
+				  ch->added[i]->conf->provider->name);
+}
+
+/* The refresher thread, with rf->lock held (dropped meanwhile): take on
+ * and let go what reloads asked for. */
+static void take_changes(struct refresher *rf)
+{
+	struct change *list = rf->changes, *ch;
+
+	rf->changes = NULL;
+	pthread_mutex_unlock(&rf->lock);
+	for (ch = list; ch; ch = ch->next)
+		change_run(rf, ch);
+	pthread_mutex_lock(&rf->lock);
+	for (ch = list; ch; ch = ch->next)
+		ch->done = true;
+	pthread_cond_broadcast(&rf->change_cond);
+}
+
+/* t->apply: from a reload (no lock held). */
+static void apply(void *arg, struct cred **added, size_t n_added,
+		  struct cred **removed, size_t n_removed)
+{
+	struct refresher *rf = arg;
+	struct change ch = {NULL, added, removed, n_added, n_removed, false};
+	struct change **p;
+
+	pthread_mutex_lock(&rf->lock);
+	if (rf->started && !rf->done) {
+		ch.next = rf->changes;
+		rf->changes = &ch;
+		curl_multi_wakeup(rf->multi);
+		while (!ch.done && !rf->done)
+			pthread_cond_wait(&rf->change_cond, &rf->lock);
+		for (p = &rf->changes; *p; p = &(*p)->next)
+			if (*p == &ch) {
+				*p = ch.next; /* the thread ended first */
+				break;
+			}
+	}
+	pthread_mutex_unlock(&rf->lock);
+	if (!ch.done)
+		change_run(rf, &ch); /* no thread runs: ours to do */
 }
 
 static void *run(void *arg)
@@ -865,6 +1065,10 @@ static void *run(void *arg)
 		int64_t now = time_mono_ms();
 		bool stopping = atomic_load(&rf->stop);
 
+		if (rf->changes) {
+			take_changes(rf); /* drops the lock meanwhile */
+			continue;
+		}
 		if (stopping && !stop_seen) {
 			stop_seen = now;
 			if (in_flight(rf))
@@ -918,9 +1122,13 @@ static void *run(void *arg)
 		cfg = rf->t->cfg; /* a reload may have replaced it */
 		rf->lane_at = INT64_MAX;
 		for (i = 0; i < cfg->n_providers; i++)
-			rf->lane_at = min64(rf->lane_at,
-					    lane_drain(rf, &rf->lanes[i],
-						       &cfg->providers[i]));
+			if (cfg->providers[i].slot < rf->n_lanes)
+				rf->lane_at = min64(
+					rf->lane_at,
+					lane_drain(rf,
+						   &rf->lanes[cfg->providers[i]
+								      .slot],
+						   &cfg->providers[i]));
 		curl_multi_perform(rf->multi, &running);
 		reap(rf);
 		if (rf->beat)
@@ -955,6 +1163,7 @@ static void *run(void *arg)
 	pthread_mutex_lock(&rf->lock);
 	rf->done = true;
 	pthread_cond_broadcast(&rf->done_cond);
+	pthread_cond_broadcast(&rf->change_cond);
 	pthread_mutex_unlock(&rf->lock);
 	return NULL;
 }
@@ -976,30 +1185,24 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	rf->arg = arg;
 	pthread_mutex_init(&rf->lock, NULL);
 	pthread_cond_init(&rf->done_cond, NULL);
-	rf->heap = calloc(t->n + 1, sizeof(*rf->heap));
-	rf->entries = calloc(t->n + 1, sizeof(*rf->entries));
-	rf->n_lanes = t->cfg->n_providers;
-	rf->lanes = calloc(rf->n_lanes + 1, sizeof(*rf->lanes));
+	pthread_cond_init(&rf->change_cond, NULL);
 	rf->multi = curl_multi_init();
-	if (!rf->heap || !rf->entries || !rf->lanes || !rf->multi) {
+	if (!rf->multi || grow(rf, t->cfg, t->cfg->n_creds) < 0) {
 		refresher_free(rf);
 		return -ENOMEM;
 	}
 	if (getrandom(&rf->rng, sizeof(rf->rng), 0) != sizeof(rf->rng) ||
 	    !rf->rng)
 		rf->rng = (uint64_t)now | 1;
-	for (i = 0; i < t->n; i++) {
-		struct cred *c = &t->creds[i];
-
-		pthread_mutex_lock(&c->lock);
-		E(rf, c)->persist_mono = INT64_MAX;
-		E(rf, c)->introspect_mono = INT64_MAX;
-		plan_locked(rf, c);
-		heap_push(rf, c);
-		pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < t->cfg->n_creds; i++) {
+		if (take_on(rf, cred_of(t, &t->cfg->creds[i])) < 0) {
+			refresher_free(rf);
+			return -ENOMEM;
+		}
 	}
 	t->kick = kick;
 	t->replan = replan;
+	t->apply = apply;
 	t->kick_arg = rf;
 	*out = rf;
 	return 0;
@@ -1051,7 +1254,7 @@ int64_t refresher_drain_ms(const struct cred_table *t)
 
 void refresher_free(struct refresher *rf)
 {
-	size_t i;
+	uint32_t i, n;
 
 	if (!rf)
 		return;
@@ -1061,28 +1264,20 @@ void refresher_free(struct refresher *rf)
 	}
 	rf->t->kick = NULL;
 	rf->t->replan = NULL;
-	for (i = 0; rf->multi && i < rf->t->n; i++) {
-		struct cred *c = &rf->t->creds[i];
+	rf->t->apply = NULL;
+	n = atomic_load(&rf->t->n_slots);
+	for (i = 0; i < n; i++) {
+		struct cred *c = cred_at(rf->t, i);
 
-		if (E(rf, c)->ireq) {
-			curl_multi_remove_handle(rf->multi,
-						 http_req_easy(E(rf, c)->ireq));
-			http_req_free(E(rf, c)->ireq);
-			E(rf, c)->ireq = NULL;
-		}
-		if (!E(rf, c)->req)
-			continue;
-		/* Abandoned mid-flight: openers still waiting time out. */
-		curl_multi_remove_handle(rf->multi, http_req_easy(E(rf, c)->req));
-		http_req_free(E(rf, c)->req);
-		E(rf, c)->req = NULL;
+		if (c && E(rf, c))
+			let_go(rf, c);
 	}
 	if (rf->multi)
 		curl_multi_cleanup(rf->multi);
 	free(rf->heap);
-	free(rf->entries);
 	free(rf->lanes);
 	pthread_cond_destroy(&rf->done_cond);
+	pthread_cond_destroy(&rf->change_cond);
 	pthread_mutex_destroy(&rf->lock);
 	free(rf);
 }

@@ -467,18 +467,33 @@ static void quoted_error(const struct cred_view *v, char *out, size_t n)
 			out[i] = '\'';
 }
 
-int render_root_status(struct cred_table *t, const bool *visible,
+struct visible *visible_new(uint32_t n)
+{
+	struct visible *v = calloc(1, sizeof(*v) + n + 1);
+
+	if (v)
+		v->n = n;
+	return v;
+}
+
+bool visible_shows(const struct visible *v, uint32_t slot)
+{
+	return !v || (slot < v->n && v->on[slot]);
+}
+
+int render_root_status(struct cred_table *t, const struct visible *visible,
 		       int64_t now_ms, struct buf *out)
 {
+	const struct config *cfg = t->cfg;
 	char err[OAUTH_ERROR_TEXT + 2], exp[24];
 	size_t i;
 	int r = 0;
 
-	for (i = 0; i < t->n && r == 0; i++) {
-		struct cred *c = &t->creds[i];
+	for (i = 0; i < cfg->n_creds && r == 0; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
 		struct cred_view v;
 
-		if (visible && !visible[c->index])
+		if (!visible_shows(visible, c->index))
 			continue;
 		cred_view(c, now_ms, &v);
 		quoted_error(&v, err, sizeof(err));
@@ -580,21 +595,30 @@ static const struct {
 	 m_rt_expires_in},
 };
 
-int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
-		   struct buf *out)
+int render_metrics(struct cred_table *t, const struct visible *visible,
+		   int64_t now_ms, struct buf *out)
 {
+	const struct config *cfg = t->cfg;
 	uint64_t by_state[CRED_STATE_COUNT] = {0};
 	struct cred_view *views;
+	bool *shown;
 	size_t i, k;
 	int s, r;
 
-	views = calloc(t->n + 1, sizeof(*views));
-	if (!views)
+	views = calloc(cfg->n_creds + 1, sizeof(*views));
+	shown = calloc(cfg->n_creds + 1, sizeof(*shown));
+	if (!views || !shown) {
+		free(views);
+		free(shown);
 		return -ENOMEM;
-	for (i = 0; i < t->n; i++) {
-		if (visible && !visible[i])
+	}
+	for (i = 0; i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
+
+		shown[i] = visible_shows(visible, c->index);
+		if (!shown[i])
 			continue;
-		cred_view(&t->creds[i], now_ms, &views[i]);
+		cred_view(c, now_ms, &views[i]);
 		by_state[views[i].state]++;
 	}
 	r = buf_printf(out,
@@ -613,15 +637,15 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 		r = buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
 			       series[k].name, series[k].help, series[k].name,
 			       series[k].type);
-		for (i = 0; i < t->n && r == 0; i++) {
-			if (visible && !visible[i])
+		for (i = 0; i < cfg->n_creds && r == 0; i++) {
+			if (!shown[i])
 				continue;
 			r = buf_printf(
 				out,
 				"%s{tenant=\"%s\",provider=\"%s\"} %" PRId64
 				"\n",
-				series[k].name, t->creds[i].conf->tenant,
-				t->creds[i].conf->provider->name,
+				series[k].name, cfg->creds[i].tenant,
+				cfg->creds[i].provider->name,
 				series[k].fn(&views[i], now_ms));
 		}
 	}
@@ -660,8 +684,9 @@ int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
 			(uint64_t)atomic_load(&t->reload_failures),
 			atomic_load(&t->cfg_retained),
 			!atomic_load(&t->store_down));
-	for (i = 0; i < t->n; i++)
+	for (i = 0; i < cfg->n_creds; i++)
 		cred_view_clear(&views[i]);
 	free(views);
+	free(shown);
 	return r;
 }

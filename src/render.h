@@ -37,14 +37,25 @@ const char *render_file_name(const struct cred *c, enum cred_file f);
 int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,
 		     int64_t now_ms, struct buf *out);
 
+/* Which credentials, by slot, a caller may see (fs_view_key()); a NULL
+ * one shows all. */
+struct visible {
+	uint32_t n; /* slots it says anything of; beyond: not shown */
+	bool on[];
+};
+
+/* A view of @n slots, none shown yet; NULL without memory. */
+struct visible *visible_new(uint32_t n);
+bool visible_shows(const struct visible *v, uint32_t slot);
+
 /* The root status table: one line per credential flagged in @visible
  * (by credential index; NULL: all). 0 or -errno. */
-int render_root_status(struct cred_table *t, const bool *visible,
+int render_root_status(struct cred_table *t, const struct visible *visible,
 		       int64_t now_ms, struct buf *out);
 
 /* Prometheus text exposition format (version 0.0.4), for the
  * credentials flagged in @visible (NULL: all). 0 or -errno. */
-int render_metrics(struct cred_table *t, const bool *visible, int64_t now_ms,
-		   struct buf *out);
+int render_metrics(struct cred_table *t, const struct visible *visible,
+		   int64_t now_ms, struct buf *out);
 
 #endif

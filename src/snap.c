@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "snap.h"
@@ -31,9 +32,16 @@ struct slot {
 	uint64_t clock;
 };
 
+/* Slots live in chunks made on first use, and never move: a reload may
+ * add credentials, and so slots, at any time. */
+#define SLOT_CHUNK 1024
+#define SLOT_CHUNKS 4096
+
 struct snaps {
-	struct slot *slots;
-	size_t n;
+	struct slot *_Atomic chunks[SLOT_CHUNKS];
+	pthread_mutex_t grow; /* making a chunk */
+	size_t n_multi;	      /* slots below keep several views */
+	uint32_t floor;	      /* a new slot's numbering starts above */
 };
 
 struct snap *snap_ref(struct snap *b)
@@ -48,51 +56,72 @@ void snap_unref(struct snap *b)
 		free(b);
 }
 
-int snaps_new(size_t n, size_t n_multi, struct snaps **out)
+int snaps_new(size_t n_multi, struct snaps **out)
 {
 	struct snaps *s = calloc(1, sizeof(*s));
-	size_t i;
 
 	if (!s)
 		return -ENOMEM;
-	s->slots = calloc(n + 1, sizeof(*s->slots));
-	if (!s->slots)
-		goto out_free;
-	for (i = 0; i < n; i++) {
-		struct slot *sl = &s->slots[i];
-
-		sl->n_views = i < n_multi ? MULTI_VIEWS : 1;
-		sl->views = calloc(sl->n_views, sizeof(*sl->views));
-		if (!sl->views)
-			goto out_free;
-		pthread_mutex_init(&sl->lock, NULL);
-		s->n = i + 1;
-	}
+	pthread_mutex_init(&s->grow, NULL);
+	s->n_multi = n_multi;
 	*out = s;
 	return 0;
-out_free:
-	snaps_free(s);
-	return -ENOMEM;
+}
+
+/* Slot @i, made if @make and it was not; NULL if not (or no memory). */
+static struct slot *slot_of(struct snaps *s, size_t i, bool make)
+{
+	struct slot *chunk;
+	size_t j;
+
+	if (i / SLOT_CHUNK >= SLOT_CHUNKS)
+		return NULL;
+	chunk = atomic_load(&s->chunks[i / SLOT_CHUNK]);
+	if (chunk || !make)
+		return chunk ? &chunk[i % SLOT_CHUNK] : NULL;
+	pthread_mutex_lock(&s->grow);
+	chunk = atomic_load(&s->chunks[i / SLOT_CHUNK]);
+	if (!chunk && (chunk = calloc(SLOT_CHUNK, sizeof(*chunk)))) {
+		for (j = 0; j < SLOT_CHUNK; j++) {
+			struct slot *sl = &chunk[j];
+			size_t k = i / SLOT_CHUNK * SLOT_CHUNK + j;
+
+			sl->n_views = k < s->n_multi ? MULTI_VIEWS : 1;
+			sl->views = calloc(sl->n_views, sizeof(*sl->views));
+			sl->last_seq = s->floor;
+			pthread_mutex_init(&sl->lock, NULL);
+			if (!sl->views)
+				sl->n_views = 0; /* renders nothing: -ENOMEM */
+		}
+		atomic_store(&s->chunks[i / SLOT_CHUNK], chunk);
+	}
+	pthread_mutex_unlock(&s->grow);
+	return chunk ? &chunk[i % SLOT_CHUNK] : NULL;
 }
 
 void snaps_free(struct snaps *s)
 {
-	size_t i;
+	size_t c, i;
 	unsigned v;
 
 	if (!s)
 		return;
-	for (i = 0; i < s->n; i++) {
-		struct slot *sl = &s->slots[i];
+	for (c = 0; c < SLOT_CHUNKS; c++) {
+		struct slot *chunk = atomic_load(&s->chunks[c]);
 
-		for (v = 0; v < sl->n_views; v++) {
-			snap_unref(sl->views[v].cur);
-			snap_unref(sl->views[v].prev);
+		for (i = 0; chunk && i < SLOT_CHUNK; i++) {
+			struct slot *sl = &chunk[i];
+
+			for (v = 0; v < sl->n_views; v++) {
+				snap_unref(sl->views[v].cur);
+				snap_unref(sl->views[v].prev);
+			}
+			free(sl->views);
+			pthread_mutex_destroy(&sl->lock);
 		}
-		free(sl->views);
-		pthread_mutex_destroy(&sl->lock);
+		free(chunk);
 	}
-	free(s->slots);
+	pthread_mutex_destroy(&s->grow);
 	free(s);
 }
 
@@ -122,15 +151,19 @@ out:
 
 struct snap *snaps_current(struct snaps *s, size_t slot, uint64_t key,
 			   uint64_t version, snap_render_fn render, void *arg,
-			   const bool *visible, int *err)
+			   const struct visible *visible, int *err)
 {
-	struct slot *sl = &s->slots[slot];
+	struct slot *sl = slot_of(s, slot, true);
 	int64_t now = time_real_ms();
 	struct snap *b = NULL;
 	struct view *v;
 	struct buf text;
 	int r;
 
+	if (!sl || !sl->n_views) {
+		*err = -ENOMEM;
+		return NULL;
+	}
 	pthread_mutex_lock(&sl->lock);
 	v = view_of(sl, key);
 	if (v->cur && v->version == version && v->second == now / 1000)
@@ -168,10 +201,12 @@ out:
 
 struct snap *snaps_find(struct snaps *s, size_t slot, uint32_t seq)
 {
-	struct slot *sl = &s->slots[slot];
+	struct slot *sl = slot_of(s, slot, false);
 	struct snap *b = NULL;
 	unsigned i;
 
+	if (!sl)
+		return NULL;
 	pthread_mutex_lock(&sl->lock);
 	for (i = 0; i < sl->n_views && !b; i++) {
 		struct view *v = &sl->views[i];
@@ -204,26 +239,37 @@ struct snap *snap_make(uint32_t seq, uint64_t view, int64_t rendered_ms,
 
 uint32_t snaps_max_seq(struct snaps *s)
 {
-	uint32_t max = 0;
-	size_t i;
+	uint32_t max = s->floor;
+	size_t c, i;
 
-	for (i = 0; i < s->n; i++) {
-		pthread_mutex_lock(&s->slots[i].lock);
-		if (s->slots[i].last_seq > max)
-			max = s->slots[i].last_seq;
-		pthread_mutex_unlock(&s->slots[i].lock);
+	for (c = 0; c < SLOT_CHUNKS; c++) {
+		struct slot *chunk = atomic_load(&s->chunks[c]);
+
+		for (i = 0; chunk && i < SLOT_CHUNK; i++) {
+			pthread_mutex_lock(&chunk[i].lock);
+			if (chunk[i].last_seq > max)
+				max = chunk[i].last_seq;
+			pthread_mutex_unlock(&chunk[i].lock);
+		}
 	}
 	return max;
 }
 
 void snaps_set_floor(struct snaps *s, uint32_t seq)
 {
-	size_t i;
+	size_t c, i;
 
-	for (i = 0; i < s->n; i++) {
-		pthread_mutex_lock(&s->slots[i].lock);
-		if (s->slots[i].last_seq < seq)
-			s->slots[i].last_seq = seq;
-		pthread_mutex_unlock(&s->slots[i].lock);
+	pthread_mutex_lock(&s->grow);
+	s->floor = seq;
+	for (c = 0; c < SLOT_CHUNKS; c++) {
+		struct slot *chunk = atomic_load(&s->chunks[c]);
+
+		for (i = 0; chunk && i < SLOT_CHUNK; i++) {
+			pthread_mutex_lock(&chunk[i].lock);
+			if (chunk[i].last_seq < seq)
+				chunk[i].last_seq = seq;
+			pthread_mutex_unlock(&chunk[i].lock);
+		}
 	}
+	pthread_mutex_unlock(&s->grow);
 }

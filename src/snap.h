@@ -16,6 +16,7 @@
 
 struct buf;
 struct snaps;
+struct visible;
 
 /* One rendering: immutable once published, reference-counted. */
 struct snap {
@@ -28,12 +29,13 @@ struct snap {
 };
 
 /* Render @slot for the credentials in @visible (NULL: all) at @now_ms. */
-typedef int (*snap_render_fn)(void *arg, size_t slot, const bool *visible,
-			      int64_t now_ms, struct buf *out);
+typedef int (*snap_render_fn)(void *arg, size_t slot,
+			      const struct visible *visible, int64_t now_ms,
+			      struct buf *out);
 
-/* A cache of @n slots, the first @n_multi of which keep several views.
- * 0 or -ENOMEM. */
-int snaps_new(size_t n, size_t n_multi, struct snaps **out);
+/* A cache of slots (made as they are first used), the first @n_multi of
+ * which keep several views. 0 or -ENOMEM. */
+int snaps_new(size_t n_multi, struct snaps **out);
 /* Free the cache; snapshots still referenced live on. NULL is a no-op. */
 void snaps_free(struct snaps *s);
 
@@ -44,7 +46,7 @@ void snaps_free(struct snaps *s);
  */
 struct snap *snaps_current(struct snaps *s, size_t slot, uint64_t key,
 			   uint64_t version, snap_render_fn render, void *arg,
-			   const bool *visible, int *err);
+			   const struct visible *visible, int *err);
 
 /* Snapshot @seq of @slot if it is still held, referenced, or NULL. */
 struct snap *snaps_find(struct snaps *s, size_t slot, uint32_t seq);

@@ -327,12 +327,14 @@ def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
     assert reload_metrics(m) == ([0], [1])
     (rec,) = reload_audit(audit)
     assert rec["outcome"] == "refused" and "invalid JSON" in rec["detail"]
-    # A new tenant needs a restart: said, not applied.
+    # Another audit log cannot be applied in place: said, not applied
+    # (a new tenant can: test_reload.py).
     m.write_config(dict(simple_config(m, tenants=("acme", "beta")),
-                        audit_log=audit))
+                        audit_log=audit + ".new"))
     os.kill(m.pid, signal.SIGHUP)
     wait_for(lambda: "restart credfs to apply" in m.log(), 5,
-             what="the shape change refused")
+             what="the audit_log change refused")
+    assert "audit_log changed" in m.log()
     assert os.listdir(m.path("tenants")) == ["acme"]
     assert m.token("acme", "idp") == tok
     assert reload_metrics(m) == ([0], [2])

@@ -3,8 +3,9 @@ and rotation, read all the while by two unprivileged users, while at random
 the provider fails (503, 429, stalled responses), one credential's token
 family is revoked (invalid_grant), the daemon is killed with SIGKILL and
 restarted by the service manager (tests/harness.py FakeSystemd, with its
-fd store) or upgraded in place with SIGUSR2, the store's file system
-fills up and is freed, and a broken config is loaded with SIGHUP.
+fd store) or upgraded in place with SIGUSR2, a reload takes one tenant
+away and another brings it back, the store's file system fills up and is
+freed, and a broken config is loaded with SIGHUP.
 
 Each fault must show in a status file, the metrics or the audit log while
 it lasts, and the daemon must recover from it before the next one. At the
@@ -187,6 +188,7 @@ class Chaos:
         self.config, self.families, self.audit = config, families, audit
         self.rng = rng
         self.kills, self.revoked, self.log = [], set(), []
+        self.reshaped = set()  # tenants a reload took away for a while
         self.last_kill = time.monotonic()  # the first daemon too
 
     def seen(self, what, pred, timeout=15):
@@ -249,6 +251,29 @@ class Chaos:
     def e_upgrade(self):
         self.sd.upgrade()
         self.log.append("upgraded")
+
+    def e_reshape(self):
+        """A reload without one tenant, then one with it again: gone
+        while away (its readers get ENOENT, nobody else notices), back
+        with its stored refresh token and a valid token."""
+        victim = self.rng.choice([t for t in TENANTS
+                                  if t not in self.revoked])
+        self.reshaped.add(victim)
+        applied = self.m.log().count(" applied: ")
+        cut = json.loads(json.dumps(self.config))
+        del cut["tenants"][victim]
+        self.m.write_config(cut)
+        try:
+            os.kill(self.m.pid, signal.SIGHUP)
+            self.seen("%s removed" % victim, lambda: victim + "/idp" not in
+                      status_lines(self.m))
+            time.sleep(HOLD_S)
+        finally:
+            self.m.write_config(self.config)
+        os.kill(self.m.pid, signal.SIGHUP)
+        self.seen("%s back" % victim, lambda: self.m.log().count(
+            " applied: ") >= applied + 2 and status_lines(self.m).get(
+            victim + "/idp", {}).get("state") == "valid")
 
     def e_disk_full(self):
         filler = fill(self.fs / "filler")
@@ -401,8 +426,11 @@ def soak(m, sd, provider, soak_users, small_fs, config, families, audit):
     # until the next daemon answers), never for want of a valid token.
     # (A revoked one answers EAGAIN too after a restart, until its stored
     # refresh token is refused again: the store does not keep "revoked".)
+    # A tenant a reload took away answers ENOENT while it is away.
     for t, errs in readers.errors.items():
         allowed = {"EKEYREVOKED", "EAGAIN"} if t in chaos.revoked else set()
+        if t in chaos.reshaped:
+            allowed |= {"ENOENT"}
         assert set(errs) <= allowed, (t, errs)
     assert readers.ok > 20 * elapsed, readers.ok  # readers really ran
     # No refresh token lost: no reuse, no family revoked but on purpose,

@@ -46,7 +46,7 @@ static int setup(void **state)
 	assert_int_equal(config_parse(CONFIG, strlen(CONFIG), "c.json", &f->cfg,
 				      err, sizeof(err)),
 			 0);
-	assert_int_equal(cred_table_new(f->cfg, &f->t), 0);
+	assert_int_equal(cred_table_new(f->cfg, NULL, &f->t), 0);
 	f->t->kick = count_kick;
 	f->t->kick_arg = f;
 	f->t->wake = count_wake;
@@ -111,7 +111,7 @@ static void answer(struct fixture *f, struct cred *c)
 static void waiting_opens_are_answered_by_the_refresh(void **state)
 {
 	struct fixture *f = *state;
-	struct cred *c = &f->t->creds[0];
+	struct cred *c = cred_at(f->t, 0);
 	struct cred_wait w[3];
 	struct token *tok;
 	int i;
@@ -138,7 +138,7 @@ static void waiting_opens_are_answered_by_the_refresh(void **state)
 static void waiting_opens_are_capped(void **state)
 {
 	struct fixture *f = *state;
-	struct cred *c = &f->t->creds[0];
+	struct cred *c = cred_at(f->t, 0);
 	struct cred_wait *w = calloc(CRED_MAX_WAITING + 1, sizeof(*w));
 	struct token *tok;
 	int i;
@@ -170,7 +170,7 @@ static void waiting_opens_are_capped(void **state)
 static void state_machine(void **state)
 {
 	struct fixture *f = *state;
-	struct cred *c = &f->t->creds[0];
+	struct cred *c = cred_at(f->t, 0);
 	int64_t now = time_real_ms(), next;
 	char *rt = NULL;
 
