@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -306,6 +307,15 @@ int handoff_first_request(struct fuse_session *se, int *init_fd)
 	fuse_session_process_buf(se, &buf);
 	free(buf.mem);
 	return *init_fd < 0 ? *init_fd : 0;
+}
+
+bool handoff_alive(int fuse_fd)
+{
+	struct pollfd p = {.fd = fuse_fd, .events = 0};
+
+	/* POLLERR: unmounted, or the connection aborted (libfuse's own
+	 * test before it unmounts). */
+	return !(poll(&p, 1, 0) == 1 && (p.revents & POLLERR));
 }
 
 int handoff_resend(struct fuse_session *se)

@@ -64,6 +64,8 @@ int handoff_first_request(struct fuse_session *se, int *init_fd);
  * again what the previous process had read and not answered. 0 or
  * -errno; *@resent says whether the kernel could. */
 int handoff_resume(struct fuse_session *se, struct handoff *h, bool *resent);
+/* Whether the connection @fuse_fd still has its mount. */
+bool handoff_alive(int fuse_fd);
 /* FUSE_NOTIFY_RESEND on @se's connection (Linux 6.9): 0 or -errno. */
 int handoff_resend(struct fuse_session *se);
 

@@ -611,6 +611,18 @@ static int open_session(struct daemon *d)
 		log_error("cannot create the FUSE session (bad -o option?)");
 		return -EINVAL;
 	}
+	if (d->resumed && !handoff_alive(d->h->fuse_fd)) {
+		/* Unmounted (or aborted) while no process served it: mount
+		 * afresh, with the tokens the image kept. */
+		log_warn("the mount on %s was taken away while no daemon "
+			 "served it: mounting afresh",
+			 o->mountpoint);
+		close(d->h->fuse_fd);
+		d->h->fuse_fd = -1;
+		handoff_store_clear();
+		handoff_unmount(o->mountpoint);
+		d->resumed = false;
+	}
 	if (d->resumed) {
 		r = handoff_resume(d->se, d->h, &resent);
 		if (r < 0) {
@@ -791,7 +803,7 @@ static int wait_taken_over(int ready, pid_t pid, char *why, size_t whylen)
  * files to the binary at our path. 0 once it serves; otherwise this
  * process serves on, and says why.
  */
-static int upgrade(struct daemon *d)
+static int hand_over(struct daemon *d)
 {
 	const char *names[4] = {"fuse", "init", "state", "store-lock"};
 	int fds[4], state_fd, ready = -1, r;
@@ -857,6 +869,18 @@ static int upgrade(struct daemon *d)
 	return r < 0 ? r : -ECHILD;
 }
 
+static int upgrade(struct daemon *d)
+{
+	int r;
+
+	/* No reload meanwhile (SIGHUP waits): the image is of one tree, and
+	 * a failed upgrade replaces the refresher a reload would use. */
+	pthread_mutex_lock(&d->admin.lock);
+	r = hand_over(d);
+	pthread_mutex_unlock(&d->admin.lock);
+	return r;
+}
+
 /* Serve until stopped, unmounted, or handed over. */
 static int serve(struct daemon *d)
 {
@@ -896,7 +920,8 @@ static void stop(struct daemon *d)
 		notify("STOPPING=1");
 	/* Unmounted from outside, or the signal thread stopped it: either
 	 * way what is in flight is answered and stored first. */
-	refresher_stop(d->sigs.rf, refresher_drain_ms(d->t));
+	if (d->sigs.rf)
+		refresher_stop(d->sigs.rf, refresher_drain_ms(d->t));
 	/* Nobody waits any more for answers that will not come. */
 	if (d->t)
 		cred_table_stop_waits(d->t);

@@ -5,11 +5,11 @@ every 2 ms throughout sees no error and no token but a valid one, with
 the provider up or refusing everything.
 """
 
-import json
 import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 
 from harness import (CREDFS, FakeSystemd, Readers, is_mounted, reap,
@@ -237,5 +237,26 @@ def test_a_crash_with_another_tree_in_the_config_keeps_the_mount(
         assert provider.issued(m.token("beta", "idp"))
         assert sorted(os.listdir(m.path("tenants"))) == ["beta", "zulu"]
         assert sd.stored().count("fuse") == 1
+    finally:
+        sd.stop()
+
+
+def test_a_mount_taken_away_while_down_is_mounted_afresh(mount, provider):
+    """Unmounted while no daemon served it (the fd store still holding
+    the connection): the next start sees the connection is dead, says so
+    and mounts afresh, serving the token the image kept."""
+    m = mount()
+    m.write_config(simple_config(m))
+    sd = FakeSystemd(m)
+    try:
+        sd.start()
+        token = m.token("acme", "idp")
+        sd.kill()
+        subprocess.run(["fusermount3", "-u", m.mnt], check=True, timeout=10)
+        assert not is_mounted(m.mnt)
+        sd.start()
+        assert "was taken away while no daemon served it" in m.log()
+        assert is_mounted(m.mnt)
+        assert m.token("acme", "idp") == token
     finally:
         sd.stop()
