@@ -597,6 +597,17 @@ static void waits_run(struct fs *fs, bool all)
 		list = p->next;
 		if (all)
 			p->w.deadline = 0; /* the answer it has now */
+		if (!cred_live(p->n.cred)) {
+			/* A reload removed it while this open waited: its
+			 * configuration may be gone, so nothing of it is
+			 * read; the name is gone too. */
+			cred_wait_cancel(p->n.cred, &p->w);
+			if (p->h)
+				handle_free(fs, p->h);
+			fuse_reply_err(p->req, ENOENT);
+			free(p);
+			continue;
+		}
 		r = cred_open_resume(p->n.cred, &p->w, &tok);
 		if (r == -ESTALE && p->lookup && !all)
 			r = lookup_token(fs, p->n.cred, p->tries + 1, &tok,
@@ -748,30 +759,36 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct handle *h = handle_of(fs, fi->fh);
-	struct handle byino = {0};
+	struct handle held = {0}; /* the bytes, referenced for the reply */
 	const char *data;
 	size_t len;
 	int err;
 
-	if (!h) {
-		err = content_of_ino(fs, ino, &byino);
+	if (h) {
+		/* The reply holds its bytes, not the handle: the kernel may
+		 * send RELEASE the moment it has them, before
+		 * fuse_reply_buf() returns, and a handed-over handle's bytes
+		 * have no other owner. */
+		held.tok = token_ref(h->tok);
+		held.snap = h->snap ? snap_ref(h->snap) : NULL;
+	} else {
+		err = content_of_ino(fs, ino, &held);
 		if (err) {
-			token_unref(byino.tok);
-			snap_unref(byino.snap);
+			token_unref(held.tok);
+			snap_unref(held.snap);
 			fuse_reply_err(req, -err);
 			return;
 		}
-		h = &byino;
 	}
-	data = h->tok ? h->tok->value : h->snap->data;
-	len = h->tok ? h->tok->len : h->snap->len;
+	data = held.tok ? held.tok->value : held.snap->data;
+	len = held.tok ? held.tok->len : held.snap->len;
 	if (off < 0 || (size_t)off >= len)
 		size = 0;
 	else if (size > len - (size_t)off)
 		size = len - (size_t)off;
 	fuse_reply_buf(req, size ? data + off : NULL, size);
-	token_unref(byino.tok);
-	snap_unref(byino.snap);
+	token_unref(held.tok);
+	snap_unref(held.snap);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,

@@ -1102,7 +1102,7 @@ int main(int argc, char **argv)
 	 * the service manager passed in (before any fd is opened). */
 	n = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
 	self_exe[n > 0 ? n : 0] = '\0';
-	self_argv = respawn_argv(argc, argv);
+	self_argv = o.foreground ? argv : respawn_argv(argc, argv);
 	self_cwd = getcwd(NULL, 0);
 	/* Tokens and keys live in this process. */
 	secrets_hygiene();
