@@ -67,6 +67,10 @@ struct rf_entry {
 	struct http_req *req;	/* the request in flight */
 	int64_t sent_ms;
 	bool leased; /* holds its refresh lease in a shared store */
+	/* A reload removed it while its request was in flight: the answer
+	 * is waited for and stored (a rotated refresh token in it), then
+	 * the entry goes, and this change is told. */
+	struct change *leaving;
 };
 
 /* @c's entry in @rf. */
@@ -78,6 +82,7 @@ struct change {
 	struct change *next;
 	struct cred **added, **removed;
 	size_t n_added, n_removed;
+	size_t leaving; /* removed ones whose answer is still awaited */
 	bool done;
 };
 
@@ -797,6 +802,22 @@ static int64_t lane_drain(struct refresher *rf, struct lane *l,
 	return l->head ? at : INT64_MAX;
 }
 
+static void let_go(struct refresher *rf, struct cred *c);
+
+/* A removed credential's answer is in (and stored): now it goes. */
+static void answered_and_gone(struct refresher *rf, struct cred *c)
+{
+	struct change *ch = E(rf, c)->leaving;
+
+	let_go(rf, c);
+	pthread_mutex_lock(&rf->lock);
+	if (--ch->leaving == 0) {
+		ch->done = true;
+		pthread_cond_broadcast(&rf->change_cond);
+	}
+	pthread_mutex_unlock(&rf->lock);
+}
+
 static void reap(struct refresher *rf)
 {
 	struct oauth_result res;
@@ -840,6 +861,8 @@ static void reap(struct refresher *rf)
 		oauth_result_clear(&res);
 		rf->lane_at = min64(rf->lane_at,
 				    lane_drain(rf, l, c->conf->provider));
+		if (E(rf, c)->leaving)
+			answered_and_gone(rf, c);
 	}
 }
 
@@ -992,13 +1015,25 @@ static void let_go(struct refresher *rf, struct cred *c)
 	free(e);
 }
 
-static void change_run(struct refresher *rf, struct change *ch)
+/* @can_wait: the thread runs, and answers in flight may be waited for. */
+static void change_run(struct refresher *rf, struct change *ch, bool can_wait)
 {
 	size_t i;
 
-	for (i = 0; i < ch->n_removed; i++)
-		if (E(rf, ch->removed[i]))
-			let_go(rf, ch->removed[i]);
+	for (i = 0; i < ch->n_removed; i++) {
+		struct cred *c = ch->removed[i];
+
+		if (!E(rf, c) || E(rf, c)->leaving)
+			continue;
+		if (can_wait && E(rf, c)->req) {
+			/* Its answer may carry a rotated refresh token: not
+			 * dropped, stored (reap()), then it goes. */
+			E(rf, c)->leaving = ch;
+			ch->leaving++;
+			continue;
+		}
+		let_go(rf, c);
+	}
 	for (i = 0; i < ch->n_added; i++)
 		if (!E(rf, ch->added[i]) && take_on(rf, ch->added[i]) < 0)
 			log_error("%s/%s: out of memory: not refreshed until "
@@ -1016,10 +1051,10 @@ static void take_changes(struct refresher *rf)
 	rf->changes = NULL;
 	pthread_mutex_unlock(&rf->lock);
 	for (ch = list; ch; ch = ch->next)
-		change_run(rf, ch);
+		change_run(rf, ch, true);
 	pthread_mutex_lock(&rf->lock);
 	for (ch = list; ch; ch = ch->next)
-		ch->done = true;
+		ch->done = ch->leaving == 0;
 	pthread_cond_broadcast(&rf->change_cond);
 }
 
@@ -1028,7 +1063,7 @@ static void apply(void *arg, struct cred **added, size_t n_added,
 		  struct cred **removed, size_t n_removed)
 {
 	struct refresher *rf = arg;
-	struct change ch = {NULL, added, removed, n_added, n_removed, false};
+	struct change ch = {NULL, added, removed, n_added, n_removed, 0, false};
 	struct change **p;
 
 	pthread_mutex_lock(&rf->lock);
@@ -1046,7 +1081,7 @@ static void apply(void *arg, struct cred **added, size_t n_added,
 	}
 	pthread_mutex_unlock(&rf->lock);
 	if (!ch.done)
-		change_run(rf, &ch); /* no thread runs: ours to do */
+		change_run(rf, &ch, false); /* no thread runs: ours to do */
 }
 
 static void *run(void *arg)

@@ -210,3 +210,47 @@ def test_a_reload_that_cannot_apply_changes_nothing(mount, provider):
     assert os.listdir(m.path("tenants")) == ["acme"]
     assert m.token("acme", "idp") == token
     json.loads(m.read("tenants", "acme", "idp", "status.json"))
+
+
+def test_removing_a_credential_mid_rotation_keeps_its_refresh_token(
+        mount, provider, long_provider, tmp_path):
+    """A reload removes a refresh_token credential while its rotation is
+    in flight: the answer is waited for and the rotated refresh token
+    stored, so that the credential added back presents that one, not
+    the one the provider already replaced (a reuse, which a strict
+    provider answers by revoking the grant)."""
+    provider.lifetime = 2  # refreshed about every second
+    provider.reuse_grace = 5  # a reuse would show as a grace replay
+    m = mount()
+    store = tmp_path / "store"
+    cfg = rt_config(m, store, tenants=("beta",))
+    # Another tenant, on another provider: every request to @provider
+    # is beta's.
+    cfg["providers"]["long"] = m.provider_conf(token_url=long_provider.url +
+                                               "/token")
+    cfg["tenants"]["stable"] = {"credentials": {"long": {"scopes": ["x"]}}}
+    setup_store(m, cfg)
+    m.start()
+    add(m, provider, "beta")
+    without = json.loads(json.dumps(cfg))
+    del without["tenants"]["beta"]
+    for n in range(1, 7, 2):
+        # Every request held 1.5 s: the reload comes while one is out.
+        provider.inject("delay", count=-1, seconds=1.5)
+        before = provider.arrivals
+        wait_for(lambda: provider.arrivals > before, 10,
+                 what="a refresh in flight")
+        m.write_config(without)
+        reload(m, n)
+        provider.clear_faults()
+        m.write_config(cfg)
+        reload(m, n + 1)
+        assert m.status("beta", "idp")["state"] in ("valid", "refreshing")
+        # Its next rotation presents the refresh token the store has.
+        gen = m.status("beta", "idp")["generation"]
+        wait_for(lambda: m.status("beta", "idp")["generation"] > gen, 10,
+                 what="beta's next rotation")
+    assert "its refresh token is lost" not in m.log()
+    assert provider.stats()["reused_refresh_tokens"] == 0
+    assert provider.grace_replays == []
+    assert not provider.revoked_families
