@@ -566,6 +566,9 @@ static int open_state(struct daemon *d)
 				       : "that an upgrade handed over",
 			 kept, cfg->n_creds);
 	}
+	/* Taken: its copies of the tokens go now, not at exit. */
+	json_decref(h->image);
+	h->image = NULL;
 	r = refresher_new(d->t, fs_token_rotated, fs_token_expired, d->fs,
 			  &d->sigs.rf);
 	if (r < 0)
