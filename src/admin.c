@@ -78,6 +78,7 @@ static void reload_config(struct admin *a, struct buf *reply)
 	char err[1024], why[256];
 	struct tree_change ch;
 	int64_t deadline = 0;
+	unsigned slot;
 	size_t i;
 
 	/* No network I/O in a reload: discovery from the process's cache. */
@@ -128,16 +129,15 @@ static void reload_config(struct admin *a, struct buf *reply)
 	reload_outcome(a, NULL);
 	/* Like a start: ready once the added ones had their first answer
 	 * (bounded by their open_wait_s and the provider's timeout). */
+	slot = cred_table_enter(a->t);
 	for (i = 0; i < ch.n_added; i++) {
-		struct cred *c = ch.added[i];
-		unsigned slot = cred_table_enter(a->t);
-		int64_t wait = c->conf->timing.open_wait_ms +
-			       c->conf->provider->timeout_ms;
+		const struct cred_conf *cc = ch.added[i]->conf;
+		int64_t wait = cc->timing.open_wait_ms + cc->provider->timeout_ms;
 
-		cred_table_exit(a->t, slot);
 		if (deadline < time_mono_ms() + wait)
 			deadline = time_mono_ms() + wait;
 	}
+	cred_table_exit(a->t, slot);
 	for (i = 0; i < ch.n_added; i++)
 		cred_wait_answered(a->t, ch.added[i], deadline);
 	tree_change_clear(&ch);

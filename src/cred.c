@@ -960,9 +960,7 @@ void cred_retire(struct cred_table *t, struct cred *c)
 	c->persist_error_ms = 0;
 	c->persist_error[0] = '\0';
 	atomic_store_explicit(&c->present, false, memory_order_release);
-	c->version++;
-	atomic_fetch_add(&t->version, 1);
-	wake_locked(t, c);
+	changed_locked(t, c); /* the refresher let it go: no replan */
 	pthread_mutex_unlock(&c->lock);
 	token_unref(old[0]);
 	token_unref(old[1]);

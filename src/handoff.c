@@ -131,7 +131,7 @@ void handoff_take(struct handoff *h, char *why, size_t whylen)
 	uint64_t seq;
 	json_t *j;
 
-	*h = (struct handoff){-1, -1, -1, -1, NULL, false, 0};
+	*h = (struct handoff){-1, -1, -1, -1, NULL, 0};
 	why[0] = '\0';
 	for (i = 0; i < n; i++) {
 		const char *name = fds[i].name;
@@ -161,7 +161,6 @@ void handoff_take(struct handoff *h, char *why, size_t whylen)
 			close(fds[i].fd); /* not ours */
 		}
 	}
-	h->from_store = h->fuse_fd >= 0 && h->ready_fd < 0;
 	if (h->fuse_fd >= 0 && h->init_fd < 0) {
 		snprintf(why, whylen,
 			 "a FUSE connection came without its INIT request; "

@@ -33,7 +33,6 @@ struct handoff {
 	int lock_fd;	      /* the store's daemon.lock, held, or -1 */
 	int ready_fd;	      /* an upgrade's pipe back, or -1 */
 	struct json_t *image; /* the newest state image, or NULL */
-	bool from_store;      /* the fds came from systemd's fd store */
 	uint64_t image_seq;   /* of the image taken */
 };
 

@@ -562,7 +562,7 @@ static int open_state(struct daemon *d)
 		fs_import(d->fs, h->image);
 		log_info("resuming the mount %s: %zu of %zu credentials keep "
 			 "the tokens they had",
-			 h->from_store ? "from the service manager's fd store"
+			 h->ready_fd < 0 ? "from the service manager's fd store"
 				       : "that an upgrade handed over",
 			 kept, cfg->n_creds);
 	}

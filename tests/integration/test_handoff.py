@@ -26,6 +26,13 @@ def valid_token(provider):
     return check
 
 
+def under_systemd(mount):
+    """A mount of simple_config() for FakeSystemd to start (not started)."""
+    m = mount()
+    m.write_config(simple_config(m))
+    return m, FakeSystemd(m)
+
+
 def token_requests(provider):
     return len(provider.token_requests())
 
@@ -35,9 +42,7 @@ def test_sigkill_under_the_fd_store_readers_never_fail(mount, provider):
     no reader error, the same token served (no new token request: the
     client_credentials token is carried in the state image), and the
     kernel's node ids still valid (a file opened before is read after)."""
-    m = mount()
-    m.write_config(simple_config(m))
-    sd = FakeSystemd(m)
+    m, sd = under_systemd(mount)
     try:
         first = sd.start()
         assert set(sd.stored()) >= {"fuse", "init"}, sd.stored()
@@ -193,9 +198,7 @@ def test_sigkill_with_the_provider_refusing_everything(mount, provider):
     """The provider answers 503 to every request from the first kill on:
     20 SIGKILLs, and readers still see the valid token throughout (a
     restart without the state image would have nothing to serve)."""
-    m = mount()
-    m.write_config(simple_config(m))
-    sd = FakeSystemd(m)
+    m, sd = under_systemd(mount)
     try:
         sd.start()
         token = m.token("acme", "idp")
@@ -245,9 +248,7 @@ def test_a_mount_taken_away_while_down_is_mounted_afresh(mount, provider):
     """Unmounted while no daemon served it (the fd store still holding
     the connection): the next start sees the connection is dead, says so
     and mounts afresh, serving the token the image kept."""
-    m = mount()
-    m.write_config(simple_config(m))
-    sd = FakeSystemd(m)
+    m, sd = under_systemd(mount)
     try:
         sd.start()
         token = m.token("acme", "idp")
