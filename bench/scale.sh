@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench-scale: refresh at scale. BENCH_TENANTS x 10 refresh-token
-# credentials (default 1000 x 10) in an encrypted store, tokens living 60 s
+# credentials (default 1000 x 10) in an encrypted store, tokens living
+# BENCH_LIFETIME s (default 60)
 # and refreshed at 70% of their lifetime before expiry (about 555 refreshes
 # a second for 10,000), against bench/tokend (a C token endpoint). Reports:
 # time until the mount is ready, first read of every credential, resident
@@ -15,7 +16,7 @@ python=${PYTHON:-/usr/bin/python3}
 secs=${BENCH_SCALE_SECONDS:-60}
 tenants=${BENCH_TENANTS:-1000}
 providers=10
-lifetime=60
+lifetime=${BENCH_LIFETIME:-60}
 fraction=0.7
 if [ "${BENCH_STORE:-disk}" = tmpfs ]; then
 	work=$(mktemp -d /dev/shm/credfs-scale.XXXXXX)
@@ -33,6 +34,11 @@ cleanup() {
 	for p in "${pids[@]}"; do
 		kill "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
+		# The daemon is no child of ours: wait for it by pid.
+		for _ in $(seq 100); do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.1
+		done
 	done
 	rm -rf "$work"
 }

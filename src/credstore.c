@@ -194,74 +194,118 @@ int credstore_fields(const struct provider_conf *p, char *const *values,
 	return 0;
 }
 
-int credstore_write(struct cred_table *t, struct cred *c,
-		    const struct token *tok, const struct oauth_token *ot,
-		    struct persist_result *pr)
+/* @w's record from its credential's state: 0, -ECANCELED (nothing to
+ * write: no record, or no refresh token), -ENOMEM. */
+static int prepare(struct credstore_write *w)
 {
-	const char *new_rt = ot ? ot->refresh_token : NULL;
-	const char *tenant = c->conf->tenant, *prov = c->conf->provider->name;
-	struct token *cur = NULL;
-	struct record r = {0};
-	char msg[512];
-	uint64_t expect;
-	int ret;
+	struct cred *c = w->c;
+	const char *new_rt = w->ot ? w->ot->refresh_token : NULL;
+	const struct token *tok = w->tok;
+	struct record *r = &w->r;
 
-	pr->err = 0;
-	pr->gen = 0;
 	pthread_mutex_lock(&c->lock);
 	if (!cred_present(c) || (!c->refresh_token && !new_rt)) {
 		pthread_mutex_unlock(&c->lock);
 		return -ECANCELED;
 	}
 	if (!tok)
-		tok = cur = token_ref(c->cur);
-	r.refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
-	r.generation = c->record_gen + 1;
-	r.rt_expires_ms =
-		ot && tok ? cred_rt_expiry(c->conf->provider, ot,
-					   tok->issued_ms, c->rt_expires_ms)
-			  : c->rt_expires_ms;
-	expect = c->durable_gen;
+		tok = w->cur = token_ref(c->cur);
+	r->refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
+	r->generation = c->record_gen + 1;
+	r->rt_expires_ms =
+		w->ot && tok ? cred_rt_expiry(c->conf->provider, w->ot,
+					      tok->issued_ms, c->rt_expires_ms)
+			     : c->rt_expires_ms;
+	w->sw.expect = c->durable_gen;
 	pthread_mutex_unlock(&c->lock);
-	if (!r.refresh_token) {
-		ret = -ENOMEM;
-		goto out;
-	}
+	if (!r->refresh_token)
+		return -ENOMEM;
 	if (tok) {
-		r.access_token = (char *)tok->value;
-		r.token_type = tok->type;
-		r.scope = scope_line(tok->scopes);
-		r.issued_ms = tok->issued_ms;
-		r.expires_ms = tok->expires_ms;
+		r->access_token = (char *)tok->value;
+		r->token_type = tok->type;
+		r->scope = scope_line(tok->scopes);
+		r->issued_ms = tok->issued_ms;
+		r->expires_ms = tok->expires_ms;
 		if (credstore_fields(c->conf->provider, tok->fields,
-				     tok->n_fields, &r) < 0) {
-			ret = -ENOMEM;
-			goto out;
+				     tok->n_fields, r) < 0)
+			return -ENOMEM;
+	}
+	w->sw.tenant = c->conf->tenant;
+	w->sw.provider = c->conf->provider->name;
+	w->sw.r = r;
+	return 0;
+}
+
+/* After store_save_many(): someone else wrote it (-ESTALE)? Theirs wins
+ * if it is newer (credfsctl add) or gone (remove); otherwise the store
+ * fell behind, and ours goes in whatever is there. */
+static int settle(struct cred_table *t, struct credstore_write *w, int ret)
+{
+	char msg[512];
+
+	if (ret != -ESTALE)
+		return ret;
+	switch (credstore_reload(t, w->c, msg, sizeof(msg))) {
+	case CS_ADOPTED:
+	case CS_REMOVED:
+	case CS_UNUSABLE: return -ECANCELED;
+	default:
+		ret = store_save(t->store, w->sw.tenant, w->sw.provider, &w->r,
+				 STORE_ANY_GEN);
+		return ret == -ESTALE ? -ECANCELED : ret;
+	}
+}
+
+void credstore_write_many(struct cred_table *t, struct credstore_write *w,
+			  size_t n)
+{
+	struct store_write **sw = calloc(n ? n : 1, sizeof(*sw));
+	size_t i, k = 0;
+
+	for (i = 0; i < n; i++) {
+		w[i].pr.err = 0;
+		w[i].pr.gen = 0;
+		w[i].sw.r = NULL;
+		w[i].ret = prepare(&w[i]);
+		if (w[i].ret < 0)
+			w[i].sw.r = NULL;
+		else if (sw)
+			sw[k++] = &w[i].sw;
+		else
+			w[i].ret = store_save(t->store, w[i].sw.tenant,
+					      w[i].sw.provider, &w[i].r,
+					      w[i].sw.expect);
+	}
+	if (sw)
+		store_save_many(t->store, sw, k);
+	for (i = 0; i < n; i++) {
+		struct credstore_write *x = &w[i];
+
+		if (x->sw.r) { /* prepared: the store was asked */
+			if (sw)
+				x->ret = x->sw.ret;
+			x->ret = settle(t, x, x->ret);
+			if (x->ret != -ECANCELED) {
+				x->pr.err = x->ret;
+				x->pr.gen = x->r.generation;
+			}
 		}
+		x->r.access_token = NULL; /* borrowed */
+		x->r.token_type = NULL;
+		record_clear(&x->r);
+		token_unref(x->cur);
+		x->cur = NULL;
 	}
-	ret = store_save(t->store, tenant, prov, &r, expect);
-	if (ret == -ESTALE) {
-		/* Someone else wrote it: theirs wins if it is newer (credfsctl
-		 * add) or gone (remove); otherwise the store fell behind. */
-		switch (credstore_reload(t, c, msg, sizeof(msg))) {
-		case CS_ADOPTED:
-		case CS_REMOVED:
-		case CS_UNUSABLE: ret = -ECANCELED; break;
-		default:
-			ret = store_save(t->store, tenant, prov, &r,
-					 STORE_ANY_GEN);
-			if (ret == -ESTALE)
-				ret = -ECANCELED;
-		}
-	}
-	if (ret != -ECANCELED) {
-		pr->err = ret;
-		pr->gen = r.generation;
-	}
-out:
-	r.access_token = NULL; /* borrowed */
-	r.token_type = NULL;
-	record_clear(&r);
-	token_unref(cur);
-	return ret;
+	free(sw);
+}
+
+int credstore_write(struct cred_table *t, struct cred *c,
+		    const struct token *tok, const struct oauth_token *ot,
+		    struct persist_result *pr)
+{
+	struct credstore_write w = {.c = c, .tok = tok, .ot = ot};
+
+	credstore_write_many(t, &w, 1);
+	*pr = w.pr;
+	return w.ret;
 }

@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cred.h"
+#include "record.h"
+#include "store.h"
+
 struct cred;
 struct oauth_token;
 struct provider_conf;
@@ -51,6 +55,27 @@ enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
 int credstore_write(struct cred_table *t, struct cred *c,
 		    const struct token *tok, const struct oauth_token *ot,
 		    struct persist_result *pr);
+
+/* One of several credstore_write()s done together. */
+struct credstore_write {
+	/* In: as credstore_write()'s arguments. */
+	struct cred *c;
+	const struct token *tok;
+	const struct oauth_token *ot;
+	/* Out: credstore_write()'s answer, and @pr. */
+	int ret;
+	struct persist_result pr;
+	/* The rest is credstore_write_many()'s own. */
+	struct record r;
+	struct store_write sw;
+	struct token *cur;
+};
+
+/* credstore_write() for each of @w (each of its own credential), with
+ * the store's writes grouped (store_save_many(): one sync for them all
+ * on the file store). */
+void credstore_write_many(struct cred_table *t, struct credstore_write *w,
+			  size_t n);
 
 /* Fill @r's fields from @n @values of @p's response_fields (NULL entries
  * left out). 0 or -ENOMEM. */

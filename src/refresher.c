@@ -27,8 +27,10 @@
 #include "log.h"
 #include "oauth.h"
 #include "refresher.h"
+#include "refresher_int.h"
 #include "plan.h"
 #include "util.h"
+#include "worker.h"
 
 #define NOT_IN_HEAP SIZE_MAX
 #define IDLE_WAIT_MS (60 * 1000)
@@ -67,6 +69,11 @@ struct rf_entry {
 	struct http_req *req;	/* the request in flight */
 	int64_t sent_ms;
 	bool leased; /* holds its refresh lease in a shared store */
+	/* A job of its is with the store worker (refresher_store.c): out
+	 * of the heap until it comes back; kicked, an open asked for a
+	 * refresh meanwhile. */
+	bool at_store;
+	bool kicked;
 	/* A reload removed it while its request was in flight: the answer
 	 * is waited for and stored (a rotated refresh token in it), then
 	 * the entry goes, and this change is told. */
@@ -97,6 +104,9 @@ struct refresher {
 	int64_t lane_at;    /* the earliest a held-back lane may send */
 	uint64_t rng;
 	bool started;
+	struct worker *store;	  /* the store's I/O (refresher_store.c) */
+	unsigned jobs;		  /* rf_jobs out, but unleases */
+	struct work *inline_done; /* run here, no worker: for jobs_done() */
 
 	pthread_t thread;
 	pthread_mutex_t lock; /* heap, stop and done */
@@ -225,6 +235,8 @@ static void kick(void *arg, struct cred *c)
 		E(rf, c)->attempt_mono = now;
 		E(rf, c)->due_mono = now;
 		heap_up(rf, E(rf, c)->heap_idx);
+	} else if (E(rf, c) && E(rf, c)->at_store) {
+		E(rf, c)->kicked = true;
 	}
 	pthread_mutex_unlock(&rf->lock);
 	curl_multi_wakeup(rf->multi);
@@ -386,33 +398,109 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 		    : "the provider accepts our client again");
 }
 
+/* @list with @more (a list, or NULL) after it. */
+static struct work *list_append(struct work *list, struct work *more)
+{
+	struct work **p = &list;
+
+	while (*p)
+		p = &(*p)->next;
+	*p = more;
+	return list;
+}
+
+/* A job for the store worker about @c (NULL without memory). */
+static struct rf_job *job_new(enum rf_job_kind kind, struct cred *c)
+{
+	struct rf_job *j = calloc(1, sizeof(*j));
+
+	if (j) {
+		j->kind = kind;
+		j->c = c;
+	}
+	return j;
+}
+
+static void job_free(struct rf_job *j)
+{
+	if (!j)
+		return;
+	oauth_result_clear(&j->res);
+	token_unref(j->tok);
+	free(j->tenant);
+	free(j->provider);
+	free(j);
+}
+
+/* Hand @j to the store worker, or run it here when none runs (before the
+ * start, or after the stop). With @j of @c's entry, @c leaves the heap
+ * until it comes back (jobs_done()). */
+static void submit(struct refresher *rf, struct rf_job *j)
+{
+	if (j->kind != RJ_UNLEASE) {
+		E(rf, j->c)->at_store = true;
+		rf->jobs++;
+	}
+	if (rf->store && worker_running(rf->store)) {
+		worker_submit(rf->store, &j->w);
+		return;
+	}
+	j->w.next = NULL;
+	rf_store_run(rf->t, &j->w);
+	if (j->kind == RJ_UNLEASE)
+		job_free(j);
+	else
+		rf->inline_done = list_append(rf->inline_done, &j->w);
+}
+
 /* Try again to write @c's state, whose last write failed. */
 static void persist_retry(struct refresher *rf, struct cred *c)
 {
+	struct rf_job *j = job_new(RJ_RETRY, c);
+
+	if (j) {
+		submit(rf, j);
+		return;
+	}
+	pthread_mutex_lock(&rf->lock);
+	E(rf, c)->persist_mono = time_mono_ms() + PERSIST_RETRY_MIN_MS;
+	heap_push(rf, c);
+	pthread_mutex_unlock(&rf->lock);
+}
+
+/* What came of persist_retry(). */
+static void retried(struct refresher *rf, struct rf_job *j)
+{
+	struct cred *c = j->c;
 	struct rf_entry *e = E(rf, c);
-	struct persist_result pr;
-	int r = credstore_write(rf->t, c, NULL, NULL, &pr);
+	struct persist_result *pr = &j->pr;
+	int r = j->ret;
 
 	if (r != -ECANCELED) {
-		cred_note_persist(rf->t, c, pr.gen, pr.err);
-		if (pr.err == 0 || e->persist_tries == 0)
-			audit_persist(rf, c, &pr);
+		cred_note_persist(rf->t, c, pr->gen, pr->err);
+		if (pr->err == 0 || e->persist_tries == 0)
+			audit_persist(rf, c, pr);
 	}
 	if (r == 0 || r == -ECANCELED) {
 		if (r == 0)
 			log_info("%s/%s: generation %llu written to the store",
 				 c->conf->tenant, c->conf->provider->name,
-				 (unsigned long long)pr.gen);
+				 (unsigned long long)pr->gen);
 		e->persist_tries = 0;
 		e->persist_mono = INT64_MAX;
-		return;
+	} else {
+		e->persist_tries++;
+		e->persist_mono =
+			time_mono_ms() +
+			plan_backoff_ms(PERSIST_RETRY_MIN_MS,
+					PERSIST_RETRY_MAX_MS, e->persist_tries,
+					0.5 + plan_rand(&rf->rng) / 2);
 	}
-	e->persist_tries++;
-	e->persist_mono =
-		time_mono_ms() + plan_backoff_ms(PERSIST_RETRY_MIN_MS,
-						 PERSIST_RETRY_MAX_MS,
-						 e->persist_tries,
-						 0.5 + plan_rand(&rf->rng) / 2);
+	pthread_mutex_lock(&rf->lock);
+	if (e->kicked && e->attempt_mono > time_mono_ms())
+		e->attempt_mono = time_mono_ms();
+	heap_push(rf, c);
+	pthread_mutex_unlock(&rf->lock);
 }
 
 /* Ask the provider whether @c's current token is still active. */
@@ -514,44 +602,48 @@ static void introspected(struct refresher *rf, struct cred *c,
 /* End @c's refresh lease, unless a save of the record (@saved) did. */
 static void release_lease(struct refresher *rf, struct cred *c, bool saved)
 {
-	if (E(rf, c)->leased && !saved)
-		store_unlease(rf->t->store, c->conf->tenant,
-			      c->conf->provider->name);
+	struct rf_job *j;
+
+	if (E(rf, c)->leased && !saved) {
+		j = job_new(RJ_UNLEASE, c);
+		if (j) {
+			j->tenant = strdup(c->conf->tenant);
+			j->provider = strdup(c->conf->provider->name);
+		}
+		if (j && j->tenant && j->provider)
+			submit(rf, j);
+		else
+			job_free(j); /* it runs out (LEASE_EXTRA_MS) */
+	}
 	E(rf, c)->leased = false;
 }
 
-static void complete(struct refresher *rf, struct cred *c,
-		     struct oauth_result *res, int64_t sent_ms)
+static int64_t lane_drain(struct refresher *rf, struct lane *l,
+			  const struct provider_conf *p);
+static void answered_and_gone(struct refresher *rf, struct cred *c);
+
+/* After @c's answer (and its store job): the lane may send the next, and
+ * a credential a reload removed meanwhile goes now. */
+static void after_answer(struct refresher *rf, struct cred *c)
+{
+	const struct provider_conf *p = c->conf->provider;
+
+	rf->lane_at = min64(rf->lane_at,
+			    lane_drain(rf, &rf->lanes[lane_of(rf, c)], p));
+	if (E(rf, c)->leaving && !E(rf, c)->req && !E(rf, c)->at_store)
+		answered_and_gone(rf, c);
+}
+
+/* Publish the outcome of @c's request (@voided: its record changed under
+ * it), stored as @pr says. Takes @tok. */
+static void finish(struct refresher *rf, struct cred *c,
+		   struct oauth_result *res, struct token *tok, bool voided,
+		   const struct persist_result *pr)
 {
 	struct rf_entry *e = E(rf, c);
-	struct persist_result pr = {0};
-	struct token *tok = NULL, *before = cred_current_token(c), *after;
-	char msg[512];
+	struct token *before = cred_current_token(c), *after;
 	int64_t next, now;
-	bool voided = false;
 
-	if (res->outcome == OAUTH_OK) {
-		tok = cred_token_new(c, &res->tok, sent_ms);
-		if (!tok) {
-			res->outcome = OAUTH_TRANSIENT;
-			snprintf(res->error, sizeof(res->error),
-				 "out of memory storing the token");
-		}
-	}
-	if (cred_uses_store(c)) {
-		pthread_mutex_lock(&c->lock);
-		voided = c->record_gen != c->flight_gen || !cred_present(c);
-		pthread_mutex_unlock(&c->lock);
-		/* A rotated refresh token is durable before it counts. */
-		if (!voided && tok &&
-		    credstore_write(rf->t, c, tok, &res->tok, &pr) ==
-			    -ECANCELED)
-			voided = true;
-		/* invalid_grant: someone may have rotated it meanwhile. */
-		if (!voided && res->outcome == OAUTH_INVALID_GRANT &&
-		    credstore_reload(rf->t, c, msg, sizeof(msg)) == CS_ADOPTED)
-			voided = true;
-	}
 	if (voided) {
 		/* The record changed under the request: its result belongs
 		 * to a refresh token that is no longer ours. */
@@ -566,9 +658,9 @@ static void complete(struct refresher *rf, struct cred *c,
 		return;
 	}
 
-	release_lease(rf, c, pr.gen && !pr.err);
+	release_lease(rf, c, pr->gen && !pr->err);
 	next = cred_finish_attempt(rf->t, c, res, token_ref(tok),
-				   pr.gen ? &pr : NULL, plan_rand(&rf->rng));
+				   pr->gen ? pr : NULL, plan_rand(&rf->rng));
 	now = time_real_ms();
 	if (tok)
 		log_debug("%s/%s: refreshed, expires in %llds, next refresh in "
@@ -587,14 +679,14 @@ static void complete(struct refresher *rf, struct cred *c,
 			 c->conf->tenant, c->conf->provider->name,
 			 oauth_outcome_name(res->outcome), res->error,
 			 (double)(next - now) / 1000.0);
-	if (pr.gen && pr.err)
+	if (pr->gen && pr->err)
 		log_error("%s/%s: cannot write generation %llu to the store: "
 			  "%s; serving it from memory, retrying",
 			  c->conf->tenant, c->conf->provider->name,
-			  (unsigned long long)pr.gen, strerror(-pr.err));
+			  (unsigned long long)pr->gen, strerror(-pr->err));
 	audit_refresh(rf, c, res, tok);
-	if (pr.gen && pr.err)
-		audit_persist(rf, c, &pr);
+	if (pr->gen && pr->err)
+		audit_persist(rf, c, pr);
 	if (tok && rf->on_rotate)
 		rf->on_rotate(rf->arg, c);
 	after = cred_current_token(c);
@@ -605,14 +697,61 @@ static void complete(struct refresher *rf, struct cred *c,
 	if (tok || res->outcome == OAUTH_INVALID_CLIENT)
 		provider_client_error(rf, c, !tok, next);
 	token_unref(tok);
-	if (pr.gen && pr.err) {
+	if (pr->gen && pr->err) {
 		e->persist_tries = 1;
 		e->persist_mono = time_mono_ms() + PERSIST_RETRY_MIN_MS;
-	} else if (pr.gen) {
+	} else if (pr->gen) {
 		e->persist_tries = 0;
 		e->persist_mono = INT64_MAX;
 	}
 	reschedule(rf, c);
+}
+
+/* @c's answer @res to a request sent at @sent_ms. A store-backed one is
+ * stored first, by the store worker (then finish() runs when it comes
+ * back, and this returns true); otherwise it is published now. */
+static bool complete(struct refresher *rf, struct cred *c,
+		     struct oauth_result *res, int64_t sent_ms)
+{
+	const struct persist_result none = {0};
+	struct token *tok = NULL;
+	struct rf_job *j;
+	bool voided = false;
+
+	if (res->outcome == OAUTH_OK) {
+		tok = cred_token_new(c, &res->tok, sent_ms);
+		if (!tok) {
+			res->outcome = OAUTH_TRANSIENT;
+			snprintf(res->error, sizeof(res->error),
+				 "out of memory storing the token");
+		}
+	}
+	if (cred_uses_store(c)) {
+		pthread_mutex_lock(&c->lock);
+		voided = c->record_gen != c->flight_gen || !cred_present(c);
+		pthread_mutex_unlock(&c->lock);
+		j = voided || (!tok && res->outcome != OAUTH_INVALID_GRANT)
+			    ? NULL
+			    : job_new(RJ_WRITE, c);
+		if (j) {
+			j->res = *res; /* the job's now */
+			memset(res, 0, sizeof(*res));
+			j->tok = tok;
+			j->sent_ms = sent_ms;
+			submit(rf, j);
+			return true;
+		}
+		if (!voided && tok) {
+			/* No memory for the job: not published unstored. */
+			token_unref(tok);
+			tok = NULL;
+			res->outcome = OAUTH_TRANSIENT;
+			snprintf(res->error, sizeof(res->error),
+				 "out of memory storing the token");
+		}
+	}
+	finish(rf, c, res, tok, voided, &none);
+	return false;
 }
 
 /* A lease outlives the request (timeout_s) and the write after it. */
@@ -620,69 +759,83 @@ static void complete(struct refresher *rf, struct cred *c,
 #define LEASE_BUSY_RETRY_MS 1000
 #define STORE_DOWN_RETRY_MS 2000
 
-/*
- * With a store other daemons share: take @c's refresh lease, and if
- * another daemon rotated the record meanwhile, adopt that instead of
- * refreshing. True to go on with the request (holding the lease, or with
- * no sharing); false when @c was put back for later.
- */
-static bool coordinate(struct refresher *rf, struct cred *c)
-{
-	const struct provider_conf *p = c->conf->provider;
-	struct store *st = rf->t->store;
-	char msg[512], words[256], why[OAUTH_ERROR_TEXT];
-	uint64_t gen = 0, have;
-	bool may_rotate;
-	int r;
+static void send_request(struct refresher *rf, struct cred *c);
 
-	E(rf, c)->leased = false;
-	if (!cred_uses_store(c) || !store_shared(st))
-		return true;
-	r = store_lease(st, c->conf->tenant, p->name,
-			p->timeout_ms + LEASE_EXTRA_MS, &gen);
+/*
+ * What came of @c's lease (a store other daemons share): go on with the
+ * request holding it; or, when another daemon rotated the record
+ * meanwhile (now loaded), it is busy refreshing it, or the store cannot
+ * be reached, put @c back for later.
+ */
+static void leased(struct refresher *rf, struct rf_job *j)
+{
+	struct cred *c = j->c;
+	const struct provider_conf *p = c->conf->provider;
+	char why[OAUTH_ERROR_TEXT];
+	bool may_rotate, go;
+	int r = j->lease;
+
 	/* Unless the profile says the refresh token does not rotate, a
 	 * refresh now could split its family with another daemon's. */
 	may_rotate = p->rotates || !p->rotates_set;
-	words[0] = '\0';
-	if (r == -EIO)
-		store_error_text(st, words, sizeof(words));
 	snprintf(why, sizeof(why), "the store cannot be reached (%s)%s",
-		 words[0] ? words : "no answer",
+		 j->words[0] ? j->words : "no answer",
 		 may_rotate ? ": not refreshing, since the refresh token may "
 			      "rotate and another daemon may be refreshing it"
 			    : "");
 	if (cred_store_reachable(rf->t, c, r != -EIO, why))
 		log_warn("%s/%s: %s", c->conf->tenant, p->name, why);
-	if (r == 0) {
-		pthread_mutex_lock(&c->lock);
-		have = c->record_gen;
-		pthread_mutex_unlock(&c->lock);
-		if (gen <= have) {
-			E(rf, c)->leased = true;
-			return true;
-		}
-		store_unlease(st, c->conf->tenant, p->name);
+	E(rf, c)->leased = r == 0 && !j->newer;
+	/* With the store down, refreshing cannot split a token family that
+	 * does not rotate. */
+	go = E(rf, c)->leased || (r == -EIO && !may_rotate);
+	if (go && !atomic_load(&rf->stop) && !E(rf, c)->leaving) {
+		send_request(rf, c);
+		return;
 	}
-	if (r == 0 || r == -ENOENT) {
-		/* Another daemon rotated it, or it was removed: take that. */
+	release_lease(rf, c, false);
+	rf->lanes[lane_of(rf, c)].inflight--;
+	if (j->newer || r == -ENOENT)
 		log_debug("%s/%s: generation %llu in the store: %s",
-			  c->conf->tenant, p->name, (unsigned long long)gen,
+			  c->conf->tenant, p->name,
+			  (unsigned long long)j->lease_gen,
 			  r ? "removed" : "another daemon refreshed it");
-		credstore_reload(rf->t, c, msg, sizeof(msg));
-	} else if (r == -EIO && !may_rotate) {
-		return true; /* refreshing cannot split a token family */
-	} else {
+	else if (!go)
 		/* -EBUSY: another daemon is refreshing it now. */
 		cred_defer(rf->t, c,
 			   r == -EBUSY ? LEASE_BUSY_RETRY_MS
 				       : STORE_DOWN_RETRY_MS);
-	}
 	reschedule(rf, c);
-	return false;
 }
 
-/* Send @c's token request, or complete it as failed if it cannot be built. */
+/* Start @c's turn: a store other daemons share is asked for its lease
+ * first (by the store worker); then the request goes out. Its lane's
+ * slot is taken from here on. */
 static void start(struct refresher *rf, struct cred *c)
+{
+	const struct provider_conf *p = c->conf->provider;
+	struct rf_job *j;
+
+	rf->lanes[lane_of(rf, c)].inflight++;
+	E(rf, c)->leased = false;
+	if (cred_uses_store(c) && store_shared(rf->t->store)) {
+		j = job_new(RJ_LEASE, c);
+		if (j) {
+			j->lease_ms = p->timeout_ms + LEASE_EXTRA_MS;
+			submit(rf, j);
+			return;
+		}
+		rf->lanes[lane_of(rf, c)].inflight--;
+		cred_defer(rf->t, c, STORE_DOWN_RETRY_MS);
+		reschedule(rf, c);
+		return;
+	}
+	send_request(rf, c);
+}
+
+/* Send @c's token request (its lane's slot taken), or complete it as
+ * failed if it cannot be built. */
+static void send_request(struct refresher *rf, struct cred *c)
 {
 	const struct provider_conf *p = c->conf->provider;
 	struct oauth_result res = {.retry_after_ms = -1};
@@ -692,18 +845,17 @@ static void start(struct refresher *rf, struct cred *c)
 	struct buf body;
 	int r;
 
-	if (!coordinate(rf, c))
-		return;
 	b = cred_begin_attempt(c, &rt);
-	if (b != CRED_BEGIN_OK)
+	if (b != CRED_BEGIN_OK) {
 		release_lease(rf, c, false);
+		rf->lanes[lane_of(rf, c)].inflight--;
+	}
 	if (b == CRED_BEGIN_BUSY)
 		return;
 	if (b == CRED_BEGIN_PARK) {
 		reschedule(rf, c); /* nothing to ask with: parked */
 		return;
 	}
-	rf->lanes[lane_of(rf, c)].inflight++;
 	r = cred_uses_store(c) && !rt ? -ENOMEM : 0;
 	if (r == 0)
 		r = oauth_build_request(c->conf, rt, &body, &auth);
@@ -857,29 +1009,82 @@ static void reap(struct refresher *rf)
 			if (hold > l->hold_mono)
 				l->hold_mono = hold;
 		}
-		complete(rf, c, &res, E(rf, c)->sent_ms);
+		if (!complete(rf, c, &res, E(rf, c)->sent_ms))
+			after_answer(rf, c);
 		oauth_result_clear(&res);
-		rf->lane_at = min64(rf->lane_at,
-				    lane_drain(rf, l, c->conf->provider));
-		if (E(rf, c)->leaving)
-			answered_and_gone(rf, c);
 	}
+}
+
+/* Take back what the store worker did, on the refresher's thread. */
+static void jobs_done(struct refresher *rf)
+{
+	struct work *w, *list;
+
+	list = rf->store ? worker_take_done(rf->store) : NULL;
+	list = list_append(list, rf->inline_done);
+	rf->inline_done = NULL;
+	while ((w = list)) {
+		struct rf_job *j = (struct rf_job *)w;
+		struct cred *c = j->c;
+
+		list = w->next;
+		if (j->kind == RJ_UNLEASE) {
+			job_free(j);
+			continue;
+		}
+		rf->jobs--;
+		if (!E(rf, c)) {
+			/* Let go meanwhile (refresher_free()): what was
+			 * written stays in the store, for the next one. */
+			job_free(j);
+			continue;
+		}
+		E(rf, c)->at_store = false;
+		switch (j->kind) {
+		case RJ_LEASE: leased(rf, j); break;
+		case RJ_RETRY: retried(rf, j); break;
+		default:
+			finish(rf, c, &j->res, j->tok, j->voided, &j->pr);
+			j->tok = NULL; /* taken */
+			break;
+		}
+		E(rf, c)->kicked = false;
+		job_free(j);
+		after_answer(rf, c);
+	}
+}
+
+/* Requests in flight and store jobs out: what a stop waits for. */
+static unsigned busy(const struct refresher *rf)
+{
+	return in_flight(rf) + rf->jobs;
 }
 
 /* Stopping: what the requests in flight left unwritten gets one more
  * try, and whatever did not come back is said. */
+static void heap_remove(struct refresher *rf, struct cred *c);
+
 static void finish_stop(struct refresher *rf, int64_t since)
 {
 	unsigned slot = cred_table_enter(rf->t);
 	const struct config *cfg = rf->t->cfg;
 	size_t i;
 
+	/* What the store worker has left, then the retries, here. */
+	worker_stop(rf->store);
+	jobs_done(rf);
 	for (i = 0; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(rf->t, &cfg->creds[i]);
 
-		if (E(rf, c) && E(rf, c)->persist_mono != INT64_MAX)
+		if (E(rf, c) && E(rf, c)->persist_mono != INT64_MAX &&
+		    E(rf, c)->heap_idx != NOT_IN_HEAP) {
+			pthread_mutex_lock(&rf->lock);
+			heap_remove(rf, c);
+			pthread_mutex_unlock(&rf->lock);
 			persist_retry(rf, c);
+		}
 	}
+	jobs_done(rf);
 	cred_table_exit(rf->t, slot);
 	if (in_flight(rf))
 		log_error("stopping: %u token requests still unanswered after "
@@ -1001,14 +1206,14 @@ static void let_go(struct refresher *rf, struct cred *c)
 		curl_multi_remove_handle(rf->multi, http_req_easy(e->req));
 		http_req_free(e->req);
 		l->inflight--;
+		/* Its answer is lost: the next refresher asks again. */
+		cred_abandon_attempt(rf->t, c);
 	}
 	if (e->ireq) {
 		curl_multi_remove_handle(rf->multi, http_req_easy(e->ireq));
 		http_req_free(e->ireq);
 	}
-	if (e->leased && rf->t->store)
-		store_unlease(rf->t->store, c->conf->tenant,
-			      c->conf->provider->name);
+	release_lease(rf, c, false);
 	pthread_mutex_lock(&rf->lock);
 	c->entry = NULL;
 	pthread_mutex_unlock(&rf->lock);
@@ -1025,7 +1230,7 @@ static void change_run(struct refresher *rf, struct change *ch, bool can_wait)
 
 		if (!E(rf, c) || E(rf, c)->leaving)
 			continue;
-		if (can_wait && E(rf, c)->req) {
+		if (can_wait && (E(rf, c)->req || E(rf, c)->at_store)) {
 			/* Its answer may carry a rotated refresh token: not
 			 * dropped, stored (reap()), then it goes. */
 			E(rf, c)->leaving = ch;
@@ -1095,7 +1300,7 @@ static void *run(void *arg)
 
 	pthread_mutex_lock(&rf->lock);
 	while (!atomic_load(&rf->stop) ||
-	       (in_flight(rf) && time_mono_ms() < rf->drain_until)) {
+	       (busy(rf) && time_mono_ms() < rf->drain_until)) {
 		struct cred *due = NULL, **tail = &due;
 		int64_t now = time_mono_ms();
 		bool stopping = atomic_load(&rf->stop);
@@ -1106,11 +1311,12 @@ static void *run(void *arg)
 		}
 		if (stopping && !stop_seen) {
 			stop_seen = now;
-			if (in_flight(rf))
+			if (busy(rf))
 				log_info("stopping: waiting up to %.1fs for %u "
-					 "token requests in flight",
+					 "token requests in flight (and %u "
+					 "store writes)",
 					 (double)(rf->drain_until - now) / 1e3,
-					 in_flight(rf));
+					 in_flight(rf), rf->jobs);
 		}
 		/* A round reads the configuration; between rounds nothing
 		 * here holds on to any of it. */
@@ -1120,9 +1326,8 @@ static void *run(void *arg)
 
 			if (E(rf, c)->persist_mono <= now) {
 				pthread_mutex_unlock(&rf->lock);
-				persist_retry(rf, c);
+				persist_retry(rf, c); /* back from the store */
 				pthread_mutex_lock(&rf->lock);
-				heap_push(rf, c);
 				continue;
 			}
 			if (E(rf, c)->introspect_mono <= now) {
@@ -1166,6 +1371,7 @@ static void *run(void *arg)
 						   &cfg->providers[i]));
 		curl_multi_perform(rf->multi, &running);
 		reap(rf);
+		jobs_done(rf);
 		if (rf->beat)
 			rf->beat(rf->beat_arg);
 
@@ -1183,7 +1389,7 @@ static void *run(void *arg)
 		    rf->lane_at - time_mono_ms() < wait_ms)
 			wait_ms = rf->lane_at - time_mono_ms();
 		if (wait_ms <= 0 || (atomic_load(&rf->stop) && !stopping) ||
-		    (stopping && !in_flight(rf)))
+		    (stopping && !busy(rf)))
 			continue;
 		pthread_mutex_unlock(&rf->lock);
 		/* Returns early for socket activity or curl_multi_wakeup(). */
@@ -1201,6 +1407,14 @@ static void *run(void *arg)
 	pthread_cond_broadcast(&rf->change_cond);
 	pthread_mutex_unlock(&rf->lock);
 	return NULL;
+}
+
+/* The store worker has jobs done. */
+static void wake(void *arg)
+{
+	struct refresher *rf = arg;
+
+	curl_multi_wakeup(rf->multi);
 }
 
 int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
@@ -1222,7 +1436,9 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	pthread_cond_init(&rf->done_cond, NULL);
 	pthread_cond_init(&rf->change_cond, NULL);
 	rf->multi = curl_multi_init();
-	if (!rf->multi || grow(rf, t->cfg, t->cfg->n_creds) < 0) {
+	if (!rf->multi || grow(rf, t->cfg, t->cfg->n_creds) < 0 ||
+	    (t->store &&
+	     worker_new(rf_store_run, t, wake, rf, &rf->store) < 0)) {
 		refresher_free(rf);
 		return -ENOMEM;
 	}
@@ -1297,6 +1513,8 @@ void refresher_free(struct refresher *rf)
 		refresher_stop(rf, 0);
 		pthread_join(rf->thread, NULL);
 	}
+	worker_stop(rf->store);
+	jobs_done(rf);
 	rf->t->kick = NULL;
 	rf->t->replan = NULL;
 	rf->t->apply = NULL;
@@ -1309,6 +1527,7 @@ void refresher_free(struct refresher *rf)
 	}
 	if (rf->multi)
 		curl_multi_cleanup(rf->multi);
+	worker_free(rf->store);
 	free(rf->heap);
 	free(rf->lanes);
 	pthread_cond_destroy(&rf->done_cond);

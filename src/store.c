@@ -141,17 +141,16 @@ static int read_at(int dirfd, const char *name, struct buf *out)
 	return r;
 }
 
-/* Write @len bytes to @name under @dirfd by temp file, fsync, rename and
- * directory fsync. */
-static int write_at(struct fstore *s, int dirfd, const char *name,
-		    const void *data, size_t len)
+/* Write @len bytes to a new temp file beside @name under @dirfd (its name
+ * in @tmp), fsynced if @sync; the open fd, or -errno. */
+static int write_tmp(struct fstore *s, int dirfd, const char *name,
+		     const void *data, size_t len, bool sync, char tmp[256])
 {
 	const char *p = data;
-	char tmp[256];
 	size_t done = 0;
 	int fd, r = 0;
 
-	snprintf(tmp, sizeof(tmp), ".%s.%d.%u.tmp", name, (int)getpid(),
+	snprintf(tmp, 256, ".%s.%d.%u.tmp", name, (int)getpid(),
 		 atomic_fetch_add(&s->tmp_seq, 1));
 	fd = openat(dirfd, tmp,
 		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -167,9 +166,27 @@ static int write_at(struct fstore *s, int dirfd, const char *name,
 		else
 			done += (size_t)n;
 	}
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && sync && fsync(fd) < 0)
 		r = -errno;
-	if (close(fd) < 0 && r == 0)
+	if (r < 0) {
+		close(fd);
+		unlinkat(dirfd, tmp, 0);
+		return r;
+	}
+	return fd;
+}
+
+/* Write @len bytes to @name under @dirfd by temp file, fsync, rename and
+ * directory fsync. */
+static int write_at(struct fstore *s, int dirfd, const char *name,
+		    const void *data, size_t len)
+{
+	char tmp[256];
+	int fd = write_tmp(s, dirfd, name, data, len, true, tmp), r = 0;
+
+	if (fd < 0)
+		return fd;
+	if (close(fd) < 0)
 		r = -errno;
 	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		r = -errno;
@@ -407,6 +424,122 @@ static int file_save(struct store *bs, const char *tenant, const char *provider,
 	write_lock(s, LOCK_UN);
 	buf_free(&b);
 	return ret;
+}
+
+/* Records a group writes at most, open at once. */
+#define GROUP_MAX 64
+
+/* One record of a group: sealed, then in its temp file, then renamed. */
+struct group_item {
+	struct store_write *w;
+	struct buf sealed;
+	int dirfd, fd;
+	char name[80], tmp[256];
+};
+
+/* Write group @g (@n records, each sealed) under the held write lock:
+ * every temp file, one sync for them all, the renames, and one fsync per
+ * tenant directory. */
+static void write_group(struct fstore *s, struct group_item *g, size_t n)
+{
+	size_t i, k, synced = 0;
+	int r = 0;
+
+	for (i = 0; i < n; i++) {
+		struct store_write *w = g[i].w;
+
+		g[i].fd = -1;
+		g[i].dirfd = tenant_dir(s, w->tenant, true);
+		if (g[i].dirfd < 0) {
+			w->ret = g[i].dirfd;
+			continue;
+		}
+		record_name(w->provider, g[i].name);
+		w->ret = check_expect(g[i].dirfd, g[i].name, w->r->generation,
+				      w->expect);
+		if (w->ret == 0) {
+			g[i].fd = write_tmp(s, g[i].dirfd, g[i].name,
+					    g[i].sealed.data, g[i].sealed.len,
+					    false, g[i].tmp);
+			if (g[i].fd < 0)
+				w->ret = g[i].fd;
+			else
+				synced = i + 1;
+		}
+	}
+	/* One record: its own fsync; more: one syncfs for all of them. */
+	for (i = 0, k = 0; i < n; i++)
+		k += g[i].fd >= 0;
+	if (k == 1 && fsync(g[synced - 1].fd) < 0)
+		r = -errno;
+	else if (k > 1 && syncfs(g[synced - 1].fd) < 0)
+		r = -errno;
+	for (i = 0; i < n; i++) {
+		if (g[i].fd < 0)
+			continue;
+		if (close(g[i].fd) < 0 && r == 0)
+			g[i].w->ret = -errno;
+		else
+			g[i].w->ret = r;
+		if (g[i].w->ret == 0 &&
+		    renameat(g[i].dirfd, g[i].tmp, g[i].dirfd, g[i].name) < 0)
+			g[i].w->ret = -errno;
+		if (g[i].w->ret < 0)
+			unlinkat(g[i].dirfd, g[i].tmp, 0);
+	}
+	/* The renames, durable: one fsync per directory. */
+	for (i = 0; i < n; i++) {
+		if (g[i].dirfd < 0)
+			continue;
+		r = fsync(g[i].dirfd) < 0 ? -errno : 0;
+		for (k = i; k < n; k++) {
+			if (g[k].dirfd < 0 ||
+			    strcmp(g[k].w->tenant, g[i].w->tenant))
+				continue;
+			if (g[k].fd >= 0 && g[k].w->ret == 0)
+				g[k].w->ret = r;
+			if (k != i) {
+				close(g[k].dirfd);
+				g[k].dirfd = -1;
+			}
+		}
+		close(g[i].dirfd);
+		g[i].dirfd = -1;
+	}
+}
+
+static void file_save_many(struct store *bs, struct store_write **w, size_t n)
+{
+	struct fstore *s = (struct fstore *)bs;
+	struct group_item g[GROUP_MAX];
+	size_t i, k;
+	int r;
+
+	while (n) {
+		k = 0;
+		for (i = 0; i < n && k < GROUP_MAX; i++) {
+			w[i]->ret =
+				util_name_valid(w[i]->provider)
+					? record_seal(s->master, w[i]->tenant,
+						      w[i]->provider, w[i]->r,
+						      &g[k].sealed)
+					: -EINVAL;
+			if (w[i]->ret == 0)
+				g[k++].w = w[i];
+		}
+		r = write_lock(s, LOCK_EX);
+		if (r == 0) {
+			write_group(s, g, k);
+			write_lock(s, LOCK_UN);
+		}
+		while (k--) {
+			if (r < 0)
+				g[k].w->ret = r;
+			buf_free(&g[k].sealed);
+		}
+		w += i;
+		n -= i;
+	}
 }
 
 static int file_generation(struct store *bs, const char *tenant,
@@ -679,6 +812,7 @@ int store_daemon_lock(const struct store *s)
 static const struct store_ops file_ops = {
 	.load = file_load,
 	.save = file_save,
+	.save_many = file_save_many,
 	.generation = file_generation,
 	.remove = file_remove,
 	.foreach = file_foreach,
@@ -710,6 +844,19 @@ int store_save(struct store *s, const char *tenant, const char *provider,
 	       const struct record *r, uint64_t expect)
 {
 	return s->ops->save(s, tenant, provider, r, expect);
+}
+
+void store_save_many(struct store *s, struct store_write **w, size_t n)
+{
+	size_t i;
+
+	if (s->ops->save_many) {
+		s->ops->save_many(s, w, n);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		w[i]->ret = s->ops->save(s, w[i]->tenant, w[i]->provider,
+					 w[i]->r, w[i]->expect);
 }
 
 int store_generation(struct store *s, const char *tenant, const char *provider,

@@ -50,6 +50,23 @@ int store_load(struct store *s, const char *tenant, const char *provider,
 int store_save(struct store *s, const char *tenant, const char *provider,
 	       const struct record *r, uint64_t expect);
 
+/* One of several store_save()s done together. */
+struct store_write {
+	const char *tenant, *provider;
+	const struct record *r;
+	uint64_t expect;
+	int ret; /* out: what store_save() would have returned */
+};
+
+/*
+ * store_save() for each of @w (each of another record), as one group:
+ * every record is as durable as store_save() makes it when this returns,
+ * with one sync for the group where the backend can (the file store:
+ * every record's data written, one syncfs(2), then the renames and one
+ * fsync per directory). Each answer in its @ret.
+ */
+void store_save_many(struct store *s, struct store_write **w, size_t n);
+
 /*
  * The generation of tenant/provider's record from its header, without
  * opening it: 0, -ENOENT, or -EPROTO when the header is damaged.
@@ -129,6 +146,8 @@ struct store_ops {
 		    uint64_t min_generation, struct record *r);
 	int (*save)(struct store *s, const char *tenant, const char *provider,
 		    const struct record *r, uint64_t expect);
+	/* May be NULL: one save() after the other. */
+	void (*save_many)(struct store *s, struct store_write **w, size_t n);
 	int (*generation)(struct store *s, const char *tenant,
 			  const char *provider, uint64_t *gen);
 	int (*remove)(struct store *s, const char *tenant,

@@ -346,8 +346,11 @@ def test_a_hung_database_is_named_and_bounded(mount, provider, postgres):
     connects anew; the log and status say so in words; the
     client-credentials token and the stored ones are served throughout,
     and the refresh-token credential refreshes again on the new
-    connection."""
-    cc = FakeProvider(lifetime=14, clients={CLIENT_ID: CLIENT_SECRET})
+    connection. The store's calls run on a worker of their own: the
+    client-credentials token (4 s) goes on rotating on time while a call
+    hangs, never left to expire (a refresher thread waiting out the 5 s
+    would leave a gap of more than its lifetime)."""
+    cc = FakeProvider(lifetime=4, clients={CLIENT_ID: CLIENT_SECRET})
     cc.start()
     provider.lifetime = 8  # a refresh (and its lease) comes due soon
     try:
@@ -365,6 +368,7 @@ def test_a_hung_database_is_named_and_bounded(mount, provider, postgres):
             "SELECT pid FROM pg_stat_activity WHERE application_name"
             " = 'credfs'")[0])
         before = len(provider.token_requests("refresh_token"))
+        hung_at = time.time()
         os.kill(backend, signal.SIGSTOP)
         try:
             deadline = time.monotonic() + 25
@@ -378,8 +382,16 @@ def test_a_hung_database_is_named_and_bounded(mount, provider, postgres):
                 "refresh_token")) > before, 30,
                 what="a refresh after the hang")
             assert cc.issued(m.token("acme", "cc"))
+            hang_seen = time.time()
         finally:
             os.kill(backend, signal.SIGCONT)
+        # Every gap between client-credentials requests while the
+        # database hung stayed under the token's lifetime.
+        times = [r[0] for r in cc.token_requests()
+                 if hung_at - 4 <= r[0] <= hang_seen]
+        assert len(times) >= 3, times
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert max(gaps) < 4, gaps
         assert "Input/output error" not in m.log()
         assert provider.stats()["reused_refresh_tokens"] == 0
         m.stop()

@@ -273,6 +273,58 @@ static void save_compares_generation(void **state)
 	store_close(s);
 }
 
+/* A group of writes: each answered as store_save() would, in two tenant
+ * directories, more than one group's worth (GROUP_MAX is 64). */
+static void save_many_answers_each(void **state)
+{
+	struct record recs[70], r;
+	struct store_write w[70], *wp[70];
+	char path[160], err[256], prov[70][16];
+	struct store *s;
+	uint64_t g;
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s/store", dir);
+	assert_int_equal(store_open_dir(path, master, STORE_CREATE, &s, err,
+					sizeof(err)),
+			 0);
+	assert_int_equal(store_save(s, "acme", "p5", &sample, 0), 0);
+	for (i = 0; i < 70; i++) {
+		snprintf(prov[i], sizeof(prov[i]), "p%zu", i);
+		recs[i] = sample;
+		recs[i].generation = 8;
+		w[i] = (struct store_write){
+			.tenant = i % 2 ? "beta" : "acme",
+			.provider = prov[i],
+			.r = &recs[i],
+			.expect = 0,
+		};
+		wp[i] = &w[i];
+	}
+	w[4].expect = 7;			    /* acme/p4: none there */
+	w[5].provider = "../x";			    /* not a name */
+	w[6].tenant = "acme", w[6].provider = "p5"; /* 7 there, not 0 */
+	w[66].expect = STORE_ANY_GEN;
+	store_save_many(s, wp, 70);
+	for (i = 0; i < 70; i++) {
+		int want = i == 4 || i == 6 ? -ESTALE : i == 5 ? -EINVAL : 0;
+
+		assert_int_equal(w[i].ret, want);
+		if (want)
+			continue;
+		assert_int_equal(
+			store_generation(s, w[i].tenant, w[i].provider, &g), 0);
+		assert_int_equal(g, 8);
+		assert_int_equal(
+			store_load(s, w[i].tenant, w[i].provider, 8, &r), 0);
+		assert_string_equal(r.refresh_token, "rt-secret");
+		record_clear(&r);
+	}
+	assert_int_equal(store_generation(s, "acme", "p5", &g), 0);
+	assert_int_equal(g, 7);
+	store_close(s);
+}
+
 static int count_loadable(struct store *s)
 {
 	static const char *const who[][2] = {
@@ -446,6 +498,8 @@ int main(void)
 		cmocka_unit_test(bit_flip_at_every_byte_is_rejected),
 		cmocka_unit_test_setup_teardown(file_store, setup_dir,
 						teardown_dir),
+		cmocka_unit_test_setup_teardown(save_many_answers_each,
+						setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(save_compares_generation,
 						setup_dir, teardown_dir),
 		cmocka_unit_test_setup_teardown(rekey_is_crash_safe, setup_dir,
