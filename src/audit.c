@@ -1,14 +1,27 @@
 /*
- * audit: the audit log. A line is built in memory with jansson and written
- * with a single write(2) on an O_APPEND descriptor; reopening swaps the
- * descriptor under a lock so a line is never written to a closed file.
+ * audit: the audit log. A line is built in memory with jansson by the
+ * thread that has something to say (an open, a refresh) and queued; a
+ * writer thread of the log's own appends what is queued, so that a slow
+ * audit disk holds no open, no lock of the read path, and no other
+ * thread. Nothing is dropped: past AUDIT_QUEUE_MAX bytes queued, the
+ * thread with a line to queue waits for room (an open is not answered
+ * before its line is queued). A clean stop writes every line queued; a
+ * crash loses those not yet written (the writer is at most one write
+ * behind). To a regular file the writer appends many lines per writev(2)
+ * on an O_APPEND descriptor; to stderr (shared with the daemon's log)
+ * one write(2) per line, so that lines never interleave. Reopening hands
+ * the writer a new descriptor, which it takes before its next write.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -17,14 +30,34 @@
 #include "policy.h"
 #include "util.h"
 
+/* Bytes of lines queued at most before a writer of lines waits. */
+#define AUDIT_QUEUE_MAX (4u << 20)
+/* Lines per writev(2). */
+#define AUDIT_BATCH 256
+
+struct line {
+	struct line *next;
+	size_t len;
+	char text[]; /* len bytes, ending in '\n' */
+};
+
 struct audit {
 	pthread_mutex_t lock;
-	char *path; /* NULL: stderr */
-	int fd;
+	pthread_cond_t work; /* lines queued, or stop */
+	pthread_cond_t room; /* the queue shrank, or the writer went idle */
+	char *path;	     /* NULL: stderr */
+	int fd;		     /* the writer's */
+	int new_fd;	     /* from audit_reopen(), for the writer; -1 */
+	bool regular;	     /* fd is a regular file: batched writes */
+	struct line *head, **tail;
+	size_t queued; /* bytes in the queue */
+	bool writing;  /* the writer holds a batch */
+	bool stop;
+	bool started;
+	pthread_t writer;
 	uint64_t failures;
 	char last_error[128];
 };
-
 static int open_log(const char *path)
 {
 	int fd = open(path,
@@ -35,10 +68,106 @@ static int open_log(const char *path)
 	return fd < 0 ? -errno : fd;
 }
 
+static bool is_regular(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Under a->lock: a failure of the writer, said in status. */
+static void failed_locked(struct audit *a, uint64_t lines, const char *what,
+			  const char *why)
+{
+	a->failures += lines;
+	snprintf(a->last_error, sizeof(a->last_error), "%s: %s", what, why);
+}
+
+/* Write @n lines from @first to @fd: 0; 1 for a short write, or -errno,
+ * with the lines not (wholly) written counted in *@lost. */
+static int write_lines(int fd, bool batch, struct line *first, size_t n,
+		       uint64_t *lost)
+{
+	struct iovec iov[AUDIT_BATCH];
+	struct line *l = first;
+	size_t i, k, total;
+	ssize_t w;
+
+	while (n) {
+		k = batch ? (n < AUDIT_BATCH ? n : AUDIT_BATCH) : 1;
+		total = 0;
+		for (i = 0; i < k; i++, l = l->next) {
+			iov[i].iov_base = l->text;
+			iov[i].iov_len = l->len;
+			total += l->len;
+		}
+		do
+			w = writev(fd, iov, (int)k);
+		while (w < 0 && errno == EINTR);
+		if (w != (ssize_t)total) {
+			*lost += n; /* this one, and the rest after it */
+			return w < 0 ? -errno : 1;
+		}
+		n -= k;
+	}
+	return 0;
+}
+
+static void *writer(void *arg)
+{
+	struct audit *a = arg;
+	struct line *batch, *l;
+	uint64_t lost;
+	size_t n, bytes;
+	int r, fd, old;
+
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		while (!a->head && !a->stop && a->new_fd < 0)
+			pthread_cond_wait(&a->work, &a->lock);
+		old = -1;
+		if (a->new_fd >= 0) {
+			old = a->fd;
+			a->fd = a->new_fd;
+			a->regular = is_regular(a->fd);
+			a->new_fd = -1;
+		}
+		if (!a->head && a->stop)
+			break;
+		batch = a->head;
+		a->head = NULL;
+		a->tail = &a->head;
+		a->writing = batch != NULL;
+		fd = a->fd;
+		pthread_mutex_unlock(&a->lock);
+		if (old >= 0)
+			close(old);
+		for (n = 0, bytes = 0, l = batch; l; l = l->next, n++)
+			bytes += l->len;
+		lost = 0;
+		r = n ? write_lines(fd, a->regular, batch, n, &lost) : 0;
+		while ((l = batch)) {
+			batch = l->next;
+			free(l);
+		}
+		pthread_mutex_lock(&a->lock);
+		if (r)
+			failed_locked(a, lost, "write",
+				      r > 0 ? "short write" : strerror(-r));
+		a->queued -= bytes;
+		a->writing = false;
+		pthread_cond_broadcast(&a->room);
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (old >= 0)
+		close(old);
+	return NULL;
+}
+
 int audit_open(const char *path, struct audit **out)
 {
 	struct audit *a = calloc(1, sizeof(*a));
-	int fd = STDERR_FILENO;
+	int fd = STDERR_FILENO, r;
 
 	if (!a)
 		return -ENOMEM;
@@ -54,31 +183,52 @@ int audit_open(const char *path, struct audit **out)
 		}
 	}
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->work, NULL);
+	pthread_cond_init(&a->room, NULL);
 	a->fd = fd;
+	a->new_fd = -1;
+	a->regular = is_regular(fd);
+	a->tail = &a->head;
+	r = pthread_create(&a->writer, NULL, writer, a);
+	if (r) {
+		audit_free(a);
+		return -r;
+	}
+	a->started = true;
 	*out = a;
 	return 0;
 }
 
 int audit_reopen(struct audit *a)
 {
-	int fd, old;
+	int fd;
 
 	if (!a->path)
 		return 0;
 	fd = open_log(a->path);
+	audit_flush(a); /* what came before goes to the old file */
 	pthread_mutex_lock(&a->lock);
 	if (fd < 0) {
-		a->failures++;
-		snprintf(a->last_error, sizeof(a->last_error), "reopen: %s",
-			 strerror(-fd));
+		failed_locked(a, 1, "reopen", strerror(-fd));
 		pthread_mutex_unlock(&a->lock);
 		return fd;
 	}
-	old = a->fd;
-	a->fd = fd;
+	if (a->new_fd >= 0)
+		close(a->new_fd); /* two reopens before one write */
+	a->new_fd = fd;
+	pthread_cond_signal(&a->work);
 	pthread_mutex_unlock(&a->lock);
-	close(old);
 	return 0;
+}
+
+void audit_flush(struct audit *a)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	while ((a->head || a->writing) && a->started)
+		pthread_cond_wait(&a->room, &a->lock);
+	pthread_mutex_unlock(&a->lock);
 }
 
 static void set_str(json_t *o, const char *key, const char *v)
@@ -121,8 +271,8 @@ void audit_log(struct audit *a, const struct audit_rec *rec)
 	char when[32], ms[8];
 	json_t *o = json_object();
 	char *line = NULL;
+	struct line *q;
 	size_t len;
-	ssize_t n;
 	int64_t now = time_real_ms();
 
 	if (!o)
@@ -158,21 +308,29 @@ void audit_log(struct audit *a, const struct audit_rec *rec)
 	if (!line)
 		goto out_fail;
 	len = strlen(line);
-	line[len] = '\n'; /* json_dumps leaves room: replace the NUL */
-	pthread_mutex_lock(&a->lock);
-	n = write(a->fd, line, len + 1);
-	if (n != (ssize_t)(len + 1)) {
-		a->failures++;
-		snprintf(a->last_error, sizeof(a->last_error), "write: %s",
-			 n < 0 ? strerror(errno) : "short write");
-	}
-	pthread_mutex_unlock(&a->lock);
+	q = malloc(sizeof(*q) + len + 1);
+	if (!q)
+		goto out_fail;
+	memcpy(q->text, line, len);
+	q->text[len] = '\n';
+	q->len = len + 1;
+	q->next = NULL;
 	free(line);
+	pthread_mutex_lock(&a->lock);
+	/* Never dropped: wait for room (the writer empties the queue). */
+	while (a->queued && a->queued + q->len > AUDIT_QUEUE_MAX &&
+	       a->started && !a->stop)
+		pthread_cond_wait(&a->room, &a->lock);
+	*a->tail = q;
+	a->tail = &q->next;
+	a->queued += q->len;
+	pthread_cond_signal(&a->work);
+	pthread_mutex_unlock(&a->lock);
 	return;
 out_fail:
+	free(line);
 	pthread_mutex_lock(&a->lock);
-	a->failures++;
-	snprintf(a->last_error, sizeof(a->last_error), "out of memory");
+	failed_locked(a, 1, "queue", "out of memory");
 	pthread_mutex_unlock(&a->lock);
 }
 
@@ -192,8 +350,19 @@ void audit_free(struct audit *a)
 {
 	if (!a)
 		return;
+	if (a->started) {
+		pthread_mutex_lock(&a->lock);
+		a->stop = true; /* after what is queued */
+		pthread_cond_signal(&a->work);
+		pthread_mutex_unlock(&a->lock);
+		pthread_join(a->writer, NULL);
+	}
 	if (a->path)
 		close(a->fd);
+	if (a->new_fd >= 0)
+		close(a->new_fd);
+	pthread_cond_destroy(&a->work);
+	pthread_cond_destroy(&a->room);
 	pthread_mutex_destroy(&a->lock);
 	free(a->path);
 	free(a);

@@ -1,8 +1,10 @@
 /*
  * audit: one JSON object per line for every token read, every denial and
  * every refresh outcome: who, which credential, when, the outcome and the
- * token's fingerprint, never the token. Appended with O_APPEND, one write
- * per line, so lines from many threads never interleave.
+ * token's fingerprint, never the token. Lines are queued, in order, and
+ * appended by a writer thread of the log's own (audit.c), so that a slow
+ * disk holds no caller up until AUDIT_QUEUE_MAX bytes wait; none is
+ * dropped.
  */
 #ifndef CREDFS_AUDIT_H
 #define CREDFS_AUDIT_H
@@ -30,13 +32,18 @@ int audit_open(const char *path, struct audit **out);
 /* Reopen the file (for logrotate, on SIGHUP). 0 or -errno. */
 int audit_reopen(struct audit *a);
 
-/* Write one line. Failures are counted, see audit_failures(). */
+/* Queue one line (waiting for room only when the queue is full).
+ * Failures, then or in the writer, are counted: see audit_failures(). */
 void audit_log(struct audit *a, const struct audit_rec *rec);
+
+/* Return once every line queued before the call is written (or failed).
+ * NULL-safe. */
+void audit_flush(struct audit *a);
 
 /* Failed writes so far; the last error's text into @last (size @n). */
 uint64_t audit_failures(struct audit *a, char *last, size_t n);
 
-/* Close and free. NULL is a no-op. */
+/* Write what is queued, close and free. NULL is a no-op. */
 void audit_free(struct audit *a);
 
 #endif

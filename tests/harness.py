@@ -88,6 +88,24 @@ def wait_for(pred, timeout, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def audit_lines(path):
+    """The audit log at @path, a dict a line."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def wait_audit(path, pred, n=1, since=0, timeout=10):
+    """The audit lines of @path after the first @since, once @n of them
+    satisfy @pred: the daemon's writer appends them a moment after the
+    event (src/audit.c)."""
+    def enough():
+        lines = audit_lines(path)[since:]
+        return lines if sum(1 for a in lines if pred(a)) >= n else None
+    return wait_for(enough, timeout, what="%d audit lines in %s" % (n, path))
+
+
 def reap(pid, timeout):
     """Wait for @pid (our child or orphan) to exit; its status or None."""
     deadline = time.monotonic() + timeout
@@ -139,14 +157,18 @@ class Mount:
             json.dump(config, f, indent=1)
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self, config=None, args=(), check=True, timeout=20, env=None):
+    def start(self, config=None, args=(), check=True, timeout=20, env=None,
+              output=None):
+        """Start the daemon; its stdout and stderr go to the log file, or
+        to the file descriptor @output."""
         if config is not None:
             self.write_config(config)
         cmd = [self.exe, "--config", self.config_path, "--pid-file",
                self.pid_file] + list(args) + [self.mnt]
         with open(self.log_path, "ab") as log:
+            out = log if output is None else output
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=log, timeout=timeout,
+                                  stdout=out, stderr=out, timeout=timeout,
                                   env=env)
         if check:
             assert proc.returncode == 0, "credfs failed:\n" + self.log()

@@ -2,19 +2,20 @@
 the audit log, least-privilege scopes, and the kernel-cache read path."""
 
 import errno
+import fcntl
 import grp
 import hashlib
-import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
 import pytest
 
-from harness import (CREDFS, open_errno, simple_config, system_users, tagged,
-                     wait_for)
+from harness import (CREDFS, audit_lines, open_errno, simple_config,
+                     system_users, tagged, wait_audit, wait_for)
 
 EKEYEXPIRED = 127
 USERS = tuple(tagged("credfs-" + u) for u in ("alice", "bob", "eve", "ops"))
@@ -53,13 +54,6 @@ def as_user(user, *cmd, cgroup_procs=None):
     if cgroup_procs:
         run = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', cgroup_procs] + run
     return subprocess.run(run, capture_output=True, text=True, timeout=20)
-
-
-def audit_lines(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def fp(token):
@@ -106,6 +100,7 @@ def test_tenant_isolation_with_users_and_groups(mount, provider, people,
 
     # Exactly one audit line per allowed read and per denial (each cat
     # makes one open, so one lookup of the tenant).
+    wait_audit(audit, lambda a: a["event"] in ("read", "denied"), 4, before)
     lines = audit_lines(audit)[before:]
     reads = [a for a in lines if a["event"] == "read"]
     denied = [a for a in lines if a["event"] == "denied"]
@@ -128,7 +123,7 @@ def test_tenant_isolation_with_users_and_groups(mount, provider, people,
                 ["ls", m.path("tenants", "beta")]):
         r = as_user(alice, *cmd)
         assert r.returncode != 0 and "No such file or directory" in r.stderr
-    assert len(audit_lines(audit)) > before + len(lines)
+    wait_audit(audit, lambda a: True, len(lines) + 1, before)
     with open(audit) as f:
         text = f.read()
     assert tok["alpha"] not in text and tok["beta"] not in text
@@ -165,7 +160,7 @@ def test_credential_narrowing_gives_eacces(mount, provider, people,
     # The credential is visible to bob (his tenant), just not readable.
     assert as_user(people["bob"], "ls",
                    m.path("tenants", "beta")).stdout.split() == ["idp"]
-    lines = audit_lines(audit)[before:]
+    lines = wait_audit(audit, lambda a: a["event"] == "denied", 1, before)
     assert [(a["event"], a["outcome"], a["tenant"], a["provider"])
             for a in lines] == [("denied", "EACCES", "beta", "idp")]
 
@@ -219,6 +214,7 @@ def test_cgroup_rule(mount, provider, people, public_dir, tmp_path,
     assert r.returncode != 0 and "No such file or directory" in r.stderr
     r = as_user(alice, "cat", path)  # wherever the test runs
     assert r.returncode != 0
+    wait_audit(audit, lambda a: a["event"] == "denied", 2)
     ok = [a for a in audit_lines(audit) if a["event"] == "read"]
     assert ok and ok[-1]["cgroup"] == name + "/allowed"
     denied = [a for a in audit_lines(audit) if a["event"] == "denied"]
@@ -258,11 +254,62 @@ def test_sighup_reopens_audit_log(mount, provider, tmp_path):
     os.kill(m.pid, signal.SIGHUP)
     wait_for(lambda: "audit log reopened" in m.log(), 5, what="the reopen")
     tok = m.token("acme", "idp")
-    lines = audit_lines(audit)
+    lines = wait_audit(audit, lambda a: a["event"] == "read")
     assert [a["event"] for a in lines] == ["read"]
     assert lines[0]["fingerprint"] == fp(tok)
     assert any(a["event"] == "refresh_ok" for a in audit_lines(audit + ".1"))
     assert os.stat(audit).st_mode & 0o777 == 0o600
+
+
+def test_a_stalled_audit_log_holds_no_open(mount, provider):
+    """The audit log stops taking lines (stderr, a pipe nobody reads: a
+    disk that hangs). Opens go on, every one audited in memory: 3,000
+    reads finish while not one line more can be written, and once the
+    pipe is read again every line comes out, none dropped."""
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 4096)  # F_SETPIPE_SZ: full after ~13 lines
+    m = mount()
+    reader = None
+    try:
+        m.start(dict(simple_config(m), log_level="error"), output=w)
+        os.close(w)
+        w = None
+        path = m.path("tenants", "acme", "idp", "access_token")
+        done = []
+
+        def reads():
+            for _ in range(3000):
+                with open(path) as f:
+                    f.read()
+            done.append(True)
+        t = threading.Thread(target=reads, daemon=True)
+        t.start()
+        t.join(60)
+        blocked = not done
+        got = []
+
+        def drain():
+            while True:
+                b = os.read(r, 65536)
+                if not b:
+                    return
+                got.append(b)
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()  # unblocks a writer that waits, either way
+        t.join(30)
+        assert not blocked, "opens waited for the audit log's writes"
+
+        def all_lines():
+            n = b"".join(got).count(b'"event":"read"')
+            return n if n >= 3000 else None
+        wait_for(all_lines, 30, what="3,000 read lines from the pipe")
+    finally:
+        m.stop()
+        if w is not None:
+            os.close(w)
+        if reader:
+            reader.join(10)
+        os.close(r)
 
 
 def test_audit_write_failure_is_visible(mount, provider):
@@ -304,7 +351,8 @@ def test_over_privileged_grant_flagged_and_strict_refuses(mount, provider,
     assert st["strict_scopes"] is True
     assert st["refused"] == \
         "granted scopes wider than requested (strict_scopes)"
-    denied = [a for a in audit_lines(str(tmp_path / "audit.log"))
+    denied = [a for a in wait_audit(str(tmp_path / "audit.log"),
+                                    lambda a: a["event"] == "denied")
               if a["event"] == "denied"]
     assert denied[-1]["detail"].startswith("granted scopes wider")
 

@@ -238,9 +238,14 @@ def reload_metrics(m):
             m.metrics("credfs_config_reload_failures_total"))
 
 
-def reload_audit(audit_path):
-    with open(audit_path) as f:
-        return [json.loads(l) for l in f if '"config_reload"' in l]
+def reload_audit(audit_path, n=1):
+    """The config_reload audit lines, once there are @n (the log's writer
+    appends them a moment after the reload)."""
+    def lines():
+        with open(audit_path) as f:
+            found = [json.loads(l) for l in f if '"config_reload"' in l]
+        return found if len(found) >= n else None
+    return wait_for(lines, 10, what="%d config_reload audit lines" % n)
 
 
 def rss_kb(pid):
@@ -338,12 +343,12 @@ def test_sighup_keeps_the_running_config_when_the_new_one_is_bad(
     assert os.listdir(m.path("tenants")) == ["acme"]
     assert m.token("acme", "idp") == tok
     assert reload_metrics(m) == ([0], [2])
-    assert "restart to apply" in reload_audit(audit)[-1]["detail"]
+    assert "restart to apply" in reload_audit(audit, 2)[-1]["detail"]
     # The good one again: applied, and the gauge says so.
     m.write_config(dict(simple_config(m), audit_log=audit))
     os.kill(m.pid, signal.SIGHUP)
     wait_for(lambda: reload_metrics(m) == ([1], [2]), 5, what="the reload")
-    assert reload_audit(audit)[-1]["outcome"] == "ok"
+    assert reload_audit(audit, 3)[-1]["outcome"] == "ok"
 
 
 def test_systemd_notify_protocol(mount, tmp_path):

@@ -19,7 +19,7 @@ import time
 
 from fake_provider import FakeProvider
 from harness import (CLIENT_ID, CLIENT_SECRET, reap, simple_config,
-                     wait_for)
+                     wait_audit, wait_for)
 from test_access import as_user, people  # noqa: F401 (a fixture)
 from test_refresh import add, ctl, rt_config, setup_store
 
@@ -437,7 +437,8 @@ def test_audit_keeps_a_process_name_that_is_not_utf8(mount, tmp_path,
                         m.path("tenants", "acme", "idp", "access_token")],
                        capture_output=True)
     assert r.returncode == 0
-    reads = [json.loads(x) for x in open(audit) if '"read"' in x]
+    reads = [a for a in wait_audit(audit, lambda a: a["event"] == "read")
+             if a["event"] == "read"]
     assert [a["comm"] for a in reads] == ["r\\xe9ad\\xff"], reads
 
     # An audit log replaced by a symbolic link is not followed, and the

@@ -367,7 +367,8 @@ def test_disk_full_serves_from_memory_and_persists_later(
     wait_for(lambda: m.status("acme", "idp")["generation"] > g + 1, 15,
              what="rotations while the disk is full")
     assert provider.issued(m.token("acme", "idp"))["active"]
-    assert '"event":"persist_error"' in m.log()  # audited
+    wait_for(lambda: '"event":"persist_error"' in m.log(), 10,
+             what="the persist_error audit line")  # audited
     os.unlink(filler)
     wait_for(lambda: m.status("acme", "idp")["persist_error"] is None and
              m.status("beta", "idp")["persist_error"] is None, 20,
