@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${CREDFS_BUILD:-$here/build}
 python=${PYTHON:-/usr/bin/python3}
-work=$(mktemp -d /tmp/credfs-demo.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/credfs-demo.XXXXXX")
 mnt=${DEMO_MNT:-$work/mnt}
 prov_pid=""
 daemon_pid=""

@@ -8,7 +8,10 @@ from harness import BUILD, ROOT, is_mounted
 
 def test_demo_runs_and_cleans_up(public_dir):
     mnt = os.path.join(public_dir, "demo")
-    env = dict(os.environ, CREDFS_BUILD=BUILD, DEMO_MNT=mnt)
+    # Its own TMPDIR: processes of another suite's demo running beside
+    # this one (make check runs two) are not this one's.
+    env = dict(os.environ, CREDFS_BUILD=BUILD, DEMO_MNT=mnt,
+               TMPDIR=public_dir)
     r = subprocess.run(["bash", os.path.join(ROOT, "examples", "demo.sh")],
                        capture_output=True, text=True, env=env, timeout=60,
                        stdin=subprocess.DEVNULL)
@@ -21,6 +24,6 @@ def test_demo_runs_and_cleans_up(public_dir):
     assert "grant: refresh_token" in r.stdout
     assert not is_mounted(mnt)
     # No daemon or provider left running from this demo.
-    ps = subprocess.run(["pgrep", "-af", "credfs-demo"], capture_output=True,
-                        text=True).stdout
+    ps = subprocess.run(["pgrep", "-af", public_dir + "/credfs-demo"],
+                        capture_output=True, text=True).stdout
     assert "fake_provider" not in ps and "credfs --config" not in ps, ps
