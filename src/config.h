@@ -67,6 +67,7 @@ struct provider_conf {
 	char *revocation_url;
 	char *introspection_url;
 	int64_t introspection_interval_ms; /* 0: never */
+	int64_t discovery_max_age_ms; /* refetch the issuer's document after */
 	struct param *auth_params; /* extra authorization request params */
 	size_t n_auth_params;
 	char **auth_scopes; /* extra scopes asked for at authorization only,

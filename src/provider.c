@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "confparse.h"
+#include "discovery.h"
 #include "http.h"
 #include "oauth.h"
 #include "util.h"
@@ -419,6 +420,10 @@ static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
 	r = conf_get_string(c, obj, path, "preset", false, &p->preset);
 	if (r == 0)
 		r = get_url(c, obj, path, "issuer", false, &p->issuer);
+	p->discovery_max_age_ms = DISCOVERY_MAX_AGE_MS;
+	if (r == 0)
+		r = conf_get_seconds(c, obj, path, "discovery_max_age_s", 1,
+				     30 * 86400, &p->discovery_max_age_ms);
 	if (r == 0)
 		r = conf_get_strings(
 			c, obj, path, "auth_methods_supported",
@@ -519,6 +524,7 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		"authorization_scopes",
 		"preset",
 		"issuer",
+		"discovery_max_age_s",
 		"entra_tenant",
 		"login_host",
 		"auth_methods_supported",
@@ -735,105 +741,6 @@ static int check_ca_file(const struct provider_conf *p, const char *cfg_path,
 	return 0;
 }
 
-/*
- * OpenID Connect Discovery 1.0: the issuer's metadata, fetched once per
- * issuer and process, so a reload (or a restart of nothing but the
- * config) does not depend on the issuer being up.
- */
-struct discovered {
-	char *issuer;
-	json_t *doc;
-	struct discovered *next;
-};
-
-static pthread_mutex_t discovery_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct discovered *discovery_cache;
-
-static int fetch_discovery(const struct provider_conf *p, json_t **out,
-			   char *why, size_t whylen)
-{
-	struct http_req *req = NULL;
-	const char *body;
-	char url[2048];
-	size_t len, n = strlen(p->issuer);
-	long status;
-	int r;
-
-	/* Section 4: the issuer, less a trailing slash, and the path. */
-	if (n && p->issuer[n - 1] == '/')
-		n--;
-	snprintf(url, sizeof(url), "%.*s/.well-known/openid-configuration",
-		 (int)n, p->issuer);
-	r = http_req_new(p, url, NULL, NULL, NULL, &req);
-	if (r < 0) {
-		snprintf(why, whylen, "%s", strerror(-r));
-		return r;
-	}
-	r = http_req_result(req, http_req_perform(req), &status, &body, &len,
-			    why, whylen);
-	if (r == 0 && status != 200) {
-		snprintf(why, whylen, "%s: HTTP %ld", url, status);
-		r = -EPROTO;
-	}
-	if (r == 0) {
-		*out = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-		if (!json_is_object(*out)) {
-			json_decref(*out);
-			*out = NULL;
-			snprintf(why, whylen, "%s: not a JSON object", url);
-			r = -EPROTO;
-		}
-	} else if (r != -EPROTO) {
-		char tmp[OAUTH_ERROR_TEXT];
-
-		snprintf(tmp, sizeof(tmp), "%s", why);
-		snprintf(why, whylen, "%s: %s", url, tmp);
-	}
-	http_req_free(req);
-	return r;
-}
-
-/* The issuer's metadata, from the cache or fetched; a new reference. */
-static int discovery_doc(const struct provider_conf *p, bool offline,
-			 json_t **out, char *why, size_t whylen)
-{
-	struct discovered *d;
-	int r;
-
-	pthread_mutex_lock(&discovery_lock);
-	for (d = discovery_cache; d; d = d->next)
-		if (!strcmp(d->issuer, p->issuer))
-			break;
-	*out = d ? json_incref(d->doc) : NULL;
-	pthread_mutex_unlock(&discovery_lock);
-	if (*out)
-		return 0;
-	if (offline) {
-		snprintf(why, whylen,
-			 "%s was not discovered when the daemon started, and "
-			 "a reload does no network I/O: restart credfs to use "
-			 "a new issuer",
-			 p->issuer);
-		return -ENOENT;
-	}
-	r = fetch_discovery(p, out, why, whylen);
-	if (r < 0)
-		return r;
-	d = calloc(1, sizeof(*d));
-	if (d)
-		d->issuer = strdup(p->issuer);
-	if (!d || !d->issuer) {
-		free(d);
-		return 0; /* used once, not cached */
-	}
-	d->doc = json_incref(*out);
-	pthread_mutex_lock(&discovery_lock);
-	d->next = discovery_cache;
-	discovery_cache = d;
-	pthread_mutex_unlock(&discovery_lock);
-	return 0;
-}
-
 /* An endpoint of the metadata, checked like a configured one, filling
  * @out only where the config left it unset. */
 static int take_endpoint(struct ctx *c, const json_t *doc, const char *path,
@@ -924,7 +831,7 @@ static int discover(struct provider_conf *p, const char *cfg_path,
 	json_t *doc = NULL;
 	int r;
 
-	r = discovery_doc(p, offline, &doc, why, sizeof(why));
+	r = discovery_get(p, offline, &doc, why, sizeof(why));
 	if (r < 0) {
 		snprintf(err, errlen,
 			 "%s: providers.%s.issuer: OpenID Connect discovery "

@@ -1,0 +1,34 @@
+/*
+ * discovery: OpenID Connect Discovery 1.0 documents, by issuer. A
+ * document is fetched once and kept for the process; past its
+ * provider's discovery_max_age_s (default one day) a reload fetches it
+ * again before it reads the config (discovery_refresh()), and loading a
+ * config on reload only ever reads this cache, so a reload never waits
+ * on the network while it parses, and an issuer that is down at a
+ * reload leaves the document it had in force.
+ */
+#ifndef CREDFS_DISCOVERY_H
+#define CREDFS_DISCOVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct json_t;
+struct provider_conf;
+
+#define DISCOVERY_MAX_AGE_MS (86400 * 1000LL)
+
+/* @p's issuer's document (a new reference): from the cache; else, unless
+ * @offline, fetched and cached. 0 or -errno with the reason in @why. */
+int discovery_get(const struct provider_conf *p, bool offline,
+		  struct json_t **out, char *why, size_t whylen);
+
+/* Fetch again the documents of @cfg's issuers that are older than their
+ * provider's discovery_max_age_ms. One that cannot be fetched stays as
+ * it was (and is tried again at the next call), said in the log. Returns
+ * how many were replaced. */
+size_t discovery_refresh(const struct config *cfg);
+
+#endif
