@@ -11,6 +11,7 @@
 #include "admin.h"
 #include "audit.h"
 #include "config.h"
+#include "discovery.h"
 #include "cred.h"
 #include "credstore.h"
 #include "log.h"
@@ -24,7 +25,8 @@
 static struct cred *find_cred(struct cred_table *t, const char *tenant,
 			      const char *provider)
 {
-	const struct cred_conf *cc = config_find_cred(t->cfg, tenant, provider);
+	const struct cred_conf *cc =
+		config_find_cred(cred_table_config(t), tenant, provider);
 
 	return cc ? cred_of(t, cc) : NULL;
 }
@@ -37,8 +39,8 @@ static int state_line(struct cred *c, struct buf *out)
 	int r;
 
 	cred_view(c, now, &v);
-	r = buf_printf(out, "%s/%s: %s", c->conf->tenant,
-		       c->conf->provider->name, cred_state_name(v.state));
+	r = buf_printf(out, "%s/%s: %s", cred_conf(c)->tenant,
+		       cred_conf(c)->provider->name, cred_state_name(v.state));
 	if (r == 0 && v.has_token)
 		r = buf_printf(out, ", expires in %lld s",
 			       (long long)((v.expires_ms - now) / 1000));
@@ -70,18 +72,22 @@ static void reload_outcome(struct admin *a, const char *refused)
 
 /* The configuration file again: applied when valid and applicable in
  * place (tree_apply(): tenants, providers and credentials may come and
- * go). Readers of the old one may still hold it: it is retired, and freed
- * by reclaim() once they are gone. Called with a->lock held. */
+ * go). Readers of the old one may still hold it: it is retired
+ * (cred_table_retire()), freed once they are gone. Called with a->lock
+ * held: the one writer of the table's cfg, which it reads as its own. */
 static void reload_config(struct admin *a, struct buf *reply)
 {
-	struct config *cfg = NULL, *old = (struct config *)a->t->cfg, **r;
+	struct config *cfg = NULL, *old = (struct config *)a->t->cfg;
 	char err[1024], why[256];
 	struct tree_change ch;
 	int64_t deadline = 0;
-	unsigned slot;
 	size_t i;
+	int r;
 
-	/* No network I/O in a reload: discovery from the process's cache. */
+	/* No network I/O while the config loads: discovery from the
+	 * process's cache, whose documents past their age are fetched again
+	 * first (the issuers the running config names). */
+	discovery_refresh(old);
 	if (config_load_offline(a->config_path, &cfg, err, sizeof(err)) < 0 ||
 	    config_set_read_path(cfg, a->cache_kernel, err, sizeof(err)) < 0) {
 		log_error("reload: %s; the running configuration stays in "
@@ -108,18 +114,16 @@ static void reload_config(struct admin *a, struct buf *reply)
 		config_free(cfg);
 		return;
 	}
-	r = old == a->original
-		    ? a->retired /* the caller frees that one */
-		    : realloc(a->retired, (a->n_retired + 1) * sizeof(*r));
-	if ((!r && old != a->original) || tree_apply(a->t, cfg, &ch) < 0) {
-		a->retired = r ? r : a->retired;
+	cred_table_enter(a->t); /* what it calls reads the configuration */
+	r = tree_apply(a->t, cfg, &ch);
+	cred_table_exit(a->t);
+	if (r < 0) {
 		reload_outcome(a, "out of memory");
 		config_free(cfg);
 		return;
 	}
-	a->retired = r;
-	if (old != a->original)
-		a->retired[a->n_retired++] = old;
+	if (old != a->original) /* the caller frees that one */
+		cred_table_retire(a->t, old);
 	if (!a->debug)
 		log_set_level((enum log_level)cfg->log_level);
 	log_info("reload: %s applied: %zu credentials added, %zu removed; "
@@ -129,15 +133,15 @@ static void reload_config(struct admin *a, struct buf *reply)
 	reload_outcome(a, NULL);
 	/* Like a start: ready once the added ones had their first answer
 	 * (bounded by their open_wait_s and the provider's timeout). */
-	slot = cred_table_enter(a->t);
+	cred_table_enter(a->t);
 	for (i = 0; i < ch.n_added; i++) {
-		const struct cred_conf *cc = ch.added[i]->conf;
+		const struct cred_conf *cc = cred_conf(ch.added[i]);
 		int64_t wait = cc->timing.open_wait_ms + cc->provider->timeout_ms;
 
 		if (deadline < time_mono_ms() + wait)
 			deadline = time_mono_ms() + wait;
 	}
-	cred_table_exit(a->t, slot);
+	cred_table_exit(a->t);
 	for (i = 0; i < ch.n_added; i++)
 		cred_wait_answered(a->t, ch.added[i], deadline);
 	tree_change_clear(&ch);
@@ -145,50 +149,8 @@ static void reload_config(struct admin *a, struct buf *reply)
 		buf_printf(reply, "configuration applied\n");
 }
 
-static void free_configs(struct config **cfgs, size_t *n)
-{
-	while (*n)
-		config_free(cfgs[--*n]);
-}
-
-/*
- * Free what no reader can hold any more. The draining configurations were
- * replaced before the epoch moved on from drain_slot, so a section that
- * could have loaded one of them counts in that slot; when it is empty,
- * they go. Then the retired ones start draining. Called with a->lock held
- * and outside any section of the calling thread, so memory stays bounded
- * by the configurations of the last two reloads and whoever still reads
- * them.
- */
-static void reclaim(struct admin *a)
-{
-	struct cred_table *t = a->t;
-	struct config **swap;
-	size_t n;
-
-	if (a->n_draining && atomic_load(&t->cfg_readers[a->drain_slot]) == 0)
-		free_configs(a->draining, &a->n_draining);
-	if (!a->n_draining && a->n_retired) {
-		swap = a->draining;
-		a->draining = a->retired;
-		a->retired = swap;
-		n = a->n_draining;
-		a->n_draining = a->n_retired;
-		a->n_retired = n;
-		a->drain_slot = atomic_fetch_add(&t->cfg_epoch, 1) & 1;
-		if (atomic_load(&t->cfg_readers[a->drain_slot]) == 0)
-			free_configs(a->draining, &a->n_draining);
-	}
-	atomic_store(&t->cfg_retained,
-		     (unsigned)(a->n_draining + a->n_retired));
-}
-
 void admin_free(struct admin *a)
 {
-	free_configs(a->retired, &a->n_retired);
-	free_configs(a->draining, &a->n_draining);
-	free(a->retired);
-	free(a->draining);
 	if (a->t && a->t->cfg != a->original)
 		config_free((struct config *)a->t->cfg);
 }
@@ -198,7 +160,6 @@ int admin_reload(struct admin *a, struct buf *reply)
 	struct cred_table *t = a->t;
 	const struct config *cfg;
 	char msg[512];
-	unsigned slot;
 	size_t i;
 	int r;
 
@@ -213,8 +174,8 @@ int admin_reload(struct admin *a, struct buf *reply)
 			  r == -ELOOP ? "it is a symbolic link, which is not "
 					"followed"
 				      : strerror(-r));
-	slot = cred_table_enter(t);
-	cfg = t->cfg;
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
 	for (i = 0; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 
@@ -224,8 +185,7 @@ int admin_reload(struct admin *a, struct buf *reply)
 		    reply)
 			buf_printf(reply, "%s\n", msg);
 	}
-	cred_table_exit(t, slot);
-	reclaim(a);
+	cred_table_exit(t);
 	pthread_mutex_unlock(&a->lock);
 	return r;
 }
@@ -245,8 +205,9 @@ static int reload_one(struct admin *a, const char *tenant, const char *provider,
 	ch = credstore_reload(a->t, c, msg, sizeof(msg));
 	if (ch == CS_ADOPTED)
 		cred_wait_token(a->t, c,
-				time_mono_ms() + c->conf->timing.open_wait_ms +
-					c->conf->provider->timeout_ms);
+				time_mono_ms() +
+					cred_conf(c)->timing.open_wait_ms +
+					cred_conf(c)->provider->timeout_ms);
 	if (ch == CS_REMOVED)
 		return buf_printf(reply, "%s\n", msg) < 0;
 	return state_line(c, reply) < 0 || ch == CS_UNUSABLE;
@@ -256,7 +217,7 @@ static int status(struct admin *a, bool json, const char *tenant,
 		  const char *provider, struct buf *reply)
 {
 	struct cred_table *t = a->t;
-	const struct config *cfg = t->cfg;
+	const struct config *cfg = cred_table_config(t);
 	int64_t now = time_real_ms();
 	size_t i, n = 0;
 	int r = 0;
@@ -268,8 +229,9 @@ static int status(struct admin *a, bool json, const char *tenant,
 	for (i = 0; i < cfg->n_creds && r == 0; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 
-		if ((tenant && strcmp(c->conf->tenant, tenant)) ||
-		    (provider && strcmp(c->conf->provider->name, provider)))
+		if ((tenant && strcmp(cred_conf(c)->tenant, tenant)) ||
+		    (provider &&
+		     strcmp(cred_conf(c)->provider->name, provider)))
 			continue;
 		if (n++)
 			r = buf_printf(reply, json ? ",\n" : "\n");
@@ -330,7 +292,6 @@ int admin_request(void *arg, const char *request, struct buf *reply)
 {
 	struct admin *a = arg;
 	struct admin_req req;
-	unsigned slot;
 	int r;
 
 	if (admin_parse(request, &req) < 0) {
@@ -341,11 +302,11 @@ int admin_request(void *arg, const char *request, struct buf *reply)
 		admin_reload(a, reply);
 		return buf_printf(reply, "reloaded\n") < 0;
 	}
-	slot = cred_table_enter(a->t);
+	cred_table_enter(a->t);
 	if (req.verb == ADMIN_RELOAD_ONE)
 		r = reload_one(a, req.tenant, req.provider, reply);
 	else
 		r = status(a, req.json, req.tenant, req.provider, reply);
-	cred_table_exit(a->t, slot);
+	cred_table_exit(a->t);
 	return r;
 }

@@ -30,11 +30,6 @@ struct admin {
 	bool debug;		 /* -d: the log level stays debug */
 	struct config *original; /* freed by the caller */
 	pthread_mutex_t lock;	 /* one reload at a time */
-	/* Configurations reloads replaced: retired ones wait for the next
-	 * epoch; draining ones for the readers of slot drain_slot. */
-	struct config **retired, **draining;
-	size_t n_retired, n_draining;
-	unsigned drain_slot;
 };
 
 enum admin_verb { ADMIN_RELOAD, ADMIN_RELOAD_ONE, ADMIN_STATUS };

@@ -1,5 +1,7 @@
 /*
- * cred: credential state, token generations and the freshness rule.
+ * cred: credential state, token generations and the freshness rule (the
+ * table they live in, and the configuration's lifetime, are
+ * cred_table.c's).
  *
  * Lock order: a credential's lock may be held while the refresher's lock is
  * taken (through the kick callback), never the other way round.
@@ -12,6 +14,7 @@
 
 #include "config.h"
 #include "cred.h"
+#include "cred_int.h"
 #include "log.h"
 #include "tree.h"
 #include "store.h"
@@ -56,143 +59,121 @@ void token_unref(struct token *tok)
 	freezero(tok, sizeof(*tok) + tok->len + 1);
 }
 
-struct cred *cred_at(const struct cred_table *t, uint32_t slot)
+uint32_t cred_index(const struct cred *c)
 {
-	struct cred *chunk;
-
-	if (slot >= atomic_load_explicit(&t->n_slots, memory_order_acquire))
-		return NULL;
-	chunk = atomic_load_explicit(
-		&((struct cred_table *)t)->chunks[slot / CRED_CHUNK],
-		memory_order_acquire);
-	return chunk ? &chunk[slot % CRED_CHUNK] : NULL;
+	return c->index;
 }
 
-struct cred *cred_of(const struct cred_table *t, const struct cred_conf *cc)
+struct rf_entry *cred_entry(const struct cred *c)
 {
-	return cred_at(t, cc->slot);
+	return c->entry;
 }
 
-size_t cred_table_count(struct cred_table *t)
+void cred_set_entry(struct cred *c, struct rf_entry *e)
 {
-	unsigned slot = cred_table_enter(t);
-	size_t n = t->cfg->n_creds;
-
-	cred_table_exit(t, slot);
-	return n;
+	c->entry = e;
 }
 
-bool cred_live(const struct cred *c)
+void cred_set_live(struct cred *c, bool live)
 {
-	return atomic_load_explicit(&c->live, memory_order_acquire);
+	atomic_store_explicit(&c->live, live, memory_order_release);
 }
 
-struct cred *cred_slot_make(struct cred_table *t, uint32_t slot)
+uint64_t cred_version(struct cred *c)
 {
-	struct cred *chunk, *c;
-	pthread_condattr_t ca;
-	size_t i;
+	uint64_t v;
 
-	if (slot / CRED_CHUNK >= CRED_CHUNKS)
-		return NULL;
-	chunk = atomic_load(&t->chunks[slot / CRED_CHUNK]);
-	if (!chunk) {
-		chunk = calloc(CRED_CHUNK, sizeof(*chunk));
-		if (!chunk)
-			return NULL;
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		for (i = 0; i < CRED_CHUNK; i++) {
-			pthread_mutex_init(&chunk[i].lock, NULL);
-			pthread_cond_init(&chunk[i].cond, &ca);
-			chunk[i].index =
-				(uint32_t)(slot / CRED_CHUNK * CRED_CHUNK + i);
-			chunk[i].version = 1;
-		}
-		pthread_condattr_destroy(&ca);
-		atomic_store(&t->chunks[slot / CRED_CHUNK], chunk);
+	pthread_mutex_lock(&c->lock);
+	v = c->version;
+	pthread_mutex_unlock(&c->lock);
+	return v;
+}
+
+void cred_count_open(struct cred *c, bool served)
+{
+	atomic_fetch_add(served ? &c->reads : &c->open_errors, 1);
+}
+
+/* @c's plan, with its lock held. */
+static void plan_of_locked(const struct cred *c, struct cred_plan *p)
+{
+	p->parked = !cred_present(c) || c->revoked ||
+		    (c->uses_store && !c->refresh_token);
+	p->next_refresh_ms = c->next_refresh_ms;
+	p->gen = c->cur ? c->cur->gen : 0;
+	p->deadline_ms = c->cur ? cred_token_deadline(c, c->cur) : INT64_MAX;
+	p->unpersisted = c->record_gen > c->durable_gen;
+}
+
+void cred_with_plan(struct cred *c,
+		    void (*fn)(void *arg, struct cred *c,
+			       const struct cred_plan *p),
+		    void *arg)
+{
+	struct cred_plan p;
+
+	pthread_mutex_lock(&c->lock);
+	plan_of_locked(c, &p);
+	fn(arg, c, &p);
+	pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t cred_record_gen(struct cred *c)
+{
+	uint64_t g;
+
+	pthread_mutex_lock(&c->lock);
+	g = c->record_gen;
+	pthread_mutex_unlock(&c->lock);
+	return g;
+}
+
+bool cred_flight_voided(struct cred *c)
+{
+	bool v;
+
+	pthread_mutex_lock(&c->lock);
+	v = c->record_gen != c->flight_gen || !cred_present(c);
+	pthread_mutex_unlock(&c->lock);
+	return v;
+}
+
+void cred_store_state(struct cred *c, struct cred_store_state *s)
+{
+	pthread_mutex_lock(&c->lock);
+	s->present = cred_present(c);
+	s->has_refresh_token = c->refresh_token != NULL;
+	s->revoked = c->revoked;
+	s->record_gen = c->record_gen;
+	s->durable_gen = c->durable_gen;
+	pthread_mutex_unlock(&c->lock);
+}
+
+int cred_next_record(struct cred *c, const struct oauth_token *ot,
+		     struct token **tok, struct record *r, uint64_t *expect)
+{
+	const char *new_rt = ot ? ot->refresh_token : NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (!cred_present(c) || (!c->refresh_token && !new_rt)) {
+		ret = -ECANCELED;
+		goto out;
 	}
-	c = &chunk[slot % CRED_CHUNK];
-	if (slot >= atomic_load(&t->n_slots))
-		atomic_store(&t->n_slots, slot + 1);
-	return c;
-}
-
-void cred_slot_take(struct cred *c, const struct cred_conf *cc)
-{
-	c->conf = cc;
-	c->uses_store = cc->provider->grant == GRANT_REFRESH_TOKEN;
-	atomic_store(&c->present, !c->uses_store);
-}
-
-int cred_table_new(struct config *cfg, const struct json_t *image,
-		   struct cred_table **out)
-{
-	struct cred_table *t;
-	size_t i;
-
-	t = calloc(1, sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	t->cfg = cfg;
-	atomic_init(&t->version, 1);
-	if (tree_names_new(image, &t->names) < 0 ||
-	    tree_number(t->names, cfg) < 0)
-		goto fail;
-	for (i = 0; i < cfg->n_creds; i++) {
-		struct cred *c = cred_slot_make(t, cfg->creds[i].slot);
-
-		if (!c)
-			goto fail;
-		cred_slot_take(c, &cfg->creds[i]);
-		atomic_init(&c->live, true);
-	}
-	*out = t;
-	return 0;
-fail:
-	cred_table_free(t);
-	return -ENOMEM;
-}
-
-unsigned cred_table_enter(struct cred_table *t)
-{
-	for (;;) {
-		unsigned e = atomic_load(&t->cfg_epoch);
-
-		atomic_fetch_add(&t->cfg_readers[e & 1], 1);
-		/* Counted in the slot of an epoch still current: a reload
-		 * that moves it on from here waits for this section. */
-		if (atomic_load(&t->cfg_epoch) == e)
-			return e & 1;
-		atomic_fetch_sub(&t->cfg_readers[e & 1], 1);
-	}
-}
-
-void cred_table_exit(struct cred_table *t, unsigned slot)
-{
-	atomic_fetch_sub(&t->cfg_readers[slot], 1);
-}
-
-void cred_table_free(struct cred_table *t)
-{
-	size_t i, j;
-
-	if (!t)
-		return;
-	for (i = 0; i < CRED_CHUNKS; i++) {
-		struct cred *chunk = atomic_load(&t->chunks[i]);
-
-		for (j = 0; chunk && j < CRED_CHUNK; j++) {
-			token_unref(chunk[j].cur);
-			token_unref(chunk[j].prev);
-			strfreezero(chunk[j].refresh_token);
-			pthread_mutex_destroy(&chunk[j].lock);
-			pthread_cond_destroy(&chunk[j].cond);
-		}
-		free(chunk);
-	}
-	tree_names_free(t->names);
-	free(t);
+	if (!*tok)
+		*tok = token_ref(c->cur);
+	r->refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
+	r->generation = c->record_gen + 1;
+	r->rt_expires_ms =
+		ot && *tok ? cred_rt_expiry(cred_conf(c)->provider, ot,
+					    (*tok)->issued_ms, c->rt_expires_ms)
+			   : c->rt_expires_ms;
+	*expect = c->durable_gen;
+	if (!r->refresh_token)
+		ret = -ENOMEM;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return ret;
 }
 
 bool cred_present(const struct cred *c)
@@ -294,7 +275,7 @@ static int64_t lifetime_of(const struct token *tok)
 int64_t cred_token_deadline(const struct cred *c, const struct token *tok)
 {
 	return tok->expires_ms -
-	       plan_skew_ms(&c->conf->timing, lifetime_of(tok));
+	       plan_skew_ms(&cred_conf(c)->timing, lifetime_of(tok));
 }
 
 static bool token_expired(const struct cred *c, const struct token *tok,
@@ -309,7 +290,7 @@ static bool token_fresh(const struct cred *c, const struct token *tok,
 {
 	return !token_expired(c, tok, now) &&
 	       tok->expires_ms - now >=
-		       plan_min_ttl_ms(&c->conf->timing, lifetime_of(tok));
+		       plan_min_ttl_ms(&cred_conf(c)->timing, lifetime_of(tok));
 }
 
 static enum cred_state state_locked(const struct cred *c, int64_t now)
@@ -331,7 +312,7 @@ static enum cred_state state_locked(const struct cred *c, int64_t now)
  * expiry, or an idle limit counted from the last refresh. 0: unknown. */
 static int64_t rt_expiry_locked(const struct cred *c)
 {
-	const struct provider_conf *p = c->conf->provider;
+	const struct provider_conf *p = cred_conf(c)->provider;
 	int64_t e = c->rt_expires_ms, idle;
 
 	if (!cred_uses_store(c))
@@ -501,7 +482,8 @@ int cred_open_begin(struct cred_table *t, struct cred *c, uint32_t gen,
 		c->waiting++;
 		w->tok = token_ref(tok);
 		w->seen = c->attempts;
-		w->deadline = time_mono_ms() + c->conf->timing.open_wait_ms;
+		w->deadline =
+			time_mono_ms() + cred_conf(c)->timing.open_wait_ms;
 		w->active = true;
 		if (!c->in_flight && t->kick)
 			t->kick(t->kick_arg, c);
@@ -645,7 +627,7 @@ static char *over_privileged(const struct cred_conf *cc,
 static int take_fields(struct cred *c, struct token *tok,
 		       const struct oauth_token *ot)
 {
-	size_t i, n = c->conf->provider->n_response_fields;
+	size_t i, n = cred_conf(c)->provider->n_response_fields;
 
 	if (!n)
 		return 0;
@@ -669,7 +651,7 @@ static int take_fields(struct cred *c, struct token *tok,
 struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
 			     int64_t sent_ms)
 {
-	const struct provider_conf *p = c->conf->provider;
+	const struct provider_conf *p = cred_conf(c)->provider;
 	struct token *tok;
 	int64_t lifetime;
 
@@ -680,8 +662,8 @@ struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
 	tok->len = ot->len;
 	memcpy(tok->value, ot->access_token, ot->len);
 	tok->type = strdup(ot->token_type);
-	tok->scopes = scopes_text(c->conf, ot);
-	tok->over = over_privileged(c->conf, ot);
+	tok->scopes = scopes_text(cred_conf(c), ot);
+	tok->over = over_privileged(cred_conf(c), ot);
 	if (!tok->type || !tok->scopes) {
 		token_unref(tok);
 		return NULL;
@@ -769,15 +751,19 @@ static void changed_locked(struct cred_table *t, struct cred *c)
 	c->version++;
 	atomic_fetch_add(&t->version, 1);
 	wake_locked(t, c);
-	if (t->replan)
-		t->replan(t->kick_arg, c);
+	if (t->replan) {
+		struct cred_plan p;
+
+		plan_of_locked(c, &p);
+		t->replan(t->kick_arg, c, &p);
+	}
 }
 
 int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 			    struct oauth_result *res, struct token *tok,
 			    const struct persist_result *persist, double u)
 {
-	const struct provider_conf *p = c->conf->provider;
+	const struct provider_conf *p = cred_conf(c)->provider;
 	struct token *old[2] = {NULL, NULL};
 	int64_t now = time_real_ms(), next;
 
@@ -805,7 +791,7 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 			c->record_gen = persist->gen;
 			note_persist_locked(t, c, persist->gen, persist->err);
 		}
-		next = plan_refresh_at(&c->conf->timing, tok->issued_ms,
+		next = plan_refresh_at(&cred_conf(c)->timing, tok->issued_ms,
 				       tok->expires_ms, u);
 	} else {
 		int64_t delay;
@@ -878,12 +864,12 @@ static struct token *token_of_record(struct cred *c, const struct record *r)
 	if (r->scope && oauth_split_scopes(r->scope, ' ', &ot) < 0)
 		goto out;
 	/* The record's fields, in the order the provider names them. */
-	ot.n_fields = c->conf->provider->n_response_fields;
+	ot.n_fields = cred_conf(c)->provider->n_response_fields;
 	ot.fields = ot.n_fields ? calloc(ot.n_fields, sizeof(char *)) : NULL;
 	for (size_t i = 0; ot.fields && i < ot.n_fields; i++)
 		for (size_t j = 0; j < r->n_fields; j++)
 			if (!strcmp(r->fields[j].name,
-				    c->conf->provider->response_fields[i]))
+				    cred_conf(c)->provider->response_fields[i]))
 				ot.fields[i] = r->fields[j].value;
 	if (ot.n_fields && !ot.fields)
 		goto out;
@@ -919,7 +905,7 @@ bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
 	c->persist_error[0] = '\0';
 	atomic_store_explicit(&c->present, true, memory_order_release);
 	c->next_refresh_ms =
-		tok ? plan_refresh_at(&c->conf->timing, tok->issued_ms,
+		tok ? plan_refresh_at(&cred_conf(c)->timing, tok->issued_ms,
 				      tok->expires_ms, u)
 		    : time_real_ms();
 	changed_locked(t, c);
@@ -947,7 +933,7 @@ void cred_retire(struct cred_table *t, struct cred *c)
 	if (c->record_gen > c->durable_gen)
 		log_error("%s/%s: removed with generation %llu not in the "
 			  "store: its refresh token is lost",
-			  c->conf->tenant, c->conf->provider->name,
+			  cred_conf(c)->tenant, cred_conf(c)->provider->name,
 			  (unsigned long long)c->record_gen);
 	drop_all_locked(c, old);
 	c->in_flight = false;

@@ -57,52 +57,17 @@ struct token {
 struct rf_entry;
 struct tree_names;
 
-struct cred {
-	pthread_mutex_t lock;
-	pthread_cond_t cond; /* broadcast after every completed attempt */
-	const struct cred_conf *conf;
-	uint32_t index;		/* its slot: stable, see tree.h */
-	atomic_bool live;	/* in the configuration now (a reload may
-				 * remove it: the slot stays, unused) */
-	struct rf_entry *entry; /* the refresher's, under its lock */
-	bool uses_store;	/* the refresh_token grant: for good, as a
-				 * slot keeps its provider and its grant */
+/* A credential: its state is cred.c's own (cred_int.h); everyone else
+ * goes through the functions below. */
+struct cred;
 
-	/* Under lock. */
-	struct token *cur;
-	struct token *prev;
-	uint64_t last_gen;
-	bool in_flight;
-	uint64_t attempts; /* completed requests */
-	unsigned consecutive_failures;
-	uint64_t refresh_count; /* successful requests */
-	uint64_t failure_count;
-	int64_t last_refresh_ms; /* wall clock of the last success, 0 never */
-	int64_t next_refresh_ms; /* wall clock of the next planned request */
-	int64_t last_error_ms;	 /* wall clock of the last failure, 0 never */
-	char last_error[OAUTH_ERROR_TEXT];
-	uint64_t version; /* bumped on every change above */
-
-	/* The refresh_token grant and the store, under lock. */
-	bool revoked;	       /* invalid_grant, confirmed against the store */
-	bool client_error;     /* the provider refused our client */
-	char *refresh_token;   /* NULL: none (no record, or an unusable one) */
-	uint64_t record_gen;   /* generation of the newest state, in memory */
-	uint64_t durable_gen;  /* newest generation known to be in the store */
-	uint64_t flight_gen;   /* record_gen when the request in flight began */
-	int64_t rt_expires_ms; /* the refresh token's known expiry; 0 */
-	uint64_t persist_failures;
-	int64_t persist_error_ms; /* 0: the newest state is durable */
-	char persist_error[OAUTH_ERROR_TEXT];
-	atomic_bool present; /* false: no record, so no directory */
-
-	unsigned waiting; /* openers waiting for a refresh, under lock */
-
-	/* Lock-free counters. */
-	atomic_uint_fast64_t reads;
-	atomic_uint_fast64_t open_errors;
-	/* Its schedule and requests are the refresher's own (struct entry
-	 * in refresher.c), not here. */
+/* What the refresher plans a credential from, taken under its lock. */
+struct cred_plan {
+	bool parked;		 /* nothing to send until a record arrives */
+	int64_t next_refresh_ms; /* wall clock; 0: at once */
+	uint64_t gen;		 /* the current token's generation; 0: none */
+	int64_t deadline_ms;	 /* when it counts as expired (wall clock) */
+	bool unpersisted;	 /* the newest state is not in the store yet */
 };
 
 /* Credentials live in chunks that never move, by slot: 1M at most. */
@@ -120,14 +85,16 @@ struct cred_table {
 	atomic_uint_fast64_t version; /* bumped on any credential change */
 	/*
 	 * Whoever reads cfg or a credential's conf (FUSE operations, the
-	 * refresher's rounds, control requests) does so between
-	 * cred_table_enter() and cred_table_exit(), so that a configuration
-	 * a reload replaced can be freed once no one may still hold it:
-	 * readers count in the slot of the epoch they entered in; the
-	 * reload moves the epoch on and frees when the old slot is empty.
+	 * refresher's rounds, control requests, the store worker) does so
+	 * between cred_table_enter() and cred_table_exit(): a read-side
+	 * section of userspace RCU (liburcu-bp), through
+	 * cred_table_config() and cred_conf(). A reload publishes the new
+	 * configuration and hands the old one to cred_table_retire(),
+	 * which frees it once every section that may have seen it ended
+	 * (call_rcu: the reload waits for no one, and a section that is
+	 * long holds back only that free). Built with SANITIZE=1 (the
+	 * ASan suite), a read outside a section aborts.
 	 */
-	atomic_uint cfg_epoch;
-	atomic_uint cfg_readers[2];
 	atomic_uint cfg_retained; /* replaced, not yet freed (metrics) */
 	/* Configuration reloads refused, and whether the last one was. */
 	atomic_uint_fast64_t reload_failures;
@@ -137,9 +104,9 @@ struct cred_table {
 	/* Asks the refresher to refresh @c now (single-flight). */
 	void (*kick)(void *arg, struct cred *c);
 	/* Tells the refresher that @c's plan changed outside it (a record was
-	 * adopted or removed): take next_refresh_ms and the current token's
-	 * expiry again. Called with @c's lock held. */
-	void (*replan)(void *arg, struct cred *c);
+	 * adopted or removed): @p is its state now. Called with @c's lock
+	 * held. */
+	void (*replan)(void *arg, struct cred *c, const struct cred_plan *p);
 	void *kick_arg;
 	/* Tells the filesystem that a credential changed in a way that a
 	 * waiting open may have waited for. Called with that credential's
@@ -192,6 +159,49 @@ struct cred_view {
 int cred_table_new(struct config *cfg, const struct json_t *image,
 		   struct cred_table **out);
 
+/* @c's slot (tree.h). */
+uint32_t cred_index(const struct cred *c);
+/* The refresher's entry for @c (NULL: not scheduled), and setting it
+ * (under the refresher's lock: cred.c keeps it, never reads it). */
+struct rf_entry *cred_entry(const struct cred *c);
+void cred_set_entry(struct cred *c, struct rf_entry *e);
+/* A reload takes @c into the configuration (@live) or out of it. */
+void cred_set_live(struct cred *c, bool live);
+/* Bumped on every change of @c's state (rendered files follow it). */
+uint64_t cred_version(struct cred *c);
+/* Count an open of @c's token: served, or refused. Lock-free. */
+void cred_count_open(struct cred *c, bool served);
+/* Call @fn with @c's plan, @c's lock held throughout: what the
+ * refresher does with it (@fn may take the refresher's lock, which
+ * comes after a credential's) cannot cross a change of it. */
+void cred_with_plan(struct cred *c,
+		    void (*fn)(void *arg, struct cred *c,
+			       const struct cred_plan *p),
+		    void *arg);
+/* The record generation of @c's newest state. */
+uint64_t cred_record_gen(struct cred *c);
+/* Whether the request in flight is void: the record was replaced or
+ * removed since it began. */
+bool cred_flight_voided(struct cred *c);
+
+/* What credstore reads of @c's stored state (no secret). */
+struct cred_store_state {
+	bool present, has_refresh_token, revoked;
+	uint64_t record_gen, durable_gen;
+};
+void cred_store_state(struct cred *c, struct cred_store_state *s);
+
+/*
+ * The next record of @c to write, after a response @ot (NULL: the state
+ * held): its refresh token (@ot's rotated one, or the one held, copied),
+ * generation, the refresh token's expiry, and in *@expect the generation
+ * the store must hold now. *@tok, when NULL, gets the current token,
+ * referenced (the caller unrefs it). 0; -ECANCELED with no record or no
+ * refresh token (nothing to write); -ENOMEM.
+ */
+int cred_next_record(struct cred *c, const struct oauth_token *ot,
+		     struct token **tok, struct record *r, uint64_t *expect);
+
 /* How many credentials the configuration has now. */
 size_t cred_table_count(struct cred_table *t);
 /* The credential in slot @slot, or NULL (never used). Lock-free. */
@@ -208,10 +218,25 @@ void cred_slot_take(struct cred *c, const struct cred_conf *cc);
 /* Free the table and every token it holds. NULL is a no-op. */
 void cred_table_free(struct cred_table *t);
 
-/* Enter a section that reads the configuration; returns the slot to hand
- * to cred_table_exit(). Lock-free: two atomic operations. */
-unsigned cred_table_enter(struct cred_table *t);
-void cred_table_exit(struct cred_table *t, unsigned slot);
+/* Enter and leave a section that reads the configuration (an RCU
+ * read-side section: lock-free, nests, any thread). */
+void cred_table_enter(const struct cred_table *t);
+void cred_table_exit(const struct cred_table *t);
+
+/* The configuration now, in a section (see struct cred_table). */
+const struct config *cred_table_config(const struct cred_table *t);
+
+/* @c's configuration now, in a section. */
+const struct cred_conf *cred_conf(const struct cred *c);
+
+/* A reload (the one writer) publishes @cfg as the table's, and @cc as
+ * @c's conf, for the sections that begin from then on. */
+void cred_table_publish(struct cred_table *t, const struct config *cfg);
+void cred_publish_conf(struct cred *c, const struct cred_conf *cc);
+
+/* A reload replaced @cfg (not the one the table was made with, which its
+ * maker frees): freed once no section may still hold it. */
+void cred_table_retire(struct cred_table *t, struct config *cfg);
 
 /* Wait until every credential's first request was answered (or it has a
  * token, or nothing to ask for), or until @deadline (monotonic ms).

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "cred.h"
+#include "cred_int.h"
 #include "util.h"
 
 /* A later process numbers new generations this far above the last one
@@ -97,8 +98,8 @@ json_t *cred_export(struct cred *c)
 	j = json_pack(
 		"{s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:s,s:I,s:b,"
 		"s:b,s:o}",
-		"slot", (json_int_t)c->index, "tenant", c->conf->tenant,
-		"provider", c->conf->provider->name, "last_gen",
+		"slot", (json_int_t)c->index, "tenant", cred_conf(c)->tenant,
+		"provider", cred_conf(c)->provider->name, "last_gen",
 		(json_int_t)c->last_gen, "record_gen",
 		(json_int_t)c->record_gen, "refresh_count",
 		(json_int_t)c->refresh_count, "failure_count",
@@ -119,8 +120,8 @@ bool cred_export_matches(const struct cred *c, const json_t *j)
 		   *provider =
 			   json_string_value(json_object_get(j, "provider"));
 
-	return tenant && provider && !strcmp(tenant, c->conf->tenant) &&
-	       !strcmp(provider, c->conf->provider->name);
+	return tenant && provider && !strcmp(tenant, cred_conf(c)->tenant) &&
+	       !strcmp(provider, cred_conf(c)->provider->name);
 }
 
 void cred_import_floor(struct cred *c, const json_t *j, uint64_t floor)
@@ -153,7 +154,8 @@ bool cred_import(struct cred_table *t, struct cred *c, const json_t *j)
 	for (i = 0; i < json_array_size(toks) && n < 2; i++) {
 		struct token *k = token_import(json_array_get(toks, i));
 
-		if (k && k->n_fields != c->conf->provider->n_response_fields) {
+		if (k &&
+		    k->n_fields != cred_conf(c)->provider->n_response_fields) {
 			token_unref(k); /* another profile since */
 			k = NULL;
 		}

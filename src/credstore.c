@@ -38,7 +38,8 @@ static double jitter(void)
 
 static const char *name_of(const struct cred *c, char *out, size_t n)
 {
-	snprintf(out, n, "%s/%s", c->conf->tenant, c->conf->provider->name);
+	snprintf(out, n, "%s/%s", cred_conf(c)->tenant,
+		 cred_conf(c)->provider->name);
 	return out;
 }
 
@@ -55,6 +56,7 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 				    char *msg, size_t msglen, bool quiet)
 {
 	enum credstore_change ch = CS_SAME;
+	struct cred_store_state st;
 	uint64_t have, durable;
 	bool present, has_rt, revoked;
 	char name[160], why[OAUTH_ERROR_TEXT];
@@ -67,16 +69,15 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 		return CS_SAME;
 	}
 	pthread_mutex_lock(&reload_lock);
-	pthread_mutex_lock(&c->lock);
-	present = cred_present(c);
-	has_rt = c->refresh_token != NULL;
-	revoked = c->revoked;
-	have = c->record_gen;
-	durable = c->durable_gen;
-	pthread_mutex_unlock(&c->lock);
+	cred_store_state(c, &st);
+	present = st.present;
+	has_rt = st.has_refresh_token;
+	revoked = st.revoked;
+	have = st.record_gen;
+	durable = st.durable_gen;
 
-	ret = store_load(t->store, c->conf->tenant, c->conf->provider->name, 0,
-			 &r);
+	ret = store_load(t->store, cred_conf(c)->tenant,
+			 cred_conf(c)->provider->name, 0, &r);
 	if (ret == 0 && (!r.refresh_token || !r.refresh_token[0]))
 		ret = -EPROTO;
 	if (ret == -ENOENT) {
@@ -137,16 +138,19 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 
 size_t credstore_load_all(struct cred_table *t)
 {
-	const struct config *cfg = t->cfg;
+	const struct config *cfg;
 	char msg[512];
 	size_t i, n = 0;
 
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
 	for (i = 0; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 
 		if (cred_uses_store(c))
 			n += reload(t, c, msg, sizeof(msg), true) == CS_ADOPTED;
 	}
+	cred_table_exit(t);
 	return n;
 }
 
@@ -199,39 +203,26 @@ int credstore_fields(const struct provider_conf *p, char *const *values,
 static int prepare(struct credstore_write *w)
 {
 	struct cred *c = w->c;
-	const char *new_rt = w->ot ? w->ot->refresh_token : NULL;
-	const struct token *tok = w->tok;
+	struct token *tok = (struct token *)w->tok;
 	struct record *r = &w->r;
+	int ret = cred_next_record(c, w->ot, &tok, r, &w->sw.expect);
 
-	pthread_mutex_lock(&c->lock);
-	if (!cred_present(c) || (!c->refresh_token && !new_rt)) {
-		pthread_mutex_unlock(&c->lock);
-		return -ECANCELED;
-	}
-	if (!tok)
-		tok = w->cur = token_ref(c->cur);
-	r->refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
-	r->generation = c->record_gen + 1;
-	r->rt_expires_ms =
-		w->ot && tok ? cred_rt_expiry(c->conf->provider, w->ot,
-					      tok->issued_ms, c->rt_expires_ms)
-			     : c->rt_expires_ms;
-	w->sw.expect = c->durable_gen;
-	pthread_mutex_unlock(&c->lock);
-	if (!r->refresh_token)
-		return -ENOMEM;
+	if (!w->tok)
+		w->cur = tok; /* ours to unref */
+	if (ret < 0)
+		return ret;
 	if (tok) {
 		r->access_token = (char *)tok->value;
 		r->token_type = tok->type;
 		r->scope = scope_line(tok->scopes);
 		r->issued_ms = tok->issued_ms;
 		r->expires_ms = tok->expires_ms;
-		if (credstore_fields(c->conf->provider, tok->fields,
+		if (credstore_fields(cred_conf(c)->provider, tok->fields,
 				     tok->n_fields, r) < 0)
 			return -ENOMEM;
 	}
-	w->sw.tenant = c->conf->tenant;
-	w->sw.provider = c->conf->provider->name;
+	w->sw.tenant = cred_conf(c)->tenant;
+	w->sw.provider = cred_conf(c)->provider->name;
 	w->sw.r = r;
 	return 0;
 }

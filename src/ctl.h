@@ -87,6 +87,13 @@ int64_t reload_timeout(const struct cred_conf *cc);
 int store_credential(struct ctx *x, const struct cred_conf *cc,
 		     struct record *rec, const char *cmd);
 
+/* ctl_store.c */
+int init_main(int argc, char **argv);
+int add_main(int argc, char **argv);
+int remove_main(int argc, char **argv);
+int rekey_main(int argc, char **argv);
+int migrate_main(int argc, char **argv);
+
 /* ctl_token.c */
 int token_main(int argc, char **argv);
 

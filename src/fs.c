@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/random.h>
 #include <sys/statvfs.h>
 
 #include <fuse_lowlevel.h>
@@ -52,16 +51,9 @@ static struct cred *cred_of_slot(struct fs *fs, size_t slot)
 
 static uint64_t version_of(struct fs *fs, size_t slot)
 {
-	struct cred *c;
-	uint64_t v;
-
 	if (slot < 2)
 		return atomic_load(&fs->t->version);
-	c = cred_of_slot(fs, slot);
-	pthread_mutex_lock(&c->lock);
-	v = c->version;
-	pthread_mutex_unlock(&c->lock);
-	return v;
+	return cred_version(cred_of_slot(fs, slot));
 }
 
 static int render_slot(struct fs *fs, size_t slot,
@@ -91,77 +83,6 @@ static struct snap *rendered(struct fs *fs, size_t slot, uint64_t key,
 {
 	return snaps_current(fs->snaps, slot, key, version_of(fs, slot),
 			     render_cb, fs, visible, err);
-}
-
-#define FH_PTR_MASK ((1ULL << 48) - 1)
-/* How far above the last snapshot number an image names a later process
- * numbers its renderings (see GEN_SKIP in cred_state.c). */
-#define SNAP_SKIP (1u << 20)
-
-static uint64_t fh_of(const struct fs *fs, const struct handle *h)
-{
-	return ((uint64_t)fs->epoch << 48) | (uintptr_t)h;
-}
-
-/* The handle @fh names: ours, a handed-over one, or NULL (none, or one a
- * crashed process gave out: the inode alone says what to serve). */
-static struct handle *handle_of(struct fs *fs, uint64_t fh)
-{
-	struct handle *h;
-
-	if (!fh)
-		return NULL;
-	if ((fh >> 48) == fs->epoch)
-		return (struct handle *)(uintptr_t)(fh & FH_PTR_MASK);
-	pthread_mutex_lock(&fs->flock);
-	for (h = fs->foreign; h && h->fh != fh; h = h->next)
-		;
-	pthread_mutex_unlock(&fs->flock);
-	return h;
-}
-
-static struct handle *handle_new(struct fs *fs)
-{
-	struct handle *h = calloc(1, sizeof(*h));
-	struct hshard *sh;
-
-	if (!h)
-		return NULL;
-	if ((uintptr_t)h & ~FH_PTR_MASK) {
-		free(h); /* beyond 48 bits: cannot carry the epoch */
-		return NULL;
-	}
-	h->shard = atomic_fetch_add(&fs->next_shard, 1) % HANDLE_SHARDS;
-	sh = &fs->handles[h->shard];
-	pthread_mutex_lock(&sh->lock);
-	h->next = sh->head;
-	if (sh->head)
-		sh->head->prev = h;
-	sh->head = h;
-	pthread_mutex_unlock(&sh->lock);
-	return h;
-}
-
-/* Unlink @h, drop what it holds and free it. */
-static void handle_free(struct fs *fs, struct handle *h)
-{
-	bool foreign = h->fh != 0;
-	pthread_mutex_t *lock =
-		foreign ? &fs->flock : &fs->handles[h->shard].lock;
-	struct handle **head =
-		foreign ? &fs->foreign : &fs->handles[h->shard].head;
-
-	pthread_mutex_lock(lock);
-	if (h->prev)
-		h->prev->next = h->next;
-	else
-		*head = h->next;
-	if (h->next)
-		h->next->prev = h->prev;
-	pthread_mutex_unlock(lock);
-	token_unref(h->tok);
-	snap_unref(h->snap);
-	free(h);
 }
 
 /* Reply to a lookup of @ino; @held, for files, is the content it serves. */
@@ -246,7 +167,7 @@ static void waits_wake(void *arg)
  * @r (*@out on success): 0 or -errno. */
 static int lookup_answer(struct cred *c, int r, struct token **out)
 {
-	if (r == 0 && c->conf->strict_scopes && (*out)->over) {
+	if (r == 0 && cred_conf(c)->strict_scopes && (*out)->over) {
 		token_unref(*out);
 		*out = NULL;
 		r = -EACCES;
@@ -426,7 +347,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct handle *h = fi ? handle_of(fs, fi->fh) : NULL;
+	struct handle *h = fi ? fs_handle_of(fs, fi->fh) : NULL;
 	struct caller who;
 	struct stat st;
 	struct node n;
@@ -487,14 +408,14 @@ static int token_opened(struct fs *fs, struct caller *who, const struct node *n,
 	struct cred *c = n->cred;
 	struct audit_rec rec = {
 		.event = "read",
-		.tenant = c->conf->tenant,
-		.provider = c->conf->provider->name,
+		.tenant = cred_conf(c)->tenant,
+		.provider = cred_conf(c)->provider->name,
 		.who = who,
 	};
 
 	if (r == -ESTALE)
 		return r; /* the kernel looks the name up again: no line */
-	if (r == 0 && c->conf->strict_scopes && (*tok)->over) {
+	if (r == 0 && cred_conf(c)->strict_scopes && (*tok)->over) {
 		token_unref(*tok);
 		*tok = NULL;
 		fs_audit_denied(fs, who, rec.tenant, rec.provider, "EACCES",
@@ -502,10 +423,7 @@ static int token_opened(struct fs *fs, struct caller *who, const struct node *n,
 				"(strict_scopes)");
 		return -EACCES;
 	}
-	if (r < 0)
-		atomic_fetch_add(&c->open_errors, 1);
-	else
-		atomic_fetch_add(&c->reads, 1);
+	cred_count_open(c, r >= 0);
 	rec.outcome = errno_name(-r);
 	rec.fp = *tok ? (*tok)->fp : NULL;
 	audit_log(fs->audit, &rec);
@@ -550,15 +468,15 @@ static void reply_open(struct fs *fs, fuse_req_t req, struct fuse_file_info *fi,
 		       struct handle *h, int err)
 {
 	if (err) {
-		handle_free(fs, h);
+		fs_handle_free(fs, h);
 		fuse_reply_err(req, -err);
 		return;
 	}
 	/* The inode's bytes never change: the page cache may keep them. */
 	fi->keep_cache = 1;
-	fi->fh = fh_of(fs, h);
+	fi->fh = fs_fh_of(fs, h);
 	if (fuse_reply_open(req, fi) != 0)
-		handle_free(fs, h);
+		fs_handle_free(fs, h);
 }
 
 /* Answer the kernel-cache lookup @p whose open rule gave @r (@tok): a
@@ -585,13 +503,12 @@ static void waits_run(struct fs *fs, bool all)
 {
 	struct pending *list = fs->waiting, *keep = NULL, *p;
 	struct token *tok;
-	unsigned slot;
 	int r;
 
 	fs->waiting = NULL;
 	fs->wkicked = false;
 	pthread_mutex_unlock(&fs->wlock);
-	slot = cred_table_enter(fs->t);
+	cred_table_enter(fs->t);
 	while (list) {
 		p = list;
 		list = p->next;
@@ -603,7 +520,7 @@ static void waits_run(struct fs *fs, bool all)
 			 * read; the name is gone too. */
 			cred_wait_cancel(p->n.cred, &p->w);
 			if (p->h)
-				handle_free(fs, p->h);
+				fs_handle_free(fs, p->h);
 			fuse_reply_err(p->req, ENOENT);
 			free(p);
 			continue;
@@ -626,7 +543,7 @@ static void waits_run(struct fs *fs, bool all)
 		reply_open(fs, p->req, &p->fi, p->h, r);
 		free(p);
 	}
-	cred_table_exit(fs->t, slot);
+	cred_table_exit(fs->t);
 	pthread_mutex_lock(&fs->wlock);
 	while (keep) {
 		p = keep;
@@ -696,7 +613,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	h = handle_new(fs);
+	h = fs_handle_new(fs);
 	if (!h) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -758,7 +675,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct handle *h = handle_of(fs, fi->fh);
+	struct handle *h = fs_handle_of(fs, fi->fh);
 	struct handle held = {0}; /* the bytes, referenced for the reply */
 	const char *data;
 	size_t len;
@@ -795,10 +712,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
-	struct handle *h = handle_of(fs, fi->fh);
+	struct handle *h = fs_handle_of(fs, fi->fh);
 
 	if (h)
-		handle_free(fs, h);
+		fs_handle_free(fs, h);
 	fuse_reply_err(req, 0);
 }
 
@@ -917,8 +834,8 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct statvfs sv = {
 		.f_bsize = 4096,
 		.f_frsize = 4096,
-		.f_files = 4 + fs->t->cfg->n_tenants +
-			   fs->t->cfg->n_creds * CF_COUNT,
+		.f_files = 4 + cred_table_config(fs->t)->n_tenants +
+			   cred_table_config(fs->t)->n_creds * CF_COUNT,
 		.f_namemax = 255,
 		.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV,
 	};
@@ -1002,10 +919,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	{                                                         \
 		struct cred_table *t =                            \
 			((struct fs *)fuse_req_userdata(req))->t; \
-		unsigned slot = cred_table_enter(t);              \
+		cred_table_enter(t);                              \
                                                                   \
 		op(req, __VA_ARGS__);                             \
-		cred_table_exit(t, slot);                         \
+		cred_table_exit(t);                               \
 	}
 
 IN_SECTION(op_lookup, (fuse_req_t req, fuse_ino_t parent, const char *name),
@@ -1142,11 +1059,11 @@ void fs_free(struct fs *fs)
 	snaps_free(fs->snaps);
 	for (i = 0; i < HANDLE_SHARDS; i++) {
 		while (fs->handles[i].head)
-			handle_free(fs, fs->handles[i].head);
+			fs_handle_free(fs, fs->handles[i].head);
 		pthread_mutex_destroy(&fs->handles[i].lock);
 	}
 	while (fs->foreign)
-		handle_free(fs, fs->foreign);
+		fs_handle_free(fs, fs->foreign);
 	pthread_mutex_destroy(&fs->flock);
 	while (fs->waiting) {
 		/* Paused for a handoff that took over: its opens are the
@@ -1156,7 +1073,7 @@ void fs_free(struct fs *fs)
 		fs->waiting = p->next;
 		cred_wait_cancel(p->n.cred, &p->w);
 		if (p->h)
-			handle_free(fs, p->h);
+			fs_handle_free(fs, p->h);
 		free(p);
 	}
 	pthread_mutex_destroy(&fs->denial_lock);
@@ -1181,7 +1098,7 @@ void fs_token_rotated(void *arg, struct cred *c)
 					     sizeof(name) - 1);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate access_token: %s",
-			  c->conf->tenant, c->conf->provider->name,
+			  cred_conf(c)->tenant, cred_conf(c)->provider->name,
 			  strerror(-r));
 }
 
@@ -1201,15 +1118,15 @@ void fs_token_expired(void *arg, struct cred *c, uint64_t gen)
 					     0);
 	if (r < 0 && r != -ENOENT && r != -ENOTCONN && r != -EBADF)
 		log_debug("%s/%s: cannot invalidate the expired token: %s",
-			  c->conf->tenant, c->conf->provider->name,
+			  cred_conf(c)->tenant, cred_conf(c)->provider->name,
 			  strerror(-r));
 }
 
 void fs_cred_changed(void *arg, struct cred *c)
 {
 	struct fs *fs = arg;
-	fuse_ino_t tenant = fs_tenant_ino(c->conf->tc);
-	const char *name = c->conf->provider->name;
+	fuse_ino_t tenant = fs_tenant_ino(cred_conf(c)->tc);
+	const char *name = cred_conf(c)->provider->name;
 
 	if (!fs->se)
 		return;
@@ -1219,114 +1136,6 @@ void fs_cred_changed(void *arg, struct cred *c)
 	fuse_lowlevel_notify_inval_entry(fs->se, fs_cred_dir_ino(c),
 					 "access_token",
 					 strlen("access_token"));
-}
-
-static json_t *handle_export(const struct handle *h, uint64_t fh)
-{
-	char num[24];
-
-	snprintf(num, sizeof(num), "%llx", (unsigned long long)fh);
-	if (h->tok)
-		return json_pack("{s:s,s:o}", "fh", num, "token",
-				 token_export(h->tok));
-	return json_pack("{s:s,s:{s:I,s:I,s:I,s:s%}}", "fh", num, "snap", "seq",
-			 (json_int_t)h->snap->seq, "view",
-			 (json_int_t)h->snap->view, "rendered_ms",
-			 (json_int_t)h->snap->rendered_ms, "data",
-			 h->snap->data, h->snap->len);
-}
-
-json_t *fs_export(struct fs *fs, bool handles)
-{
-	json_t *j = json_pack("{s:i,s:I}", "epoch", (int)fs->epoch, "snap_seq",
-			      (json_int_t)snaps_max_seq(fs->snaps)),
-	       *list = json_array();
-	struct handle *h;
-	size_t i;
-
-	for (i = 0; handles && list && i < HANDLE_SHARDS; i++) {
-		pthread_mutex_lock(&fs->handles[i].lock);
-		for (h = fs->handles[i].head; h; h = h->next)
-			if (h->tok || h->snap)
-				json_array_append_new(
-					list, handle_export(h, fh_of(fs, h)));
-		pthread_mutex_unlock(&fs->handles[i].lock);
-	}
-	pthread_mutex_lock(&fs->flock);
-	for (h = fs->foreign; handles && list && h; h = h->next)
-		json_array_append_new(list, handle_export(h, h->fh));
-	pthread_mutex_unlock(&fs->flock);
-	if (j && list)
-		json_object_set(j, "handles", list);
-	json_decref(list);
-	return j;
-}
-
-/* A handed-over handle @j as one of @fs's foreign ones. */
-static void foreign_import(struct fs *fs, const json_t *j)
-{
-	const char *num = json_string_value(json_object_get(j, "fh"));
-	const json_t *snap = json_object_get(j, "snap"),
-		     *data = json_object_get(snap, "data");
-	struct handle *h = calloc(1, sizeof(*h));
-
-	if (!h || !num)
-		goto bad;
-	h->fh = strtoull(num, NULL, 16);
-	if (json_object_get(j, "token"))
-		h->tok = token_import(json_object_get(j, "token"));
-	else if (json_is_string(data))
-		h->snap = snap_make((uint32_t)json_integer_value(
-					    json_object_get(snap, "seq")),
-				    (uint64_t)json_integer_value(
-					    json_object_get(snap, "view")),
-				    json_integer_value(json_object_get(
-					    snap, "rendered_ms")),
-				    json_string_value(data),
-				    json_string_length(data));
-	if (!h->fh || (!h->tok && !h->snap))
-		goto bad;
-	h->next = fs->foreign;
-	if (fs->foreign)
-		fs->foreign->prev = h;
-	fs->foreign = h;
-	return;
-bad:
-	if (h) {
-		token_unref(h->tok);
-		snap_unref(h->snap);
-	}
-	free(h);
-}
-
-void fs_import(struct fs *fs, const json_t *image)
-{
-	const json_t *j = json_object_get(image, "fs"),
-		     *handles = json_object_get(j, "handles");
-	uint32_t seq;
-	size_t i;
-
-	if (j) {
-		fs->epoch = (uint16_t)(json_integer_value(
-					       json_object_get(j, "epoch")) +
-				       1);
-		seq = (uint32_t)json_integer_value(
-			      json_object_get(j, "snap_seq")) +
-		      SNAP_SKIP;
-	} else {
-		/* A mount resumed without its image: an epoch unlike the
-		 * last one's, as far as chance goes, and snapshot numbers
-		 * above any it can have used. */
-		if (getrandom(&fs->epoch, sizeof(fs->epoch), 0) !=
-		    sizeof(fs->epoch))
-			fs->epoch = (uint16_t)time_real_ms();
-		seq = (uint32_t)(time_real_ms() / 1000) * 64;
-	}
-	if (!fs->epoch)
-		fs->epoch = 1; /* 0 is a fresh mount's */
-	snaps_set_floor(fs->snaps, seq);
-	for (i = 0; i < json_array_size(handles); i++)
-		foreign_import(fs, json_array_get(handles, i));
 }
 
 /* Whether @a's tenant @tc is one of @b's (by slot). */

@@ -111,6 +111,14 @@ struct fs {
 };
 
 /* Inode numbers: computed, not allocated (see fs.c). */
+/* fs_handle.c: @h's file handle; the handle @fh names (ours, a
+ * handed-over one, or NULL); a new one (NULL without memory); unlinking
+ * and freeing one with what it holds. */
+uint64_t fs_fh_of(const struct fs *fs, const struct handle *h);
+struct handle *fs_handle_of(struct fs *fs, uint64_t fh);
+struct handle *fs_handle_new(struct fs *fs);
+void fs_handle_free(struct fs *fs, struct handle *h);
+
 uint64_t fs_token_ino(const struct cred *c, uint64_t gen);
 uint64_t fs_cred_dir_ino(const struct cred *c);
 uint64_t fs_snap_ino(size_t slot, uint32_t seq);

@@ -20,13 +20,13 @@
 
 uint64_t fs_token_ino(const struct cred *c, uint64_t gen)
 {
-	return INO_TOKEN_BIT | ((uint64_t)c->index << 32) |
+	return INO_TOKEN_BIT | ((uint64_t)cred_index(c) << 32) |
 	       (gen & 0xffffffffULL);
 }
 
 uint64_t fs_cred_dir_ino(const struct cred *c)
 {
-	return INO_CRED_BASE | (uint64_t)c->index;
+	return INO_CRED_BASE | (uint64_t)cred_index(c);
 }
 
 uint64_t fs_snap_ino(size_t slot, uint32_t seq)
@@ -36,7 +36,7 @@ uint64_t fs_snap_ino(size_t slot, uint32_t seq)
 
 size_t fs_cred_slot(const struct cred *c, enum cred_file f)
 {
-	return 2 + (size_t)c->index * SLOTS_PER_CRED + (f - CF_TOKEN_TYPE);
+	return 2 + (size_t)cred_index(c) * SLOTS_PER_CRED + (f - CF_TOKEN_TYPE);
 }
 
 uint64_t fs_tenant_ino(const struct tenant_conf *tc)
@@ -59,7 +59,7 @@ static struct cred *live_cred(struct fs *fs, const struct config *cfg,
 /* Decode @ino; false if it names nothing (now). */
 bool fs_node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 {
-	const struct config *cfg = fs->t->cfg;
+	const struct config *cfg = cred_table_config(fs->t);
 	uint64_t i = ino, idx;
 	int32_t ti;
 
@@ -101,7 +101,7 @@ bool fs_node_of(struct fs *fs, fuse_ino_t ino, struct node *n)
 		return false;
 	/* The credential's conf may be newer than @cfg (a reload between
 	 * the two loads): its tenant is the conf's own. */
-	n->tc = n->cred->conf->tc;
+	n->tc = cred_conf(n->cred)->tc;
 	return true;
 }
 
@@ -221,7 +221,7 @@ int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
 		    struct caller *who)
 {
 	const struct config *cfg = n->cfg;
-	const struct cred_conf *cc = n->cred ? n->cred->conf : NULL;
+	const struct cred_conf *cc = n->cred ? cred_conf(n->cred) : NULL;
 	const struct tenant_conf *tc = cc ? cc->tc : n->tc;
 
 	if (fs->cache_kernel || n->kind == K_ROOT || n->kind == K_TENANTS ||
@@ -257,9 +257,9 @@ static void owner_of(struct fs *fs, const struct node *n, struct stat *st,
 		st->st_uid = n->tc->uid;
 		st->st_gid = n->tc->gid;
 	} else if (n->cred) {
-		mode = n->cred->conf->mode;
-		st->st_uid = n->cred->conf->uid;
-		st->st_gid = n->cred->conf->gid;
+		mode = cred_conf(n->cred)->mode;
+		st->st_uid = cred_conf(n->cred)->uid;
+		st->st_gid = cred_conf(n->cred)->gid;
 	} else if (n->kind == K_SNAP) {
 		mode = 0444; /* root status, metrics: each sees its own view */
 	}
@@ -280,11 +280,11 @@ bool fs_daemon_decides(struct fs *fs, const struct node *n)
 
 	if (fs->cache_kernel || (!n->cred && n->kind != K_TENANT))
 		return false;
-	tc = n->cred ? n->cred->conf->tc : n->tc;
+	tc = n->cred ? cred_conf(n->cred)->tc : n->tc;
 	if ((tc->mode & 0004) || tc->readers.n_cgroups)
 		return true;
-	return n->cred &&
-	       (n->cred->conf->readers.set || n->cred->conf->readers.n_cgroups);
+	return n->cred && (cred_conf(n->cred)->readers.set ||
+			   cred_conf(n->cred)->readers.n_cgroups);
 }
 
 /*

@@ -203,40 +203,46 @@ static const json_t **by_slot(const struct cred_table *t, const json_t *image)
 /* @c's entry in @v, if it is @c's (the same names). */
 static const json_t *entry_of(const struct cred *c, const json_t **v)
 {
-	const json_t *j = v ? v[c->index] : NULL;
+	const json_t *j = v ? v[cred_index(c)] : NULL;
 
 	return j && cred_export_matches(c, j) ? j : NULL;
 }
 
 void handoff_floors(struct cred_table *t, const json_t *image)
 {
-	const struct config *cfg = t->cfg;
+	const struct config *cfg;
 	const json_t **v = image ? by_slot(t, image) : NULL;
 	/* Without an image, above anything a process that ran until now
 	 * can have numbered (no credential rotates 64 times a second). */
 	uint64_t floor = image ? 0 : (uint64_t)(time_real_ms() / 1000) * 64;
 	size_t i;
 
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
 	for (i = 0; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 
 		cred_import_floor(c, entry_of(c, v), floor);
 	}
+	cred_table_exit(t);
 	free(v);
 }
 
 size_t handoff_restore(struct cred_table *t, const json_t *image)
 {
-	const struct config *cfg = t->cfg;
+	const struct config *cfg;
 	const json_t **v = by_slot(t, image), *j;
 	size_t i, n = 0;
 
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
 	for (i = 0; v && i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 
 		j = entry_of(c, v);
 		n += j && cred_import(t, c, j);
 	}
+	cred_table_exit(t);
 	free(v);
 	return n;
 }
@@ -246,12 +252,12 @@ int handoff_image_fd(struct cred_table *t, struct fs *fs,
 {
 	json_t *j = json_object(), *creds = json_array(), *names;
 	const struct config *cfg;
-	unsigned slot = cred_table_enter(t);
+	cred_table_enter(t);
 	char *text = NULL;
 	size_t i;
 	int r;
 
-	cfg = t->cfg;
+	cfg = cred_table_config(t);
 	for (i = 0; creds && i < cfg->n_creds; i++)
 		if (json_array_append_new(
 			    creds, cred_export(cred_of(t, &cfg->creds[i]))) < 0)
@@ -267,11 +273,11 @@ int handoff_image_fd(struct cred_table *t, struct fs *fs,
 	    json_object_set(j, "names", names) ||
 	    json_object_set(j, "creds", creds) ||
 	    json_object_set_new(j, "fs", fs_export(fs, handles))) {
-		cred_table_exit(t, slot);
+		cred_table_exit(t);
 		r = -ENOMEM;
 		goto out;
 	}
-	cred_table_exit(t, slot);
+	cred_table_exit(t);
 	text = json_dumps(j, JSON_COMPACT);
 	r = text ? memfd_sealed("credfs-state", text, strlen(text)) : -ENOMEM;
 out:

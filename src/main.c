@@ -439,13 +439,13 @@ static void *ready_main(void *arg)
 	struct ready *rd = arg;
 	int64_t wait_ms = 0;
 	size_t i, pending;
-	unsigned slot = cred_table_enter(rd->t);
-	const struct config *cfg = rd->t->cfg;
+	cred_table_enter(rd->t);
+	const struct config *cfg = cred_table_config(rd->t);
 
 	for (i = 0; i < cfg->n_creds; i++)
 		if (cfg->creds[i].timing.open_wait_ms > wait_ms)
 			wait_ms = cfg->creds[i].timing.open_wait_ms;
-	cred_table_exit(rd->t, slot);
+	cred_table_exit(rd->t);
 	pending = cred_table_wait_answered(rd->t, time_mono_ms() + wait_ms);
 	if (pending)
 		log_warn("ready with %zu credentials still waiting for their "
@@ -463,22 +463,28 @@ static void *ready_main(void *arg)
 static void warn_unpersisted(struct cred_table *t)
 {
 	uint32_t i, n = t ? atomic_load(&t->n_slots) : 0;
+	struct cred_view v;
 
+	if (t)
+		cred_table_enter(t);
 	for (i = 0; i < n; i++) {
 		struct cred *c = cred_at(t, i);
 
 		if (!c || !cred_live(c))
 			continue;
-		pthread_mutex_lock(&c->lock);
-		if (c->record_gen > c->durable_gen)
+		cred_view(c, time_real_ms(), &v);
+		if (v.record_gen > v.durable_gen)
 			log_error("%s/%s: exiting with generation %llu not in "
 				  "the store (%s): its refresh token is lost",
-				  c->conf->tenant, c->conf->provider->name,
-				  (unsigned long long)c->record_gen,
-				  c->persist_error[0] ? c->persist_error
-						      : "never written");
-		pthread_mutex_unlock(&c->lock);
+				  cred_conf(c)->tenant,
+				  cred_conf(c)->provider->name,
+				  (unsigned long long)v.record_gen,
+				  v.persist_error[0] ? v.persist_error
+						     : "never written");
+		cred_view_clear(&v);
 	}
+	if (t)
+		cred_table_exit(t);
 }
 
 /* Everything the daemon runs, for its steps to share. */

@@ -7,7 +7,9 @@
  * its credential to the front and wakes the thread (curl_multi_wakeup).
  * Popped credentials wait in a per-provider FIFO while that provider already
  * has max_concurrency requests in flight. No thread per credential, no
- * polling loop.
+ * polling loop. The heap is refresher_heap.c's, the store's I/O
+ * refresher_store.c's (on a worker of its own), introspection
+ * refresher_introspect.c's; refresher_int.h is what they share.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -32,193 +34,16 @@
 #include "util.h"
 #include "worker.h"
 
-#define NOT_IN_HEAP SIZE_MAX
 #define IDLE_WAIT_MS (60 * 1000)
-#define PERSIST_RETRY_MIN_MS 500
-#define PERSIST_RETRY_MAX_MS (10 * 1000)
-#define TAG_INTROSPECT 1
 /* Stopping: beyond the longest request, the time its answer's write takes. */
 #define DRAIN_WRITE_MS 2000
 
-struct lane {
-	unsigned inflight;
-	struct cred *head, *tail; /* waiting for a free slot */
-	bool client_error;	  /* the provider refuses our client */
-	int64_t hold_mono;	  /* rate limited: nothing before this */
-	double budget;		  /* max_requests_per_s: requests in hand */
-	int64_t budget_mono;	  /* when budget was last topped up */
-};
-
-/*
- * What the refresher keeps of each credential: its schedule and its
- * requests. Private to this file (struct cred holds only the pointer,
- * set and cleared under the refresher's lock).
- */
-struct rf_entry {
-	int64_t due_mono;     /* heap key: min(attempt, expiry, persist) */
-	int64_t attempt_mono; /* next request */
-	int64_t expiry_mono;  /* when the current token expires; INT64_MAX */
-	uint64_t expiry_gen;
-	int64_t persist_mono; /* next try to persist; INT64_MAX: none due */
-	unsigned persist_tries;
-	int64_t introspect_mono; /* next introspection; INT64_MAX: none */
-	uint64_t introspect_gen; /* the generation being introspected */
-	struct http_req *ireq;	 /* the introspection in flight */
-	size_t heap_idx;
-	struct cred *wait_next; /* in its lane's FIFO */
-	struct http_req *req;	/* the request in flight */
-	int64_t sent_ms;
-	bool leased; /* holds its refresh lease in a shared store */
-	/* A job of its is with the store worker (refresher_store.c): out
-	 * of the heap until it comes back; kicked, an open asked for a
-	 * refresh meanwhile. */
-	bool at_store;
-	bool kicked;
-	/* A reload removed it while its request was in flight: the answer
-	 * is waited for and stored (a rotated refresh token in it), then
-	 * the entry goes, and this change is told. */
-	struct change *leaving;
-};
-
-/* @c's entry in @rf. */
-#define E(rf, c) ((void)(rf), (c)->entry)
-
-/* Credentials a reload added and removed, for the refresher to take on
- * and let go (t->apply, apply()). */
-struct change {
-	struct change *next;
-	struct cred **added, **removed;
-	size_t n_added, n_removed;
-	size_t leaving; /* removed ones whose answer is still awaited */
-	bool done;
-};
-
-struct refresher {
-	struct cred_table *t;
-	refresher_rotate_fn on_rotate;
-	refresher_expire_fn on_expire;
-	void *arg;
-	CURLM *multi;
-	struct lane *lanes; /* one per provider slot (tree.h) */
-	size_t n_lanes;	    /* only the refresher thread grows it */
-	int64_t lane_at;    /* the earliest a held-back lane may send */
-	uint64_t rng;
-	bool started;
-	struct worker *store;	  /* the store's I/O (refresher_store.c) */
-	unsigned jobs;		  /* rf_jobs out, but unleases */
-	struct work *inline_done; /* run here, no worker: for jobs_done() */
-
-	pthread_t thread;
-	pthread_mutex_t lock; /* heap, stop and done */
-	pthread_cond_t done_cond;
-	struct cred **heap;
-	size_t n, heap_cap;
-	struct change *changes; /* a reload's, to take on */
-	pthread_cond_t change_cond;
-	atomic_bool stop;    /* no new requests from now on */
-	int64_t drain_until; /* monotonic: the last wait for those in flight */
-	bool done;	     /* the thread has left its loop */
-	/* Proof of life, once a round and at least every beat_every_ms. */
-	void (*beat)(void *arg);
-	void *beat_arg;
-	int64_t beat_every_ms;
-};
-
-static bool due_before(const struct refresher *rf, const struct cred *a,
-		       const struct cred *b)
-{
-	return E(rf, a)->due_mono < E(rf, b)->due_mono;
-}
-
-static void heap_swap(struct refresher *rf, size_t i, size_t j)
-{
-	struct cred *c = rf->heap[i];
-
-	rf->heap[i] = rf->heap[j];
-	rf->heap[j] = c;
-	E(rf, rf->heap[i])->heap_idx = i;
-	E(rf, rf->heap[j])->heap_idx = j;
-}
-
-static void heap_up(struct refresher *rf, size_t i)
-{
-	while (i > 0 && due_before(rf, rf->heap[i], rf->heap[(i - 1) / 2])) {
-		heap_swap(rf, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
-}
-
-static void heap_down(struct refresher *rf, size_t i)
-{
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-
-		if (l < rf->n && due_before(rf, rf->heap[l], rf->heap[m]))
-			m = l;
-		if (r < rf->n && due_before(rf, rf->heap[r], rf->heap[m]))
-			m = r;
-		if (m == i)
-			return;
-		heap_swap(rf, i, m);
-		i = m;
-	}
-}
-
-static int64_t min64(int64_t a, int64_t b)
-{
-	return a < b ? a : b;
-}
-
-/* The earliest of @c's next request, expiry event, persist retry and
- * introspection. */
-static int64_t due_of(const struct refresher *rf, const struct cred *c)
-{
-	struct rf_entry *e = E(rf, c);
-
-	return min64(min64(e->attempt_mono, e->expiry_mono),
-		     min64(e->persist_mono, e->introspect_mono));
-}
-
-static void heap_push(struct refresher *rf, struct cred *c)
-{
-	struct rf_entry *e = E(rf, c);
-
-	e->due_mono = due_of(rf, c);
-	e->heap_idx = rf->n;
-	rf->heap[rf->n++] = c;
-	heap_up(rf, e->heap_idx);
-}
-
-/* @c's key changed while in the heap. */
-static void heap_fix(struct refresher *rf, struct cred *c)
-{
-	struct rf_entry *e = E(rf, c);
-
-	e->due_mono = due_of(rf, c);
-	heap_up(rf, e->heap_idx);
-	heap_down(rf, e->heap_idx);
-}
-
 /* Wall-clock @ms as monotonic; INT64_MAX stays. */
-static int64_t mono_of(int64_t ms)
+int64_t rf_mono_of(int64_t ms)
 {
 	if (ms == INT64_MAX)
 		return INT64_MAX;
 	return time_mono_ms() + (ms - time_real_ms());
-}
-
-static struct cred *heap_pop(struct refresher *rf)
-{
-	struct cred *c = rf->heap[0];
-
-	rf->n--;
-	if (rf->n) {
-		rf->heap[0] = rf->heap[rf->n];
-		E(rf, rf->heap[0])->heap_idx = 0;
-		heap_down(rf, 0);
-	}
-	E(rf, c)->heap_idx = NOT_IN_HEAP;
-	return c;
 }
 
 /* Called from open() with the credential's lock held (cred -> refresher). */
@@ -234,7 +59,7 @@ static void kick(void *arg, struct cred *c)
 	    E(rf, c)->attempt_mono > now) {
 		E(rf, c)->attempt_mono = now;
 		E(rf, c)->due_mono = now;
-		heap_up(rf, E(rf, c)->heap_idx);
+		rf_heap_fix(rf, c);
 	} else if (E(rf, c) && E(rf, c)->at_store) {
 		E(rf, c)->kicked = true;
 	}
@@ -242,45 +67,45 @@ static void kick(void *arg, struct cred *c)
 	curl_multi_wakeup(rf->multi);
 }
 
-static size_t lane_of(struct refresher *rf, const struct cred *c)
+size_t rf_lane_of(struct refresher *rf, const struct cred *c)
 {
-	return c->conf->provider->slot;
+	return cred_conf(c)->provider->slot;
 }
 
-/* Plan @c from its state: next request, expiry event, persist retry. With
- * @c's lock held; the refresher's lock too. */
-static void plan_locked(struct refresher *rf, struct cred *c)
+/* Plan @c from its state @p: next request, expiry event, persist retry.
+ * With @c's lock held (cred_with_plan()); the refresher's lock too. */
+static void plan_locked(struct refresher *rf, struct cred *c,
+			const struct cred_plan *p)
 {
 	struct rf_entry *e = E(rf, c);
-	bool parked = !cred_present(c) || c->revoked ||
-		      (cred_uses_store(c) && !c->refresh_token);
+	bool parked = p->parked;
 
-	e->attempt_mono = parked || !c->next_refresh_ms
+	e->attempt_mono = parked || !p->next_refresh_ms
 				  ? (parked ? INT64_MAX : time_mono_ms())
-				  : mono_of(c->next_refresh_ms);
-	e->expiry_gen = c->cur ? c->cur->gen : 0;
-	e->expiry_mono =
-		c->cur ? mono_of(cred_token_deadline(c, c->cur)) : INT64_MAX;
-	if (c->record_gen > c->durable_gen && e->persist_mono == INT64_MAX)
+				  : rf_mono_of(p->next_refresh_ms);
+	e->expiry_gen = p->gen;
+	e->expiry_mono = p->gen ? rf_mono_of(p->deadline_ms) : INT64_MAX;
+	if (p->unpersisted && e->persist_mono == INT64_MAX)
 		e->persist_mono = time_mono_ms();
-	if (parked || !c->cur || !c->conf->provider->introspection_interval_ms)
+	if (parked || !p->gen ||
+	    !cred_conf(c)->provider->introspection_interval_ms)
 		e->introspect_mono = INT64_MAX;
 	else if (e->introspect_mono == INT64_MAX && !e->ireq)
 		e->introspect_mono =
 			time_mono_ms() +
-			c->conf->provider->introspection_interval_ms;
+			cred_conf(c)->provider->introspection_interval_ms;
 }
 
 /* From outside the refresher, with @c's lock held (cred -> refresher). */
-static void replan(void *arg, struct cred *c)
+static void replan(void *arg, struct cred *c, const struct cred_plan *p)
 {
 	struct refresher *rf = arg;
 
 	pthread_mutex_lock(&rf->lock);
 	/* Not in the heap: queued or in flight; its completion plans it. */
 	if (E(rf, c) && E(rf, c)->heap_idx != NOT_IN_HEAP) {
-		plan_locked(rf, c);
-		heap_fix(rf, c);
+		plan_locked(rf, c, p);
+		rf_heap_fix(rf, c);
 	}
 	pthread_mutex_unlock(&rf->lock);
 	curl_multi_wakeup(rf->multi);
@@ -293,8 +118,8 @@ static void audit_refresh(struct refresher *rf, struct cred *c,
 {
 	struct audit_rec rec = {
 		.event = tok ? "refresh_ok" : "refresh_failed",
-		.tenant = c->conf->tenant,
-		.provider = c->conf->provider->name,
+		.tenant = cred_conf(c)->tenant,
+		.provider = cred_conf(c)->provider->name,
 		.outcome = oauth_outcome_name(res->outcome),
 		.fp = tok ? tok->fp : NULL,
 		.detail = tok ? NULL : res->error,
@@ -304,14 +129,14 @@ static void audit_refresh(struct refresher *rf, struct cred *c,
 		audit_log(rf->t->audit, &rec);
 }
 
-static void audit_persist(struct refresher *rf, struct cred *c,
-			  const struct persist_result *pr)
+void rf_audit_persist(struct refresher *rf, struct cred *c,
+		      const struct persist_result *pr)
 {
 	char detail[128];
 	struct audit_rec rec = {
 		.event = pr->err ? "persist_error" : "persist_ok",
-		.tenant = c->conf->tenant,
-		.provider = c->conf->provider->name,
+		.tenant = cred_conf(c)->tenant,
+		.provider = cred_conf(c)->provider->name,
 		.outcome = pr->err ? "error" : "ok",
 		.detail = detail,
 	};
@@ -330,22 +155,52 @@ static void expired(struct refresher *rf, struct cred *c)
 
 	if (tok && tok->gen == E(rf, c)->expiry_gen) {
 		log_warn("%s/%s: token expired with no successor",
-			 c->conf->tenant, c->conf->provider->name);
+			 cred_conf(c)->tenant, cred_conf(c)->provider->name);
 		if (rf->on_expire)
 			rf->on_expire(rf->arg, c, tok->gen);
 	}
 	token_unref(tok);
 }
 
-/* Put @c back in the schedule after a request, planned from its state. */
-static void reschedule(struct refresher *rf, struct cred *c)
+static void push_planned(void *arg, struct cred *c, const struct cred_plan *p)
 {
-	pthread_mutex_lock(&c->lock);
+	struct refresher *rf = arg;
+
 	pthread_mutex_lock(&rf->lock);
-	plan_locked(rf, c);
-	heap_push(rf, c);
+	plan_locked(rf, c, p);
+	rf_heap_push(rf, c);
 	pthread_mutex_unlock(&rf->lock);
-	pthread_mutex_unlock(&c->lock);
+}
+
+/* Put @c back in the schedule after a request, planned from its state. */
+void rf_reschedule(struct refresher *rf, struct cred *c)
+{
+	cred_with_plan(c, push_planned, rf);
+}
+
+/* What provider_client_error() does to another credential @c. */
+struct client_error_move {
+	struct refresher *rf;
+	bool on;
+	int64_t later;
+};
+
+static void client_error_move(void *arg, struct cred *c,
+			      const struct cred_plan *p)
+{
+	struct client_error_move *m = arg;
+	struct refresher *rf = m->rf;
+
+	pthread_mutex_lock(&rf->lock);
+	if (E(rf, c)->heap_idx != NOT_IN_HEAP) {
+		/* Not before the refused one's retry; spread a little. */
+		if (m->on && E(rf, c)->attempt_mono < m->later)
+			E(rf, c)->attempt_mono = m->later;
+		else if (!m->on && !p->gen)
+			E(rf, c)->attempt_mono = time_mono_ms();
+		rf_heap_fix(rf, c);
+	}
+	pthread_mutex_unlock(&rf->lock);
 }
 
 /*
@@ -356,8 +211,9 @@ static void reschedule(struct refresher *rf, struct cred *c)
 static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 				  int64_t next_ms)
 {
-	struct lane *l = &rf->lanes[lane_of(rf, c)];
-	const struct config *cfg = rf->t->cfg;
+	struct lane *l = &rf->lanes[rf_lane_of(rf, c)];
+	const struct config *cfg = cred_table_config(rf->t);
+	struct client_error_move m = {rf, on, 0};
 	size_t i;
 
 	if (l->client_error == on)
@@ -367,255 +223,22 @@ static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
 		struct cred *o = cred_of(rf->t, &cfg->creds[i]);
 
 		/* By slot: a reload may have given @c a newer conf. */
-		if (o->conf->provider->slot != c->conf->provider->slot ||
+		if (cred_conf(o)->provider->slot !=
+			    cred_conf(c)->provider->slot ||
 		    !E(rf, o))
 			continue;
 		cred_set_client_error(rf->t, o, on);
 		if (o == c)
 			continue;
-		pthread_mutex_lock(&o->lock);
-		pthread_mutex_lock(&rf->lock);
-		if (E(rf, o)->heap_idx != NOT_IN_HEAP) {
-			int64_t later =
-				next_ms == INT64_MAX
-					? INT64_MAX
-					: mono_of(next_ms) + (int64_t)i % 1000;
-
-			/* Not before the refused one's retry; spread a little.
-			 */
-			if (on && E(rf, o)->attempt_mono < later)
-				E(rf, o)->attempt_mono = later;
-			else if (!on && !o->cur)
-				E(rf, o)->attempt_mono = time_mono_ms();
-			heap_fix(rf, o);
-		}
-		pthread_mutex_unlock(&rf->lock);
-		pthread_mutex_unlock(&o->lock);
+		m.later = next_ms == INT64_MAX
+				  ? INT64_MAX
+				  : rf_mono_of(next_ms) + (int64_t)i % 1000;
+		cred_with_plan(o, client_error_move, &m);
 	}
-	log_warn("%s: %s", c->conf->provider->name,
+	log_warn("%s: %s", cred_conf(c)->provider->name,
 		 on ? "the provider refuses our client credentials; every "
 		      "credential of it is in client_error"
 		    : "the provider accepts our client again");
-}
-
-/* @list with @more (a list, or NULL) after it. */
-static struct work *list_append(struct work *list, struct work *more)
-{
-	struct work **p = &list;
-
-	while (*p)
-		p = &(*p)->next;
-	*p = more;
-	return list;
-}
-
-/* A job for the store worker about @c (NULL without memory). */
-static struct rf_job *job_new(enum rf_job_kind kind, struct cred *c)
-{
-	struct rf_job *j = calloc(1, sizeof(*j));
-
-	if (j) {
-		j->kind = kind;
-		j->c = c;
-	}
-	return j;
-}
-
-static void job_free(struct rf_job *j)
-{
-	if (!j)
-		return;
-	oauth_result_clear(&j->res);
-	token_unref(j->tok);
-	free(j->tenant);
-	free(j->provider);
-	free(j);
-}
-
-/* Hand @j to the store worker, or run it here when none runs (before the
- * start, or after the stop). With @j of @c's entry, @c leaves the heap
- * until it comes back (jobs_done()). */
-static void submit(struct refresher *rf, struct rf_job *j)
-{
-	if (j->kind != RJ_UNLEASE) {
-		E(rf, j->c)->at_store = true;
-		rf->jobs++;
-	}
-	if (rf->store && worker_running(rf->store)) {
-		worker_submit(rf->store, &j->w);
-		return;
-	}
-	j->w.next = NULL;
-	rf_store_run(rf->t, &j->w);
-	if (j->kind == RJ_UNLEASE)
-		job_free(j);
-	else
-		rf->inline_done = list_append(rf->inline_done, &j->w);
-}
-
-/* Try again to write @c's state, whose last write failed. */
-static void persist_retry(struct refresher *rf, struct cred *c)
-{
-	struct rf_job *j = job_new(RJ_RETRY, c);
-
-	if (j) {
-		submit(rf, j);
-		return;
-	}
-	pthread_mutex_lock(&rf->lock);
-	E(rf, c)->persist_mono = time_mono_ms() + PERSIST_RETRY_MIN_MS;
-	heap_push(rf, c);
-	pthread_mutex_unlock(&rf->lock);
-}
-
-/* What came of persist_retry(). */
-static void retried(struct refresher *rf, struct rf_job *j)
-{
-	struct cred *c = j->c;
-	struct rf_entry *e = E(rf, c);
-	struct persist_result *pr = &j->pr;
-	int r = j->ret;
-
-	if (r != -ECANCELED) {
-		cred_note_persist(rf->t, c, pr->gen, pr->err);
-		if (pr->err == 0 || e->persist_tries == 0)
-			audit_persist(rf, c, pr);
-	}
-	if (r == 0 || r == -ECANCELED) {
-		if (r == 0)
-			log_info("%s/%s: generation %llu written to the store",
-				 c->conf->tenant, c->conf->provider->name,
-				 (unsigned long long)pr->gen);
-		e->persist_tries = 0;
-		e->persist_mono = INT64_MAX;
-	} else {
-		e->persist_tries++;
-		e->persist_mono =
-			time_mono_ms() +
-			plan_backoff_ms(PERSIST_RETRY_MIN_MS,
-					PERSIST_RETRY_MAX_MS, e->persist_tries,
-					0.5 + plan_rand(&rf->rng) / 2);
-	}
-	pthread_mutex_lock(&rf->lock);
-	if (e->kicked && e->attempt_mono > time_mono_ms())
-		e->attempt_mono = time_mono_ms();
-	heap_push(rf, c);
-	pthread_mutex_unlock(&rf->lock);
-}
-
-/* Ask the provider whether @c's current token is still active. */
-static void introspect(struct refresher *rf, struct cred *c)
-{
-	struct rf_entry *e = E(rf, c);
-	const struct provider_conf *p = c->conf->provider;
-	struct token *tok = cred_current_token(c);
-	struct http_req *req = NULL;
-	char *auth = NULL;
-	struct buf body;
-	int r = -ENOENT;
-
-	e->introspect_mono = INT64_MAX;
-	if (tok && !e->ireq) {
-		const char *pairs[] = {"token", tok->value, "token_type_hint",
-				       "access_token", NULL};
-
-		e->introspect_gen = tok->gen;
-		r = oauth_build_form(p, p->introspection_url, pairs, false,
-				     &body, &auth);
-		if (r == 0)
-			r = http_req_new(p, p->introspection_url, &body, auth,
-					 c, &req);
-	}
-	token_unref(tok);
-	if (r == 0) {
-		http_req_set_tag(req, TAG_INTROSPECT);
-		if (curl_multi_add_handle(rf->multi, http_req_easy(req)) ==
-		    CURLM_OK) {
-			e->ireq = req;
-			return;
-		}
-	}
-	http_req_free(req);
-}
-
-/* An introspection answer: "active": false revokes; anything else wrong
- * is the endpoint's problem, not the token's. */
-static void introspected(struct refresher *rf, struct cred *c,
-			 struct http_req *req, CURLcode code)
-{
-	struct rf_entry *e = E(rf, c);
-	struct token *before = cred_current_token(c);
-	char err[OAUTH_ERROR_TEXT], why[OAUTH_ERROR_TEXT];
-	const char *body;
-	bool active = true;
-	size_t len;
-	long status;
-	int r;
-
-	r = http_req_result(req, code, &status, &body, &len, err, sizeof(err));
-	if (r == 0)
-		r = oauth_parse_introspection(status, body, len, &active, err,
-					      sizeof(err));
-	if (r < 0) {
-		log_warn("%s/%s: introspection failed (%s); the token is "
-			 "still served",
-			 c->conf->tenant, c->conf->provider->name, err);
-	} else if (!active && before && before->gen == e->introspect_gen &&
-		   time_real_ms() < before->expires_ms) {
-		struct audit_rec rec = {
-			.event = "revoked",
-			.tenant = c->conf->tenant,
-			.provider = c->conf->provider->name,
-			.outcome = "inactive",
-			.fp = before->fp,
-			.detail = "introspection: the token is not active "
-				  "before its expiry",
-		};
-
-		snprintf(why, sizeof(why),
-			 "introspection: token not active before its expiry "
-			 "(revoked at the provider)");
-		if (cred_revoked_by_provider(rf->t, c, before->gen, why)) {
-			log_error("%s/%s: %s", c->conf->tenant,
-				  c->conf->provider->name, why);
-			if (rf->t->audit)
-				audit_log(rf->t->audit, &rec);
-			if (rf->on_expire)
-				rf->on_expire(rf->arg, c, before->gen);
-		}
-	}
-	token_unref(before);
-	/* The next one, one interval on, while there is a token. */
-	pthread_mutex_lock(&c->lock);
-	pthread_mutex_lock(&rf->lock);
-	if (e->heap_idx != NOT_IN_HEAP && e->introspect_mono == INT64_MAX &&
-	    c->cur) {
-		e->introspect_mono =
-			time_mono_ms() +
-			c->conf->provider->introspection_interval_ms;
-		heap_fix(rf, c);
-	}
-	pthread_mutex_unlock(&rf->lock);
-	pthread_mutex_unlock(&c->lock);
-}
-
-/* End @c's refresh lease, unless a save of the record (@saved) did. */
-static void release_lease(struct refresher *rf, struct cred *c, bool saved)
-{
-	struct rf_job *j;
-
-	if (E(rf, c)->leased && !saved) {
-		j = job_new(RJ_UNLEASE, c);
-		if (j) {
-			j->tenant = strdup(c->conf->tenant);
-			j->provider = strdup(c->conf->provider->name);
-		}
-		if (j && j->tenant && j->provider)
-			submit(rf, j);
-		else
-			job_free(j); /* it runs out (LEASE_EXTRA_MS) */
-	}
-	E(rf, c)->leased = false;
 }
 
 static int64_t lane_drain(struct refresher *rf, struct lane *l,
@@ -624,21 +247,20 @@ static void answered_and_gone(struct refresher *rf, struct cred *c);
 
 /* After @c's answer (and its store job): the lane may send the next, and
  * a credential a reload removed meanwhile goes now. */
-static void after_answer(struct refresher *rf, struct cred *c)
+void rf_after_answer(struct refresher *rf, struct cred *c)
 {
-	const struct provider_conf *p = c->conf->provider;
+	const struct provider_conf *p = cred_conf(c)->provider;
 
-	rf->lane_at = min64(rf->lane_at,
-			    lane_drain(rf, &rf->lanes[lane_of(rf, c)], p));
+	rf->lane_at = rf_min64(
+		rf->lane_at, lane_drain(rf, &rf->lanes[rf_lane_of(rf, c)], p));
 	if (E(rf, c)->leaving && !E(rf, c)->req && !E(rf, c)->at_store)
 		answered_and_gone(rf, c);
 }
 
 /* Publish the outcome of @c's request (@voided: its record changed under
  * it), stored as @pr says. Takes @tok. */
-static void finish(struct refresher *rf, struct cred *c,
-		   struct oauth_result *res, struct token *tok, bool voided,
-		   const struct persist_result *pr)
+void rf_finish(struct refresher *rf, struct cred *c, struct oauth_result *res,
+	       struct token *tok, bool voided, const struct persist_result *pr)
 {
 	struct rf_entry *e = E(rf, c);
 	struct token *before = cred_current_token(c), *after;
@@ -649,44 +271,44 @@ static void finish(struct refresher *rf, struct cred *c,
 		 * to a refresh token that is no longer ours. */
 		log_info("%s/%s: the stored record changed during the "
 			 "request; asking again with the new one",
-			 c->conf->tenant, c->conf->provider->name);
+			 cred_conf(c)->tenant, cred_conf(c)->provider->name);
 		token_unref(tok);
-		release_lease(rf, c, false);
+		rf_release_lease(rf, c, false);
 		cred_abandon_attempt(rf->t, c);
 		token_unref(before);
-		reschedule(rf, c);
+		rf_reschedule(rf, c);
 		return;
 	}
 
-	release_lease(rf, c, pr->gen && !pr->err);
+	rf_release_lease(rf, c, pr->gen && !pr->err);
 	next = cred_finish_attempt(rf->t, c, res, token_ref(tok),
 				   pr->gen ? pr : NULL, plan_rand(&rf->rng));
 	now = time_real_ms();
 	if (tok)
 		log_debug("%s/%s: refreshed, expires in %llds, next refresh in "
 			  "%llds",
-			  c->conf->tenant, c->conf->provider->name,
+			  cred_conf(c)->tenant, cred_conf(c)->provider->name,
 			  (long long)((tok->expires_ms - now) / 1000),
 			  (long long)((next - now) / 1000));
 	else if (next == INT64_MAX)
 		log_error(
 			"%s/%s: refresh token refused (%s): %s; revoked until "
 			"a new one is added",
-			c->conf->tenant, c->conf->provider->name,
+			cred_conf(c)->tenant, cred_conf(c)->provider->name,
 			oauth_outcome_name(res->outcome), res->error);
 	else
 		log_warn("%s/%s: refresh failed (%s): %s; retry in %.1fs",
-			 c->conf->tenant, c->conf->provider->name,
+			 cred_conf(c)->tenant, cred_conf(c)->provider->name,
 			 oauth_outcome_name(res->outcome), res->error,
 			 (double)(next - now) / 1000.0);
 	if (pr->gen && pr->err)
 		log_error("%s/%s: cannot write generation %llu to the store: "
 			  "%s; serving it from memory, retrying",
-			  c->conf->tenant, c->conf->provider->name,
+			  cred_conf(c)->tenant, cred_conf(c)->provider->name,
 			  (unsigned long long)pr->gen, strerror(-pr->err));
 	audit_refresh(rf, c, res, tok);
 	if (pr->gen && pr->err)
-		audit_persist(rf, c, pr);
+		rf_audit_persist(rf, c, pr);
 	if (tok && rf->on_rotate)
 		rf->on_rotate(rf->arg, c);
 	after = cred_current_token(c);
@@ -704,11 +326,11 @@ static void finish(struct refresher *rf, struct cred *c,
 		e->persist_tries = 0;
 		e->persist_mono = INT64_MAX;
 	}
-	reschedule(rf, c);
+	rf_reschedule(rf, c);
 }
 
 /* @c's answer @res to a request sent at @sent_ms. A store-backed one is
- * stored first, by the store worker (then finish() runs when it comes
+ * stored first, by the store worker (then rf_finish() runs when it comes
  * back, and this returns true); otherwise it is published now. */
 static bool complete(struct refresher *rf, struct cred *c,
 		     struct oauth_result *res, int64_t sent_ms)
@@ -727,18 +349,16 @@ static bool complete(struct refresher *rf, struct cred *c,
 		}
 	}
 	if (cred_uses_store(c)) {
-		pthread_mutex_lock(&c->lock);
-		voided = c->record_gen != c->flight_gen || !cred_present(c);
-		pthread_mutex_unlock(&c->lock);
+		voided = cred_flight_voided(c);
 		j = voided || (!tok && res->outcome != OAUTH_INVALID_GRANT)
 			    ? NULL
-			    : job_new(RJ_WRITE, c);
+			    : rf_job_new(RJ_WRITE, c);
 		if (j) {
 			j->res = *res; /* the job's now */
 			memset(res, 0, sizeof(*res));
 			j->tok = tok;
 			j->sent_ms = sent_ms;
-			submit(rf, j);
+			rf_submit(rf, j);
 			return true;
 		}
 		if (!voided && tok) {
@@ -750,62 +370,8 @@ static bool complete(struct refresher *rf, struct cred *c,
 				 "out of memory storing the token");
 		}
 	}
-	finish(rf, c, res, tok, voided, &none);
+	rf_finish(rf, c, res, tok, voided, &none);
 	return false;
-}
-
-/* A lease outlives the request (timeout_s) and the write after it. */
-#define LEASE_EXTRA_MS 10000
-#define LEASE_BUSY_RETRY_MS 1000
-#define STORE_DOWN_RETRY_MS 2000
-
-static void send_request(struct refresher *rf, struct cred *c);
-
-/*
- * What came of @c's lease (a store other daemons share): go on with the
- * request holding it; or, when another daemon rotated the record
- * meanwhile (now loaded), it is busy refreshing it, or the store cannot
- * be reached, put @c back for later.
- */
-static void leased(struct refresher *rf, struct rf_job *j)
-{
-	struct cred *c = j->c;
-	const struct provider_conf *p = c->conf->provider;
-	char why[OAUTH_ERROR_TEXT];
-	bool may_rotate, go;
-	int r = j->lease;
-
-	/* Unless the profile says the refresh token does not rotate, a
-	 * refresh now could split its family with another daemon's. */
-	may_rotate = p->rotates || !p->rotates_set;
-	snprintf(why, sizeof(why), "the store cannot be reached (%s)%s",
-		 j->words[0] ? j->words : "no answer",
-		 may_rotate ? ": not refreshing, since the refresh token may "
-			      "rotate and another daemon may be refreshing it"
-			    : "");
-	if (cred_store_reachable(rf->t, c, r != -EIO, why))
-		log_warn("%s/%s: %s", c->conf->tenant, p->name, why);
-	E(rf, c)->leased = r == 0 && !j->newer;
-	/* With the store down, refreshing cannot split a token family that
-	 * does not rotate. */
-	go = E(rf, c)->leased || (r == -EIO && !may_rotate);
-	if (go && !atomic_load(&rf->stop) && !E(rf, c)->leaving) {
-		send_request(rf, c);
-		return;
-	}
-	release_lease(rf, c, false);
-	rf->lanes[lane_of(rf, c)].inflight--;
-	if (j->newer || r == -ENOENT)
-		log_debug("%s/%s: generation %llu in the store: %s",
-			  c->conf->tenant, p->name,
-			  (unsigned long long)j->lease_gen,
-			  r ? "removed" : "another daemon refreshed it");
-	else if (!go)
-		/* -EBUSY: another daemon is refreshing it now. */
-		cred_defer(rf->t, c,
-			   r == -EBUSY ? LEASE_BUSY_RETRY_MS
-				       : STORE_DOWN_RETRY_MS);
-	reschedule(rf, c);
 }
 
 /* Start @c's turn: a store other daemons share is asked for its lease
@@ -813,31 +379,31 @@ static void leased(struct refresher *rf, struct rf_job *j)
  * slot is taken from here on. */
 static void start(struct refresher *rf, struct cred *c)
 {
-	const struct provider_conf *p = c->conf->provider;
+	const struct provider_conf *p = cred_conf(c)->provider;
 	struct rf_job *j;
 
-	rf->lanes[lane_of(rf, c)].inflight++;
+	rf->lanes[rf_lane_of(rf, c)].inflight++;
 	E(rf, c)->leased = false;
 	if (cred_uses_store(c) && store_shared(rf->t->store)) {
-		j = job_new(RJ_LEASE, c);
+		j = rf_job_new(RJ_LEASE, c);
 		if (j) {
 			j->lease_ms = p->timeout_ms + LEASE_EXTRA_MS;
-			submit(rf, j);
+			rf_submit(rf, j);
 			return;
 		}
-		rf->lanes[lane_of(rf, c)].inflight--;
+		rf->lanes[rf_lane_of(rf, c)].inflight--;
 		cred_defer(rf->t, c, STORE_DOWN_RETRY_MS);
-		reschedule(rf, c);
+		rf_reschedule(rf, c);
 		return;
 	}
-	send_request(rf, c);
+	rf_send_request(rf, c);
 }
 
 /* Send @c's token request (its lane's slot taken), or complete it as
  * failed if it cannot be built. */
-static void send_request(struct refresher *rf, struct cred *c)
+void rf_send_request(struct refresher *rf, struct cred *c)
 {
-	const struct provider_conf *p = c->conf->provider;
+	const struct provider_conf *p = cred_conf(c)->provider;
 	struct oauth_result res = {.retry_after_ms = -1};
 	struct http_req *req = NULL;
 	char *auth = NULL, *rt = NULL;
@@ -847,18 +413,18 @@ static void send_request(struct refresher *rf, struct cred *c)
 
 	b = cred_begin_attempt(c, &rt);
 	if (b != CRED_BEGIN_OK) {
-		release_lease(rf, c, false);
-		rf->lanes[lane_of(rf, c)].inflight--;
+		rf_release_lease(rf, c, false);
+		rf->lanes[rf_lane_of(rf, c)].inflight--;
 	}
 	if (b == CRED_BEGIN_BUSY)
 		return;
 	if (b == CRED_BEGIN_PARK) {
-		reschedule(rf, c); /* nothing to ask with: parked */
+		rf_reschedule(rf, c); /* nothing to ask with: parked */
 		return;
 	}
 	r = cred_uses_store(c) && !rt ? -ENOMEM : 0;
 	if (r == 0)
-		r = oauth_build_request(c->conf, rt, &body, &auth);
+		r = oauth_build_request(cred_conf(c), rt, &body, &auth);
 	strfreezero(rt);
 	if (r == 0)
 		r = http_req_new(p, p->token_url, &body, auth, c, &req);
@@ -872,7 +438,7 @@ static void send_request(struct refresher *rf, struct cred *c)
 		r = -ENOMEM;
 	}
 	http_req_free(req);
-	rf->lanes[lane_of(rf, c)].inflight--;
+	rf->lanes[rf_lane_of(rf, c)].inflight--;
 	res.outcome = OAUTH_TRANSIENT;
 	snprintf(res.error, sizeof(res.error), "cannot build request: %s",
 		 strerror(-r));
@@ -987,15 +553,15 @@ static void reap(struct refresher *rf)
 		c = http_req_user(req);
 		if (http_req_tag(req) == TAG_INTROSPECT) {
 			E(rf, c)->ireq = NULL;
-			introspected(rf, c, req, msg->data.result);
+			rf_introspected(rf, c, req, msg->data.result);
 			http_req_free(req);
 			continue;
 		}
-		http_req_finish(req, c->conf->provider, msg->data.result,
+		http_req_finish(req, cred_conf(c)->provider, msg->data.result,
 				time_real_ms(), &res);
 		E(rf, c)->req = NULL;
 		http_req_free(req);
-		l = &rf->lanes[lane_of(rf, c)];
+		l = &rf->lanes[rf_lane_of(rf, c)];
 		l->inflight--;
 		if (res.outcome == OAUTH_RATE_LIMITED) {
 			/* The provider's limit is the client's, not the
@@ -1003,54 +569,16 @@ static void reap(struct refresher *rf)
 			int64_t hold = time_mono_ms() +
 				       (res.retry_after_ms >= 0
 						? res.retry_after_ms
-						: c->conf->provider
+						: cred_conf(c)
+							  ->provider
 							  ->backoff_initial_ms);
 
 			if (hold > l->hold_mono)
 				l->hold_mono = hold;
 		}
 		if (!complete(rf, c, &res, E(rf, c)->sent_ms))
-			after_answer(rf, c);
+			rf_after_answer(rf, c);
 		oauth_result_clear(&res);
-	}
-}
-
-/* Take back what the store worker did, on the refresher's thread. */
-static void jobs_done(struct refresher *rf)
-{
-	struct work *w, *list;
-
-	list = rf->store ? worker_take_done(rf->store) : NULL;
-	list = list_append(list, rf->inline_done);
-	rf->inline_done = NULL;
-	while ((w = list)) {
-		struct rf_job *j = (struct rf_job *)w;
-		struct cred *c = j->c;
-
-		list = w->next;
-		if (j->kind == RJ_UNLEASE) {
-			job_free(j);
-			continue;
-		}
-		rf->jobs--;
-		if (!E(rf, c)) {
-			/* Let go meanwhile (refresher_free()): what was
-			 * written stays in the store, for the next one. */
-			job_free(j);
-			continue;
-		}
-		E(rf, c)->at_store = false;
-		switch (j->kind) {
-		case RJ_LEASE: leased(rf, j); break;
-		case RJ_RETRY: retried(rf, j); break;
-		default:
-			finish(rf, c, &j->res, j->tok, j->voided, &j->pr);
-			j->tok = NULL; /* taken */
-			break;
-		}
-		E(rf, c)->kicked = false;
-		job_free(j);
-		after_answer(rf, c);
 	}
 }
 
@@ -1062,30 +590,29 @@ static unsigned busy(const struct refresher *rf)
 
 /* Stopping: what the requests in flight left unwritten gets one more
  * try, and whatever did not come back is said. */
-static void heap_remove(struct refresher *rf, struct cred *c);
 
 static void finish_stop(struct refresher *rf, int64_t since)
 {
-	unsigned slot = cred_table_enter(rf->t);
-	const struct config *cfg = rf->t->cfg;
+	cred_table_enter(rf->t);
+	const struct config *cfg = cred_table_config(rf->t);
 	size_t i;
 
 	/* What the store worker has left, then the retries, here. */
 	worker_stop(rf->store);
-	jobs_done(rf);
+	rf_jobs_done(rf);
 	for (i = 0; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(rf->t, &cfg->creds[i]);
 
 		if (E(rf, c) && E(rf, c)->persist_mono != INT64_MAX &&
 		    E(rf, c)->heap_idx != NOT_IN_HEAP) {
 			pthread_mutex_lock(&rf->lock);
-			heap_remove(rf, c);
+			rf_heap_remove(rf, c);
 			pthread_mutex_unlock(&rf->lock);
-			persist_retry(rf, c);
+			rf_persist_retry(rf, c);
 		}
 	}
-	jobs_done(rf);
-	cred_table_exit(rf->t, slot);
+	rf_jobs_done(rf);
+	cred_table_exit(rf->t);
 	if (in_flight(rf))
 		log_error("stopping: %u token requests still unanswered after "
 			  "%.1fs; a provider that rotates refresh tokens may "
@@ -1094,38 +621,6 @@ static void finish_stop(struct refresher *rf, int64_t since)
 	else if (since)
 		log_info("stopping: every answer in flight is in (%.1fs)",
 			 (double)(time_mono_ms() - since) / 1e3);
-}
-
-/* Room for one more in the heap. Under rf->lock. */
-static int heap_room(struct refresher *rf)
-{
-	struct cred **h;
-	size_t cap;
-
-	if (rf->n < rf->heap_cap)
-		return 0;
-	cap = rf->heap_cap ? 2 * rf->heap_cap : 64;
-	h = realloc(rf->heap, cap * sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	rf->heap = h;
-	rf->heap_cap = cap;
-	return 0;
-}
-
-/* Take @c out of the heap. Under rf->lock. */
-static void heap_remove(struct refresher *rf, struct cred *c)
-{
-	size_t i = E(rf, c)->heap_idx;
-
-	E(rf, c)->heap_idx = NOT_IN_HEAP;
-	if (i == NOT_IN_HEAP)
-		return;
-	if (i != --rf->n) {
-		rf->heap[i] = rf->heap[rf->n];
-		E(rf, rf->heap[i])->heap_idx = i;
-		heap_fix(rf, rf->heap[i]);
-	}
 }
 
 /* Lanes for every provider slot below @n (the refresher thread's, or
@@ -1161,38 +656,36 @@ static int take_on(struct refresher *rf, struct cred *c)
 	struct rf_entry *e = calloc(1, sizeof(*e));
 	int r;
 
-	if (!e || lanes_room(rf, lane_of(rf, c) + 1) < 0) {
+	if (!e || lanes_room(rf, rf_lane_of(rf, c) + 1) < 0) {
 		free(e);
 		return -ENOMEM;
 	}
 	e->persist_mono = INT64_MAX;
 	e->introspect_mono = INT64_MAX;
 	e->heap_idx = NOT_IN_HEAP;
-	pthread_mutex_lock(&c->lock);
 	pthread_mutex_lock(&rf->lock);
-	r = heap_room(rf);
-	if (r == 0) {
-		c->entry = e;
-		plan_locked(rf, c);
-		heap_push(rf, c);
-	}
+	r = rf_heap_room(rf);
+	if (r == 0)
+		cred_set_entry(c, e);
 	pthread_mutex_unlock(&rf->lock);
-	pthread_mutex_unlock(&c->lock);
-	if (r < 0)
+	if (r < 0) {
 		free(e);
-	return r;
+		return r;
+	}
+	rf_reschedule(rf, c);
+	return 0;
 }
 
 /* Let @c go: out of the heap and its lane, its requests abandoned, its
  * entry freed. The refresher thread's (or before or after it runs). */
 static void let_go(struct refresher *rf, struct cred *c)
 {
-	struct lane *l = &rf->lanes[lane_of(rf, c)];
+	struct lane *l = &rf->lanes[rf_lane_of(rf, c)];
 	struct rf_entry *e = E(rf, c);
 	struct cred **p;
 
 	pthread_mutex_lock(&rf->lock);
-	heap_remove(rf, c);
+	rf_heap_remove(rf, c);
 	pthread_mutex_unlock(&rf->lock);
 	for (p = &l->head; *p; p = &E(rf, *p)->wait_next)
 		if (*p == c) {
@@ -1213,9 +706,9 @@ static void let_go(struct refresher *rf, struct cred *c)
 		curl_multi_remove_handle(rf->multi, http_req_easy(e->ireq));
 		http_req_free(e->ireq);
 	}
-	release_lease(rf, c, false);
+	rf_release_lease(rf, c, false);
 	pthread_mutex_lock(&rf->lock);
-	c->entry = NULL;
+	cred_set_entry(c, NULL);
 	pthread_mutex_unlock(&rf->lock);
 	free(e);
 }
@@ -1243,8 +736,8 @@ static void change_run(struct refresher *rf, struct change *ch, bool can_wait)
 		if (!E(rf, ch->added[i]) && take_on(rf, ch->added[i]) < 0)
 			log_error("%s/%s: out of memory: not refreshed until "
 				  "the next reload",
-				  ch->added[i]->conf->tenant,
-				  ch->added[i]->conf->provider->name);
+				  cred_conf(ch->added[i])->tenant,
+				  cred_conf(ch->added[i])->provider->name);
 }
 
 /* The refresher thread, with rf->lock held (dropped meanwhile): take on
@@ -1255,8 +748,10 @@ static void take_changes(struct refresher *rf)
 
 	rf->changes = NULL;
 	pthread_mutex_unlock(&rf->lock);
+	cred_table_enter(rf->t);
 	for (ch = list; ch; ch = ch->next)
 		change_run(rf, ch, true);
+	cred_table_exit(rf->t);
 	pthread_mutex_lock(&rf->lock);
 	for (ch = list; ch; ch = ch->next)
 		ch->done = ch->leaving == 0;
@@ -1285,8 +780,11 @@ static void apply(void *arg, struct cred **added, size_t n_added,
 			}
 	}
 	pthread_mutex_unlock(&rf->lock);
-	if (!ch.done)
+	if (!ch.done) {
+		cred_table_enter(rf->t);
 		change_run(rf, &ch, false); /* no thread runs: ours to do */
+		cred_table_exit(rf->t);
+	}
 }
 
 static void *run(void *arg)
@@ -1294,7 +792,6 @@ static void *run(void *arg)
 	struct refresher *rf = arg;
 	const struct config *cfg;
 	int64_t wait_ms, stop_seen = 0;
-	unsigned slot;
 	int running;
 	size_t i;
 
@@ -1320,27 +817,28 @@ static void *run(void *arg)
 		}
 		/* A round reads the configuration; between rounds nothing
 		 * here holds on to any of it. */
-		slot = cred_table_enter(rf->t);
+		cred_table_enter(rf->t);
 		while (!stopping && rf->n && E(rf, rf->heap[0])->due_mono <= now) {
-			struct cred *c = heap_pop(rf);
+			struct cred *c = rf_heap_pop(rf);
 
 			if (E(rf, c)->persist_mono <= now) {
 				pthread_mutex_unlock(&rf->lock);
-				persist_retry(rf, c); /* back from the store */
+				rf_persist_retry(rf,
+						 c); /* back from the store */
 				pthread_mutex_lock(&rf->lock);
 				continue;
 			}
 			if (E(rf, c)->introspect_mono <= now) {
 				pthread_mutex_unlock(&rf->lock);
-				introspect(rf, c);
+				rf_introspect(rf, c);
 				pthread_mutex_lock(&rf->lock);
-				heap_push(rf, c);
+				rf_heap_push(rf, c);
 				continue;
 			}
 			if (E(rf, c)->attempt_mono > now) {
 				/* An expiry event, not a request. */
 				E(rf, c)->expiry_mono = INT64_MAX;
-				heap_push(rf, c);
+				rf_heap_push(rf, c);
 				*tail = NULL;
 				pthread_mutex_unlock(&rf->lock);
 				expired(rf, c);
@@ -1357,13 +855,14 @@ static void *run(void *arg)
 			struct cred *c = due;
 
 			due = E(rf, c)->wait_next;
-			lane_push(rf, &rf->lanes[lane_of(rf, c)], c);
+			lane_push(rf, &rf->lanes[rf_lane_of(rf, c)], c);
 		}
-		cfg = rf->t->cfg; /* a reload may have replaced it */
+		cfg = cred_table_config(
+			rf->t); /* a reload may have replaced it */
 		rf->lane_at = INT64_MAX;
 		for (i = 0; i < cfg->n_providers; i++)
 			if (cfg->providers[i].slot < rf->n_lanes)
-				rf->lane_at = min64(
+				rf->lane_at = rf_min64(
 					rf->lane_at,
 					lane_drain(rf,
 						   &rf->lanes[cfg->providers[i]
@@ -1371,11 +870,11 @@ static void *run(void *arg)
 						   &cfg->providers[i]));
 		curl_multi_perform(rf->multi, &running);
 		reap(rf);
-		jobs_done(rf);
+		rf_jobs_done(rf);
 		if (rf->beat)
 			rf->beat(rf->beat_arg);
 
-		cred_table_exit(rf->t, slot);
+		cred_table_exit(rf->t);
 		pthread_mutex_lock(&rf->lock);
 		if (stopping)
 			wait_ms = rf->drain_until - time_mono_ms();
@@ -1421,6 +920,7 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 		  refresher_expire_fn on_expire, void *arg,
 		  struct refresher **out)
 {
+	const struct config *cfg;
 	struct refresher *rf;
 	int64_t now = time_mono_ms();
 	size_t i;
@@ -1436,27 +936,28 @@ int refresher_new(struct cred_table *t, refresher_rotate_fn on_rotate,
 	pthread_cond_init(&rf->done_cond, NULL);
 	pthread_cond_init(&rf->change_cond, NULL);
 	rf->multi = curl_multi_init();
-	if (!rf->multi || grow(rf, t->cfg, t->cfg->n_creds) < 0 ||
-	    (t->store &&
-	     worker_new(rf_store_run, t, wake, rf, &rf->store) < 0)) {
-		refresher_free(rf);
-		return -ENOMEM;
-	}
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
+	if (!rf->multi || grow(rf, cfg, cfg->n_creds) < 0 ||
+	    (t->store && worker_new(rf_store_run, t, wake, rf, &rf->store) < 0))
+		goto out_free;
 	if (getrandom(&rf->rng, sizeof(rf->rng), 0) != sizeof(rf->rng) ||
 	    !rf->rng)
 		rf->rng = (uint64_t)now | 1;
-	for (i = 0; i < t->cfg->n_creds; i++) {
-		if (take_on(rf, cred_of(t, &t->cfg->creds[i])) < 0) {
-			refresher_free(rf);
-			return -ENOMEM;
-		}
-	}
+	for (i = 0; i < cfg->n_creds; i++)
+		if (take_on(rf, cred_of(t, &cfg->creds[i])) < 0)
+			goto out_free;
+	cred_table_exit(t);
 	t->kick = kick;
 	t->replan = replan;
 	t->apply = apply;
 	t->kick_arg = rf;
 	*out = rf;
 	return 0;
+out_free:
+	cred_table_exit(t);
+	refresher_free(rf);
+	return -ENOMEM;
 }
 
 void refresher_set_beat(struct refresher *rf, void (*beat)(void *arg),
@@ -1494,12 +995,16 @@ void refresher_stop(struct refresher *rf, int64_t drain_ms)
 
 int64_t refresher_drain_ms(const struct cred_table *t)
 {
+	const struct config *cfg;
 	int64_t ms = 0;
 	size_t i;
 
-	for (i = 0; i < t->cfg->n_providers; i++)
-		if (t->cfg->providers[i].timeout_ms > ms)
-			ms = t->cfg->providers[i].timeout_ms;
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
+	for (i = 0; i < cfg->n_providers; i++)
+		if (cfg->providers[i].timeout_ms > ms)
+			ms = cfg->providers[i].timeout_ms;
+	cred_table_exit(t);
 	return ms + DRAIN_WRITE_MS;
 }
 
@@ -1514,7 +1019,8 @@ void refresher_free(struct refresher *rf)
 		pthread_join(rf->thread, NULL);
 	}
 	worker_stop(rf->store);
-	jobs_done(rf);
+	cred_table_enter(rf->t); /* what is left reads the configuration */
+	rf_jobs_done(rf);
 	rf->t->kick = NULL;
 	rf->t->replan = NULL;
 	rf->t->apply = NULL;
@@ -1525,6 +1031,7 @@ void refresher_free(struct refresher *rf)
 		if (c && E(rf, c))
 			let_go(rf, c);
 	}
+	cred_table_exit(rf->t);
 	if (rf->multi)
 		curl_multi_cleanup(rf->multi);
 	worker_free(rf->store);

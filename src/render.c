@@ -27,7 +27,7 @@ static const char *const file_names[CF_COUNT] = {
 
 const char *render_file_name(const struct cred *c, enum cred_file f)
 {
-	const struct provider_conf *p = c ? c->conf->provider : NULL;
+	const struct provider_conf *p = c ? cred_conf(c)->provider : NULL;
 
 	if (f >= CF_FIELD0 && f <= CF_FIELD_LAST)
 		return p && (size_t)(f - CF_FIELD0) < p->n_response_fields
@@ -59,7 +59,7 @@ static int64_t secs_until(int64_t at_ms, int64_t now_ms)
 /* Why a valid token is not served, or "-". */
 static const char *refused(const struct cred *c, const struct cred_view *v)
 {
-	if (c->conf->strict_scopes && v->over)
+	if (cred_conf(c)->strict_scopes && v->over)
 		return "granted scopes wider than requested (strict_scopes)";
 	return "-";
 }
@@ -99,7 +99,7 @@ static void floored_text(const struct cred *c, const struct cred_view *v,
 			 "the provider said %.3g s, under min_lifetime_s: "
 			 "served and refreshed as %.3g s",
 			 v->floored_from_ms / 1000.0,
-			 c->conf->provider->min_lifetime_ms / 1000.0);
+			 cred_conf(c)->provider->min_lifetime_ms / 1000.0);
 }
 
 /* What a status field is computed from. */
@@ -145,11 +145,11 @@ static json_t *json_text(const char *s)
 #define TOKEN(e) (x->v->has_token ? (e) : json_null())
 static json_t *f_tenant(X)
 {
-	return json_string(x->c->conf->tenant);
+	return json_string(cred_conf(x->c)->tenant);
 }
 static json_t *f_provider(X)
 {
-	return json_string(x->c->conf->provider->name);
+	return json_string(cred_conf(x->c)->provider->name);
 }
 static json_t *f_grant(X)
 {
@@ -228,8 +228,9 @@ static json_t *f_scopes_requested(X)
 {
 	json_t *a = json_array();
 
-	for (size_t i = 0; a && i < x->c->conf->n_scopes; i++)
-		json_array_append_new(a, json_string(x->c->conf->scopes[i]));
+	for (size_t i = 0; a && i < cred_conf(x->c)->n_scopes; i++)
+		json_array_append_new(a,
+				      json_string(cred_conf(x->c)->scopes[i]));
 	return a;
 }
 static json_t *f_scopes_granted(X)
@@ -242,7 +243,7 @@ static json_t *f_over_privileged(X)
 }
 static json_t *f_strict_scopes(X)
 {
-	return json_boolean(x->c->conf->strict_scopes);
+	return json_boolean(cred_conf(x->c)->strict_scopes);
 }
 static json_t *f_refused(X)
 {
@@ -285,7 +286,7 @@ static json_t *f_rt_expiring(X)
 }
 static json_t *f_rt_rotates(X)
 {
-	const struct provider_conf *p = x->c->conf->provider;
+	const struct provider_conf *p = cred_conf(x->c)->provider;
 
 	return p->rotates_set ? json_boolean(p->rotates) : json_null();
 }
@@ -484,7 +485,7 @@ bool visible_shows(const struct visible *v, uint32_t slot)
 int render_root_status(struct cred_table *t, const struct visible *visible,
 		       int64_t now_ms, struct buf *out)
 {
-	const struct config *cfg = t->cfg;
+	const struct config *cfg = cred_table_config(t);
 	char err[OAUTH_ERROR_TEXT + 2], exp[24];
 	size_t i;
 	int r = 0;
@@ -493,7 +494,7 @@ int render_root_status(struct cred_table *t, const struct visible *visible,
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 		struct cred_view v;
 
-		if (!visible_shows(visible, c->index))
+		if (!visible_shows(visible, cred_index(c)))
 			continue;
 		cred_view(c, now_ms, &v);
 		quoted_error(&v, err, sizeof(err));
@@ -506,7 +507,8 @@ int render_root_status(struct cred_table *t, const struct visible *visible,
 			       "%s/%s state=%s health=%s expires_in=%s"
 			       " next_refresh_in=%" PRId64 " refreshes=%" PRIu64
 			       " failures=%u last_error=%s\n",
-			       c->conf->tenant, c->conf->provider->name,
+			       cred_conf(c)->tenant,
+			       cred_conf(c)->provider->name,
 			       cred_state_name(v.state), health(&v), exp,
 			       v.next_refresh_ms
 				       ? secs_until(v.next_refresh_ms, now_ms)
@@ -598,7 +600,7 @@ static const struct {
 int render_metrics(struct cred_table *t, const struct visible *visible,
 		   int64_t now_ms, struct buf *out)
 {
-	const struct config *cfg = t->cfg;
+	const struct config *cfg = cred_table_config(t);
 	uint64_t by_state[CRED_STATE_COUNT] = {0};
 	struct cred_view *views;
 	bool *shown;
@@ -615,7 +617,7 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 	for (i = 0; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 
-		shown[i] = visible_shows(visible, c->index);
+		shown[i] = visible_shows(visible, cred_index(c));
 		if (!shown[i])
 			continue;
 		cred_view(c, now_ms, &views[i]);

@@ -279,7 +279,7 @@ static size_t tenants_gone(const struct config *a, const struct config *b)
 
 int tree_apply(struct cred_table *t, struct config *cfg, struct tree_change *ch)
 {
-	const struct config *old = t->cfg;
+	const struct config *old = t->cfg; /* ours: the one writer */
 	bool *keep = NULL;
 	char msg[512];
 	size_t i;
@@ -311,16 +311,15 @@ int tree_apply(struct cred_table *t, struct config *cfg, struct tree_change *ch)
 	/* Published: a section that reads @cfg finds every credential of it
 	 * live and with its conf. */
 	for (i = 0; i < cfg->n_creds; i++)
-		__atomic_store_n(&cred_of(t, &cfg->creds[i])->conf,
-				 &cfg->creds[i], __ATOMIC_RELEASE);
+		cred_publish_conf(cred_of(t, &cfg->creds[i]), &cfg->creds[i]);
 	for (i = 0; i < ch->n_added; i++)
-		atomic_store(&ch->added[i]->live, true);
-	__atomic_store_n(&t->cfg, cfg, __ATOMIC_RELEASE);
+		cred_set_live(ch->added[i], true);
+	cred_table_publish(t, cfg);
 	for (i = 0; i < old->n_creds; i++) {
 		struct cred *c = cred_of(t, &old->creds[i]);
 
-		if (!keep[c->index]) {
-			atomic_store(&c->live, false);
+		if (!keep[cred_index(c)]) {
+			cred_set_live(c, false);
 			ch->removed[ch->n_removed++] = c;
 		}
 	}

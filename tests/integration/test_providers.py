@@ -173,6 +173,45 @@ def test_oidc_discovery(mount, provider):
     m.check_log_clean()
 
 
+def test_discovery_documents_are_fetched_again_past_their_age(mount,
+                                                             provider):
+    """discovery_max_age_s: past it, a reload fetches the issuer's document
+    again before it loads the config, and what the document now says is
+    used (here, a token endpoint on another server). An issuer that is
+    down at such a reload leaves the document it had in force."""
+    other = FakeProvider(lifetime=3, clients={CLIENT_ID: CLIENT_SECRET})
+    other.start()
+    provider.lifetime = 3  # rotating every couple of seconds
+    try:
+        m = mount()
+        m.start(oidc_config(m, discovery_max_age_s=1, min_lifetime_s=1))
+        assert provider.issued(m.token("acme", "corp"))
+        assert provider.discovery_requests == 1
+        provider.discovery_extra = {"token_endpoint": other.url + "/token"}
+        time.sleep(1.1)  # the document's age passes
+        os.kill(m.pid, signal.SIGHUP)
+        wait_for(lambda: "discovery document fetched again" in m.log(), 10,
+                 what="the document fetched again")
+        assert provider.discovery_requests == 2
+        wait_for(lambda: other.issued(m.token("acme", "corp")), 15,
+                 what="a token from the newly discovered endpoint")
+        # Down at the next one: the reload still applies, on the document
+        # it had; the log says so.
+        provider.discovery_status = 503
+        time.sleep(1.1)
+        n = m.log().count("applied")
+        os.kill(m.pid, signal.SIGHUP)
+        wait_for(lambda: m.log().count("applied") > n, 10, what="the reload")
+        assert "could not be fetched again" in m.log()
+        assert "HTTP 503" in m.log()
+        assert m.metrics("credfs_config_last_reload_successful") == [1]
+        assert other.issued(m.token("acme", "corp"))
+        m.stop()
+        m.check_log_clean()
+    finally:
+        other.stop()
+
+
 def test_oidc_discovery_failures_are_named(mount, provider):
     m = mount()
     cases = [

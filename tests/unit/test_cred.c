@@ -51,6 +51,7 @@ static int setup(void **state)
 	f->t->kick_arg = f;
 	f->t->wake = count_wake;
 	f->t->wake_arg = f;
+	cred_table_enter(f->t); /* what a reader does (cred.h) */
 	*state = f;
 	return 0;
 }
@@ -59,6 +60,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
+	cred_table_exit(f->t);
 	cred_table_free(f->t);
 	config_free(f->cfg);
 	free(f);

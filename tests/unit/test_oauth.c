@@ -88,6 +88,50 @@ static void malformed_bodies(void **state)
 	}
 }
 
+/* Each body shape a hostile or broken provider answered with in the
+ * integration tests (test_hostile.py, which keeps the transport faults),
+ * and the words status's last_error must carry for it. */
+static void hostile_bodies_are_named(void **state)
+{
+	static const struct {
+		long status;
+		const char *body;
+		const char *words;
+	} cases[] = {
+		{200, "<html>oops</html>", "body is not a JSON object"},
+		{200, "{\"access_token\": \"abc\", \"expi",
+		 "body is not a JSON object"},
+		{200, "[]", "body is not a JSON object"},
+		{200, "{\"access_token\":12345,\"expires_in\":3600}",
+		 "no access_token string"},
+		{200, "{\"access_token\":[\"a\"]}", "no access_token string"},
+		{200, "{\"access_token\":\"x1\",\"token_type\":7}",
+		 "token_type"},
+		{200, "{\"access_token\":\"x2\",\"expires_in\":-5}",
+		 "expires_in is not positive"},
+		{200, "{\"access_token\":\"x3\",\"expires_in\":0}",
+		 "expires_in is not positive"},
+		{200, "{\"access_token\":\"x4\",\"expires_in\":1e12}",
+		 "expires_in is over one year"},
+		{200, "{\"access_token\":\"x5\",\"expires_in\":\"3600\"}",
+		 "expires_in is not a number"},
+		{502, "<html>Bad gateway</html>", "HTTP 502"},
+		{400, "{\"error\": 42}", "HTTP 400"},
+	};
+	struct oauth_result res;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		classify(cases[i].status, cases[i].body, NULL, &res);
+		if (res.outcome == OAUTH_OK ||
+		    !strstr(res.error, cases[i].words))
+			fail_msg("case %zu: %s: \"%s\"", i,
+				 oauth_outcome_name(res.outcome), res.error);
+		assert_null(res.tok.access_token);
+		oauth_result_clear(&res);
+	}
+}
+
 static void oversized_token_refused(void **state)
 {
 	size_t n = OAUTH_MAX_TOKEN_BYTES + 1;
@@ -514,6 +558,7 @@ int main(void)
 		cmocka_unit_test(success_full),
 		cmocka_unit_test(success_minimal),
 		cmocka_unit_test(malformed_bodies),
+		cmocka_unit_test(hostile_bodies_are_named),
 		cmocka_unit_test(oversized_token_refused),
 		cmocka_unit_test(error_codes),
 		cmocka_unit_test(error_text_is_sanitized),
