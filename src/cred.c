@@ -94,11 +94,18 @@ void cred_count_open(struct cred *c, bool served)
 	atomic_fetch_add(served ? &c->reads : &c->open_errors, 1);
 }
 
+/* Nothing to ask with until a record arrives: no record, revoked, or no
+ * refresh token. With @c's lock held. */
+static bool parked_locked(const struct cred *c)
+{
+	return !cred_present(c) || c->revoked ||
+	       (c->uses_store && !c->refresh_token);
+}
+
 /* @c's plan, with its lock held. */
 static void plan_of_locked(const struct cred *c, struct cred_plan *p)
 {
-	p->parked = !cred_present(c) || c->revoked ||
-		    (c->uses_store && !c->refresh_token);
+	p->parked = parked_locked(c);
 	p->next_refresh_ms = c->next_refresh_ms;
 	p->gen = c->cur ? c->cur->gen : 0;
 	p->deadline_ms = c->cur ? cred_token_deadline(c, c->cur) : INT64_MAX;
@@ -200,8 +207,7 @@ static void wake_locked(struct cred_table *t, struct cred *c)
 /* Nothing more to wait for: an answer, a token, or nothing to ask with. */
 static bool answered_locked(const struct cred *c)
 {
-	return c->attempts || c->cur || !cred_present(c) || c->revoked ||
-	       (cred_uses_store(c) && !c->refresh_token);
+	return c->attempts || c->cur || parked_locked(c);
 }
 
 bool cred_wait_answered(struct cred_table *t, struct cred *c, int64_t deadline)
@@ -545,8 +551,7 @@ enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token)
 	pthread_mutex_lock(&c->lock);
 	if (c->in_flight) {
 		b = CRED_BEGIN_BUSY;
-	} else if (!cred_present(c) || c->revoked ||
-		   (cred_uses_store(c) && !c->refresh_token)) {
+	} else if (parked_locked(c)) {
 		b = CRED_BEGIN_PARK;
 	} else {
 		if (cred_uses_store(c))
