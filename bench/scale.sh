@@ -59,7 +59,9 @@ work, port, tenants, providers, fraction = sys.argv[1:]
 prov = {"token_url": "http://127.0.0.1:%s/token" % port,
         "client_id": "bench", "client_secret_file": work + "/secret",
         "grant": "refresh_token", "refresh_fraction": float(fraction),
-        "max_concurrency": 8}
+        "max_concurrency": 8,
+        # Under the 10 s floor (BENCH_LIFETIME), the provider's word.
+        "min_lifetime_s": 1}
 names = ["p%d" % j for j in range(int(providers))]
 json.dump({"log_level": "warning",
            "providers": {p: prov for p in names},
