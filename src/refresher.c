@@ -316,8 +316,17 @@ void rf_finish(struct refresher *rf, struct cred *c, struct oauth_result *res,
 		rf->on_expire(rf->arg, c, before->gen); /* revoked */
 	token_unref(after);
 	token_unref(before);
-	if (tok || res->outcome == OAUTH_INVALID_CLIENT)
-		provider_client_error(rf, c, !tok, next);
+	if (tok || res->outcome == OAUTH_INVALID_CLIENT) {
+		struct lane *l = &rf->lanes[rf_lane_of(rf, c)];
+
+		/* A success says the provider takes our client again only if
+		 * its request went out after the refused one: an answer the
+		 * store worker held comes back after a later refusal. */
+		if (!tok)
+			l->refused_sent_ms = E(rf, c)->sent_ms;
+		if (!tok || tok->issued_ms > l->refused_sent_ms)
+			provider_client_error(rf, c, !tok, next);
+	}
 	token_unref(tok);
 	if (pr->gen && pr->err) {
 		e->persist_tries = 1;

@@ -30,6 +30,7 @@ struct lane {
 	unsigned inflight;
 	struct cred *head, *tail; /* waiting for a free slot */
 	bool client_error;	  /* the provider refuses our client */
+	int64_t refused_sent_ms;  /* when the refused request went out */
 	int64_t hold_mono;	  /* rate limited: nothing before this */
 	double budget;		  /* max_requests_per_s: requests in hand */
 	int64_t budget_mono;	  /* when budget was last topped up */

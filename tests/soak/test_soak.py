@@ -45,7 +45,10 @@ LIFETIME_S = 10     # refreshed with 5 s left: about 20 refreshes/s
 HOLD_S = 1          # a fault stays this long after it shows; a stalled
                     # request takes timeout_s (1 s) more, and the token
                     # still has 4 s of margin (5 s less the 1 s skew)
-KILL_SPACING_S = 30  # so that some daemon lives long enough to measure
+# A kill or an upgrade replaces the daemon process: at least this far
+# apart, so that every daemon but the last lives long enough to measure
+# its memory (random spacing left none that long once, on a loaded run).
+REPLACE_SPACING_S = 30
 WINDOW_S = 1.0      # provider's answer to the record's rename (test_crash)
 
 READER = r"""
@@ -189,7 +192,7 @@ class Chaos:
         self.rng = rng
         self.kills, self.revoked, self.log = [], set(), []
         self.reshaped = set()  # tenants a reload took away for a while
-        self.last_kill = time.monotonic()  # the first daemon too
+        self.last_replace = time.monotonic()  # the first daemon too
 
     def seen(self, what, pred, timeout=15):
         t0 = time.monotonic()
@@ -243,12 +246,13 @@ class Chaos:
             victim + "/idp"]["state"] == "revoked")
 
     def e_kill(self):
-        self.last_kill = time.monotonic()
+        self.last_replace = time.monotonic()
         self.kills.append(time.time())
         self.sd.restart_after_crash()
         self.log.append("killed and restarted")
 
     def e_upgrade(self):
+        self.last_replace = time.monotonic()
         self.sd.upgrade()
         self.log.append("upgraded")
 
@@ -325,8 +329,8 @@ class Chaos:
                 continue
             planned = bool(plan)
             kind = plan.pop(0) if plan else self.rng.choice(kinds)
-            if kind == "e_kill" and \
-                    time.monotonic() - self.last_kill < KILL_SPACING_S:
+            if kind in ("e_kill", "e_upgrade") and \
+                    time.monotonic() - self.last_replace < REPLACE_SPACING_S:
                 if planned:  # later, but it must come
                     plan.append(kind)
                     time.sleep(0.5 if len(plan) == 1 else 0)
