@@ -199,6 +199,17 @@ int audit_open(const char *path, struct audit **out)
 	return 0;
 }
 
+/* Return once every line queued before the call is written (or failed). */
+static void audit_flush(struct audit *a)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	while ((a->head || a->writing) && a->started)
+		pthread_cond_wait(&a->room, &a->lock);
+	pthread_mutex_unlock(&a->lock);
+}
+
 int audit_reopen(struct audit *a)
 {
 	int fd;
@@ -219,16 +230,6 @@ int audit_reopen(struct audit *a)
 	pthread_cond_signal(&a->work);
 	pthread_mutex_unlock(&a->lock);
 	return 0;
-}
-
-void audit_flush(struct audit *a)
-{
-	if (!a)
-		return;
-	pthread_mutex_lock(&a->lock);
-	while ((a->head || a->writing) && a->started)
-		pthread_cond_wait(&a->room, &a->lock);
-	pthread_mutex_unlock(&a->lock);
 }
 
 static void set_str(json_t *o, const char *key, const char *v)

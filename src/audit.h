@@ -36,10 +36,6 @@ int audit_reopen(struct audit *a);
  * Failures, then or in the writer, are counted: see audit_failures(). */
 void audit_log(struct audit *a, const struct audit_rec *rec);
 
-/* Return once every line queued before the call is written (or failed).
- * NULL-safe. */
-void audit_flush(struct audit *a);
-
 /* Failed writes so far; the last error's text into @last (size @n). */
 uint64_t audit_failures(struct audit *a, char *last, size_t n);
 

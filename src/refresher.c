@@ -58,7 +58,6 @@ static void kick(void *arg, struct cred *c)
 	if (E(rf, c) && E(rf, c)->heap_idx != NOT_IN_HEAP &&
 	    E(rf, c)->attempt_mono > now) {
 		E(rf, c)->attempt_mono = now;
-		E(rf, c)->due_mono = now;
 		rf_heap_fix(rf, c);
 	} else if (E(rf, c) && E(rf, c)->at_store) {
 		E(rf, c)->kicked = true;
@@ -207,16 +206,22 @@ static void client_error_move(void *arg, struct cred *c,
  * invalid_client for @c: the whole provider's credentials are in
  * client_error, and none asks again before @c's retry (on) or its success
  * clears it for all (off), when those without a token ask at once.
+ * @sent_ms: when the request that answered went out.
  */
 static void provider_client_error(struct refresher *rf, struct cred *c, bool on,
-				  int64_t next_ms)
+				  int64_t next_ms, int64_t sent_ms)
 {
 	struct lane *l = &rf->lanes[rf_lane_of(rf, c)];
 	const struct config *cfg = cred_table_config(rf->t);
 	struct client_error_move m = {rf, on, 0};
 	size_t i;
 
-	if (l->client_error == on)
+	if (on)
+		l->refused_sent_ms = sent_ms;
+	/* A success says the provider takes our client again only if its
+	 * request went out after the refused one: an answer the store
+	 * worker held comes back after a later refusal. */
+	if (l->client_error == on || (!on && sent_ms <= l->refused_sent_ms))
 		return;
 	l->client_error = on;
 	for (i = 0; i < cfg->n_creds; i++) {
@@ -316,17 +321,9 @@ void rf_finish(struct refresher *rf, struct cred *c, struct oauth_result *res,
 		rf->on_expire(rf->arg, c, before->gen); /* revoked */
 	token_unref(after);
 	token_unref(before);
-	if (tok || res->outcome == OAUTH_INVALID_CLIENT) {
-		struct lane *l = &rf->lanes[rf_lane_of(rf, c)];
-
-		/* A success says the provider takes our client again only if
-		 * its request went out after the refused one: an answer the
-		 * store worker held comes back after a later refusal. */
-		if (!tok)
-			l->refused_sent_ms = E(rf, c)->sent_ms;
-		if (!tok || tok->issued_ms > l->refused_sent_ms)
-			provider_client_error(rf, c, !tok, next);
-	}
+	if (tok || res->outcome == OAUTH_INVALID_CLIENT)
+		provider_client_error(rf, c, !tok, next,
+				      tok ? tok->issued_ms : E(rf, c)->sent_ms);
 	token_unref(tok);
 	if (pr->gen && pr->err) {
 		e->persist_tries = 1;

@@ -13,6 +13,7 @@
 #include "cred.h"
 #include "oauth.h"
 #include "policy.h"
+#include "table_fixture.h"
 #include "util.h"
 
 #define CONFIG                                                             \
@@ -40,18 +41,13 @@ static void count_wake(void *arg)
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	char err[512];
 
 	assert_non_null(f);
-	assert_int_equal(config_parse(CONFIG, strlen(CONFIG), "c.json", &f->cfg,
-				      err, sizeof(err)),
-			 0);
-	assert_int_equal(cred_table_new(f->cfg, NULL, &f->t), 0);
+	table_open(CONFIG, &f->cfg, &f->t);
 	f->t->kick = count_kick;
 	f->t->kick_arg = f;
 	f->t->wake = count_wake;
 	f->t->wake_arg = f;
-	cred_table_enter(f->t); /* what a reader does (cred.h) */
 	*state = f;
 	return 0;
 }
@@ -60,9 +56,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	cred_table_exit(f->t);
-	cred_table_free(f->t);
-	config_free(f->cfg);
+	table_close(f->cfg, f->t);
 	free(f);
 	return 0;
 }
@@ -94,20 +88,7 @@ static enum cred_state state_of(struct cred *c)
 /* A successful answer to the request in flight, as the refresher gives. */
 static void answer(struct fixture *f, struct cred *c)
 {
-	struct oauth_result res = {.outcome = OAUTH_OK, .retry_after_ms = -1};
-	char *rt = NULL;
-	struct token *tok;
-
-	res.tok.access_token = strdup("tok-value");
-	res.tok.len = strlen("tok-value");
-	res.tok.refresh_expires_in_ms = -1;
-	res.tok.token_type = strdup("Bearer");
-	res.tok.expires_in_ms = 3600 * 1000;
-	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
-	tok = cred_token_new(c, &res.tok, time_real_ms());
-	assert_non_null(tok);
-	cred_finish_attempt(f->t, c, &res, tok, NULL, 0.5);
-	oauth_result_clear(&res);
+	table_answer(f->t, c, "tok-value");
 }
 
 static void waiting_opens_are_answered_by_the_refresh(void **state)

@@ -18,6 +18,7 @@
 #include "oauth.h"
 #include "refresher_int.h"
 #include "render.h"
+#include "table_fixture.h"
 #include "util.h"
 
 #define CONFIG                                                             \
@@ -37,14 +38,9 @@ struct fixture {
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	char err[512];
 
 	assert_non_null(f);
-	assert_int_equal(config_parse(CONFIG, strlen(CONFIG), "c.json", &f->cfg,
-				      err, sizeof(err)),
-			 0);
-	assert_int_equal(cred_table_new(f->cfg, NULL, &f->t), 0);
-	cred_table_enter(f->t);
+	table_open(CONFIG, &f->cfg, &f->t);
 	*state = f;
 	return 0;
 }
@@ -53,9 +49,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	cred_table_exit(f->t);
-	cred_table_free(f->t);
-	config_free(f->cfg);
+	table_close(f->cfg, f->t);
 	free(f);
 	return 0;
 }
@@ -63,25 +57,6 @@ static int teardown(void **state)
 static struct cred *first(struct fixture *f)
 {
 	return cred_of(f->t, &f->cfg->creds[0]);
-}
-
-/* A successful answer with @value, as the refresher publishes one. */
-static void answer(struct fixture *f, struct cred *c, const char *value)
-{
-	struct oauth_result res = {.outcome = OAUTH_OK, .retry_after_ms = -1};
-	char *rt = NULL;
-	struct token *tok;
-
-	res.tok.access_token = strdup(value);
-	res.tok.len = strlen(value);
-	res.tok.refresh_expires_in_ms = -1;
-	res.tok.token_type = strdup("Bearer");
-	res.tok.expires_in_ms = 3600 * 1000;
-	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
-	tok = cred_token_new(c, &res.tok, time_real_ms());
-	assert_non_null(tok);
-	cred_finish_attempt(f->t, c, &res, tok, NULL, 0.5);
-	oauth_result_clear(&res);
 }
 
 static char *rendered(struct fixture *f, enum cred_file file)
@@ -145,7 +120,7 @@ static void status_text_and_json_agree(void **state)
 	assert_true(json_is_null(json_object_get(j, "fingerprint")));
 	json_decref(j);
 
-	answer(f, first(f), "tok-secret-value");
+	table_answer(f->t, first(f), "tok-secret-value");
 	j = same_fields(f);
 	assert_string_equal(json_string_value(json_object_get(j, "state")),
 			    "valid");
@@ -171,7 +146,7 @@ static void metrics_name_every_credential(void **state)
 	struct visible *only = visible_new(f->cfg->n_cred_slots);
 	struct buf b;
 
-	answer(f, first(f), "tok-secret-value");
+	table_answer(f->t, first(f), "tok-secret-value");
 	buf_init(&b, 1 << 20);
 	assert_int_equal(render_metrics(f->t, NULL, time_real_ms(), &b), 0);
 	assert_non_null(strstr(b.data, "credfs_refresh_success_total{tenant="
