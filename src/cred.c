@@ -163,19 +163,26 @@ int cred_next_record(struct cred *c, const struct oauth_token *ot,
 	int ret = 0;
 
 	pthread_mutex_lock(&c->lock);
-	if (!cred_present(c) || (!c->refresh_token && !new_rt)) {
+	if (!cred_present(c) || (!c->refresh_token && !new_rt && !c->revoked)) {
 		ret = -ECANCELED;
+		goto out;
+	}
+	r->generation = c->record_gen + 1;
+	*expect = c->durable_gen;
+	if (c->revoked && !new_rt) {
+		/* Kept so that no daemon presents the dead token again. */
+		r->revoked = strdup(c->last_error[0] ? c->last_error
+						     : "invalid_grant");
+		ret = r->revoked ? 0 : -ENOMEM;
 		goto out;
 	}
 	if (!*tok)
 		*tok = token_ref(c->cur);
 	r->refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
-	r->generation = c->record_gen + 1;
 	r->rt_expires_ms =
 		ot && *tok ? cred_rt_expiry(cred_conf(c)->provider, ot,
 					    (*tok)->issued_ms, c->rt_expires_ms)
 			   : c->rt_expires_ms;
-	*expect = c->durable_gen;
 	if (!r->refresh_token)
 		ret = -ENOMEM;
 out:
@@ -810,6 +817,7 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 			/* The refresh token is dead: nothing to serve, nothing
 			 * to retry until a new one is added. */
 			c->revoked = true;
+			c->record_gen++; /* a state to store (plan: persist) */
 			replace_tokens_locked(c, NULL, old);
 			strfreezero(c->refresh_token);
 			c->refresh_token = NULL;
@@ -894,7 +902,7 @@ out:
 bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
 		       double u)
 {
-	struct token *tok = token_of_record(c, r), *old[2];
+	struct token *tok = r->revoked ? NULL : token_of_record(c, r), *old[2];
 	bool valid = tok != NULL;
 
 	pthread_mutex_lock(&c->lock);
@@ -904,15 +912,23 @@ bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
 	r->refresh_token = NULL;
 	c->record_gen = c->durable_gen = r->generation;
 	c->rt_expires_ms = r->rt_expires_ms;
-	c->revoked = false;
+	c->revoked = r->revoked != NULL;
 	c->consecutive_failures = 0;
 	c->persist_error_ms = 0;
 	c->persist_error[0] = '\0';
+	if (r->revoked) {
+		/* Refused before (here or by another daemon): not again. */
+		snprintf(c->last_error, sizeof(c->last_error), "%s",
+			 r->revoked);
+		if (!c->last_error_ms)
+			c->last_error_ms = time_real_ms();
+	}
 	atomic_store_explicit(&c->present, true, memory_order_release);
 	c->next_refresh_ms =
 		tok ? plan_refresh_at(&cred_conf(c)->timing, tok->issued_ms,
 				      tok->expires_ms, u)
-		    : time_real_ms();
+		: r->revoked ? 0
+			     : time_real_ms();
 	changed_locked(t, c);
 	pthread_mutex_unlock(&c->lock);
 	token_unref(old[0]);
@@ -1010,6 +1026,7 @@ bool cred_revoked_by_provider(struct cred_table *t, struct cred *c,
 		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
 		if (cred_uses_store(c)) {
 			c->revoked = true;
+			c->record_gen++; /* a state to store */
 			strfreezero(c->refresh_token);
 			c->refresh_token = NULL;
 			c->next_refresh_ms = 0;

@@ -382,7 +382,9 @@ int64_t cred_abandon_attempt(struct cred_table *t, struct cred *c);
 /*
  * Adopt record @r as @c's state: its refresh token (taken over from @r),
  * generation and, if still valid, its access token as a new generation;
- * clears revoked and errors. Plans the next refresh with jitter @u.
+ * clears errors, and revoked unless @r is a revoked record (then nothing
+ * is served or asked for until a newer record comes). Plans the next
+ * refresh with jitter @u.
  * Returns true if a valid token is now served.
  */
 bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,

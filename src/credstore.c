@@ -78,7 +78,7 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 
 	ret = store_load(t->store, cred_conf(c)->tenant,
 			 cred_conf(c)->provider->name, 0, &r);
-	if (ret == 0 && (!r.refresh_token || !r.refresh_token[0]))
+	if (ret == 0 && !r.revoked && (!r.refresh_token || !r.refresh_token[0]))
 		ret = -EPROTO;
 	if (ret == -ENOENT) {
 		if (present) {
@@ -109,7 +109,10 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 		ch = CS_ADOPTED;
 		snprintf(msg, msglen, "%s: record generation %llu loaded%s",
 			 name, (unsigned long long)r.generation,
-			 valid ? " with a valid access token" : "");
+			 valid	     ? " with a valid access token"
+			 : r.revoked ? "; revoked: the provider refused its "
+				       "refresh token (add a new grant)"
+				     : "");
 	} else if (r.generation < durable) {
 		snprintf(why, sizeof(why),
 			 "the store holds generation %llu, older than %llu: "

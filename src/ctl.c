@@ -325,7 +325,7 @@ static void list_line(struct ctx *x, const char *tenant, const char *provider,
 			 (unsigned long long)r.generation);
 		if (r.access_token && r.expires_ms)
 			time_rfc3339(r.expires_ms, stored_exp);
-		state = "stored";
+		state = r.revoked ? "revoked" : "stored";
 		expires = stored_exp;
 	} else if (ret == -ENOENT) {
 		state = strcmp(grant, "refresh_token") ? "-" : "absent";

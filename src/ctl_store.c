@@ -326,6 +326,10 @@ static int revoke_record(struct ctx *x, const char *tenant,
 			why = "no record in the store";
 		else if (r < 0)
 			why = "the record does not open";
+		else if (rec.revoked) { /* the provider refused it already */
+			record_clear(&rec);
+			return 0;
+		}
 	}
 	if (!why) {
 		/* Every answer is printed; nothing is deleted unless every

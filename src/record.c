@@ -92,6 +92,8 @@ int record_seal(const uint8_t *master, const char *tenant, const char *provider,
 	if (r->rt_expires_ms)
 		json_object_set_new(o, "rt_expires_ms",
 				    json_integer(r->rt_expires_ms));
+	if (r->revoked)
+		json_object_set_new(o, "revoked", json_string(r->revoked));
 	if (r->n_fields) {
 		json_t *f = json_object();
 
@@ -222,6 +224,8 @@ int record_open(const uint8_t *master, const char *tenant, const char *provider,
 		ret = -EPROTO;
 	r->rt_expires_ms = json_integer_value(v);
 	if (ret == 0)
+		ret = take_str(o, "revoked", &r->revoked);
+	if (ret == 0)
 		ret = take_fields(json_object_get(o, "fields"), r);
 out:
 	OPENSSL_cleanse(key, sizeof(key));
@@ -239,6 +243,7 @@ void record_clear(struct record *r)
 	strfreezero(r->access_token);
 	free(r->token_type);
 	free(r->scope);
+	free(r->revoked);
 	for (size_t i = 0; i < r->n_fields; i++) {
 		free(r->fields[i].name);
 		free(r->fields[i].value);

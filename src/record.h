@@ -23,13 +23,15 @@ struct record_field;
 
 struct record {
 	uint64_t generation;   /* +1 on every write of a credential */
-	char *refresh_token;   /* or NULL */
+	char *refresh_token;   /* NULL only in a revoked record */
 	char *access_token;    /* or NULL */
 	char *token_type;      /* or NULL */
 	char *scope;	       /* granted, space-separated, or NULL */
 	int64_t issued_ms;     /* 0 if unknown */
 	int64_t expires_ms;    /* 0 if unknown */
 	int64_t rt_expires_ms; /* the refresh token's expiry, 0 if unknown */
+	char *revoked;	       /* the provider refused the refresh token (it
+				* is not kept): why; NULL for a live grant */
 	struct record_field *fields; /* the provider's response_fields */
 	size_t n_fields;
 };

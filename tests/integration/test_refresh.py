@@ -223,6 +223,20 @@ def test_invalid_grant_revokes_until_a_new_token_is_added(
     time.sleep(2)  # no more requests for a revoked credential
     assert all(r[4] == "ok" for r in provider.token_requests()[n:])
     assert provider.issued(m.token("beta", "idp"))  # others unaffected
+    # The refusal is in the record: a restarted daemon does not present
+    # the dead refresh token again, and says why it serves nothing.
+    wait_for(lambda: not any(m.metrics("credfs_store_unpersisted")), 10,
+             what="the revoked state written")
+    m.stop()
+    assert "revoked" in ctl(m, "list").stdout.split("acme")[1].split("\n")[0]
+    n = len(provider.token_requests())
+    m.start()
+    st = m.status("acme", "idp")
+    assert st["state"] == "revoked", st
+    assert st["last_error"].startswith("invalid_grant"), st
+    assert open_errno(path) == errno.EKEYREVOKED
+    time.sleep(1)
+    assert all(r[4] == "ok" for r in provider.token_requests()[n:])
     # A new refresh token brings it back.
     r = ctl(m, "add", "acme", "idp",
             input=provider.mint_refresh_token(CLIENT_ID, "read"))

@@ -84,7 +84,24 @@ static void record_round_trip(void **state)
 	assert_string_equal(r.scope, "a b");
 	assert_int_equal(r.issued_ms, 1000);
 	assert_int_equal(r.expires_ms, 3601000);
+	assert_null(r.revoked);
 	record_clear(&r);
+	buf_free(&b);
+	/* A revoked record: the reason, no refresh token. */
+	assert_int_equal(record_seal(master, "acme", "google",
+				     &(struct record){
+					     .generation = 8,
+					     .revoked = "invalid_grant: gone",
+				     },
+				     &b),
+			 0);
+	assert_int_equal(
+		record_open(master, "acme", "google", b.data, b.len, &r), 0);
+	assert_string_equal(r.revoked, "invalid_grant: gone");
+	assert_null(r.refresh_token);
+	record_clear(&r);
+	buf_free(&b);
+	assert_int_equal(record_seal(master, "acme", "google", &sample, &b), 0);
 	/* Bound to its place and its key. */
 	assert_int_equal(
 		record_open(master, "beta", "google", b.data, b.len, &r),
