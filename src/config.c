@@ -684,12 +684,23 @@ const struct cred_conf *config_find_cred(const struct config *cfg,
 					 const char *tenant,
 					 const char *provider)
 {
-	size_t i;
+	size_t lo = 0, hi = cfg->n_creds;
 
-	for (i = 0; i < cfg->n_creds; i++)
-		if (!strcmp(cfg->creds[i].tenant, tenant) &&
-		    !strcmp(cfg->creds[i].provider->name, provider))
-			return &cfg->creds[i];
+	/* creds are sorted as cmp_cred() says. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct cred_conf *cc = &cfg->creds[mid];
+		int r = strcmp(tenant, cc->tenant);
+
+		if (!r)
+			r = strcmp(provider, cc->provider->name);
+		if (!r)
+			return cc;
+		if (r < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
 	return NULL;
 }
 
@@ -772,7 +783,7 @@ int config_read(const char *path, struct config **out, char *err, size_t errlen)
 	r = file_read_capped(path, CONFIG_MAX_BYTES, false, &b);
 	if (r < 0) {
 		snprintf(err, errlen, "%s: cannot read: %s", path,
-			 file_read_error(r, "larger than 1 MiB"));
+			 file_read_error(r, "larger than 64 MiB"));
 		return r;
 	}
 	r = config_parse(b.data, b.len, path, out, err, errlen);

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define CONFIG_MAX_BYTES (1024 * 1024)
+#define CONFIG_MAX_BYTES (64 * 1024 * 1024)
 
 enum auth_method {
 	AUTH_CLIENT_SECRET_BASIC,

@@ -171,8 +171,8 @@ int cred_next_record(struct cred *c, const struct oauth_token *ot,
 	*expect = c->durable_gen;
 	if (c->revoked && !new_rt) {
 		/* Kept so that no daemon presents the dead token again. */
-		r->revoked = strdup(c->last_error[0] ? c->last_error
-						     : "invalid_grant");
+		r->revoked =
+			strdup(c->last_error ? c->last_error : "invalid_grant");
 		ret = r->revoked ? 0 : -ENOMEM;
 		goto out;
 	}
@@ -364,12 +364,14 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 	v->last_refresh_ms = c->last_refresh_ms;
 	v->next_refresh_ms = c->next_refresh_ms;
 	v->last_error_ms = c->last_error_ms;
-	memcpy(v->last_error, c->last_error, sizeof(v->last_error));
+	snprintf(v->last_error, sizeof(v->last_error), "%s",
+		 text_of(c->last_error));
 	v->record_gen = c->record_gen;
 	v->durable_gen = c->durable_gen;
 	v->persist_failures = c->persist_failures;
 	v->persist_error_ms = c->persist_error_ms;
-	memcpy(v->persist_error, c->persist_error, sizeof(v->persist_error));
+	snprintf(v->persist_error, sizeof(v->persist_error), "%s",
+		 text_of(c->persist_error));
 	v->rt_expires_ms = rt_expiry_locked(c);
 	v->version = c->version;
 	pthread_mutex_unlock(&c->lock);
@@ -720,14 +722,14 @@ static void note_persist_locked(struct cred_table *t, struct cred *c,
 			c->durable_gen = gen;
 		if (c->durable_gen >= c->record_gen) {
 			c->persist_error_ms = 0;
-			c->persist_error[0] = '\0';
+			text_clear(&c->persist_error);
 		}
 		return;
 	}
 	c->persist_failures++;
 	c->persist_error_ms = time_real_ms();
 	store_error_text(t->store, words, sizeof(words));
-	snprintf(c->persist_error, sizeof(c->persist_error),
+	text_set(&c->persist_error,
 		 "cannot write generation %llu to the store: %s",
 		 (unsigned long long)gen, words[0] ? words : strerror(-err));
 }
@@ -811,8 +813,7 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		c->failure_count++;
 		c->consecutive_failures++;
 		c->last_error_ms = now;
-		snprintf(c->last_error, sizeof(c->last_error), "%s",
-			 res->error);
+		text_set(&c->last_error, "%s", res->error);
 		if (res->outcome == OAUTH_INVALID_GRANT && cred_uses_store(c)) {
 			/* The refresh token is dead: nothing to serve, nothing
 			 * to retry until a new one is added. */
@@ -915,11 +916,10 @@ bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
 	c->revoked = r->revoked != NULL;
 	c->consecutive_failures = 0;
 	c->persist_error_ms = 0;
-	c->persist_error[0] = '\0';
+	text_clear(&c->persist_error);
 	if (r->revoked) {
 		/* Refused before (here or by another daemon): not again. */
-		snprintf(c->last_error, sizeof(c->last_error), "%s",
-			 r->revoked);
+		text_set(&c->last_error, "%s", r->revoked);
 		if (!c->last_error_ms)
 			c->last_error_ms = time_real_ms();
 	}
@@ -962,10 +962,10 @@ void cred_retire(struct cred_table *t, struct cred *c)
 	c->attempts = c->refresh_count = c->failure_count = 0;
 	c->consecutive_failures = 0;
 	c->last_refresh_ms = c->last_error_ms = 0;
-	c->last_error[0] = '\0';
+	text_clear(&c->last_error);
 	c->rt_expires_ms = 0;
 	c->persist_error_ms = 0;
-	c->persist_error[0] = '\0';
+	text_clear(&c->persist_error);
 	atomic_store_explicit(&c->present, false, memory_order_release);
 	changed_locked(t, c); /* the refresher let it go: no replan */
 	pthread_mutex_unlock(&c->lock);
@@ -983,10 +983,10 @@ void cred_forget(struct cred_table *t, struct cred *c)
 	drop_all_locked(c, old);
 	c->revoked = false;
 	c->consecutive_failures = 0;
-	c->last_error[0] = '\0';
+	text_clear(&c->last_error);
 	c->last_error_ms = 0;
 	c->persist_error_ms = 0;
-	c->persist_error[0] = '\0';
+	text_clear(&c->persist_error);
 	atomic_store_explicit(&c->present, false, memory_order_release);
 	changed_locked(t, c);
 	pthread_mutex_unlock(&c->lock);
@@ -1003,7 +1003,7 @@ void cred_record_unusable(struct cred_table *t, struct cred *c, const char *why)
 	c->failure_count++;
 	c->consecutive_failures++;
 	c->last_error_ms = time_real_ms();
-	snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+	text_set(&c->last_error, "%s", why);
 	atomic_store_explicit(&c->present, true, memory_order_release);
 	changed_locked(t, c);
 	pthread_mutex_unlock(&c->lock);
@@ -1023,7 +1023,7 @@ bool cred_revoked_by_provider(struct cred_table *t, struct cred *c,
 		c->failure_count++;
 		c->consecutive_failures++;
 		c->last_error_ms = time_real_ms();
-		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+		text_set(&c->last_error, "%s", why);
 		if (cred_uses_store(c)) {
 			c->revoked = true;
 			c->record_gen++; /* a state to store */
@@ -1047,7 +1047,7 @@ void cred_store_behind(struct cred_table *t, struct cred *c, const char *why)
 	pthread_mutex_lock(&c->lock);
 	c->durable_gen = 0;
 	c->persist_error_ms = time_real_ms();
-	snprintf(c->persist_error, sizeof(c->persist_error), "%s", why);
+	text_set(&c->persist_error, "%s", why);
 	changed_locked(t, c);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -1059,16 +1059,16 @@ bool cred_store_reachable(struct cred_table *t, struct cred *c, bool up,
 
 	atomic_store(&t->store_down, !up);
 	pthread_mutex_lock(&c->lock);
-	if (!up && strcmp(c->persist_error, why)) {
+	if (!up && strcmp(text_of(c->persist_error), why)) {
 		c->persist_error_ms = time_real_ms();
-		snprintf(c->persist_error, sizeof(c->persist_error), "%s", why);
+		text_set(&c->persist_error, "%s", why);
 		c->version++;
 		atomic_fetch_add(&t->version, 1);
 		said = true;
 	} else if (up && c->persist_error_ms &&
 		   c->durable_gen >= c->record_gen) {
 		c->persist_error_ms = 0;
-		c->persist_error[0] = '\0';
+		text_clear(&c->persist_error);
 		c->version++;
 		atomic_fetch_add(&t->version, 1);
 	}

@@ -36,7 +36,7 @@ struct cred {
 	int64_t last_refresh_ms; /* wall clock of the last success, 0 never */
 	int64_t next_refresh_ms; /* wall clock of the next planned request */
 	int64_t last_error_ms;	 /* wall clock of the last failure, 0 never */
-	char last_error[OAUTH_ERROR_TEXT];
+	char *last_error;	 /* text_set(): NULL for none */
 	uint64_t version; /* bumped on every change above */
 
 	/* The refresh_token grant and the store, under lock. */
@@ -49,7 +49,7 @@ struct cred {
 	int64_t rt_expires_ms; /* the refresh token's known expiry; 0 */
 	uint64_t persist_failures;
 	int64_t persist_error_ms; /* 0: the newest state is durable */
-	char persist_error[OAUTH_ERROR_TEXT];
+	char *persist_error;	  /* text_set(): NULL for none */
 	atomic_bool present; /* false: no record, so no directory */
 
 	unsigned waiting; /* openers waiting for a refresh, under lock */

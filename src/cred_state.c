@@ -107,9 +107,10 @@ json_t *cred_export(struct cred *c)
 		(json_int_t)c->last_refresh_ms, "next_refresh_ms",
 		(json_int_t)c->next_refresh_ms, "consecutive_failures",
 		(int)c->consecutive_failures, "last_error_ms",
-		(json_int_t)c->last_error_ms, "last_error", c->last_error,
-		"attempts", (json_int_t)c->attempts, "revoked", c->revoked,
-		"client_error", c->client_error, "tokens", toks);
+		(json_int_t)c->last_error_ms, "last_error",
+		text_of(c->last_error), "attempts", (json_int_t)c->attempts,
+		"revoked", c->revoked, "client_error", c->client_error,
+		"tokens", toks);
 	pthread_mutex_unlock(&c->lock);
 	return j;
 }
@@ -187,7 +188,7 @@ bool cred_import(struct cred_table *t, struct cred *c, const json_t *j)
 	c->consecutive_failures = (unsigned)int_of(j, "consecutive_failures");
 	c->last_error_ms = int_of(j, "last_error_ms");
 	err = json_string_value(json_object_get(j, "last_error"));
-	snprintf(c->last_error, sizeof(c->last_error), "%s", err ? err : "");
+	text_set(&c->last_error, "%s", err ? err : "");
 	c->client_error = json_is_true(json_object_get(j, "client_error"));
 	c->revoked = cred_uses_store(c) &&
 		     json_is_true(json_object_get(j, "revoked"));

@@ -43,8 +43,37 @@ static const char *name_of(const struct cred *c, char *out, size_t n)
 	return out;
 }
 
+static enum credstore_change settle_loaded(struct cred_table *t, struct cred *c,
+					   int ret, struct record *r, char *msg,
+					   size_t msglen);
+static void announce(struct cred_table *t, struct cred *c,
+		     enum credstore_change ch, const char *msg, bool quiet);
+
+/* Read @c's record and act on it; with @quiet, no log line for what is
+ * routine (the start). */
 static enum credstore_change reload(struct cred_table *t, struct cred *c,
-				    char *msg, size_t msglen, bool quiet);
+				    char *msg, size_t msglen, bool quiet)
+{
+	enum credstore_change ch;
+	struct record r;
+	int ret;
+
+	if (!t->store || !cred_uses_store(c)) {
+		snprintf(msg, msglen, "%s/%s: not kept in the store",
+			 cred_conf(c)->tenant, cred_conf(c)->provider->name);
+		return CS_SAME;
+	}
+	/* Loaded under the lock: a reload that read an older record never
+	 * acts after one that read a newer. */
+	pthread_mutex_lock(&reload_lock);
+	ret = store_load(t->store, cred_conf(c)->tenant,
+			 cred_conf(c)->provider->name, 0, &r);
+	ch = settle_loaded(t, c, ret, &r, msg, msglen);
+	pthread_mutex_unlock(&reload_lock);
+	record_clear(&r);
+	announce(t, c, ch, msg, quiet);
+	return ch;
+}
 
 enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
 				       char *msg, size_t msglen)
@@ -52,23 +81,20 @@ enum credstore_change credstore_reload(struct cred_table *t, struct cred *c,
 	return reload(t, c, msg, msglen, false);
 }
 
-static enum credstore_change reload(struct cred_table *t, struct cred *c,
-				    char *msg, size_t msglen, bool quiet)
+/* What @c's record, loaded with result @ret into @rec, means for @c,
+ * and doing it; what it was in @msg. With the reload lock held. */
+static enum credstore_change settle_loaded(struct cred_table *t, struct cred *c,
+					   int ret, struct record *rec,
+					   char *msg, size_t msglen)
 {
 	enum credstore_change ch = CS_SAME;
 	struct cred_store_state st;
 	uint64_t have, durable;
 	bool present, has_rt, revoked;
 	char name[160], why[OAUTH_ERROR_TEXT];
-	struct record r;
-	int ret;
+	struct record r = *rec;
 
 	name_of(c, name, sizeof(name));
-	if (!t->store || !cred_uses_store(c)) {
-		snprintf(msg, msglen, "%s: not kept in the store", name);
-		return CS_SAME;
-	}
-	pthread_mutex_lock(&reload_lock);
 	cred_store_state(c, &st);
 	present = st.present;
 	has_rt = st.has_refresh_token;
@@ -76,8 +102,6 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 	have = st.record_gen;
 	durable = st.durable_gen;
 
-	ret = store_load(t->store, cred_conf(c)->tenant,
-			 cred_conf(c)->provider->name, 0, &r);
 	if (ret == 0 && !r.revoked && (!r.refresh_token || !r.refresh_token[0]))
 		ret = -EPROTO;
 	if (ret == -ENOENT) {
@@ -126,8 +150,15 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 		snprintf(msg, msglen, "%s: unchanged (generation %llu)", name,
 			 (unsigned long long)have);
 	}
-	record_clear(&r);
-	pthread_mutex_unlock(&reload_lock);
+	*rec = r; /* what adoption left (the caller clears it) */
+	return ch;
+}
+
+/* Say what settle_loaded() did (with @quiet, routine news at debug
+ * level only), and tell the table's hook, after the reload lock. */
+static void announce(struct cred_table *t, struct cred *c,
+		     enum credstore_change ch, const char *msg, bool quiet)
+{
 	if (ch == CS_KEPT || ch == CS_UNUSABLE)
 		log_error("%s", msg);
 	else if (ch != CS_SAME && !quiet)
@@ -136,25 +167,172 @@ static enum credstore_change reload(struct cred_table *t, struct cred *c,
 		log_debug("%s", msg);
 	if (ch != CS_SAME && ch != CS_KEPT && t->notify)
 		t->notify(t->notify_arg, c);
-	return ch;
 }
+
+/* Records loaded together at the start (store_load_many()). */
+#define LOAD_CHUNK 4096
 
 size_t credstore_load_all(struct cred_table *t)
 {
+	struct store_load *l = calloc(LOAD_CHUNK, sizeof(*l));
+	struct record *r = calloc(LOAD_CHUNK, sizeof(*r));
+	struct cred **of = calloc(LOAD_CHUNK, sizeof(*of));
 	const struct config *cfg;
 	char msg[512];
-	size_t i, n = 0;
+	size_t i = 0, k, j, n = 0;
 
 	cred_table_enter(t);
 	cfg = cred_table_config(t);
-	for (i = 0; i < cfg->n_creds; i++) {
+	while (l && r && of && t->store && i < cfg->n_creds) {
+		for (k = 0; k < LOAD_CHUNK && i < cfg->n_creds; i++) {
+			struct cred *c = cred_of(t, &cfg->creds[i]);
+
+			if (!cred_uses_store(c))
+				continue;
+			of[k] = c;
+			l[k] = (struct store_load){
+				.tenant = cred_conf(c)->tenant,
+				.provider = cred_conf(c)->provider->name,
+				.r = &r[k],
+			};
+			k++;
+		}
+		/* No other reload runs yet: loaded outside the lock. */
+		store_load_many(t->store, l, k);
+		for (j = 0; j < k; j++) {
+			enum credstore_change ch;
+
+			pthread_mutex_lock(&reload_lock);
+			ch = settle_loaded(t, of[j], l[j].ret, &r[j], msg,
+					   sizeof(msg));
+			pthread_mutex_unlock(&reload_lock);
+			record_clear(&r[j]);
+			announce(t, of[j], ch, msg, true);
+			n += ch == CS_ADOPTED;
+		}
+	}
+	/* Without memory for the chunks: one by one. */
+	for (; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 
 		if (cred_uses_store(c))
 			n += reload(t, c, msg, sizeof(msg), true) == CS_ADOPTED;
 	}
 	cred_table_exit(t);
+	free(l);
+	free(r);
+	free(of);
 	return n;
+}
+
+/* Whether a record of generation @gen (0: removed) is news to @c. */
+static bool news(struct cred *c, uint64_t gen)
+{
+	struct cred_store_state st;
+
+	cred_store_state(c, &st);
+	return gen ? !st.present || gen > st.record_gen : st.present;
+}
+
+/* Reread tenant/provider's record if it is one of ours and news; with
+ * the table's section held. Whether it was. */
+static bool reread(struct cred_table *t, const struct cred_conf *cc,
+		   uint64_t gen)
+{
+	struct cred *c = cc ? cred_of(t, cc) : NULL;
+	char msg[512];
+
+	if (!c || !cred_uses_store(c) || !news(c, gen))
+		return false;
+	credstore_reload(t, c, msg, sizeof(msg));
+	return true;
+}
+
+/* Catching up: the store's generations against ours. */
+struct catch_up {
+	struct cred_table *t;
+	const struct config *cfg;
+	bool *seen; /* by position in cfg->creds */
+	size_t changed;
+};
+
+static int caught(void *arg, const char *tenant, const char *provider,
+		  uint64_t gen)
+{
+	struct catch_up *x = arg;
+	const struct cred_conf *cc = config_find_cred(x->cfg, tenant, provider);
+
+	if (cc)
+		x->seen[cc - x->cfg->creds] = true;
+	x->changed += reread(x->t, cc, gen);
+	return 0;
+}
+
+static void catch_up(struct cred_table *t)
+{
+	struct catch_up x = {.t = t};
+	size_t i;
+	int r;
+
+	cred_table_enter(t);
+	x.cfg = cred_table_config(t);
+	x.seen = calloc(x.cfg->n_creds ? x.cfg->n_creds : 1, 1);
+	r = x.seen ? store_generations(t->store, caught, &x) : -ENOMEM;
+	/* What the store no longer has is gone. */
+	for (i = 0; r == 0 && i < x.cfg->n_creds; i++)
+		if (!x.seen[i])
+			x.changed += reread(t, &x.cfg->creds[i], 0);
+	cred_table_exit(t);
+	free(x.seen);
+	if (r < 0)
+		log_warn("store: cannot compare the records with the store's "
+			 "(%s); changes made meanwhile are seen at the next "
+			 "refresh or SIGHUP",
+			 strerror(-r));
+	else if (x.changed)
+		log_info("store: %zu records changed while nobody listened; "
+			 "reread",
+			 x.changed);
+}
+
+/* store_watch()'s callback, on the store's thread. */
+static void heard(void *arg, const char *tenant, const char *provider,
+		  uint64_t gen)
+{
+	struct cred_table *t = arg;
+
+	if (!tenant) {
+		catch_up(t);
+		return;
+	}
+	cred_table_enter(t);
+	reread(t, config_find_cred(cred_table_config(t), tenant, provider),
+	       gen);
+	cred_table_exit(t);
+}
+
+int credstore_watch(struct cred_table *t)
+{
+	int r = t->store ? store_watch(t->store, heard, t) : -EOPNOTSUPP;
+
+	if (r == -EOPNOTSUPP)
+		return 0;
+	if (r == -EPROTO) {
+		log_warn("store: the database's schema predates change "
+			 "notifications: changes other daemons make are seen "
+			 "at the next refresh or SIGHUP; run credfsctl init "
+			 "to migrate it");
+		return 0;
+	}
+	if (r < 0)
+		log_error("store: cannot watch for changes: %s", strerror(-r));
+	return r;
+}
+
+void credstore_unwatch(struct cred_table *t)
+{
+	if (t && t->store)
+		store_unwatch(t->store);
 }
 
 /* "a\nb\n" -> "a b" (newly allocated), or NULL. */

@@ -32,9 +32,22 @@ enum credstore_change {
 		      * newer state in memory stays and is written again */
 };
 
-/* Load every refresh_token credential's record. Before the refresher
- * starts. Returns how many records were loaded. */
+/* Load every refresh_token credential's record, a few thousand at a
+ * time with store_load_many(). Before the refresher and the control
+ * socket start (no other reload may run). Returns how many records were
+ * loaded. */
 size_t credstore_load_all(struct cred_table *t);
+
+/*
+ * Hear of the records other daemons change (a shared store: see
+ * store_watch()) and reread each one that is news, within a moment of
+ * the change: a rotation, an add (a revoked credential comes back), a
+ * removal, a revocation. After a lost connection every record's
+ * generation is compared again. 0 also for a store that has no such
+ * thing (said in the log when it could and does not); -errno.
+ */
+int credstore_watch(struct cred_table *t);
+void credstore_unwatch(struct cred_table *t);
 
 /*
  * Read @c's record again (credfsctl add or remove, SIGHUP, invalid_grant)

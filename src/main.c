@@ -684,6 +684,8 @@ static int open_session(struct daemon *d)
 	return 0;
 }
 
+/* What tells this daemon of changes made elsewhere: the control socket
+ * (credfsctl on this host) and the shared store's watch (other hosts). */
 static int start_control(struct daemon *d)
 {
 	char err[1024];
@@ -695,7 +697,16 @@ static int start_control(struct daemon *d)
 			  &d->control, err, sizeof(err));
 	if (r < 0)
 		log_error("%s", err);
+	if (r == 0)
+		r = credstore_watch(d->t);
 	return r;
+}
+
+static void stop_control(struct daemon *d)
+{
+	credstore_unwatch(d->t);
+	control_stop(d->control);
+	d->control = NULL;
 }
 
 /* What runs beside the session: watchdog, refresher, control socket, the
@@ -820,8 +831,7 @@ static int hand_over(struct daemon *d)
 	char why[512] = "";
 	pid_t pid = 0;
 
-	control_stop(d->control);
-	d->control = NULL;
+	stop_control(d);
 	fs_pause_waits(d->fs);
 	d->image_seq = handoff_keeper_stop(d->keeper, d->image_seq);
 	d->keeper = NULL;
@@ -937,8 +947,7 @@ static void stop(struct daemon *d)
 	if (d->rd_started)
 		pthread_join(d->rd.thread, NULL);
 	/* Stop what notifies the session before it goes away. */
-	control_stop(d->control);
-	d->control = NULL;
+	stop_control(d);
 	handoff_keeper_stop(d->keeper, d->image_seq);
 	d->keeper = NULL;
 	refresher_free(d->sigs.rf);

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,6 +372,60 @@ static int file_load(struct store *bs, const char *tenant, const char *provider,
 		ret = -ESTALE;
 	}
 	return ret;
+}
+
+/* file_load_many()'s share of the work for one thread. */
+struct load_share {
+	struct store *s;
+	struct store_load *l;
+	size_t n;
+	pthread_t thread;
+};
+
+static void *load_share(void *arg)
+{
+	struct load_share *sh = arg;
+	size_t i;
+
+	for (i = 0; i < sh->n; i++)
+		sh->l[i].ret = file_load(sh->s, sh->l[i].tenant,
+					 sh->l[i].provider, 0, sh->l[i].r);
+	return NULL;
+}
+
+/* Reading and decrypting, a share for each CPU (at most LOAD_THREADS). */
+#define LOAD_THREADS 8
+
+static void file_load_many(struct store *bs, struct store_load *l, size_t n)
+{
+	struct load_share sh[LOAD_THREADS];
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t k, i, at = 0, started = 0;
+
+	k = cpus < 1 ? 1 : cpus > LOAD_THREADS ? LOAD_THREADS : (size_t)cpus;
+	if (n < 64 * k)
+		k = 1; /* not worth a thread */
+	for (i = 0; i < k; i++) {
+		sh[i] = (struct load_share){
+			.s = bs,
+			.l = l + at,
+			.n = n / k + (i < n % k),
+		};
+		at += sh[i].n;
+	}
+	/* The first share is this thread's; a thread that cannot start
+	 * leaves its share to it as well. */
+	for (i = 1; i < k; i++)
+		if (pthread_create(&sh[i].thread, NULL, load_share, &sh[i]) ==
+		    0)
+			started |= (size_t)1 << i;
+	load_share(&sh[0]);
+	for (i = 1; i < k; i++) {
+		if (started & ((size_t)1 << i))
+			pthread_join(sh[i].thread, NULL);
+		else
+			load_share(&sh[i]);
+	}
 }
 
 /* Whether @name under @dirfd may be replaced by generation @gen. */
@@ -813,6 +868,7 @@ static const struct store_ops file_ops = {
 	.load = file_load,
 	.save = file_save,
 	.save_many = file_save_many,
+	.load_many = file_load_many,
 	.generation = file_generation,
 	.remove = file_remove,
 	.foreach = file_foreach,
@@ -838,6 +894,19 @@ int store_load(struct store *s, const char *tenant, const char *provider,
 	       uint64_t min_generation, struct record *r)
 {
 	return s->ops->load(s, tenant, provider, min_generation, r);
+}
+
+void store_load_many(struct store *s, struct store_load *l, size_t n)
+{
+	size_t i;
+
+	if (s->ops->load_many) {
+		s->ops->load_many(s, l, n);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		l[i].ret =
+			s->ops->load(s, l[i].tenant, l[i].provider, 0, l[i].r);
 }
 
 int store_save(struct store *s, const char *tenant, const char *provider,
@@ -888,6 +957,26 @@ void store_close(struct store *s)
 {
 	if (s)
 		s->ops->close(s);
+}
+
+int store_watch(struct store *s, store_change_fn fn, void *arg)
+{
+	return s->ops->watch ? s->ops->watch(s, fn, arg) : -EOPNOTSUPP;
+}
+
+void store_unwatch(struct store *s)
+{
+	if (s && s->ops->unwatch)
+		s->ops->unwatch(s);
+}
+
+int store_generations(struct store *s,
+		      int (*fn)(void *arg, const char *tenant,
+				const char *provider, uint64_t gen),
+		      void *arg)
+{
+	return s->ops->generations ? s->ops->generations(s, fn, arg)
+				   : -EOPNOTSUPP;
 }
 
 bool store_shared(const struct store *s)

@@ -67,6 +67,20 @@ struct store_write {
  */
 void store_save_many(struct store *s, struct store_write **w, size_t n);
 
+/* One of several store_load()s done together. */
+struct store_load {
+	const char *tenant, *provider;
+	struct record *r; /* out: as store_load()'s (record_clear() it) */
+	int ret;	  /* out: what store_load() would have returned */
+};
+
+/*
+ * store_load() (with no minimum generation) for each of @l, as fast as
+ * the backend can: the file store reads and opens them on a thread per
+ * CPU; PostgreSQL fetches them with one query per few thousand.
+ */
+void store_load_many(struct store *s, struct store_load *l, size_t n);
+
 /*
  * The generation of tenant/provider's record from its header, without
  * opening it: 0, -ENOENT, or -EPROTO when the header is damaged.
@@ -94,6 +108,34 @@ int store_foreach(struct store *s,
  */
 int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
 		char *err, size_t errlen);
+
+/*
+ * What another writer did to a record: tenant/provider written with
+ * generation @gen, or removed (@gen 0). Called with @tenant NULL when
+ * changes may have been missed (when watching starts, and after the
+ * watch reconnected): then every record must be compared again.
+ */
+typedef void (*store_change_fn)(void *arg, const char *tenant,
+				const char *provider, uint64_t gen);
+
+/*
+ * Hear, on a thread of the store's own, of every change another process
+ * makes to the store's records (PostgreSQL: LISTEN/NOTIFY, with the
+ * connection re-established after a loss and @fn told to catch up).
+ * Changes this store's own connection made are not passed on. 0,
+ * -EOPNOTSUPP for a backend that has no such thing (the file store: its
+ * writers tell the daemon on the control socket), or -errno.
+ */
+int store_watch(struct store *s, store_change_fn fn, void *arg);
+/* Stop hearing (the thread joined: @fn is not running after this). */
+void store_unwatch(struct store *s);
+
+/* The generation of every record (one query on PostgreSQL): @fn for
+ * each, until it returns nonzero. 0, -EOPNOTSUPP, or -errno. */
+int store_generations(struct store *s,
+		      int (*fn)(void *arg, const char *tenant,
+				const char *provider, uint64_t gen),
+		      void *arg);
 
 /* Close, releasing locks. NULL is a no-op. */
 void store_close(struct store *s);
@@ -148,6 +190,8 @@ struct store_ops {
 		    const struct record *r, uint64_t expect);
 	/* May be NULL: one save() after the other. */
 	void (*save_many)(struct store *s, struct store_write **w, size_t n);
+	/* May be NULL: one load() after the other. */
+	void (*load_many)(struct store *s, struct store_load *l, size_t n);
 	int (*generation)(struct store *s, const char *tenant,
 			  const char *provider, uint64_t *gen);
 	int (*remove)(struct store *s, const char *tenant,
@@ -164,6 +208,13 @@ struct store_ops {
 		     int64_t ms, uint64_t *gen);
 	void (*unlease)(struct store *s, const char *tenant,
 			const char *provider);
+	/* May be NULL: no watching, no bulk generations. */
+	int (*watch)(struct store *s, store_change_fn fn, void *arg);
+	void (*unwatch)(struct store *s);
+	int (*generations)(struct store *s,
+			   int (*fn)(void *arg, const char *tenant,
+				     const char *provider, uint64_t gen),
+			   void *arg);
 	/* The last failure in the backend's words, or "" (may be NULL). */
 	void (*error_text)(struct store *s, char *out, size_t n);
 };

@@ -27,9 +27,11 @@
  * (store_error_text).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,15 +44,27 @@
 #include "store.h"
 #include "util.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
+/* The oldest schema this credfs works with: version 2 lacks only the
+ * change notifications of 3 (a daemon then hears of other hosts' changes
+ * at its own pace, and says so), so that daemons can be upgraded before
+ * the database is migrated. */
+#define SCHEMA_WORKS 2
+/* The channel the records' trigger notifies. */
+#define CHANNEL "credfs_records"
 #define KEYCHECK_TENANT "-keycheck-"
 /* pg_advisory_lock's key: "credfs" in ASCII. */
 #define DAEMON_LOCK_KEY "109979033200499"
+
+struct pgwatch;
 
 struct pgstore {
 	struct store base;
 	pthread_mutex_t lock;
 	PGconn *conn;
+	atomic_int conn_pid; /* conn's server process: its changes are ours */
+	int schema;	     /* the database's schema version */
+	struct pgwatch *watch;
 	char *dsn;
 	const uint8_t *master;
 	bool daemon;
@@ -81,6 +95,12 @@ static PGconn *connect_db(const char *dsn)
 	const char *values[] = {"5", "credfs", dsn, NULL};
 
 	return PQconnectdbParams(keys, values, 1);
+}
+
+/* @s's connection is (again) up: note its server process. */
+static void connected(struct pgstore *s)
+{
+	atomic_store(&s->conn_pid, PQbackendPID(s->conn));
 }
 
 /* This process's lease name: host, pid and 32 random bits, so that a
@@ -197,6 +217,7 @@ static PGresult *run(struct pgstore *s, const char *sql, int n,
 			}
 			PQclear(PQexec(s->conn,
 				       "SET client_min_messages = warning"));
+			connected(s);
 			if (s->daemon) {
 				res = PQexec(s->conn,
 					     "SELECT "
@@ -261,6 +282,24 @@ static int check_key(struct pgstore *s, bool create, char *err, size_t errlen)
 		"ALTER TABLE credfs_records"
 		" ADD COLUMN IF NOT EXISTS lease_owner text,"
 		" ADD COLUMN IF NOT EXISTS lease_until timestamptz",
+		/* Version 3: every record written or removed is announced
+		 * on CHANNEL as "<writer's server pid> <generation, 0 when
+		 * removed> <tenant> <provider>" (a lease is no change). */
+		"CREATE OR REPLACE FUNCTION credfs_records_notify()"
+		" RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+		" IF TG_OP = 'DELETE' THEN"
+		"  PERFORM pg_notify('" CHANNEL "', pg_backend_pid() || ' 0 '"
+		"   || OLD.tenant || ' ' || OLD.provider);"
+		"  RETURN OLD;"
+		" END IF;"
+		" PERFORM pg_notify('" CHANNEL "', pg_backend_pid() || ' ' ||"
+		"  NEW.generation || ' ' || NEW.tenant || ' ' || NEW.provider);"
+		" RETURN NEW; END $$",
+		"DROP TRIGGER IF EXISTS credfs_records_changed ON"
+		" credfs_records",
+		"CREATE TRIGGER credfs_records_changed AFTER INSERT OR DELETE"
+		" OR UPDATE OF generation ON credfs_records FOR EACH ROW"
+		" EXECUTE FUNCTION credfs_records_notify()",
 		NULL,
 	};
 	struct record probe, empty = {0};
@@ -332,12 +371,13 @@ static int check_key(struct pgstore *s, bool create, char *err, size_t errlen)
 		PQclear(res);
 		return -ENOENT;
 	}
-	if (atoi(PQgetvalue(res, 0, 0)) < SCHEMA_VERSION) {
+	s->schema = atoi(PQgetvalue(res, 0, 0));
+	if (s->schema < SCHEMA_WORKS) {
 		snprintf(err, errlen,
 			 "the database's credfs schema is version %s, older "
 			 "than this credfs needs (%d): run credfsctl init to "
 			 "migrate it",
-			 PQgetvalue(res, 0, 0), SCHEMA_VERSION);
+			 PQgetvalue(res, 0, 0), SCHEMA_WORKS);
 		PQclear(res);
 		return -EPROTO;
 	}
@@ -405,6 +445,7 @@ int store_open_pg(const char *dsn, const uint8_t *master, enum store_mode mode,
 		goto fail;
 	}
 	PQclear(PQexec(s->conn, "SET client_min_messages = warning"));
+	connected(s);
 	if (mode == STORE_DAEMON) {
 		res = PQexec(
 			s->conn,
@@ -477,6 +518,87 @@ static int pg_load(struct store *bs, const char *tenant, const char *provider,
 	return ret;
 }
 
+/* Keys a query of load_many() asks for at most. */
+#define LOAD_PAGE 2000
+
+/* @n names as a text[] literal ({"a","b"}: names are [a-z0-9._-], see
+ * util_name_valid(), so nothing in them needs escaping). 0 or -ENOMEM. */
+static int name_array(struct buf *b, const struct store_load *l, size_t n,
+		      bool tenant)
+{
+	size_t i;
+	int r = buf_printf(b, "{");
+
+	for (i = 0; i < n && r == 0; i++)
+		r = buf_printf(b, "%s\"%s\"", i ? "," : "",
+			       tenant ? l[i].tenant : l[i].provider);
+	return r ? r : buf_printf(b, "}");
+}
+
+/* One page of load_many(): a query for @n keys, each answered. */
+static void load_page(struct pgstore *s, struct store_load *l, size_t n)
+{
+	const char *params[2];
+	struct buf tb, pb;
+	PGresult *res = NULL;
+	size_t i;
+	int k, err = -EIO;
+
+	for (i = 0; i < n; i++) {
+		memset(l[i].r, 0, sizeof(*l[i].r));
+		l[i].ret = -ENOENT;
+	}
+	buf_init(&tb, LOAD_PAGE * 70);
+	buf_init(&pb, LOAD_PAGE * 70);
+	if (name_array(&tb, l, n, true) < 0 ||
+	    name_array(&pb, l, n, false) < 0) {
+		err = -ENOMEM;
+		goto out;
+	}
+	params[0] = tb.data;
+	params[1] = pb.data;
+	res = run_locked(s,
+			 "SELECT k.i::int4, r.record FROM unnest($1::text[],"
+			 " $2::text[]) WITH ORDINALITY AS k(t, p, i)"
+			 " JOIN credfs_records r ON r.tenant = k.t AND"
+			 " r.provider = k.p",
+			 2, params, NULL, NULL, 1);
+	if (!ok(res))
+		goto out;
+	err = 0;
+	for (k = 0; k < PQntuples(res); k++) {
+		const unsigned char *v =
+			(const unsigned char *)PQgetvalue(res, k, 0);
+		uint32_t at;
+
+		if (PQgetlength(res, k, 0) != 4)
+			continue;
+		at = (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 |
+		     (uint32_t)v[2] << 8 | v[3];
+		if (at < 1 || at > n)
+			continue;
+		i = at - 1;
+		l[i].ret = record_open(s->master, l[i].tenant, l[i].provider,
+				       PQgetvalue(res, k, 1),
+				       (size_t)PQgetlength(res, k, 1), l[i].r);
+	}
+out:
+	for (i = 0; i < n && err; i++)
+		l[i].ret = err;
+	PQclear(res);
+	buf_free(&tb);
+	buf_free(&pb);
+}
+
+static void pg_load_many(struct store *bs, struct store_load *l, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i += LOAD_PAGE)
+		load_page((struct pgstore *)bs, l + i,
+			  n - i < LOAD_PAGE ? n - i : LOAD_PAGE);
+}
+
 static int pg_save(struct store *bs, const char *tenant, const char *provider,
 		   const struct record *r, uint64_t expect)
 {
@@ -524,6 +646,105 @@ static int pg_save(struct store *bs, const char *tenant, const char *provider,
 	PQclear(res);
 	buf_free(&b);
 	return ret;
+}
+
+/* Append @n bytes at @p in hex. 0 or -errno. */
+static int buf_hex(struct buf *b, const void *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	const unsigned char *u = p;
+	char chunk[256];
+	size_t i, k = 0;
+	int r = 0;
+
+	for (i = 0; i < n && r == 0; i++) {
+		chunk[k++] = digits[u[i] >> 4];
+		chunk[k++] = digits[u[i] & 15];
+		if (k == sizeof(chunk) || i + 1 == n) {
+			r = buf_append(b, chunk, k);
+			k = 0;
+		}
+	}
+	return r;
+}
+
+/*
+ * The replacements (an expected generation, not 0 or STORE_ANY_GEN: what
+ * the refresher writes) of a group, in one statement, so one commit (one
+ * WAL flush) makes them all durable; each answered by whether its row
+ * was replaced. The rest one by one. Records go as hex text, which the
+ * server decodes.
+ */
+static void pg_save_many(struct store *bs, struct store_write **w, size_t n)
+{
+	struct pgstore *s = (struct pgstore *)bs;
+	struct store_write **g = calloc(n ? n : 1, sizeof(*g));
+	struct buf a[5];
+	const char *params[5];
+	PGresult *res = NULL;
+	size_t i, k = 0;
+	long at;
+	int r = 0, j;
+
+	for (j = 0; j < 5; j++)
+		buf_init(&a[j], n * (2 * RECORD_MAX_BYTES + 200) + 16);
+	for (i = 0; i < n; i++) {
+		struct store_write *x = w[i];
+		struct buf b;
+
+		if (!g || x->expect == 0 || x->expect == STORE_ANY_GEN) {
+			x->ret = pg_save(bs, x->tenant, x->provider, x->r,
+					 x->expect);
+			continue;
+		}
+		x->ret = record_seal(s->master, x->tenant, x->provider, x->r,
+				     &b);
+		if (x->ret < 0)
+			continue;
+		r = r ? r
+		      : buf_printf(&a[0], "%s\"%s\"", k ? "," : "{", x->tenant);
+		r = r ? r
+		      : buf_printf(&a[1], "%s\"%s\"", k ? "," : "{",
+				   x->provider);
+		r = r ? r
+		      : buf_printf(&a[2], "%s%" PRIu64, k ? "," : "{",
+				   x->r->generation);
+		r = r ? r : buf_printf(&a[3], "%s", k ? "," : "{");
+		r = r ? r : buf_hex(&a[3], b.data, b.len);
+		r = r ? r
+		      : buf_printf(&a[4], "%s%" PRIu64, k ? "," : "{",
+				   x->expect);
+		buf_free(&b);
+		g[k++] = x;
+	}
+	for (j = 0; j < 5 && r == 0 && k; j++) {
+		r = buf_printf(&a[j], "}");
+		params[j] = a[j].data;
+	}
+	if (k && r == 0)
+		res = run_locked(
+			s,
+			"UPDATE credfs_records r SET generation = v.g,"
+			" record = decode(v.h, 'hex'), lease_owner = NULL,"
+			" lease_until = NULL FROM unnest($1::text[],"
+			" $2::text[], $3::int8[], $4::text[], $5::int8[])"
+			" WITH ORDINALITY AS v(t, p, g, h, want, i)"
+			" WHERE r.tenant = v.t AND r.provider = v.p AND"
+			" r.generation = v.want RETURNING v.i",
+			5, params, NULL, NULL, 0);
+	/* Replaced: the rows returned (positions 1..k); the rest found
+	 * another generation there, or none. */
+	for (i = 0; i < k; i++)
+		g[i]->ret = !ok(res) ? (r ? r : -EIO) : -ESTALE;
+	for (j = 0; ok(res) && j < PQntuples(res); j++) {
+		at = strtol(PQgetvalue(res, j, 0), NULL, 10);
+		if (at >= 1 && (size_t)at <= k)
+			g[at - 1]->ret = 0;
+	}
+	PQclear(res);
+	for (j = 0; j < 5; j++)
+		buf_free(&a[j]);
+	free(g);
 }
 
 static int pg_generation(struct store *bs, const char *tenant,
@@ -743,10 +964,227 @@ static void pg_unlease(struct store *bs, const char *tenant,
 		3, params, NULL, NULL, 0));
 }
 
+/*
+ * The watch: a connection of its own that LISTENs on CHANNEL, on a
+ * thread that waits for notifications (or for being stopped) and passes
+ * on every change another connection made. A lost connection (the
+ * server restarted, the backend was terminated, keepalives gave up) is
+ * made again, after a pause that doubles up to WATCH_PAUSE_MAX_MS, and
+ * then the caller is told to catch up: what changed meanwhile was said
+ * to nobody.
+ */
+struct pgwatch {
+	pthread_t thread;
+	int stop[2]; /* a pipe: written to stop the thread */
+	store_change_fn fn;
+	void *arg;
+};
+
+#define WATCH_PAUSE_MIN_MS 250
+#define WATCH_PAUSE_MAX_MS 5000
+
+/* Wait until @fd is ready for @events, @ms pass (-1: no limit), or the
+ * watch is stopped: 1 ready, 0 timed out, -1 stopped. */
+static int watch_wait(struct pgwatch *w, int fd, short events, int ms)
+{
+	struct pollfd p[2] = {
+		{.fd = w->stop[0], .events = POLLIN},
+		{.fd = fd, .events = events},
+	};
+	int r;
+
+	do
+		r = poll(p, fd < 0 ? 1 : 2, ms);
+	while (r < 0 && errno == EINTR);
+	if (r > 0 && p[0].revents)
+		return -1;
+	return r > 0;
+}
+
+/* The watch's connection, LISTENing; NULL when stopped or the server
+ * cannot be reached (PQconnectPoll, so that a stop need not wait for a
+ * connect timeout). */
+static PGconn *watch_connect(struct pgstore *s, struct pgwatch *w)
+{
+	static const char *const keys[] = {
+		"connect_timeout",
+		"application_name",
+		"keepalives_idle",
+		"keepalives_interval",
+		"keepalives_count",
+		"dbname",
+		NULL,
+	};
+	const char *values[] = {"5", "credfs-watch", "10", "5",
+				"3", s->dsn,	     NULL};
+	PGconn *conn = PQconnectStartParams(keys, values, 1);
+	int64_t deadline = time_mono_ms() + CALL_TIMEOUT_MS;
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	PGresult *res;
+	int r = 1;
+
+	while (conn && PQstatus(conn) != CONNECTION_BAD &&
+	       st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && r > 0) {
+		int64_t left = deadline - time_mono_ms();
+
+		r = left <= 0
+			    ? 0
+			    : watch_wait(w, PQsocket(conn),
+					 st == PGRES_POLLING_READING ? POLLIN
+								     : POLLOUT,
+					 (int)left);
+		if (r > 0)
+			st = PQconnectPoll(conn);
+	}
+	if (!conn || st != PGRES_POLLING_OK) {
+		PQfinish(conn);
+		return NULL;
+	}
+	/* Short and answered at once; the server that just accepted the
+	 * connection is up. */
+	res = PQexec(conn, "LISTEN " CHANNEL);
+	if (!ok(res)) {
+		PQclear(res);
+		PQfinish(conn);
+		return NULL;
+	}
+	PQclear(res);
+	return conn;
+}
+
+/* "<pid> <generation> <tenant> <provider>", passed on unless @s's own
+ * connection wrote it. */
+static void watch_heard(struct pgstore *s, struct pgwatch *w, const PGnotify *n)
+{
+	char tenant[80], provider[80];
+	unsigned long long gen;
+	int pid;
+
+	if (sscanf(n->extra, "%d %llu %79s %79s", &pid, &gen, tenant,
+		   provider) != 4 ||
+	    !util_name_valid(tenant) || !util_name_valid(provider))
+		return; /* not ours to read */
+	if (pid != atomic_load(&s->conn_pid))
+		w->fn(w->arg, tenant, provider, gen);
+}
+
+static void *watch_main(void *arg)
+{
+	struct pgstore *s = arg;
+	struct pgwatch *w = s->watch;
+	int64_t pause = WATCH_PAUSE_MIN_MS;
+	PGconn *conn = NULL;
+	PGnotify *n;
+	int r;
+
+	for (;;) {
+		if (!conn) {
+			conn = watch_connect(s, w);
+			if (!conn) {
+				if (watch_wait(w, -1, 0, (int)pause) < 0)
+					break;
+				pause = pause * 2 > WATCH_PAUSE_MAX_MS
+						? WATCH_PAUSE_MAX_MS
+						: pause * 2;
+				continue;
+			}
+			pause = WATCH_PAUSE_MIN_MS;
+			w->fn(w->arg, NULL, NULL, 0); /* catch up */
+		}
+		r = watch_wait(w, PQsocket(conn), POLLIN, -1);
+		if (r < 0)
+			break;
+		if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK) {
+			PQfinish(conn); /* lost: connect again, catch up */
+			conn = NULL;
+			continue;
+		}
+		while ((n = PQnotifies(conn))) {
+			watch_heard(s, w, n);
+			PQfreemem(n);
+		}
+	}
+	PQfinish(conn);
+	return NULL;
+}
+
+static int pg_watch(struct store *bs, store_change_fn fn, void *arg)
+{
+	struct pgstore *s = (struct pgstore *)bs;
+	struct pgwatch *w;
+	int r;
+
+	if (s->watch)
+		return -EBUSY;
+	if (s->schema < SCHEMA_VERSION)
+		return -EPROTO; /* no trigger to tell anyone */
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	if (pipe2(w->stop, O_CLOEXEC | O_NONBLOCK) < 0) {
+		r = -errno;
+		free(w);
+		return r;
+	}
+	w->fn = fn;
+	w->arg = arg;
+	s->watch = w;
+	r = -pthread_create(&w->thread, NULL, watch_main, s);
+	if (r < 0) {
+		s->watch = NULL;
+		close(w->stop[0]);
+		close(w->stop[1]);
+		free(w);
+	}
+	return r;
+}
+
+static void pg_unwatch(struct store *bs)
+{
+	struct pgstore *s = (struct pgstore *)bs;
+	struct pgwatch *w = s->watch;
+
+	if (!w)
+		return;
+	if (write(w->stop[1], "", 1) < 0) {
+		/* A pipe just made does not fill: nothing to do. */
+	}
+	pthread_join(w->thread, NULL);
+	close(w->stop[0]);
+	close(w->stop[1]);
+	free(w);
+	s->watch = NULL;
+}
+
+static int pg_generations(struct store *bs,
+			  int (*fn)(void *arg, const char *tenant,
+				    const char *provider, uint64_t gen),
+			  void *arg)
+{
+	struct pgstore *s = (struct pgstore *)bs;
+	PGresult *res;
+	int i, ret = 0;
+
+	res = run_locked(s,
+			 "SELECT tenant, provider, generation FROM"
+			 " credfs_records",
+			 0, NULL, NULL, NULL, 0);
+	if (!ok(res)) {
+		PQclear(res);
+		return -EIO;
+	}
+	for (i = 0; i < PQntuples(res) && ret == 0; i++)
+		ret = fn(arg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+			 strtoull(PQgetvalue(res, i, 2), NULL, 10));
+	PQclear(res);
+	return ret < 0 ? ret : 0;
+}
+
 static void pg_close(struct store *bs)
 {
 	struct pgstore *s = (struct pgstore *)bs;
 
+	pg_unwatch(bs);
 	PQfinish(s->conn); /* drops the daemon lock with the session */
 	pthread_mutex_destroy(&s->lock);
 	free(s->dsn);
@@ -764,7 +1202,9 @@ static void pg_error_text(struct store *bs, char *out, size_t n)
 
 static const struct store_ops pg_ops = {
 	.load = pg_load,
+	.load_many = pg_load_many,
 	.save = pg_save,
+	.save_many = pg_save_many,
 	.generation = pg_generation,
 	.remove = pg_remove,
 	.foreach = pg_foreach,
@@ -772,5 +1212,8 @@ static const struct store_ops pg_ops = {
 	.close = pg_close,
 	.lease = pg_lease,
 	.unlease = pg_unlease,
+	.watch = pg_watch,
+	.unwatch = pg_unwatch,
+	.generations = pg_generations,
 	.error_text = pg_error_text,
 };

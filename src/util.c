@@ -286,3 +286,25 @@ void util_fingerprint(const void *p, size_t n, char out[9])
 	for (i = 0; i < 4; i++)
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
+
+void text_set(char **dst, const char *fmt, ...)
+{
+	va_list ap;
+	char *t = NULL;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&t, fmt, ap);
+	va_end(ap);
+	text_clear(dst);
+	if (n > 0)
+		*dst = t;
+	else if (n == 0)
+		free(t);
+}
+
+void text_clear(char **dst)
+{
+	free(*dst);
+	*dst = NULL;
+}

@@ -34,6 +34,18 @@ void freezero(void *p, size_t n);
 /* Wipe and free a NUL-terminated string. NULL is a no-op. */
 void strfreezero(char *s);
 
+/* A short message kept on the heap only while there is one (NULL means
+ * ""): *@dst becomes @fmt's text ("" frees it). Without memory it is "". */
+void text_set(char **dst, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* No message: free it, NULL. */
+void text_clear(char **dst);
+/* Such a message, "" for NULL. */
+static inline const char *text_of(const char *s)
+{
+	return s ? s : "";
+}
+
 /* Milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t time_real_ms(void);
 /* Milliseconds on CLOCK_MONOTONIC. */

@@ -400,3 +400,121 @@ def test_a_hung_database_is_named_and_bounded(mount, provider, postgres):
         m.check_log_clean()
     finally:
         cc.stop()
+
+
+def serves(m, tenant):
+    """The token @m serves for tenant/idp, or None (an errno instead)."""
+    try:
+        return m.token(tenant, "idp")
+    except OSError:
+        return None
+
+
+def within(pred, bound, what):
+    """Wait up to @bound s for @pred on every daemon; the time it took."""
+    t0 = time.monotonic()
+    wait_for(pred, bound, interval=0.02, what=what)
+    return time.monotonic() - t0
+
+
+def test_every_daemon_hears_of_changes_at_once(mount, provider, postgres):
+    """Three daemons on one database, none told anything but by the
+    database: an add on one host is served by all, a removal drops it on
+    all, a rotation by one is served by the others, a refusal (revoked)
+    reaches all, and a new grant brings it back everywhere; each within a
+    moment, where their own schedules would take 15 s or never."""
+    provider.lifetime = 30
+    mounts = shared_mounts(mount, postgres, ["acme", "beta"])
+    # Daemon 0 refreshes 1.5 s after each token; 1 and 2 only after 15 s.
+    c = json.loads(open(mounts[0].config_path).read())
+    c["providers"]["idp"]["refresh_fraction"] = 0.95
+    mounts[0].write_config(c)
+    assert ctl(mounts[0], "init").returncode == 0
+    rt = add(mounts[0], provider, "acme")
+    for m in mounts:
+        m.start()
+    took = {}
+    # An add on host 0 (its credfsctl tells daemon 0 only).
+    add(mounts[0], provider, "beta")
+    took["add"] = within(lambda: all(serves(m, "beta") for m in mounts), 3,
+                         "beta served everywhere")
+    # Rotations by daemon 0 are served by 1 and 2 at once.
+    first = serves(mounts[1], "acme")
+    wait_for(lambda: serves(mounts[0], "acme") != first, 10,
+             what="daemon 0 to rotate acme")
+    took["rotation"] = within(
+        lambda: len({serves(m, "acme") for m in mounts}) == 1, 3,
+        "the rotated token everywhere")
+    assert provider.issued(serves(mounts[2], "acme"))["active"]
+    # A removal on host 0.
+    r = ctl(mounts[0], "remove", "beta", "idp")
+    assert r.returncode == 0, r.stdout + r.stderr
+    took["remove"] = within(
+        lambda: all(open_errno(m.path("tenants", "beta", "idp",
+                                      "access_token")) == errno.ENOENT
+                    for m in mounts), 3, "beta gone everywhere")
+    # The grant is revoked at the provider: daemon 0's next refresh is
+    # refused, and the refusal, kept in the record, reaches 1 and 2.
+    provider.revoke_family(provider.family_of(rt))
+    path = ("tenants", "acme", "idp", "access_token")
+    wait_for(lambda: open_errno(mounts[0].path(*path)) == errno.EKEYREVOKED,
+             10, what="daemon 0 to find acme revoked")
+    took["revoked"] = within(
+        lambda: all(open_errno(m.path(*path)) == errno.EKEYREVOKED
+                    for m in mounts), 3, "acme revoked everywhere")
+    for m in mounts[1:]:
+        assert m.status("acme", "idp")["last_error"].startswith(
+            "invalid_grant")
+    # A new grant, added on host 2, re-arms it on every host.
+    add(mounts[2], provider, "acme")
+    took["re-add"] = within(
+        lambda: all(provider.issued(serves(m, "acme") or "") for m in mounts),
+        3, "acme served again everywhere")
+    print("\nseen by every daemon after: %s" % ", ".join(
+        "%s %.0f ms" % (k, v * 1000) for k, v in took.items()))
+    outcomes = refresh_outcomes(provider)
+    assert outcomes.count("invalid_grant") == 1, outcomes
+    assert provider.stats()["reused_refresh_tokens"] == 0
+    for m in mounts:
+        m.stop()
+        m.check_log_clean()
+
+
+def test_a_lost_notification_connection_catches_up(mount, provider,
+                                                   postgres):
+    """Two daemons: a record added while no notification can be sent
+    (the trigger off, as for a notification lost with its connection) is
+    not seen by the other daemon; once its notification connection is
+    killed (pg_terminate_backend) it reconnects and catches up by
+    comparing generations."""
+    provider.lifetime = 3600
+    mounts = shared_mounts(mount, postgres, ["acme", "beta"], n=2)
+    assert ctl(mounts[0], "init").returncode == 0
+    add(mounts[0], provider, "acme")
+    for m in mounts:
+        m.start()
+    postgres.psql("ALTER TABLE credfs_records DISABLE TRIGGER"
+                  " credfs_records_changed")
+    try:
+        add(mounts[0], provider, "beta")  # daemon 0 is told; 1 is not
+    finally:
+        postgres.psql("ALTER TABLE credfs_records ENABLE TRIGGER"
+                      " credfs_records_changed")
+    assert serves(mounts[0], "beta")
+    time.sleep(1)
+    assert serves(mounts[1], "beta") is None
+    killed = postgres.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE application_name = 'credfs-watch'")
+    assert killed == ["t", "t"], killed
+    wait_for(lambda: serves(mounts[1], "beta"), 10,
+             what="daemon 1 to catch up")
+    assert provider.issued(serves(mounts[1], "beta"))["active"]
+    assert "1 records changed while nobody listened" in mounts[1].log()
+    # Listening again: a change now is heard at once.
+    add(mounts[0], provider, "beta")
+    wait_for(lambda: serves(mounts[1], "beta") == serves(mounts[0], "beta"),
+             3, what="the new beta on daemon 1")
+    for m in mounts:
+        m.stop()
+        m.check_log_clean()
