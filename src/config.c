@@ -7,6 +7,7 @@
  * operator can fix the file without reading code.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -441,12 +442,120 @@ static int number_by_position(struct config *cfg)
 	return 0;
 }
 
+/* A tenant file is this big at most (the whole config: CONFIG_MAX_BYTES). */
+#define TENANT_FILE_MAX_BYTES (1024 * 1024)
+
+/* tenants_dir's files, read: name -> the tenant's object, and the file
+ * each came from (for messages). */
+struct tenant_files {
+	json_t *tenants;
+	json_t *files; /* name -> path */
+};
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Read every "<tenant>.json" in @dir (other names are not tenants:
+ * editors' backups, READMEs), in name order, into @tf. Each is a tenant
+ * object, as under "tenants"; one also under "tenants" is an error. */
+static int read_tenants_dir(struct ctx *c, const char *dir,
+			    const json_t *tenants, struct tenant_files *tf)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char **names = NULL, path[4096];
+	size_t n = 0, cap = 0, i;
+	int r = 0;
+
+	if (!d)
+		return conf_fail(c, "tenants_dir", "%s: %s", dir,
+				 strerror(errno));
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		char **more;
+
+		if (e->d_name[0] == '.' || len <= 5 ||
+		    strcmp(e->d_name + len - 5, ".json"))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			more = realloc(names, cap * sizeof(*names));
+			if (!more) {
+				r = -ENOMEM;
+				break;
+			}
+			names = more;
+		}
+		names[n] = strndup(e->d_name, len - 5);
+		if (!names[n]) {
+			r = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if (r == 0)
+		qsort(names, n, sizeof(*names), cmp_names);
+	for (i = 0; i < n && r == 0; i++) {
+		json_error_t jerr;
+		struct buf b;
+		json_t *t;
+
+		snprintf(path, sizeof(path), "%s/%s.json", dir, names[i]);
+		if (!util_name_valid(names[i])) {
+			r = conf_fail(c, "tenants_dir",
+				      "%s: a tenant's file is named "
+				      "TENANT.json, and tenant names must "
+				      "match [a-z0-9][a-z0-9._-]{0,63}",
+				      path);
+			break;
+		}
+		if (tenants && json_object_get(tenants, names[i])) {
+			r = conf_fail(c, "tenants_dir",
+				      "%s: tenant \"%s\" is also under "
+				      "\"tenants\"; keep it in one place",
+				      path, names[i]);
+			break;
+		}
+		r = file_read_capped(path, TENANT_FILE_MAX_BYTES, false, &b);
+		if (r < 0) {
+			r = conf_fail(c, "tenants_dir", "%s: cannot read: %s",
+				      path,
+				      file_read_error(r, "larger than 1 MiB"));
+			break;
+		}
+		t = json_loadb(b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
+		buf_free(&b);
+		if (!t) {
+			snprintf(c->err, c->errlen,
+				 "%s:%d:%d: invalid JSON: %s", path, jerr.line,
+				 jerr.column, jerr.text);
+			r = -EINVAL;
+			break;
+		}
+		if (json_object_set_new(tf->tenants, names[i], t) < 0 ||
+		    json_object_set_new(tf->files, names[i],
+					json_string(path)) < 0)
+			r = -ENOMEM;
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return r;
+}
+
 static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 {
 	static const char *const keys[] = {
-		"providers", "tenants",	  "log_level", "allow_root",
-		"ops_gids",  "audit_log", "store",     NULL,
+		"providers",	      "tenants",  "tenants_dir", "log_level",
+		"allow_root",	      "ops_gids", "audit_log",	 "store",
+		"per_credential_max", NULL,
 	};
+	struct tenant_files tf = {json_object(), json_object()};
+	json_t *max;
+	char *tdir = NULL;
 	static const char *const levels[] = {"error", "warning", "info",
 					     "debug"};
 	json_t *providers, *tenants, *v, *t;
@@ -458,11 +567,30 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 	if (!json_is_object(root))
 		return conf_fail(c, "(top level)", "expected an object, got %s",
 				 conf_json_kind(root));
+	if (!tf.tenants || !tf.files) {
+		r = -ENOMEM;
+		goto out;
+	}
 	r = conf_check_keys(c, root, "", keys);
 	if (r == 0)
 		r = conf_get_object(c, root, "", "providers", true, &providers);
 	if (r == 0)
-		r = conf_get_object(c, root, "", "tenants", true, &tenants);
+		r = conf_get_path(c, root, "", "tenants_dir", false, &tdir);
+	if (r == 0)
+		r = conf_get_object(c, root, "", "tenants", !tdir, &tenants);
+	if (r == 0 && tdir)
+		r = read_tenants_dir(c, tdir, tenants, &tf);
+	max = json_object_get(root, "per_credential_max");
+	cfg->per_credential_max = PER_CREDENTIAL_MAX_DEFAULT;
+	if (r == 0 && max) {
+		if (!json_is_integer(max) || json_integer_value(max) < 0)
+			r = conf_fail(c, "per_credential_max",
+				      "expected a whole number of "
+				      "credentials, 0 or more");
+		else
+			cfg->per_credential_max =
+				(size_t)json_integer_value(max);
+	}
 	if (r == 0)
 		r = conf_get_string(c, root, "", "log_level", false, &level);
 	cfg->allow_root = true;
@@ -495,8 +623,9 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 
 	cfg->providers = calloc(json_object_size(providers) + 1,
 				sizeof(*cfg->providers));
-	cfg->tenants =
-		calloc(json_object_size(tenants) + 1, sizeof(*cfg->tenants));
+	cfg->tenants = calloc(json_object_size(tenants) +
+				      json_object_size(tf.tenants) + 1,
+			      sizeof(*cfg->tenants));
 	if (!cfg->providers || !cfg->tenants) {
 		r = -ENOMEM;
 		goto out;
@@ -524,26 +653,36 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 	if (r < 0)
 		goto out;
 
-	json_object_foreach (tenants, tkey, t) {
-		json_t *cr = json_is_object(t)
-				     ? json_object_get(t, "credentials")
-				     : NULL;
+	for (i = 0; i < 2; i++) {
+		json_object_foreach (i ? tf.tenants : tenants, tkey, t) {
+			json_t *cr = json_is_object(t)
+					     ? json_object_get(t, "credentials")
+					     : NULL;
 
-		n_creds += json_is_object(cr) ? json_object_size(cr) : 0;
+			n_creds +=
+				json_is_object(cr) ? json_object_size(cr) : 0;
+		}
 	}
 	cfg->creds = calloc(n_creds + 1, sizeof(*cfg->creds));
 	if (!cfg->creds) {
 		r = -ENOMEM;
 		goto out;
 	}
-	json_object_foreach (tenants, tkey, t) {
-		struct tenant_conf *tc = &cfg->tenants[cfg->n_tenants];
+	for (i = 0; i < 2; i++) {
+		json_object_foreach (i ? tf.tenants : tenants, tkey, t) {
+			struct tenant_conf *tc = &cfg->tenants[cfg->n_tenants];
+			struct ctx fc = *c;
 
-		tc->first_cred = cfg->n_creds;
-		r = parse_tenant(c, cfg, tkey, t, tc);
-		cfg->n_tenants++;
-		if (r < 0)
-			goto out;
+			/* A tenant's file is named in its messages. */
+			if (i)
+				fc.file = json_string_value(
+					json_object_get(tf.files, tkey));
+			tc->first_cred = cfg->n_creds;
+			r = parse_tenant(&fc, cfg, tkey, t, tc);
+			cfg->n_tenants++;
+			if (r < 0)
+				goto out;
+		}
 	}
 
 	/* Sort tenants, then credentials; re-point credentials at tenants. */
@@ -567,6 +706,9 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		r = config_set_read_path(cfg, false, c->err, c->errlen);
 out:
 	free(level);
+	free(tdir);
+	json_decref(tf.tenants);
+	json_decref(tf.files);
 	return r;
 }
 

@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #define CONFIG_MAX_BYTES (64 * 1024 * 1024)
+#define PER_CREDENTIAL_MAX_DEFAULT 1000
 
 enum auth_method {
 	AUTH_CLIENT_SECRET_BASIC,
@@ -155,6 +156,9 @@ struct config {
 			       * string (no password in it); NULL: files */
 	char *store_key_file; /* NULL: only $CREDENTIALS_DIRECTORY/credfs.key */
 	bool cache_kernel;    /* -o cache=kernel: see config_set_read_path() */
+	/* The status and metrics files list each credential while they show
+	 * at most this many; past it, only those not in good health. */
+	size_t per_credential_max;
 	struct provider_conf *providers;
 	size_t n_providers;
 	struct tenant_conf *tenants; /* sorted by name */

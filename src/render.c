@@ -482,19 +482,66 @@ bool visible_shows(const struct visible *v, uint32_t slot)
 	return !v || (slot < v->n && v->on[slot]);
 }
 
+/* Served, and nothing failing: what a listing past per_credential_max
+ * leaves out. */
+static bool in_good_health(const struct cred_view *v)
+{
+	return (v->state == CRED_VALID || v->state == CRED_REFRESHING) &&
+	       !strcmp(health(v), "ok");
+}
+
+/*
+ * Which of @cfg's credentials a root file lists (@listed, by position):
+ * every one @visible shows while they are at most per_credential_max;
+ * past it, those not in good health, up to that many. *@n_shown is how
+ * many are shown; returns how many of those are not listed.
+ */
+static size_t choose_listed(struct cred_table *t, const struct config *cfg,
+			    const struct visible *visible, int64_t now_ms,
+			    bool *listed, size_t *n_shown)
+{
+	size_t i, shown = 0, k = 0;
+	struct cred_view v;
+
+	for (i = 0; i < cfg->n_creds; i++) {
+		listed[i] = visible_shows(
+			visible, cred_index(cred_of(t, &cfg->creds[i])));
+		shown += listed[i];
+	}
+	*n_shown = shown;
+	if (shown <= cfg->per_credential_max)
+		return 0;
+	for (i = 0; i < cfg->n_creds; i++) {
+		if (!listed[i])
+			continue;
+		listed[i] = false;
+		if (k == cfg->per_credential_max)
+			continue;
+		cred_view(cred_of(t, &cfg->creds[i]), now_ms, &v);
+		listed[i] = !in_good_health(&v);
+		cred_view_clear(&v);
+		k += listed[i];
+	}
+	return shown - k;
+}
+
 int render_root_status(struct cred_table *t, const struct visible *visible,
 		       int64_t now_ms, struct buf *out)
 {
 	const struct config *cfg = cred_table_config(t);
 	char err[OAUTH_ERROR_TEXT + 2], exp[24];
-	size_t i;
+	bool *listed = calloc(cfg->n_creds + 1, sizeof(*listed));
+	size_t i, shown, unlisted;
 	int r = 0;
 
+	if (!listed)
+		return -ENOMEM;
+	unlisted = choose_listed(t, cfg, visible, now_ms, listed, &shown);
 	for (i = 0; i < cfg->n_creds && r == 0; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
 		struct cred_view v;
 
-		if (!visible_shows(visible, cred_index(c)))
+		if (!listed[i])
 			continue;
 		cred_view(c, now_ms, &v);
 		quoted_error(&v, err, sizeof(err));
@@ -516,6 +563,14 @@ int render_root_status(struct cred_table *t, const struct visible *visible,
 			       v.refresh_count, v.consecutive_failures, err);
 		cred_view_clear(&v);
 	}
+	if (r == 0 && unlisted)
+		r = buf_printf(out,
+			       "# %zu of %zu credentials not listed: valid or "
+			       "refreshing, nothing failing (past "
+			       "per_credential_max %zu only the others are); "
+			       "each has tenants/TENANT/PROVIDER/status\n",
+			       unlisted, shown, cfg->per_credential_max);
+	free(listed);
 	return r;
 }
 
@@ -597,31 +652,94 @@ static const struct {
 	 m_rt_expires_in},
 };
 
+/* A provider's totals over the credentials a metrics file shows. */
+struct provider_sum {
+	uint64_t success, failure, reads;
+	int64_t min_expires_in;
+	bool any_token;
+};
+
+static int provider_series(const struct config *cfg,
+			   const struct provider_sum *sum, struct buf *out)
+{
+	static const char *const help[] = {
+		"credfs_provider_refresh_success_total",
+		"Successful refreshes of the provider's credentials shown.",
+		"credfs_provider_refresh_failure_total",
+		"Failed refreshes of the provider's credentials shown.",
+		"credfs_provider_token_reads_total",
+		"Opens of the provider's access_token files shown.",
+		"credfs_provider_token_expires_in_seconds_min",
+		"The soonest expiry among the provider's tokens shown.",
+	};
+	size_t k, p;
+	int r = 0;
+
+	for (k = 0; k < ARRAY_SIZE(help) && r == 0; k += 2) {
+		r = buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", help[k],
+			       help[k + 1], help[k],
+			       k < 6 ? "counter" : "gauge");
+		for (p = 0; p < cfg->n_providers && r == 0; p++) {
+			const struct provider_sum *x = &sum[p];
+			int64_t v = k == 0   ? (int64_t)x->success
+				    : k == 2 ? (int64_t)x->failure
+				    : k == 4 ? (int64_t)x->reads
+					     : x->min_expires_in;
+
+			if (k == 6 && !x->any_token)
+				continue;
+			r = buf_printf(out, "%s{provider=\"%s\"} %" PRId64 "\n",
+				       help[k], cfg->providers[p].name, v);
+		}
+	}
+	return r;
+}
+
 int render_metrics(struct cred_table *t, const struct visible *visible,
 		   int64_t now_ms, struct buf *out)
 {
 	const struct config *cfg = cred_table_config(t);
 	uint64_t by_state[CRED_STATE_COUNT] = {0};
-	struct cred_view *views;
-	bool *shown;
-	size_t i, k;
-	int s, r;
+	struct provider_sum *sum;
+	struct cred_view *views = NULL, v;
+	size_t i, k, shown, unlisted, n_listed, nv = 0, *at = NULL;
+	bool *listed;
+	int s, r = -ENOMEM;
 
-	views = calloc(cfg->n_creds + 1, sizeof(*views));
-	shown = calloc(cfg->n_creds + 1, sizeof(*shown));
-	if (!views || !shown) {
-		free(views);
-		free(shown);
-		return -ENOMEM;
-	}
+	listed = calloc(cfg->n_creds + 1, sizeof(*listed));
+	sum = calloc(cfg->n_providers + 1, sizeof(*sum));
+	if (!listed || !sum)
+		goto out_free;
+	unlisted = choose_listed(t, cfg, visible, now_ms, listed, &shown);
+	n_listed = shown - unlisted;
+	/* Views are kept only for the credentials listed. */
+	views = calloc(n_listed + 1, sizeof(*views));
+	at = calloc(n_listed + 1, sizeof(*at));
+	if (!views || !at)
+		goto out_views;
 	for (i = 0; i < cfg->n_creds; i++) {
 		struct cred *c = cred_of(t, &cfg->creds[i]);
+		struct provider_sum *x = &sum[cfg->creds[i].provider->index];
 
-		shown[i] = visible_shows(visible, cred_index(c));
-		if (!shown[i])
+		if (!visible_shows(visible, cred_index(c)))
 			continue;
-		cred_view(c, now_ms, &views[i]);
-		by_state[views[i].state]++;
+		cred_view(c, now_ms, &v);
+		by_state[v.state]++;
+		x->success += v.refresh_count;
+		x->failure += v.failure_count;
+		x->reads += v.reads;
+		if (v.has_token &&
+		    (!x->any_token ||
+		     secs_until(v.expires_ms, now_ms) < x->min_expires_in)) {
+			x->min_expires_in = secs_until(v.expires_ms, now_ms);
+			x->any_token = true;
+		}
+		if (listed[i] && nv < n_listed) {
+			at[nv] = i;
+			views[nv++] = v;
+		} else {
+			cred_view_clear(&v);
+		}
 	}
 	r = buf_printf(out,
 		       "# HELP credfs_info Build information.\n"
@@ -634,22 +752,29 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 		r = buf_printf(
 			out, "credfs_credentials{state=\"%s\"} %" PRIu64 "\n",
 			cred_state_name((enum cred_state)s), by_state[s]);
+	if (r == 0)
+		r = buf_printf(out,
+			       "# HELP credfs_credentials_unlisted Credentials "
+			       "in good health without series of their own "
+			       "(past per_credential_max).\n"
+			       "# TYPE credfs_credentials_unlisted gauge\n"
+			       "credfs_credentials_unlisted %zu\n",
+			       unlisted);
+	if (r == 0)
+		r = provider_series(cfg, sum, out);
 
 	for (k = 0; k < ARRAY_SIZE(series) && r == 0; k++) {
 		r = buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n",
 			       series[k].name, series[k].help, series[k].name,
 			       series[k].type);
-		for (i = 0; i < cfg->n_creds && r == 0; i++) {
-			if (!shown[i])
-				continue;
+		for (i = 0; i < nv && r == 0; i++)
 			r = buf_printf(
 				out,
 				"%s{tenant=\"%s\",provider=\"%s\"} %" PRId64
 				"\n",
-				series[k].name, cfg->creds[i].tenant,
-				cfg->creds[i].provider->name,
+				series[k].name, cfg->creds[at[i]].tenant,
+				cfg->creds[at[i]].provider->name,
 				series[k].fn(&views[i], now_ms));
-		}
 	}
 	if (r == 0)
 		r = buf_printf(
@@ -686,9 +811,13 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 			(uint64_t)atomic_load(&t->reload_failures),
 			atomic_load(&t->cfg_retained),
 			!atomic_load(&t->store_down));
-	for (i = 0; i < cfg->n_creds; i++)
+out_views:
+	for (i = 0; i < nv; i++)
 		cred_view_clear(&views[i]);
 	free(views);
-	free(shown);
+	free(at);
+out_free:
+	free(listed);
+	free(sum);
 	return r;
 }

@@ -258,3 +258,32 @@ def test_removing_a_credential_mid_rotation_keeps_its_refresh_token(
     assert provider.stats()["reused_refresh_tokens"] == 0
     assert provider.grace_replays == []
     assert not provider.revoked_families
+
+
+def test_tenants_dir_files_come_and_go_with_sighup(mount, provider):
+    """tenants_dir: one file per tenant. A SIGHUP serves the tenant of a
+    file added and drops the one of a file removed, the others served on;
+    a broken file refuses the reload, naming it."""
+    m = mount()
+    tdir = m.tmp / "tenants.d"
+    tdir.mkdir()
+    cred = {"credentials": {"idp": {"scopes": ["read"]}}}
+    cfg = simple_config(m, tenants=("acme",))
+    cfg["tenants_dir"] = str(tdir)
+    (tdir / "beta.json").write_text(json.dumps(cred))
+    m.start(cfg)
+    assert provider.issued(m.token("beta", "idp"))
+    (tdir / "gamma.json").write_text(json.dumps(cred))
+    (tdir / "beta.json").unlink()
+    reload(m, 1)
+    assert provider.issued(m.token("gamma", "idp"))
+    assert open_errno(m.path("tenants", "beta")) == errno.ENOENT
+    assert provider.issued(m.token("acme", "idp"))
+    assert "beta/idp" not in m.read("status")
+    assert "gamma/idp" in m.read("status")
+    (tdir / "delta.json").write_text("{\"credentials\": ")
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "delta.json:1:" in m.log(), 10,
+             what="the broken file named")
+    assert provider.issued(m.token("gamma", "idp"))
+    assert open_errno(m.path("tenants", "delta")) == errno.ENOENT

@@ -456,6 +456,94 @@ static void secret_file_checks(void **state)
 	rmdir(dir);
 }
 
+static void put(const char *dir, const char *name, const char *text)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* tenants_dir: a tenant per TENANT.json, beside "tenants" or alone;
+ * errors name the file. */
+static void tenants_come_from_a_directory(void **state)
+{
+	char dir[] = "/tmp/credfs-test-XXXXXX", json[512], err[512], path[256];
+	struct config *cfg;
+
+	assert_non_null(mkdtemp(dir));
+	put(dir, "beta.json",
+	    "{\"credentials\":{\"google\":{\"scopes\":[\"a\"]}}}");
+	put(dir, "gamma.json",
+	    "{\"readers\":{\"uids\":[7]},\"credentials\":{\"google\":{"
+	    "\"scopes\":[]}}}");
+	put(dir, "README", "not a tenant");
+	put(dir, "beta.json~", "an editor's backup");
+	snprintf(json, sizeof(json),
+		 "{" PROVIDER ",\"tenants_dir\":\"%s\",\"tenants\":{"
+		 "\"acme\":{\"credentials\":{\"google\":{\"scopes\":[]}}}}}",
+		 dir);
+	assert_int_equal(parse(json, &cfg, err), 0);
+	assert_int_equal(cfg->n_tenants, 3);
+	assert_string_equal(cfg->tenants[1].name, "beta");
+	assert_string_equal(cfg->tenants[2].name, "gamma");
+	assert_int_equal(cfg->creds[2].uid, 7);
+	assert_ptr_equal(config_find_cred(cfg, "gamma", "google"),
+			 &cfg->creds[2]);
+	assert_null(config_find_cred(cfg, "gamma", "slack"));
+	config_free(cfg);
+	/* Alone, without "tenants". */
+	snprintf(json, sizeof(json), "{" PROVIDER ",\"tenants_dir\":\"%s\"}",
+		 dir);
+	assert_int_equal(parse(json, &cfg, err), 0);
+	assert_int_equal(cfg->n_tenants, 2);
+	config_free(cfg);
+	/* In both places. */
+	snprintf(json, sizeof(json),
+		 "{" PROVIDER ",\"tenants_dir\":\"%s\",\"tenants\":{"
+		 "\"beta\":{\"credentials\":{}}}}",
+		 dir);
+	assert_int_equal(parse(json, &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "beta.json: tenant \"beta\" is also "
+				    "under \"tenants\""));
+	/* A file's error names the file. */
+	put(dir, "delta.json", "{\"credentials\":{\"nosuch\":{}}}");
+	snprintf(json, sizeof(json), "{" PROVIDER ",\"tenants_dir\":\"%s\"}",
+		 dir);
+	assert_int_equal(parse(json, &cfg, err), -EINVAL);
+	snprintf(path, sizeof(path),
+		 "%s/delta.json: tenants.delta."
+		 "credentials.nosuch: no provider",
+		 dir);
+	assert_non_null(strstr(err, path));
+	put(dir, "delta.json", "{\"credentials\":");
+	assert_int_equal(parse(json, &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "delta.json:1:"));
+	assert_non_null(strstr(err, "invalid JSON"));
+	snprintf(path, sizeof(path), "%s/delta.json", dir);
+	unlink(path);
+	put(dir, "Bad Name.json", "{}");
+	assert_int_equal(parse(json, &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "tenant names must match"));
+	snprintf(path, sizeof(path), "%s/Bad Name.json", dir);
+	unlink(path);
+	/* Neither. */
+	assert_int_equal(parse("{" PROVIDER "}", &cfg, err), -EINVAL);
+	assert_non_null(strstr(err, "tenants"));
+	for (const char *const *n =
+		     (const char *const[]){"beta.json", "gamma.json", "README",
+					   "beta.json~", NULL};
+	     *n; n++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, *n);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+
 #define PRESET(keys)                                                      \
 	"{\"providers\":{\"p\":{\"client_id\":\"id\",\"client_secret_"    \
 	"file\":\"/s\"" keys "}},\"tenants\":{\"acme\":{\"credentials\":" \
@@ -614,6 +702,7 @@ int main(void)
 		cmocka_unit_test(bad_configs_name_the_path),
 		cmocka_unit_test(many_scopes_and_the_first_repeat),
 		cmocka_unit_test(secret_file_checks),
+		cmocka_unit_test(tenants_come_from_a_directory),
 		cmocka_unit_test(presets_fill_the_provider),
 		cmocka_unit_test(preset_fields_are_overridable),
 		cmocka_unit_test(bad_presets_name_the_problem),

@@ -165,6 +165,44 @@ static void metrics_name_every_credential(void **state)
 	free(only);
 }
 
+/* Past per_credential_max, status and metrics list only what is not in
+ * good health, say how many they left out, and sum by provider. */
+static void past_the_cap_only_the_unhealthy_are_listed(void **state)
+{
+	struct fixture *f = *state;
+	struct buf b;
+	size_t i;
+
+	/* beta, gamma and delta valid; acme pending (no token yet). */
+	for (i = 1; i < 4; i++)
+		table_answer(f->t, cred_of(f->t, &f->cfg->creds[i]), "tok");
+	f->cfg->per_credential_max = 2;
+	buf_init(&b, 1 << 20);
+	assert_int_equal(render_root_status(f->t, NULL, time_real_ms(), &b), 0);
+	assert_non_null(strstr(b.data, "acme/idp state=pending"));
+	assert_null(strstr(b.data, "beta/idp"));
+	assert_non_null(strstr(b.data, "# 3 of 4 credentials not listed"));
+	buf_free(&b);
+	buf_init(&b, 1 << 20);
+	assert_int_equal(render_metrics(f->t, NULL, time_real_ms(), &b), 0);
+	assert_non_null(strstr(b.data, "credfs_credentials_unlisted 3\n"));
+	assert_non_null(
+		strstr(b.data, "credfs_credentials{state=\"valid\"} 3"));
+	assert_non_null(strstr(b.data,
+			       "credfs_provider_refresh_success_total{provider="
+			       "\"idp\"} 3\n"));
+	assert_non_null(strstr(b.data, "tenant=\"acme\""));
+	assert_null(strstr(b.data, "tenant=\"gamma\""));
+	buf_free(&b);
+	/* Within the cap, every one. */
+	f->cfg->per_credential_max = 4;
+	buf_init(&b, 1 << 20);
+	assert_int_equal(render_root_status(f->t, NULL, time_real_ms(), &b), 0);
+	assert_non_null(strstr(b.data, "gamma/idp state=valid"));
+	assert_null(strstr(b.data, "not listed"));
+	buf_free(&b);
+}
+
 /* The schedule: an entry is due at the earliest of its next request, its
  * token's expiry, its next write retry and its next introspection; the
  * heap gives them back in that order, after changes and removals. */
@@ -216,6 +254,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(status_text_and_json_agree,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			past_the_cap_only_the_unhealthy_are_listed, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(metrics_name_every_credential,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(
