@@ -775,7 +775,8 @@ static void changed_locked(struct cred_table *t, struct cred *c)
 
 int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 			    struct oauth_result *res, struct token *tok,
-			    const struct persist_result *persist, double u)
+			    const struct persist_result *persist, double u,
+			    bool late)
 {
 	const struct provider_conf *p = cred_conf(c)->provider;
 	struct token *old[2] = {NULL, NULL};
@@ -807,6 +808,13 @@ int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 		}
 		next = plan_refresh_at(&cred_conf(c)->timing, tok->issued_ms,
 				       tok->expires_ms, u);
+		if (late && now - c->spread_ms >
+				    SPREAD_EVERY * (next - tok->issued_ms)) {
+			next = plan_spread_at(&cred_conf(c)->timing,
+					      tok->issued_ms, tok->expires_ms,
+					      u);
+			c->spread_ms = now;
+		}
 	} else {
 		int64_t delay;
 

@@ -364,13 +364,20 @@ struct persist_result {
  * Refresher: record the outcome of a request sent at @sent_ms, publish
  * @tok (built by cred_token_new(), taken over; NULL after a failure), take
  * over a rotated refresh token from @res, note @persist, wake waiting
- * openers, and plan the next request with jitter @u in [0, 1). After
- * invalid_grant on the refresh_token grant the credential is revoked.
- * Returns the next request's wall-clock time in ms, or INT64_MAX for none.
+ * openers, and plan the next request with jitter @u in [0, 1). A request
+ * that went out @late (queued behind others: a burst) has its next one
+ * spread over the refresh period (plan_spread_at()), once in
+ * SPREAD_EVERY periods at most, so that a backlog that stays does not
+ * feed itself with early refreshes. After invalid_grant on the
+ * refresh_token grant the credential is revoked. Returns the next
+ * request's wall-clock time in ms, or INT64_MAX for none.
  */
+#define SPREAD_EVERY 4
+
 int64_t cred_finish_attempt(struct cred_table *t, struct cred *c,
 			    struct oauth_result *res, struct token *tok,
-			    const struct persist_result *persist, double u);
+			    const struct persist_result *persist, double u,
+			    bool late);
 
 /*
  * Refresher: the request in flight is void because the record was

@@ -35,6 +35,7 @@ struct cred {
 	uint64_t failure_count;
 	int64_t last_refresh_ms; /* wall clock of the last success, 0 never */
 	int64_t next_refresh_ms; /* wall clock of the next planned request */
+	int64_t spread_ms; /* when a late refresh's next was last spread */
 	int64_t last_error_ms;	 /* wall clock of the last failure, 0 never */
 	char *last_error;	 /* text_set(): NULL for none */
 	uint64_t version; /* bumped on every change above */

@@ -48,6 +48,14 @@ int64_t plan_refresh_at(const struct timing *t, int64_t issued_ms,
 	return at < issued_ms ? issued_ms : at;
 }
 
+int64_t plan_spread_at(const struct timing *t, int64_t issued_ms,
+		       int64_t expires_ms, double u)
+{
+	int64_t latest = plan_refresh_at(t, issued_ms, expires_ms, 0);
+
+	return issued_ms + (int64_t)(u * (double)(latest - issued_ms));
+}
+
 int64_t plan_backoff_ms(int64_t initial_ms, int64_t max_ms, unsigned n,
 			double u)
 {

@@ -25,6 +25,16 @@ int64_t plan_jitter_span_ms(const struct timing *t, int64_t lifetime_ms);
 int64_t plan_refresh_at(const struct timing *t, int64_t issued_ms,
 			int64_t expires_ms, double u);
 
+/*
+ * The refresh after one that started late (a burst: after downtime, or
+ * the first tokens of many credentials): anywhere in the refresh period,
+ * at @issued_ms + @u * (plan_refresh_at(@u = 0) - @issued_ms), so that
+ * the burst's credentials come due spread over one period instead of
+ * together again. Never later than plan_refresh_at() would say.
+ */
+int64_t plan_spread_at(const struct timing *t, int64_t issued_ms,
+		       int64_t expires_ms, double u);
+
 /* Delay before retry @n (1 = first retry): full jitter, that is
  * @u * min(@max_ms, @initial_ms * 2^(n-1)), at least 10 ms. */
 int64_t plan_backoff_ms(int64_t initial_ms, int64_t max_ms, unsigned n,

@@ -287,7 +287,8 @@ void rf_finish(struct refresher *rf, struct cred *c, struct oauth_result *res,
 
 	rf_release_lease(rf, c, pr->gen && !pr->err);
 	next = cred_finish_attempt(rf->t, c, res, token_ref(tok),
-				   pr->gen ? pr : NULL, plan_rand(&rf->rng));
+				   pr->gen ? pr : NULL, plan_rand(&rf->rng),
+				   e->late);
 	now = time_real_ms();
 	if (tok)
 		log_debug("%s/%s: refreshed, expires in %llds, next refresh in "
@@ -390,6 +391,7 @@ static void start(struct refresher *rf, struct cred *c)
 
 	rf->lanes[rf_lane_of(rf, c)].inflight++;
 	E(rf, c)->leased = false;
+	E(rf, c)->late = time_mono_ms() - E(rf, c)->attempt_mono >= LATE_MS;
 	if (cred_uses_store(c) && store_shared(rf->t->store)) {
 		j = rf_job_new(RJ_LEASE, c);
 		if (j) {

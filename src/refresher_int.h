@@ -56,6 +56,7 @@ struct rf_entry {
 	struct http_req *req;	/* the request in flight */
 	int64_t sent_ms;
 	bool leased; /* holds its refresh lease in a shared store */
+	bool late;   /* its request went out LATE_MS or more after due */
 	/* A job of its is with the store worker (refresher_store.c): out
 	 * of the heap until it comes back; kicked, an open asked for a
 	 * refresh meanwhile. */
@@ -66,6 +67,10 @@ struct rf_entry {
 	 * the entry goes, and this change is told. */
 	struct change *leaving;
 };
+
+/* A request that waits this long in its lane (behind others, as in a
+ * burst) is late: see cred_finish_attempt(). */
+#define LATE_MS 1000
 
 /* @c's entry in @rf. */
 #define E(rf, c) ((void)(rf), cred_entry(c))

@@ -52,7 +52,7 @@ static inline void table_answer(struct cred_table *t, struct cred *c,
 	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
 	tok = cred_token_new(c, &res.tok, time_real_ms());
 	assert_non_null(tok);
-	cred_finish_attempt(t, c, &res, tok, NULL, 0.5);
+	cred_finish_attempt(t, c, &res, tok, NULL, 0.5, false);
 	oauth_result_clear(&res);
 }
 

@@ -71,7 +71,7 @@ static int64_t fail_answer(struct fixture *f, struct cred *c,
 
 	snprintf(res.error, sizeof(res.error), "HTTP 503");
 	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
-	next = cred_finish_attempt(f->t, c, &res, NULL, NULL, 0.5);
+	next = cred_finish_attempt(f->t, c, &res, NULL, NULL, 0.5, false);
 	oauth_result_clear(&res);
 	return next;
 }
@@ -89,6 +89,46 @@ static enum cred_state state_of(struct cred *c)
 static void answer(struct fixture *f, struct cred *c)
 {
 	table_answer(f->t, c, "tok-value");
+}
+
+/* A successful answer, @late or not, with jitter 0.25: the next plan. */
+static int64_t answer_planned(struct fixture *f, struct cred *c, bool late)
+{
+	struct oauth_result res = {.outcome = OAUTH_OK, .retry_after_ms = -1};
+	char *rt = NULL;
+	struct token *tok;
+	int64_t next;
+
+	res.tok.access_token = strdup("tok-value");
+	res.tok.len = strlen("tok-value");
+	res.tok.refresh_expires_in_ms = -1;
+	res.tok.token_type = strdup("Bearer");
+	res.tok.expires_in_ms = 3600 * 1000;
+	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
+	tok = cred_token_new(c, &res.tok, time_real_ms());
+	assert_non_null(tok);
+	next = cred_finish_attempt(f->t, c, &res, tok, NULL, 0.25, late);
+	oauth_result_clear(&res);
+	return next;
+}
+
+/* A late answer (a burst) plans the next refresh a quarter into the
+ * period (jitter 0.25 over all of it), not near its end; a second late
+ * one soon after keeps the usual plan, so a backlog does not feed
+ * itself. */
+static void a_late_refresh_spreads_the_next_once(void **state)
+{
+	struct fixture *f = *state;
+	struct cred *c = cred_at(f->t, 0);
+	int64_t now = time_real_ms(), next;
+
+	next = answer_planned(f, c, false);
+	assert_true(next > now + 3600000 - 300000 - 30000 - 1000);
+	next = answer_planned(f, c, true);
+	assert_true(next < now + (3600000 - 300000) / 4 + 2000);
+	assert_true(next >= now + (3600000 - 300000) / 4 - 2000);
+	next = answer_planned(f, c, true);
+	assert_true(next > now + 3600000 - 300000 - 30000 - 1000);
 }
 
 static void waiting_opens_are_answered_by_the_refresh(void **state)
@@ -246,6 +286,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			waiting_opens_are_answered_by_the_refresh, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(
+			a_late_refresh_spreads_the_next_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(waiting_opens_are_capped, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(state_machine, setup, teardown),

@@ -29,6 +29,22 @@ static void hour_token_refreshes_lead_before_expiry(void **state)
 			 expires - 300000 - 15000);
 }
 
+/* After a late refresh: anywhere from the issue to the usual time. */
+static void spread_stays_within_the_period(void **state)
+{
+	int64_t issued = 1000000, expires = issued + 3600000;
+	int64_t latest = plan_refresh_at(&defaults, issued, expires, 0.0);
+
+	assert_int_equal(plan_spread_at(&defaults, issued, expires, 0.0),
+			 issued);
+	assert_int_equal(plan_spread_at(&defaults, issued, expires, 0.5),
+			 issued + (latest - issued) / 2);
+	assert_true(plan_spread_at(&defaults, issued, expires, 0.999) <=
+		    latest);
+	assert_true(plan_spread_at(&defaults, issued, expires, 0.999) >
+		    latest - 10000);
+}
+
 static void short_token_uses_fraction(void **state)
 {
 	/* 4 s token: min(300, 2) = 2 s lead, jitter up to 0.2 s. */
@@ -121,6 +137,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(hour_token_refreshes_lead_before_expiry),
+		cmocka_unit_test(spread_stays_within_the_period),
 		cmocka_unit_test(short_token_uses_fraction),
 		cmocka_unit_test(jitter_is_capped_at_a_minute),
 		cmocka_unit_test(refresh_never_before_issue),
