@@ -6,7 +6,10 @@
  * lifetime * (1 - FRACTION) seconds from when the daemon will have
  * started, so the benchmark starts in the steady state, not with a burst.
  *
- *   seed STORE-DIR KEY-FILE TENANTS PROVIDERS LIFETIME-S FRACTION
+ *   seed STORE-DIR|DSN KEY-FILE TENANTS PROVIDERS LIFETIME-S FRACTION
+ *        [START-IN-S]
+ *
+ * (DSN: a libpq connection string, for a PostgreSQL store.)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -60,9 +63,9 @@ int main(int argc, char **argv)
 	int64_t now = time_real_ms();
 	size_t k = 0;
 
-	if (argc != 7) {
-		fprintf(stderr, "usage: seed STORE-DIR KEY-FILE TENANTS "
-				"PROVIDERS LIFETIME-S FRACTION\n");
+	if (argc != 7 && argc != 8) {
+		fprintf(stderr, "usage: seed STORE-DIR|DSN KEY-FILE TENANTS "
+				"PROVIDERS LIFETIME-S FRACTION [START-IN-S]\n");
 		return 2;
 	}
 	tenants = atol(argv[3]);
@@ -70,13 +73,19 @@ int main(int argc, char **argv)
 	lifetime = atof(argv[5]);
 	fraction = atof(argv[6]);
 	period = lifetime * (1 - fraction);
-	/* The plan starts once seeding (about 0.05 ms a record here, in
-	 * groups) and the daemon's start are done, so nothing is overdue at
-	 * the start. */
-	now += 2000 + (int64_t)(tenants * providers) / 10;
+	/* The plan starts once seeding and the daemon's start are done
+	 * (START-IN-S from now; by default 2 s + 0.1 ms a record), so that
+	 * nothing is overdue at the start. */
+	now += argc == 8 ? (int64_t)(atof(argv[7]) * 1000)
+			 : 2000 + (int64_t)(tenants * providers) / 10;
+	/* A libpq connection string ("host=... dbname=...") names a
+	 * PostgreSQL store; anything else a directory. */
 	if (key_load_file(argv[2], &key, err, sizeof(err)) < 0 ||
-	    store_open_dir(argv[1], key, STORE_ADMIN, &st, err, sizeof(err)) <
-		    0) {
+	    (strchr(argv[1], '=')
+		     ? store_open_pg(argv[1], key, STORE_ADMIN, &st, err,
+				     sizeof(err))
+		     : store_open_dir(argv[1], key, STORE_ADMIN, &st, err,
+				      sizeof(err))) < 0) {
 		fprintf(stderr, "seed: %s\n", err);
 		return 1;
 	}

@@ -4,7 +4,8 @@
  * self-checking bench token ("bench.<expires_ms>.<serial>.<fnv64>", as
  * tests/fake_provider.py --bench-tokens issues) living LIFETIME seconds,
  * keep-alive, a thread per connection. Counts answers per second; on
- * SIGTERM writes "<Unix second> <count>" lines to STATS-FILE and exits.
+ * SIGUSR1 writes "<Unix second> <count>" lines to STATS-FILE, on SIGTERM
+ * too and exits.
  *
  *   tokend LIFETIME-S PORT-FILE STATS-FILE
  */
@@ -105,23 +106,39 @@ static void *serve(void *arg)
 
 static const char *stats_file;
 
-static void *on_term(void *arg)
+/* "<Unix second> <count>" lines so far, into the stats file (replaced
+ * whole, so a reader never sees half of it). */
+static void write_stats(void)
 {
-	sigset_t *set = arg;
+	char tmp[4096];
 	FILE *f;
-	int sig, i, last = 0;
+	int i, last = 0;
 
-	sigwait(set, &sig);
-	f = fopen(stats_file, "w");
+	snprintf(tmp, sizeof(tmp), "%s.tmp", stats_file);
+	f = fopen(tmp, "w");
 	for (i = 0; f && i < MAX_SECONDS; i++)
 		if (atomic_load(&per_second[i]))
 			last = i;
 	for (i = 0; f && i <= last; i++)
 		fprintf(f, "%lld %u\n", (long long)started + i,
 			atomic_load(&per_second[i]));
-	if (f)
-		fclose(f);
-	_exit(0);
+	if (f && fclose(f) == 0)
+		rename(tmp, stats_file);
+}
+
+/* SIGUSR1: the stats so far; SIGTERM, SIGINT: the stats, then exit. */
+static void *on_signal(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	for (;;) {
+		sigwait(set, &sig);
+		write_stats();
+		if (sig != SIGUSR1)
+			_exit(0);
+	}
+	return NULL;
 }
 
 int main(int argc, char **argv)
@@ -140,7 +157,8 @@ int main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	pthread_create(&t, NULL, on_term, &set);
+	pthread_create(&t, NULL, on_signal, &set);
 	return serve_loopback("tokend", argv[2], serve);
 }

@@ -100,6 +100,7 @@ struct cred_table {
 	atomic_uint_fast64_t reload_failures;
 	atomic_bool reload_refused;
 	atomic_bool store_down; /* a shared store could not be reached */
+	atomic_uint_fast64_t lease_queries; /* refresh leases asked for */
 	atomic_bool stopping;	/* cred_table_stop_waits() was called */
 	/* Asks the refresher to refresh @c now (single-flight). */
 	void (*kick)(void *arg, struct cred *c);

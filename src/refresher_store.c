@@ -32,6 +32,7 @@ static void lease(struct cred_table *t, struct rf_job *j)
 	char msg[512];
 
 	j->words[0] = '\0';
+	atomic_fetch_add(&t->lease_queries, 1);
 	j->lease =
 		store_lease(t->store, tenant, prov, j->lease_ms, &j->lease_gen);
 	if (j->lease == -EIO)

@@ -806,11 +806,16 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 			"(PostgreSQL) cannot be reached: credentials whose "
 			"refresh token rotates are not refreshed meanwhile.\n"
 			"# TYPE credfs_store_reachable gauge\n"
-			"credfs_store_reachable %d\n",
+			"credfs_store_reachable %d\n"
+			"# HELP credfs_store_lease_queries_total Refresh "
+			"leases asked of a shared store (PostgreSQL).\n"
+			"# TYPE credfs_store_lease_queries_total counter\n"
+			"credfs_store_lease_queries_total %" PRIu64 "\n",
 			!atomic_load(&t->reload_refused),
 			(uint64_t)atomic_load(&t->reload_failures),
 			atomic_load(&t->cfg_retained),
-			!atomic_load(&t->store_down));
+			!atomic_load(&t->store_down),
+			(uint64_t)atomic_load(&t->lease_queries));
 out_views:
 	for (i = 0; i < nv; i++)
 		cred_view_clear(&views[i]);

@@ -668,31 +668,103 @@ static int buf_hex(struct buf *b, const void *p, size_t n)
 	return r;
 }
 
+/* One statement of pg_save_many(): the writes of one kind, as arrays. */
+struct pg_group {
+	struct store_write **w;
+	size_t k;
+	struct buf a[5]; /* tenants, providers, generations, hex, expected */
+	int err;
+};
+
+static void group_init(struct pg_group *g, size_t n)
+{
+	int j;
+
+	g->w = calloc(n ? n : 1, sizeof(*g->w));
+	g->k = 0;
+	g->err = g->w ? 0 : -ENOMEM;
+	for (j = 0; j < 5; j++)
+		buf_init(&g->a[j], n * (2 * RECORD_MAX_BYTES + 200) + 16);
+}
+
+/* Add @x (sealed into @b) to @g. */
+static void group_add(struct pg_group *g, struct store_write *x,
+		      const struct buf *b)
+{
+	const char *sep = g->k ? "," : "{";
+	int r = g->err;
+
+	r = r ? r : buf_printf(&g->a[0], "%s\"%s\"", sep, x->tenant);
+	r = r ? r : buf_printf(&g->a[1], "%s\"%s\"", sep, x->provider);
+	r = r ? r : buf_printf(&g->a[2], "%s%" PRIu64, sep, x->r->generation);
+	r = r ? r : buf_printf(&g->a[3], "%s", sep);
+	r = r ? r : buf_hex(&g->a[3], b->data, b->len);
+	r = r ? r : buf_printf(&g->a[4], "%s%" PRIu64, sep, x->expect);
+	g->err = r;
+	g->w[g->k++] = x;
+}
+
+/* Run @sql over @g's arrays; each write answered: 0 if it came back
+ * (its position, or its tenant and provider), -ESTALE if not, the error
+ * if the statement failed. */
+static void group_run(struct pgstore *s, struct pg_group *g, const char *sql)
+{
+	const char *params[5];
+	PGresult *res = NULL;
+	size_t i;
+	long at;
+	int j;
+
+	for (j = 0; j < 5 && g->err == 0 && g->k; j++) {
+		g->err = buf_printf(&g->a[j], "}");
+		params[j] = g->a[j].data;
+	}
+	if (g->k && g->err == 0)
+		res = run_locked(s, sql, 5, params, NULL, NULL, 0);
+	for (i = 0; i < g->k; i++)
+		g->w[i]->ret = !ok(res) ? (g->err ? g->err : -EIO) : -ESTALE;
+	for (j = 0; ok(res) && j < PQntuples(res); j++) {
+		if (PQnfields(res) == 2) { /* tenant, provider */
+			for (i = 0; i < g->k; i++)
+				if (!strcmp(g->w[i]->tenant,
+					    PQgetvalue(res, j, 0)) &&
+				    !strcmp(g->w[i]->provider,
+					    PQgetvalue(res, j, 1)))
+					g->w[i]->ret = 0;
+			continue;
+		}
+		at = strtol(PQgetvalue(res, j, 0), NULL, 10); /* a position */
+		if (at >= 1 && (size_t)at <= g->k)
+			g->w[at - 1]->ret = 0;
+	}
+	PQclear(res);
+	for (j = 0; j < 5; j++)
+		buf_free(&g->a[j]);
+	free(g->w);
+}
+
 /*
- * The replacements (an expected generation, not 0 or STORE_ANY_GEN: what
- * the refresher writes) of a group, in one statement, so one commit (one
- * WAL flush) makes them all durable; each answered by whether its row
- * was replaced. The rest one by one. Records go as hex text, which the
- * server decodes.
+ * A group of writes in at most two statements, so one commit (one WAL
+ * flush) each makes them all durable: the replacements (an expected
+ * generation: what the refresher writes) as one UPDATE, the new records
+ * (expect 0) as one INSERT; each answered by whether its row was written.
+ * STORE_ANY_GEN ones (rare: credfsctl) one by one. Records go as hex
+ * text, which the server decodes.
  */
 static void pg_save_many(struct store *bs, struct store_write **w, size_t n)
 {
 	struct pgstore *s = (struct pgstore *)bs;
-	struct store_write **g = calloc(n ? n : 1, sizeof(*g));
-	struct buf a[5];
-	const char *params[5];
-	PGresult *res = NULL;
-	size_t i, k = 0;
-	long at;
-	int r = 0, j;
+	struct pg_group up, in;
+	size_t i;
 
-	for (j = 0; j < 5; j++)
-		buf_init(&a[j], n * (2 * RECORD_MAX_BYTES + 200) + 16);
+	group_init(&up, n);
+	group_init(&in, n);
 	for (i = 0; i < n; i++) {
 		struct store_write *x = w[i];
+		struct pg_group *g = x->expect == 0 ? &in : &up;
 		struct buf b;
 
-		if (!g || x->expect == 0 || x->expect == STORE_ANY_GEN) {
+		if (x->expect == STORE_ANY_GEN || !g->w) {
 			x->ret = pg_save(bs, x->tenant, x->provider, x->r,
 					 x->expect);
 			continue;
@@ -701,50 +773,23 @@ static void pg_save_many(struct store *bs, struct store_write **w, size_t n)
 				     &b);
 		if (x->ret < 0)
 			continue;
-		r = r ? r
-		      : buf_printf(&a[0], "%s\"%s\"", k ? "," : "{", x->tenant);
-		r = r ? r
-		      : buf_printf(&a[1], "%s\"%s\"", k ? "," : "{",
-				   x->provider);
-		r = r ? r
-		      : buf_printf(&a[2], "%s%" PRIu64, k ? "," : "{",
-				   x->r->generation);
-		r = r ? r : buf_printf(&a[3], "%s", k ? "," : "{");
-		r = r ? r : buf_hex(&a[3], b.data, b.len);
-		r = r ? r
-		      : buf_printf(&a[4], "%s%" PRIu64, k ? "," : "{",
-				   x->expect);
+		group_add(g, x, &b);
 		buf_free(&b);
-		g[k++] = x;
 	}
-	for (j = 0; j < 5 && r == 0 && k; j++) {
-		r = buf_printf(&a[j], "}");
-		params[j] = a[j].data;
-	}
-	if (k && r == 0)
-		res = run_locked(
-			s,
-			"UPDATE credfs_records r SET generation = v.g,"
-			" record = decode(v.h, 'hex'), lease_owner = NULL,"
-			" lease_until = NULL FROM unnest($1::text[],"
-			" $2::text[], $3::int8[], $4::text[], $5::int8[])"
-			" WITH ORDINALITY AS v(t, p, g, h, want, i)"
-			" WHERE r.tenant = v.t AND r.provider = v.p AND"
-			" r.generation = v.want RETURNING v.i",
-			5, params, NULL, NULL, 0);
-	/* Replaced: the rows returned (positions 1..k); the rest found
-	 * another generation there, or none. */
-	for (i = 0; i < k; i++)
-		g[i]->ret = !ok(res) ? (r ? r : -EIO) : -ESTALE;
-	for (j = 0; ok(res) && j < PQntuples(res); j++) {
-		at = strtol(PQgetvalue(res, j, 0), NULL, 10);
-		if (at >= 1 && (size_t)at <= k)
-			g[at - 1]->ret = 0;
-	}
-	PQclear(res);
-	for (j = 0; j < 5; j++)
-		buf_free(&a[j]);
-	free(g);
+	group_run(s, &up,
+		  "UPDATE credfs_records r SET generation = v.g,"
+		  " record = decode(v.h, 'hex'), lease_owner = NULL,"
+		  " lease_until = NULL FROM unnest($1::text[], $2::text[],"
+		  " $3::int8[], $4::text[], $5::int8[])"
+		  " WITH ORDINALITY AS v(t, p, g, h, want, i)"
+		  " WHERE r.tenant = v.t AND r.provider = v.p AND"
+		  " r.generation = v.want RETURNING v.i");
+	group_run(s, &in,
+		  "INSERT INTO credfs_records (tenant, provider, generation,"
+		  " record) SELECT v.t, v.p, v.g, decode(v.h, 'hex') FROM"
+		  " unnest($1::text[], $2::text[], $3::int8[], $4::text[],"
+		  " $5::int8[]) WITH ORDINALITY AS v(t, p, g, h, want, i)"
+		  " ON CONFLICT DO NOTHING RETURNING tenant, provider");
 }
 
 static int pg_generation(struct store *bs, const char *tenant,
