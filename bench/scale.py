@@ -23,6 +23,7 @@ second throughout and checks each one's own expiry: the run fails (exit
 1) if any was expired or damaged.
 """
 
+import errno
 import os
 import random
 import shutil
@@ -94,6 +95,7 @@ class Bench:
         self.mounts = [os.path.join(self.work, "mnt%d" % i)
                        for i in range(DAEMONS)]
         self.bad = [0, 0, 0]
+        self.errors = {}  # errno -> failed opens
         self.reads = 0
 
     # The pieces, started and stopped by pid.
@@ -154,7 +156,7 @@ class Bench:
                 store.update(backend="postgres", dsn=self.dsn)
             path = os.path.join(self.work, "config%d.json" % i)
             with open(path, "w") as f:
-                json.dump({"log_level": "warning",
+                json.dump({"log_level": os.environ.get("BENCH_LOG_LEVEL", "warning"),
                            "providers": {p: prov for p in names},
                            "tenants": {"t%04d" % t: {"credentials": {
                                p: {"scopes": ["read"]} for p in names}}
@@ -232,7 +234,10 @@ class Bench:
                 if not alive(self.pg_pid):
                     break
                 time.sleep(0.1)
-        shutil.rmtree(self.work, ignore_errors=True)
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.work, ignore_errors=True)
+        else:
+            print("kept", self.work)
 
     # Measures.
 
@@ -241,9 +246,13 @@ class Bench:
 
     def read_one(self):
         d = random.randrange(DAEMONS)
-        with open(self.path(d, random.randrange(TENANTS),
-                            random.randrange(PROVIDERS))) as f:
-            self.bad[check(f.read())] += 1
+        try:
+            with open(self.path(d, random.randrange(TENANTS),
+                                random.randrange(PROVIDERS))) as f:
+                self.bad[check(f.read())] += 1
+        except OSError as e:  # no token to serve: counted as expired
+            self.bad[1] += 1
+            self.errors[e.errno] = self.errors.get(e.errno, 0) + 1
         self.reads += 1
 
     def sample(self, secs):
@@ -369,17 +378,20 @@ class Bench:
             print("%s: %d bytes" % (f, os.path.getsize(os.path.join(
                 self.mounts[0], f)) or len(open(os.path.join(
                     self.mounts[0], f)).read())))
+        t = time.monotonic()
         self.stop_daemons()
-        print("downtime: %.0f s (every credential overdue after it)"
-              % DOWNTIME)
+        print("stopped in %.1f s; downtime: %.0f s (every credential "
+              "overdue after it)" % (time.monotonic() - t, DOWNTIME))
         time.sleep(DOWNTIME)
         restart = time.time()
         took = self.start_daemons()
         print("ready again after %s s" % "/".join("%.2f" % t for t in took))
         self.sample(2 * PERIOD + 1)
         self.after_downtime(restart)
-        print("sampler: %d reads, %d expired, %d damaged"
-              % (self.reads, self.bad[1], self.bad[2]))
+        print("sampler: %d reads, %d expired, %d damaged%s"
+              % (self.reads, self.bad[1], self.bad[2], "".join(
+                  " (%d failed with %s)" % (n, errno.errorcode[e])
+                  for e, n in self.errors.items())))
         return 1 if self.bad[1] or self.bad[2] else 0
 
 

@@ -169,59 +169,82 @@ static void announce(struct cred_table *t, struct cred *c,
 		t->notify(t->notify_arg, c);
 }
 
-/* Records loaded together at the start (store_load_many()). */
+/* Records loaded together (store_load_many()). */
 #define LOAD_CHUNK 4096
 
-size_t credstore_load_all(struct cred_table *t)
+static bool news(struct cred *c, uint64_t gen);
+
+/*
+ * Reread the records of @n store-backed credentials @cs, a chunk at a
+ * time with store_load_many(), and settle each. Loaded outside the
+ * reload lock, so each is settled only if it is still news then (a
+ * reload meanwhile may have adopted a newer one). How many were adopted.
+ */
+static size_t reload_many(struct cred_table *t, struct cred **cs, size_t n,
+			  bool quiet)
 {
 	struct store_load *l = calloc(LOAD_CHUNK, sizeof(*l));
 	struct record *r = calloc(LOAD_CHUNK, sizeof(*r));
-	struct cred **of = calloc(LOAD_CHUNK, sizeof(*of));
-	const struct config *cfg;
+	size_t i, k, j, adopted = 0;
 	char msg[512];
-	size_t i = 0, k, j, n = 0;
 
-	cred_table_enter(t);
-	cfg = cred_table_config(t);
-	while (l && r && of && t->store && i < cfg->n_creds) {
-		for (k = 0; k < LOAD_CHUNK && i < cfg->n_creds; i++) {
-			struct cred *c = cred_of(t, &cfg->creds[i]);
-
-			if (!cred_uses_store(c))
-				continue;
-			of[k] = c;
-			l[k] = (struct store_load){
-				.tenant = cred_conf(c)->tenant,
-				.provider = cred_conf(c)->provider->name,
-				.r = &r[k],
+	for (i = 0; l && r && i < n; i += k) {
+		k = n - i < LOAD_CHUNK ? n - i : LOAD_CHUNK;
+		for (j = 0; j < k; j++)
+			l[j] = (struct store_load){
+				.tenant = cred_conf(cs[i + j])->tenant,
+				.provider =
+					cred_conf(cs[i + j])->provider->name,
+				.r = &r[j],
 			};
-			k++;
-		}
-		/* No other reload runs yet: loaded outside the lock. */
 		store_load_many(t->store, l, k);
 		for (j = 0; j < k; j++) {
-			enum credstore_change ch;
+			struct cred *c = cs[i + j];
+			enum credstore_change ch = CS_SAME;
 
 			pthread_mutex_lock(&reload_lock);
-			ch = settle_loaded(t, of[j], l[j].ret, &r[j], msg,
-					   sizeof(msg));
+			if (l[j].ret != 0 || news(c, r[j].generation))
+				ch = settle_loaded(t, c, l[j].ret, &r[j], msg,
+						   sizeof(msg));
 			pthread_mutex_unlock(&reload_lock);
 			record_clear(&r[j]);
-			announce(t, of[j], ch, msg, true);
-			n += ch == CS_ADOPTED;
+			announce(t, c, ch, msg, quiet);
+			adopted += ch == CS_ADOPTED;
 		}
 	}
 	/* Without memory for the chunks: one by one. */
-	for (; i < cfg->n_creds; i++) {
-		struct cred *c = cred_of(t, &cfg->creds[i]);
-
-		if (cred_uses_store(c))
-			n += reload(t, c, msg, sizeof(msg), true) == CS_ADOPTED;
-	}
-	cred_table_exit(t);
+	for (i = l && r ? n : 0; i < n; i++)
+		adopted +=
+			reload(t, cs[i], msg, sizeof(msg), quiet) == CS_ADOPTED;
 	free(l);
 	free(r);
-	free(of);
+	return adopted;
+}
+
+size_t credstore_load_all(struct cred_table *t)
+{
+	const struct config *cfg;
+	struct cred **cs;
+	size_t i, k = 0, n = 0;
+	char msg[512];
+
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
+	cs = calloc(cfg->n_creds + 1, sizeof(*cs));
+	for (i = 0; t->store && i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
+
+		if (!cred_uses_store(c))
+			continue;
+		if (cs)
+			cs[k++] = c;
+		else /* no memory for the list: one by one */
+			n += reload(t, c, msg, sizeof(msg), true) == CS_ADOPTED;
+	}
+	if (cs)
+		n = reload_many(t, cs, k, true);
+	cred_table_exit(t);
+	free(cs);
 	return n;
 }
 
@@ -234,25 +257,41 @@ static bool news(struct cred *c, uint64_t gen)
 	return gen ? !st.present || gen > st.record_gen : st.present;
 }
 
-/* Reread tenant/provider's record if it is one of ours and news; with
- * the table's section held. Whether it was. */
+/* Reread tenant/provider's record if it is one of ours and news (or,
+ * given @r, that record of generation @gen, which came with the news);
+ * with the table's section held. Whether it was news. */
 static bool reread(struct cred_table *t, const struct cred_conf *cc,
-		   uint64_t gen)
+		   uint64_t gen, struct record *r)
 {
 	struct cred *c = cc ? cred_of(t, cc) : NULL;
+	struct cred_store_state st;
+	enum credstore_change ch;
 	char msg[512];
 
 	if (!c || !cred_uses_store(c) || !news(c, gen))
 		return false;
-	credstore_reload(t, c, msg, sizeof(msg));
-	return true;
+	if (!r) {
+		credstore_reload(t, c, msg, sizeof(msg));
+		return true;
+	}
+	/* News still under the lock: never an older record than one a
+	 * reload meanwhile adopted (which would look like a rollback). */
+	pthread_mutex_lock(&reload_lock);
+	cred_store_state(c, &st);
+	ch = news(c, gen) ? settle_loaded(t, c, 0, r, msg, sizeof(msg))
+			  : CS_SAME;
+	pthread_mutex_unlock(&reload_lock);
+	/* Another daemon's rotation is routine: said at debug level. */
+	announce(t, c, ch, msg, st.present && st.has_refresh_token);
+	return ch != CS_SAME;
 }
 
 /* Catching up: the store's generations against ours. */
 struct catch_up {
 	struct cred_table *t;
 	const struct config *cfg;
-	bool *seen; /* by position in cfg->creds */
+	bool *seen;	    /* by position in cfg->creds */
+	struct cred **news; /* to reread */
 	size_t changed;
 };
 
@@ -261,10 +300,13 @@ static int caught(void *arg, const char *tenant, const char *provider,
 {
 	struct catch_up *x = arg;
 	const struct cred_conf *cc = config_find_cred(x->cfg, tenant, provider);
+	struct cred *c = cc ? cred_of(x->t, cc) : NULL;
 
-	if (cc)
-		x->seen[cc - x->cfg->creds] = true;
-	x->changed += reread(x->t, cc, gen);
+	if (!c || !cred_uses_store(c))
+		return 0;
+	x->seen[cc - x->cfg->creds] = true;
+	if (news(c, gen))
+		x->news[x->changed++] = c;
 	return 0;
 }
 
@@ -276,14 +318,22 @@ static void catch_up(struct cred_table *t)
 
 	cred_table_enter(t);
 	x.cfg = cred_table_config(t);
-	x.seen = calloc(x.cfg->n_creds ? x.cfg->n_creds : 1, 1);
-	r = x.seen ? store_generations(t->store, caught, &x) : -ENOMEM;
+	x.seen = calloc(x.cfg->n_creds + 1, sizeof(*x.seen));
+	x.news = calloc(x.cfg->n_creds + 1, sizeof(*x.news));
+	r = x.seen && x.news ? store_generations(t->store, caught, &x)
+			     : -ENOMEM;
 	/* What the store no longer has is gone. */
-	for (i = 0; r == 0 && i < x.cfg->n_creds; i++)
-		if (!x.seen[i])
-			x.changed += reread(t, &x.cfg->creds[i], 0);
+	for (i = 0; r == 0 && i < x.cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &x.cfg->creds[i]);
+
+		if (!x.seen[i] && cred_uses_store(c) && news(c, 0))
+			x.news[x.changed++] = c;
+	}
+	if (r == 0)
+		reload_many(t, x.news, x.changed, false);
 	cred_table_exit(t);
 	free(x.seen);
+	free(x.news);
 	if (r < 0)
 		log_warn("store: cannot compare the records with the store's "
 			 "(%s); changes made meanwhile are seen at the next "
@@ -297,7 +347,7 @@ static void catch_up(struct cred_table *t)
 
 /* store_watch()'s callback, on the store's thread. */
 static void heard(void *arg, const char *tenant, const char *provider,
-		  uint64_t gen)
+		  uint64_t gen, struct record *r)
 {
 	struct cred_table *t = arg;
 
@@ -306,8 +356,8 @@ static void heard(void *arg, const char *tenant, const char *provider,
 		return;
 	}
 	cred_table_enter(t);
-	reread(t, config_find_cred(cred_table_config(t), tenant, provider),
-	       gen);
+	reread(t, config_find_cred(cred_table_config(t), tenant, provider), gen,
+	       r);
 	cred_table_exit(t);
 }
 

@@ -111,12 +111,15 @@ int store_rekey(struct store *s, const uint8_t *new_master, size_t *n,
 
 /*
  * What another writer did to a record: tenant/provider written with
- * generation @gen, or removed (@gen 0). Called with @tenant NULL when
+ * generation @gen (the record itself in @r when it came with the news,
+ * else NULL: load it), or removed (@gen 0). Called with @tenant NULL when
  * changes may have been missed (when watching starts, and after the
- * watch reconnected): then every record must be compared again.
+ * watch reconnected): then every record must be compared again. @r is
+ * the callback's to take from (record_clear() follows).
  */
 typedef void (*store_change_fn)(void *arg, const char *tenant,
-				const char *provider, uint64_t gen);
+				const char *provider, uint64_t gen,
+				struct record *r);
 
 /*
  * Hear, on a thread of the store's own, of every change another process

@@ -50,8 +50,10 @@
  * at its own pace, and says so), so that daemons can be upgraded before
  * the database is migrated. */
 #define SCHEMA_WORKS 2
-/* The channel the records' trigger notifies. */
+/* The channel the records' trigger notifies, and the largest record
+ * (in bytes) its notification carries. */
 #define CHANNEL "credfs_records"
+#define NOTIFY_RECORD_MAX "3800"
 #define KEYCHECK_TENANT "-keycheck-"
 /* pg_advisory_lock's key: "credfs" in ASCII. */
 #define DAEMON_LOCK_KEY "109979033200499"
@@ -284,7 +286,10 @@ static int check_key(struct pgstore *s, bool create, char *err, size_t errlen)
 		" ADD COLUMN IF NOT EXISTS lease_until timestamptz",
 		/* Version 3: every record written or removed is announced
 		 * on CHANNEL as "<writer's server pid> <generation, 0 when
-		 * removed> <tenant> <provider>" (a lease is no change). */
+		 * removed> <tenant> <provider>[ <the record, in hex>]" (a
+		 * lease is no change); the sealed record rides along when it
+		 * fits the 8000-byte payload, so that no listener needs to
+		 * ask for it. */
 		"CREATE OR REPLACE FUNCTION credfs_records_notify()"
 		" RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
 		" IF TG_OP = 'DELETE' THEN"
@@ -293,7 +298,9 @@ static int check_key(struct pgstore *s, bool create, char *err, size_t errlen)
 		"  RETURN OLD;"
 		" END IF;"
 		" PERFORM pg_notify('" CHANNEL "', pg_backend_pid() || ' ' ||"
-		"  NEW.generation || ' ' || NEW.tenant || ' ' || NEW.provider);"
+		"  NEW.generation || ' ' || NEW.tenant || ' ' || NEW.provider"
+		"  || CASE WHEN octet_length(NEW.record) <= " NOTIFY_RECORD_MAX
+		"  THEN ' ' || encode(NEW.record, 'hex') ELSE '' END);"
 		" RETURN NEW; END $$",
 		"DROP TRIGGER IF EXISTS credfs_records_changed ON"
 		" credfs_records",
@@ -1097,20 +1104,56 @@ static PGconn *watch_connect(struct pgstore *s, struct pgwatch *w)
 	return conn;
 }
 
-/* "<pid> <generation> <tenant> <provider>", passed on unless @s's own
- * connection wrote it. */
+/* @n hex digits at @hex into @out (n / 2 bytes): 0, or -EPROTO. */
+static int unhex(const char *hex, size_t n, struct buf *out)
+{
+	unsigned char chunk[256];
+	size_t i, k = 0;
+	int hi, lo, r = 0;
+
+	if (n % 2)
+		return -EPROTO;
+	for (i = 0; i < n && r == 0; i += 2) {
+		hi = hex[i] >= 'a' ? hex[i] - 'a' + 10 : hex[i] - '0';
+		lo = hex[i + 1] >= 'a' ? hex[i + 1] - 'a' + 10
+				       : hex[i + 1] - '0';
+		if (hi < 0 || hi > 15 || lo < 0 || lo > 15)
+			return -EPROTO;
+		chunk[k++] = (unsigned char)(hi << 4 | lo);
+		if (k == sizeof(chunk) || i + 2 == n) {
+			r = buf_append(out, chunk, k);
+			k = 0;
+		}
+	}
+	return r;
+}
+
+/* "<pid> <generation> <tenant> <provider>[ <hex>]", passed on unless @s's
+ * own connection wrote it; with the record opened when it came along. */
 static void watch_heard(struct pgstore *s, struct pgwatch *w, const PGnotify *n)
 {
 	char tenant[80], provider[80];
 	unsigned long long gen;
-	int pid;
+	struct record r, *rec = NULL;
+	struct buf b;
+	int pid, at = 0;
 
-	if (sscanf(n->extra, "%d %llu %79s %79s", &pid, &gen, tenant,
-		   provider) != 4 ||
+	if (sscanf(n->extra, "%d %llu %79s %79s%n", &pid, &gen, tenant,
+		   provider, &at) != 4 ||
 	    !util_name_valid(tenant) || !util_name_valid(provider))
 		return; /* not ours to read */
-	if (pid != atomic_load(&s->conn_pid))
-		w->fn(w->arg, tenant, provider, gen);
+	if (pid == atomic_load(&s->conn_pid))
+		return;
+	buf_init(&b, RECORD_MAX_BYTES);
+	if (n->extra[at] == ' ' &&
+	    unhex(n->extra + at + 1, strlen(n->extra + at + 1), &b) == 0 &&
+	    record_open(s->master, tenant, provider, b.data, b.len, &r) == 0 &&
+	    r.generation == gen)
+		rec = &r; /* else it is reread */
+	buf_free(&b);
+	w->fn(w->arg, tenant, provider, gen, rec);
+	if (rec)
+		record_clear(rec);
 }
 
 static void *watch_main(void *arg)
@@ -1134,7 +1177,7 @@ static void *watch_main(void *arg)
 				continue;
 			}
 			pause = WATCH_PAUSE_MIN_MS;
-			w->fn(w->arg, NULL, NULL, 0); /* catch up */
+			w->fn(w->arg, NULL, NULL, 0, NULL); /* catch up */
 		}
 		r = watch_wait(w, PQsocket(conn), POLLIN, -1);
 		if (r < 0)
@@ -1144,7 +1187,8 @@ static void *watch_main(void *arg)
 			conn = NULL;
 			continue;
 		}
-		while ((n = PQnotifies(conn))) {
+		/* Between notifications, a stop is seen at once. */
+		while (watch_wait(w, -1, 0, 0) == 0 && (n = PQnotifies(conn))) {
 			watch_heard(s, w, n);
 			PQfreemem(n);
 		}
