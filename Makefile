@@ -211,7 +211,8 @@ bench-stall: all
 
 # Refresh at scale (docs/performance.md): BENCH_TENANTS (x 10
 # credentials; 10000 for 100,000), BENCH_SCALE_SECONDS, BENCH_LIFETIME,
-# BENCH_STORE (disk, tmpfs, postgres), BENCH_DAEMONS, BENCH_DOWNTIME.
+# BENCH_STORE (disk, tmpfs, postgres), BENCH_DAEMONS, BENCH_DOWNTIME,
+# BENCH_TENANTS_DIR, BENCH_SERIES.
 bench-scale: all $(BUILD)/bench-tokend $(BUILD)/bench-seed
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) $(PYTHON) bench/scale.py
 

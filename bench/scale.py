@@ -8,7 +8,9 @@ refresh period of 0.3 x lifetime: about 555 refreshes a second for
 10,000), against bench/tokend (a C token endpoint). The store is on disk
 (under /tmp), on tmpfs (BENCH_STORE=tmpfs), or in a PostgreSQL server of
 the bench's own, with fsync on, shared by BENCH_DAEMONS daemons (default
-3; BENCH_STORE=postgres).
+3; BENCH_STORE=postgres). BENCH_TENANTS_DIR=1 configures the tenants as
+a directory of files, one per tenant (tenants_dir), instead of in the
+config file.
 
 Reports: seeding; ready time and resident memory at start; random
 lookups and directory listings; a steady window of BENCH_SCALE_SECONDS
@@ -46,6 +48,7 @@ STORE = os.environ.get("BENCH_STORE", "disk")
 DAEMONS = int(os.environ.get("BENCH_DAEMONS",
                              3 if STORE == "postgres" else 1))
 DOWNTIME = float(os.environ.get("BENCH_DOWNTIME", PERIOD))
+TENANTS_DIR = bool(os.environ.get("BENCH_TENANTS_DIR"))
 TICK = os.sysconf("SC_CLK_TCK")
 PG_BINS = sorted(d for d in
                  (os.path.join("/usr/lib/postgresql", v, "bin")
@@ -155,13 +158,25 @@ class Bench:
             if STORE == "postgres":
                 store.update(backend="postgres", dsn=self.dsn)
             path = os.path.join(self.work, "config%d.json" % i)
+            tenant = {"credentials": {p: {"scopes": ["read"]}
+                                      for p in names}}
+            config = {"log_level": os.environ.get("BENCH_LOG_LEVEL",
+                                                  "warning"),
+                      "providers": {p: prov for p in names},
+                      "store": store}
+            if TENANTS_DIR:  # a file per tenant
+                tdir = os.path.join(self.work, "tenants.d")
+                os.makedirs(tdir, exist_ok=True)
+                for t in range(TENANTS if i == 0 else 0):
+                    with open(os.path.join(tdir, "t%04d.json" % t),
+                              "w") as f:
+                        json.dump(tenant, f)
+                config["tenants_dir"] = tdir
+            else:
+                config["tenants"] = {"t%04d" % t: tenant
+                                     for t in range(TENANTS)}
             with open(path, "w") as f:
-                json.dump({"log_level": os.environ.get("BENCH_LOG_LEVEL", "warning"),
-                           "providers": {p: prov for p in names},
-                           "tenants": {"t%04d" % t: {"credentials": {
-                               p: {"scopes": ["read"]} for p in names}}
-                               for t in range(TENANTS)},
-                           "store": store}, f)
+                json.dump(config, f)
             self.configs.append(path)
             os.mkdir(self.mounts[i])
 

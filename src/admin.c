@@ -158,9 +158,6 @@ void admin_free(struct admin *a)
 int admin_reload(struct admin *a, struct buf *reply)
 {
 	struct cred_table *t = a->t;
-	const struct config *cfg;
-	char msg[512];
-	size_t i;
 	int r;
 
 	pthread_mutex_lock(&a->lock);
@@ -174,18 +171,7 @@ int admin_reload(struct admin *a, struct buf *reply)
 			  r == -ELOOP ? "it is a symbolic link, which is not "
 					"followed"
 				      : strerror(-r));
-	cred_table_enter(t);
-	cfg = cred_table_config(t);
-	for (i = 0; i < cfg->n_creds; i++) {
-		struct cred *c = cred_of(t, &cfg->creds[i]);
-
-		if (!cred_uses_store(c))
-			continue;
-		if (credstore_reload(t, c, msg, sizeof(msg)) != CS_SAME &&
-		    reply)
-			buf_printf(reply, "%s\n", msg);
-	}
-	cred_table_exit(t);
+	credstore_reload_all(t, reply);
 	pthread_mutex_unlock(&a->lock);
 	return r;
 }

@@ -553,7 +553,7 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 		"allow_root",	      "ops_gids", "audit_log",	 "store",
 		"per_credential_max", NULL,
 	};
-	struct tenant_files tf = {json_object(), json_object()};
+	struct tenant_files tf = {NULL, NULL};
 	json_t *max;
 	char *tdir = NULL;
 	static const char *const levels[] = {"error", "warning", "info",
@@ -567,6 +567,8 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 	if (!json_is_object(root))
 		return conf_fail(c, "(top level)", "expected an object, got %s",
 				 conf_json_kind(root));
+	tf.tenants = json_object();
+	tf.files = json_object();
 	if (!tf.tenants || !tf.files) {
 		r = -ENOMEM;
 		goto out;

@@ -176,57 +176,78 @@ static bool news(struct cred *c, uint64_t gen);
 
 /*
  * Reread the records of @n store-backed credentials @cs, a chunk at a
- * time with store_load_many(), and settle each. Loaded outside the
- * reload lock, so each is settled only if it is still news then (a
- * reload meanwhile may have adopted a newer one). How many were adopted.
+ * time with store_load_many(), and settle each (with @quiet, routine
+ * news at debug level; what changed also a line each to @reply, if not
+ * NULL). Loaded outside the reload lock: one whose state changed
+ * meanwhile (a reload or a refresh) is settled only if the record is
+ * still news to it. How many were adopted.
  */
 static size_t reload_many(struct cred_table *t, struct cred **cs, size_t n,
-			  bool quiet)
+			  bool quiet, struct buf *reply)
 {
 	struct store_load *l = calloc(LOAD_CHUNK, sizeof(*l));
 	struct record *r = calloc(LOAD_CHUNK, sizeof(*r));
+	struct cred_store_state *before = calloc(LOAD_CHUNK, sizeof(*before));
+	struct cred_store_state now;
 	size_t i, k, j, adopted = 0;
 	char msg[512];
 
-	for (i = 0; l && r && i < n; i += k) {
+	for (i = 0; l && r && before && i < n; i += k) {
 		k = n - i < LOAD_CHUNK ? n - i : LOAD_CHUNK;
-		for (j = 0; j < k; j++)
+		for (j = 0; j < k; j++) {
 			l[j] = (struct store_load){
 				.tenant = cred_conf(cs[i + j])->tenant,
 				.provider =
 					cred_conf(cs[i + j])->provider->name,
 				.r = &r[j],
 			};
+			cred_store_state(cs[i + j], &before[j]);
+		}
 		store_load_many(t->store, l, k);
 		for (j = 0; j < k; j++) {
 			struct cred *c = cs[i + j];
 			enum credstore_change ch = CS_SAME;
 
+			/* Unchanged since the load: as if loaded under the
+			 * lock (a rollback is one). Changed: only news. */
 			pthread_mutex_lock(&reload_lock);
-			if (l[j].ret != 0 || news(c, r[j].generation))
+			cred_store_state(c, &now);
+			if ((now.record_gen == before[j].record_gen &&
+			     now.durable_gen == before[j].durable_gen &&
+			     now.present == before[j].present) ||
+			    l[j].ret != 0 || news(c, r[j].generation))
 				ch = settle_loaded(t, c, l[j].ret, &r[j], msg,
 						   sizeof(msg));
 			pthread_mutex_unlock(&reload_lock);
 			record_clear(&r[j]);
 			announce(t, c, ch, msg, quiet);
 			adopted += ch == CS_ADOPTED;
+			if (ch != CS_SAME && reply)
+				buf_printf(reply, "%s\n", msg);
 		}
 	}
 	/* Without memory for the chunks: one by one. */
-	for (i = l && r ? n : 0; i < n; i++)
-		adopted +=
-			reload(t, cs[i], msg, sizeof(msg), quiet) == CS_ADOPTED;
+	for (i = l && r && before ? n : 0; i < n; i++) {
+		enum credstore_change ch =
+			reload(t, cs[i], msg, sizeof(msg), quiet);
+
+		adopted += ch == CS_ADOPTED;
+		if (ch != CS_SAME && reply)
+			buf_printf(reply, "%s\n", msg);
+	}
 	free(l);
 	free(r);
+	free(before);
 	return adopted;
 }
 
-size_t credstore_load_all(struct cred_table *t)
+/* Every store-backed credential's record, reread; @quiet and @reply as
+ * for reload_many(). */
+static size_t reload_all(struct cred_table *t, bool quiet, struct buf *reply)
 {
 	const struct config *cfg;
 	struct cred **cs;
 	size_t i, k = 0, n = 0;
-	char msg[512];
 
 	cred_table_enter(t);
 	cfg = cred_table_config(t);
@@ -239,13 +260,23 @@ size_t credstore_load_all(struct cred_table *t)
 		if (cs)
 			cs[k++] = c;
 		else /* no memory for the list: one by one */
-			n += reload(t, c, msg, sizeof(msg), true) == CS_ADOPTED;
+			n += reload_many(t, &c, 1, quiet, reply);
 	}
 	if (cs)
-		n = reload_many(t, cs, k, true);
+		n = reload_many(t, cs, k, quiet, reply);
 	cred_table_exit(t);
 	free(cs);
 	return n;
+}
+
+size_t credstore_load_all(struct cred_table *t)
+{
+	return reload_all(t, true, NULL);
+}
+
+void credstore_reload_all(struct cred_table *t, struct buf *reply)
+{
+	reload_all(t, false, reply);
 }
 
 /* Whether a record of generation @gen (0: removed) is news to @c. */
@@ -330,7 +361,7 @@ static void catch_up(struct cred_table *t)
 			x.news[x.changed++] = c;
 	}
 	if (r == 0)
-		reload_many(t, x.news, x.changed, false);
+		reload_many(t, x.news, x.changed, false, NULL);
 	cred_table_exit(t);
 	free(x.seen);
 	free(x.news);

@@ -38,6 +38,11 @@ enum credstore_change {
  * loaded. */
 size_t credstore_load_all(struct cred_table *t);
 
+/* SIGHUP: reread every store-backed credential's record (a few thousand
+ * to a store_load_many()); what changed goes to the log, and to @reply
+ * (a line each) if not NULL. */
+void credstore_reload_all(struct cred_table *t, struct buf *reply);
+
 /*
  * Hear of the records other daemons change (a shared store: see
  * store_watch()) and reread each one that is news, within a moment of
