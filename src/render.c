@@ -654,6 +654,7 @@ static const struct {
 
 /* A provider's totals over the credentials a metrics file shows. */
 struct provider_sum {
+	size_t shown; /* none: the provider is not named */
 	uint64_t success, failure, reads;
 	int64_t min_expires_in;
 	bool any_token;
@@ -686,7 +687,7 @@ static int provider_series(const struct config *cfg,
 				    : k == 4 ? (int64_t)x->reads
 					     : x->min_expires_in;
 
-			if (k == 6 && !x->any_token)
+			if (!x->shown || (k == 6 && !x->any_token))
 				continue;
 			r = buf_printf(out, "%s{provider=\"%s\"} %" PRId64 "\n",
 				       help[k], cfg->providers[p].name, v);
@@ -725,6 +726,7 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 			continue;
 		cred_view(c, now_ms, &v);
 		by_state[v.state]++;
+		x->shown++;
 		x->success += v.refresh_count;
 		x->failure += v.failure_count;
 		x->reads += v.reads;
