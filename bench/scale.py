@@ -16,7 +16,8 @@ Reports: seeding; ready time and resident memory at start; random
 lookups and directory listings; a steady window of BENCH_SCALE_SECONDS
 (default 60): refreshes per second (mean, busiest, quietest), daemon
 CPU, peak memory, and on PostgreSQL the refreshes each daemon did and
-lease queries per refresh; the size of the root status and metrics;
+lease queries per refresh; how long a reload (SIGHUP) takes; the size
+of the root status and metrics;
 then a downtime of BENCH_DOWNTIME s (default one refresh period, so that
 every credential is overdue at the restart): the ready time again and
 the busiest second in the first and in the second refresh period after
@@ -26,6 +27,7 @@ second throughout and checks each one's own expiry: the run fails (exit
 """
 
 import errno
+import json
 import os
 import random
 import shutil
@@ -136,7 +138,6 @@ class Bench:
                        check=True, capture_output=True, cwd="/tmp")
 
     def write_configs(self):
-        import json
         secret = os.path.join(self.work, "secret")
         with open(secret, "w") as f:
             f.write("secret\n")
@@ -338,6 +339,19 @@ class Bench:
               "+ close %.0f us; ls tenants/ (%d) %.0f ms; ls of a tenant "
               "%.0f us" % (stat_us, open_us, n_t, ls_ms, ls_t_us))
 
+    def reload(self):
+        """A reload (as SIGHUP does: the config and every record reread),
+        asked on daemon 0's control socket; the reply comes when done."""
+        import socket
+        store = json.load(open(self.configs[0]))["store"]["dir"]
+        t = time.monotonic()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(os.path.join(store, "control.sock"))
+            s.sendall(b"reload\n")
+            while s.recv(65536):
+                pass
+        print("reload (SIGHUP): %.2f s" % (time.monotonic() - t))
+
     def window(self, secs, what):
         start = time.time()
         c0, m0 = self.cpu(), time.monotonic()
@@ -389,6 +403,7 @@ class Bench:
             print("refreshes by daemon: %s; lease queries per refresh "
                   "%.2f" % ("/".join("%d" % x for x in done),
                             leases / max(sum(done), 1)))
+        self.reload()
         for f in ("status", "metrics"):
             print("%s: %d bytes" % (f, os.path.getsize(os.path.join(
                 self.mounts[0], f)) or len(open(os.path.join(
