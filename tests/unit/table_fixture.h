@@ -36,13 +36,16 @@ static inline void table_close(struct config *cfg, struct cred_table *t)
 }
 
 /* A successful answer with @value (an hour long) to a request @c starts
- * now, published as the refresher publishes one. */
-static inline void table_answer(struct cred_table *t, struct cred *c,
-				const char *value)
+ * now, published as the refresher publishes one, with jitter @u, sent
+ * @late or not. The next refresh's planned time. */
+static inline int64_t table_answer_planned(struct cred_table *t, struct cred *c,
+					   const char *value, double u,
+					   bool late)
 {
 	struct oauth_result res = {.outcome = OAUTH_OK, .retry_after_ms = -1};
 	char *rt = NULL;
 	struct token *tok;
+	int64_t next;
 
 	res.tok.access_token = strdup(value);
 	res.tok.len = strlen(value);
@@ -52,8 +55,15 @@ static inline void table_answer(struct cred_table *t, struct cred *c,
 	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
 	tok = cred_token_new(c, &res.tok, time_real_ms());
 	assert_non_null(tok);
-	cred_finish_attempt(t, c, &res, tok, NULL, 0.5, false);
+	next = cred_finish_attempt(t, c, &res, tok, NULL, u, late);
 	oauth_result_clear(&res);
+	return next;
+}
+
+static inline void table_answer(struct cred_table *t, struct cred *c,
+				const char *value)
+{
+	table_answer_planned(t, c, value, 0.5, false);
 }
 
 #endif

@@ -94,22 +94,7 @@ static void answer(struct fixture *f, struct cred *c)
 /* A successful answer, @late or not, with jitter 0.25: the next plan. */
 static int64_t answer_planned(struct fixture *f, struct cred *c, bool late)
 {
-	struct oauth_result res = {.outcome = OAUTH_OK, .retry_after_ms = -1};
-	char *rt = NULL;
-	struct token *tok;
-	int64_t next;
-
-	res.tok.access_token = strdup("tok-value");
-	res.tok.len = strlen("tok-value");
-	res.tok.refresh_expires_in_ms = -1;
-	res.tok.token_type = strdup("Bearer");
-	res.tok.expires_in_ms = 3600 * 1000;
-	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
-	tok = cred_token_new(c, &res.tok, time_real_ms());
-	assert_non_null(tok);
-	next = cred_finish_attempt(f->t, c, &res, tok, NULL, 0.25, late);
-	oauth_result_clear(&res);
-	return next;
+	return table_answer_planned(f->t, c, "tok-value", 0.25, late);
 }
 
 /* A late answer (a burst) plans the next refresh a quarter into the
