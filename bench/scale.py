@@ -293,15 +293,15 @@ class Bench:
 
     def refreshes(self):
         """Unix second -> refreshes answered, so far."""
-        mtime = os.path.getmtime(self.stats) if \
-            os.path.exists(self.stats) else 0
+        # Gone first, so that an answer that comes late is not taken for
+        # a stale one (tokend writes it whole, by rename).
+        if os.path.exists(self.stats):
+            os.unlink(self.stats)
         self.tokend.send_signal(signal.SIGUSR1)
-        for _ in range(100):
-            if os.path.exists(self.stats) and \
-                    os.path.getmtime(self.stats) != mtime:
+        for _ in range(600):
+            if os.path.exists(self.stats):
                 break
             time.sleep(0.05)
-        time.sleep(0.1)
         return dict((int(a), int(b)) for a, b in
                     (line.split() for line in open(self.stats)))
 

@@ -52,8 +52,9 @@ int64_t plan_spread_at(const struct timing *t, int64_t issued_ms,
 		       int64_t expires_ms, double u)
 {
 	int64_t latest = plan_refresh_at(t, issued_ms, expires_ms, 0);
+	int64_t first = issued_ms + (latest - issued_ms) / 4;
 
-	return issued_ms + (int64_t)(u * (double)(latest - issued_ms));
+	return first + (int64_t)(u * (double)(latest - first));
 }
 
 int64_t plan_backoff_ms(int64_t initial_ms, int64_t max_ms, unsigned n,

@@ -27,10 +27,13 @@ int64_t plan_refresh_at(const struct timing *t, int64_t issued_ms,
 
 /*
  * The refresh after one that started late (a burst: after downtime, or
- * the first tokens of many credentials): anywhere in the refresh period,
- * at @issued_ms + @u * (plan_refresh_at(@u = 0) - @issued_ms), so that
- * the burst's credentials come due spread over one period instead of
- * together again. Never later than plan_refresh_at() would say.
+ * the first tokens of many credentials): anywhere in the last three
+ * quarters of the refresh period (@u in [0, 1) of it), so that the
+ * burst's credentials come due spread over one period instead of
+ * together again. Never later than plan_refresh_at() would say, and
+ * never within the first quarter: two rotations in quick succession
+ * would leave a file opened on the first generation without its
+ * attributes (a getattr names the generation, and only two are held).
  */
 int64_t plan_spread_at(const struct timing *t, int64_t issued_ms,
 		       int64_t expires_ms, double u);

@@ -97,9 +97,9 @@ static int64_t answer_planned(struct fixture *f, struct cred *c, bool late)
 	return table_answer_planned(f->t, c, "tok-value", 0.25, late);
 }
 
-/* A late answer (a burst) plans the next refresh a quarter into the
- * period (jitter 0.25 over all of it), not near its end; a second late
- * one soon after keeps the usual plan, so a backlog does not feed
+/* A late answer (a burst) plans the next refresh with its jitter (0.25)
+ * over the last three quarters of the period, not near its end; a second
+ * late one soon after keeps the usual plan, so a backlog does not feed
  * itself. */
 static void a_late_refresh_spreads_the_next_once(void **state)
 {
@@ -109,9 +109,10 @@ static void a_late_refresh_spreads_the_next_once(void **state)
 
 	next = answer_planned(f, c, false);
 	assert_true(next > now + 3600000 - 300000 - 30000 - 1000);
+	/* A quarter in, then a quarter of the remaining three quarters. */
 	next = answer_planned(f, c, true);
-	assert_true(next < now + (3600000 - 300000) / 4 + 2000);
-	assert_true(next >= now + (3600000 - 300000) / 4 - 2000);
+	assert_true(next < now + (3600000 - 300000) * 7 / 16 + 2000);
+	assert_true(next >= now + (3600000 - 300000) * 7 / 16 - 2000);
 	next = answer_planned(f, c, true);
 	assert_true(next > now + 3600000 - 300000 - 30000 - 1000);
 }
