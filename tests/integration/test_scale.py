@@ -3,7 +3,13 @@ credentials with 10 s tokens (a refresh period of 3 s), a steady window,
 a downtime that leaves every credential overdue and the restart after
 it; on the file store and on PostgreSQL with three daemons. Every token
 the sampler read must have been valid (the benchmark exits 1 otherwise).
-The figures at 100,000 are in docs/performance.md."""
+The figures at 100,000 are in docs/performance.md.
+
+The file store here is on tmpfs: beside the other suites of make check,
+whose writes share /tmp's file system, the group's syncfs(2) waits for
+their writeback too (the trade-off docs/performance.md states), and a
+loaded ASan run stalled this run's refreshes for about 9 s, longer than
+its 10 s tokens allow. The disk is measured by make bench-scale."""
 
 import os
 import re
@@ -15,7 +21,7 @@ import pytest
 from harness import BUILD, PG_BINS, ROOT
 
 
-@pytest.mark.parametrize("store", ["disk", "postgres"])
+@pytest.mark.parametrize("store", ["tmpfs", "postgres"])
 def test_bench_scale_in_small(store):
     if store == "postgres" and not PG_BINS:
         pytest.fail("PostgreSQL is not installed: make deps")
