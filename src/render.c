@@ -490,6 +490,47 @@ static bool in_good_health(const struct cred_view *v)
 	       !strcmp(health(v), "ok");
 }
 
+/* @listed[i]: whether @visible shows cfg->creds[i]. How many it shows. */
+static size_t mark_shown(struct cred_table *t, const struct config *cfg,
+			 const struct visible *visible, bool *listed)
+{
+	size_t i, shown = 0;
+
+	for (i = 0; i < cfg->n_creds; i++) {
+		listed[i] = visible_shows(
+			visible, cred_index(cred_of(t, &cfg->creds[i])));
+		shown += listed[i];
+	}
+	return shown;
+}
+
+/* Past the cap: of those @listed, keep only the ones not in good health
+ * (@bad[i], or a view of each when @bad is NULL), up to the cap. How
+ * many are kept. */
+static size_t keep_unhealthy(struct cred_table *t, const struct config *cfg,
+			     int64_t now_ms, bool *listed, const bool *bad)
+{
+	size_t i, k = 0;
+	struct cred_view v;
+
+	for (i = 0; i < cfg->n_creds; i++) {
+		if (!listed[i])
+			continue;
+		listed[i] = false;
+		if (k == cfg->per_credential_max)
+			continue;
+		if (bad) {
+			listed[i] = bad[i];
+		} else {
+			cred_view(cred_of(t, &cfg->creds[i]), now_ms, &v);
+			listed[i] = !in_good_health(&v);
+			cred_view_clear(&v);
+		}
+		k += listed[i];
+	}
+	return k;
+}
+
 /*
  * Which of @cfg's credentials a root file lists (@listed, by position):
  * every one @visible shows while they are at most per_credential_max;
@@ -500,29 +541,12 @@ static size_t choose_listed(struct cred_table *t, const struct config *cfg,
 			    const struct visible *visible, int64_t now_ms,
 			    bool *listed, size_t *n_shown)
 {
-	size_t i, shown = 0, k = 0;
-	struct cred_view v;
+	size_t shown = mark_shown(t, cfg, visible, listed);
 
-	for (i = 0; i < cfg->n_creds; i++) {
-		listed[i] = visible_shows(
-			visible, cred_index(cred_of(t, &cfg->creds[i])));
-		shown += listed[i];
-	}
 	*n_shown = shown;
 	if (shown <= cfg->per_credential_max)
 		return 0;
-	for (i = 0; i < cfg->n_creds; i++) {
-		if (!listed[i])
-			continue;
-		listed[i] = false;
-		if (k == cfg->per_credential_max)
-			continue;
-		cred_view(cred_of(t, &cfg->creds[i]), now_ms, &v);
-		listed[i] = !in_good_health(&v);
-		cred_view_clear(&v);
-		k += listed[i];
-	}
-	return shown - k;
+	return shown - keep_unhealthy(t, cfg, now_ms, listed, NULL);
 }
 
 int render_root_status(struct cred_table *t, const struct visible *visible,
@@ -704,27 +728,30 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 	struct provider_sum *sum;
 	struct cred_view *views = NULL, v;
 	size_t i, k, shown, unlisted, n_listed, nv = 0, *at = NULL;
-	bool *listed;
+	bool *listed, *bad = NULL, capped;
 	int s, r = -ENOMEM;
 
 	listed = calloc(cfg->n_creds + 1, sizeof(*listed));
+	bad = calloc(cfg->n_creds + 1, sizeof(*bad));
 	sum = calloc(cfg->n_providers + 1, sizeof(*sum));
-	if (!listed || !sum)
+	if (!listed || !bad || !sum)
 		goto out_free;
-	unlisted = choose_listed(t, cfg, visible, now_ms, listed, &shown);
-	n_listed = shown - unlisted;
-	/* Views are kept only for the credentials listed. */
+	/* One view of each credential shown, for the totals; within the
+	 * cap its view is kept for its own series, past it the ones not in
+	 * good health are viewed again (at most the cap). */
+	shown = mark_shown(t, cfg, visible, listed);
+	capped = shown > cfg->per_credential_max;
+	n_listed = capped ? cfg->per_credential_max : shown;
 	views = calloc(n_listed + 1, sizeof(*views));
 	at = calloc(n_listed + 1, sizeof(*at));
 	if (!views || !at)
 		goto out_views;
 	for (i = 0; i < cfg->n_creds; i++) {
-		struct cred *c = cred_of(t, &cfg->creds[i]);
 		struct provider_sum *x = &sum[cfg->creds[i].provider->index];
 
-		if (!visible_shows(visible, cred_index(c)))
+		if (!listed[i])
 			continue;
-		cred_view(c, now_ms, &v);
+		cred_view(cred_of(t, &cfg->creds[i]), now_ms, &v);
 		by_state[v.state]++;
 		x->shown++;
 		x->success += v.refresh_count;
@@ -736,12 +763,23 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 			x->min_expires_in = secs_until(v.expires_ms, now_ms);
 			x->any_token = true;
 		}
-		if (listed[i] && nv < n_listed) {
+		bad[i] = !in_good_health(&v);
+		if (!capped && nv < n_listed) {
 			at[nv] = i;
 			views[nv++] = v;
 		} else {
 			cred_view_clear(&v);
 		}
+	}
+	unlisted = 0;
+	if (capped) {
+		unlisted = shown - keep_unhealthy(t, cfg, now_ms, listed, bad);
+		for (i = 0; i < cfg->n_creds && nv < n_listed; i++)
+			if (listed[i]) {
+				at[nv] = i;
+				cred_view(cred_of(t, &cfg->creds[i]), now_ms,
+					  &views[nv++]);
+			}
 	}
 	r = buf_printf(out,
 		       "# HELP credfs_info Build information.\n"
@@ -825,6 +863,7 @@ out_views:
 	free(at);
 out_free:
 	free(listed);
+	free(bad);
 	free(sum);
 	return r;
 }
