@@ -185,15 +185,18 @@ static bool news(struct cred *c, uint64_t gen);
 static size_t reload_many(struct cred_table *t, struct cred **cs, size_t n,
 			  bool quiet, struct buf *reply)
 {
-	struct store_load *l = calloc(LOAD_CHUNK, sizeof(*l));
-	struct record *r = calloc(LOAD_CHUNK, sizeof(*r));
-	struct cred_store_state *before = calloc(LOAD_CHUNK, sizeof(*before));
+	/* As big as the work: a reload of a hundred is not a chunk's worth
+	 * (and a chunk's arrays, freed, can leave the heap grown). */
+	size_t chunk = n < LOAD_CHUNK ? (n ? n : 1) : LOAD_CHUNK;
+	struct store_load *l = calloc(chunk, sizeof(*l));
+	struct record *r = calloc(chunk, sizeof(*r));
+	struct cred_store_state *before = calloc(chunk, sizeof(*before));
 	struct cred_store_state now;
 	size_t i, k, j, adopted = 0;
 	char msg[512];
 
 	for (i = 0; l && r && before && i < n; i += k) {
-		k = n - i < LOAD_CHUNK ? n - i : LOAD_CHUNK;
+		k = n - i < chunk ? n - i : chunk;
 		for (j = 0; j < k; j++) {
 			l[j] = (struct store_load){
 				.tenant = cred_conf(cs[i + j])->tenant,
