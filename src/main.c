@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
@@ -47,6 +48,7 @@
 /* What an upgrade starts again: this binary's path, arguments and
  * directory as they were at the start. */
 static char self_exe[4096];
+static int mountpoint_lock = -1; /* see fresh_mountpoint() */
 static char **self_argv;
 static char *self_cwd;
 
@@ -58,12 +60,17 @@ struct opts {
 	const char *pid_file;
 	bool shared_parent; /* --shared-parent */
 	const char *mountpoint;
+	const char *source; /* credfs SOURCE MOUNTPOINT (mount.fuse3) */
 	char *fuse_opts; /* user's -o options, comma-joined */
+	char *fsname;	 /* -o fsname=, else SOURCE, else "credfs" */
+	char *owned[2];	 /* -o config= and pid_file= values */
 };
 
 static const char usage_text[] =
 	"Usage: credfs [-f] [-d] [-o OPT[,OPT...]] [--pid-file FILE]\n"
-	"              [--shared-parent] --config FILE MOUNTPOINT\n"
+	"              [--shared-parent] --config FILE [SOURCE] MOUNTPOINT\n"
+	"       credfs SOURCE MOUNTPOINT -o config=FILE[,OPT...]   "
+	"(mount -t fuse.credfs)\n"
 	"\n"
 	"Serve always-fresh OAuth access tokens as files under MOUNTPOINT.\n"
 	"\n"
@@ -71,8 +78,11 @@ static const char usage_text[] =
 	"  -f, --foreground     stay in the foreground (for systemd)\n"
 	"  -d, --debug          debug logging and FUSE request tracing\n"
 	"  -o OPT[,OPT...]      mount options: cache=audited (default) or\n"
-	"                       cache=kernel (see docs/security.md), and\n"
-	"                       extra FUSE options\n"
+	"                       cache=kernel (see docs/security.md),\n"
+	"                       config=FILE, pid_file=FILE, shared_parent,\n"
+	"                       fsname=NAME (the source in /proc/mounts;\n"
+	"                       default SOURCE, or credfs), and extra FUSE\n"
+	"                       options\n"
 	"      --pid-file FILE  write the daemon's PID to FILE\n"
 	"      --shared-parent  make MOUNTPOINT's parent a shared mount, so\n"
 	"                       containers that bind it (rslave) see the\n"
@@ -96,7 +106,26 @@ static int append_opt(char **dst, const char *o)
 	return 0;
 }
 
-/* Take credfs's own options out of a -o list; pass the rest to FUSE. */
+/* Keep a copy of the value of -o NAME=VALUE in *@slot (the last wins). */
+static int take_value(char **slot, const char *opt)
+{
+	const char *v = strchr(opt, '=') + 1;
+
+	if (!*v) {
+		fprintf(stderr, "credfs: -o %.*s: needs a value\n",
+			(int)(v - opt), opt);
+		return -1;
+	}
+	free(*slot);
+	*slot = strdup(v);
+	return *slot ? 0 : -1;
+}
+
+/*
+ * Take credfs's own options out of a -o list; pass the rest to FUSE. The
+ * mount.fuse3 convention (fstab, mount -t fuse.credfs) passes everything
+ * as -o, so the long options have -o names too.
+ */
 static int take_opts(struct opts *o, const char *list)
 {
 	char *copy = strdup(list), *opt, *save = NULL;
@@ -116,11 +145,32 @@ static int take_opts(struct opts *o, const char *list)
 				"cache=kernel\n",
 				opt);
 			r = -1;
+		} else if (!strncmp(opt, "config=", 7)) {
+			r = take_value(&o->owned[0], opt);
+			o->config = o->owned[0];
+		} else if (!strncmp(opt, "pid_file=", 9)) {
+			r = take_value(&o->owned[1], opt);
+			o->pid_file = o->owned[1];
+		} else if (!strncmp(opt, "fsname=", 7)) {
+			r = take_value(&o->fsname, opt);
+		} else if (!strcmp(opt, "shared_parent")) {
+			o->shared_parent = true;
+		} else if (!strcmp(opt, "defaults") || !strncmp(opt, "x-", 2)) {
+			/* fstab's placeholders and userspace-only options
+			 * (x-systemd.*): not for the kernel. */
 		} else if (append_opt(&o->fuse_opts, opt) < 0)
 			r = -1;
 	}
 	free(copy);
 	return r;
+}
+
+static void opts_free(struct opts *o)
+{
+	free(o->fuse_opts);
+	free(o->fsname);
+	free(o->owned[0]);
+	free(o->owned[1]);
 }
 
 /* 0 to go on, 1 for a clean exit (help, version), -1 for a usage error. */
@@ -156,16 +206,28 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		default: fputs(usage_text, stderr); return -1;
 		}
 	}
-	if (optind + 1 != argc) {
+	if (optind >= argc || argc - optind > 2) {
 		fprintf(stderr, "credfs: %s\n",
 			optind < argc ? "too many arguments"
 				      : "missing MOUNTPOINT");
 		fputs(usage_text, stderr);
 		return -1;
 	}
+	if (argc - optind == 2)
+		o->source = argv[optind++];
 	o->mountpoint = argv[optind];
 	if (!o->config) {
-		fprintf(stderr, "credfs: missing --config FILE\n");
+		fprintf(stderr, "credfs: missing --config FILE (or -o "
+				"config=FILE)\n");
+		return -1;
+	}
+	if (!o->fsname && o->source && !(o->fsname = strdup(o->source)))
+		return -1;
+	if (o->fsname && (!o->fsname[0] || strpbrk(o->fsname, ", \t\n\\"))) {
+		fprintf(stderr,
+			"credfs: fsname '%s': use a name without commas, "
+			"spaces or backslashes\n",
+			o->fsname);
 		return -1;
 	}
 	return 0;
@@ -225,6 +287,26 @@ static bool credfs_mounted_on(const char *dir)
 	if (f)
 		fclose(f);
 	return found;
+}
+
+/* The pid of the daemon serving the credfs mount on @dir, as its metrics
+ * say (credfs_info), or 0 when it cannot be read. */
+static pid_t serving_pid(const char *dir)
+{
+	char path[4096];
+	struct buf b;
+	const char *p;
+	long pid = 0;
+
+	snprintf(path, sizeof(path), "%s/metrics", dir);
+	if (file_read_capped(path, 1 << 20, false, &b) < 0)
+		return 0;
+	p = b.data ? strstr(b.data, "credfs_info{") : NULL;
+	p = p ? strstr(p, "pid=\"") : NULL;
+	if (p)
+		pid = strtol(p + 5, NULL, 10);
+	buf_free(&b);
+	return pid > 0 ? (pid_t)pid : 0;
 }
 
 /* Fork; the parent waits for the child's readiness byte and exits with it. */
@@ -599,15 +681,22 @@ fail:
 static int open_session(struct daemon *d)
 {
 	struct opts *o = d->o;
+	char *ours = NULL;
 	bool resent;
 	int r;
 
 	/* Ours go last so that they win over anything passed with -o. */
-	if ((o->fuse_opts && append_opt(&d->mount_opts, o->fuse_opts) < 0) ||
-	    append_opt(&d->mount_opts,
-		       "ro,default_permissions,nosuid,nodev,"
-		       "noexec,fsname=credfs,subtype=credfs") < 0 ||
-	    (geteuid() == 0 && append_opt(&d->mount_opts, "allow_other") < 0))
+	if (asprintf(&ours,
+		     "ro,default_permissions,nosuid,nodev,noexec,"
+		     "subtype=credfs,fsname=%s%s",
+		     o->fsname ? o->fsname : "credfs",
+		     geteuid() == 0 ? ",allow_other" : "") < 0)
+		return -ENOMEM;
+	r = o->fuse_opts ? append_opt(&d->mount_opts, o->fuse_opts) : 0;
+	if (r == 0)
+		r = append_opt(&d->mount_opts, ours);
+	free(ours);
+	if (r < 0)
 		return -ENOMEM;
 	d->argv_fuse[0] = "credfs";
 	d->argv_fuse[1] = "-o";
@@ -1065,19 +1154,47 @@ static char *fresh_mountpoint(const char *arg)
 					"way (fusermount3 -uz it)",
 					arg);
 	}
-	if (stat(arg, &st) < 0 || !S_ISDIR(st.st_mode) ||
-	    !(mountpoint = realpath(arg, NULL))) {
+	if (stat(arg, &st) < 0) {
+		fprintf(stderr, "credfs: %s: %s\n", arg,
+			errno == ENOENT ? "no such directory (create it "
+					  "first, or choose another)"
+					: strerror(errno));
+		return NULL;
+	}
+	if (!S_ISDIR(st.st_mode) || !(mountpoint = realpath(arg, NULL))) {
 		fprintf(stderr, "credfs: %s: not a directory\n", arg);
 		return NULL;
+	}
+	/* Two daemons started at once would both find no mount here: each
+	 * holds a lock on the directory under the mount, for its life. */
+	if (!credfs_mounted_on(mountpoint)) {
+		mountpoint_lock =
+			open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (mountpoint_lock >= 0 &&
+		    flock(mountpoint_lock, LOCK_EX | LOCK_NB) < 0 &&
+		    errno == EWOULDBLOCK) {
+			fprintf(stderr,
+				"credfs: %s: another credfs daemon is "
+				"starting on this mount point; stop it first, "
+				"or choose another\n",
+				mountpoint);
+			free(mountpoint);
+			return NULL;
+		}
 	}
 	if (credfs_mounted_on(mountpoint)) {
 		/* A live one (a dead one was taken away above): mounting over
 		 * it would hide it, and its readers would not know. */
+		pid_t pid = serving_pid(mountpoint);
+		char by[48] = "";
+
+		if (pid > 0)
+			snprintf(by, sizeof(by), " (pid %d)", (int)pid);
 		fprintf(stderr,
-			"credfs: %s: a running credfs daemon serves this mount "
-			"point; stop it first (systemctl stop credfs, or "
-			"fusermount3 -u %s), or choose another\n",
-			mountpoint, mountpoint);
+			"credfs: %s: a running credfs daemon%s serves this "
+			"mount point; stop it first (systemctl stop credfs, "
+			"or fusermount3 -u %s), or choose another\n",
+			mountpoint, by, mountpoint);
 		free(mountpoint);
 		return NULL;
 	}
@@ -1113,7 +1230,7 @@ int main(int argc, char **argv)
 
 	r = parse_args(argc, argv, &o);
 	if (r != 0) {
-		free(o.fuse_opts);
+		opts_free(&o);
 		return r > 0 ? EXIT_SUCCESS : 2;
 	}
 	/* What an upgrade starts again, and what an earlier process or
@@ -1169,7 +1286,7 @@ out:
 	handoff_clear(&h);
 	config_free(cfg);
 	curl_global_cleanup();
-	free(o.fuse_opts);
+	opts_free(&o);
 	free(mountpoint);
 	free(config_path);
 	free(self_cwd);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -453,12 +454,16 @@ int render_cred_file(struct cred_table *t, enum cred_file f, struct cred *c,
 }
 
 /* last_error as one token of the line: "-" or the text in double quotes
- * (inner double quotes become single ones). */
+ * (inner double quotes become single ones). A credential that is valid
+ * and healthy again shows "-": the past error stays in its status file,
+ * with last_error_at. */
 static void quoted_error(const struct cred_view *v, char *out, size_t n)
 {
 	size_t i;
 
-	if (!v->last_error[0]) {
+	if (!v->last_error[0] ||
+	    ((v->state == CRED_VALID || v->state == CRED_REFRESHING) &&
+	     !strcmp(health(v), "ok"))) {
 		snprintf(out, n, "-");
 		return;
 	}
@@ -784,10 +789,10 @@ int render_metrics(struct cred_table *t, const struct visible *visible,
 	r = buf_printf(out,
 		       "# HELP credfs_info Build information.\n"
 		       "# TYPE credfs_info gauge\n"
-		       "credfs_info{version=\"%s\"} 1\n"
+		       "credfs_info{version=\"%s\",pid=\"%d\"} 1\n"
 		       "# HELP credfs_credentials Credentials by state.\n"
 		       "# TYPE credfs_credentials gauge\n",
-		       CREDFS_VERSION);
+		       CREDFS_VERSION, (int)getpid());
 	for (s = 0; s < CRED_STATE_COUNT && r == 0; s++)
 		r = buf_printf(
 			out, "credfs_credentials{state=\"%s\"} %" PRIu64 "\n",

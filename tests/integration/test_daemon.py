@@ -22,7 +22,8 @@ def run(*args, timeout=20):
 
 def test_help_and_version():
     r = run(CREDFS, "--help")
-    assert r.returncode == 0 and "--config FILE MOUNTPOINT" in r.stdout
+    assert r.returncode == 0 and "--config FILE [SOURCE] MOUNTPOINT" in \
+        r.stdout
     r = run(CREDFS, "--version")
     assert r.returncode == 0 and r.stdout.startswith("credfs ")
     r = run(CREDFSCTL, "--help")
@@ -31,6 +32,29 @@ def test_help_and_version():
     assert r.returncode == 0 and r.stdout.startswith("credfsctl ")
     r = run(CREDFSCTL, "frobnicate")
     assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+    # No command at all is a usage error too.
+    r = run(CREDFSCTL)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("Usage: credfsctl COMMAND")
+
+
+def test_a_store_never_made_says_to_run_init(mount, tmp_path):
+    m = mount()
+    config = simple_config(m)
+    config["store"] = {"dir": str(tmp_path / "store"),
+                       "key_file": str(tmp_path / "master.key")}
+    m.write_config(config)
+    for cmd in ("list", "rekey"):
+        r = run(CREDFSCTL, cmd, "--config", m.config_path,
+                *(["--new-key-file", str(tmp_path / "new.key")]
+                  if cmd == "rekey" else []))
+        assert r.returncode == 1, r.stderr
+        assert "master.key: No such file or directory: was the store " \
+            "ever made? 'credfsctl init --config FILE' creates it" \
+            in r.stderr, r.stderr
+    r = m.start(check=False)
+    assert r.returncode != 0
+    assert "was the store ever made? 'credfsctl init" in m.log()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -146,7 +170,11 @@ def test_mount_failure_is_reported(mount, tmp_path):
     m = mount()
     m.write_config(simple_config(m))
     r = run(CREDFS, "--config", m.config_path, str(tmp_path / "nowhere"))
-    assert r.returncode != 0 and "not a directory" in r.stderr
+    assert r.returncode != 0
+    assert "nowhere: no such directory (create it first" in r.stderr
+    (tmp_path / "file").write_text("")
+    r = run(CREDFS, "--config", m.config_path, str(tmp_path / "file"))
+    assert r.returncode != 0 and "file: not a directory" in r.stderr
     r = run(CREDFS, "-o", "no_such_option", "--config", m.config_path, m.mnt)
     assert r.returncode != 0 and "no_such_option" in r.stderr
     assert not is_mounted(m.mnt)

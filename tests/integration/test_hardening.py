@@ -18,7 +18,7 @@ import threading
 import time
 
 from fake_provider import FakeProvider
-from harness import (CLIENT_ID, CLIENT_SECRET, reap, simple_config,
+from harness import (CLIENT_ID, CLIENT_SECRET, CREDFS, reap, simple_config,
                      wait_audit, wait_for)
 from test_access import as_user, people  # noqa: F401 (a fixture)
 from test_refresh import add, ctl, rt_config, setup_store
@@ -455,17 +455,107 @@ def test_audit_keeps_a_process_name_that_is_not_utf8(mount, tmp_path,
     m.stop()
 
 
-def test_a_second_daemon_does_not_mount_over_a_live_one(mount):
+def test_a_second_daemon_does_not_mount_over_a_live_one(mount, tmp_path):
     m = mount(simple_config)
     other = mount(name="other", mnt=m.mnt)
     other.write_config(simple_config(other))
     r = other.start(check=False, timeout=10)
     assert r.returncode != 0
-    assert "a running credfs daemon serves this mount point" in other.log()
+    assert "a running credfs daemon (pid %d) serves this mount point" % \
+        m.pid in other.log()
+    # Named another way: with a trailing slash, or through a symlink.
+    link = str(tmp_path / "link")
+    os.symlink(m.mnt, link)
+    for name in (m.mnt + "/", link):
+        other.mnt = name
+        assert other.start(check=False, timeout=10).returncode != 0
+    assert other.log().count("(pid %d) serves this mount point" %
+                             m.pid) == 3
     with open("/proc/mounts") as f:
         assert sum(1 for line in f
                    if line.split()[1] == os.path.realpath(m.mnt)) == 1
     assert m.token("acme", "idp")
+    # Two started at once: one serves, the other says why it does not.
+    for i in range(3):
+        pair = [mount(name="race%d%s" % (i, k),
+                      mnt=str(tmp_path / ("r%d" % i)))
+                for k in "ab"]
+        for x in pair:
+            x.write_config(simple_config(x))
+        done = {}
+        threads = [threading.Thread(target=lambda x=x: done.update(
+            {x: x.start(check=False, timeout=20).returncode})) for x in pair]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(done.values()) == [0, 1], [x.log() for x in pair]
+        won = [x for x in pair if done[x] == 0][0]
+        lost = [x for x in pair if done[x] != 0][0]
+        with open(won.pid_file) as f:
+            won.pid = int(f.read())
+        assert "another credfs daemon is starting on this mount point" in \
+            lost.log() or "(pid %d) serves this mount point" % won.pid in \
+            lost.log(), lost.log()
+        with open("/proc/mounts") as f:
+            assert sum(1 for line in f
+                       if line.split()[1] == won.mnt) == 1
+        assert won.token("acme", "idp")
+        won.stop()
+    # A mount point that is not there is named as such.
+    other.mnt = str(tmp_path / "nowhere")
+    assert other.start(check=False, timeout=10).returncode != 0
+    assert "%s: no such directory" % other.mnt in other.log()
+
+
+def test_mount_dash_t_fuse_credfs_and_fsname(mount, tmp_path):
+    """mount(8) runs mount.fuse3, which runs "credfs SOURCE MOUNTPOINT -o
+    OPTIONS" (as an fstab line would): the config and pid file come as
+    -o options, the source names the mount in /proc/mounts, and the
+    daemon serves as usual. -o fsname= wins over the source."""
+    m = mount()
+    m.write_config(simple_config(m))
+    # mount.fuse3 runs credfs by the shell's default PATH (mount passes
+    # none): in a mount namespace of its own, the build directory is
+    # /usr/local/sbin, as the package's /usr/bin would be.
+    opts = ("config=%s,pid_file=%s,nofail,_netdev,defaults,"
+            "x-systemd.requires=network-online.target"
+            % (m.config_path, m.pid_file))
+    with open(m.log_path, "ab") as log:
+        r = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind "$0" /usr/local/sbin && exec mount -t '
+             'fuse.credfs -o "$1" tokens "$2"', os.path.dirname(CREDFS),
+             opts, m.mnt], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=log, timeout=30)
+    assert r.returncode == 0, m.log()
+    with open(m.pid_file) as f:
+        m.pid = int(f.read())
+    inside = ["nsenter", "-t", str(m.pid), "-m"]
+    try:
+        rows = [l.split() for l in subprocess.run(
+            inside + ["cat", "/proc/mounts"], capture_output=True,
+            text=True, timeout=10).stdout.splitlines()
+            if l.split()[1] == m.mnt]
+        assert [(row[0], row[2]) for row in rows] == [("tokens",
+                                                       "fuse.credfs")]
+        assert ",nosuid,nodev," in "," + rows[0][3] + ","
+        assert rows[0][3].startswith("ro,")
+        r = subprocess.run(inside + ["cat", m.path("tenants", "acme", "idp",
+                                                   "access_token")],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0 and m.provider.issued(r.stdout)
+    finally:
+        assert m.stop(signal.SIGTERM) == 0, m.log()
+
+    m.start(args=("-o", "fsname=acme-tokens"))
+    with open("/proc/mounts") as f:
+        assert [l.split()[0] for l in f if l.split()[1] == m.mnt] == \
+            ["acme-tokens"]
+    m.stop()
+    r = m.start(args=("-o", "fsname=a b"), check=False)
+    assert r.returncode == 2
+    assert "fsname 'a b': use a name without commas, spaces" in m.log()
 
 
 def test_fusermount_unmount_ends_the_daemon_within_a_second(

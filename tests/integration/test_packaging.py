@@ -136,6 +136,19 @@ def test_fake_provider_rotation_and_family_revocation(provider):
     assert provider.stats()["reused_refresh_tokens"] == 1
 
 
+def test_mount_unit_example_verifies(tmp_path):
+    src = os.path.join(ROOT, "examples", "systemd", "run-credfs-mnt.mount")
+    unit = tmp_path / "run-credfs-mnt.mount"
+    with open(src) as f:
+        text = f.read()
+    unit.write_text(text)
+    assert "Where=/run/credfs/mnt" in text and "Type=fuse.credfs" in text
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr.strip() == "", r.stderr
+
+
 @pytest.mark.parametrize("name", ["credfs.service", "credfs@.service"])
 def test_unit_file_verifies(tmp_path, name):
     """systemd-analyze verify on the units, with ExecStart pointing at the
@@ -149,6 +162,10 @@ def test_unit_file_verifies(tmp_path, name):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stderr.strip() == "", r.stderr
+    # One layout: the mount one level below the shared /run/credfs.
+    assert "--shared-parent" in text
+    assert ("/run/credfs/mnt\n" if name == "credfs.service"
+            else "/run/credfs/%i\n") in text
     # The exposure score docs/systemd.md records: "OK" or better.
     r = subprocess.run(["systemd-analyze", "security", "--offline=yes",
                         str(unit)], capture_output=True, text=True,
