@@ -127,19 +127,27 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 				name, argv[optind - 1], name, usage);
 			return 2;
 		default:
+			/* The option's name only: a value after '=' may be
+			 * a secret. */
 			fprintf(stderr,
-				"credfsctl %s: unexpected argument '%s'\n"
+				"credfsctl %s: unknown option '%.*s'\n"
 				"Usage: credfsctl %s %s\n",
-				name, argv[optind - 1], name, usage);
+				name, (int)strcspn(argv[optind - 1], "="),
+				argv[optind - 1], name, usage);
 			return 2;
 		}
 	}
 	for (; optind < argc; optind++) {
 		if (a->n_pos >= max) {
+			/* Never printed: a token pasted as an argument is
+			 * the usual case. */
 			fprintf(stderr,
-				"credfsctl %s: unexpected argument '%s'\n"
+				"credfsctl %s: too many arguments (argument "
+				"%zu is one too many; it is not shown, as it "
+				"may be a secret: secrets come on stdin or "
+				"from a file)\n"
 				"Usage: credfsctl %s %s\n",
-				name, argv[optind], name, usage);
+				name, max + 1, name, usage);
 			return 2;
 		}
 		a->pos[a->n_pos++] = argv[optind];
@@ -500,6 +508,12 @@ int main(int argc, char **argv)
 
 	/* Refresh tokens, codes and keys pass through credfsctl too. */
 	secrets_hygiene();
+	if (argc < 2) {
+		/* A usage error, as for any missing argument. */
+		if (dup2(STDERR_FILENO, STDOUT_FILENO) >= 0)
+			help_main(0, NULL);
+		return 2;
+	}
 	if (!strcmp(name, "--help") || !strcmp(name, "-h"))
 		name = "help";
 	else if (!strcmp(name, "--version") || !strcmp(name, "-V"))

@@ -9,15 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "ctl.h"
 #include "util.h"
 
-#define DEFAULT_MOUNT "/run/credfs"
+#define DEFAULT_MOUNT "/run/credfs/mnt"
 #define MAX_TOKEN_FILE (64 * 1024)
+#define FUSE_SUPER_MAGIC 0x65735546
 
 struct tok {
 	struct buf value;
@@ -27,7 +31,7 @@ struct tok {
 static const char *why(int err)
 {
 	switch (err) {
-	case ENOENT: return "no such credential here (or not one you may read)";
+	case ENOENT: return "no such credential here";
 	case EACCES: return "not a reader of this credential";
 	case EKEYEXPIRED:
 		return "the provider is failing and the token expired";
@@ -37,6 +41,135 @@ static const char *why(int err)
 	case ENOTCONN: return "the mount is not served (is credfs running?)";
 	default: return strerror(err);
 	}
+}
+
+/* Whether @dir (resolved) is where a credfs file system is mounted. */
+static bool credfs_mount(const char *dir)
+{
+	char line[4096], *save, *mp, *type;
+	bool found = false;
+	FILE *f = fopen("/proc/self/mounts", "re");
+
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		strtok_r(line, " ", &save);
+		mp = strtok_r(NULL, " ", &save);
+		type = strtok_r(NULL, " ", &save);
+		found = mp && type && !strcmp(mp, dir) &&
+			!strcmp(type, "fuse.credfs");
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* Whether the root status of @mount lists @tenant/@provider as absent
+ * (declared, no record in the store). */
+static bool listed_absent(const char *mount, const char *tenant,
+			  const char *provider)
+{
+	char path[4096], want[512];
+	struct buf b;
+	bool absent;
+
+	snprintf(path, sizeof(path), "%s/status", mount);
+	snprintf(want, sizeof(want), "\n%s/%s state=absent ", tenant, provider);
+	if (file_read_capped(path, 64 * 1024 * 1024, false, &b) < 0)
+		return false;
+	absent = b.data && (strstr(b.data, want) ||
+			    !strncmp(b.data, want + 1, strlen(want + 1)));
+	buf_free(&b);
+	return absent;
+}
+
+/*
+ * Why reading @tenant/@provider's token under @mount failed with @err,
+ * found by walking the path: a directory the caller cannot enter, a
+ * mount that is gone or not there, a tenant hidden from the caller, a
+ * credential declared and not added. Printed with its next step.
+ */
+static void explain(const char *mount, const char *tenant, const char *provider,
+		    int err)
+{
+	char path[4096], *real = NULL;
+	size_t i;
+	struct statfs sfs;
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s", mount);
+	/* Each directory on the way to the mount, outermost first. */
+	for (i = 1; path[i - 1]; i++) {
+		char c = path[i];
+
+		if (c != '/' && c != '\0')
+			continue;
+		path[i] = '\0';
+		if (access(path, X_OK) < 0 && errno == EACCES) {
+			fprintf(stderr,
+				"credfsctl token: %s/%s: you cannot enter %s "
+				"(permission denied): run as a user who may, "
+				"or ask its owner\n",
+				tenant, provider, path);
+			return;
+		}
+		path[i] = c;
+		if (!c)
+			break;
+	}
+	if (statfs(mount, &sfs) < 0 && errno == ENOTCONN) {
+		fprintf(stderr,
+			"credfsctl token: %s/%s: the mount on %s is not served "
+			"(is credfs running? systemctl status credfs)\n",
+			tenant, provider, mount);
+		return;
+	}
+	real = realpath(mount, NULL);
+	if (!real || stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr,
+			"credfsctl token: %s/%s: %s: no such directory: "
+			"is credfs running, mounted there? (--mount DIR "
+			"names another mount)\n",
+			tenant, provider, mount);
+		free(real);
+		return;
+	}
+	if (sfs.f_type != FUSE_SUPER_MAGIC || !credfs_mount(real)) {
+		fprintf(stderr,
+			"credfsctl token: %s/%s: %s is not a credfs mount: "
+			"the daemon is stopped (systemctl start credfs), or "
+			"it mounts elsewhere (--mount DIR)\n",
+			tenant, provider, mount);
+		free(real);
+		return;
+	}
+	free(real);
+	snprintf(path, sizeof(path), "%s/tenants/%s", mount, tenant);
+	if (err == ENOENT && stat(path, &st) < 0) {
+		fprintf(stderr,
+			"credfsctl token: %s/%s: no tenant %s here, or you are "
+			"not one of its readers (a tenant is hidden from "
+			"those who may not read it; see its readers)\n",
+			tenant, provider, tenant);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/tenants/%s/%s", mount, tenant,
+		 provider);
+	if (err == ENOENT && stat(path, &st) < 0) {
+		if (listed_absent(mount, tenant, provider))
+			fprintf(stderr,
+				"credfsctl token: %s/%s: declared, but no "
+				"account is connected yet: credfsctl "
+				"connect, device or add %s %s\n",
+				tenant, provider, tenant, provider);
+		else
+			fprintf(stderr,
+				"credfsctl token: %s/%s: tenant %s has no "
+				"credential %s in the daemon's configuration "
+				"(its directory lists what it has)\n",
+				tenant, provider, tenant, provider);
+		return;
+	}
+	fprintf(stderr, "credfsctl token: %s/%s: %s\n", tenant, provider,
+		why(err));
 }
 
 /* The token and its status, consistent with each other. */
@@ -53,6 +186,10 @@ static int load(const char *mount, const char *tenant, const char *provider,
 		snprintf(path, sizeof(path), "%s/tenants/%s/%s/access_token",
 			 mount, tenant, provider);
 		r = file_read_capped(path, MAX_TOKEN_FILE, false, &t->value);
+		if (r == -ENOENT || r == -EACCES || r == -ENOTCONN) {
+			explain(mount, tenant, provider, -r);
+			return r;
+		}
 		if (r < 0) {
 			fprintf(stderr, "credfsctl token: %s/%s: %s\n", tenant,
 				provider, why(-r));

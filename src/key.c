@@ -98,6 +98,8 @@ int key_load(const char *key_file, uint8_t **out, char *err, size_t errlen)
 {
 	const char *creds = getenv("CREDENTIALS_DIRECTORY");
 	char path[4096];
+	size_t n;
+	int r;
 
 	*out = NULL;
 	if (creds && *creds) {
@@ -111,7 +113,13 @@ int key_load(const char *key_file, uint8_t **out, char *err, size_t errlen)
 			 "pass the systemd credential credfs.key");
 		return -ENOENT;
 	}
-	return key_load_file(key_file, out, err, errlen);
+	r = key_load_file(key_file, out, err, errlen);
+	n = strlen(err);
+	if (r == -ENOENT && n < errlen)
+		snprintf(err + n, errlen - n,
+			 ": was the store ever made? 'credfsctl init --config "
+			 "FILE' creates it and its master key");
+	return r;
 }
 
 int key_create(const char *path, char *err, size_t errlen)

@@ -6,6 +6,7 @@ import fcntl
 import grp
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -14,8 +15,9 @@ import uuid
 
 import pytest
 
-from harness import (CREDFS, audit_lines, open_errno, simple_config,
-                     system_users, tagged, wait_audit, wait_for)
+from harness import (CREDFS, CREDFSCTL, audit_lines, open_errno,
+                     simple_config, system_users, tagged, wait_audit,
+                     wait_for)
 
 EKEYEXPIRED = 127
 USERS = tuple(tagged("credfs-" + u) for u in ("alice", "bob", "eve", "ops"))
@@ -127,6 +129,24 @@ def test_tenant_isolation_with_users_and_groups(mount, provider, people,
     with open(audit) as f:
         text = f.read()
     assert tok["alpha"] not in text and tok["beta"] not in text
+
+    # credfsctl token says which: a tenant hidden from her, or a
+    # directory on the way she cannot enter (tmp_path is 0700).
+    ctl = os.path.join(public_dir, "credfsctl")
+    shutil.copy(CREDFSCTL, ctl)
+    r = as_user(alice, ctl, "token", "alpha", "idp", "--mount", m.mnt)
+    assert r.returncode == 0 and r.stdout == tok["alpha"] + "\n"
+    r = as_user(alice, ctl, "token", "beta", "idp", "--mount", m.mnt)
+    assert r.returncode == 1
+    assert "no tenant beta here, or you are not one of its readers" \
+        in r.stderr
+    r = as_user(alice, ctl, "token", "alpha", "idp", "--mount",
+                str(tmp_path / "m"))
+    closed = next(d for d in (os.sep.join(str(tmp_path).split(os.sep)[:i])
+                              for i in range(2, 99))
+                  if not os.stat(d).st_mode & 0o001)
+    assert r.returncode == 1
+    assert "you cannot enter %s (permission denied)" % closed in r.stderr
 
 
 def test_root_follows_allow_root(mount, provider, people, public_dir,

@@ -109,11 +109,14 @@ def test_provider_down_past_expiry_then_recovery(mount, provider):
     provider.lifetime = 3
     m = mount(lambda m: simple_config(m, backoff_initial_s=0.2,
                                       backoff_max_s=0.5, open_wait_s=0.5))
-    tok = m.token("acme", "idp")
     provider.inject("status", count=-1, status=503,
                     body={"error": "temporarily_unavailable",
                           "error_description": "maintenance"})
-    # While the old token is valid it keeps being served.
+    # Once a refresh has failed (one request at a time: none can succeed
+    # after it), the token held keeps being served while it is valid.
+    wait_for(lambda: m.status("acme", "idp")["consecutive_failures"] >= 1,
+             10, what="a failed refresh")
+    tok = m.token("acme", "idp")
     assert m.token("acme", "idp") == tok
     time.sleep(max(0, provider.issued(tok)["expires"] - time.time()) + 0.3)
     path = m.path("tenants", "acme", "idp", "access_token")
@@ -122,7 +125,9 @@ def test_provider_down_past_expiry_then_recovery(mount, provider):
     assert st["state"] == "expired" and st["health"] == "failing"
     assert "temporarily_unavailable: maintenance (HTTP 503)" in st["last_error"]
     assert st["consecutive_failures"] >= 2
-    assert "state=expired" in m.read("status")
+    line = m.read("status")
+    assert "state=expired" in line
+    assert 'last_error="temporarily_unavailable: maintenance' in line
 
     provider.clear_faults()
     wait_for(lambda: open_errno(path) == 0, 5, what="recovery")
@@ -130,6 +135,11 @@ def test_provider_down_past_expiry_then_recovery(mount, provider):
     assert provider.issued(fresh)["expires"] > time.time()
     st = m.status("acme", "idp")
     assert st["state"] in ("valid", "refreshing") and st["health"] == "ok"
+    # Healthy again: the one-line status drops the past error, the
+    # credential's status keeps it with its time.
+    assert m.read("status").rstrip("\n").endswith(" failures=0 last_error=-")
+    assert "temporarily_unavailable" in st["last_error"]
+    assert st["last_error_at"] is not None
 
 
 def test_retry_after_is_honoured(mount, provider):

@@ -3,10 +3,11 @@ what their consumers parse (the real git for the git helper)."""
 
 import json
 import os
+import signal
 import subprocess
 import time
 
-from harness import CREDFSCTL, simple_config
+from harness import CREDFSCTL, reap, simple_config
 
 
 def token(m, *args, input=None):
@@ -69,13 +70,61 @@ def test_git_credential_helper(mount, provider, tmp_path):
 
 def test_errors_say_why(mount, provider):
     m = mount(simple_config)
-    r = subprocess.run([CREDFSCTL, "token", "acme", "nope", "--mount",
-                        m.mnt], capture_output=True, text=True, timeout=20)
+    r = token_at(m.mnt, "acme", "nope")
     assert r.returncode == 1
-    assert "acme/nope: no such credential here" in r.stderr
+    assert "acme/nope: tenant acme has no credential nope in the daemon's " \
+        "configuration" in r.stderr
+    r = token_at(m.mnt, "zeta", "idp")
+    assert r.returncode == 1
+    assert "zeta/idp: no tenant zeta here, or you are not one of its " \
+        "readers" in r.stderr
     r = token(m, "--format", "raw", "get")
     assert r.returncode == 2 and "'get' is for --format git" in r.stderr
-    r = subprocess.run([CREDFSCTL, "token", "acme", "idp", "--mount",
-                        "/nonexistent"], capture_output=True, text=True,
-                       timeout=20)
-    assert r.returncode == 1 and "no such credential" in r.stderr
+    r = token_at("/nonexistent", "acme", "idp")
+    assert r.returncode == 1
+    assert "/nonexistent: no such directory: is credfs running" in r.stderr
+
+
+def token_at(mnt, tenant, provider):
+    return subprocess.run([CREDFSCTL, "token", tenant, provider, "--mount",
+                           mnt], capture_output=True, text=True, timeout=20)
+
+
+def test_token_says_when_the_daemon_is_not_there(mount, provider, tmp_path):
+    """Stopped, killed (a dead mount), never mounted there, or the
+    credential declared and not yet connected: each said, with what to
+    do, and not as "no such credential"."""
+    store = tmp_path / "store"
+    m = mount()
+    config = simple_config(m)
+    config["providers"]["rt"] = m.provider_conf(grant="refresh_token")
+    config["tenants"]["acme"]["credentials"]["rt"] = {"scopes": ["read"]}
+    config["store"] = {"dir": str(store),
+                       "key_file": str(tmp_path / "master.key")}
+    m.write_config(config)
+    r = subprocess.run([CREDFSCTL, "init", "--config", m.config_path],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    m.start()
+    r = token_at(m.mnt, "acme", "rt")
+    assert r.returncode == 1
+    assert "acme/rt: declared, but no account is connected yet: " \
+        "credfsctl connect, device or add acme rt" in r.stderr
+
+    m.stop()
+    r = token(m)
+    assert r.returncode == 1
+    assert "%s is not a credfs mount: the daemon is stopped" % m.mnt \
+        in r.stderr
+
+    m.start()
+    os.kill(m.pid, signal.SIGKILL)
+    assert reap(m.pid, 10) is not None
+    m.pid = None
+    try:
+        r = token(m)
+        assert r.returncode == 1
+        assert "the mount on %s is not served (is credfs running?" % m.mnt \
+            in r.stderr
+    finally:
+        subprocess.run(["fusermount3", "-uz", m.mnt], timeout=10)

@@ -131,7 +131,11 @@ def test_add_read_list_remove_while_running(mount, provider, tmp_path):
     # Refused: secrets on the command line, undeclared credentials, the
     # client_credentials grant, empty or garbage input.
     r = ctl(m, "add", "acme", "idp", "fakert-on-argv")
-    assert r.returncode == 2 and "unexpected argument" in r.stderr
+    assert r.returncode == 2 and "too many arguments" in r.stderr
+    assert "fakert-on-argv" not in r.stderr + r.stdout
+    r = ctl(m, "add", "acme", "idp", "--refresh-token=fakert-opt")
+    assert r.returncode == 2 and "'--refresh-token'" in r.stderr
+    assert "fakert-opt" not in r.stderr + r.stdout
     r = ctl(m, "add", "acme", "nope", input="x\n")
     assert r.returncode == 1 and "acme/nope is not declared" in r.stderr
     r = ctl(m, "add", "acme", "cc", input="x\n")
