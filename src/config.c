@@ -28,6 +28,25 @@
 #include "log.h"
 #include "util.h"
 
+/*
+ * With no audit_log, audit lines go to stderr, beside the daemon's log;
+ * under a unit with LogsDirectory= ($LOGS_DIRECTORY, its first entry)
+ * they go to audit.log there instead, so they never mix into the journal.
+ */
+static int default_audit_log(char **out)
+{
+	const char *dirs = getenv("LOGS_DIRECTORY");
+	size_t n = dirs ? strcspn(dirs, ":") : 0;
+
+	if (!n || dirs[0] != '/')
+		return 0;
+	if (asprintf(out, "%.*s/audit.log", (int)n, dirs) < 0) {
+		*out = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* An optional array of ids (uids or gids). */
 static int get_ids(struct ctx *c, const json_t *obj, const char *path,
 		   const char *key, unsigned **out, size_t *n)
@@ -604,6 +623,8 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 	if (r == 0)
 		r = conf_get_path(c, root, "", "audit_log", false,
 				  &cfg->audit_log);
+	if (r == 0 && !cfg->audit_log)
+		r = default_audit_log(&cfg->audit_log);
 	if (r == 0)
 		r = parse_store(c, root, cfg);
 	if (r < 0)

@@ -4,6 +4,7 @@ and foreground modes, clean unmount on SIGINT and SIGTERM."""
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from harness import (ASAN_BUILD, CREDFS, CREDFSCTL, is_mounted, reap,
-                     simple_config, wait_for)
+                     simple_config, wait_audit, wait_for)
 
 
 def run(*args, timeout=20):
@@ -426,3 +427,43 @@ def test_restart_after_sigkill_takes_away_the_dead_mount(mount, provider):
     m.start()  # no fusermount by hand
     assert provider.issued(m.token("acme", "idp"))
     assert "removed the mount of a daemon that is gone" in m.log()
+
+
+def test_journal_priorities_and_the_audit_log_under_a_unit(mount, tmp_path):
+    """With stderr the journal (JOURNAL_STREAM names it), every line
+    starts with its syslog priority, so journalctl -p works; with
+    LogsDirectory= ($LOGS_DIRECTORY) and no audit_log, audit lines go to
+    audit.log there, not into the daemon's log."""
+    m = mount()
+    m.write_config(simple_config(m))
+    open(m.log_path, "ab").close()
+    st = os.stat(m.log_path)
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o700)
+    env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino),
+               LOGS_DIRECTORY=str(logs))
+    m.start(env=env)
+    assert m.token("acme", "idp")
+    wait_audit(str(logs / "audit.log"), lambda a: a["event"] == "read")
+    good = json.loads(open(m.config_path).read())
+    m.write_config({"providers": {}})
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "<3>error: reload: " in m.log(), 10, what="the reload")
+    m.write_config(good)
+    m.stop()
+    lines = m.log().splitlines()
+    assert lines and all(re.match(r"<(3>error|4>warning|6>info|7>debug): ",
+                                  line) for line in lines), lines
+    assert any(line.startswith("<6>info: mounted on ") for line in lines)
+    assert '"event"' not in m.log()
+
+    # Another stream than stderr: the usual lines, audit on stderr.
+    os.truncate(m.log_path, 0)
+    env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev,
+                                                     st.st_ino + 1))
+    m.start(env=env)
+    assert m.token("acme", "idp")
+    wait_for(lambda: '"event":"read"' in m.log(), 10, what="an audit line")
+    m.stop()
+    first = m.log().splitlines()[0]
+    assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z credfs\[\d+\] info: ", first)
