@@ -58,6 +58,11 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 		O_MOUNT,
 		O_FORMAT,
 		O_TIMEOUT,
+		O_SYNTAX,
+		O_ALL,
+		O_ENV,
+		O_SIGNAL,
+		O_RESTART,
 	};
 	/* Each option with the subcommands' flag that allows it (0: all). */
 	static const struct {
@@ -75,9 +80,14 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 		{{"json", no_argument, NULL, O_JSON}, OPT_JSON},
 		{{"revoke", no_argument, NULL, O_REVOKE}, OPT_REVOKE},
 		{{"force", no_argument, NULL, O_FORCE}, OPT_REVOKE},
-		{{"mount", required_argument, NULL, O_MOUNT}, OPT_TOKEN},
+		{{"mount", required_argument, NULL, O_MOUNT}, OPT_MOUNT},
 		{{"format", required_argument, NULL, O_FORMAT}, OPT_TOKEN},
 		{{"timeout", required_argument, NULL, O_TIMEOUT}, OPT_TIMEOUT},
+		{{"syntax", no_argument, NULL, O_SYNTAX}, OPT_SYNTAX},
+		{{"all", no_argument, NULL, O_ALL}, OPT_ALL},
+		{{"env", required_argument, NULL, O_ENV}, OPT_EXEC},
+		{{"signal", required_argument, NULL, O_SIGNAL}, OPT_EXEC},
+		{{"restart", no_argument, NULL, O_RESTART}, OPT_EXEC},
 	};
 	struct option longopts[ARRAY_SIZE(table) + 1];
 	size_t i, n = 0;
@@ -85,6 +95,14 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 	int ch;
 
 	memset(a, 0, sizeof(*a));
+	if (opts & OPT_COMMAND) {
+		/* The command is not ours to parse: cut it off first. */
+		for (ch = 1; ch < argc && strcmp(argv[ch], "--"); ch++)
+			;
+		if (ch + 1 < argc)
+			a->command = argv + ch + 1;
+		argc = ch;
+	}
 	for (i = 0; i < ARRAY_SIZE(table); i++)
 		if (!table[i].allowed || (opts & table[i].allowed))
 			longopts[n++] = table[i].o;
@@ -108,6 +126,11 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 		case O_FORCE: a->force = true; break;
 		case O_MOUNT: a->mount = optarg; break;
 		case O_FORMAT: a->format = optarg; break;
+		case O_SYNTAX: a->syntax = true; break;
+		case O_ALL: a->all = true; break;
+		case O_ENV: a->env = optarg; break;
+		case O_SIGNAL: a->signal = optarg; break;
+		case O_RESTART: a->restart = true; break;
 		case O_TIMEOUT:
 			errno = 0;
 			a->timeout_s = strtol(optarg, &end, 10);
@@ -152,12 +175,19 @@ int parse_args(int argc, char **argv, const char *name, const char *usage,
 		}
 		a->pos[a->n_pos++] = argv[optind];
 	}
-	if (!a->config && !(opts & OPT_TOKEN)) {
+	if (!a->config && !(opts & OPT_NO_CONFIG)) {
 		fprintf(stderr, "credfsctl %s: missing --config FILE\n", name);
 		return 2;
 	}
 	if (a->n_pos < min) {
 		fprintf(stderr, "Usage: credfsctl %s %s\n", name, usage);
+		return 2;
+	}
+	if ((opts & OPT_COMMAND) && !a->command) {
+		fprintf(stderr,
+			"credfsctl %s: missing -- COMMAND [ARGS...]\n"
+			"Usage: credfsctl %s %s\n",
+			name, name, usage);
 		return 2;
 	}
 	if ((opts & OPT_FROM_CONFIG) && !a->from_config) {
@@ -267,27 +297,66 @@ int64_t reload_timeout(const struct cred_conf *cc)
 	return cc->timing.open_wait_ms + cc->provider->timeout_ms + 5000;
 }
 
+/* Print @o as one line of JSON; 0, or 1 when it could not be made. */
+static int print_json_line(json_t *o)
+{
+	char *text =
+		o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+	json_decref(o);
+	if (!text)
+		return 1;
+	printf("%s\n", text);
+	free(text);
+	return 0;
+}
+
 /* credfsctl check: validate as the daemon would, mount nothing. */
 static int check_main(int argc, char **argv)
 {
-	const char *path;
-	struct config *cfg;
-	char err[1024];
+	struct config *cfg = NULL;
+	char err[1024] = "";
 	struct args a;
 	int r;
 
-	r = parse_args(argc, argv, "check", "--config FILE",
-		       "Validate FILE (and read its client secret files) "
-		       "exactly as credfs would.\n",
-		       0, 0, 0, &a);
+	r = parse_args(argc, argv, "check", "--config FILE [--syntax] [--json]",
+		       "Validate FILE (and read its client secret files, and "
+		       "an oidc provider's\ndiscovery document) exactly as "
+		       "credfs would. --syntax checks the file alone:\nno "
+		       "secret file, audit log directory or network is "
+		       "touched. --json prints\none object: ok, error, what "
+		       "was checked and the counts.\n",
+		       OPT_SYNTAX | OPT_JSON, 0, 0, &a);
 	if (r)
 		return r == 1 ? 0 : r;
-	path = a.config;
-	if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+	r = (a.syntax ? config_read : config_load)(a.config, &cfg, err,
+						   sizeof(err));
+	if (a.json) {
+		json_t *o = json_pack("{s:s, s:b, s:s, s:s?}", "config",
+				      a.config, "ok", r == 0, "checked",
+				      a.syntax ? "syntax" : "everything",
+				      "error", r < 0 ? err : NULL);
+
+		if (o && r == 0)
+			json_object_update_new(
+				o,
+				json_pack("{s:I, s:I, s:I}", "providers",
+					  (json_int_t)cfg->n_providers,
+					  "tenants", (json_int_t)cfg->n_tenants,
+					  "credentials",
+					  (json_int_t)cfg->n_creds));
+		config_free(cfg);
+		return print_json_line(o) || r < 0;
+	}
+	if (r < 0) {
 		fprintf(stderr, "credfsctl: %s\n", err);
 		return 1;
 	}
-	printf("%s: ok: %zu providers, %zu tenants, %zu credentials\n", path,
+	printf("%s: ok%s: %zu providers, %zu tenants, %zu credentials\n",
+	       a.config,
+	       a.syntax ? " (syntax only: secret files, the audit log and "
+			  "discovery not checked)"
+			: "",
 	       cfg->n_providers, cfg->n_tenants, cfg->n_creds);
 	config_free(cfg);
 	return 0;
@@ -316,52 +385,101 @@ const struct cred_conf *refresh_cred(struct ctx *x, const char *cmd,
 	return cc;
 }
 
-/* One line of list: what the store holds and what the daemon says. */
-static void list_line(struct ctx *x, const char *tenant, const char *provider,
-		      const char *grant, json_t *live)
+/* The live view of @tenant/@provider in @live (status --json objects). */
+static json_t *live_of(json_t *live, const char *tenant, const char *provider)
 {
-	const char *state = "-", *expires = "-";
-	char gen[32] = "-", stored_exp[32] = "-";
-	struct record r;
-	size_t i;
 	json_t *o;
-	int ret;
+	size_t i;
 
-	ret = store_load(x->st, tenant, provider, 0, &r);
-	if (ret == 0) {
-		snprintf(gen, sizeof(gen), "%llu",
-			 (unsigned long long)r.generation);
-		if (r.access_token && r.expires_ms)
-			time_rfc3339(r.expires_ms, stored_exp);
-		state = r.revoked ? "revoked" : "stored";
-		expires = stored_exp;
-	} else if (ret == -ENOENT) {
-		state = strcmp(grant, "refresh_token") ? "-" : "absent";
-	} else {
-		state = "unreadable";
-	}
-	record_clear(&r);
 	json_array_foreach (live, i, o) {
 		json_t *t = json_object_get(o, "tenant");
 		json_t *p = json_object_get(o, "provider");
 
 		if (json_is_string(t) && json_is_string(p) &&
 		    !strcmp(json_string_value(t), tenant) &&
-		    !strcmp(json_string_value(p), provider)) {
-			state = json_string_value(json_object_get(o, "state"));
-			expires =
-				json_is_string(json_object_get(o, "expires_at"))
-					? json_string_value(json_object_get(
-						  o, "expires_at"))
-					: "-";
+		    !strcmp(json_string_value(p), provider))
+			return o;
+	}
+	return NULL;
+}
+
+/* One row of list: what the store holds (if there is one) and what the
+ * daemon says, appended to @rows. */
+static void list_row(struct ctx *x, const char *tenant, const char *provider,
+		     const char *grant, json_t *live, json_t *rows)
+{
+	json_t *expires = json_null(), *gen = json_null(), *o;
+	const char *state = NULL;
+	char stored_exp[32];
+	struct record r;
+	int ret = -ENOENT;
+
+	if (x->st) {
+		ret = store_load(x->st, tenant, provider, 0, &r);
+		if (ret == 0) {
+			gen = json_integer((json_int_t)r.generation);
+			if (r.access_token && r.expires_ms) {
+				time_rfc3339(r.expires_ms, stored_exp);
+				expires = json_string(stored_exp);
+			}
+			state = r.revoked ? "revoked" : "stored";
+		} else if (ret == -ENOENT) {
+			state = strcmp(grant, "refresh_token") ? NULL
+							       : "absent";
+		} else {
+			state = "unreadable";
+		}
+		record_clear(&r);
+	}
+	o = live_of(live, tenant, provider);
+	if (o) {
+		state = json_string_value(json_object_get(o, "state"));
+		json_decref(expires);
+		expires =
+			json_is_string(json_object_get(o, "expires_at"))
+				? json_incref(json_object_get(o, "expires_at"))
+				: json_null();
+		if (!x->st &&
+		    json_is_integer(json_object_get(o, "generation"))) {
+			json_decref(gen);
+			gen = json_incref(json_object_get(o, "generation"));
 		}
 	}
-	printf("%-20s %-16s %-18s %-12s %-21s %s\n", tenant, provider, grant,
-	       state ? state : "-", expires, gen);
+	json_array_append_new(rows, json_pack("{s:s, s:s, s:s, s:s?, s:o, s:o}",
+					      "tenant", tenant, "provider",
+					      provider, "grant", grant, "state",
+					      state, "expires_at", expires,
+					      "generation", gen));
+}
+
+static void print_rows(json_t *rows)
+{
+	json_t *o;
+	size_t i;
+
+	printf("%-20s %-16s %-18s %-12s %-21s %s\n", "TENANT", "PROVIDER",
+	       "GRANT", "STATE", "EXPIRES", "GENERATION");
+	json_array_foreach (rows, i, o) {
+		json_t *st = json_object_get(o, "state");
+		json_t *ex = json_object_get(o, "expires_at");
+		json_t *gen = json_object_get(o, "generation");
+		char g[32] = "-";
+
+		if (json_is_integer(gen))
+			snprintf(g, sizeof(g), "%" JSON_INTEGER_FORMAT,
+				 json_integer_value(gen));
+		printf("%-20s %-16s %-18s %-12s %-21s %s\n",
+		       json_string_value(json_object_get(o, "tenant")),
+		       json_string_value(json_object_get(o, "provider")),
+		       json_string_value(json_object_get(o, "grant")),
+		       json_is_string(st) ? json_string_value(st) : "-",
+		       json_is_string(ex) ? json_string_value(ex) : "-", g);
+	}
 }
 
 struct orphans {
 	struct ctx *x;
+	json_t *rows;
 };
 
 static int list_orphan(void *arg, const char *tenant, const char *provider)
@@ -369,14 +487,60 @@ static int list_orphan(void *arg, const char *tenant, const char *provider)
 	struct orphans *o = arg;
 
 	if (!config_find_cred(o->x->cfg, tenant, provider))
-		list_line(o->x, tenant, provider, "not-configured", NULL);
+		list_row(o->x, tenant, provider, "not-configured", NULL,
+			 o->rows);
 	return 0;
+}
+
+/*
+ * Without a store there is no control socket: what each credential's
+ * status.json in the mount says, as an array like status --json's. NULL
+ * with the reason printed when the mount cannot be read.
+ */
+static json_t *live_from_mount(const struct config *cfg, const char *mount,
+			       const char *cmd, const char *tenant,
+			       const char *provider)
+{
+	json_t *live = json_array();
+	char path[4096];
+	struct buf b;
+	size_t i;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/status", mount);
+	r = file_read_capped(path, 64 * 1024 * 1024, false, &b);
+	buf_free(&b);
+	if (r < 0) {
+		mount_problem(cmd, mount, NULL, NULL, -r);
+		json_decref(live);
+		return NULL;
+	}
+	for (i = 0; live && i < cfg->n_creds; i++) {
+		const struct cred_conf *cc = &cfg->creds[i];
+		json_t *o;
+
+		if ((tenant && strcmp(tenant, cc->tenant)) ||
+		    (provider && strcmp(provider, cc->provider->name)))
+			continue;
+		snprintf(path, sizeof(path), "%s/tenants/%s/%s/status.json",
+			 mount, cc->tenant, cc->provider->name);
+		if (file_read_capped(path, 1024 * 1024, false, &b) < 0)
+			continue; /* absent, or not one the caller may read */
+		o = json_loadb(b.data, b.len, 0, NULL);
+		buf_free(&b);
+		if (json_is_object(o))
+			json_array_append_new(live, o);
+		else
+			json_decref(o);
+	}
+	return live;
 }
 
 /* credfsctl list */
 static int list_main(int argc, char **argv)
 {
-	json_t *live = NULL;
+	json_t *live = NULL, *rows = json_array();
+	char err[1024];
 	struct orphans orph;
 	struct buf reply;
 	struct args a;
@@ -384,46 +548,144 @@ static int list_main(int argc, char **argv)
 	int status, r;
 	size_t i;
 
-	r = parse_args(argc, argv, "list", "--config FILE",
+	r = parse_args(argc, argv, "list",
+		       "--config FILE [--json] [--mount DIR]",
 		       "List every credential: tenant, provider, grant, "
 		       "state and expiry (from the\nrunning daemon when there "
 		       "is one, else from the store) and the record's\n"
 		       "generation. Records in the store that the "
 		       "configuration does not name are\nlisted as "
-		       "not-configured. Never prints a secret.\n",
-		       0, 0, 0, &a);
-	if (r)
-		return r == 1 ? 0 : r;
-	if (open_store(a.config, STORE_ADMIN, false, &x) < 0)
+		       "not-configured. A configuration without a store is "
+		       "listed from\nthe mount (default " DEFAULT_MOUNT
+		       "). --json prints an array of objects.\nNever prints "
+		       "a secret.\n",
+		       OPT_JSON | OPT_MOUNT, 0, 0, &a);
+	if (r || !rows) {
+		json_decref(rows);
+		return r == 1 ? 0 : r ? r : 1;
+	}
+	memset(&x, 0, sizeof(x));
+	if (config_read(a.config, &x.cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "credfsctl: %s\n", err);
+		json_decref(rows);
 		return 1;
-	buf_init(&reply, 64 * 1024 * 1024);
-	r = control_call(x.cfg->store_dir, "status --json", CTL_STATUS_MS,
-			 &reply, &status);
-	if (r == 0 && status == 0)
-		live = json_loads(reply.data, 0, NULL);
-	else if (r == -ETIMEDOUT)
-		printf("(the daemon on this store does not answer: stopped or "
-		       "hung; states are the store's)\n");
-	else
-		printf("(no daemon runs on this store: states are the "
-		       "store's)\n");
-	buf_free(&reply);
-	printf("%-20s %-16s %-18s %-12s %-21s %s\n", "TENANT", "PROVIDER",
-	       "GRANT", "STATE", "EXPIRES", "GENERATION");
+	}
+	if (!x.cfg->store_dir) {
+		live = live_from_mount(x.cfg, a.mount ? a.mount : DEFAULT_MOUNT,
+				       "list", NULL, NULL);
+		if (!live) {
+			config_free(x.cfg);
+			json_decref(rows);
+			return 1;
+		}
+	} else {
+		config_free(x.cfg);
+		if (open_store(a.config, STORE_ADMIN, false, &x) < 0) {
+			json_decref(rows);
+			return 1;
+		}
+		buf_init(&reply, 64 * 1024 * 1024);
+		r = control_call(x.cfg->store_dir, "status --json",
+				 CTL_STATUS_MS, &reply, &status);
+		if (r == 0 && status == 0)
+			live = json_loads(reply.data, 0, NULL);
+		else if (a.json)
+			; /* states are the store's: no note in JSON */
+		else if (r == -ETIMEDOUT)
+			printf("(the daemon on this store does not answer: "
+			       "stopped or hung; states are the store's)\n");
+		else
+			printf("(no daemon runs on this store: states are the "
+			       "store's)\n");
+		buf_free(&reply);
+	}
 	for (i = 0; i < x.cfg->n_creds; i++) {
 		const struct cred_conf *cc = &x.cfg->creds[i];
 
-		list_line(&x, cc->tenant, cc->provider->name,
-			  cc->provider->grant == GRANT_REFRESH_TOKEN
-				  ? "refresh_token"
-				  : "client_credentials",
-			  live);
+		list_row(&x, cc->tenant, cc->provider->name,
+			 cc->provider->grant == GRANT_REFRESH_TOKEN
+				 ? "refresh_token"
+				 : "client_credentials",
+			 live, rows);
 	}
 	orph.x = &x;
-	store_foreach(x.st, list_orphan, &orph);
+	orph.rows = rows;
+	if (x.st)
+		store_foreach(x.st, list_orphan, &orph);
+	r = 0;
+	if (a.json)
+		r = print_json_line(json_incref(rows));
+	else
+		print_rows(rows);
+	json_decref(rows);
 	json_decref(live);
 	close_store(&x);
-	return 0;
+	return r;
+}
+
+/* status without a store (so without a control socket): the files of
+ * the mount. */
+static int status_from_mount(const struct config *cfg, const struct args *a)
+{
+	const char *mount = a->mount ? a->mount : DEFAULT_MOUNT;
+	const char *tenant = a->n_pos ? a->pos[0] : NULL;
+	const char *provider = a->n_pos > 1 ? a->pos[1] : NULL;
+	char path[4096];
+	struct buf b;
+	json_t *live;
+	size_t i, n = 0;
+	int r;
+
+	if (!tenant && !a->json) {
+		snprintf(path, sizeof(path), "%s/status", mount);
+		r = file_read_capped(path, 64 * 1024 * 1024, false, &b);
+		if (r < 0)
+			mount_problem("status", mount, NULL, NULL, -r);
+		else
+			fwrite(b.data, 1, b.len, stdout);
+		buf_free(&b);
+		return r < 0;
+	}
+	if (a->json) {
+		live = live_from_mount(cfg, mount, "status", tenant, provider);
+		if (!live)
+			return 1;
+		n = json_array_size(live);
+		r = n || !tenant ? print_json_line(json_incref(live)) : 0;
+		json_decref(live);
+	} else {
+		for (i = 0; i < cfg->n_creds; i++) {
+			const struct cred_conf *cc = &cfg->creds[i];
+
+			if (strcmp(tenant, cc->tenant) ||
+			    (provider && strcmp(provider, cc->provider->name)))
+				continue;
+			snprintf(path, sizeof(path), "%s/tenants/%s/%s/status",
+				 mount, cc->tenant, cc->provider->name);
+			r = file_read_capped(path, 1024 * 1024, false, &b);
+			if (r < 0) {
+				mount_problem("status", mount, cc->tenant,
+					      cc->provider->name, -r);
+				buf_free(&b);
+				return 1;
+			}
+			if (n)
+				putchar('\n');
+			fwrite(b.data, 1, b.len, stdout);
+			buf_free(&b);
+			n++;
+		}
+		r = 0;
+	}
+	if (tenant && !n) {
+		fprintf(stderr,
+			"credfsctl status: %s%s%s: not in the configuration "
+			"%s, or not one you may read\n",
+			tenant, provider ? "/" : "", provider ? provider : "",
+			cfg->path);
+		return 1;
+	}
+	return r;
 }
 
 /* credfsctl status [TENANT [PROVIDER]] */
@@ -436,13 +698,16 @@ static int status_main(int argc, char **argv)
 	int status, r;
 
 	r = parse_args(argc, argv, "status",
-		       "[TENANT [PROVIDER]] --config FILE [--json]",
+		       "[TENANT [PROVIDER]] --config FILE [--json] [--mount "
+		       "DIR]",
 		       "Print what the running daemon's status files say, "
 		       "without the mount:\nthe root status table, or the "
 		       "status file of each credential of TENANT\n(and "
 		       "PROVIDER); --json prints status.json objects in an "
-		       "array.\n",
-		       OPT_JSON, 0, 2, &a);
+		       "array. A\nconfiguration without a store (so without "
+		       "a control socket) is read from\nthe mount "
+		       "(default " DEFAULT_MOUNT ").\n",
+		       OPT_JSON | OPT_MOUNT, 0, 2, &a);
 	if (r)
 		return r == 1 ? 0 : r;
 	if (config_read(a.config, &cfg, err, sizeof(err)) < 0) {
@@ -450,13 +715,9 @@ static int status_main(int argc, char **argv)
 		return 1;
 	}
 	if (!cfg->store_dir) {
-		fprintf(stderr,
-			"credfsctl status: %s has no store.dir, so no "
-			"control socket: read the status files in "
-			"the mount\n",
-			a.config);
+		r = status_from_mount(cfg, &a);
 		config_free(cfg);
-		return 1;
+		return r;
 	}
 	snprintf(req, sizeof(req), "status%s%s%s%s%s", a.json ? " --json" : "",
 		 a.n_pos ? " " : "", a.n_pos ? a.pos[0] : "",

@@ -23,9 +23,18 @@ enum {
 	OPT_JSON = 1 << 2,
 	OPT_REVOKE = 1 << 3,	  /* --revoke, --force */
 	OPT_TIMEOUT = 1 << 4,	  /* --timeout SECONDS */
-	OPT_TOKEN = 1 << 5,	  /* --mount DIR, --format F; no --config */
+	OPT_TOKEN = 1 << 5,	  /* --format F; no --config */
 	OPT_FROM_CONFIG = 1 << 6, /* --from-config FILE */
+	OPT_MOUNT = 1 << 7,	  /* --mount DIR */
+	OPT_SYNTAX = 1 << 8,	  /* --syntax */
+	OPT_ALL = 1 << 9,	  /* --all */
+	OPT_EXEC = 1 << 10,	  /* --env NAME, --signal SIG, --restart */
+	OPT_NO_CONFIG = 1 << 11,  /* --config is optional */
+	OPT_COMMAND = 1 << 12,	  /* -- COMMAND [ARGS...] ends the line */
 };
+
+/* Where credfs.service mounts (docs/systemd.md): --mount's default. */
+#define DEFAULT_MOUNT "/run/credfs/mnt"
 
 struct args {
 	const char *config;
@@ -34,10 +43,13 @@ struct args {
 	const char *from_file;
 	const char *from_config;
 	const char *new_key_file;
-	bool json;
+	bool json, syntax, all;
 	bool revoke, force;
 	long timeout_s; /* 0: the command's default */
 	const char *mount, *format;
+	const char *env, *signal; /* exec */
+	bool restart;
+	char **command; /* OPT_COMMAND: what follows "--", NULL-ended */
 };
 
 /*
@@ -100,5 +112,12 @@ int token_main(int argc, char **argv);
 /* ctl_connect.c */
 int connect_main(int argc, char **argv);
 int device_main(int argc, char **argv);
+
+/* Say why credfsctl @cmd could not read @tenant/@provider's files (NULL:
+ * the root's) under @mount, failed with the errno @err: a directory the
+ * caller cannot enter, no or a dead mount, a hidden tenant, a credential
+ * not declared or not connected. */
+void mount_problem(const char *cmd, const char *mount, const char *tenant,
+		   const char *provider, int err);
 
 #endif

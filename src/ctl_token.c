@@ -19,7 +19,6 @@
 #include "ctl.h"
 #include "util.h"
 
-#define DEFAULT_MOUNT "/run/credfs/mnt"
 #define MAX_TOKEN_FILE (64 * 1024)
 #define FUSE_SUPER_MAGIC 0x65735546
 
@@ -82,19 +81,25 @@ static bool listed_absent(const char *mount, const char *tenant,
 }
 
 /*
- * Why reading @tenant/@provider's token under @mount failed with @err,
+ * Why reading @tenant/@provider's token (NULL: a root file) under @mount
+ * failed with @err, for credfsctl @cmd,
  * found by walking the path: a directory the caller cannot enter, a
  * mount that is gone or not there, a tenant hidden from the caller, a
  * credential declared and not added. Printed with its next step.
  */
-static void explain(const char *mount, const char *tenant, const char *provider,
-		    int err)
+void mount_problem(const char *cmd, const char *mount, const char *tenant,
+		   const char *provider, int err)
 {
-	char path[4096], *real = NULL;
+	char path[4096], pre[512], *real = NULL;
 	size_t i;
 	struct statfs sfs;
 	struct stat st;
 
+	if (tenant)
+		snprintf(pre, sizeof(pre), "credfsctl %s: %s/%s: ", cmd, tenant,
+			 provider);
+	else
+		snprintf(pre, sizeof(pre), "credfsctl %s: ", cmd);
 	snprintf(path, sizeof(path), "%s", mount);
 	/* Each directory on the way to the mount, outermost first. */
 	for (i = 1; path[i - 1]; i++) {
@@ -105,10 +110,10 @@ static void explain(const char *mount, const char *tenant, const char *provider,
 		path[i] = '\0';
 		if (access(path, X_OK) < 0 && errno == EACCES) {
 			fprintf(stderr,
-				"credfsctl token: %s/%s: you cannot enter %s "
+				"%syou cannot enter %s "
 				"(permission denied): run as a user who may, "
 				"or ask its owner\n",
-				tenant, provider, path);
+				pre, path);
 			return;
 		}
 		path[i] = c;
@@ -117,38 +122,42 @@ static void explain(const char *mount, const char *tenant, const char *provider,
 	}
 	if (statfs(mount, &sfs) < 0 && errno == ENOTCONN) {
 		fprintf(stderr,
-			"credfsctl token: %s/%s: the mount on %s is not served "
+			"%sthe mount on %s is not served "
 			"(is credfs running? systemctl status credfs)\n",
-			tenant, provider, mount);
+			pre, mount);
 		return;
 	}
 	real = realpath(mount, NULL);
 	if (!real || stat(real, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fprintf(stderr,
-			"credfsctl token: %s/%s: %s: no such directory: "
+			"%s%s: no such directory: "
 			"is credfs running, mounted there? (--mount DIR "
 			"names another mount)\n",
-			tenant, provider, mount);
+			pre, mount);
 		free(real);
 		return;
 	}
 	if (sfs.f_type != FUSE_SUPER_MAGIC || !credfs_mount(real)) {
 		fprintf(stderr,
-			"credfsctl token: %s/%s: %s is not a credfs mount: "
+			"%s%s is not a credfs mount: "
 			"the daemon is stopped (systemctl start credfs), or "
 			"it mounts elsewhere (--mount DIR)\n",
-			tenant, provider, mount);
+			pre, mount);
 		free(real);
 		return;
 	}
 	free(real);
+	if (!tenant) {
+		fprintf(stderr, "%s%s: %s\n", pre, mount, strerror(err));
+		return;
+	}
 	snprintf(path, sizeof(path), "%s/tenants/%s", mount, tenant);
 	if (err == ENOENT && stat(path, &st) < 0) {
 		fprintf(stderr,
-			"credfsctl token: %s/%s: no tenant %s here, or you are "
+			"%sno tenant %s here, or you are "
 			"not one of its readers (a tenant is hidden from "
 			"those who may not read it; see its readers)\n",
-			tenant, provider, tenant);
+			pre, tenant);
 		return;
 	}
 	snprintf(path, sizeof(path), "%s/tenants/%s/%s", mount, tenant,
@@ -156,20 +165,19 @@ static void explain(const char *mount, const char *tenant, const char *provider,
 	if (err == ENOENT && stat(path, &st) < 0) {
 		if (listed_absent(mount, tenant, provider))
 			fprintf(stderr,
-				"credfsctl token: %s/%s: declared, but no "
+				"%sdeclared, but no "
 				"account is connected yet: credfsctl "
 				"connect, device or add %s %s\n",
-				tenant, provider, tenant, provider);
+				pre, tenant, provider);
 		else
 			fprintf(stderr,
-				"credfsctl token: %s/%s: tenant %s has no "
+				"%stenant %s has no "
 				"credential %s in the daemon's configuration "
 				"(its directory lists what it has)\n",
-				tenant, provider, tenant, provider);
+				pre, tenant, provider);
 		return;
 	}
-	fprintf(stderr, "credfsctl token: %s/%s: %s\n", tenant, provider,
-		why(err));
+	fprintf(stderr, "%s%s\n", pre, why(err));
 }
 
 /* The token and its status, consistent with each other. */
@@ -187,7 +195,7 @@ static int load(const char *mount, const char *tenant, const char *provider,
 			 mount, tenant, provider);
 		r = file_read_capped(path, MAX_TOKEN_FILE, false, &t->value);
 		if (r == -ENOENT || r == -EACCES || r == -ENOTCONN) {
-			explain(mount, tenant, provider, -r);
+			mount_problem("token", mount, tenant, provider, -r);
 			return r;
 		}
 		if (r < 0) {
@@ -287,7 +295,7 @@ int token_main(int argc, char **argv)
 		"(the git credential helper protocol: 'get' prints username "
 		"and\npassword; store and erase do nothing). There is no aws "
 		"format: see\ndocs/helpers.md.\n",
-		OPT_TOKEN, 2, 3, &a);
+		OPT_TOKEN | OPT_MOUNT | OPT_NO_CONFIG, 2, 3, &a);
 	if (r)
 		return r == 1 ? 0 : r;
 	fmt = a.format ? a.format : "raw";

@@ -128,3 +128,38 @@ def test_token_says_when_the_daemon_is_not_there(mount, provider, tmp_path):
             in r.stderr
     finally:
         subprocess.run(["fusermount3", "-uz", m.mnt], timeout=10)
+
+
+def test_list_and_status_without_a_store(mount, provider):
+    """A client_credentials-only config has no store, so no control
+    socket: list and status read the mount instead."""
+    m = mount(lambda m: simple_config(m, tenants=("acme", "beta")))
+
+    def ctl(*args):
+        return subprocess.run([CREDFSCTL] + list(args) + [
+            "--config", m.config_path, "--mount", m.mnt],
+            capture_output=True, text=True, timeout=20)
+
+    r = ctl("list")
+    assert r.returncode == 0, r.stderr
+    rows = {tuple(l.split()[:2]): l.split() for l in
+            r.stdout.splitlines()[1:]}
+    assert rows[("acme", "idp")][2:4] == ["client_credentials", "valid"]
+    assert set(rows) == {("acme", "idp"), ("beta", "idp")}
+    lj = json.loads(ctl("list", "--json").stdout)
+    assert [(o["tenant"], o["state"]) for o in lj] == [("acme", "valid"),
+                                                       ("beta", "valid")]
+    assert lj[0]["expires_at"] == m.status("acme", "idp")["expires_at"]
+    r = ctl("status")
+    assert r.returncode == 0 and "acme/idp state=valid" in r.stdout
+    r = ctl("status", "beta")
+    assert r.returncode == 0 and r.stdout.startswith("tenant: beta\n")
+    sj = json.loads(ctl("status", "acme", "idp", "--json").stdout)
+    assert [s["tenant"] for s in sj] == ["acme"]
+    assert sj[0]["fingerprint"] == m.status("acme", "idp")["fingerprint"]
+    r = ctl("status", "zeta")
+    assert r.returncode == 1 and "zeta: not in the configuration" in r.stderr
+    m.stop()
+    r = ctl("list")
+    assert r.returncode == 1
+    assert "credfsctl list: %s is not a credfs mount" % m.mnt in r.stderr

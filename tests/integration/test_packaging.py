@@ -62,6 +62,29 @@ def test_install_and_uninstall(tmp_path):
     assert left == []
 
 
+def test_every_example_config_passes_check_syntax():
+    """As shipped: no secret file, audit directory or network needed."""
+    names = ["config.json"] + ["providers/" + f for f in sorted(
+        os.listdir(os.path.join(ROOT, "examples", "providers")))]
+    for name in names:
+        path = os.path.join(ROOT, "examples", name)
+        r = subprocess.run([CREDFSCTL, "check", "--syntax", "--json",
+                            "--config", path], capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+        out = json.loads(r.stdout)
+        assert out["ok"] is True and out["checked"] == "syntax", out
+        assert out["credentials"] >= 1
+    # Everything checked: the secret files are not there.
+    r = subprocess.run([CREDFSCTL, "check", "--json", "--config",
+                        os.path.join(ROOT, "examples", "config.json")],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["ok"] is False and out["checked"] == "everything"
+    assert "config.json: " in out["error"]
+
+
 def test_example_config_is_valid(tmp_path):
     with open(os.path.join(ROOT, "examples", "config.json")) as f:
         config = json.load(f)

@@ -122,6 +122,15 @@ def test_add_read_list_remove_while_running(mount, provider, tmp_path):
     assert rows[("beta", "idp")][3] == "valid"
     assert int(rows[("acme", "idp")][5]) == m.status("acme", "idp")[
         "generation"]
+    r = ctl(m, "list", "--json")
+    assert r.returncode == 0 and r.stdout.count("\n") == 1
+    lj = {(o["tenant"], o["provider"]): o for o in json.loads(r.stdout)}
+    assert set(lj) == set(rows)
+    assert lj[("acme", "idp")]["grant"] == "refresh_token"
+    assert lj[("acme", "idp")]["state"] == "valid"
+    assert lj[("acme", "idp")]["generation"] == int(rows[("acme", "idp")][5])
+    assert lj[("acme", "cc")]["generation"] is None
+    assert lj[("acme", "idp")]["expires_at"] == rows[("acme", "idp")][4]
     r = ctl(m, "status", "acme", "idp")
     assert r.returncode == 0 and "state: valid" in r.stdout
     sj = json.loads(ctl(m, "status", "--json", "acme").stdout)
