@@ -44,7 +44,8 @@ static int state_line(struct cred *c, struct buf *out)
 	if (r == 0 && v.has_token)
 		r = buf_printf(out, ", expires in %lld s",
 			       (long long)((v.expires_ms - now) / 1000));
-	if (r == 0 && v.last_error[0] && !v.has_token)
+	if (r == 0 && v.last_error[0] &&
+	    (!v.has_token || v.consecutive_failures))
 		r = buf_printf(out, ", last error: %s", v.last_error);
 	if (r == 0 && v.persist_error[0])
 		r = buf_printf(out, ", store: %s", v.persist_error);
@@ -238,6 +239,80 @@ static int status(struct admin *a, bool json, const char *tenant,
 	return r < 0;
 }
 
+/* Whether credfsctl refresh names @cc (@tenant NULL: --all). */
+static bool refresh_matches(const struct cred_conf *cc, const char *tenant,
+			    const char *provider)
+{
+	return !tenant || (!strcmp(cc->tenant, tenant) &&
+			   !strcmp(cc->provider->name, provider));
+}
+
+/*
+ * credfsctl refresh: a request now for @tenant/@provider (NULL: every
+ * credential), whatever its backoff, and each outcome: all the requests
+ * go out first, then each is waited for. 0 when every one is valid and
+ * healthy afterwards, 1 otherwise.
+ */
+static int refresh(struct admin *a, const char *tenant, const char *provider,
+		   struct buf *reply)
+{
+	struct cred_table *t = a->t;
+	const struct config *cfg = cred_table_config(t);
+	uint64_t *target =
+		calloc(cfg->n_creds ? cfg->n_creds : 1, sizeof(*target));
+	int64_t deadline = 0;
+	size_t i, n = 0;
+	int status = 0;
+
+	if (!target) {
+		buf_printf(reply, "out of memory\n");
+		return 1;
+	}
+	for (i = 0; i < cfg->n_creds; i++) {
+		const struct cred_conf *cc = &cfg->creds[i];
+		int64_t wait = cc->provider->timeout_ms + 5000;
+
+		if (!refresh_matches(cc, tenant, provider))
+			continue;
+		target[i] = cred_refresh_now(t, cred_of(t, cc));
+		if (deadline < time_mono_ms() + wait)
+			deadline = time_mono_ms() + wait;
+		n++;
+	}
+	for (i = 0; i < cfg->n_creds; i++) {
+		const struct cred_conf *cc = &cfg->creds[i];
+		struct cred *c = cred_of(t, cc);
+		struct cred_view v;
+		int r;
+
+		if (!refresh_matches(cc, tenant, provider))
+			continue;
+		r = cred_refresh_wait(t, c, target[i], deadline);
+		if (r == -ENOKEY && !cred_present(c))
+			continue; /* refresh_token grant, nothing stored */
+		state_line(c, reply);
+		if (r == -ENOKEY)
+			buf_printf(reply,
+				   "  nothing to send: connect it again "
+				   "(credfsctl connect, device or add)\n");
+		else if (r == -ETIMEDOUT)
+			buf_printf(reply,
+				   "  no answer yet from the provider\n");
+		cred_view(c, time_real_ms(), &v);
+		if ((v.state != CRED_VALID && v.state != CRED_REFRESHING) ||
+		    v.consecutive_failures)
+			status = 1;
+		cred_view_clear(&v);
+	}
+	free(target);
+	if (!n) {
+		buf_printf(reply, "%s/%s: not in the daemon's configuration\n",
+			   tenant, provider);
+		return 1;
+	}
+	return status;
+}
+
 int admin_parse(const char *request, struct admin_req *req)
 {
 	char *w[MAX_WORDS], *save = NULL, *p;
@@ -252,6 +327,16 @@ int admin_parse(const char *request, struct admin_req *req)
 		w[n++] = p;
 	if (n == 1 && !strcmp(w[0], "reload")) {
 		req->verb = ADMIN_RELOAD;
+		return 0;
+	}
+	if (n == 2 && !strcmp(w[0], "refresh") && !strcmp(w[1], "--all")) {
+		req->verb = ADMIN_REFRESH;
+		return 0;
+	}
+	if (n == 3 && !strcmp(w[0], "refresh")) {
+		req->verb = ADMIN_REFRESH;
+		req->tenant = w[1];
+		req->provider = w[2];
 		return 0;
 	}
 	if (n == 3 && !strcmp(w[0], "reload")) {
@@ -291,6 +376,8 @@ int admin_request(void *arg, const char *request, struct buf *reply)
 	cred_table_enter(a->t);
 	if (req.verb == ADMIN_RELOAD_ONE)
 		r = reload_one(a, req.tenant, req.provider, reply);
+	else if (req.verb == ADMIN_REFRESH)
+		r = refresh(a, req.tenant, req.provider, reply);
 	else
 		r = status(a, req.json, req.tenant, req.provider, reply);
 	cred_table_exit(a->t);

@@ -32,7 +32,7 @@ struct admin {
 	pthread_mutex_t lock;	 /* one reload at a time */
 };
 
-enum admin_verb { ADMIN_RELOAD, ADMIN_RELOAD_ONE, ADMIN_STATUS };
+enum admin_verb { ADMIN_RELOAD, ADMIN_RELOAD_ONE, ADMIN_STATUS, ADMIN_REFRESH };
 
 /* One request line, parsed; the names point into @copy. */
 struct admin_req {

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +48,42 @@ struct client {
 	int fd;
 };
 
-static void socket_path(int dirfd, struct sockaddr_un *sa)
+/* The address of the socket: CONTROL_SOCKET in directory @dirfd, or the
+ * abstract @where ("@NAME") when @dirfd is -1. Its length. */
+static socklen_t socket_path(const char *where, int dirfd,
+			     struct sockaddr_un *sa)
 {
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
-	snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s",
-		 dirfd, CONTROL_SOCKET);
+	if (dirfd >= 0) {
+		snprintf(sa->sun_path, sizeof(sa->sun_path),
+			 "/proc/self/fd/%d/%s", dirfd, CONTROL_SOCKET);
+		return sizeof(*sa);
+	}
+	/* sun_path[0] stays NUL: the abstract namespace, no file. */
+	snprintf(sa->sun_path + 1, sizeof(sa->sun_path) - 1, "%s", where + 1);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+			   strlen(sa->sun_path + 1));
+}
+
+void control_name(const char *mountpoint, char *out, size_t size)
+{
+	char fp[9];
+
+	if (strlen(mountpoint) + sizeof("@credfs-control:") <= 100) {
+		snprintf(out, size, "@credfs-control:%s", mountpoint);
+		return;
+	}
+	util_fingerprint(mountpoint, strlen(mountpoint), fp);
+	snprintf(out, size, "@credfs-control:#%s", fp);
+}
+
+/* The directory @where names, opened; -1 for an abstract socket. */
+static int open_where(const char *where)
+{
+	if (where[0] == '@')
+		return -1;
+	return open(where, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 }
 
 static void set_timeouts(int fd, int64_t ms)
@@ -209,6 +240,7 @@ int control_start(const char *dir, control_fn fn, void *arg,
 {
 	struct control *c = calloc(1, sizeof(*c));
 	struct sockaddr_un sa;
+	socklen_t len;
 	int r;
 
 	*out = NULL;
@@ -219,8 +251,8 @@ int control_start(const char *dir, control_fn fn, void *arg,
 	c->listen_fd = c->stop[0] = c->stop[1] = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->idle, NULL);
-	c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (c->dirfd < 0 || pipe2(c->stop, O_CLOEXEC) < 0) {
+	c->dirfd = open_where(dir);
+	if ((c->dirfd < 0 && dir[0] != '@') || pipe2(c->stop, O_CLOEXEC) < 0) {
 		r = -errno;
 		goto fail;
 	}
@@ -230,10 +262,12 @@ int control_start(const char *dir, control_fn fn, void *arg,
 		goto fail;
 	}
 	/* We hold the store's daemon lock: a socket left there is stale. */
-	unlinkat(c->dirfd, CONTROL_SOCKET, 0);
-	socket_path(c->dirfd, &sa);
-	if (bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    fchmodat(c->dirfd, CONTROL_SOCKET, 0600, 0) < 0 ||
+	if (c->dirfd >= 0)
+		unlinkat(c->dirfd, CONTROL_SOCKET, 0);
+	len = socket_path(dir, c->dirfd, &sa);
+	if (bind(c->listen_fd, (struct sockaddr *)&sa, len) < 0 ||
+	    (c->dirfd >= 0 &&
+	     fchmodat(c->dirfd, CONTROL_SOCKET, 0600, 0) < 0) ||
 	    listen(c->listen_fd, 16) < 0) {
 		r = -errno;
 		goto fail;
@@ -245,8 +279,12 @@ int control_start(const char *dir, control_fn fn, void *arg,
 	*out = c;
 	return 0;
 fail:
-	snprintf(err, errlen, "control socket %s/%s: %s", dir, CONTROL_SOCKET,
-		 strerror(-r));
+	if (dir[0] == '@')
+		snprintf(err, errlen, "control socket %s: %s", dir,
+			 strerror(-r));
+	else
+		snprintf(err, errlen, "control socket %s/%s: %s", dir,
+			 CONTROL_SOCKET, strerror(-r));
 	control_stop(c);
 	return r;
 }
@@ -261,7 +299,8 @@ void control_stop(struct control *c)
 	}
 	if (c->listen_fd >= 0) {
 		close(c->listen_fd);
-		unlinkat(c->dirfd, CONTROL_SOCKET, 0);
+		if (c->dirfd >= 0)
+			unlinkat(c->dirfd, CONTROL_SOCKET, 0);
 	}
 	if (c->stop[0] >= 0)
 		close(c->stop[0]);
@@ -281,23 +320,36 @@ int control_call(const char *dir, const char *request, int64_t timeout_ms,
 	struct sockaddr_un sa;
 	char chunk[4096], *nl;
 	int dirfd, fd, r = 0;
+	socklen_t len;
 	ssize_t n;
 
 	*status = 1;
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (dirfd < 0)
+	dirfd = open_where(dir);
+	if (dirfd < 0 && dir[0] != '@')
 		return -errno;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		r = -errno;
-		close(dirfd);
+		if (dirfd >= 0)
+			close(dirfd);
 		return r;
 	}
-	socket_path(dirfd, &sa);
+	len = socket_path(dir, dirfd, &sa);
 	set_timeouts(fd, timeout_ms);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+	if (connect(fd, (struct sockaddr *)&sa, len) < 0)
 		r = -errno;
-	close(dirfd);
+	if (r == 0 && dirfd < 0) {
+		/* Anyone may bind an abstract name: only root's (or our own
+		 * uid's) daemon is believed. */
+		struct ucred peer = {.uid = (uid_t)-1};
+		socklen_t plen = sizeof(peer);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &plen) < 0 ||
+		    (peer.uid != 0 && peer.uid != geteuid()))
+			r = -EPERM;
+	}
+	if (dirfd >= 0)
+		close(dirfd);
 	if (r == 0)
 		r = write_all(fd, request, strlen(request));
 	if (r == 0)

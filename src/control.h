@@ -1,9 +1,11 @@
 /*
  * control: the daemon's control socket, "control.sock" in the store
  * directory (0700, so only the store's owner gets near it; the peer's uid
- * is checked too). One request line in, one reply out, then the
- * connection closes. credfsctl uses it to tell a running daemon about
- * add and remove, and to ask for status without the mount.
+ * is checked too), or for a daemon without a store an abstract socket
+ * named after its mount point (control_name(); the peer's uid decides). One
+ * request line in, one reply out, then the connection closes. credfsctl uses it
+ * to tell a running daemon about add and remove, and to ask for status without
+ * the mount.
  */
 #ifndef CREDFS_CONTROL_H
 #define CREDFS_CONTROL_H
@@ -17,12 +19,17 @@ struct control;
 #define CONTROL_SOCKET "control.sock"
 #define CONTROL_MAX_REQUEST 4096
 
+/* The abstract socket ("@credfs-control:MOUNTPOINT", or a digest of a
+ * long mount point) of the daemon without a store on absolute, resolved
+ * @mountpoint, into @out. */
+void control_name(const char *mountpoint, char *out, size_t size);
+
 /* Answer @request (one line, no newline) into @reply; 0 for success or a
  * positive exit status for credfsctl. */
 typedef int (*control_fn)(void *arg, const char *request, struct buf *reply);
 
-/* Listen in @dir and serve requests on a thread of its own. 0 or -errno
- * with a message in @err. */
+/* Listen in @dir (or on the abstract socket "@NAME") and serve requests
+ * on a thread of its own. 0 or -errno with a message in @err. */
 int control_start(const char *dir, control_fn fn, void *arg,
 		  struct control **out, char *err, size_t errlen);
 

@@ -230,6 +230,41 @@ bool cred_wait_answered(struct cred_table *t, struct cred *c, int64_t deadline)
 	return done;
 }
 
+uint64_t cred_refresh_now(struct cred_table *t, struct cred *c)
+{
+	uint64_t target;
+
+	pthread_mutex_lock(&c->lock);
+	/* One in flight went out before the operator's fix: its answer,
+	 * then one of our own (cred_refresh_wait() sends it). */
+	target = c->attempts + (c->in_flight ? 2 : 1);
+	if (!c->in_flight && !parked_locked(c) && t->kick)
+		t->kick(t->kick_arg, c);
+	pthread_mutex_unlock(&c->lock);
+	return target;
+}
+
+int cred_refresh_wait(struct cred_table *t, struct cred *c, uint64_t target,
+		      int64_t deadline)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	while (c->attempts < target && !parked_locked(c) &&
+	       !atomic_load(&t->stopping)) {
+		if (!c->in_flight && t->kick)
+			t->kick(t->kick_arg, c);
+		if (!wait_until(c, deadline))
+			break;
+	}
+	if (parked_locked(c))
+		r = -ENOKEY;
+	else if (c->attempts < target)
+		r = -ETIMEDOUT;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
 bool cred_wait_token(struct cred_table *t, struct cred *c, int64_t deadline)
 {
 	uint64_t seen;

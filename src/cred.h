@@ -247,6 +247,18 @@ size_t cred_table_wait_answered(struct cred_table *t, int64_t deadline);
 /* Likewise for one credential; true once answered. */
 bool cred_wait_answered(struct cred_table *t, struct cred *c, int64_t deadline);
 
+/*
+ * An operator's "refresh now": a request at once, whatever the backoff
+ * (or the provider's client_error) says. One in flight is answered
+ * first, then one more goes out. Returns what cred_refresh_wait() waits
+ * for; that one waits until @deadline (monotonic ms): 0 once answered
+ * (the outcome is @c's state), -ENOKEY when there is nothing to send (no
+ * record, revoked), -ETIMEDOUT.
+ */
+uint64_t cred_refresh_now(struct cred_table *t, struct cred *c);
+int cred_refresh_wait(struct cred_table *t, struct cred *c, uint64_t target,
+		      int64_t deadline);
+
 /* The daemon stops: every thread waiting in cred_wait_answered() or
  * cred_wait_token() stops waiting now, and none waits from now on, so
  * that nothing holds the exit for open_wait_s. */

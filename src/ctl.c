@@ -733,6 +733,100 @@ static int status_main(int argc, char **argv)
 	return r < 0 ? 1 : status;
 }
 
+/*
+ * Where the daemon of @cfg listens: its store directory, or without a
+ * store the abstract socket named after the mount @mount (resolved) into
+ * @name. NULL, said, when the mount cannot be resolved.
+ */
+const char *control_where(const struct config *cfg, const char *cmd,
+			  const char *mount, char *name, size_t size)
+{
+	char *real;
+
+	if (cfg->store_dir)
+		return cfg->store_dir;
+	mount = mount ? mount : DEFAULT_MOUNT;
+	real = realpath(mount, NULL);
+	if (!real) {
+		mount_problem(cmd, mount, NULL, NULL, errno);
+		return NULL;
+	}
+	control_name(real, name, size);
+	free(real);
+	return name;
+}
+
+/* credfsctl refresh TENANT PROVIDER | --all */
+static int refresh_main(int argc, char **argv)
+{
+	char err[1024], name[128], req[CONTROL_MAX_REQUEST];
+	const struct cred_conf *cc = NULL;
+	struct config *cfg = NULL;
+	int64_t timeout_ms = 0;
+	const char *where;
+	struct buf reply;
+	struct args a;
+	int status, r;
+	size_t i;
+
+	r = parse_args(argc, argv, "refresh",
+		       "TENANT PROVIDER | --all  --config FILE [--mount DIR]",
+		       "Ask the running daemon for a token now, whatever the "
+		       "backoff of a failing\ncredential says (for when the "
+		       "provider or its client was just fixed), and\nprint "
+		       "each outcome. --all: every credential, all at once. "
+		       "A daemon without a\nstore is reached through its "
+		       "mount (default " DEFAULT_MOUNT "). Exit status 0\n"
+		       "when every one is valid and healthy afterwards.\n",
+		       OPT_ALL | OPT_MOUNT, 0, 2, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	if (a.all == (a.n_pos == 2) || a.n_pos == 1) {
+		fprintf(stderr, "Usage: credfsctl refresh TENANT PROVIDER | "
+				"--all  --config FILE [--mount DIR]\n");
+		return 2;
+	}
+	if (config_read(a.config, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "credfsctl: %s\n", err);
+		return 1;
+	}
+	if (!a.all && !(cc = config_find_cred(cfg, a.pos[0], a.pos[1]))) {
+		fprintf(stderr,
+			"credfsctl refresh: %s/%s is not declared in %s\n",
+			a.pos[0], a.pos[1], cfg->path);
+		config_free(cfg);
+		return 1;
+	}
+	/* The daemon waits for the provider's timeout and 5 s more. */
+	for (i = 0; i < cfg->n_creds; i++)
+		if (!cc || cc == &cfg->creds[i])
+			if (timeout_ms < cfg->creds[i].provider->timeout_ms)
+				timeout_ms = cfg->creds[i].provider->timeout_ms;
+	where = control_where(cfg, "refresh", a.mount, name, sizeof(name));
+	if (!where) {
+		config_free(cfg);
+		return 1;
+	}
+	snprintf(req, sizeof(req), "refresh %s%s%s", a.all ? "--all" : a.pos[0],
+		 a.all ? "" : " ", a.all ? "" : a.pos[1]);
+	buf_init(&reply, 16 * 1024 * 1024);
+	r = control_call(where, req, timeout_ms + 10000, &reply, &status);
+	if (r < 0 && where == name)
+		fprintf(stderr,
+			"credfsctl refresh: no credfs daemon answers for the "
+			"mount %s (%s): is it running, and is this its "
+			"mount? (--mount DIR)\n",
+			a.mount ? a.mount : DEFAULT_MOUNT,
+			r == -ECONNREFUSED ? "not listening" : strerror(-r));
+	else if (r < 0)
+		daemon_problem("refresh", where, r);
+	else
+		fputs(reply.data ? reply.data : "", stdout);
+	buf_free(&reply);
+	config_free(cfg);
+	return r < 0 ? 1 : status;
+}
+
 static const struct command commands[] = {
 	{"check", check_main, "validate a configuration file"},
 	{"init", init_main, "create the store directory and its master key"},
@@ -745,6 +839,9 @@ static const struct command commands[] = {
 	{"rekey", rekey_main, "re-encrypt the store under a new master key"},
 	{"migrate", migrate_main, "copy a store's records into another"},
 	{"status", status_main, "what the daemon's status files say"},
+	{"refresh", refresh_main, "ask the daemon for a token now"},
+	{"exec", exec_main, "run a command with the token in its environment"},
+	{"watch", watch_main, "run a command after each rotation"},
 	{"help", help_main, "show this help"},
 	{"version", version_main, "show the version"},
 };

@@ -10,7 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "store.h"
+#include "util.h"
 
 struct config;
 struct cred_conf;
@@ -112,6 +115,21 @@ int token_main(int argc, char **argv);
 /* ctl_connect.c */
 int connect_main(int argc, char **argv);
 int device_main(int argc, char **argv);
+
+/* Where the daemon of @cfg listens for credfsctl @cmd: its store
+ * directory, or without a store the abstract socket of mount @mount (NULL:
+ * the default) in @name. NULL, said, if @mount cannot be resolved. */
+const char *control_where(const struct config *cfg, const char *cmd,
+			  const char *mount, char *name, size_t size);
+
+/* The token of @tenant/@provider under @mount (its bytes in @value) and
+ * its status.json (in *@status), read as one consistent pair, for
+ * credfsctl @cmd; or -errno with the reason printed. */
+int token_load(const char *cmd, const char *mount, const char *tenant,
+	       const char *provider, struct buf *value, json_t **status);
+
+int exec_main(int argc, char **argv);
+int watch_main(int argc, char **argv);
 
 /* Say why credfsctl @cmd could not read @tenant/@provider's files (NULL:
  * the root's) under @mount, failed with the errno @err: a directory the

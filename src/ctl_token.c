@@ -180,9 +180,23 @@ void mount_problem(const char *cmd, const char *mount, const char *tenant,
 	fprintf(stderr, "%s%s\n", pre, why(err));
 }
 
+static int load(const char *cmd, const char *mount, const char *tenant,
+		const char *provider, struct tok *t);
+
+int token_load(const char *cmd, const char *mount, const char *tenant,
+	       const char *provider, struct buf *value, json_t **status)
+{
+	struct tok t;
+	int r = load(cmd, mount, tenant, provider, &t);
+
+	*value = t.value;
+	*status = t.status;
+	return r;
+}
+
 /* The token and its status, consistent with each other. */
-static int load(const char *mount, const char *tenant, const char *provider,
-		struct tok *t)
+static int load(const char *cmd, const char *mount, const char *tenant,
+		const char *provider, struct tok *t)
 {
 	char path[4096], fp[9];
 	json_t *f;
@@ -195,12 +209,12 @@ static int load(const char *mount, const char *tenant, const char *provider,
 			 mount, tenant, provider);
 		r = file_read_capped(path, MAX_TOKEN_FILE, false, &t->value);
 		if (r == -ENOENT || r == -EACCES || r == -ENOTCONN) {
-			mount_problem("token", mount, tenant, provider, -r);
+			mount_problem(cmd, mount, tenant, provider, -r);
 			return r;
 		}
 		if (r < 0) {
-			fprintf(stderr, "credfsctl token: %s/%s: %s\n", tenant,
-				provider, why(-r));
+			fprintf(stderr, "credfsctl %s: %s/%s: %s\n", cmd,
+				tenant, provider, why(-r));
 			return r;
 		}
 		snprintf(path, sizeof(path), "%s/tenants/%s/%s/status.json",
@@ -221,9 +235,9 @@ static int load(const char *mount, const char *tenant, const char *provider,
 		buf_free(&t->value);
 	}
 	fprintf(stderr,
-		"credfsctl token: %s/%s: the token kept changing "
+		"credfsctl %s: %s/%s: the token kept changing "
 		"while being read\n",
-		tenant, provider);
+		cmd, tenant, provider);
 	return -EAGAIN;
 }
 
@@ -324,7 +338,8 @@ int token_main(int argc, char **argv)
 			a.pos[2]);
 		return 2;
 	}
-	if (load(a.mount ? a.mount : DEFAULT_MOUNT, a.pos[0], a.pos[1], &t) < 0)
+	if (load("token", a.mount ? a.mount : DEFAULT_MOUNT, a.pos[0], a.pos[1],
+		 &t) < 0)
 		return 1;
 	type = status_str(&t, "token_type");
 	if (!type)

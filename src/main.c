@@ -777,16 +777,23 @@ static int open_session(struct daemon *d)
  * (credfsctl on this host) and the shared store's watch (other hosts). */
 static int start_control(struct daemon *d)
 {
-	char err[1024];
+	char err[1024], name[128];
 	int r;
 
+	/* Without a store: an abstract socket named after the mount, for
+	 * credfsctl refresh and the like. */
 	if (!d->store)
+		control_name(d->o->mountpoint, name, sizeof(name));
+	r = control_start(d->store ? d->cfg->store_dir : name, admin_request,
+			  &d->admin, &d->control, err, sizeof(err));
+	if (r < 0 && !d->store) {
+		/* Anyone may take an abstract name first: serve without. */
+		log_warn("%s: credfsctl refresh cannot reach this daemon", err);
 		return 0;
-	r = control_start(d->cfg->store_dir, admin_request, &d->admin,
-			  &d->control, err, sizeof(err));
+	}
 	if (r < 0)
 		log_error("%s", err);
-	if (r == 0)
+	if (r == 0 && d->store)
 		r = credstore_watch(d->t);
 	return r;
 }

@@ -23,6 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (req.verb == ADMIN_RELOAD_ONE && !req.provider)
 			abort();
+		if (req.verb == ADMIN_REFRESH && !req.tenant != !req.provider)
+			abort();
 	}
 	return 0;
 }

@@ -4,10 +4,12 @@ DESIGN.md says and recover without a restart."""
 
 import errno
 import os
+import re
+import subprocess
 import threading
 import time
 
-from harness import open_errno, simple_config, wait_for
+from harness import CREDFSCTL, open_errno, simple_config, wait_for
 
 EKEYEXPIRED = 127  # Linux: "Key has expired"
 
@@ -187,3 +189,54 @@ def test_no_token_ever_and_others_keep_working(mount, provider):
     assert st["last_error"].startswith("invalid_client")
     assert os.stat(path).st_size == 0
     assert m.read("tenants", "acme", "broken", "expires_at") == ""
+
+
+def test_credfsctl_refresh_skips_the_backoff(mount, provider):
+    """After the provider is fixed, credfsctl refresh gets a token now,
+    instead of when a long backoff ends. A config without a store has
+    no store directory: the daemon is reached through its mount."""
+    provider.lifetime = 2
+    m = mount(lambda m: simple_config(m, tenants=("acme", "beta"),
+                                      backoff_initial_s=60,
+                                      backoff_max_s=60, open_wait_s=0.5))
+
+    def refresh(*args):
+        return subprocess.run([CREDFSCTL, "refresh"] + list(args) + [
+            "--config", m.config_path, "--mount", m.mnt],
+            capture_output=True, text=True, timeout=60)
+
+    provider.inject("status", count=-1, status=503)
+    path = m.path("tenants", "acme", "idp", "access_token")
+    wait_for(lambda: open_errno(path) == EKEYEXPIRED and m.status(
+        "beta", "idp")["state"] == "expired", 10, what="expiry")
+    # Still failing: said, with the error, and exit status 1.
+    before = len(provider.token_requests())
+    r = refresh("acme", "idp")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("acme/idp: expired")
+    assert "last error: " in r.stdout and "HTTP 503" in r.stdout
+    assert len(provider.token_requests()) > before
+
+    provider.clear_faults()
+    r = refresh("acme", "idp")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.match(r"acme/idp: valid, expires in \d+ s\n$", r.stdout), \
+        r.stdout
+    assert provider.issued(m.token("acme", "idp"))
+    # beta waits out its backoff still (its status.json, read without
+    # an open that would ask for a token).
+    assert m.status("beta", "idp")["state"] == "expired"
+    r = refresh("--all")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(line.split(":")[0] for line in r.stdout.splitlines()) \
+        == ["acme/idp", "beta/idp"]
+    assert provider.issued(m.token("beta", "idp"))
+
+    r = refresh("acme", "nope")
+    assert r.returncode == 1 and "acme/nope is not declared" in r.stderr
+    r = refresh("acme")
+    assert r.returncode == 2
+    r = subprocess.run([CREDFSCTL, "refresh", "--all", "--config",
+                        m.config_path, "--mount", m.tmp / "elsewhere"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and "no such directory" in r.stderr

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from harness import CREDFSCTL, reap, simple_config
+from harness import CREDFSCTL, reap, simple_config, wait_for
 
 
 def token(m, *args, input=None):
@@ -163,3 +163,94 @@ def test_list_and_status_without_a_store(mount, provider):
     r = ctl("list")
     assert r.returncode == 1
     assert "credfsctl list: %s is not a credfs mount" % m.mnt in r.stderr
+
+
+def test_exec_restarts_or_signals_the_command_on_rotation(mount, provider,
+                                                          tmp_path):
+    """credfsctl exec: the token in the command's environment, never in
+    an argv; on rotation the command is restarted with the new one, or
+    signalled with --signal; signals and the exit status pass through."""
+    provider.lifetime = 3
+    m = mount(simple_config)
+    out = tmp_path / "seen"
+    child = ('echo "$$ $TOKEN" >> "$0"; trap "exit 0" TERM; '
+             'trap "echo $$ hup >> $0" HUP; while :; do sleep 0.05; done')
+    p = subprocess.Popen([CREDFSCTL, "exec", "acme", "idp", "--mount", m.mnt,
+                          "--env", "TOKEN", "--", "sh", "-c", child,
+                          str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        def seen():
+            if not out.exists():
+                return None
+            rows = [l.split() for l in out.read_text().splitlines()]
+            return rows if len([r for r in rows if r[1] != "hup"]) >= 3 \
+                else None
+        rows = wait_for(seen, 20, what="two restarts")
+        with open("/proc/%d/cmdline" % p.pid, "rb") as f:
+            argv = f.read()
+        for pid, tok in rows[:3]:
+            assert provider.issued(tok), tok
+            assert tok.encode() not in argv
+        assert len({pid for pid, _ in rows[:3]}) == 3
+        assert len({tok for _, tok in rows[:3]}) == 3
+    finally:
+        p.terminate()
+        rc = p.wait(20)
+    assert rc == 0, p.stderr.read()  # the child's "exit 0" on SIGTERM
+
+    out.unlink()
+    p = subprocess.Popen([CREDFSCTL, "exec", "acme", "idp", "--mount", m.mnt,
+                          "--env", "TOKEN", "--signal", "HUP", "--", "sh",
+                          "-c", child, str(out)], stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        rows = wait_for(lambda: out.exists() and (lambda r: r if len(
+            [x for x in r if x[1] == "hup"]) >= 2 else None)(
+            [l.split() for l in out.read_text().splitlines()]), 20,
+            what="two signals")
+        assert len({pid for pid, _ in rows}) == 1
+        assert provider.issued(rows[0][1])
+    finally:
+        p.terminate()
+        rc = p.wait(20)
+    assert rc == 0, p.stderr.read()
+
+    r = subprocess.run([CREDFSCTL, "exec", "acme", "idp", "--mount", m.mnt,
+                        "--", "sh", "-c", 'test -n "$ACCESS_TOKEN"; exit 7'],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 7, r.stderr
+    r = subprocess.run([CREDFSCTL, "exec", "acme", "idp", "--mount", m.mnt],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "missing -- COMMAND" in r.stderr
+    r = subprocess.run([CREDFSCTL, "exec", "acme", "idp", "--mount", m.mnt,
+                        "--signal", "BOGUS", "--", "true"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "--signal BOGUS: name a signal" in r.stderr
+
+
+def test_watch_runs_a_command_after_each_rotation(mount, provider, tmp_path):
+    provider.lifetime = 3
+    m = mount(simple_config)
+    out = tmp_path / "hooks"
+    p = subprocess.Popen([CREDFSCTL, "watch", "acme", "idp", "--mount",
+                          m.mnt, "--", "sh", "-c",
+                          'echo "$CREDFS_TENANT $CREDFS_PROVIDER '
+                          '$CREDFS_FINGERPRINT $(cat "$1")" >> "$0"',
+                          str(out), m.path("tenants", "acme", "idp",
+                                           "access_token")],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        rows = wait_for(lambda: out.exists() and (lambda r: r if len(r) >= 2
+                        else None)([l.split() for l in
+                                    out.read_text().splitlines()]), 20,
+                        what="two rotations")
+    finally:
+        p.terminate()
+        rc = p.wait(20)
+    assert rc == 0, p.stderr.read()
+    for tenant, prov, fp, tok in rows:
+        assert (tenant, prov) == ("acme", "idp")
+        assert provider.issued(tok)
+    # Each run saw its own rotation (the token read may be newer still).
+    assert len({fp for _, _, fp, _ in rows}) == len(rows)
