@@ -26,6 +26,7 @@
 #include "config.h"
 #include "confparse.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "util.h"
 
 /*
@@ -568,9 +569,10 @@ static int read_tenants_dir(struct ctx *c, const char *dir,
 static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 {
 	static const char *const keys[] = {
-		"providers",	      "tenants",  "tenants_dir", "log_level",
-		"allow_root",	      "ops_gids", "audit_log",	 "store",
-		"per_credential_max", NULL,
+		"providers",	  "tenants",	"tenants_dir",
+		"log_level",	  "allow_root", "ops_gids",
+		"audit_log",	  "store",	"per_credential_max",
+		"metrics_listen", NULL,
 	};
 	struct tenant_files tf = {NULL, NULL};
 	json_t *max;
@@ -625,6 +627,18 @@ static int parse_root(struct ctx *c, const json_t *root, struct config *cfg)
 				  &cfg->audit_log);
 	if (r == 0 && !cfg->audit_log)
 		r = default_audit_log(&cfg->audit_log);
+	if (r == 0)
+		r = conf_get_string(c, root, "", "metrics_listen", false,
+				    &cfg->metrics_listen);
+	if (r == 0 && cfg->metrics_listen) {
+		struct sockaddr_storage sa;
+		socklen_t len;
+		char why[256];
+
+		if (metrics_listen_parse(cfg->metrics_listen, &sa, &len, why,
+					 sizeof(why)) < 0)
+			r = conf_fail(c, "metrics_listen", "%s", why);
+	}
 	if (r == 0)
 		r = parse_store(c, root, cfg);
 	if (r < 0)
@@ -912,6 +926,10 @@ bool config_can_apply(const struct config *a, const struct config *b, char *why,
 		snprintf(why, whylen, "audit_log changed");
 		return false;
 	}
+	if (!same_str(a->metrics_listen, b->metrics_listen)) {
+		snprintf(why, whylen, "metrics_listen changed");
+		return false;
+	}
 	if (a->cache_kernel != b->cache_kernel) {
 		snprintf(why, whylen, "the read path (-o cache=) changed");
 		return false;
@@ -1056,6 +1074,7 @@ void config_free(struct config *cfg)
 	}
 	free(cfg->ops_gids);
 	free(cfg->audit_log);
+	free(cfg->metrics_listen);
 	free(cfg->store_dir);
 	free(cfg->store_dsn);
 	free(cfg->store_key_file);

@@ -150,6 +150,7 @@ struct config {
 	gid_t *ops_gids; /* may see every credential in status and metrics */
 	size_t n_ops_gids;
 	char *audit_log;      /* NULL: audit lines go to stderr */
+	char *metrics_listen; /* NULL: metrics only as the file */
 	char *store_dir;      /* NULL: no store configured; with postgres,
 			       * local state only (the control socket) */
 	char *store_dsn;      /* the PostgreSQL backend's libpq connection

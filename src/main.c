@@ -36,6 +36,7 @@
 #include "handoff.h"
 #include "key.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "notify.h"
 #include "oauth.h"
 #include "refresher.h"
@@ -582,6 +583,7 @@ struct daemon {
 	struct fs *fs;
 	struct fuse_session *se;
 	struct control *control;
+	struct metrics_http *metrics; /* metrics_listen */
 	struct watchdog *wd;
 	struct keeper *keeper;
 	struct admin admin;
@@ -773,8 +775,10 @@ static int open_session(struct daemon *d)
 	return 0;
 }
 
-/* What tells this daemon of changes made elsewhere: the control socket
- * (credfsctl on this host) and the shared store's watch (other hosts). */
+/* The daemon's sockets: what tells it of changes made elsewhere (the
+ * control socket for credfsctl on this host, the shared store's watch
+ * for other hosts) and metrics_listen. An upgrade stops them before the
+ * new process starts its own. */
 static int start_control(struct daemon *d)
 {
 	char err[1024], name[128];
@@ -795,11 +799,22 @@ static int start_control(struct daemon *d)
 		log_error("%s", err);
 	if (r == 0 && d->store)
 		r = credstore_watch(d->t);
+	if (r == 0 && d->cfg->metrics_listen) {
+		r = metrics_http_start(d->cfg->metrics_listen, d->t,
+				       &d->metrics, err, sizeof(err));
+		if (r < 0)
+			log_error("%s", err);
+		else
+			log_info("metrics served on %s",
+				 d->cfg->metrics_listen);
+	}
 	return r;
 }
 
 static void stop_control(struct daemon *d)
 {
+	metrics_http_stop(d->metrics);
+	d->metrics = NULL;
 	credstore_unwatch(d->t);
 	control_stop(d->control);
 	d->control = NULL;

@@ -8,12 +8,13 @@ the provider up or refusing everything.
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import time
 
-from harness import (CREDFS, FakeSystemd, Readers, is_mounted, reap,
-                     simple_config, wait_for)
+from harness import (CREDFS, CREDFSCTL, FakeSystemd, Readers, is_mounted,
+                     reap, simple_config, wait_for)
 from test_refresh import add, ctl, rt_config, setup_store
 
 
@@ -261,3 +262,85 @@ def test_a_mount_taken_away_while_down_is_mounted_afresh(mount, provider):
         assert m.token("acme", "idp") == token
     finally:
         sd.stop()
+
+
+def scrape(addr, request="GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"):
+    """The whole answer of an HTTP request to @addr (a Unix socket path,
+    or a (host, port) pair): (status line, headers, body)."""
+    family = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(addr)
+        s.sendall(request.encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    return lines[0], lines[1:], body.decode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_listen_serves_the_metrics_over_http(mount, provider,
+                                                     tmp_path):
+    """metrics_listen: GET /metrics on a Unix socket or a loopback port,
+    the same series as the file; kept across an upgrade; a non-loopback
+    address is refused."""
+    sock = str(tmp_path / "metrics.sock")
+    m = mount(lambda m: dict(simple_config(m), metrics_listen=sock))
+    assert m.token("acme", "idp")
+    status, headers, body = scrape(sock)
+    assert status == "HTTP/1.1 200 OK"
+    assert "Content-Type: text/plain; version=0.0.4; charset=utf-8" in \
+        headers
+    assert "Content-Length: %d" % len(body.encode()) in headers
+    names = sorted({l.split("{")[0].split()[0] for l in body.splitlines()
+                    if not l.startswith("#")})
+    assert names == sorted({l.split("{")[0].split()[0] for l in
+                            m.read("metrics").splitlines()
+                            if not l.startswith("#")})
+    assert 'credfs_info{version="' in body and 'pid="%d"' % m.pid in body
+    assert 'credfs_credentials{state="valid"} 1' in body
+    assert scrape(sock, "GET /other HTTP/1.0\r\n\r\n")[0] == \
+        "HTTP/1.1 404 Not Found"
+    assert scrape(sock, "POST /metrics HTTP/1.0\r\n\r\n")[0] == \
+        "HTTP/1.1 405 Method Not Allowed"
+    status, headers, body = scrape(sock, "HEAD /metrics HTTP/1.0\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK" and body == ""
+    # A client that never finishes its request holds the thread 2 s at
+    # most: a scrape behind it is answered.
+    with socket.socket(socket.AF_UNIX) as stall:
+        stall.connect(sock)
+        stall.sendall(b"GET /met")
+        assert scrape(sock)[0] == "HTTP/1.1 200 OK"
+
+    new = upgrade(m)
+    wait_for(lambda: os.path.exists(sock), 10, what="the new listener")
+    status, _, body = scrape(sock)
+    assert status == "HTTP/1.1 200 OK" and 'pid="%d"' % new in body
+    m.stop()
+    assert not os.path.exists(sock)
+
+    port = free_port()
+    m.start(dict(simple_config(m), metrics_listen="127.0.0.1:%d" % port))
+    status, _, body = scrape(("127.0.0.1", port))
+    assert status == "HTTP/1.1 200 OK" and "credfs_info" in body
+    m.stop()
+    for bad, why in (("0.0.0.0:9464", "0.0.0.0 is not a loopback address"),
+                     ("localhost:9464", "'localhost' is not an IP address"),
+                     ("127.0.0.1:0", "port '0': use 1 to 65535"),
+                     ("metrics.sock", "use 127.0.0.1:PORT")):
+        m.write_config(dict(simple_config(m), metrics_listen=bad))
+        r = subprocess.run([CREDFSCTL, "check", "--syntax", "--config",
+                            m.config_path], capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 1 and "metrics_listen: " in r.stderr and \
+            why in r.stderr, r.stderr
