@@ -14,6 +14,7 @@ BINDIR ?= $(PREFIX)/bin
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/credfs
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 PKG_CONFIG ?= pkg-config
 PYTHON ?= /usr/bin/python3
 CLANG_FORMAT ?= clang-format
@@ -224,7 +225,8 @@ UNITS := credfs.service credfs@.service
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
-		$(DESTDIR)$(DOCDIR)/examples/providers $(DESTDIR)$(MANDIR)/man8
+		$(DESTDIR)$(DOCDIR)/examples/providers $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(BASHCOMPDIR)
 	install -m 0755 $(BUILD)/credfs $(BUILD)/credfsctl $(DESTDIR)$(BINDIR)/
 	for u in $(UNITS); do \
 		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
@@ -232,6 +234,8 @@ install: all
 		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
 	done
 	install -m 0644 man/credfs.8 man/credfsctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 src/completion/credfsctl.bash \
+		$(DESTDIR)$(BASHCOMPDIR)/credfsctl
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
 	install -m 0644 examples/config.json $(DESTDIR)$(DOCDIR)/examples/
 	install -m 0644 examples/providers/*.json \
@@ -240,7 +244,8 @@ install: all
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/credfs $(DESTDIR)$(BINDIR)/credfsctl \
 		$(DESTDIR)$(MANDIR)/man8/credfs.8 \
-		$(DESTDIR)$(MANDIR)/man8/credfsctl.8
+		$(DESTDIR)$(MANDIR)/man8/credfsctl.8 \
+		$(DESTDIR)$(BASHCOMPDIR)/credfsctl
 	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; done
 	rm -rf $(DESTDIR)$(DOCDIR)
 

@@ -827,6 +827,44 @@ static int refresh_main(int argc, char **argv)
 	return r < 0 ? 1 : status;
 }
 
+/* credfsctl complete tenants | providers TENANT: names for the shell
+ * completion (src/completion/), from the config alone. */
+static int complete_main(int argc, char **argv)
+{
+	struct config *cfg;
+	char err[1024];
+	struct args a;
+	size_t i;
+	int r;
+
+	r = parse_args(argc, argv, "complete",
+		       "tenants | providers TENANT --config FILE",
+		       "Print the tenants of FILE, or the providers of "
+		       "TENANT's credentials, one a\nline: for shell "
+		       "completion. Reads no secret and no store.\n",
+		       0, 1, 2, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	if (strcmp(a.pos[0], "tenants") && strcmp(a.pos[0], "providers")) {
+		fprintf(stderr, "credfsctl complete: tenants or providers\n");
+		return 2;
+	}
+	if (config_read(a.config, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "credfsctl: %s\n", err);
+		return 1;
+	}
+	if (!strcmp(a.pos[0], "tenants"))
+		for (i = 0; i < cfg->n_tenants; i++)
+			printf("%s\n", cfg->tenants[i].name);
+	else
+		for (i = 0; i < cfg->n_creds; i++)
+			if (a.n_pos > 1 &&
+			    !strcmp(cfg->creds[i].tenant, a.pos[1]))
+				printf("%s\n", cfg->creds[i].provider->name);
+	config_free(cfg);
+	return 0;
+}
+
 static const struct command commands[] = {
 	{"check", check_main, "validate a configuration file"},
 	{"init", init_main, "create the store directory and its master key"},
@@ -842,6 +880,7 @@ static const struct command commands[] = {
 	{"refresh", refresh_main, "ask the daemon for a token now"},
 	{"exec", exec_main, "run a command with the token in its environment"},
 	{"watch", watch_main, "run a command after each rotation"},
+	{"complete", complete_main, "names for shell completion"},
 	{"help", help_main, "show this help"},
 	{"version", version_main, "show the version"},
 };

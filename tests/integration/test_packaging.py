@@ -43,6 +43,7 @@ def test_install_and_uninstall(tmp_path):
          "opt/credfs/lib/systemd/system/credfs@.service",
          "opt/credfs/share/man/man8/credfs.8",
          "opt/credfs/share/man/man8/credfsctl.8",
+         "opt/credfs/share/bash-completion/completions/credfsctl",
          "opt/credfs/share/doc/credfs/examples/config.json"] +
         ["opt/credfs/share/doc/credfs/" + d for d in docs] +
         ["opt/credfs/share/doc/credfs/examples/providers/" + e
@@ -196,3 +197,47 @@ def test_unit_file_verifies(tmp_path, name):
     line = [l for l in r.stdout.splitlines() if "Overall exposure" in l][0]
     score = float(line.split(":")[1].split()[0])
     assert score < 5.0, line
+
+
+def complete(line, config, tmp_path):
+    """What bash completes for the words of @line (the last one being
+    completed, "" for a new word), with the installed script."""
+    words = line.split(" ")
+    script = (". %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\n_credfsctl\n"
+              "printf '%%s\\n' \"${COMPREPLY[@]}\"\n") % (
+        os.path.join(ROOT, "src", "completion", "credfsctl.bash"),
+        " ".join("'%s'" % w for w in words), len(words) - 1)
+    r = subprocess.run(["bash", "--norc", "-c", script], capture_output=True,
+                       text=True, timeout=20, cwd=str(tmp_path),
+                       env=dict(os.environ, PATH=os.path.dirname(CREDFSCTL)
+                                + ":" + os.environ["PATH"]))
+    assert r.returncode == 0, r.stderr
+    return sorted(w for w in r.stdout.split("\n") if w)
+
+
+def test_bash_completion(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({
+        "providers": {p: {"token_url": "https://idp.example.com/token",
+                          "client_id": "x", "client_secret_file": "/nope",
+                          "grant": "client_credentials"}
+                      for p in ("google", "github")},
+        "tenants": {"acme": {"credentials": {"google": {"scopes": []},
+                                             "github": {"scopes": []}}},
+                    "beta": {"credentials": {"google": {"scopes": []}}}}}))
+    c = str(config)
+    assert "refresh" in complete("credfsctl re", c, tmp_path)
+    assert complete("credfsctl re", c, tmp_path) == ["refresh", "rekey",
+                                                      "remove"]
+    assert complete("credfsctl token acme --f", c, tmp_path) == [
+        "--format"]
+    assert complete("credfsctl token acme google --format e", c,
+                    tmp_path) == ["exec-credential"]
+    assert complete("credfsctl status --config %s " % c, c, tmp_path) == [
+        "acme", "beta"]
+    assert complete("credfsctl refresh --config %s acme " % c, c,
+                    tmp_path) == ["github", "google"]
+    assert complete("credfsctl exec --config=%s beta " % c, c,
+                    tmp_path) == ["google"]
+    assert complete("credfsctl exec beta google -- l", c, tmp_path) == []
+    assert complete("credfsctl watch --s", c, tmp_path) == []
