@@ -226,7 +226,7 @@ UNITS := credfs.service credfs@.service
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
 		$(DESTDIR)$(DOCDIR)/examples/providers $(DESTDIR)$(MANDIR)/man8 \
-		$(DESTDIR)$(BASHCOMPDIR)
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(BASHCOMPDIR)
 	install -m 0755 $(BUILD)/credfs $(BUILD)/credfsctl $(DESTDIR)$(BINDIR)/
 	for u in $(UNITS); do \
 		sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
@@ -234,6 +234,7 @@ install: all
 		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
 	done
 	install -m 0644 man/credfs.8 man/credfsctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 man/credfs.json.5 $(DESTDIR)$(MANDIR)/man5/
 	install -m 0644 src/completion/credfsctl.bash \
 		$(DESTDIR)$(BASHCOMPDIR)/credfsctl
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
@@ -245,6 +246,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/credfs $(DESTDIR)$(BINDIR)/credfsctl \
 		$(DESTDIR)$(MANDIR)/man8/credfs.8 \
 		$(DESTDIR)$(MANDIR)/man8/credfsctl.8 \
+		$(DESTDIR)$(MANDIR)/man5/credfs.json.5 \
 		$(DESTDIR)$(BASHCOMPDIR)/credfsctl
 	for u in $(UNITS); do rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$u; done
 	rm -rf $(DESTDIR)$(DOCDIR)

@@ -3,6 +3,7 @@ HTTP control interface that the demo relies on."""
 
 import json
 import os
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -43,17 +44,19 @@ def test_install_and_uninstall(tmp_path):
          "opt/credfs/lib/systemd/system/credfs@.service",
          "opt/credfs/share/man/man8/credfs.8",
          "opt/credfs/share/man/man8/credfsctl.8",
+         "opt/credfs/share/man/man5/credfs.json.5",
          "opt/credfs/share/bash-completion/completions/credfsctl",
          "opt/credfs/share/doc/credfs/examples/config.json"] +
         ["opt/credfs/share/doc/credfs/" + d for d in docs] +
         ["opt/credfs/share/doc/credfs/examples/providers/" + e
          for e in os.listdir(os.path.join(ROOT, "examples", "providers"))])
-    man = subprocess.run(["man", "-l", "--warnings", os.path.join(
-        dest, "opt/credfs/share/man/man8/credfsctl.8")],
-        capture_output=True, text=True, timeout=30,
-        env=dict(os.environ, MANWIDTH="80"))
-    assert man.returncode == 0 and "credfsctl" in man.stdout
-    assert man.stderr == "", man.stderr
+    for page in ("man8/credfs.8", "man8/credfsctl.8", "man5/credfs.json.5"):
+        man = subprocess.run(["man", "-l", "--warnings", os.path.join(
+            dest, "opt/credfs/share/man", page)],
+            capture_output=True, text=True, timeout=30,
+            env=dict(os.environ, MANWIDTH="80"))
+        assert man.returncode == 0 and "credfs" in man.stdout, page
+        assert man.stderr == "", (page, man.stderr)
     out = subprocess.run([os.path.join(dest, "opt/credfs/bin/credfs"),
                           "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("credfs ")
@@ -241,3 +244,26 @@ def test_bash_completion(tmp_path):
                     tmp_path) == ["google"]
     assert complete("credfsctl exec beta google -- l", c, tmp_path) == []
     assert complete("credfsctl watch --s", c, tmp_path) == []
+
+
+def test_config_man_page_names_every_documented_key(tmp_path):
+    """credfs.json(5) lists every key docs/config.md's tables have, and
+    its example passes check."""
+    keys = set()
+    with open(os.path.join(ROOT, "docs", "config.md")) as f:
+        for line in f:
+            if line.startswith("| `"):
+                keys |= set(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
+    assert len(keys) > 40
+    text = subprocess.run(["man", "-l", os.path.join(ROOT, "man",
+                                                     "credfs.json.5")],
+                          capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, MANWIDTH="200")).stdout
+    words = set(re.findall(r"[a-z_]+", text))
+    assert sorted(keys - words) == []
+    example = text.split("\nEXAMPLE\n")[1].split("\nFILES\n")[0]
+    (tmp_path / "ex.json").write_text(example)
+    r = subprocess.run([CREDFSCTL, "check", "--syntax", "--config",
+                        str(tmp_path / "ex.json")], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
