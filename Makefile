@@ -32,7 +32,7 @@ DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	python3 python3-pytest python3-pytest-timeout \
 	python3-prometheus-client inotify-tools \
 	python3-cryptography systemd man-db clang libclang-rt-14-dev \
-	libpq-dev postgresql liburcu-dev
+	libpq-dev postgresql liburcu-dev debhelper lintian
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan
@@ -63,7 +63,7 @@ ALL_CFLAGS := -std=gnu11 -Wall -Wextra -Wformat=2 -Wshadow \
 ifneq ($(CI),)
 ALL_CFLAGS += -Werror
 endif
-ALL_CFLAGS += $(CFLAGS)
+ALL_CFLAGS += $(CPPFLAGS) $(CFLAGS)
 ALL_LDFLAGS := -pie -Wl,-z,relro,-z,now $(SAN) $(LDFLAGS)
 ALL_LDLIBS := $(LDLIBS) $(shell $(PKG_CONFIG) --libs $(PKGS)) -lpthread -lm
 

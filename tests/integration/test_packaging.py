@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from harness import BUILD, CREDFSCTL, ROOT
+from harness import ASAN_BUILD, BUILD, CREDFSCTL, ROOT
 
 
 def make(*args):
@@ -267,3 +267,84 @@ def test_config_man_page_names_every_documented_key(tmp_path):
                         str(tmp_path / "ex.json")], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(ASAN_BUILD, reason="the package is built without "
+                    "sanitizers: the plain suite builds and checks it")
+def test_debian_package(tmp_path):
+    """dpkg-buildpackage -us -uc -b from a copy of the tree; lintian
+    clean at its default level; installed into a scratch root
+    (dpkg --root, maintainer scripts run chrootless on $DPKG_ROOT), its
+    files where they belong; purged, nothing of it left."""
+    src = tmp_path / "credfs"
+    src.mkdir()
+    tar = subprocess.run(
+        "tar --exclude=./build --exclude=./build-asan --exclude=./build-fuzz"
+        " --exclude=./.git --exclude=__pycache__ -cf - . | tar -C %s -xf -"
+        % src, shell=True, cwd=ROOT, timeout=120)
+    assert tar.returncode == 0
+    r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    debs = [f for f in os.listdir(tmp_path) if f.startswith("credfs_")
+            and f.endswith("_amd64.deb")]
+    assert len(debs) == 1, os.listdir(tmp_path)
+    deb = str(tmp_path / debs[0])
+    changes = [f for f in os.listdir(tmp_path) if f.endswith(".changes")]
+    r = subprocess.run(["lintian", "--fail-on", "error,warning",
+                        str(tmp_path / changes[0])], capture_output=True,
+                       text=True, timeout=600)
+    tags = [l for l in r.stdout.splitlines() if l[:2] in ("E:", "W:")]
+    assert r.returncode == 0 and tags == [], r.stdout + r.stderr
+
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg/info").mkdir(parents=True)
+    (root / "var/lib/dpkg/updates").mkdir()
+    (root / "var/lib/dpkg/status").write_text("")
+    dpkg = ["dpkg", "--root=%s" % root, "--force-script-chrootless"]
+    r = subprocess.run(dpkg + ["--force-depends", "-i", deb],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for path, mode in (("usr/bin/credfs", 0o755), ("usr/bin/credfsctl", 0o755),
+                       ("etc/credfs/config.json.example", 0o644),
+                       ("etc/credfs/secrets", 0o700),
+                       ("lib/systemd/system/credfs.service", 0o644),
+                       ("lib/systemd/system/credfs@.service", 0o644),
+                       ("usr/share/man/man8/credfs.8.gz", 0o644),
+                       ("usr/share/man/man8/credfsctl.8.gz", 0o644),
+                       ("usr/share/man/man5/credfs.json.5.gz", 0o644),
+                       ("usr/share/bash-completion/completions/credfsctl",
+                        0o644),
+                       ("usr/share/doc/credfs/systemd.md", 0o644),
+                       ("usr/share/doc/credfs/copyright", 0o644),
+                       ("usr/lib/tmpfiles.d/credfs.conf", 0o644),
+                       ("etc/logrotate.d/credfs", 0o644),
+                       ("var/log/credfs", 0o700), ("run/credfs/mnt", 0o755)):
+        st = os.stat(root / path)
+        assert st.st_mode & 0o7777 == mode, (path, oct(st.st_mode))
+    unit = (root / "lib/systemd/system/credfs.service").read_text()
+    assert "ExecStart=/usr/bin/credfs -f --shared-parent --config " \
+        "/etc/credfs/config.json /run/credfs/mnt" in unit
+    doc = unit.split("Documentation=file://")[1].split()[0]
+    assert os.path.exists(str(root) + doc), doc
+    fields = subprocess.run(["dpkg-deb", "-f", deb], capture_output=True,
+                            text=True, timeout=30).stdout
+    assert "Package: credfs\n" in fields and "Depends: fuse3" in fields
+    r = subprocess.run([str(root / "usr/bin/credfs"), "--version"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.startswith("credfs 0.")
+    r = subprocess.run([str(root / "usr/bin/credfsctl"), "check", "--syntax",
+                        "--config", str(root / "etc/credfs/"
+                                        "config.json.example")],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+
+    r = subprocess.run(dpkg + ["--purge", "credfs"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Left: dpkg's and systemd's state, and the empty parents tmpfiles.d
+    # made (/run, /var/log: every real root has them).
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if not str(p.relative_to(root)).startswith(
+                      ("var/lib/dpkg", "var/lib/systemd")))
+    assert set(left) <= {"run", "var", "var/lib", "var/log"}, left
