@@ -312,7 +312,8 @@ static int check_high_risk(struct ctx *c, const json_t *obj, const char *path,
 static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 			const json_t *obj, struct tenant_conf *t)
 {
-	static const char *const tkeys[] = {"credentials", "readers", NULL};
+	static const char *const tkeys[] = {"credentials", "readers",
+					    "visible_to_all", NULL};
 	static const char *const ckeys[] = {
 		"scopes",	   "readers",	"strict_scopes",
 		"allow_high_risk", TIMING_KEYS, NULL,
@@ -328,6 +329,9 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 		r = conf_check_keys(c, obj, path, tkeys);
 	if (r == 0)
 		r = parse_readers(c, obj, path, &t->readers);
+	if (r == 0)
+		r = conf_get_bool(c, obj, path, "visible_to_all",
+				  &t->visible_to_all);
 	if (r == 0)
 		r = conf_get_object(c, obj, path, "credentials", true, &creds);
 	if (r < 0)

@@ -138,6 +138,9 @@ struct tenant_conf {
 	uid_t uid;
 	gid_t gid;
 	mode_t mode;
+	/* visible_to_all: its name is listed and looked up for every caller
+	 * (so the kernel may cache it); what is inside stays its readers'. */
+	bool visible_to_all;
 	size_t first_cred; /* its credentials are creds[first_cred..+n_creds] */
 	size_t n_creds;
 	uint32_t slot; /* stable for the daemon's life: see tree.h */

@@ -107,8 +107,10 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 	switch (n.kind) {
 	case K_TENANT:
 		/* Audited: whether a tenant is visible depends on the caller,
-		 * so every path walk asks. */
-		e.entry_timeout = fs->cache_kernel ? DIR_TIMEOUT : 0;
+		 * so every path walk asks; unless it is visible to all. */
+		e.entry_timeout = fs->cache_kernel || n.tc->visible_to_all
+					  ? DIR_TIMEOUT
+					  : 0;
 		e.attr_timeout = DIR_TIMEOUT;
 		break;
 	case K_TOKEN:
@@ -787,6 +789,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else if (n.kind == K_TENANTS) {
 		for (i = 0; i < cfg->n_tenants && !d.full; i++)
 			if (fs->cache_kernel ||
+			    cfg->tenants[i].visible_to_all ||
 			    policy_tenant(cfg, &cfg->tenants[i], &who))
 				dir_add(req, &d, cfg->tenants[i].name,
 					fs_tenant_ino(&cfg->tenants[i]),
@@ -1152,9 +1155,12 @@ void fs_tree_changed(void *arg, const struct config *old,
 
 	if (!fs->se)
 		return;
-	/* Tenants that came (a negative name may be cached) or went. */
+	/* Tenants that came (a negative name may be cached) or went, and
+	 * the ones visible to all before, whose names (and what the kernel
+	 * holds below them: modes, owners) may be cached for everyone. */
 	for (i = 0; i < old->n_tenants; i++)
-		if (!tenant_in(&old->tenants[i], cfg))
+		if (!tenant_in(&old->tenants[i], cfg) ||
+		    old->tenants[i].visible_to_all)
 			fuse_lowlevel_notify_inval_entry(
 				fs->se, INO_TENANTS, old->tenants[i].name,
 				strlen(old->tenants[i].name));

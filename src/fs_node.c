@@ -228,12 +228,17 @@ int fs_node_allowed(struct fs *fs, const struct node *n, bool inside,
 	    (n->kind == K_SNAP && !cc))
 		return 0;
 	if (!policy_tenant(cfg, tc, who)) {
+		/* A tenant visible to all: its name is no secret (looked up,
+		 * stat'ed, listed in tenants/); nothing inside it is. */
+		if (tc->visible_to_all && n->kind == K_TENANT && !inside)
+			return 0;
 		if (first_denial(fs, who->pid, fs_tenant_ino(tc)))
 			fs_audit_denied(fs, who, tc->name,
 					cc ? cc->provider->name : NULL,
-					"ENOENT",
+					tc->visible_to_all ? "EACCES"
+							   : "ENOENT",
 					"not a reader of this tenant");
-		return -ENOENT;
+		return tc->visible_to_all ? -EACCES : -ENOENT;
 	}
 	if (!cc || (n->kind == K_CRED_DIR && !inside) ||
 	    policy_cred(cfg, tc, cc, who))

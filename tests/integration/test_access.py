@@ -482,3 +482,54 @@ def test_cache_kernel_applies_strict_scopes_at_lookup(mount, provider):
     assert provider.issued(m.token("lax", "idp"))
     assert open_errno(m.path("tenants", "strict", "idp", "access_token")) \
         == errno.EACCES
+
+
+def test_a_tenant_visible_to_all(mount, provider, people, public_dir,
+                                 tmp_path):
+    """visible_to_all: the tenant's name is listed and found by every
+    caller (so the kernel may cache it); its credentials stay its
+    readers' (EACCES, audited), decided by the daemon where the modes
+    cannot say it. Another tenant stays hidden. A reload that makes it
+    private hides the name at once."""
+    audit = str(tmp_path / "audit.log")
+    alice, bob, eve = people["alice"], people["bob"], people["eve"]
+
+    def config(m, visible=True):
+        c = simple_config(m, tenants=("alpha", "beta"))
+        # Two uids: the modes cannot say it, every check is the daemon's.
+        c["tenants"]["alpha"]["readers"] = {"uids": [alice.pw_uid,
+                                                     bob.pw_uid]}
+        c["tenants"]["alpha"]["visible_to_all"] = visible
+        c["tenants"]["beta"]["readers"] = {"gids": [people["beta"]]}
+        c["audit_log"] = audit
+        return c
+    m = mount(config, mnt=os.path.join(public_dir, "m"))
+    tok = m.token("alpha", "idp")
+    path = m.path("tenants", "alpha", "idp", "access_token")
+    assert as_user(alice, "cat", path).stdout == tok
+    for _ in range(2):  # the second time through names the kernel keeps
+        assert as_user(eve, "ls", m.path("tenants")).stdout.split() == \
+            ["alpha"]
+        r = as_user(eve, "stat", "-c", "%F", m.path("tenants", "alpha"))
+        assert r.returncode == 0 and r.stdout.strip() == "directory"
+        for cmd in (["cat", path], ["stat", path],
+                    ["ls", m.path("tenants", "alpha")]):
+            r = as_user(eve, *cmd)
+            assert r.returncode != 0 and "Permission denied" in r.stderr, \
+                (cmd, r.stdout, r.stderr)
+        r = as_user(eve, "cat", m.path("tenants", "beta", "idp",
+                                      "access_token"))
+        assert "No such file or directory" in r.stderr
+        assert as_user(bob, "cat", path).stdout == m.token("alpha", "idp")
+    denied = wait_audit(audit, lambda a: a["event"] == "denied" and
+                        a["uid"] == eve.pw_uid and a["tenant"] == "alpha")
+    assert {a["outcome"] for a in denied if a["event"] == "denied" and
+            a["tenant"] == "alpha"} == {"EACCES"}
+
+    m.write_config(config(m, visible=False))
+    os.kill(m.pid, signal.SIGHUP)
+    wait_for(lambda: "reload: " in m.log(), 10, what="the reload")
+    assert as_user(eve, "ls", m.path("tenants")).stdout.split() == []
+    r = as_user(eve, "stat", m.path("tenants", "alpha"))
+    assert "No such file or directory" in r.stderr
+    assert as_user(alice, "cat", path).stdout == m.token("alpha", "idp")
