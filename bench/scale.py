@@ -10,7 +10,8 @@ refresh period of 0.3 x lifetime: about 555 refreshes a second for
 the bench's own, with fsync on, shared by BENCH_DAEMONS daemons (default
 3; BENCH_STORE=postgres). BENCH_TENANTS_DIR=1 configures the tenants as
 a directory of files, one per tenant (tenants_dir), instead of in the
-config file.
+config file. BENCH_WORK_BASE names the directory its work directory
+(store, PostgreSQL's data, mounts) goes in.
 
 Reports: seeding; ready time and resident memory at start; random
 lookups and directory listings; a steady window of BENCH_SCALE_SECONDS
@@ -91,7 +92,8 @@ def alive(pid):
 
 class Bench:
     def __init__(self):
-        base = "/dev/shm" if STORE == "tmpfs" else "/tmp"
+        base = os.environ.get("BENCH_WORK_BASE") or (
+            "/dev/shm" if STORE == "tmpfs" else "/tmp")
         self.work = tempfile.mkdtemp(prefix="credfs-scale.", dir=base)
         os.chmod(self.work, 0o755)
         self.tokend = None
