@@ -50,6 +50,15 @@
  * directory as they were at the start. */
 static char self_exe[4096];
 static int mountpoint_lock = -1; /* see fresh_mountpoint() */
+
+/* The mount is there (or never will be from this process): from now on
+ * a second daemon finds the mount, not the lock. */
+static void release_mountpoint_lock(void)
+{
+	if (mountpoint_lock >= 0)
+		close(mountpoint_lock);
+	mountpoint_lock = -1;
+}
 static char **self_argv;
 static char *self_cwd;
 
@@ -769,6 +778,7 @@ static int open_session(struct daemon *d)
 		}
 		/* From here on the mount outlives this process. */
 		handoff_store_fds(fuse_session_fd(d->se), d->init_fd);
+		release_mountpoint_lock();
 	}
 	fs_set_session(d->fs, d->se);
 	atomic_store(&d->sigs.se, d->se);
@@ -1188,7 +1198,8 @@ static char *fresh_mountpoint(const char *arg)
 		return NULL;
 	}
 	/* Two daemons started at once would both find no mount here: each
-	 * holds a lock on the directory under the mount, for its life. */
+	 * holds a lock on the directory under the mount until it mounts
+	 * (then the mount is what a second one finds) or gives up. */
 	if (!credfs_mounted_on(mountpoint)) {
 		mountpoint_lock =
 			open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1303,6 +1314,8 @@ int main(int argc, char **argv)
 		}
 	}
 	r = run(&o, cfg, &ready_fd, &h);
+	/* Free before the parent hears of a failure and returns. */
+	release_mountpoint_lock();
 	signal_ready(&ready_fd, 1); /* only if it never became ready */
 out:
 	handoff_clear(&h);
