@@ -42,25 +42,6 @@ static const char *why(int err)
 	}
 }
 
-/* Whether @dir (resolved) is where a credfs file system is mounted. */
-static bool credfs_mount(const char *dir)
-{
-	char line[4096], *save, *mp, *type;
-	bool found = false;
-	FILE *f = fopen("/proc/self/mounts", "re");
-
-	while (f && !found && fgets(line, sizeof(line), f)) {
-		strtok_r(line, " ", &save);
-		mp = strtok_r(NULL, " ", &save);
-		type = strtok_r(NULL, " ", &save);
-		found = mp && type && !strcmp(mp, dir) &&
-			!strcmp(type, "fuse.credfs");
-	}
-	if (f)
-		fclose(f);
-	return found;
-}
-
 /* Whether the root status of @mount lists @tenant/@provider as absent
  * (declared, no record in the store). */
 static bool listed_absent(const char *mount, const char *tenant,
@@ -137,7 +118,7 @@ void mount_problem(const char *cmd, const char *mount, const char *tenant,
 		free(real);
 		return;
 	}
-	if (sfs.f_type != FUSE_SUPER_MAGIC || !credfs_mount(real)) {
+	if (sfs.f_type != FUSE_SUPER_MAGIC || !util_credfs_mounted_on(real)) {
 		fprintf(stderr,
 			"%s%s is not a credfs mount: "
 			"the daemon is stopped (systemctl start credfs), or "

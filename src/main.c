@@ -279,26 +279,6 @@ static int make_shared(const char *dir)
 	return 0;
 }
 
-/* Whether a credfs mount is on @dir (absolute, resolved) now. */
-static bool credfs_mounted_on(const char *dir)
-{
-	char line[4096], *save = NULL, *src, *mp, *type;
-	bool found = false;
-	FILE *f = fopen("/proc/self/mounts", "re");
-
-	/* "source mountpoint type options 0 0" (octal escapes in names). */
-	while (f && !found && fgets(line, sizeof(line), f)) {
-		src = strtok_r(line, " ", &save);
-		mp = strtok_r(NULL, " ", &save);
-		type = strtok_r(NULL, " ", &save);
-		found = src && mp && type && !strcmp(mp, dir) &&
-			!strcmp(type, "fuse.credfs");
-	}
-	if (f)
-		fclose(f);
-	return found;
-}
-
 /* The pid of the daemon serving the credfs mount on @dir, as its metrics
  * say (credfs_info), or 0 when it cannot be read. */
 static pid_t serving_pid(const char *dir)
@@ -1200,7 +1180,7 @@ static char *fresh_mountpoint(const char *arg)
 	/* Two daemons started at once would both find no mount here: each
 	 * holds a lock on the directory under the mount until it mounts
 	 * (then the mount is what a second one finds) or gives up. */
-	if (!credfs_mounted_on(mountpoint)) {
+	if (!util_credfs_mounted_on(mountpoint)) {
 		mountpoint_lock =
 			open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (mountpoint_lock >= 0 &&
@@ -1215,7 +1195,7 @@ static char *fresh_mountpoint(const char *arg)
 			return NULL;
 		}
 	}
-	if (credfs_mounted_on(mountpoint)) {
+	if (util_credfs_mounted_on(mountpoint)) {
 		/* A live one (a dead one was taken away above): mounting over
 		 * it would hide it, and its readers would not know. */
 		pid_t pid = serving_pid(mountpoint);

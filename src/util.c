@@ -308,3 +308,22 @@ void text_clear(char **dst)
 	free(*dst);
 	*dst = NULL;
 }
+
+bool util_credfs_mounted_on(const char *dir)
+{
+	char line[4096], *save = NULL, *src, *mp, *type;
+	bool found = false;
+	FILE *f = fopen("/proc/self/mounts", "re");
+
+	/* "source mountpoint type options 0 0" (octal escapes in names). */
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		src = strtok_r(line, " ", &save);
+		mp = strtok_r(NULL, " ", &save);
+		type = strtok_r(NULL, " ", &save);
+		found = src && mp && type && !strcmp(mp, dir) &&
+			!strcmp(type, "fuse.credfs");
+	}
+	if (f)
+		fclose(f);
+	return found;
+}

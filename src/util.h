@@ -63,6 +63,10 @@ void time_rfc3339(int64_t ms, char out[32]);
 int file_read_capped(const char *path, size_t cap, bool private_only,
 		     struct buf *out);
 
+/* Whether a credfs mount is on @dir (absolute, resolved) now, as
+ * /proc/self/mounts says. */
+bool util_credfs_mounted_on(const char *dir);
+
 /* What file_read_capped()'s -errno @r means, for a message ("not a
  * regular file", "larger than @cap_text", ...). */
 const char *file_read_error(int r, const char *cap_text);
