@@ -191,6 +191,16 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends $$missing; \
 	else echo "  DEPS    all present"; fi
+	$(Q)command -v npm >/dev/null || { echo "  APT     nodejs npm"; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends nodejs npm; }
+	$(Q)if ! cmp -s tests/mcp/package-lock.json \
+		tests/mcp/node_modules/.credfs-lock 2>/dev/null; then \
+		echo "  NPM     tests/mcp (package-lock.json)"; \
+		cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error && \
+		cp package-lock.json node_modules/.credfs-lock; \
+	else echo "  NPM     tests/mcp present"; fi
 
 $(BUILD)/bench-%: bench/%.c bench/bench.h | $(BUILD)
 	@echo "  CC      $@"

@@ -159,7 +159,8 @@ static int distinct_redirects(struct ctx *c, const struct config *cfg)
 
 			if (j == i || !b->redirect_uri ||
 			    strcmp(a->redirect_uri, b->redirect_uri) ||
-			    (a->issuer && b->issuer))
+			    ((a->issuer || a->discover_resource) &&
+			     (b->issuer || b->discover_resource)))
 				continue;
 			snprintf(sub, sizeof(sub), "providers.%s.redirect_uri",
 				 a->issuer ? b->name : a->name);

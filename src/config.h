@@ -93,6 +93,16 @@ struct provider_conf {
 	 * overridable key by key. */
 	char *preset;	     /* the preset it started from, or NULL */
 	char *issuer;	     /* OIDC discovery fills the endpoints; or NULL */
+	/* RFC 8707: the resource every authorization and token request
+	 * names (the audience of the token), or NULL. */
+	char *resource;
+	/* The endpoints come from @resource's protected resource metadata
+	 * (RFC 9728) and its authorization server's (RFC 8414): an MCP
+	 * server. Its issuer is then the one that metadata names. */
+	bool discover_resource;
+	char *registration_url; /* RFC 7591, from the metadata; or NULL */
+	bool cimd_supported;	/* ... which takes client_id metadata
+				 * documents (an https client_id) */
 	bool iss_param;	     /* its metadata: authorization responses carry
 			      * iss (RFC 9207) */
 	bool auth_explicit;  /* auth_method was given, not defaulted */

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "cred.h"
 #include "cred_int.h"
+#include "jwt.h"
 #include "log.h"
 #include "tree.h"
 #include "store.h"
@@ -170,15 +171,22 @@ int cred_next_record(struct cred *c, const struct oauth_token *ot,
 	r->generation = c->record_gen + 1;
 	*expect = c->durable_gen;
 	if (c->revoked && !new_rt) {
-		/* Kept so that no daemon presents the dead token again. */
+		/* Kept so that no daemon presents the dead token again; the
+		 * registered client stays, for the next connect. */
 		r->revoked =
 			strdup(c->last_error ? c->last_error : "invalid_grant");
-		ret = r->revoked ? 0 : -ENOMEM;
+		ret = r->revoked ? record_client_copy(&r->client, &c->client)
+				 : -ENOMEM;
 		goto out;
 	}
 	if (!*tok)
 		*tok = token_ref(c->cur);
 	r->refresh_token = strdup(new_rt ? new_rt : c->refresh_token);
+	if (r->refresh_token &&
+	    record_client_copy(&r->client, &c->client) < 0) {
+		strfreezero(r->refresh_token);
+		r->refresh_token = NULL;
+	}
 	r->rt_expires_ms =
 		ot && *tok ? cred_rt_expiry(cred_conf(c)->provider, ot,
 					    (*tok)->issued_ms, c->rt_expires_ms)
@@ -188,6 +196,16 @@ int cred_next_record(struct cred *c, const struct oauth_token *ot,
 out:
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+int cred_client(struct cred *c, struct record_client *client)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = record_client_copy(client, &c->client);
+	pthread_mutex_unlock(&c->lock);
+	return r;
 }
 
 bool cred_present(const struct cred *c)
@@ -385,6 +403,8 @@ void cred_view(struct cred *c, int64_t now_ms, struct cred_view *v)
 		snprintf(v->token_type, sizeof(v->token_type), "%s",
 			 c->cur->type);
 		memcpy(v->fp, c->cur->fp, sizeof(v->fp));
+		v->aud_ok = c->cur->aud_ok;
+		memcpy(v->aud_other, c->cur->aud_other, sizeof(v->aud_other));
 		v->floored_from_ms = c->cur->floored_from_ms;
 		v->scopes = strdup(c->cur->scopes);
 		v->over = c->cur->over ? strdup(c->cur->over) : NULL;
@@ -587,18 +607,21 @@ void cred_wait_cancel(struct cred *c, struct cred_wait *w)
 	w->tok = NULL;
 }
 
-enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token)
+enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token,
+				   struct record_client *client)
 {
 	enum cred_begin b = CRED_BEGIN_OK;
 
 	*refresh_token = NULL;
+	memset(client, 0, sizeof(*client));
 	pthread_mutex_lock(&c->lock);
 	if (c->in_flight) {
 		b = CRED_BEGIN_BUSY;
 	} else if (parked_locked(c)) {
 		b = CRED_BEGIN_PARK;
 	} else {
-		if (cred_uses_store(c))
+		if (cred_uses_store(c) &&
+		    record_client_copy(client, &c->client) == 0)
 			*refresh_token = strdup(c->refresh_token);
 		c->in_flight = true;
 		c->flight_gen = c->record_gen;
@@ -728,6 +751,11 @@ struct token *cred_token_new(struct cred *c, struct oauth_token *ot,
 	tok->issued_ms = sent_ms;
 	tok->expires_ms = sent_ms + lifetime;
 	util_fingerprint(tok->value, tok->len, tok->fp);
+	tok->aud_ok = p->resource
+			      ? (signed char)jwt_audience_has(
+					tok->value, tok->len, p->resource,
+					tok->aud_other, sizeof(tok->aud_other))
+			      : -1;
 	if (take_fields(c, tok, ot) < 0) {
 		token_unref(tok);
 		return NULL;
@@ -954,6 +982,9 @@ bool cred_adopt_record(struct cred_table *t, struct cred *c, struct record *r,
 	strfreezero(c->refresh_token);
 	c->refresh_token = r->refresh_token;
 	r->refresh_token = NULL;
+	record_client_clear(&c->client);
+	c->client = r->client;
+	memset(&r->client, 0, sizeof(r->client));
 	c->record_gen = c->durable_gen = r->generation;
 	c->rt_expires_ms = r->rt_expires_ms;
 	c->revoked = r->revoked != NULL;
@@ -985,6 +1016,7 @@ static void drop_all_locked(struct cred *c, struct token *old[2])
 	replace_tokens_locked(c, NULL, old);
 	strfreezero(c->refresh_token);
 	c->refresh_token = NULL;
+	record_client_clear(&c->client);
 	c->record_gen = c->durable_gen = 0;
 	c->next_refresh_ms = 0;
 }

@@ -19,6 +19,7 @@
 struct config;
 struct json_t;
 struct record;
+struct record_client;
 struct store;
 struct cred_conf;
 struct provider_conf;
@@ -45,6 +46,10 @@ struct token {
 	char *scopes;	    /* granted scopes, sorted, one per line */
 	char *over;    /* granted, not requested, space-separated; or NULL */
 	char fp[9];    /* fingerprint: first 8 hex of SHA-256 */
+	/* With a resource indicator: 1 when the token (a JWT) names it as
+	 * its audience, 0 when it names another (aud_other), -1 unknown. */
+	signed char aud_ok;
+	char aud_other[80];
 	int64_t floored_from_ms; /* the provider's expires_in when it was
 				  * under min_lifetime_s (raised to it); 0 */
 	char **fields; /* the provider's response_fields (NULL entries:
@@ -137,6 +142,8 @@ struct cred_view {
 	size_t token_len;
 	char token_type[65];
 	char fp[9];
+	signed char aud_ok; /* see struct token */
+	char aud_other[80];
 	int64_t floored_from_ms; /* see struct token */
 	char *scopes; /* owned by the view: free with cred_view_clear */
 	char *over;   /* likewise: over-privileged scopes, or NULL */
@@ -356,9 +363,15 @@ enum cred_begin {
 /*
  * Refresher: mark a request as started. For the refresh_token grant,
  * *@refresh_token gets a copy of the refresh token to send (wipe it with
- * strfreezero); otherwise NULL.
+ * strfreezero) and @client a copy of the client registered for it (ids
+ * NULL when none: record_client_clear() it); otherwise NULL.
  */
-enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token);
+enum cred_begin cred_begin_attempt(struct cred *c, char **refresh_token,
+				   struct record_client *client);
+
+/* A copy of the client registered for @c (all NULL when none). 0 or
+ * -ENOMEM. */
+int cred_client(struct cred *c, struct record_client *client);
 
 /*
  * A token generation built from a successful response to a request sent at

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "cred.h"
+#include "record.h"
 
 struct cred {
 	pthread_mutex_t lock;
@@ -44,6 +45,7 @@ struct cred {
 	bool revoked;	       /* invalid_grant, confirmed against the store */
 	bool client_error;     /* the provider refused our client */
 	char *refresh_token;   /* NULL: none (no record, or an unusable one) */
+	struct record_client client; /* registered for it alone, or none */
 	uint64_t record_gen;   /* generation of the newest state, in memory */
 	uint64_t durable_gen;  /* newest generation known to be in the store */
 	uint64_t flight_gen;   /* record_gen when the request in flight began */

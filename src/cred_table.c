@@ -217,6 +217,7 @@ void cred_table_free(struct cred_table *t)
 			token_unref(chunk[j].cur);
 			token_unref(chunk[j].prev);
 			strfreezero(chunk[j].refresh_token);
+			record_client_clear(&chunk[j].client);
 			free(chunk[j].last_error);
 			free(chunk[j].persist_error);
 			pthread_mutex_destroy(&chunk[j].lock);

@@ -90,7 +90,7 @@ static enum credstore_change settle_loaded(struct cred_table *t, struct cred *c,
 	enum credstore_change ch = CS_SAME;
 	struct cred_store_state st;
 	uint64_t have, durable;
-	bool present, has_rt, revoked;
+	bool present, has_rt, revoked, registered;
 	char name[160], why[OAUTH_ERROR_TEXT];
 	struct record r = *rec;
 
@@ -102,6 +102,14 @@ static enum credstore_change settle_loaded(struct cred_table *t, struct cred *c,
 	have = st.record_gen;
 	durable = st.durable_gen;
 
+	/* A client registered (credfsctl register) and no grant yet: as
+	 * good as no record, for now. */
+	registered = ret == 0 && !r.revoked &&
+		     (!r.refresh_token || !r.refresh_token[0]) && r.client.id;
+	if (registered) {
+		record_clear(&r);
+		ret = -ENOENT;
+	}
 	if (ret == 0 && !r.revoked && (!r.refresh_token || !r.refresh_token[0]))
 		ret = -EPROTO;
 	if (ret == -ENOENT) {
@@ -109,7 +117,10 @@ static enum credstore_change settle_loaded(struct cred_table *t, struct cred *c,
 			cred_forget(t, c);
 			ch = CS_REMOVED;
 		}
-		snprintf(msg, msglen, "%s: no record%s", name,
+		snprintf(msg, msglen, "%s: %s%s", name,
+			 registered ? "a client is registered, no grant yet "
+				      "(credfsctl connect)"
+				    : "no record",
 			 present ? "; removed" : "");
 	} else if (ret < 0) {
 		snprintf(why, sizeof(why), "the stored record is unusable: %s",

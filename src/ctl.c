@@ -422,7 +422,9 @@ static void list_row(struct ctx *x, const char *tenant, const char *provider,
 				time_rfc3339(r.expires_ms, stored_exp);
 				expires = json_string(stored_exp);
 			}
-			state = r.revoked ? "revoked" : "stored";
+			state = r.revoked	  ? "revoked"
+				: r.refresh_token ? "stored"
+						  : "registered";
 		} else if (ret == -ENOENT) {
 			state = strcmp(grant, "refresh_token") ? NULL
 							       : "absent";
@@ -433,7 +435,13 @@ static void list_row(struct ctx *x, const char *tenant, const char *provider,
 	}
 	o = live_of(live, tenant, provider);
 	if (o) {
-		state = json_string_value(json_object_get(o, "state"));
+		const char *now =
+			json_string_value(json_object_get(o, "state"));
+
+		/* The daemon has nothing of a client alone to serve. */
+		if (!state || strcmp(state, "registered") ||
+		    (now && strcmp(now, "absent")))
+			state = now;
 		json_decref(expires);
 		expires =
 			json_is_string(json_object_get(o, "expires_at"))
@@ -872,6 +880,10 @@ static const struct command commands[] = {
 	{"connect", connect_main, "connect an account: browser, PKCE"},
 	{"token", token_main, "print a token for a credential helper"},
 	{"device", device_main, "connect an account: device code"},
+	{"register", register_main, "register a client (MCP servers)"},
+	{"client-metadata", client_metadata_main,
+	 "print a client ID metadata document"},
+	{"mcp-bridge", mcp_bridge_main, "a stdio MCP server for a remote one"},
 	{"list", list_main, "list credentials, their state and expiry"},
 	{"remove", remove_main, "delete a credential's record"},
 	{"rekey", rekey_main, "re-encrypt the store under a new master key"},
@@ -891,7 +903,7 @@ static int help_main(int argc, char **argv)
 
 	printf("Usage: credfsctl COMMAND [ARGS...]\n\nCommands:\n");
 	for (i = 0; i < ARRAY_SIZE(commands); i++)
-		printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+		printf("  %-15s %s\n", commands[i].name, commands[i].summary);
 	printf("\nOptions: -h/--help, -V/--version. "
 	       "'credfsctl COMMAND --help' shows a command's arguments.\n");
 	return 0;

@@ -115,6 +115,11 @@ int token_main(int argc, char **argv);
 /* ctl_connect.c */
 int connect_main(int argc, char **argv);
 int device_main(int argc, char **argv);
+int register_main(int argc, char **argv);
+int client_metadata_main(int argc, char **argv);
+
+/* ctl_mcp.c */
+int mcp_bridge_main(int argc, char **argv);
 
 /* Where the daemon of @cfg listens for credfsctl @cmd: its store
  * directory, or without a store the abstract socket of mount @mount (NULL:

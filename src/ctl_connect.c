@@ -15,6 +15,7 @@
 #include "cred.h"
 #include "credstore.h"
 #include "record.h"
+#include "store.h"
 #include "util.h"
 
 #define CONNECT_TIMEOUT_S 300
@@ -47,8 +48,10 @@ static int record_of(const struct provider_conf *p,
 	return credstore_fields(p, t->fields, t->n_fields, rec);
 }
 
-/* Store a successful token response, or say why it cannot be. */
+/* Store a successful token response, made as client @reg, or say why it
+ * cannot be. */
 static int store_response(struct ctx *x, const struct cred_conf *cc,
+			  const struct record_client *reg,
 			  struct oauth_result *res, int64_t sent_ms,
 			  const char *cmd)
 {
@@ -72,6 +75,8 @@ static int store_response(struct ctx *x, const struct cred_conf *cc,
 		return -EPROTO;
 	}
 	r = record_of(cc->provider, res, sent_ms, &rec);
+	if (r == 0)
+		r = record_client_copy(&rec.client, reg);
 	if (r == 0)
 		r = store_credential(x, cc, &rec, cmd);
 	record_clear(&rec);
@@ -102,11 +107,118 @@ static const struct cred_conf *flow_cred(struct ctx *x, const char *cmd,
 	}
 	return cc;
 }
+/* The client registered for @cc's credential, from its record (none if
+ * there is no record or it names none). 0 or -errno, said. */
+static int stored_client(struct ctx *x, const struct cred_conf *cc,
+			 const char *cmd, struct record_client *reg)
+{
+	struct record rec;
+	int r;
+
+	memset(reg, 0, sizeof(*reg));
+	r = store_load(x->st, cc->tenant, cc->provider->name, 0, &rec);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		fprintf(stderr,
+			"credfsctl %s: the record of %s/%s does not open (%s); "
+			"credfsctl remove it first\n",
+			cmd, cc->tenant, cc->provider->name, strerror(-r));
+		return r;
+	}
+	*reg = rec.client;
+	memset(&rec.client, 0, sizeof(rec.client));
+	record_clear(&rec);
+	return 0;
+}
+
+/*
+ * The client @cc's requests are made as: nothing to register when the
+ * configuration names one (@reg left empty), else the one registered
+ * before, or else one registered now (RFC 7591) with @redirect_uri and
+ * kept in the record at once, so that a flow that fails later reuses it.
+ * 0 or -errno, said.
+ */
+static int ensure_client(struct ctx *x, const struct cred_conf *cc,
+			 const char *cmd, const char *redirect_uri,
+			 struct record_client *reg)
+{
+	const struct provider_conf *p = cc->provider;
+	struct record rec = {0};
+	char err[512];
+	int r;
+
+	memset(reg, 0, sizeof(*reg));
+	if (p->client_id) {
+		if (strncmp(p->client_id, "https://", 8) || !p->resource ||
+		    p->cimd_supported)
+			return 0;
+		fprintf(stderr,
+			"credfsctl %s: providers.%s.client_id is a URL (a "
+			"client ID metadata document), but the authorization "
+			"server %s does not say it takes them "
+			"(client_id_metadata_document_supported); remove "
+			"client_id to register a client instead\n",
+			cmd, p->name, p->issuer ? p->issuer : "");
+		return -EOPNOTSUPP;
+	}
+	r = stored_client(x, cc, cmd, reg);
+	if (r < 0 || reg->id)
+		return r;
+	r = register_client(cc, redirect_uri, reg, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "credfsctl %s: %s\n", cmd, err);
+		return r;
+	}
+	r = record_client_copy(&rec.client, reg);
+	if (r == 0)
+		r = store_credential(x, cc, &rec, cmd);
+	record_clear(&rec);
+	if (r == 0)
+		fprintf(stderr, "registered client %s for %s/%s at %s\n",
+			reg->id, cc->tenant, p->name, p->registration_url);
+	return r;
+}
+
+/* The callback path of @p's redirect URI: with an issuer, the iss of the
+ * response tells authorization servers apart (RFC 9207); without one the
+ * redirect URI must (RFC 9700 section 4.4.2), so each provider listens on
+ * a path of its own. */
+static void callback_path(const struct provider_conf *p, char *out, size_t n)
+{
+	snprintf(out, n, p->issuer ? "/callback" : "/callback/%s", p->name);
+}
+
+/* A redirect URI to register before any flow listens: the configured
+ * one, or a free ephemeral port on 127.0.0.1, which connect listens on
+ * later. 0 or -errno, said. */
+static int redirect_for_registration(const struct provider_conf *p,
+				     const char *cmd, char **out)
+{
+	struct loopback *lb = NULL;
+	char err[512], path[96];
+	int r;
+
+	*out = NULL;
+	callback_path(p, path, sizeof(path));
+	r = loopback_open(p->redirect_uri, path, &lb, err, sizeof(err));
+	if (r == 0) {
+		*out = strdup(loopback_uri(lb));
+		r = *out ? 0 : -ENOMEM;
+	}
+	if (r == -ENOMEM || r == -EIO)
+		snprintf(err, sizeof(err), "%s", strerror(-r));
+	loopback_close(lb);
+	if (r < 0)
+		fprintf(stderr, "credfsctl %s: %s\n", cmd, err);
+	return r;
+}
 
 int connect_main(int argc, char **argv)
 {
 	char *verifier = NULL, *challenge = NULL, *state = NULL, *url = NULL;
 	char *code = NULL, err[512], path[96];
+	struct record_client reg = {0};
 	struct oauth_result res = {0};
 	struct loopback *lb = NULL;
 	const struct cred_conf *cc;
@@ -125,7 +237,9 @@ int connect_main(int argc, char **argv)
 		       "an ephemeral one), and credfsctl exchanges the code, "
 		       "stores\nthe refresh token as add does and tells a "
 		       "running daemon. Waits up to\n--timeout seconds "
-		       "(default 300) for the redirect.\n",
+		       "(default 300) for the redirect. A provider without a "
+		       "client_id\n(an MCP server) first registers a client as "
+		       "credfsctl register does.\n",
 		       OPT_TIMEOUT, 2, 2, &a);
 	if (r)
 		return r == 1 ? 0 : r;
@@ -136,25 +250,29 @@ int connect_main(int argc, char **argv)
 	r = pkce_new(&verifier, &challenge);
 	if (r == 0)
 		r = onboard_random_b64url(16, &state);
-	/* With an issuer, the iss of the response tells authorization
-	 * servers apart (RFC 9207); without one the redirect URI must (RFC
-	 * 9700 section 4.4.2), so each provider listens on a path of its
-	 * own. */
-	snprintf(path, sizeof(path),
-		 cc->provider->issuer ? "/callback" : "/callback/%s",
-		 cc->provider->name);
-	if (r == 0)
-		r = loopback_open(cc->provider->redirect_uri, path, &lb, err,
-				  sizeof(err));
+	callback_path(cc->provider, path, sizeof(path));
+	/* A registered client comes back to the redirect URI it was
+	 * registered with. */
+	if (r == 0 && !cc->provider->client_id)
+		r = stored_client(&x, cc, "connect", &reg);
+	if (r < 0)
+		goto out;
+	r = loopback_open(reg.redirect_uri ? reg.redirect_uri
+					   : cc->provider->redirect_uri,
+			  path, &lb, err, sizeof(err));
 	if (r == -ENOMEM || r == -EIO)
 		snprintf(err, sizeof(err), "%s", strerror(-r));
-	if (r == 0)
-		r = onboard_authorization_url(cc, loopback_uri(lb), state,
-					      challenge, &url);
 	if (r < 0) {
 		fprintf(stderr, "credfsctl connect: %s\n", err);
 		goto out;
 	}
+	if (!reg.id)
+		r = ensure_client(&x, cc, "connect", loopback_uri(lb), &reg);
+	if (r == 0)
+		r = onboard_authorization_url(cc, &reg, loopback_uri(lb), state,
+					      challenge, &url);
+	if (r < 0)
+		goto out;
 	fprintf(stderr,
 		"Open this URL in a browser to connect %s/%s; waiting up to "
 		"%ld s for the redirect to %s\n",
@@ -190,14 +308,15 @@ int connect_main(int argc, char **argv)
 		};
 
 		sent = time_real_ms();
-		token_request(cc, pairs, &res);
+		token_request(cc, &reg, pairs, &res);
 	}
 	loopback_close(lb); /* later callbacks are refused */
 	lb = NULL;
-	r = store_response(&x, cc, &res, sent, "connect");
+	r = store_response(&x, cc, &reg, &res, sent, "connect");
 out:
 	loopback_close(lb);
 	oauth_result_clear(&res);
+	record_client_clear(&reg);
 	strfreezero(verifier);
 	strfreezero(challenge);
 	strfreezero(state);
@@ -209,8 +328,10 @@ out:
 
 int device_main(int argc, char **argv)
 {
+	struct record_client reg = {0};
 	struct oauth_result res = {0};
 	const struct cred_conf *cc;
+	char *redirect = NULL;
 	struct args a;
 	struct ctx x;
 	char err[512];
@@ -233,15 +354,127 @@ int device_main(int argc, char **argv)
 	cc = flow_cred(&x, "device", &a, true);
 	if (!cc)
 		goto out;
-	r = device_flow(cc,
+	r = 0;
+	if (!cc->provider->client_id) {
+		r = stored_client(&x, cc, "device", &reg);
+		if (r == 0 && !reg.id)
+			r = redirect_for_registration(cc->provider, "device",
+						      &redirect);
+		if (r == 0 && !reg.id)
+			r = ensure_client(&x, cc, "device", redirect, &reg);
+	}
+	if (r < 0)
+		goto out;
+	r = device_flow(cc, &reg,
 			(a.timeout_s ? a.timeout_s : DEVICE_TIMEOUT_S) * 1000,
 			stdout, &res, &sent, err, sizeof(err));
 	if (r < 0)
 		fprintf(stderr, "credfsctl device: %s\n", err);
 	else
-		r = store_response(&x, cc, &res, sent, "device");
+		r = store_response(&x, cc, &reg, &res, sent, "device");
 out:
+	free(redirect);
+	record_client_clear(&reg);
 	oauth_result_clear(&res);
 	close_store(&x);
 	return r < 0 ? 1 : 0;
+}
+
+int register_main(int argc, char **argv)
+{
+	struct record_client reg = {0};
+	const struct cred_conf *cc = NULL;
+	char *redirect = NULL;
+	struct args a;
+	struct ctx x;
+	int r;
+
+	r = parse_args(argc, argv, "register", "TENANT PROVIDER --config FILE",
+		       "Register a client for TENANT's credential at PROVIDER "
+		       "by dynamic client\nregistration (RFC 7591), for a "
+		       "provider without a client_id (an MCP server\nwhose "
+		       "authorization server offers it). The client id and "
+		       "any secret are kept\nin the credential's record in "
+		       "the store, never in the configuration;\ncredfsctl "
+		       "connect and device use it. Registering again keeps "
+		       "the client\nthere is.\n",
+		       0, 2, 2, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	r = open_store(a.config, STORE_ADMIN, true, &x);
+	if (r == 0) {
+		cc = refresh_cred(&x, "register", a.pos[0], a.pos[1]);
+		r = cc ? 0 : -EINVAL;
+	}
+	if (r == 0 && cc->provider->client_id) {
+		fprintf(stderr,
+			"credfsctl register: providers.%s has a client_id; "
+			"nothing to register\n",
+			cc->provider->name);
+		r = -EINVAL;
+	}
+	if (r == 0)
+		r = stored_client(&x, cc, "register", &reg);
+	if (r == 0 && reg.id) {
+		printf("%s/%s: already registered as client %s\n", cc->tenant,
+		       cc->provider->name, reg.id);
+	} else if (r == 0) {
+		r = redirect_for_registration(cc->provider, "register",
+					      &redirect);
+		if (r == 0)
+			r = ensure_client(&x, cc, "register", redirect, &reg);
+	}
+	free(redirect);
+	record_client_clear(&reg);
+	close_store(&x);
+	return r < 0 ? 1 : 0;
+}
+
+int client_metadata_main(int argc, char **argv)
+{
+	const struct provider_conf *p = NULL;
+	struct config *cfg = NULL;
+	char err[1024], *doc;
+	struct args a;
+	size_t i;
+	int r;
+
+	r = parse_args(argc, argv, "client-metadata", "PROVIDER --config FILE",
+		       "Print the client ID metadata document to host at "
+		       "PROVIDER's client_id, an\nhttps:// URL, for "
+		       "authorization servers that take such documents "
+		       "instead\nof registration (docs/mcp.md).\n",
+		       0, 1, 1, &a);
+	if (r)
+		return r == 1 ? 0 : r;
+	r = config_read(a.config, &cfg, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "credfsctl client-metadata: %s\n", err);
+		return 1;
+	}
+	for (i = 0; i < cfg->n_providers; i++)
+		if (!strcmp(cfg->providers[i].name, a.pos[0]))
+			p = &cfg->providers[i];
+	if (!p || !p->client_id || strncmp(p->client_id, "https://", 8)) {
+		fprintf(stderr,
+			"credfsctl client-metadata: %s in %s: the document is "
+			"for a client_id that is an https:// URL\n",
+			!p ? "no such provider"
+			: !p->client_id
+				? "that provider has no client_id"
+				: "its client_id is not an https:// URL",
+			a.config);
+		config_free(cfg);
+		return 1;
+	}
+	/* A loopback redirect may take any port (RFC 8252 7.3): the
+	 * port-less form, unless one is configured. */
+	doc = client_metadata_document(
+		p, p->redirect_uri ? p->redirect_uri
+				   : "http://127.0.0.1/callback");
+	if (doc)
+		printf("%s\n", doc);
+	free(doc);
+	config_free(cfg);
+	return doc ? 0 : 1;
 }

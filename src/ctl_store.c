@@ -214,6 +214,17 @@ int store_credential(struct ctx *x, const struct cred_conf *cc,
 	uint64_t have = 0, expect;
 	int r = 0, tries;
 
+	/* A new grant keeps the client registered for the credential. */
+	if (!rec->client.id && cc->provider->discover_resource) {
+		struct record old;
+
+		if (store_load(x->st, cc->tenant, cc->provider->name, 0,
+			       &old) == 0) {
+			rec->client = old.client;
+			memset(&old.client, 0, sizeof(old.client));
+			record_clear(&old);
+		}
+	}
 	for (tries = 0; tries < 5; tries++) {
 		/* A generation above anything before, even across a remove:
 		 * the record's old one plus one, or the time in ms. */
@@ -326,7 +337,9 @@ static int revoke_record(struct ctx *x, const char *tenant,
 			why = "no record in the store";
 		else if (r < 0)
 			why = "the record does not open";
-		else if (rec.revoked) { /* the provider refused it already */
+		else if (rec.revoked || !rec.refresh_token) {
+			/* The provider refused it already, or it was
+			 * registered and never connected. */
 			record_clear(&rec);
 			return 0;
 		}
@@ -334,12 +347,13 @@ static int revoke_record(struct ctx *x, const char *tenant,
 	if (!why) {
 		/* Every answer is printed; nothing is deleted unless every
 		 * revocation was confirmed. */
-		r = revoke_token(cc->provider, rec.refresh_token,
+		r = revoke_token(cc->provider, &rec.client, rec.refresh_token,
 				 "refresh_token", msg, sizeof(msg));
 		printf("%s/%s: %s\n", tenant, provider, msg);
 		if (r == 0 && rec.access_token && rec.access_token[0]) {
-			r = revoke_token(cc->provider, rec.access_token,
-					 "access_token", msg, sizeof(msg));
+			r = revoke_token(cc->provider, &rec.client,
+					 rec.access_token, "access_token", msg,
+					 sizeof(msg));
 			printf("%s/%s: %s\n", tenant, provider, msg);
 		}
 		if (r < 0)

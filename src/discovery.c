@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 
 #include "config.h"
+#include "confparse.h"
 #include "discovery.h"
 #include "http.h"
 #include "log.h"
@@ -27,33 +29,41 @@ struct discovered {
 static pthread_mutex_t discovery_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct discovered *discovery_cache;
 
-static int fetch_discovery(const struct provider_conf *p, json_t **out,
-			   char *why, size_t whylen)
+/*
+ * GET @url, one of @p's metadata documents, as a JSON object: 0 with it in
+ * *@out; 1 when the answer was not a 200 (*@status says what it was, and
+ * @www gets its WWW-Authenticate, if @www); -errno with the reason in @why
+ * (naming @url) when no answer came or the 200 is not a JSON object.
+ */
+static int get_json(const struct provider_conf *p, const char *url,
+		    json_t **out, long *status, char *www, size_t wwwlen,
+		    char *why, size_t whylen)
 {
+	char tmp[OAUTH_ERROR_TEXT];
+	struct curl_header *h = NULL;
 	struct http_req *req = NULL;
 	const char *body;
-	char url[2048];
-	size_t len, n = strlen(p->issuer);
-	long status;
+	size_t len;
 	int r;
 
-	/* Section 4: the issuer, less a trailing slash, and the path. */
-	if (n && p->issuer[n - 1] == '/')
-		n--;
-	snprintf(url, sizeof(url), "%.*s/.well-known/openid-configuration",
-		 (int)n, p->issuer);
+	*out = NULL;
 	r = http_req_new(p, url, NULL, NULL, NULL, &req);
 	if (r < 0) {
-		snprintf(why, whylen, "%s", strerror(-r));
+		snprintf(why, whylen, "%s: %s", url, strerror(-r));
 		return r;
 	}
-	r = http_req_result(req, http_req_perform(req), &status, &body, &len,
-			    why, whylen);
-	if (r == 0 && status != 200) {
-		snprintf(why, whylen, "%s: HTTP %ld", url, status);
-		r = -EPROTO;
-	}
-	if (r == 0) {
+	r = http_req_result(req, http_req_perform(req), status, &body, &len,
+			    tmp, sizeof(tmp));
+	if (r < 0) {
+		snprintf(why, whylen, "%s: %s", url, tmp);
+	} else if (*status != 200) {
+		snprintf(why, whylen, "%s: HTTP %ld", url, *status);
+		if (www &&
+		    curl_easy_header(http_req_easy(req), "WWW-Authenticate", 0,
+				     CURLH_HEADER, -1, &h) == CURLHE_OK)
+			snprintf(www, wwwlen, "%s", h->value);
+		r = 1;
+	} else {
 		*out = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
 		if (!json_is_object(*out)) {
 			json_decref(*out);
@@ -61,14 +71,243 @@ static int fetch_discovery(const struct provider_conf *p, json_t **out,
 			snprintf(why, whylen, "%s: not a JSON object", url);
 			r = -EPROTO;
 		}
-	} else if (r != -EPROTO) {
-		char tmp[OAUTH_ERROR_TEXT];
-
-		snprintf(tmp, sizeof(tmp), "%s", why);
-		snprintf(why, whylen, "%s: %s", url, tmp);
 	}
 	http_req_free(req);
 	return r;
+}
+
+/* The first of the well-known @urls (NULL-ended) that answers with a JSON
+ * object; -EPROTO naming the last failure when none does. */
+static int get_first(const struct provider_conf *p, char *const *urls,
+		     json_t **out, char *why, size_t whylen)
+{
+	long status;
+	int r = -EPROTO;
+
+	for (; *urls; urls++) {
+		r = get_json(p, *urls, out, &status, NULL, 0, why, whylen);
+		if (r == 0 || (r < 0 && r != -EPROTO))
+			return r; /* found, or the server is not there */
+	}
+	return r < 0 ? r : -EPROTO;
+}
+
+static int fetch_discovery(const struct provider_conf *p, json_t **out,
+			   char *why, size_t whylen)
+{
+	char url[2048], *urls[] = {url, NULL};
+	size_t n = strlen(p->issuer);
+
+	/* Section 4: the issuer, less a trailing slash, and the path. */
+	if (n && p->issuer[n - 1] == '/')
+		n--;
+	snprintf(url, sizeof(url), "%.*s/.well-known/openid-configuration",
+		 (int)n, p->issuer);
+	return get_first(p, urls, out, why, whylen);
+}
+
+/* https, or http to a loopback host: the rule for every configured URL,
+ * applied to the ones metadata hands us. */
+static bool url_allowed(const char *url)
+{
+	char *scheme = NULL, *host = http_url_host(url, &scheme);
+	bool ok = host && scheme &&
+		  (!strcmp(scheme, "https") ||
+		   (!strcmp(scheme, "http") && conf_host_is_loopback(host)));
+
+	free(host);
+	free(scheme);
+	return ok;
+}
+
+enum {
+	WK_APPENDED = 1, /* also "https://h/path/.well-known/SUFFIX" */
+	WK_ROOT = 2,	 /* also "https://h/.well-known/SUFFIX" */
+};
+
+/*
+ * The well-known URLs of @id (an https URL) for @suffix, into @buf (up to
+ * three URLs of 2 KiB) and listed in @urls (NULL-ended, four entries):
+ * RFC 8414 section 3.1 and RFC 9728 section 3.1 put the well-known part
+ * between the host and the path ("https://h/.well-known/SUFFIX/path");
+ * @flags add the OpenID Connect form and the root for an @id with a path.
+ * 0 or -EINVAL.
+ */
+static int well_known(const char *id, const char *suffix, int flags,
+		      char (*buf)[2048], char **urls)
+{
+	const char *rest = strstr(id, "://"), *path;
+	size_t n = 0, plen, host;
+
+	if (!rest)
+		return -EINVAL;
+	path = strchr(rest + 3, '/');
+	if (!path)
+		path = id + strlen(id);
+	host = (size_t)(path - id);
+	plen = strlen(path);
+	while (plen && path[plen - 1] == '/')
+		plen--; /* "https://h/" and "https://h/a/" as without */
+	snprintf(buf[n], sizeof(buf[n]), "%.*s/.well-known/%s%.*s", (int)host,
+		 id, suffix, (int)plen, path);
+	urls[n] = buf[n];
+	n++;
+	if ((flags & WK_APPENDED) && plen) {
+		snprintf(buf[n], sizeof(buf[n]), "%.*s/.well-known/%s",
+			 (int)(host + plen), id, suffix);
+		urls[n] = buf[n];
+		n++;
+	}
+	if ((flags & WK_ROOT) && plen) {
+		snprintf(buf[n], sizeof(buf[n]), "%.*s/.well-known/%s",
+			 (int)host, id, suffix);
+		urls[n] = buf[n];
+		n++;
+	}
+	urls[n] = NULL;
+	return 0;
+}
+
+/* The resource_metadata URL of a WWW-Authenticate challenge (RFC 9728
+ * section 5.1), into @out; false when it names none. */
+static bool challenge_metadata(const char *www, char *out, size_t outlen)
+{
+	const char *k = strstr(www, "resource_metadata=");
+	const char *v, *e;
+
+	if (!k)
+		return false;
+	v = k + strlen("resource_metadata=");
+	if (*v == '"')
+		e = strchr(++v, '"');
+	else
+		e = v + strcspn(v, ", ");
+	if (!e || e == v || (size_t)(e - v) >= outlen)
+		return false;
+	snprintf(out, outlen, "%.*s", (int)(e - v), v);
+	return true;
+}
+
+/*
+ * The MCP authorization discovery of @p->resource: its protected resource
+ * metadata, from the resource_metadata of an unauthenticated request's
+ * 401, else at its well-known URLs (RFC 9728); which must name exactly
+ * that resource; then the first authorization server it lists, whose
+ * metadata (RFC 8414, else OpenID Connect discovery) must name exactly
+ * that issuer and offer PKCE with S256. The authorization server's
+ * metadata is the answer.
+ */
+static int fetch_mcp(const struct provider_conf *p, json_t **out, char *why,
+		     size_t whylen)
+{
+	char buf[3][2048], *urls[4], www[2048] = "";
+	json_t *prm = NULL, *v;
+	const char *as, *m;
+	bool s256 = false;
+	long status;
+	size_t i;
+	int r;
+
+	*out = NULL;
+	r = get_json(p, p->resource, &prm, &status, www, sizeof(www), why,
+		     whylen);
+	json_decref(prm); /* a server that answers without a token */
+	prm = NULL;
+	if (r < 0 && r != -EPROTO)
+		return r; /* not there at all */
+	if (challenge_metadata(www, buf[0], sizeof(buf[0]))) {
+		if (!url_allowed(buf[0])) {
+			snprintf(why, whylen,
+				 "the server's 401 names resource metadata "
+				 "at %.200s, not an https:// URL; refused",
+				 buf[0]);
+			return -EPROTO;
+		}
+		urls[0] = buf[0];
+		urls[1] = NULL;
+	} else if (well_known(p->resource, "oauth-protected-resource", WK_ROOT,
+			      buf, urls) < 0) {
+		snprintf(why, whylen, "%s is not a URL", p->resource);
+		return -EINVAL;
+	}
+	r = get_first(p, urls, &prm, why, whylen);
+	if (r < 0)
+		return r;
+	/* RFC 9728 3.3: the resource must be the one asked about. */
+	v = json_object_get(prm, "resource");
+	if (!json_is_string(v) || strcmp(json_string_value(v), p->resource)) {
+		snprintf(why, whylen,
+			 "the protected resource metadata names another "
+			 "resource (%.200s, not %s); refused",
+			 json_is_string(v) ? json_string_value(v) : "none",
+			 p->resource);
+		r = -EPROTO;
+		goto out;
+	}
+	v = json_array_get(json_object_get(prm, "authorization_servers"), 0);
+	as = json_string_value(v);
+	if (!as || !url_allowed(as)) {
+		snprintf(why, whylen,
+			 "the protected resource metadata names %.200s as "
+			 "its authorization server: it needs an https:// "
+			 "URL",
+			 as ? as : "none");
+		r = -EPROTO;
+		goto out;
+	}
+	/* RFC 8414 3.1 with path insertion, then OpenID Connect discovery
+	 * both ways: the MCP spec's order. */
+	if (well_known(as, "oauth-authorization-server", 0, buf, urls) < 0 ||
+	    well_known(as, "openid-configuration", WK_APPENDED, buf + 1,
+		       urls + 1) < 0) {
+		snprintf(why, whylen, "%.200s is not a URL", as);
+		r = -EPROTO;
+		goto out;
+	}
+	r = get_first(p, urls, out, why, whylen);
+	if (r < 0)
+		goto out;
+	v = json_object_get(*out, "issuer");
+	if (!json_is_string(v) || strcmp(json_string_value(v), as)) {
+		snprintf(why, whylen,
+			 "the authorization server's metadata names another "
+			 "issuer (%.200s, not %.200s); refused",
+			 json_is_string(v) ? json_string_value(v) : "none", as);
+		r = -EPROTO;
+		goto out;
+	}
+	json_array_foreach (
+		json_object_get(*out, "code_challenge_methods_supported"), i, v)
+		if ((m = json_string_value(v)) && !strcmp(m, "S256"))
+			s256 = true;
+	if (!s256) {
+		snprintf(why, whylen,
+			 "the authorization server %.200s does not list S256 "
+			 "in code_challenge_methods_supported, so it may not "
+			 "support PKCE; an MCP client must refuse it",
+			 as);
+		r = -EPROTO;
+	}
+out:
+	json_decref(prm);
+	if (r < 0) {
+		json_decref(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
+/* What the cache knows @p's document by. */
+static const char *key_of(const struct provider_conf *p)
+{
+	return p->discover_resource ? p->resource : p->issuer;
+}
+
+static int fetch(const struct provider_conf *p, json_t **out, char *why,
+		 size_t whylen)
+{
+	return p->discover_resource ? fetch_mcp(p, out, why, whylen)
+				    : fetch_discovery(p, out, why, whylen);
 }
 
 /* The cache's entry for @issuer, under discovery_lock. */
@@ -89,7 +328,7 @@ int discovery_get(const struct provider_conf *p, bool offline, json_t **out,
 	int r;
 
 	pthread_mutex_lock(&discovery_lock);
-	d = find(p->issuer);
+	d = find(key_of(p));
 	*out = d ? json_incref(d->doc) : NULL;
 	pthread_mutex_unlock(&discovery_lock);
 	if (*out)
@@ -99,15 +338,15 @@ int discovery_get(const struct provider_conf *p, bool offline, json_t **out,
 			 "%s was not discovered when the daemon started, and "
 			 "a reload does no network I/O: restart credfs to use "
 			 "a new issuer",
-			 p->issuer);
+			 key_of(p));
 		return -ENOENT;
 	}
-	r = fetch_discovery(p, out, why, whylen);
+	r = fetch(p, out, why, whylen);
 	if (r < 0)
 		return r;
 	d = calloc(1, sizeof(*d));
 	if (d)
-		d->issuer = strdup(p->issuer);
+		d->issuer = strdup(key_of(p));
 	if (!d || !d->issuer) {
 		free(d);
 		return 0; /* used once, not cached */
@@ -132,20 +371,22 @@ size_t discovery_refresh(const struct config *cfg)
 	for (i = 0; i < cfg->n_providers; i++) {
 		const struct provider_conf *p = &cfg->providers[i];
 
-		if (!p->issuer)
+		if (!key_of(p))
 			continue;
 		pthread_mutex_lock(&discovery_lock);
-		d = find(p->issuer);
+		d = find(key_of(p));
 		due = d &&
 		      time_mono_ms() - d->fetched_ms >= p->discovery_max_age_ms;
 		pthread_mutex_unlock(&discovery_lock);
 		if (!due)
 			continue;
-		if (fetch_discovery(p, &doc, why, sizeof(why)) < 0) {
-			log_warn("providers.%s.issuer: the discovery document "
+		if (fetch(p, &doc, why, sizeof(why)) < 0) {
+			log_warn("providers.%s.%s: the discovery document "
 				 "could not be fetched again (%s); the one "
 				 "fetched before stays in force",
-				 p->name, why);
+				 p->name,
+				 p->discover_resource ? "resource" : "issuer",
+				 why);
 			continue;
 		}
 		pthread_mutex_lock(&discovery_lock);
@@ -154,9 +395,9 @@ size_t discovery_refresh(const struct config *cfg)
 		d->fetched_ms = time_mono_ms();
 		pthread_mutex_unlock(&discovery_lock);
 		json_decref(old);
-		log_info("providers.%s.issuer: discovery document fetched "
+		log_info("providers.%s.%s: discovery document fetched "
 			 "again",
-			 p->name);
+			 p->name, p->discover_resource ? "resource" : "issuer");
 		n++;
 	}
 	return n;

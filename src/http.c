@@ -39,9 +39,9 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
-int http_req_new(const struct provider_conf *p, const char *url,
-		 struct buf *body, char *auth_header, void *user,
-		 struct http_req **out)
+static int req_new(const struct provider_conf *p, const char *url,
+		   struct buf *body, const char *ctype, char *auth_header,
+		   void *user, struct http_req **out)
 {
 	long timeout_ms = (long)p->timeout_ms;
 	struct curl_slist *h;
@@ -65,8 +65,7 @@ int http_req_new(const struct provider_conf *p, const char *url,
 	if (h)
 		r->headers = h;
 	if (h && body)
-		h = curl_slist_append(h, "Content-Type: "
-					 "application/x-www-form-urlencoded");
+		h = curl_slist_append(h, ctype);
 	if (h && auth_header)
 		h = curl_slist_append(h, auth_header);
 	if (!h)
@@ -117,6 +116,22 @@ out_fail:
 	strfreezero(auth_header);
 	http_req_free(r);
 	return -ENOMEM;
+}
+
+int http_req_new(const struct provider_conf *p, const char *url,
+		 struct buf *body, char *auth_header, void *user,
+		 struct http_req **out)
+{
+	return req_new(p, url, body,
+		       "Content-Type: application/x-www-form-urlencoded",
+		       auth_header, user, out);
+}
+
+int http_req_new_json(const struct provider_conf *p, const char *url,
+		      struct buf *body, struct http_req **out)
+{
+	return req_new(p, url, body, "Content-Type: application/json", NULL,
+		       NULL, out);
 }
 
 CURL *http_req_easy(struct http_req *r)

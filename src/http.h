@@ -27,6 +27,10 @@ int http_req_new(const struct provider_conf *p, const char *url,
 		 struct buf *body, char *auth_header, void *user,
 		 struct http_req **out);
 
+/* The same, POSTing @body as JSON (RFC 7591 client registration). */
+int http_req_new_json(const struct provider_conf *p, const char *url,
+		      struct buf *body, struct http_req **out);
+
 /* The easy handle, to add to a multi handle. */
 CURL *http_req_easy(struct http_req *r);
 void *http_req_user(struct http_req *r);

@@ -4,6 +4,7 @@
  * turned into the fixed 64-byte r || s that JWS wants (RFC 7518 3.4).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "config.h"
 #include "http.h"
 #include "jwt.h"
+#include "oauth.h"
 #include "util.h"
 
 int jwt_b64url(const void *p, size_t n, char **out)
@@ -163,5 +165,91 @@ out:
 	free(want);
 	free(got);
 	buf_free(&input);
+	return r;
+}
+
+/* The bytes of base64url (no padding) @in, @n of them, as a new
+ * NUL-ended string in *@out with its length in *@outlen. 0 or -1. */
+static int b64url_decode(const char *in, size_t n, char **out, size_t *outlen)
+{
+	char *std = malloc(n + 4);
+	size_t i, m = n;
+	int len;
+
+	*out = NULL;
+	if (!std)
+		return -1;
+	for (i = 0; i < n; i++)
+		std[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+	while (m % 4)
+		std[m++] = '=';
+	*out = malloc(m / 4 * 3 + 1);
+	len = *out ? EVP_DecodeBlock((unsigned char *)*out,
+				     (unsigned char *)std, (int)m)
+		   : -1;
+	free(std);
+	if (len < 0) {
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
+	/* EVP_DecodeBlock counts the padding's zero bytes too. */
+	*outlen = (size_t)len - (m - n < 3 ? m - n : 0);
+	(*out)[*outlen] = '\0';
+	return 0;
+}
+
+/* @a equals @b, a trailing slash either side aside. */
+static bool same_resource(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+
+	if (na && a[na - 1] == '/')
+		na--;
+	if (nb && b[nb - 1] == '/')
+		nb--;
+	return na == nb && !memcmp(a, b, na);
+}
+
+int jwt_audience_has(const char *token, size_t len, const char *aud,
+		     char *other, size_t otherlen)
+{
+	const char *dot1 = memchr(token, '.', len), *dot2;
+	json_t *claims = NULL, *a, *v;
+	const char *first = NULL;
+	char *payload = NULL;
+	size_t plen;
+	int r = -1;
+	size_t i;
+
+	if (!dot1)
+		return -1;
+	dot2 = memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - token));
+	if (!dot2 || (size_t)(dot2 - dot1) > 16 * 1024)
+		return -1;
+	if (b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), &payload,
+			  &plen) == 0)
+		claims = json_loadb(payload, plen, 0, NULL);
+	free(payload);
+	a = json_object_get(claims, "aud");
+	if (json_is_string(a)) {
+		first = json_string_value(a);
+		r = same_resource(first, aud);
+	} else if (json_is_array(a) && json_array_size(a)) {
+		r = 0;
+		json_array_foreach (a, i, v) {
+			if (!json_is_string(v))
+				continue;
+			if (!first)
+				first = json_string_value(v);
+			if (same_resource(json_string_value(v), aud))
+				r = 1;
+		}
+	}
+	if (r == 0 && first)
+		oauth_sanitize(first, strlen(first), other, otherlen);
+	else if (r == 0)
+		snprintf(other, otherlen, "?");
+	json_decref(claims);
 	return r;
 }

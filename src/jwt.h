@@ -25,4 +25,13 @@ int jwt_b64url(const void *p, size_t n, char **out);
 int jwt_client_assertion(const struct provider_conf *p, const char *endpoint,
 			 int64_t now_s, char **out);
 
+/* The audience of an access token per RFC 9068 (a JWT's "aud", a string
+ * or an array), read without checking the signature: for telling whether
+ * an authorization server honoured a resource indicator, never for
+ * trusting the token. 1 when @aud is among them, 0 when the token names
+ * others (the first into @other, sanitized), -1 when it is no JWT or names
+ * no audience. */
+int jwt_audience_has(const char *token, size_t len, const char *aud,
+		     char *other, size_t otherlen);
+
 #endif

@@ -20,6 +20,7 @@
 #include "jwt.h"
 #include "oauth.h"
 #include "plan.h"
+#include "record.h"
 
 #define MAX_EXPIRES_IN_S (366LL * 86400)
 #define MAX_TOKEN_TYPE 64
@@ -87,11 +88,35 @@ static int scope_join(const struct cred_conf *cc, struct buf *out)
 	return r;
 }
 
-/* RFC 6749 2.3.1: id and secret are form-urlencoded, then Basic. */
-static int basic_header(const struct provider_conf *p, char **out)
+/* The client a request is made as: the one registered for the
+ * credential (credfsctl register), else the provider's. */
+struct client_view {
+	const char *id, *secret;
+	enum auth_method auth;
+};
+
+static struct client_view client_of(const struct provider_conf *p,
+				    const struct record_client *reg)
 {
-	char *id = curl_easy_escape(NULL, p->client_id, 0);
-	char *sec = curl_easy_escape(NULL, p->client_secret, 0);
+	struct client_view v = {p->client_id, p->client_secret, p->auth};
+
+	if (!reg || !reg->id)
+		return v;
+	v.id = reg->id;
+	v.secret = reg->secret;
+	v.auth = !reg->secret ? AUTH_NONE
+		 : reg->auth_method && !strcmp(reg->auth_method,
+					       "client_secret_basic")
+			 ? AUTH_CLIENT_SECRET_BASIC
+			 : AUTH_CLIENT_SECRET_POST;
+	return v;
+}
+
+/* RFC 6749 2.3.1: id and secret are form-urlencoded, then Basic. */
+static int basic_header(const struct client_view *v, char **out)
+{
+	char *id = curl_easy_escape(NULL, v->id, 0);
+	char *sec = curl_easy_escape(NULL, v->secret, 0);
 	unsigned char *b64 = NULL;
 	struct buf plain;
 	int r = -ENOMEM, n;
@@ -124,24 +149,26 @@ out:
 
 /* Client authentication (RFC 6749 2.3.1, RFC 7523 2.2; none: RFC 6749
  * 2.1 public clients send only their id). */
-static int client_auth(const struct provider_conf *p, const char *url,
+static int client_auth(const struct provider_conf *p,
+		       const struct record_client *reg, const char *url,
 		       struct buf *body, char **auth_header)
 {
+	struct client_view v = client_of(p, reg);
 	char *jwt = NULL;
 	int r = 0;
 
-	switch (p->auth) {
-	case AUTH_CLIENT_SECRET_BASIC: return basic_header(p, auth_header);
+	switch (v.auth) {
+	case AUTH_CLIENT_SECRET_BASIC: return basic_header(&v, auth_header);
 	case AUTH_CLIENT_SECRET_POST:
-		r = form_add(body, "client_id", p->client_id);
+		r = form_add(body, "client_id", v.id);
 		if (r == 0)
-			r = form_add(body, "client_secret", p->client_secret);
+			r = form_add(body, "client_secret", v.secret);
 		return r;
-	case AUTH_NONE: return form_add(body, "client_id", p->client_id);
+	case AUTH_NONE: return form_add(body, "client_id", v.id);
 	case AUTH_PRIVATE_KEY_JWT:
 		r = jwt_client_assertion(p, url, time_real_ms() / 1000, &jwt);
 		if (r == 0)
-			r = form_add(body, "client_id", p->client_id);
+			r = form_add(body, "client_id", v.id);
 		if (r == 0)
 			r = form_add(body, "client_assertion_type",
 				     "urn:ietf:params:oauth:client-assertion-"
@@ -154,7 +181,14 @@ static int client_auth(const struct provider_conf *p, const char *url,
 	return -EINVAL;
 }
 
-int oauth_build_form(const struct provider_conf *p, const char *url,
+const char *oauth_client_id(const struct provider_conf *p,
+			    const struct record_client *reg)
+{
+	return client_of(p, reg).id;
+}
+
+int oauth_build_form(const struct provider_conf *p,
+		     const struct record_client *reg, const char *url,
 		     const char *const *pairs, bool token_params,
 		     struct buf *body, char **auth_header)
 {
@@ -168,8 +202,10 @@ int oauth_build_form(const struct provider_conf *p, const char *url,
 			r = form_add(body, pairs[i], pairs[i + 1]);
 	for (i = 0; r == 0 && token_params && i < p->n_params; i++)
 		r = form_add(body, p->params[i].name, p->params[i].value);
+	if (r == 0 && token_params && p->resource) /* RFC 8707 2.2 */
+		r = form_add(body, "resource", p->resource);
 	if (r == 0)
-		r = client_auth(p, url, body, auth_header);
+		r = client_auth(p, reg, url, body, auth_header);
 	if (r < 0) {
 		buf_free(body);
 		strfreezero(*auth_header);
@@ -193,8 +229,10 @@ int oauth_scope_text(const struct cred_conf *cc, bool authorization,
 	return r;
 }
 
-int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
-			struct buf *body, char **auth_header)
+int oauth_build_request(const struct cred_conf *cc,
+			const struct record_client *reg,
+			const char *refresh_token, struct buf *body,
+			char **auth_header)
 {
 	struct buf scope = {0};
 	int r = 0;
@@ -212,7 +250,7 @@ int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
 			NULL,
 		};
 
-		r = oauth_build_form(cc->provider, cc->provider->token_url,
+		r = oauth_build_form(cc->provider, reg, cc->provider->token_url,
 				     pairs, true, body, auth_header);
 	}
 	buf_free(&scope);

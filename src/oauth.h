@@ -14,6 +14,7 @@
 
 struct provider_conf;
 struct cred_conf;
+struct record_client;
 
 #define OAUTH_MAX_TOKEN_BYTES (64 * 1024)
 #define OAUTH_ERROR_TEXT 256
@@ -61,23 +62,32 @@ bool oauth_outcome_from_name(const char *name, enum oauth_outcome *o);
 
 /*
  * Build a token request for @cc: client_credentials, or with
- * @refresh_token the refresh_token grant (RFC 6749 section 6). The form
- * body goes into @body and, for client_secret_basic, the "Authorization:
- * Basic ..." header line into *@auth_header (wipe with strfreezero).
- * Returns 0 or -errno.
+ * @refresh_token the refresh_token grant (RFC 6749 section 6), made as
+ * the client registered for it (@reg, with an id) or else as the
+ * provider's. The form body goes into @body and, for client_secret_basic,
+ * the "Authorization: Basic ..." header line into *@auth_header (wipe
+ * with strfreezero). Returns 0 or -errno.
  */
-int oauth_build_request(const struct cred_conf *cc, const char *refresh_token,
-			struct buf *body, char **auth_header);
+int oauth_build_request(const struct cred_conf *cc,
+			const struct record_client *reg,
+			const char *refresh_token, struct buf *body,
+			char **auth_header);
+
+/* The client_id requests are made with: @reg's, else @p's. */
+const char *oauth_client_id(const struct provider_conf *p,
+			    const struct record_client *reg);
 
 /*
  * A form for @p's endpoint @url: the name/value @pairs (a NULL-ended
  * list; pairs with a NULL value are left out), with @token_params the
- * provider's extra token_params, then client authentication (a header in
- * *@auth_header for client_secret_basic, else form fields; a
- * private_key_jwt assertion is made afresh for @url alone). Wipe both.
- * 0 or -errno (-EXDEV: an assertion would go to a host it does not name).
+ * provider's extra token_params, then client authentication as @reg (a
+ * registered client, or NULL: @p's own): a header in *@auth_header for
+ * client_secret_basic, else form fields; a private_key_jwt assertion is
+ * made afresh for @url alone. Wipe both. 0 or -errno (-EXDEV: an
+ * assertion would go to a host it does not name).
  */
-int oauth_build_form(const struct provider_conf *p, const char *url,
+int oauth_build_form(const struct provider_conf *p,
+		     const struct record_client *reg, const char *url,
 		     const char *const *pairs, bool token_params,
 		     struct buf *body, char **auth_header);
 

@@ -511,6 +511,7 @@ static int query_add(struct buf *b, const char *name, const char *value)
 }
 
 int onboard_authorization_url(const struct cred_conf *cc,
+			      const struct record_client *reg,
 			      const char *redirect_uri, const char *state,
 			      const char *challenge, char **out)
 {
@@ -527,7 +528,7 @@ int onboard_authorization_url(const struct cred_conf *cc,
 			       p->authorization_url,
 			       strchr(p->authorization_url, '?') ? '&' : '?');
 	if (r == 0)
-		r = query_add(&b, "client_id", p->client_id);
+		r = query_add(&b, "client_id", oauth_client_id(p, reg));
 	if (r == 0)
 		r = query_add(&b, "redirect_uri", redirect_uri);
 	if (r == 0 && scope.len)
@@ -538,6 +539,8 @@ int onboard_authorization_url(const struct cred_conf *cc,
 		r = query_add(&b, "code_challenge", challenge);
 	if (r == 0)
 		r = query_add(&b, "code_challenge_method", "S256");
+	if (r == 0 && p->resource) /* RFC 8707 */
+		r = query_add(&b, "resource", p->resource);
 	for (i = 0; r == 0 && i < p->n_auth_params; i++)
 		r = query_add(&b, p->auth_params[i].name,
 			      p->auth_params[i].value);
@@ -551,8 +554,8 @@ int onboard_authorization_url(const struct cred_conf *cc,
 }
 
 /* POST a form to @url synchronously; the request to read the answer. */
-static int post(const struct provider_conf *p, const char *url,
-		const char *const *pairs, bool token_params,
+static int post(const struct provider_conf *p, const struct record_client *reg,
+		const char *url, const char *const *pairs, bool token_params,
 		struct http_req **req, CURLcode *code)
 {
 	char *auth = NULL;
@@ -560,7 +563,7 @@ static int post(const struct provider_conf *p, const char *url,
 	int r;
 
 	*req = NULL;
-	r = oauth_build_form(p, url, pairs, token_params, &body, &auth);
+	r = oauth_build_form(p, reg, url, pairs, token_params, &body, &auth);
 	if (r == 0)
 		r = http_req_new(p, url, &body, auth, NULL, req);
 	if (r == 0)
@@ -568,14 +571,14 @@ static int post(const struct provider_conf *p, const char *url,
 	return r;
 }
 
-void token_request(const struct cred_conf *cc, const char *const *pairs,
-		   struct oauth_result *res)
+void token_request(const struct cred_conf *cc, const struct record_client *reg,
+		   const char *const *pairs, struct oauth_result *res)
 {
 	struct http_req *req;
 	CURLcode code;
 	int r;
 
-	r = post(cc->provider, cc->provider->token_url, pairs, true, &req,
+	r = post(cc->provider, reg, cc->provider->token_url, pairs, true, &req,
 		 &code);
 	if (r == 0) {
 		http_req_finish(req, cc->provider, code, time_real_ms(), res);
@@ -661,8 +664,9 @@ void device_auth_clear(struct device_auth *d)
 	memset(d, 0, sizeof(*d));
 }
 
-static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
-			    char *err, size_t errlen)
+static int device_authorize(const struct cred_conf *cc,
+			    const struct record_client *reg,
+			    struct device_auth *d, char *err, size_t errlen)
 {
 	const struct provider_conf *p = cc->provider;
 	struct http_req *req = NULL;
@@ -676,10 +680,10 @@ static int device_authorize(const struct cred_conf *cc, struct device_auth *d,
 	r = oauth_scope_text(cc, true, &scope);
 	if (r == 0) {
 		const char *pairs[] = {"scope", scope.len ? scope.data : NULL,
-				       NULL};
+				       "resource", p->resource, NULL};
 
-		r = post(p, p->device_authorization_url, pairs, false, &req,
-			 &code);
+		r = post(p, reg, p->device_authorization_url, pairs, false,
+			 &req, &code);
 	}
 	buf_free(&scope);
 	if (r == 0)
@@ -728,9 +732,9 @@ static int check_verification_uri(const struct provider_conf *p,
 	return r;
 }
 
-int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
-		struct oauth_result *res, int64_t *sent_ms, char *err,
-		size_t errlen)
+int device_flow(const struct cred_conf *cc, const struct record_client *reg,
+		int64_t timeout_ms, FILE *out, struct oauth_result *res,
+		int64_t *sent_ms, char *err, size_t errlen)
 {
 	const struct provider_conf *p = cc->provider;
 	struct device_auth d = {0};
@@ -739,7 +743,7 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 	int r;
 
 	memset(res, 0, sizeof(*res));
-	r = device_authorize(cc, &d, err, errlen);
+	r = device_authorize(cc, reg, &d, err, errlen);
 	if (r == 0)
 		r = check_verification_uri(p, d.uri, out, err, errlen);
 	if (r == 0 && d.uri_complete)
@@ -793,7 +797,7 @@ int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
 			  NULL);
 		oauth_result_clear(res);
 		*sent_ms = time_real_ms();
-		token_request(cc, pairs, res);
+		token_request(cc, reg, pairs, res);
 		if (res->outcome == OAUTH_OK)
 			break;
 		if (!strcmp(res->error_code, "authorization_pending"))
@@ -832,8 +836,8 @@ out:
 	return r;
 }
 
-int revoke_token(const struct provider_conf *p, const char *token,
-		 const char *hint, char *msg, size_t msglen)
+int revoke_token(const struct provider_conf *p, const struct record_client *reg,
+		 const char *token, const char *hint, char *msg, size_t msglen)
 {
 	const char *pairs[] = {"token", token, "token_type_hint", hint, NULL};
 	struct http_req *req = NULL;
@@ -844,7 +848,7 @@ int revoke_token(const struct provider_conf *p, const char *token,
 	long status;
 	int r;
 
-	r = post(p, p->revocation_url, pairs, false, &req, &code);
+	r = post(p, reg, p->revocation_url, pairs, false, &req, &code);
 	if (r == 0)
 		r = http_req_result(req, code, &status, &body, &len, err,
 				    sizeof(err));

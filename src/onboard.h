@@ -18,6 +18,7 @@ struct cred_conf;
 struct loopback;
 struct oauth_result;
 struct provider_conf;
+struct record_client;
 
 /* A PKCE pair: a verifier of 32 random bytes, base64url (43 characters),
  * and its S256 challenge. Wipe both with strfreezero. 0 or -errno. */
@@ -74,15 +75,18 @@ int loopback_parse(char *head, const char *path,
 /* Refuse callbacks that arrived after the first, then close. NULL-safe. */
 void loopback_close(struct loopback *lb);
 
-/* The authorization request URL (RFC 6749 4.1.1 with PKCE). */
+/* The authorization request URL (RFC 6749 4.1.1 with PKCE), for the
+ * client registered for @cc (@reg with an id) or else the provider's. The
+ * same @reg goes with every call below. */
 int onboard_authorization_url(const struct cred_conf *cc,
+			      const struct record_client *reg,
 			      const char *redirect_uri, const char *state,
 			      const char *challenge, char **out);
 
 /* POST the form @pairs (client authentication added) to the token
  * endpoint and classify the answer into @res. */
-void token_request(const struct cred_conf *cc, const char *const *pairs,
-		   struct oauth_result *res);
+void token_request(const struct cred_conf *cc, const struct record_client *reg,
+		   const char *const *pairs, struct oauth_result *res);
 
 /* A device authorization answer (RFC 8628 3.2). */
 struct device_auth {
@@ -106,15 +110,29 @@ void device_auth_clear(struct device_auth *d);
  * @timeout_ms. 0 with the token response in @res (its request sent at
  * *@sent_ms), or -errno with @err.
  */
-int device_flow(const struct cred_conf *cc, int64_t timeout_ms, FILE *out,
-		struct oauth_result *res, int64_t *sent_ms, char *err,
-		size_t errlen);
+int device_flow(const struct cred_conf *cc, const struct record_client *reg,
+		int64_t timeout_ms, FILE *out, struct oauth_result *res,
+		int64_t *sent_ms, char *err, size_t errlen);
 
 /*
  * Revoke @token (of @hint type) at @p's revocation_url. 0 when the
  * provider confirmed (HTTP 200), else -errno; @msg says what happened.
  */
-int revoke_token(const struct provider_conf *p, const char *token,
-		 const char *hint, char *msg, size_t msglen);
+int revoke_token(const struct provider_conf *p, const struct record_client *reg,
+		 const char *token, const char *hint, char *msg, size_t msglen);
+
+/*
+ * RFC 7591: register a public client for @cc at its provider's
+ * registration_url (from the metadata), with @redirect_uri, into @out
+ * (record_client_clear() it). 0, or -errno with @err: -EOPNOTSUPP when
+ * the provider offers no registration.
+ */
+int register_client(const struct cred_conf *cc, const char *redirect_uri,
+		    struct record_client *out, char *err, size_t errlen);
+
+/* The client ID metadata document to host at @p's client_id (an https
+ * URL), with @redirect_uri: JSON text to free, or NULL. */
+char *client_metadata_document(const struct provider_conf *p,
+			       const char *redirect_uri);
 
 #endif

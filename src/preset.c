@@ -176,6 +176,17 @@ static const struct preset presets[] = {
 	 /* Everything but the client comes from the issuer's discovery
 	  * document. */
 	 "{}", "issuer", "discovers the endpoints from the issuer"},
+	{"mcp", NULL, NULL, NULL,
+	 /* A remote MCP server (docs/mcp.md): everything comes from its
+	  * protected resource metadata and its authorization server's; the
+	  * client is registered per credential unless client_id is given.
+	  * OAuth 2.1 has authorization servers rotate a public client's
+	  * refresh tokens. */
+	 "{\"grant\": \"refresh_token\","
+	 " \"discover_from_resource\": true,"
+	 " \"auth_method\": \"none\","
+	 " \"rotates_refresh_tokens\": true}",
+	 "resource", "names the MCP server's URL"},
 };
 
 /* A value for a preset's URL variable: a host name, a domain or a

@@ -327,6 +327,7 @@ static int parse_onboarding(struct ctx *c, const json_t *obj, const char *path,
 		"state",
 		"code_challenge",
 		"code_challenge_method",
+		"resource",
 		NULL,
 	};
 	char sub[MAX_PATH_TEXT];
@@ -420,6 +421,24 @@ static int parse_profile(struct ctx *c, const json_t *obj, const char *path,
 	r = conf_get_string(c, obj, path, "preset", false, &p->preset);
 	if (r == 0)
 		r = get_url(c, obj, path, "issuer", false, &p->issuer);
+	if (r == 0)
+		r = get_url(c, obj, path, "resource", false, &p->resource);
+	if (r == 0)
+		r = conf_get_bool(c, obj, path, "discover_from_resource",
+				  &p->discover_resource);
+	if (r == 0 && p->discover_resource && !p->resource) {
+		conf_join(sub, path, "resource");
+		r = conf_fail(c, sub,
+			      "missing: discover_from_resource needs the "
+			      "server's URL");
+	}
+	if (r == 0 && p->discover_resource && p->issuer) {
+		conf_join(sub, path, "issuer");
+		r = conf_fail(c, sub,
+			      "not with discover_from_resource: the "
+			      "resource's metadata names its authorization "
+			      "server; remove it");
+	}
 	p->discovery_max_age_ms = DISCOVERY_MAX_AGE_MS;
 	if (r == 0)
 		r = conf_get_seconds(c, obj, path, "discovery_max_age_s", 1,
@@ -524,6 +543,8 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		"authorization_scopes",
 		"preset",
 		"issuer",
+		"resource",
+		"discover_from_resource",
 		"discovery_max_age_s",
 		"entra_tenant",
 		"login_host",
@@ -550,6 +571,7 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 		"device_code",
 		"client_assertion",
 		"client_assertion_type",
+		"resource",
 		NULL,
 	};
 	char path[MAX_PATH_TEXT], sub[MAX_PATH_TEXT];
@@ -583,11 +605,13 @@ int provider_parse(struct ctx *c, const char *name, const json_t *given,
 
 	r = parse_profile(c, obj, path, p);
 	if (r == 0)
-		r = get_url(c, obj, path, "token_url", !p->issuer,
-			    &p->token_url);
+		r = get_url(c, obj, path, "token_url",
+			    !p->issuer && !p->discover_resource, &p->token_url);
+	/* Without a client_id, an MCP server's credential gets a client of
+	 * its own by dynamic registration (credfsctl register). */
 	if (r == 0)
-		r = conf_get_string(c, obj, path, "client_id", true,
-				    &p->client_id);
+		r = conf_get_string(c, obj, path, "client_id",
+				    !p->discover_resource, &p->client_id);
 	if (r == 0)
 		r = conf_get_path(c, obj, path, "ca_file", false, &p->ca_file);
 	if (r == 0)
@@ -771,7 +795,15 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 	size_t i;
 	int r;
 
-	snprintf(path, sizeof(path), "providers.%s.issuer", p->name);
+	snprintf(path, sizeof(path), "providers.%s.%s", p->name,
+		 p->discover_resource ? "resource" : "issuer");
+	/* The resource's metadata named the issuer (and discovery checked
+	 * the document names it exactly). */
+	if (p->discover_resource && !p->issuer && json_is_string(iss)) {
+		p->issuer = strdup(json_string_value(iss));
+		if (!p->issuer)
+			return -ENOMEM;
+	}
 	/* Section 4.3: the metadata must name exactly the issuer asked. */
 	if (!json_is_string(iss) || strcmp(json_string_value(iss), p->issuer))
 		return conf_fail(c, path,
@@ -789,6 +821,11 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 	if (r == 0)
 		r = take_endpoint(c, doc, path, "introspection_endpoint", false,
 				  &p->introspection_url);
+	if (r == 0 && p->discover_resource)
+		r = take_endpoint(c, doc, path, "registration_endpoint", false,
+				  &p->registration_url);
+	p->cimd_supported = json_is_true(
+		json_object_get(doc, "client_id_metadata_document_supported"));
 	p->iss_param = json_is_true(json_object_get(
 		doc, "authorization_response_iss_parameter_supported"));
 	listed = json_object_get(doc, "token_endpoint_auth_methods_supported");
@@ -815,7 +852,8 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 	    !provider_supports_auth(p, AUTH_CLIENT_SECRET_BASIC) &&
 	    provider_supports_auth(p, AUTH_CLIENT_SECRET_POST))
 		p->auth = AUTH_CLIENT_SECRET_POST;
-	if (!provider_supports_auth(p, p->auth))
+	/* A client registered later says for itself how it authenticates. */
+	if (p->client_id && !provider_supports_auth(p, p->auth))
 		return conf_fail(c, path,
 				 "the issuer does not list auth_method %s in "
 				 "token_endpoint_auth_methods_supported",
@@ -832,6 +870,13 @@ static int discover(struct provider_conf *p, const char *cfg_path,
 	int r;
 
 	r = discovery_get(p, offline, &doc, why, sizeof(why));
+	if (r < 0 && p->discover_resource) {
+		snprintf(err, errlen,
+			 "%s: providers.%s.resource: MCP authorization "
+			 "discovery failed: %s",
+			 cfg_path, p->name, why);
+		return r;
+	}
 	if (r < 0) {
 		snprintf(err, errlen,
 			 "%s: providers.%s.issuer: OpenID Connect discovery "
@@ -855,7 +900,7 @@ int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 		if (r < 0)
 			return r;
 	}
-	if (p->issuer) {
+	if (p->issuer || p->discover_resource) {
 		r = discover(p, cfg_path, offline, err, errlen);
 		if (r < 0)
 			return r;
@@ -937,6 +982,8 @@ void provider_free(struct provider_conf *p)
 	free(p->auth_scopes);
 	free(p->preset);
 	free(p->issuer);
+	free(p->resource);
+	free(p->registration_url);
 	for (j = 0; j < p->n_auth_methods; j++)
 		free(p->auth_methods[j]);
 	free(p->auth_methods);

@@ -102,6 +102,15 @@ int record_seal(const uint8_t *master, const char *tenant, const char *provider,
 					    json_string(r->fields[i].value));
 		json_object_set_new(o, "fields", f);
 	}
+	if (r->client.id) {
+		json_t *c = json_object();
+
+		set_opt(c, "id", r->client.id);
+		set_opt(c, "secret", r->client.secret);
+		set_opt(c, "auth_method", r->client.auth_method);
+		set_opt(c, "redirect_uri", r->client.redirect_uri);
+		json_object_set_new(o, "client", c);
+	}
 	text = json_dumps(o, JSON_COMPACT);
 	if (!text)
 		goto out;
@@ -179,6 +188,21 @@ static int take_fields(json_t *f, struct record *r)
 	return 0;
 }
 
+static int take_client(json_t *o, struct record_client *c)
+{
+	int r = json_is_object(o) ? 0 : -EPROTO;
+
+	if (r == 0)
+		r = take_str(o, "id", &c->id);
+	if (r == 0)
+		r = take_str(o, "secret", &c->secret);
+	if (r == 0)
+		r = take_str(o, "auth_method", &c->auth_method);
+	if (r == 0)
+		r = take_str(o, "redirect_uri", &c->redirect_uri);
+	return r == 0 && !c->id ? -EPROTO : r;
+}
+
 int record_open(const uint8_t *master, const char *tenant, const char *provider,
 		const void *data, size_t len, struct record *r)
 {
@@ -227,6 +251,9 @@ int record_open(const uint8_t *master, const char *tenant, const char *provider,
 		ret = take_str(o, "revoked", &r->revoked);
 	if (ret == 0)
 		ret = take_fields(json_object_get(o, "fields"), r);
+	v = json_object_get(o, "client");
+	if (ret == 0 && v)
+		ret = take_client(v, &r->client);
 out:
 	OPENSSL_cleanse(key, sizeof(key));
 	json_decref(o);
@@ -249,5 +276,39 @@ void record_clear(struct record *r)
 		free(r->fields[i].value);
 	}
 	free(r->fields);
+	record_client_clear(&r->client);
 	memset(r, 0, sizeof(*r));
+}
+
+void record_client_clear(struct record_client *c)
+{
+	free(c->id);
+	strfreezero(c->secret);
+	free(c->auth_method);
+	free(c->redirect_uri);
+	memset(c, 0, sizeof(*c));
+}
+
+static int dup_opt(const char *from, char **to)
+{
+	*to = from ? strdup(from) : NULL;
+	return from && !*to ? -ENOMEM : 0;
+}
+
+int record_client_copy(struct record_client *to,
+		       const struct record_client *from)
+{
+	int r;
+
+	record_client_clear(to);
+	r = dup_opt(from->id, &to->id);
+	if (r == 0)
+		r = dup_opt(from->secret, &to->secret);
+	if (r == 0)
+		r = dup_opt(from->auth_method, &to->auth_method);
+	if (r == 0)
+		r = dup_opt(from->redirect_uri, &to->redirect_uri);
+	if (r < 0)
+		record_client_clear(to);
+	return r;
 }

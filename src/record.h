@@ -19,6 +19,16 @@
 struct buf;
 struct record_field;
 
+/* A client registered for this credential alone (RFC 7591 dynamic client
+ * registration, credfsctl register): it stands in for the provider's
+ * client_id and secret in every request made for the credential. */
+struct record_client {
+	char *id;	    /* NULL: none registered, the provider's is used */
+	char *secret;	    /* NULL: a public client (PKCE, no secret) */
+	char *auth_method;  /* how it authenticates: an auth_method name */
+	char *redirect_uri; /* the redirect URI it was registered with */
+};
+
 #define RECORD_MAX_BYTES (1024 * 1024)
 
 struct record {
@@ -34,6 +44,7 @@ struct record {
 				* is not kept): why; NULL for a live grant */
 	struct record_field *fields; /* the provider's response_fields */
 	size_t n_fields;
+	struct record_client client; /* or all NULL */
 };
 
 struct record_field {
@@ -61,5 +72,12 @@ int record_generation(const void *data, size_t len, uint64_t *gen);
 
 /* Wipe and free what @r holds. Safe on a zeroed record. */
 void record_clear(struct record *r);
+
+/* Copy @from into @to (cleared first); 0 or -ENOMEM (@to left empty). */
+int record_client_copy(struct record_client *to,
+		       const struct record_client *from);
+
+/* Wipe and free what @c holds. Safe on a zeroed one. */
+void record_client_clear(struct record_client *c);
 
 #endif

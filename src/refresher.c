@@ -28,6 +28,7 @@
 #include "http.h"
 #include "log.h"
 #include "oauth.h"
+#include "record.h"
 #include "refresher.h"
 #include "refresher_int.h"
 #include "plan.h"
@@ -415,11 +416,12 @@ void rf_send_request(struct refresher *rf, struct cred *c)
 	struct oauth_result res = {.retry_after_ms = -1};
 	struct http_req *req = NULL;
 	char *auth = NULL, *rt = NULL;
+	struct record_client client;
 	enum cred_begin b;
 	struct buf body;
 	int r;
 
-	b = cred_begin_attempt(c, &rt);
+	b = cred_begin_attempt(c, &rt, &client);
 	if (b != CRED_BEGIN_OK) {
 		rf_release_lease(rf, c, false);
 		rf->lanes[rf_lane_of(rf, c)].inflight--;
@@ -432,8 +434,10 @@ void rf_send_request(struct refresher *rf, struct cred *c)
 	}
 	r = cred_uses_store(c) && !rt ? -ENOMEM : 0;
 	if (r == 0)
-		r = oauth_build_request(cred_conf(c), rt, &body, &auth);
+		r = oauth_build_request(cred_conf(c), &client, rt, &body,
+					&auth);
 	strfreezero(rt);
+	record_client_clear(&client);
 	if (r == 0)
 		r = http_req_new(p, p->token_url, &body, auth, c, &req);
 	if (r == 0) {

@@ -15,6 +15,7 @@
 #include "http.h"
 #include "log.h"
 #include "oauth.h"
+#include "record.h"
 #include "refresher_int.h"
 #include "util.h"
 
@@ -24,19 +25,21 @@ void rf_introspect(struct refresher *rf, struct cred *c)
 	struct rf_entry *e = E(rf, c);
 	const struct provider_conf *p = cred_conf(c)->provider;
 	struct token *tok = cred_current_token(c);
+	struct record_client client = {0};
 	struct http_req *req = NULL;
 	char *auth = NULL;
 	struct buf body;
 	int r = -ENOENT;
 
 	e->introspect_mono = INT64_MAX;
-	if (tok && !e->ireq) {
+	if (tok && !e->ireq && cred_client(c, &client) == 0) {
 		const char *pairs[] = {"token", tok->value, "token_type_hint",
 				       "access_token", NULL};
 
 		e->introspect_gen = tok->gen;
-		r = oauth_build_form(p, p->introspection_url, pairs, false,
-				     &body, &auth);
+		r = oauth_build_form(p, &client, p->introspection_url, pairs,
+				     false, &body, &auth);
+		record_client_clear(&client);
 		if (r == 0)
 			r = http_req_new(p, p->introspection_url, &body, auth,
 					 c, &req);

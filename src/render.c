@@ -291,6 +291,28 @@ static json_t *f_rt_rotates(X)
 
 	return p->rotates_set ? json_boolean(p->rotates) : json_null();
 }
+static json_t *f_resource(X)
+{
+	const char *r = cred_conf(x->c)->provider->resource;
+
+	return r ? json_string(r) : json_null();
+}
+static json_t *f_audience(X)
+{
+	char text[160];
+
+	if (!cred_conf(x->c)->provider->resource || !x->v->has_token)
+		return json_null();
+	if (x->v->aud_ok < 0)
+		return json_string("unknown (the token is not a JWT that "
+				   "names its audience)");
+	if (x->v->aud_ok)
+		return json_string("resource");
+	snprintf(text, sizeof(text),
+		 "%s: the authorization server ignored resource",
+		 x->v->aud_other);
+	return json_string(text);
+}
 #undef TOKEN
 #undef X
 
@@ -347,6 +369,8 @@ static const struct status_field {
 	{.name = "refresh_token_rotates",
 	 .value = f_rt_rotates,
 	 .null = "unknown"},
+	{.name = "resource", .value = f_resource},
+	{.name = "audience", .value = f_audience},
 };
 
 /* One field's value as status text: "key: value\n". */

@@ -12,6 +12,13 @@ Endpoints (RFC 6749, 7009, 7662):
                     "_action=deny" plays a user who refuses
   POST /device_authorization  RFC 8628; approve or deny with
                     device_decide(user_code, approve)
+  GET  /.well-known/oauth-authorization-server  RFC 8414 metadata (the
+                    same document as OpenID Connect discovery's)
+  POST /register    RFC 7591 dynamic registration of public clients
+  RFC 8707 resource indicators: a code's resource must come back with its
+  token request, a refresh may only name the family's, and tokens carry
+  it as their audience (introspection "aud"; with jwt_access_tokens, the
+  JWT's "aud"), unless ignore_resource plays a server that drops it.
   Token grants: client_credentials, refresh_token, authorization_code
   (single-use codes, verifier checked), device_code (pending, slow_down,
   access_denied, expired_token). Client authentication: Basic, post,
@@ -115,6 +122,14 @@ class FakeProvider:
                                        "private_key_jwt"]
         self.discovery_requests = 0
         self.discovery_extra = {}    # fields to add or replace
+        self.discovery_drop = set()  # fields to leave out
+        self.registration = True     # offer RFC 7591 registration
+        self.registrations = []      # each registration request's body
+        self.family_resource = {}    # token family -> RFC 8707 resource
+        self.resources_sent = []     # (grant, resource or None) per token
+                                     # request
+        self.ignore_resource = False
+        self.jwt_access_tokens = False
         # RFC 9207: authorization responses carry iss (and the metadata
         # says so).
         self.iss_param = True
@@ -234,11 +249,26 @@ class FakeProvider:
             body = "bench.%d.%d" % (int((now + self.lifetime) * 1000),
                                     self.serial)
             tok = "%s.%016x" % (body, fnv64(body))
+        elif self.jwt_access_tokens:
+            claims = {"jti": secrets.token_urlsafe(12),
+                      "client_id": client_id,
+                      "exp": int(now + self.lifetime)}
+            if self.family_resource.get(family):
+                claims["aud"] = self.family_resource[family]
+            elif self.ignore_resource:  # its own default audience
+                claims["aud"] = self.url
+
+            def b64(o):
+                return base64.urlsafe_b64encode(json.dumps(o).encode()) \
+                    .decode().rstrip("=")
+            tok = b64({"alg": "none", "typ": "at+jwt"}) + "." + \
+                b64(claims) + ".unsigned"
         else:
             tok = "fake-" + secrets.token_urlsafe(24)
         self.tokens[tok] = {"client_id": client_id, "scope": scope,
                             "issued": now, "expires": now + self.lifetime,
-                            "family": family, "active": True}
+                            "family": family, "active": True,
+                            "resource": self.family_resource.get(family)}
         return tok
 
     def _new_refresh(self, client_id, scope, family):
@@ -352,7 +382,8 @@ class FakeProvider:
             def do_GET(self):
                 if self.path == "/_control/stats":
                     return self._send(200, prov.stats())
-                if self.path == "/.well-known/openid-configuration":
+                if self.path in ("/.well-known/openid-configuration",
+                                 "/.well-known/oauth-authorization-server"):
                     return self._discovery()
                 if self.path.startswith("/authorize?"):
                     return self._authorize()
@@ -366,7 +397,7 @@ class FakeProvider:
                                       "<html>unavailable</html>",
                                       ctype="text/html")
                 u = prov.url
-                self._send(200, dict({
+                doc = dict({
                     "issuer": prov.discovery_issuer or u,
                     "authorization_endpoint": u + "/authorize",
                     "token_endpoint": u + "/token",
@@ -381,7 +412,13 @@ class FakeProvider:
                         prov.iss_param,
                     "scopes_supported": ["openid", "offline_access",
                                          "read", "write"],
-                }, **prov.discovery_extra))
+                    "code_challenge_methods_supported": ["S256"],
+                }, **prov.discovery_extra)
+                if prov.registration:
+                    doc.setdefault("registration_endpoint", u + "/register")
+                for k in prov.discovery_drop:
+                    doc.pop(k, None)
+                self._send(200, doc)
 
             def _ok(self, body):
                 """A successful token response, in the dialect's shape."""
@@ -496,6 +533,7 @@ class FakeProvider:
                 code = secrets.token_urlsafe(24)
                 with prov.lock:
                     prov.codes[code] = {
+                        "resource": q.get("resource"),
                         "client_id": cid, "redirect_uri": uri,
                         "challenge": q["code_challenge"],
                         "scope": q.get("scope", ""), "used": False,
@@ -506,6 +544,8 @@ class FakeProvider:
             def do_POST(self):
                 if self.path.startswith("/_control/"):
                     return self._control()
+                if self.path == "/register" and prov.registration:
+                    return self._register()
                 form = self._form()
                 if self.path == "/token":
                     return self._token(form)
@@ -516,6 +556,29 @@ class FakeProvider:
                 if self.path == "/device_authorization":
                     return self._device_authorization(form)
                 self._send(404, {"error": "not_found"})
+
+            def _register(self):
+                """RFC 7591 3: a public client, its redirect URIs kept
+                for exact comparison."""
+                n = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(n))
+                except ValueError:
+                    body = None
+                uris = body.get("redirect_uris") if isinstance(body, dict) \
+                    else None
+                if not uris or not all(isinstance(u, str) for u in uris):
+                    return self._send(400, {
+                        "error": "invalid_redirect_uri",
+                        "error_description": "redirect_uris is required"})
+                cid = "dyn-" + secrets.token_urlsafe(12)
+                with prov.lock:
+                    prov.registrations.append(body)
+                    prov.public_clients.add(cid)
+                    prov.redirect_uris[cid] = list(uris)
+                self._send(201, dict(body, client_id=cid,
+                                     client_id_issued_at=int(time.time()),
+                                     token_endpoint_auth_method="none"))
 
             def _device_authorization(self, form):
                 cid = self._client(form)
@@ -528,6 +591,7 @@ class FakeProvider:
                     prov.devices[dc] = {
                         "client_id": cid, "user_code": uc,
                         "scope": form.get("scope", ""),
+                        "resource": form.get("resource"),
                         "status": "pending", "last_poll": 0,
                         "interval": prov.device_interval, "polls": 0,
                         "slow_downs": 0,
@@ -656,6 +720,8 @@ class FakeProvider:
                     return self._send(401, {"error": "invalid_client"})
                 scope = form.get("scope", "")
                 with prov.lock:
+                    prov.resources_sent.append((grant,
+                                                form.get("resource")))
                     if grant == "client_credentials":
                         tok = prov._new_access(cid, scope)
                         body = {"access_token": tok, "token_type": "Bearer",
@@ -691,9 +757,12 @@ class FakeProvider:
                     prov._record("/token", grant, cid, "ok")
                 self._ok(body)
 
-            def _issue_locked(self, cid, scope):
-                """A new token family: access and refresh token."""
+            def _issue_locked(self, cid, scope, resource=None):
+                """A new token family: access and refresh token, for
+                @resource (RFC 8707) unless the server ignores it."""
                 family = secrets.token_hex(8)
+                if resource and not prov.ignore_resource:
+                    prov.family_resource[family] = resource
                 tok = prov._new_access(cid, scope, family)
                 return {"access_token": tok, "token_type": "Bearer",
                         "expires_in": prov.lifetime,
@@ -725,7 +794,13 @@ class FakeProvider:
                         digest != rec["challenge"]:
                     return {"error": "invalid_grant",
                             "error_description": "PKCE verifier mismatch"}
-                body = self._issue_locked(cid, rec["scope"])
+                if rec["resource"] and form.get("resource") not in \
+                        (None, rec["resource"]):
+                    return {"error": "invalid_target",
+                            "error_description": "not the resource the "
+                                                 "code was for"}
+                body = self._issue_locked(cid, rec["scope"],
+                                          rec["resource"])
                 rec["family"] = prov.refresh[body["refresh_token"]][
                     "family"]
                 return body
@@ -753,7 +828,7 @@ class FakeProvider:
                 if d["status"] == "pending":
                     return {"error": "authorization_pending"}
                 d["status"] = "used"
-                return self._issue_locked(cid, d["scope"])
+                return self._issue_locked(cid, d["scope"], d["resource"])
 
             def _refresh_locked(self, form, cid):
                 rt = form.get("refresh_token", "")
@@ -829,6 +904,8 @@ class FakeProvider:
                                 "client_id": rec["client_id"],
                                 "exp": int(rec["expires"]),
                                 "token_type": "Bearer"}
+                        if rec.get("resource"):
+                            body["aud"] = rec["resource"]
                     elif rrec and rrec["family"] not in \
                             prov.revoked_families:
                         body = {"active": True, "scope": rrec["scope"],

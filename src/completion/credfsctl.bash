@@ -20,8 +20,9 @@ _credfsctl()
 {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
 	local cmd="" tenant="" i npos=0 opts words
-	local commands="check init add connect token device list remove rekey
-		migrate status refresh exec watch help version"
+	local commands="check init add connect token device register
+		client-metadata mcp-bridge list remove rekey migrate status refresh
+		exec watch help version"
 
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		case ${COMP_WORDS[i]} in
@@ -66,6 +67,8 @@ _credfsctl()
 	init) opts="--config" ;;
 	add) opts="--config --from-file" ;;
 	connect | device) opts="--config --timeout" ;;
+	register | client-metadata) opts="--config" ;;
+	mcp-bridge) opts="--mount" ;;
 	token) opts="--mount --format" ;;
 	list) opts="--config --json --mount" ;;
 	remove) opts="--config --revoke --force" ;;
@@ -82,7 +85,8 @@ _credfsctl()
 		return 0
 	fi
 	case $cmd in
-	add | connect | device | token | remove | status | refresh | exec | watch)
+	add | connect | device | register | mcp-bridge | token | remove | status | \
+		refresh | exec | watch)
 		if ((npos == 0)); then
 			words=$(credfsctl complete tenants --config \
 				"$(_credfsctl_config)" 2>/dev/null)

@@ -4,7 +4,8 @@
  * bytes up to a NUL), whether the body is form-encoded and whether a
  * provider profile applies (its own error field and codes, a comma scope
  * separator, extra response fields); the rest is the body: token responses
- * (RFC 6749 5.1 and 5.2) and introspection answers (RFC 7662).
+ * (RFC 6749 5.1 and 5.2) and introspection answers (RFC 7662), and as
+ * an access token, the audience read from it (RFC 9068).
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "jwt.h"
 #include "oauth.h"
 
 static struct param codes[] = {
@@ -58,5 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	oauth_result_clear(&res);
 	oauth_parse_introspection(status, body, left, &active, err,
 				  sizeof(err));
+	jwt_audience_has(body, left, "https://mcp.example/mcp", err,
+			 sizeof(err));
 	return 0;
 }

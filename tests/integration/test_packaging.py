@@ -230,8 +230,10 @@ def test_bash_completion(tmp_path):
                     "beta": {"credentials": {"google": {"scopes": []}}}}}))
     c = str(config)
     assert "refresh" in complete("credfsctl re", c, tmp_path)
-    assert complete("credfsctl re", c, tmp_path) == ["refresh", "rekey",
-                                                      "remove"]
+    assert complete("credfsctl re", c, tmp_path) == [
+        "refresh", "register", "rekey", "remove"]
+    assert complete("credfsctl mcp-bridge --config %s acme " % c, c,
+                    tmp_path) == ["github", "google"]
     assert complete("credfsctl token acme --f", c, tmp_path) == [
         "--format"]
     assert complete("credfsctl token acme google --format e", c,

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "cred.h"
 #include "oauth.h"
+#include "record.h"
 #include "util.h"
 
 /* @json's config in *@cfg and its table in *@t, in a section. */
@@ -52,7 +53,8 @@ static inline int64_t table_answer_planned(struct cred_table *t, struct cred *c,
 	res.tok.refresh_expires_in_ms = -1;
 	res.tok.token_type = strdup("Bearer");
 	res.tok.expires_in_ms = 3600 * 1000;
-	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
+	assert_int_equal(cred_begin_attempt(c, &rt, &(struct record_client){0}),
+			 CRED_BEGIN_OK);
 	tok = cred_token_new(c, &res.tok, time_real_ms());
 	assert_non_null(tok);
 	next = cred_finish_attempt(t, c, &res, tok, NULL, u, late);

@@ -70,7 +70,8 @@ static int64_t fail_answer(struct fixture *f, struct cred *c,
 	int64_t next;
 
 	snprintf(res.error, sizeof(res.error), "HTTP 503");
-	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
+	assert_int_equal(cred_begin_attempt(c, &rt, &(struct record_client){0}),
+			 CRED_BEGIN_OK);
 	next = cred_finish_attempt(f->t, c, &res, NULL, NULL, 0.5, false);
 	oauth_result_clear(&res);
 	return next;
@@ -190,10 +191,12 @@ static void state_machine(void **state)
 	assert_true(next >= now && next <= time_real_ms() + 1000);
 	answer(f, c);
 	assert_int_equal(state_of(c), CRED_VALID);
-	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_OK);
+	assert_int_equal(cred_begin_attempt(c, &rt, &(struct record_client){0}),
+			 CRED_BEGIN_OK);
 	assert_int_equal(state_of(c), CRED_REFRESHING);
 	/* One request at a time. */
-	assert_int_equal(cred_begin_attempt(c, &rt), CRED_BEGIN_BUSY);
+	assert_int_equal(cred_begin_attempt(c, &rt, &(struct record_client){0}),
+			 CRED_BEGIN_BUSY);
 	cred_abandon_attempt(f->t, c);
 	assert_int_equal(state_of(c), CRED_VALID);
 	/* A failure with a token left keeps serving it. */

@@ -15,6 +15,7 @@
 #include "jwt.h"
 #include "oauth.h"
 #include "onboard.h"
+#include "record.h"
 
 static void classify(long status, const char *body, const char *retry_after,
 		     struct oauth_result *res)
@@ -226,7 +227,7 @@ static void request_basic_and_post(void **state)
 	struct buf body;
 	char *auth;
 
-	assert_int_equal(oauth_build_request(&cc, NULL, &body, &auth), 0);
+	assert_int_equal(oauth_build_request(&cc, NULL, NULL, &body, &auth), 0);
 	assert_string_equal(body.data,
 			    "grant_type=client_credentials"
 			    "&scope=read%3Aall"
@@ -240,7 +241,7 @@ static void request_basic_and_post(void **state)
 	p.auth = AUTH_CLIENT_SECRET_POST;
 	p.n_params = 0;
 	cc.n_scopes = 2;
-	assert_int_equal(oauth_build_request(&cc, NULL, &body, &auth), 0);
+	assert_int_equal(oauth_build_request(&cc, NULL, NULL, &body, &auth), 0);
 	assert_null(auth);
 	assert_string_equal(body.data,
 			    "grant_type=client_credentials"
@@ -262,7 +263,8 @@ static void refresh_token_grant(void **state)
 	struct buf body;
 	char *auth;
 
-	assert_int_equal(oauth_build_request(&cc, "rt/1+2", &body, &auth), 0);
+	assert_int_equal(oauth_build_request(&cc, NULL, "rt/1+2", &body, &auth),
+			 0);
 	assert_string_equal(body.data, "grant_type=refresh_token"
 				       "&refresh_token=rt%2F1%2B2&scope=offline"
 				       "&client_id=id&client_secret=sec");
@@ -328,7 +330,7 @@ static void forms_and_public_clients(void **state)
 	struct buf body;
 	char *auth;
 
-	assert_int_equal(oauth_build_form(&p, "https://idp.example/token",
+	assert_int_equal(oauth_build_form(&p, NULL, "https://idp.example/token",
 					  pairs, true, &body, &auth),
 			 0);
 	assert_string_equal(body.data, "grant_type=authorization_code"
@@ -383,8 +385,8 @@ static void assertions_are_bound_to_their_endpoint(void **state)
 	p.private_key = EVP_EC_gen("P-256");
 	assert_non_null(p.private_key);
 	for (i = 0; i < 2; i++) {
-		assert_int_equal(oauth_build_form(&p, urls[i], pairs, false,
-						  &body, &auth),
+		assert_int_equal(oauth_build_form(&p, NULL, urls[i], pairs,
+						  false, &body, &auth),
 				 0);
 		jwt = strstr(body.data, "client_assertion=");
 		assert_non_null(jwt);
@@ -552,6 +554,62 @@ static void provider_shapes(void **state)
 	oauth_result_clear(&res);
 }
 
+/* An MCP server's credential: the resource indicator goes with every token
+ * request (RFC 8707 2.2), made as the client registered for it. */
+static void registered_client_and_resource(void **state)
+{
+	struct provider_conf p = {
+		.client_id = NULL,
+		.auth = AUTH_NONE,
+		.resource = "https://mcp.example/mcp",
+	};
+	struct record_client reg = {.id = "dyn-1", .auth_method = "none"};
+	struct cred_conf cc = {.provider = &p};
+	struct buf body;
+	char *auth;
+
+	(void)state;
+	assert_int_equal(oauth_build_request(&cc, &reg, "rt", &body, &auth), 0);
+	assert_null(auth);
+	assert_string_equal(body.data,
+			    "grant_type=refresh_token&refresh_token=rt"
+			    "&resource=https%3A%2F%2Fmcp.example%2Fmcp"
+			    "&client_id=dyn-1");
+	buf_free(&body);
+	/* A registered confidential client uses the method it was given. */
+	reg.secret = "s";
+	reg.auth_method = "client_secret_post";
+	assert_int_equal(oauth_build_request(&cc, &reg, "rt", &body, &auth), 0);
+	assert_non_null(strstr(body.data, "&client_id=dyn-1&client_secret=s"));
+	buf_free(&body);
+	assert_string_equal(oauth_client_id(&p, &reg), "dyn-1");
+}
+
+/* The audience of a JWT access token (RFC 9068), read to tell whether the
+ * authorization server honoured the resource. */
+static void token_audience(void **state)
+{
+	/* {"aud":"https://mcp.example/mcp"} and {"aud":["a","b"]} */
+	const char *one = "e30.eyJhdWQiOiJodHRwczovL21jcC5leGFtcGxlL21jcCJ9.x";
+	const char *two = "e30.eyJhdWQiOlsiYSIsImIiXX0.x";
+	char other[80] = "";
+
+	(void)state;
+	assert_int_equal(jwt_audience_has(one, strlen(one),
+					  "https://mcp.example/mcp/", other,
+					  sizeof(other)),
+			 1);
+	assert_int_equal(
+		jwt_audience_has(two, strlen(two), "c", other, sizeof(other)),
+		0);
+	assert_string_equal(other, "a");
+	assert_int_equal(
+		jwt_audience_has(two, strlen(two), "b", other, sizeof(other)),
+		1);
+	assert_int_equal(
+		jwt_audience_has("opaque", 6, "b", other, sizeof(other)), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -570,6 +628,8 @@ int main(void)
 		cmocka_unit_test(assertions_are_bound_to_their_endpoint),
 		cmocka_unit_test(introspection_answers),
 		cmocka_unit_test(provider_shapes),
+		cmocka_unit_test(registered_client_and_resource),
+		cmocka_unit_test(token_audience),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
