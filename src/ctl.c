@@ -266,7 +266,7 @@ void daemon_problem(const char *cmd, const char *dir, int r)
  * Returns the daemon's status, or 0 with a note when none runs.
  */
 int tell_daemon(const struct config *cfg, const char *request,
-		int64_t timeout_ms)
+		int64_t timeout_ms, FILE *out)
 {
 	struct buf reply;
 	int status, r;
@@ -274,8 +274,8 @@ int tell_daemon(const struct config *cfg, const char *request,
 	buf_init(&reply, 16 * 1024 * 1024);
 	r = control_call(cfg->store_dir, request, timeout_ms, &reply, &status);
 	if (r == -ENOENT || r == -ECONNREFUSED) {
-		printf("no credfs daemon runs on this store; it reads the "
-		       "store when it starts\n");
+		fprintf(out, "no credfs daemon runs on this store; it reads "
+			     "the store when it starts\n");
 		status = 0;
 	} else if (r < 0) {
 		daemon_problem(NULL, cfg->store_dir, r);
@@ -285,7 +285,7 @@ int tell_daemon(const struct config *cfg, const char *request,
 					"again (SIGHUP) or starts\n");
 		status = 1;
 	} else {
-		fputs(reply.data ? reply.data : "", stdout);
+		fputs(reply.data ? reply.data : "", out);
 	}
 	buf_free(&reply);
 	return status;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -89,18 +90,18 @@ const struct cred_conf *refresh_cred(struct ctx *x, const char *cmd,
  * on store @dir (control_call()'s -errno @r). */
 void daemon_problem(const char *cmd, const char *dir, int r);
 
-/* Ask the daemon on the store to act on @request, printing its answer.
- * Its exit status, or 0 with a note when no daemon runs. */
+/* Ask the daemon on the store to act on @request, printing its answer
+ * to @out. Its exit status, or 0 with a note when no daemon runs. */
 int tell_daemon(const struct config *cfg, const char *request,
-		int64_t timeout_ms);
+		int64_t timeout_ms, FILE *out);
 
 /* How long the daemon may take to load a record and fetch a token. */
 int64_t reload_timeout(const struct cred_conf *cc);
 
 /* Write @rec as @cc's new record (a generation above any before) and tell
- * a running daemon. 0 or -errno, the reason printed. */
+ * a running daemon, saying so on @out. 0 or -errno, the reason printed. */
 int store_credential(struct ctx *x, const struct cred_conf *cc,
-		     struct record *rec, const char *cmd);
+		     struct record *rec, const char *cmd, FILE *out);
 
 /* ctl_store.c */
 int init_main(int argc, char **argv);

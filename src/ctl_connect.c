@@ -78,7 +78,7 @@ static int store_response(struct ctx *x, const struct cred_conf *cc,
 	if (r == 0)
 		r = record_client_copy(&rec.client, reg);
 	if (r == 0)
-		r = store_credential(x, cc, &rec, cmd);
+		r = store_credential(x, cc, &rec, cmd, stdout);
 	record_clear(&rec);
 	return r;
 }
@@ -170,9 +170,10 @@ static int ensure_client(struct ctx *x, const struct cred_conf *cc,
 		fprintf(stderr, "credfsctl %s: %s\n", cmd, err);
 		return r;
 	}
+	/* On stderr: connect's stdout starts with the URL to open. */
 	r = record_client_copy(&rec.client, reg);
 	if (r == 0)
-		r = store_credential(x, cc, &rec, cmd);
+		r = store_credential(x, cc, &rec, cmd, stderr);
 	record_clear(&rec);
 	if (r == 0)
 		fprintf(stderr, "registered client %s for %s/%s at %s\n",

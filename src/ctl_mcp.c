@@ -190,11 +190,21 @@ struct post {
 	json_t *id;	  /* of a request; NULL for the rest */
 	struct buf body;  /* a JSON answer, or the SSE bytes not yet split */
 	struct buf event; /* the data lines of the event being read */
-	bool sse, relayed;
+	bool sse, answered; /* the answer to @id came */
 	char *www; /* WWW-Authenticate of a 401 */
 };
 
-/* The data of one SSE event: a JSON-RPC message, relayed as a line. */
+/* Relay @m; note whether it answers the request. */
+static void relay_one(struct post *p, json_t *m)
+{
+	if (p->id && json_equal(json_object_get(m, "id"), p->id) &&
+	    !json_object_get(m, "method"))
+		p->answered = true;
+	emit(p->b, m);
+}
+
+/* The data of one SSE event, or a JSON body: a JSON-RPC message (or an
+ * array of them), relayed a message a line. */
 static void relay(struct post *p, const char *data, size_t len)
 {
 	json_t *msg = json_loadb(data, len, 0, NULL);
@@ -203,9 +213,9 @@ static void relay(struct post *p, const char *data, size_t len)
 
 	if (json_is_array(msg)) {
 		json_array_foreach (msg, i, m)
-			emit(p->b, m);
+			relay_one(p, m);
 	} else if (json_is_object(msg)) {
-		emit(p->b, msg);
+		relay_one(p, msg);
 	} else if (len) {
 		fprintf(stderr,
 			"credfsctl mcp-bridge: the server sent a message that "
@@ -213,7 +223,6 @@ static void relay(struct post *p, const char *data, size_t len)
 		json_decref(msg);
 		return;
 	}
-	p->relayed = p->relayed || msg;
 	json_decref(msg);
 }
 
@@ -432,11 +441,12 @@ static void *forward(void *arg)
 	} else if (status >= 200 && status < 300) {
 		if (!p->sse && p->body.len)
 			relay(p, p->body.data, p->body.len);
-		if (p->id && !p->relayed && status != 202)
+		if (p->id && !p->answered)
 			fail(b, p->id, ERR_HTTP, status,
-			     "the MCP server answered HTTP %ld with no "
-			     "message",
-			     status);
+			     "the MCP server %s answered HTTP %ld but sent no "
+			     "answer to the request%s",
+			     url, status,
+			     p->sse ? " before it ended the stream" : "");
 	} else {
 		/* A JSON-RPC error in the body is the server's own answer. */
 		json_t *o = p->body.len ? json_loadb(p->body.data, p->body.len,

@@ -208,7 +208,7 @@ int init_main(int argc, char **argv)
 }
 
 int store_credential(struct ctx *x, const struct cred_conf *cc,
-		     struct record *rec, const char *cmd)
+		     struct record *rec, const char *cmd, FILE *out)
 {
 	char req[CONTROL_MAX_REQUEST];
 	uint64_t have = 0, expect;
@@ -246,11 +246,11 @@ int store_credential(struct ctx *x, const struct cred_conf *cc,
 			cmd, strerror(-r));
 		return r;
 	}
-	printf("stored %s/%s (generation %llu)\n", cc->tenant,
-	       cc->provider->name, (unsigned long long)rec->generation);
+	fprintf(out, "stored %s/%s (generation %llu)\n", cc->tenant,
+		cc->provider->name, (unsigned long long)rec->generation);
 	snprintf(req, sizeof(req), "reload %s %s", cc->tenant,
 		 cc->provider->name);
-	return tell_daemon(x->cfg, req, reload_timeout(cc)) ? -EIO : 0;
+	return tell_daemon(x->cfg, req, reload_timeout(cc), out) ? -EIO : 0;
 }
 
 /* credfsctl add TENANT PROVIDER */
@@ -304,7 +304,7 @@ int add_main(int argc, char **argv)
 		rec.rt_expires_ms =
 			time_real_ms() + cc->provider->rt_lifetime_ms;
 	if (r == 0)
-		r = store_credential(&x, cc, &rec, "add");
+		r = store_credential(&x, cc, &rec, "add", stdout);
 out:
 	record_clear(&rec);
 	buf_free(&in);
@@ -416,7 +416,7 @@ int remove_main(int argc, char **argv)
 		printf("removed %s/%s\n", a.pos[0], a.pos[1]);
 		cc = config_find_cred(x.cfg, a.pos[0], a.pos[1]);
 		snprintf(req, sizeof(req), "reload %s %s", a.pos[0], a.pos[1]);
-		if (cc && tell_daemon(x.cfg, req, reload_timeout(cc)))
+		if (cc && tell_daemon(x.cfg, req, reload_timeout(cc), stdout))
 			r = -EIO;
 	}
 	close_store(&x);

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -147,6 +148,16 @@ def client_factory(tmp_path):
             c.close()
 
 
+def control(url, what, body=None):
+    """The test server's control endpoint (POST with @body, else GET)."""
+    u = url.rsplit("/", 1)[0] + "/_control/" + what
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(u, data=data, headers={
+        "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def whoami(result):
     return json.loads(result["result"]["content"][0]["text"])
 
@@ -235,6 +246,16 @@ def test_discover_register_connect_and_bridge(mount, provider, mcp_server,
     assert me["fingerprint"] == fingerprint(new)
     assert me["session"] == session
     assert c.call("echo", text="hi")["result"]["content"][0]["text"] == "hi"
+
+    # A 401 (a token gone stale between read and use): read again, sent
+    # again, once.
+    control(url, "refuse", {"count": 1})
+    assert c.call("echo", text="again")["result"]["content"][0]["text"] \
+        == "again"
+    control(url, "refuse", {"count": 2})
+    err = c.call("echo", text="twice")["error"]
+    assert err["code"] == -32001 and "stale token" in err["message"], err
+    assert control(url, "stats")["refused"] == 3
 
     # Revoked at the authorization server ("disconnect this app"): a
     # JSON-RPC error that names it, and the bridge goes on.
@@ -338,3 +359,47 @@ def test_client_id_metadata_document(mount, provider, mcp_server, tmp_path):
     assert p["client_id"] == doc_url and p["resource"] == url
     assert provider.registrations == []
     wait_for(lambda: m.status("acme", "mcp")["state"] == "valid", 10)
+
+
+def test_device_flow_with_resource(mount, provider, mcp_server, tmp_path):
+    """credfsctl device for an MCP server: registers first, and names the
+    resource on the device authorization and the token requests."""
+    url, _ = mcp_server
+    m = mount()
+    setup_store(m, mcp_config(m, tmp_path / "store", url,
+                              device_min_interval_s=1))
+    m.start()
+    proc = subprocess.Popen(
+        [CREDFSCTL, "device", "acme", "mcp", "--config", m.config_path,
+         "--timeout", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert "enter the code: " in first, first + proc.stderr.read()
+    code = first.rsplit(" ", 1)[1].strip()
+    assert provider.device_decide(code)
+    rc, out, err = finish(proc, first, 40)
+    assert rc == 0, out + err
+    assert len(provider.registrations) == 1
+    (d,) = provider.devices.values()
+    assert d["resource"] == url and d["client_id"].startswith("dyn-")
+    assert ("urn:ietf:params:oauth:grant-type:device_code", url) in \
+        provider.resources_sent
+    wait_for(lambda: m.status("acme", "mcp")["state"] == "valid", 10)
+    assert provider.issued(m.token("acme", "mcp"))["resource"] == url
+
+
+def test_connect_registers_first(mount, provider, mcp_server, tmp_path):
+    """connect with nothing registered: registers, says so on stderr (its
+    stdout starts with the URL to open), then connects as that client."""
+    url, _ = mcp_server
+    m = mount()
+    setup_store(m, mcp_config(m, tmp_path / "store", url))
+    m.start()
+    auth_url, p = connect(m)
+    assert auth_url.startswith(provider.url + "/authorize?")
+    (reg,) = provider.registrations
+    assert p["client_id"].startswith("dyn-")
+    assert p["redirect_uri"] == reg["redirect_uris"][0]
+    wait_for(lambda: m.status("acme", "mcp")["state"] == "valid", 10)
+    assert provider.token_requests("authorization_code")[-1][3] == \
+        p["client_id"]

@@ -9,6 +9,8 @@
 // The URL it serves (http://127.0.0.1:PORT/mcp) is written to FILE once it
 // listens. Tools: whoami (the caller's client id, audience and token
 // fingerprint, after a log notification on the same SSE stream) and echo.
+// POST /_control/refuse {"count": N} has it refuse the next N requests with
+// a 401; GET /_control/stats says how many it refused.
 import { createHash, randomUUID } from 'node:crypto';
 import { writeFileSync, renameSync } from 'node:fs';
 import express from 'express';
@@ -57,6 +59,25 @@ const verifier = {
 
 const app = express();
 app.use(express.json());
+// Test control, unauthenticated (the server listens on loopback only):
+// answer the next N MCP requests with a 401 as if their token had just
+// gone stale, and count the 401s served.
+let refuseNext = 0, refused = 0;
+app.post('/_control/refuse', (req, res) => {
+    refuseNext = req.body.count ?? 1;
+    res.json({ ok: true });
+});
+app.get('/_control/stats', (_req, res) => res.json({ refused }));
+function staleOnce(req, res, next) {
+    if (refuseNext > 0) {
+        refuseNext--;
+        refused++;
+        res.set('WWW-Authenticate', 'Bearer error="invalid_token", error_description="stale token"');
+        res.status(401).json({ error: 'invalid_token' });
+        return;
+    }
+    next();
+}
 const server = app.listen(0, '127.0.0.1', () => {
     const url = new URL(`http://127.0.0.1:${server.address().port}/mcp`);
     app.use(mcpAuthMetadataRouter({ oauthMetadata, resourceServerUrl: url }));
@@ -95,7 +116,7 @@ const server = app.listen(0, '127.0.0.1', () => {
         return mcp;
     }
 
-    app.all('/mcp', auth, async (req, res) => {
+    app.all('/mcp', staleOnce, auth, async (req, res) => {
         const id = req.headers['mcp-session-id'];
         let transport = id ? sessions.get(id) : undefined;
         if (id && !transport) {
