@@ -98,18 +98,22 @@ static void fail(struct bridge *b, json_t *id, int code, long http,
 }
 
 /* What credfs says of the credential: its state and last error, for a
- * message about a token that could not be had or was refused. */
-static void credential_state(struct bridge *b, char *out, size_t n)
+ * message about a token that could not be had or was refused (and its
+ * resource, learnt on the way). 0, or the -errno of reading its
+ * status.json. */
+static int credential_state(struct bridge *b, char *out, size_t n)
 {
 	char path[4096];
 	const char *state, *err;
 	struct buf st;
 	json_t *o = NULL;
+	int r;
 
 	out[0] = '\0';
 	snprintf(path, sizeof(path), "%s/tenants/%s/%s/status.json", b->mount,
 		 b->tenant, b->provider);
-	if (file_read_capped(path, MAX_TOKEN_FILE, false, &st) == 0)
+	r = file_read_capped(path, MAX_TOKEN_FILE, false, &st);
+	if (r == 0)
 		o = json_loadb(st.data, st.len, 0, NULL);
 	buf_free(&st);
 	state = json_string_value(json_object_get(o, "state"));
@@ -127,6 +131,7 @@ static void credential_state(struct bridge *b, char *out, size_t n)
 		pthread_mutex_unlock(&b->lock);
 	}
 	json_decref(o);
+	return r;
 }
 
 /* The server's URL: the credential's resource, from its status.json. */
@@ -134,22 +139,30 @@ static const char *server_url(struct bridge *b, char *why, size_t n)
 {
 	char state[512];
 	const char *u;
+	int r;
 
 	pthread_mutex_lock(&b->lock);
 	u = b->url;
 	pthread_mutex_unlock(&b->lock);
 	if (u)
 		return u;
-	credential_state(b, state, sizeof(state));
+	r = credential_state(b, state, sizeof(state));
 	pthread_mutex_lock(&b->lock);
 	u = b->url;
 	pthread_mutex_unlock(&b->lock);
-	if (!u)
+	if (!u && r < 0)
 		snprintf(why, n,
-			 "%s/tenants/%s/%s/status.json names no resource: is "
-			 "the mount there, and is providers.%s an MCP server "
-			 "(\"preset\": \"mcp\")?",
-			 b->mount, b->tenant, b->provider, b->provider);
+			 "cannot read %s/tenants/%s/%s/status.json (%s): is "
+			 "credfs mounted on %s, and is %s/%s declared, "
+			 "connected and readable by this user?",
+			 b->mount, b->tenant, b->provider, strerror(-r),
+			 b->mount, b->tenant, b->provider);
+	else if (!u)
+		snprintf(why, n,
+			 "%s/%s names no resource: providers.%s is not an MCP "
+			 "server (\"preset\": \"mcp\" with its URL as "
+			 "\"resource\")",
+			 b->tenant, b->provider, b->provider);
 	return u;
 }
 

@@ -337,8 +337,9 @@ int discovery_get(const struct provider_conf *p, bool offline, json_t **out,
 		snprintf(why, whylen,
 			 "%s was not discovered when the daemon started, and "
 			 "a reload does no network I/O: restart credfs to use "
-			 "a new issuer",
-			 key_of(p));
+			 "a new %s",
+			 key_of(p),
+			 p->discover_resource ? "MCP server" : "issuer");
 		return -ENOENT;
 	}
 	r = fetch(p, out, why, whylen);

@@ -403,3 +403,33 @@ def test_connect_registers_first(mount, provider, mcp_server, tmp_path):
     wait_for(lambda: m.status("acme", "mcp")["state"] == "valid", 10)
     assert provider.token_requests("authorization_code")[-1][3] == \
         p["client_id"]
+
+
+def bridge_once(mnt, line):
+    """One line through credfsctl mcp-bridge on its own: what it answers."""
+    r = subprocess.run([CREDFSCTL, "mcp-bridge", "acme", "mcp", "--mount",
+                        mnt], input=line + "\n", capture_output=True,
+                       text=True, timeout=30)
+    OUTPUTS.append(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(x) for x in r.stdout.splitlines()]
+
+
+def test_bridge_names_what_is_missing(mount, provider, tmp_path):
+    """No mount, or a credential that is no MCP server: each request gets
+    a JSON-RPC error saying which; a line that is not JSON, a parse
+    error; nothing crashes."""
+    init = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "initialize",
+                       "params": {}})
+    (ans,) = bridge_once(str(tmp_path / "nowhere"), init)
+    assert ans["id"] == 7 and ans["error"]["code"] == -32000
+    assert "cannot read" in ans["error"]["message"]
+    assert "is credfs mounted on" in ans["error"]["message"]
+    m = mount()
+    m.start({"providers": {"mcp": m.provider_conf()},
+             "tenants": {"acme": {"credentials": {"mcp": {
+                 "scopes": ["read"]}}}}})
+    (ans,) = bridge_once(m.mnt, init)
+    assert "providers.mcp is not an MCP server" in ans["error"]["message"]
+    (ans,) = bridge_once(m.mnt, "{not json")
+    assert ans["id"] is None and ans["error"]["code"] == -32700
