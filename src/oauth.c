@@ -104,11 +104,13 @@ static struct client_view client_of(const struct provider_conf *p,
 		return v;
 	v.id = reg->id;
 	v.secret = reg->secret;
-	v.auth = !reg->secret ? AUTH_NONE
-		 : reg->auth_method && !strcmp(reg->auth_method,
-					       "client_secret_basic")
-			 ? AUTH_CLIENT_SECRET_BASIC
-			 : AUTH_CLIENT_SECRET_POST;
+	if (!reg->secret || !reg->auth_method ||
+	    !strcmp(reg->auth_method, "none"))
+		v.auth = AUTH_NONE;
+	else if (!strcmp(reg->auth_method, "client_secret_basic"))
+		v.auth = AUTH_CLIENT_SECRET_BASIC;
+	else
+		v.auth = AUTH_CLIENT_SECRET_POST;
 	return v;
 }
 

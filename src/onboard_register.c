@@ -5,6 +5,7 @@
  * an https URL (docs/mcp.md).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,14 @@ static const char *member(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
+static bool printable(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x21 || *s > 0x7e)
+			return false;
+	return true;
+}
+
 /* RFC 7591 3.2.1: the answer, taken into @out. 0, or -EPROTO with why. */
 static int parse_registration(long status, const char *body, size_t len,
 			      const char *redirect_uri,
@@ -89,6 +98,11 @@ static int parse_registration(long status, const char *body, size_t len,
 	} else if (!id || !id[0] || strlen(id) > 1024) {
 		snprintf(err, errlen,
 			 "the registration answer has no client_id");
+	} else if (!printable(id)) {
+		/* It is printed to the operator's terminal. */
+		snprintf(err, errlen,
+			 "the registration answer's client_id is not printable "
+			 "ASCII; refused");
 	} else if (method && strcmp(method, "none") &&
 		   strcmp(method, "client_secret_post") &&
 		   strcmp(method, "client_secret_basic")) {
@@ -102,7 +116,7 @@ static int parse_registration(long status, const char *body, size_t len,
 		snprintf(err, errlen,
 			 "the client was registered with %s but the answer "
 			 "holds no client_secret",
-			 method);
+			 method); /* one of the two above */
 	} else {
 		r = 0;
 		out->id = strdup(id);
