@@ -403,3 +403,50 @@ size_t discovery_refresh(const struct config *cfg)
 	}
 	return n;
 }
+
+json_t *discovery_export(void)
+{
+	json_t *o = json_object(), *e;
+	struct discovered *d;
+	int64_t now = time_mono_ms();
+
+	pthread_mutex_lock(&discovery_lock);
+	for (d = discovery_cache; o && d; d = d->next) {
+		e = json_pack("{s:O, s:I}", "doc", d->doc, "age_ms",
+			      (json_int_t)(now - d->fetched_ms));
+		if (!e || json_object_set_new(o, d->issuer, e) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+	}
+	pthread_mutex_unlock(&discovery_lock);
+	return o;
+}
+
+void discovery_import(const json_t *o)
+{
+	struct discovered *d;
+	const char *key;
+	json_t *e, *doc;
+	json_int_t age;
+
+	json_object_foreach ((json_t *)o, key, e) {
+		doc = json_object_get(e, "doc");
+		age = json_integer_value(json_object_get(e, "age_ms"));
+		if (!json_is_object(doc) || age < 0)
+			continue;
+		pthread_mutex_lock(&discovery_lock);
+		d = find(key) ? NULL : calloc(1, sizeof(*d));
+		if (d && !(d->issuer = strdup(key))) {
+			free(d);
+			d = NULL;
+		}
+		if (d) {
+			d->doc = json_incref(doc);
+			d->fetched_ms = time_mono_ms() - age;
+			d->next = discovery_cache;
+			discovery_cache = d;
+		}
+		pthread_mutex_unlock(&discovery_lock);
+	}
+}

@@ -31,4 +31,15 @@ int discovery_get(const struct provider_conf *p, bool offline,
  * how many were replaced. */
 size_t discovery_refresh(const struct config *cfg);
 
+/* The cache as a JSON object (a new reference, or NULL): for the state
+ * image a handoff carries, so that an upgrade or a restart after a crash
+ * needs no issuer or MCP server to be reachable. Each entry keeps its
+ * age. */
+struct json_t *discovery_export(void);
+
+/* Take the documents of @o (discovery_export()'s) into an empty cache,
+ * each as old as it was: before the first config_load(). Entries that do
+ * not parse are left out. */
+void discovery_import(const struct json_t *o);
+
 #endif

@@ -31,6 +31,7 @@
 #include "config.h"
 #include "cred.h"
 #include "fs.h"
+#include "discovery.h"
 #include "handoff.h"
 #include "log.h"
 #include "notify.h"
@@ -272,7 +273,8 @@ int handoff_image_fd(struct cred_table *t, struct fs *fs,
 	    json_object_set_new(j, "mountpoint", json_string(mountpoint)) ||
 	    json_object_set(j, "names", names) ||
 	    json_object_set(j, "creds", creds) ||
-	    json_object_set_new(j, "fs", fs_export(fs, handles))) {
+	    json_object_set_new(j, "fs", fs_export(fs, handles)) ||
+	    json_object_set_new(j, "discovery", discovery_export())) {
 		cred_table_exit(t);
 		r = -ENOMEM;
 		goto out;

@@ -33,6 +33,7 @@
 #include "cred.h"
 #include "credstore.h"
 #include "fs.h"
+#include "discovery.h"
 #include "handoff.h"
 #include "key.h"
 #include "log.h"
@@ -1265,6 +1266,10 @@ int main(int argc, char **argv)
 	config_path = realpath(o.config, NULL);
 	if (config_path)
 		o.config = config_path;
+	/* An upgrade or a crash restart starts on the discovery documents
+	 * the mount had: no issuer or MCP server need be reachable. */
+	if (h.image)
+		discovery_import(json_object_get(h.image, "discovery"));
 	r = config_load(o.config, &cfg, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "credfs: %s\n", err);

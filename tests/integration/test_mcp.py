@@ -433,3 +433,34 @@ def test_bridge_names_what_is_missing(mount, provider, tmp_path):
     assert "providers.mcp is not an MCP server" in ans["error"]["message"]
     (ans,) = bridge_once(m.mnt, "{not json")
     assert ans["id"] is None and ans["error"]["code"] == -32700
+
+
+def test_an_upgrade_needs_no_discovery(mount, provider, mcp_server,
+                                       tmp_path):
+    """The discovery documents go along in the state image: an upgrade
+    (SIGUSR2) with the MCP server and its authorization server's metadata
+    both down still takes over and serves. A cold start cannot, and says
+    which server it could not discover."""
+    from test_handoff import upgrade
+    url, server = mcp_server
+    m = mount()
+    setup_store(m, mcp_config(m, tmp_path / "store", url))
+    m.start()
+    assert ctl(m, "register", "acme", "mcp").returncode == 0
+    (cid,) = [c for c in provider.public_clients if c.startswith("dyn-")]
+    r = ctl(m, "add", "acme", "mcp",
+            input=provider.mint_refresh_token(cid, "read") + "\n")
+    assert r.returncode == 0, r.stderr
+    token = m.token("acme", "mcp")
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=10)
+    provider.discovery_status = 503
+    old = m.pid
+    assert upgrade(m) != old
+    assert m.token("acme", "mcp") == token
+    assert m.status("acme", "mcp")["resource"] == url
+    m.stop()
+    r = m.start(check=False)
+    assert r.returncode != 0
+    assert "providers.mcp.resource: MCP authorization discovery failed" \
+        in m.log()
