@@ -241,8 +241,8 @@ static int parse_scopes(struct ctx *c, const json_t *obj, const char *path,
 	return conf_fail(c, sub, "\"%s\" is listed twice", cc->scopes[dup]);
 }
 
-static const struct provider_conf *find_provider(const struct config *cfg,
-						 const char *name)
+const struct provider_conf *config_provider(const struct config *cfg,
+					    const char *name)
 {
 	size_t i;
 
@@ -348,7 +348,7 @@ static int parse_tenant(struct ctx *c, struct config *cfg, const char *name,
 		if (!json_is_object(v))
 			return conf_fail(c, sub, "expected an object, got %s",
 					 conf_json_kind(v));
-		cc->provider = find_provider(cfg, pname);
+		cc->provider = config_provider(cfg, pname);
 		if (!cc->provider)
 			return conf_fail(c, sub,
 					 "no provider \"%s\" is defined "

@@ -194,6 +194,10 @@ struct config {
 int config_parse(const char *json, size_t len, const char *path,
 		 struct config **out, char *err, size_t errlen);
 
+/* The provider named @name, or NULL. */
+const struct provider_conf *config_provider(const struct config *cfg,
+					    const char *name);
+
 /* Read and parse @path without reading client secrets. 0 or -errno. */
 int config_read(const char *path, struct config **out, char *err,
 		size_t errlen);

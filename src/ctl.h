@@ -37,6 +37,9 @@ enum {
 	OPT_COMMAND = 1 << 12,	  /* -- COMMAND [ARGS...] ends the line */
 };
 
+/* The most a token (or status) file of the mount is read as. */
+#define MAX_TOKEN_FILE (64 * 1024)
+
 /* Where credfs.service mounts (docs/systemd.md): --mount's default. */
 #define DEFAULT_MOUNT "/run/credfs/mnt"
 

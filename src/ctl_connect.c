@@ -107,6 +107,7 @@ static const struct cred_conf *flow_cred(struct ctx *x, const char *cmd,
 	}
 	return cc;
 }
+
 /* The client registered for @cc's credential, from its record (none if
  * there is no record or it names none). 0 or -errno, said. */
 static int stored_client(struct ctx *x, const struct cred_conf *cc,
@@ -130,55 +131,6 @@ static int stored_client(struct ctx *x, const struct cred_conf *cc,
 	memset(&rec.client, 0, sizeof(rec.client));
 	record_clear(&rec);
 	return 0;
-}
-
-/*
- * The client @cc's requests are made as: nothing to register when the
- * configuration names one (@reg left empty), else the one registered
- * before, or else one registered now (RFC 7591) with @redirect_uri and
- * kept in the record at once, so that a flow that fails later reuses it.
- * 0 or -errno, said.
- */
-static int ensure_client(struct ctx *x, const struct cred_conf *cc,
-			 const char *cmd, const char *redirect_uri,
-			 struct record_client *reg)
-{
-	const struct provider_conf *p = cc->provider;
-	struct record rec = {0};
-	char err[512];
-	int r;
-
-	memset(reg, 0, sizeof(*reg));
-	if (p->client_id) {
-		if (strncmp(p->client_id, "https://", 8) || !p->resource ||
-		    p->cimd_supported)
-			return 0;
-		fprintf(stderr,
-			"credfsctl %s: providers.%s.client_id is a URL (a "
-			"client ID metadata document), but the authorization "
-			"server %s does not say it takes them "
-			"(client_id_metadata_document_supported); remove "
-			"client_id to register a client instead\n",
-			cmd, p->name, p->issuer ? p->issuer : "");
-		return -EOPNOTSUPP;
-	}
-	r = stored_client(x, cc, cmd, reg);
-	if (r < 0 || reg->id)
-		return r;
-	r = register_client(cc, redirect_uri, reg, err, sizeof(err));
-	if (r < 0) {
-		fprintf(stderr, "credfsctl %s: %s\n", cmd, err);
-		return r;
-	}
-	/* On stderr: connect's stdout starts with the URL to open. */
-	r = record_client_copy(&rec.client, reg);
-	if (r == 0)
-		r = store_credential(x, cc, &rec, cmd, stderr);
-	record_clear(&rec);
-	if (r == 0)
-		fprintf(stderr, "registered client %s for %s/%s at %s\n",
-			reg->id, cc->tenant, p->name, p->registration_url);
-	return r;
 }
 
 /* The callback path of @p's redirect URI: with an issuer, the iss of the
@@ -212,6 +164,61 @@ static int redirect_for_registration(const struct provider_conf *p,
 	loopback_close(lb);
 	if (r < 0)
 		fprintf(stderr, "credfsctl %s: %s\n", cmd, err);
+	return r;
+}
+
+/*
+ * The client @cc's requests are made as, given what its record holds
+ * (@reg, from stored_client(); empty when the configuration names a
+ * client): the configured one (an https client_id only where the
+ * authorization server takes client ID metadata documents), the one
+ * registered before, or else one registered now (RFC 7591) with
+ * @redirect_uri (NULL: a free one, which connect listens on later) and
+ * kept in the record at once, so that a flow that fails later reuses it.
+ * 0 or -errno, said.
+ */
+static int ensure_client(struct ctx *x, const struct cred_conf *cc,
+			 const char *cmd, const char *redirect_uri,
+			 struct record_client *reg)
+{
+	const struct provider_conf *p = cc->provider;
+	struct record rec = {0};
+	char err[512] = "", *own = NULL;
+	int r;
+
+	if (p->client_id) {
+		if (strncmp(p->client_id, "https://", 8) || !p->resource ||
+		    p->cimd_supported)
+			return 0;
+		fprintf(stderr,
+			"credfsctl %s: providers.%s.client_id is a URL (a "
+			"client ID metadata document), but the authorization "
+			"server %s does not say it takes them "
+			"(client_id_metadata_document_supported); remove "
+			"client_id to register a client instead\n",
+			cmd, p->name, p->issuer ? p->issuer : "");
+		return -EOPNOTSUPP;
+	}
+	if (reg->id)
+		return 0;
+	r = redirect_uri ? 0 : redirect_for_registration(p, cmd, &own);
+	if (r == 0)
+		r = register_client(cc, redirect_uri ? redirect_uri : own, reg,
+				    err, sizeof(err));
+	free(own);
+	if (r < 0) {
+		if (err[0]) /* else redirect_for_registration() said */
+			fprintf(stderr, "credfsctl %s: %s\n", cmd, err);
+		return r;
+	}
+	/* On stderr: connect's stdout starts with the URL to open. */
+	r = record_client_copy(&rec.client, reg);
+	if (r == 0)
+		r = store_credential(x, cc, &rec, cmd, stderr);
+	record_clear(&rec);
+	if (r == 0)
+		fprintf(stderr, "registered client %s for %s/%s at %s\n",
+			reg->id, cc->tenant, p->name, p->registration_url);
 	return r;
 }
 
@@ -267,8 +274,7 @@ int connect_main(int argc, char **argv)
 		fprintf(stderr, "credfsctl connect: %s\n", err);
 		goto out;
 	}
-	if (!reg.id)
-		r = ensure_client(&x, cc, "connect", loopback_uri(lb), &reg);
+	r = ensure_client(&x, cc, "connect", loopback_uri(lb), &reg);
 	if (r == 0)
 		r = onboard_authorization_url(cc, &reg, loopback_uri(lb), state,
 					      challenge, &url);
@@ -332,7 +338,6 @@ int device_main(int argc, char **argv)
 	struct record_client reg = {0};
 	struct oauth_result res = {0};
 	const struct cred_conf *cc;
-	char *redirect = NULL;
 	struct args a;
 	struct ctx x;
 	char err[512];
@@ -355,15 +360,9 @@ int device_main(int argc, char **argv)
 	cc = flow_cred(&x, "device", &a, true);
 	if (!cc)
 		goto out;
-	r = 0;
-	if (!cc->provider->client_id) {
-		r = stored_client(&x, cc, "device", &reg);
-		if (r == 0 && !reg.id)
-			r = redirect_for_registration(cc->provider, "device",
-						      &redirect);
-		if (r == 0 && !reg.id)
-			r = ensure_client(&x, cc, "device", redirect, &reg);
-	}
+	r = cc->provider->client_id ? 0 : stored_client(&x, cc, "device", &reg);
+	if (r == 0)
+		r = ensure_client(&x, cc, "device", NULL, &reg);
 	if (r < 0)
 		goto out;
 	r = device_flow(cc, &reg,
@@ -374,7 +373,6 @@ int device_main(int argc, char **argv)
 	else
 		r = store_response(&x, cc, &reg, &res, sent, "device");
 out:
-	free(redirect);
 	record_client_clear(&reg);
 	oauth_result_clear(&res);
 	close_store(&x);
@@ -385,7 +383,6 @@ int register_main(int argc, char **argv)
 {
 	struct record_client reg = {0};
 	const struct cred_conf *cc = NULL;
-	char *redirect = NULL;
 	struct args a;
 	struct ctx x;
 	int r;
@@ -420,12 +417,8 @@ int register_main(int argc, char **argv)
 		printf("%s/%s: already registered as client %s\n", cc->tenant,
 		       cc->provider->name, reg.id);
 	} else if (r == 0) {
-		r = redirect_for_registration(cc->provider, "register",
-					      &redirect);
-		if (r == 0)
-			r = ensure_client(&x, cc, "register", redirect, &reg);
+		r = ensure_client(&x, cc, "register", NULL, &reg);
 	}
-	free(redirect);
 	record_client_clear(&reg);
 	close_store(&x);
 	return r < 0 ? 1 : 0;
@@ -433,11 +426,10 @@ int register_main(int argc, char **argv)
 
 int client_metadata_main(int argc, char **argv)
 {
-	const struct provider_conf *p = NULL;
+	const struct provider_conf *p;
 	struct config *cfg = NULL;
 	char err[1024], *doc;
 	struct args a;
-	size_t i;
 	int r;
 
 	r = parse_args(argc, argv, "client-metadata", "PROVIDER --config FILE",
@@ -453,9 +445,7 @@ int client_metadata_main(int argc, char **argv)
 		fprintf(stderr, "credfsctl client-metadata: %s\n", err);
 		return 1;
 	}
-	for (i = 0; i < cfg->n_providers; i++)
-		if (!strcmp(cfg->providers[i].name, a.pos[0]))
-			p = &cfg->providers[i];
+	p = config_provider(cfg, a.pos[0]);
 	if (!p || !p->client_id || strncmp(p->client_id, "https://", 8)) {
 		fprintf(stderr,
 			"credfsctl client-metadata: %s in %s: the document is "

@@ -21,11 +21,11 @@
 #include <openssl/crypto.h>
 
 #include "ctl.h"
+#include "http.h"
 #include "oauth.h"
 #include "util.h"
 
 #define MAX_MESSAGE (16 * 1024 * 1024)
-#define MAX_TOKEN_FILE (64 * 1024)
 #define MAX_INFLIGHT 64
 #define CONNECT_TIMEOUT_MS 10000L
 
@@ -121,13 +121,11 @@ static int credential_state(struct bridge *b, char *out, size_t n)
 	if (state)
 		snprintf(out, n, "; credfs says the credential is %s%s%s",
 			 state, err ? ", last error: " : "", err ? err : "");
-	if (o && !b->url) {
-		const char *u =
-			json_string_value(json_object_get(o, "resource"));
-
+	if (json_is_string(json_object_get(o, "resource"))) {
 		pthread_mutex_lock(&b->lock);
-		if (u && !b->url)
-			b->url = strdup(u);
+		if (!b->url)
+			b->url = strdup(json_string_value(
+				json_object_get(o, "resource")));
 		pthread_mutex_unlock(&b->lock);
 	}
 	json_decref(o);
@@ -204,7 +202,9 @@ struct post {
 	struct buf body;  /* a JSON answer, or the SSE bytes not yet split */
 	struct buf event; /* the data lines of the event being read */
 	bool sse, answered; /* the answer to @id came */
-	char *www; /* WWW-Authenticate of a 401 */
+	CURL *easy;	    /* the POST under way, or the last one */
+	bool headers_seen;
+	char err[CURL_ERROR_SIZE];
 };
 
 /* Relay @m; note whether it answers the request. */
@@ -273,10 +273,34 @@ static void sse_lines(struct post *p)
 	}
 }
 
+/* What the answer's headers say, once they are all in (at its first
+ * bytes, or its end): the session the server gives, and whether the body
+ * is an SSE stream. */
+static void take_headers(struct post *p)
+{
+	struct curl_header *h;
+	char *ctype = NULL;
+
+	if (p->headers_seen)
+		return;
+	p->headers_seen = true;
+	curl_easy_getinfo(p->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	p->sse = ctype && !strncasecmp(ctype, "text/event-stream", 17);
+	if (curl_easy_header(p->easy, "Mcp-Session-Id", 0, CURLH_HEADER, -1,
+			     &h) == CURLHE_OK &&
+	    h->value[0]) {
+		pthread_mutex_lock(&p->b->lock);
+		free(p->b->session);
+		p->b->session = strdup(h->value);
+		pthread_mutex_unlock(&p->b->lock);
+	}
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
 	struct post *p = arg;
 
+	take_headers(p);
 	if (buf_append(&p->body, data, size * n) < 0)
 		return 0; /* over MAX_MESSAGE: the transfer fails */
 	if (p->sse)
@@ -284,68 +308,34 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
-static size_t on_header(char *data, size_t size, size_t n, void *arg)
+/* The error and error_description of the Bearer challenge of @e's
+ * answer (RFC 6750 3), printable, into @out. */
+static void challenge_text(CURL *e, char *out, size_t n)
 {
-	struct post *p = arg;
-	size_t len = size * n, k;
-	char *v;
+	char part[2][256] = {"", ""}, text[2][256] = {"", ""};
+	struct curl_header *h;
 
-	for (k = 0; k < len && data[k] != ':'; k++)
-		;
-	if (k == len)
-		return len;
-	v = strndup(data + k + 1, len - k - 1);
-	if (!v)
-		return len;
-	v[strcspn(v, "\r\n")] = '\0';
-	memmove(v, v + strspn(v, " \t"), strlen(v + strspn(v, " \t")) + 1);
-	if (k == 14 && !strncasecmp(data, "mcp-session-id", 14) && v[0]) {
-		pthread_mutex_lock(&p->b->lock);
-		free(p->b->session);
-		p->b->session = v;
-		pthread_mutex_unlock(&p->b->lock);
-		return len;
+	if (curl_easy_header(e, "WWW-Authenticate", 0, CURLH_HEADER, -1, &h) ==
+	    CURLHE_OK) {
+		if (http_auth_param(h->value, "error", part[0],
+				    sizeof(part[0])))
+			oauth_sanitize(part[0], strlen(part[0]), text[0],
+				       sizeof(text[0]));
+		if (http_auth_param(h->value, "error_description", part[1],
+				    sizeof(part[1])))
+			oauth_sanitize(part[1], strlen(part[1]), text[1],
+				       sizeof(text[1]));
 	}
-	if (k == 12 && !strncasecmp(data, "content-type", 12))
-		p->sse = !strncasecmp(v, "text/event-stream", 17);
-	if (k == 16 && !strncasecmp(data, "www-authenticate", 16)) {
-		free(p->www);
-		p->www = v;
-		return len;
-	}
-	free(v);
-	return len;
+	snprintf(out, n, "%s%s%s", text[0],
+		 text[0][0] && text[1][0] ? ": " : "", text[1]);
 }
 
-/* The error="..." and error_description="..." of a Bearer challenge
- * (RFC 6750 3), printable, into @out. */
-static void challenge_text(const char *www, char *out, size_t n)
-{
-	const char *keys[] = {"error=\"", "error_description=\""};
-	char part[2][256] = {"", ""};
-
-	for (size_t i = 0; www && i < 2; i++) {
-		const char *k = strstr(www, keys[i]), *e;
-
-		if (i == 0 && k && k > www && k[-1] == '_')
-			k = NULL; /* error_description's tail */
-		if (!k)
-			continue;
-		k += strlen(keys[i]);
-		e = strchr(k, '"');
-		if (e)
-			oauth_sanitize(k, (size_t)(e - k), part[i],
-				       sizeof(part[i]));
-	}
-	snprintf(out, n, "%s%s%s", part[0],
-		 part[0][0] && part[1][0] ? ": " : "", part[1]);
-}
-
-/* POST the message once. The HTTP status, or -errno (why in @why). */
+/* POST the message once; its handle stays in p->easy, for the answer's
+ * headers. The HTTP status, or -errno (why in @why). */
 static long post_once(struct post *p, const char *url, char *why, size_t n)
 {
 	struct curl_slist *h = NULL;
-	char line[1024], err[CURL_ERROR_SIZE] = "";
+	char line[1024];
 	struct buf auth;
 	long status = 0;
 	CURLcode code;
@@ -355,7 +345,9 @@ static long post_once(struct post *p, const char *url, char *why, size_t n)
 	r = bearer(p->b, &auth, why, n);
 	if (r < 0)
 		return r;
-	e = curl_easy_init();
+	curl_easy_cleanup(p->easy); /* the try before, if any */
+	p->easy = e = curl_easy_init();
+	p->err[0] = '\0';
 	h = curl_slist_append(h, "Content-Type: application/json");
 	h = curl_slist_append(h, "Accept: application/json, text/event-stream");
 	h = curl_slist_append(h, auth.data);
@@ -376,7 +368,7 @@ static long post_once(struct post *p, const char *url, char *why, size_t n)
 	buf_init(&p->body, MAX_MESSAGE);
 	buf_free(&p->event);
 	buf_init(&p->event, MAX_MESSAGE);
-	p->sse = false;
+	p->sse = p->headers_seen = false;
 	if (!e || !h) {
 		snprintf(why, n, "out of memory");
 		status = -ENOMEM;
@@ -393,27 +385,26 @@ static long post_once(struct post *p, const char *url, char *why, size_t n)
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(p->line));
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, p);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, err);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, p->err);
 	code = curl_easy_perform(e);
 	if (code != CURLE_OK) {
-		oauth_sanitize(err[0] ? err : curl_easy_strerror(code),
-			       strlen(err[0] ? err : curl_easy_strerror(code)),
-			       line, sizeof(line));
+		const char *what =
+			p->err[0] ? p->err : curl_easy_strerror(code);
+
+		oauth_sanitize(what, strlen(what), line, sizeof(line));
 		snprintf(why, n, "cannot reach the MCP server at %s: %s", url,
 			 line);
 		status = -EIO;
 		goto out;
 	}
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+	take_headers(p); /* an answer without a body */
 	if (p->sse && p->body.len)
 		sse_lines(p); /* a last line without its newline */
 out:
 	for (struct curl_slist *s = h; s; s = s->next)
 		OPENSSL_cleanse(s->data, strlen(s->data));
 	curl_slist_free_all(h);
-	curl_easy_cleanup(e);
 	return status;
 }
 
@@ -444,7 +435,7 @@ static void *forward(void *arg)
 	} else if (status == 401 || status == 403) {
 		char state[512];
 
-		challenge_text(p->www, what, sizeof(what));
+		challenge_text(p->easy, what, sizeof(what));
 		credential_state(b, state, sizeof(state));
 		fail(b, p->id, ERR_AUTH, status,
 		     "the MCP server %s refused the token of %s/%s (HTTP "
@@ -495,7 +486,7 @@ static void *forward(void *arg)
 out:
 	json_decref(p->id);
 	free(p->line);
-	free(p->www);
+	curl_easy_cleanup(p->easy);
 	buf_free(&p->body);
 	buf_free(&p->event);
 	free(p);

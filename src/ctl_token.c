@@ -19,7 +19,6 @@
 #include "ctl.h"
 #include "util.h"
 
-#define MAX_TOKEN_FILE (64 * 1024)
 #define FUSE_SUPER_MAGIC 0x65735546
 
 struct tok {

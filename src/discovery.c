@@ -12,7 +12,6 @@
 #include <jansson.h>
 
 #include "config.h"
-#include "confparse.h"
 #include "discovery.h"
 #include "http.h"
 #include "log.h"
@@ -106,20 +105,6 @@ static int fetch_discovery(const struct provider_conf *p, json_t **out,
 	return get_first(p, urls, out, why, whylen);
 }
 
-/* https, or http to a loopback host: the rule for every configured URL,
- * applied to the ones metadata hands us. */
-static bool url_allowed(const char *url)
-{
-	char *scheme = NULL, *host = http_url_host(url, &scheme);
-	bool ok = host && scheme &&
-		  (!strcmp(scheme, "https") ||
-		   (!strcmp(scheme, "http") && conf_host_is_loopback(host)));
-
-	free(host);
-	free(scheme);
-	return ok;
-}
-
 enum {
 	WK_APPENDED = 1, /* also "https://h/path/.well-known/SUFFIX" */
 	WK_ROOT = 2,	 /* also "https://h/.well-known/SUFFIX" */
@@ -168,26 +153,6 @@ static int well_known(const char *id, const char *suffix, int flags,
 	return 0;
 }
 
-/* The resource_metadata URL of a WWW-Authenticate challenge (RFC 9728
- * section 5.1), into @out; false when it names none. */
-static bool challenge_metadata(const char *www, char *out, size_t outlen)
-{
-	const char *k = strstr(www, "resource_metadata=");
-	const char *v, *e;
-
-	if (!k)
-		return false;
-	v = k + strlen("resource_metadata=");
-	if (*v == '"')
-		e = strchr(++v, '"');
-	else
-		e = v + strcspn(v, ", ");
-	if (!e || e == v || (size_t)(e - v) >= outlen)
-		return false;
-	snprintf(out, outlen, "%.*s", (int)(e - v), v);
-	return true;
-}
-
 /*
  * The MCP authorization discovery of @p->resource: its protected resource
  * metadata, from the resource_metadata of an unauthenticated request's
@@ -215,8 +180,9 @@ static int fetch_mcp(const struct provider_conf *p, json_t **out, char *why,
 	prm = NULL;
 	if (r < 0 && r != -EPROTO)
 		return r; /* not there at all */
-	if (challenge_metadata(www, buf[0], sizeof(buf[0]))) {
-		if (!url_allowed(buf[0])) {
+	/* RFC 9728 5.1 */
+	if (http_auth_param(www, "resource_metadata", buf[0], sizeof(buf[0]))) {
+		if (!http_url_safe(buf[0])) {
 			snprintf(why, whylen,
 				 "the server's 401 names resource metadata "
 				 "at %.200s, not an https:// URL; refused",
@@ -246,7 +212,7 @@ static int fetch_mcp(const struct provider_conf *p, json_t **out, char *why,
 	}
 	v = json_array_get(json_object_get(prm, "authorization_servers"), 0);
 	as = json_string_value(v);
-	if (!as || !url_allowed(as)) {
+	if (!as || !http_url_safe(as)) {
 		snprintf(why, whylen,
 			 "the protected resource metadata names %.200s as "
 			 "its authorization server: it needs an https:// "

@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 
 #include "config.h"
+#include "confparse.h"
 #include "http.h"
 #include "oauth.h"
 #include "util.h"
@@ -251,4 +252,42 @@ char *http_url_host(const char *url, char **scheme)
 	curl_free(s);
 	curl_url_cleanup(u);
 	return out;
+}
+
+bool http_url_safe(const char *url)
+{
+	char *scheme = NULL, *host = http_url_host(url, &scheme);
+	bool ok = host && scheme &&
+		  (!strcmp(scheme, "https") ||
+		   (!strcmp(scheme, "http") && conf_host_is_loopback(host)));
+
+	free(host);
+	free(scheme);
+	return ok;
+}
+
+bool http_auth_param(const char *challenge, const char *name, char *out,
+		     size_t n)
+{
+	size_t len = strlen(name);
+	const char *k, *v, *e;
+
+	for (k = challenge; k && (k = strstr(k, name)); k += len) {
+		/* A whole name: not the tail of another (error in
+		 * error_description), and followed by "=". */
+		if ((k == challenge || k[-1] == ' ' || k[-1] == ',') &&
+		    k[len] == '=')
+			break;
+	}
+	if (!k)
+		return false;
+	v = k + len + 1;
+	if (*v == '"')
+		e = strchr(++v, '"');
+	else
+		e = v + strcspn(v, ", ");
+	if (!e || e == v || (size_t)(e - v) >= n)
+		return false;
+	snprintf(out, n, "%.*s", (int)(e - v), v);
+	return true;
 }

@@ -6,6 +6,7 @@
 #ifndef CREDFS_HTTP_H
 #define CREDFS_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,5 +62,15 @@ void http_req_free(struct http_req *r);
 /* The lower-cased host of @url (and its scheme into *@scheme unless NULL),
  * new strings to free; NULL for a URL that does not parse. */
 char *http_url_host(const char *url, char **scheme);
+
+/* @url is https, or http to a loopback host: the rule every configured
+ * URL follows, for URLs a server hands us. */
+bool http_url_safe(const char *url);
+
+/* The value of the auth-param @name of a WWW-Authenticate challenge
+ * (RFC 9110 11.2: a token or a quoted string), into @out; false when the
+ * challenge has none, or one that does not fit. */
+bool http_auth_param(const char *challenge, const char *name, char *out,
+		     size_t n);
 
 #endif

@@ -24,7 +24,6 @@
 #include <openssl/rand.h>
 
 #include "config.h"
-#include "confparse.h"
 #include "http.h"
 #include "jwt.h"
 #include "oauth.h"
@@ -704,14 +703,11 @@ static int check_verification_uri(const struct provider_conf *p,
 				  const char *uri, FILE *out, char *err,
 				  size_t errlen)
 {
-	char *scheme = NULL, *as_scheme = NULL;
-	char *host = http_url_host(uri, &scheme);
-	char *as = http_url_host(p->device_authorization_url, &as_scheme);
+	char *host = http_url_host(uri, NULL);
+	char *as = http_url_host(p->device_authorization_url, NULL);
 	int r = 0;
 
-	if (!host || !scheme ||
-	    (strcmp(scheme, "https") &&
-	     !(!strcmp(scheme, "http") && conf_host_is_loopback(host)))) {
+	if (!host || !http_url_safe(uri)) {
 		snprintf(
 			err, errlen,
 			"the device authorization answer sends the user to %s, "
@@ -726,9 +722,7 @@ static int check_verification_uri(const struct provider_conf *p,
 			host, as, p->name);
 	}
 	free(host);
-	free(scheme);
 	free(as);
-	free(as_scheme);
 	return r;
 }
 

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "config.h"
+#include "http.h"
 #include "jwt.h"
 #include "oauth.h"
 #include "onboard.h"
@@ -610,6 +611,29 @@ static void token_audience(void **state)
 		jwt_audience_has("opaque", 6, "b", other, sizeof(other)), -1);
 }
 
+/* Auth-params of a WWW-Authenticate challenge: whole names only, quoted
+ * or not. */
+static void challenge_params(void **state)
+{
+	const char *c = "Bearer error_description=\"a, b\", error=\"invalid_"
+			"token\",resource_metadata=https://r.example/m";
+	char v[64];
+
+	(void)state;
+	assert_true(http_auth_param(c, "error", v, sizeof(v)));
+	assert_string_equal(v, "invalid_token");
+	assert_true(http_auth_param(c, "error_description", v, sizeof(v)));
+	assert_string_equal(v, "a, b");
+	assert_true(http_auth_param(c, "resource_metadata", v, sizeof(v)));
+	assert_string_equal(v, "https://r.example/m");
+	assert_false(http_auth_param(c, "scope", v, sizeof(v)));
+	assert_false(http_auth_param(c, "error_description", v, 3));
+	assert_true(http_url_safe("https://a.example/x"));
+	assert_true(http_url_safe("http://127.0.0.1:8/x"));
+	assert_false(http_url_safe("http://a.example/x"));
+	assert_false(http_url_safe("ftp://127.0.0.1/x"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -630,6 +654,7 @@ int main(void)
 		cmocka_unit_test(provider_shapes),
 		cmocka_unit_test(registered_client_and_resource),
 		cmocka_unit_test(token_audience),
+		cmocka_unit_test(challenge_params),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
