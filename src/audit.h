@@ -2,9 +2,9 @@
  * audit: one JSON object per line for every token read, every denial and
  * every refresh outcome: who, which credential, when, the outcome and the
  * token's fingerprint, never the token. Lines are queued, in order, and
- * appended by a writer thread of the log's own (audit.c), so that a slow
- * disk holds no caller up until AUDIT_QUEUE_MAX bytes wait; none is
- * dropped.
+ * appended by a writer thread of the log's own (audit.c), a batch at a
+ * time (up to AUDIT_GATHER_MS of lines), so that a slow disk holds no
+ * caller up until AUDIT_QUEUE_MAX bytes wait; none is dropped.
  */
 #ifndef CREDFS_AUDIT_H
 #define CREDFS_AUDIT_H

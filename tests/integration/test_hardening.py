@@ -8,7 +8,6 @@ open, what credfsctl prints.
 """
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -152,7 +151,9 @@ def test_metadata_follows_the_reader_policy(mount, people, tmp_path,
         assert got == ["ENOENT"] * (3 + 2 * len(files)), got
     finally:
         subprocess.run(["umount", bind], check=True)
-    lines = [json.loads(x) for x in open(audit) if x.strip()]
+    # The writer appends lines a moment after their opens (src/audit.c).
+    lines = wait_audit(audit, lambda a: a["event"] == "denied" and
+                       a["uid"] == people["eve"].pw_uid)
     denied = {(a["uid"], a["outcome"], a["detail"]) for a in lines
               if a["event"] == "denied"}
     assert (people["bob"].pw_uid, "EACCES",
