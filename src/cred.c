@@ -350,6 +350,15 @@ static bool token_expired(const struct cred *c, const struct token *tok,
 	return now >= cred_token_deadline(c, tok);
 }
 
+int64_t cred_token_fresh_until(const struct cred *c, const struct token *tok)
+{
+	int64_t deadline = cred_token_deadline(c, tok),
+		fresh = tok->expires_ms - plan_min_ttl_ms(&cred_conf(c)->timing,
+							  lifetime_of(tok));
+
+	return fresh < deadline ? fresh : deadline;
+}
+
 /* Unexpired, with at least the effective min_ttl left. */
 static bool token_fresh(const struct cred *c, const struct token *tok,
 			int64_t now)

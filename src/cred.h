@@ -288,6 +288,9 @@ int64_t cred_rt_expiry(const struct provider_conf *p,
 /* Wall-clock ms from which @tok counts as expired for @c: its expiry less
  * the clock-skew margin. The one definition every path uses. */
 int64_t cred_token_deadline(const struct cred *c, const struct token *tok);
+/* Wall clock (ms) from which @tok no longer opens at once: less than the
+ * effective min_ttl left, or past its deadline, whichever comes first. */
+int64_t cred_token_fresh_until(const struct cred *c, const struct token *tok);
 
 /* Take another reference to @tok (NULL-safe); returns @tok. */
 struct token *token_ref(struct token *tok);

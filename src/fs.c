@@ -114,7 +114,7 @@ static void reply_entry(fuse_req_t req, struct fs *fs, fuse_ino_t ino,
 		e.attr_timeout = DIR_TIMEOUT;
 		break;
 	case K_TOKEN:
-		e.entry_timeout = fs_token_entry_timeout(n.cred, held->tok);
+		e.entry_timeout = fs_token_entry_timeout(fs, n.cred, held->tok);
 		e.attr_timeout = FILE_ATTR_TIMEOUT;
 		break;
 	case K_SNAP:
@@ -136,7 +136,7 @@ struct pending {
 	fuse_req_t req;
 	struct node n;
 	struct cred_wait w;
-	bool lookup;	/* a lookup (kernel-cache path), else an open */
+	bool lookup;	/* a lookup of access_token, else an open */
 	unsigned tries; /* lookup: generations tried */
 	struct fuse_file_info fi; /* open */
 	struct handle *h;	  /* open */
@@ -165,10 +165,21 @@ static void waits_wake(void *arg)
 	pthread_mutex_unlock(&fs->wlock);
 }
 
-/* The answer of a kernel-cache lookup of @c's token whose open rule gave
- * @r (*@out on success): 0 or -errno. */
-static int lookup_answer(struct cred *c, int r, struct token **out)
+/* The answer of a lookup of @c's token whose open rule gave @r (*@out
+ * on success): 0 or -errno. Audited, the open decides (and logs), so the
+ * lookup always names the current generation, once any refresh the open
+ * rule waits for is in: a name looked up again after an open's ESTALE (the
+ * kernel's one retry) then names a generation the open can serve at once,
+ * instead of one about to be replaced, whose open would wait for the
+ * replacement and end in ESTALE again, this time for the reader. */
+static int lookup_answer(struct fs *fs, struct cred *c, int r,
+			 struct token **out)
 {
+	if (!fs->cache_kernel) {
+		token_unref(*out);
+		*out = cred_current_token(c);
+		return 0;
+	}
 	if (r == 0 && cred_conf(c)->strict_scopes && (*out)->over) {
 		token_unref(*out);
 		*out = NULL;
@@ -178,9 +189,11 @@ static int lookup_answer(struct cred *c, int r, struct token **out)
 }
 
 /*
- * Kernel-cache path: no open() reaches the daemon, so the lookup of
- * access_token applies the open rule (wait for a first or fresher token,
- * refuse an expired one) and names only a generation fit to serve. 0 with
+ * The lookup of access_token. Kernel-cache path: no open() reaches the
+ * daemon, so the lookup applies the open rule (wait for a first or fresher
+ * token, refuse an expired one) and names only a generation fit to serve;
+ * audited, it waits as an open would and names the current one (see
+ * lookup_answer). 0 with
  * *@out referenced, or -errno; -EINPROGRESS when it waits, with
  * *@wait (reused if given) to hand to waits_add(). Generations are tried
  * from @from (a rotation meanwhile tries the next, three in all).
@@ -216,7 +229,7 @@ static int lookup_token(struct fs *fs, struct cred *c, unsigned from,
 		if (r != -ESTALE)
 			break;
 	}
-	return lookup_answer(c, r, out);
+	return lookup_answer(fs, c, r, out);
 }
 
 /*
@@ -275,14 +288,10 @@ static fuse_ino_t child_ino(struct fs *fs, struct caller *who,
 		if (!cred_present(parent->cred))
 			return 0;
 		if (!strcmp(name, render_file_name(NULL, CF_ACCESS_TOKEN))) {
-			if (fs->cache_kernel) {
-				*err = lookup_token(fs, parent->cred, 0,
-						    &held->tok, wait);
-				if (*err)
-					return 0;
-			} else {
-				held->tok = cred_current_token(parent->cred);
-			}
+			*err = lookup_token(fs, parent->cred, 0, &held->tok,
+					    wait);
+			if (*err)
+				return 0;
 			return fs_token_ino(parent->cred,
 					    held->tok ? held->tok->gen : 0);
 		}
@@ -487,7 +496,7 @@ static void lookup_done(struct fs *fs, struct pending *p, int r,
 			struct token *tok)
 {
 	struct handle held = {0};
-	int err = lookup_answer(p->n.cred, r, &tok);
+	int err = lookup_answer(fs, p->n.cred, r, &tok);
 
 	held.tok = tok;
 	if (err)

@@ -353,13 +353,16 @@ int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
  * kernel-cache path has no open() to check it). Rotations invalidate the
  * name earlier. No token yet: ask again every time.
  */
-double fs_token_entry_timeout(const struct cred *c, const struct token *tok)
+double fs_token_entry_timeout(const struct fs *fs, const struct cred *c,
+			      const struct token *tok)
 {
 	int64_t left;
 
 	if (!tok)
 		return 0;
-	left = cred_token_deadline(c, tok) - time_real_ms();
+	left = (fs->cache_kernel ? cred_token_deadline(c, tok)
+				 : cred_token_fresh_until(c, tok)) -
+	       time_real_ms();
 	if (left <= 0)
 		return 0;
 	return left / 1000.0 < TOKEN_ENTRY_TIMEOUT ? left / 1000.0

@@ -107,6 +107,31 @@ def test_concurrent_opens_of_expiring_token_cause_one_request(mount,
     assert set(results) == {read_whole(path)} and first not in results
 
 
+def test_a_name_looked_up_below_min_ttl_names_the_next_token(mount,
+                                                           provider):
+    """Audited: once a token no longer opens at once (below min_ttl), a
+    path walk looks access_token up again and the lookup waits for the
+    refresh, as an open would, so stat and the open after it name the same
+    new token (before, the name kept the old one until its deadline: an
+    open through it waited for the new one and then failed ESTALE, which
+    the kernel retries once only; a reader that met that twice failed)."""
+    provider.lifetime = 4
+    m = mount(lambda m: simple_config(m, refresh_lead_s=0, open_wait_s=5))
+    path = m.path("tenants", "acme", "idp", "access_token")
+    first = read_whole(path)
+    st0 = os.stat(path)
+    exp = provider.issued(first)["expires"]
+    time.sleep(max(0, exp - 0.8 - time.time()))  # min_ttl: 4 s / 4
+    provider.inject("delay", seconds=1.0)
+    before = len(provider.token_requests())
+    st1 = os.stat(path)
+    tok = read_whole(path)
+    assert tok != first and provider.issued(tok) is not None
+    assert st1.st_ino != st0.st_ino
+    assert st1.st_size == len(tok)
+    assert len(provider.token_requests()) - before <= 1  # the one refresh
+
+
 def test_provider_down_past_expiry_then_recovery(mount, provider):
     provider.lifetime = 3
     m = mount(lambda m: simple_config(m, backoff_initial_s=0.2,
