@@ -114,7 +114,8 @@ $(BUILD):
 	$(Q)mkdir -p $@
 
 # One build: unit tests, then the integration suite against real mounts.
-check-one: all $(UNIT_BINS) $(BUILD)/bench-tokend $(BUILD)/bench-seed
+check-one: all $(UNIT_BINS) $(BUILD)/bench-tokend $(BUILD)/bench-seed \
+		$(BUILD)/bench-nullfs
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "  UNIT    $$t"; ./$$t; done
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) CREDFS_TEST_TAG=$(CREDFS_TEST_TAG) \
 		PG_SHARE_SECONDS=$(PG_SHARE_SECONDS) \
@@ -206,13 +207,20 @@ $(BUILD)/bench-%: bench/%.c bench/bench.h | $(BUILD)
 	@echo "  CC      $@"
 	$(Q)$(CC) -O2 -g -std=gnu11 -Wall -Wextra $(SAN) -pthread -o $@ $<
 
+$(BUILD)/bench-nullfs: bench/nullfs.c | $(BUILD)
+	@echo "  CC      $@"
+	$(Q)$(CC) -O2 -g -std=gnu11 -Wall -Wextra $(SAN) \
+		$$($(PKG_CONFIG) --cflags fuse3) -o $@ $< \
+		$$($(PKG_CONFIG) --libs fuse3)
+
 $(BUILD)/bench-seed: bench/seed.c bench/bench.h $(BUILD)/libcredfs.a
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) -Isrc $(ALL_LDFLAGS) -o $@ $< $(BUILD)/libcredfs.a \
 		$(ALL_LDLIBS)
 
-# The read-path benchmark (docs/performance.md); BENCH_SECONDS, BENCH_THREADS.
-bench: all $(BUILD)/bench-reader $(BUILD)/bench-httpd
+# The read-path benchmark (docs/performance.md); BENCH_SECONDS, BENCH_ROUNDS,
+# BENCH_THREADS.
+bench: all $(BUILD)/bench-reader $(BUILD)/bench-httpd $(BUILD)/bench-nullfs
 	$(Q)CREDFS_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON) bash bench/run.sh
 
 # The longest stall a reader sees across upgrades and crashes

@@ -4,8 +4,12 @@
  * over a kept-alive loopback connection, the metadata-server pattern).
  * Every read is checked: tokens made by the fake provider with
  * --bench-tokens carry their expiry and an FNV-1a check value, so a torn
- * token (bytes of two tokens), an expired one, or one older than this
- * thread already saw, is counted as an error.
+ * token (bytes of two tokens), an expired one (past its expiry before the
+ * open began: served dead), or one older than this thread already saw, is
+ * counted as an error. One that expired while the open was under way or
+ * right after it (the thread was preempted) is counted as late: the
+ * token was valid when served, as far as the reader can tell, so that
+ * says how long readers waited for a CPU, not what credfs served.
  *
  *   reader --threads N --seconds S (--file PATH | --http 127.0.0.1:PORT)
  *
@@ -40,7 +44,8 @@ struct opts {
 struct worker {
 	pthread_t thread;
 	const struct opts *o;
-	uint64_t ops, io_errors, torn, expired, backwards;
+	uint64_t ops, io_errors, torn, expired, late, backwards;
+	int first_errno; /* of the first failed read, to say */
 	uint64_t hist[BUCKETS];
 };
 
@@ -63,7 +68,7 @@ static int64_t wall_ms(void)
 }
 
 /* Check "bench.<expires_ms>.<serial>.<fnv64 hex>". */
-static void check(struct worker *w, const char *tok, size_t n,
+static void check(struct worker *w, const char *tok, size_t n, int64_t began_ms,
 		  uint64_t *last_serial)
 {
 	unsigned long long exp, serial, mac;
@@ -83,13 +88,18 @@ static void check(struct worker *w, const char *tok, size_t n,
 		w->torn++;
 		return;
 	}
-	if ((int64_t)exp <= wall_ms())
+	if ((int64_t)exp <= began_ms)
 		w->expired++;
+	else if ((int64_t)exp <= wall_ms())
+		w->late++;
 	if (serial < *last_serial)
 		w->backwards++;
 	else
 		*last_serial = serial;
 }
+
+/* Added to an errno that read(2) gave, not open(2). */
+#define READ_FAILED 10000
 
 static int read_file(const char *path, char *buf, size_t size)
 {
@@ -98,14 +108,16 @@ static int read_file(const char *path, char *buf, size_t size)
 	int fd = open(path, O_RDONLY);
 
 	if (fd < 0)
-		return -1;
+		return -errno;
 	while ((n = read(fd, buf + len, size - len)) > 0 && len < size)
 		len += (size_t)n;
+	if (n < 0)
+		n = -errno - READ_FAILED;
 	close(fd);
-	return n < 0 ? -1 : (int)len;
+	return n < 0 ? (int)n : (int)len;
 }
 
-/* One GET on @fd; the body into @buf. Returns its length or -1. */
+/* One GET on @fd; the body into @buf. Returns its length or -EIO. */
 static int http_get(int fd, char *buf, size_t size)
 {
 	static const char req[] = "GET /token HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -114,11 +126,11 @@ static int http_get(int fd, char *buf, size_t size)
 	ssize_t n;
 
 	if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1)
-		return -1;
+		return -EIO;
 	for (;;) {
 		n = read(fd, resp + len, sizeof(resp) - 1 - len);
 		if (n <= 0)
-			return -1;
+			return -EIO;
 		len += (size_t)n;
 		resp[len] = '\0';
 		body = strstr(resp, "\r\n\r\n");
@@ -130,7 +142,7 @@ static int http_get(int fd, char *buf, size_t size)
 		if ((size_t)(resp + len - body) < want)
 			continue;
 		if (want > size)
-			return -1;
+			return -EIO;
 		memcpy(buf, body, want);
 		return (int)want;
 	}
@@ -147,22 +159,25 @@ static void *run(void *arg)
 		fd = socket(AF_INET, SOCK_STREAM, 0);
 		if (fd < 0 || connect(fd, (const struct sockaddr *)&w->o->http,
 				      sizeof(w->o->http)) < 0) {
+			w->first_errno = errno;
 			w->io_errors++;
 			return NULL;
 		}
 	}
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		uint64_t t0 = now_ns(), us;
+		int64_t began_ms = wall_ms();
 
 		n = fd >= 0 ? http_get(fd, buf, sizeof(buf))
 			    : read_file(w->o->file, buf, sizeof(buf));
 		us = (now_ns() - t0) / 1000;
 		w->hist[us < BUCKETS ? us : BUCKETS - 1]++;
 		if (n < 0) {
-			w->io_errors++;
+			if (!w->io_errors++)
+				w->first_errno = -n;
 			continue;
 		}
-		check(w, buf, (size_t)n, &last_serial);
+		check(w, buf, (size_t)n, began_ms, &last_serial);
 		w->ops++;
 	}
 	if (fd >= 0)
@@ -187,7 +202,7 @@ int main(int argc, char **argv)
 {
 	struct opts o = {.threads = 1, .seconds = 5};
 	static uint64_t hist[BUCKETS];
-	uint64_t ops = 0, io = 0, torn = 0, expired = 0, back = 0;
+	uint64_t ops = 0, io = 0, torn = 0, expired = 0, back = 0, late = 0;
 	struct worker *w;
 	uint64_t t0;
 	double secs;
@@ -230,8 +245,17 @@ int main(int argc, char **argv)
 		pthread_join(w[i].thread, NULL);
 		ops += w[i].ops;
 		io += w[i].io_errors;
+		if (w[i].io_errors)
+			fprintf(stderr,
+				"reader: thread %d: %" PRIu64
+				" failed reads, the first: %s: %s\n",
+				i, w[i].io_errors,
+				w[i].first_errno > READ_FAILED ? "read"
+							       : "open",
+				strerror(w[i].first_errno % READ_FAILED));
 		torn += w[i].torn;
 		expired += w[i].expired;
+		late += w[i].late;
 		back += w[i].backwards;
 		for (j = 0; j < BUCKETS; j++)
 			hist[j] += w[i].hist[j];
@@ -239,11 +263,12 @@ int main(int argc, char **argv)
 	secs = (double)(now_ns() - t0) / 1e9;
 	printf("ops_per_s=%.0f p50_us=%.1f p99_us=%.1f ops=%" PRIu64
 	       " io_errors=%" PRIu64 " torn=%" PRIu64 " expired=%" PRIu64
-	       " backwards=%" PRIu64 "\n",
+	       " backwards=%" PRIu64 " late=%" PRIu64 "\n",
 	       (double)ops / secs, percentile(hist, ops + io, 0.50),
-	       percentile(hist, ops + io, 0.99), ops, io, torn, expired, back);
+	       percentile(hist, ops + io, 0.99), ops, io, torn, expired, back,
+	       late);
 	free(w);
-	return io || torn || expired ? 3 : 0;
+	return io || torn || expired || back ? 3 : 0;
 usage:
 	fprintf(stderr, "usage: reader --threads N --seconds S "
 			"(--file PATH | --http 127.0.0.1:PORT)\n");

@@ -27,7 +27,7 @@
 #include "bench.h"
 #define MAX_SECONDS 7200
 
-static long lifetime_s;
+static double lifetime_s; /* may be a fraction: 0.2 */
 static atomic_ullong serial;
 static atomic_uint per_second[MAX_SECONDS];
 static time_t started;
@@ -49,12 +49,12 @@ static int answer(char *out, size_t size)
 	time_t now = time(NULL);
 
 	n = snprintf(tok, sizeof(tok), "bench.%lld.%llu",
-		     (long long)(wall_ms() + lifetime_s * 1000), s);
+		     (long long)(wall_ms() + (int64_t)(lifetime_s * 1000)), s);
 	snprintf(tok + n, sizeof(tok) - (size_t)n, ".%016llx",
 		 (unsigned long long)fnv64(tok, (size_t)n));
 	b = snprintf(body, sizeof(body),
 		     "{\"access_token\":\"%s\",\"token_type\":\"Bearer\","
-		     "\"expires_in\":%ld}",
+		     "\"expires_in\":%g}",
 		     tok, lifetime_s);
 	if (now - started >= 0 && now - started < MAX_SECONDS)
 		atomic_fetch_add(&per_second[now - started], 1);
@@ -151,7 +151,7 @@ int main(int argc, char **argv)
 			"usage: tokend LIFETIME-S PORT-FILE STATS-FILE\n");
 		return 2;
 	}
-	lifetime_s = atol(argv[1]);
+	lifetime_s = strtod(argv[1], NULL);
 	stats_file = argv[3];
 	started = time(NULL);
 	sigemptyset(&set);
