@@ -379,12 +379,16 @@ static void catch_up(struct cred_table *t)
 	cred_table_exit(t);
 	free(x.seen);
 	free(x.news);
-	if (r < 0)
+	if (r < 0) {
+		char words[256] = "";
+
+		if (r == -EIO) /* the backend's own words, when it has them */
+			store_error_text(t->store, words, sizeof(words));
 		log_warn("store: cannot compare the records with the store's "
 			 "(%s); changes made meanwhile are seen at the next "
 			 "refresh or SIGHUP",
-			 strerror(-r));
-	else if (x.changed)
+			 words[0] ? words : strerror(-r));
+	} else if (x.changed)
 		log_info("store: %zu records changed while nobody listened; "
 			 "reread",
 			 x.changed);

@@ -360,7 +360,9 @@ def test_introspection_notices_revocation(mount, provider, tmp_path):
     assert st["last_error"].startswith("introspection: token not active")
     assert open_errno(m.path("tenants", "acme", "idp", "access_token")) \
         == errno.EKEYREVOKED
-    assert '"event":"revoked"' in m.log()
+    # The audit line follows the event by up to 5 ms (src/audit.c).
+    wait_for(lambda: '"event":"revoked"' in m.log(), 10,
+             what="the revoked audit line")
     assert m.status("beta", "idp")["state"] == "valid"
     # Only a new refresh token brings it back.
     assert ctl(m, "add", "acme", "idp", input=provider.mint_refresh_token(
