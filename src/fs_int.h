@@ -148,10 +148,7 @@ bool fs_daemon_decides(struct fs *fs, const struct node *n);
  * generation or rendering no longer held). */
 int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 	       const struct handle *h, struct stat *st);
-/* How long the kernel may keep the name access_token on @tok: until it
- * counts as expired (kernel-cache path: the lookup is the open), audited
- * until it no longer opens at once (a walk then looks the name up, and
- * the lookup waits for the refresh, as an open would). */
+/* How long the kernel may keep the name access_token on @tok (fs_node.c). */
 double fs_token_entry_timeout(const struct fs *fs, const struct cred *c,
 			      const struct token *tok);
 /* Tenant index of @name in @cfg, or -1. */

@@ -348,10 +348,12 @@ int fs_stat_of(struct fs *fs, const struct node *n, fuse_ino_t ino,
 
 /*
  * How long the kernel may keep the name access_token pointing at @tok:
- * until the token counts as expired, so that even a starved refresher
- * cannot leave an expired token reachable through the cache (the
- * kernel-cache path has no open() to check it). Rotations invalidate the
- * name earlier. No token yet: ask again every time.
+ * on the kernel-cache path until the token counts as expired, so that
+ * even a starved refresher cannot leave an expired token reachable
+ * through the cache (there is no open() to check it); audited, until it
+ * no longer opens at once, so that a walk after that looks the name up
+ * (and the lookup waits for the refresh, as the open would). Rotations
+ * invalidate the name earlier. No token yet: ask again every time.
  */
 double fs_token_entry_timeout(const struct fs *fs, const struct cred *c,
 			      const struct token *tok)
