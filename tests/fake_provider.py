@@ -53,6 +53,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -96,7 +97,8 @@ class FakeProvider:
         # while its successor is unused, as Okta's "grace period for token
         # rotation" and Auth0's "reuse interval" allow; 0 is strict.
         self.reuse_grace = 0
-        self.grace_replays = []      # {"rotated_at", "replayed_at"}
+        self.grace_replays = []      # {"rotated_at", "asked_at",
+                                     # "client_gone", "replayed_at"}
         self.bench_tokens = False
         self.public_clients = set()  # client ids with no secret (none)
         self.jwt_keys = {}           # client id -> PEM public key
@@ -830,7 +832,25 @@ class FakeProvider:
                 d["status"] = "used"
                 return self._issue_locked(cid, d["scope"], d["resource"])
 
+            def _client_gone(self):
+                """Whether the client has closed its end (a killed
+                daemon): it can no longer get the answer. Plain
+                connections only (a peek is no TLS operation)."""
+                if isinstance(self.connection, ssl.SSLSocket):
+                    return False
+                try:
+                    return self.connection.recv(
+                        1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    return True
+
             def _refresh_locked(self, form, cid):
+                # When, and whether, the client could still take the
+                # answer (grace_replays says, for the crash test).
+                asked_at = time.time()
+                gone = self._client_gone()
                 rt = form.get("refresh_token", "")
                 rec = prov.refresh.get(rt)
                 if rec is None or rec["client_id"] != cid or \
@@ -842,8 +862,11 @@ class FakeProvider:
                         not prov.refresh[rec["successor"]]["used"]:
                     # Within the grace period, before the successor was
                     # used: the client never got it. It is replaced.
-                    prov.grace_replays.append({"rotated_at": rec["used_at"],
-                                               "replayed_at": now})
+                    prov.grace_replays.append({
+                        "rotated_at": rec["used_at"],
+                        "asked_at": rec.get("asked_at", rec["used_at"]),
+                        "client_gone": rec.get("client_gone", False),
+                        "replayed_at": now})
                     prov.refresh[rec["successor"]]["used"] = True
                     prov.refresh[rec["successor"]]["used_at"] = 0
                     prov.refresh[rec["successor"]]["successor"] = None
@@ -862,6 +885,8 @@ class FakeProvider:
                 if prov.rotate:
                     rec["used"] = True
                     rec["used_at"] = now
+                    rec["asked_at"] = asked_at
+                    rec["client_gone"] = gone
                     rec["successor"] = prov._new_refresh(
                         cid, rec["scope"], rec["family"])
                     body["refresh_token"] = rec["successor"]
