@@ -45,7 +45,8 @@ struct worker {
 	pthread_t thread;
 	const struct opts *o;
 	uint64_t ops, io_errors, torn, expired, late, backwards;
-	int first_errno; /* of the first failed read, to say */
+	int first_errno;    /* of the first failed read, to say */
+	bool first_in_read; /* read(2) gave it, not open(2) */
 	uint64_t hist[BUCKETS];
 };
 
@@ -98,21 +99,23 @@ static void check(struct worker *w, const char *tok, size_t n, int64_t began_ms,
 		*last_serial = serial;
 }
 
-/* Added to an errno that read(2) gave, not open(2). */
-#define READ_FAILED 10000
-
-static int read_file(const char *path, char *buf, size_t size)
+/* The file's bytes into @buf: their number, or -errno with *@in_read
+ * saying whether read(2) gave it (else open(2)). */
+static int read_file(const char *path, char *buf, size_t size, bool *in_read)
 {
 	size_t len = 0;
 	ssize_t n;
 	int fd = open(path, O_RDONLY);
 
+	*in_read = false;
 	if (fd < 0)
 		return -errno;
 	while ((n = read(fd, buf + len, size - len)) > 0 && len < size)
 		len += (size_t)n;
-	if (n < 0)
-		n = -errno - READ_FAILED;
+	if (n < 0) {
+		n = -errno;
+		*in_read = true;
+	}
 	close(fd);
 	return n < 0 ? (int)n : (int)len;
 }
@@ -167,14 +170,17 @@ static void *run(void *arg)
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		uint64_t t0 = now_ns(), us;
 		int64_t began_ms = wall_ms();
+		bool in_read = false;
 
 		n = fd >= 0 ? http_get(fd, buf, sizeof(buf))
-			    : read_file(w->o->file, buf, sizeof(buf));
+			    : read_file(w->o->file, buf, sizeof(buf), &in_read);
 		us = (now_ns() - t0) / 1000;
 		w->hist[us < BUCKETS ? us : BUCKETS - 1]++;
 		if (n < 0) {
-			if (!w->io_errors++)
+			if (!w->io_errors++) {
 				w->first_errno = -n;
+				w->first_in_read = in_read;
+			}
 			continue;
 		}
 		check(w, buf, (size_t)n, began_ms, &last_serial);
@@ -250,9 +256,8 @@ int main(int argc, char **argv)
 				"reader: thread %d: %" PRIu64
 				" failed reads, the first: %s: %s\n",
 				i, w[i].io_errors,
-				w[i].first_errno > READ_FAILED ? "read"
-							       : "open",
-				strerror(w[i].first_errno % READ_FAILED));
+				w[i].first_in_read ? "read" : "open",
+				strerror(w[i].first_errno));
 		torn += w[i].torn;
 		expired += w[i].expired;
 		late += w[i].late;

@@ -352,20 +352,19 @@ static bool token_expired(const struct cred *c, const struct token *tok,
 
 int64_t cred_token_fresh_until(const struct cred *c, const struct token *tok)
 {
+	/* Fresh: unexpired, with at least the effective min_ttl left. */
 	int64_t deadline = cred_token_deadline(c, tok),
-		fresh = tok->expires_ms - plan_min_ttl_ms(&cred_conf(c)->timing,
-							  lifetime_of(tok));
+		fresh = tok->expires_ms + 1 -
+			plan_min_ttl_ms(&cred_conf(c)->timing,
+					lifetime_of(tok));
 
 	return fresh < deadline ? fresh : deadline;
 }
 
-/* Unexpired, with at least the effective min_ttl left. */
 static bool token_fresh(const struct cred *c, const struct token *tok,
 			int64_t now)
 {
-	return !token_expired(c, tok, now) &&
-	       tok->expires_ms - now >=
-		       plan_min_ttl_ms(&cred_conf(c)->timing, lifetime_of(tok));
+	return now < cred_token_fresh_until(c, tok);
 }
 
 static enum cred_state state_locked(const struct cred *c, int64_t now)

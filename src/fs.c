@@ -205,23 +205,19 @@ static int lookup_token(struct fs *fs, struct cred *c, unsigned from,
 	unsigned tries;
 	int r = -EAGAIN;
 
-	if (!fs->cache_kernel) {
-		/* Audited, with no token yet: the name of none, at once (an
-		 * open waits for the first and says why if none comes); only
-		 * a token about to be replaced is waited for here. */
-		struct token *cur = cred_current_token(c);
-
-		if (!cur) {
-			*out = NULL;
-			return 0;
-		}
-		token_unref(cur);
-	}
 	for (tries = from; tries < 3; tries++) {
 		struct token *cur = cred_current_token(c);
 		uint32_t gen = cur ? (uint32_t)cur->gen : 0;
 
 		token_unref(cur);
+		if (!cur && !fs->cache_kernel) {
+			/* Audited, with no token yet: the name of none, at
+			 * once (an open waits for the first and says why if
+			 * none comes); only a token about to be replaced is
+			 * waited for here. */
+			*out = NULL;
+			return 0;
+		}
 		r = cred_open_begin(fs->t, c, gen, out, &w);
 		if (r == -EINPROGRESS) {
 			struct pending *p =
