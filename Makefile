@@ -32,7 +32,7 @@ DEB_PACKAGES := build-essential pkg-config libfuse3-dev fuse3 \
 	python3 python3-pytest python3-pytest-timeout \
 	python3-prometheus-client inotify-tools \
 	python3-cryptography systemd man-db clang libclang-rt-14-dev \
-	libpq-dev postgresql liburcu-dev debhelper lintian python3-yaml
+	libpq-dev postgresql liburcu-dev debhelper lintian python3-yaml gdb
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build-asan

@@ -76,6 +76,48 @@ def is_mounted(path):
         return any(line.split()[1] == path for line in f)
 
 
+def processes(cmd):
+    """The PIDs of the processes running exactly the argument list @cmd."""
+    want = ("\0".join(cmd) + "\0").encode()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    if f.read() == want:
+                        yield int(name)
+            except OSError:
+                pass  # gone meanwhile
+
+
+def thread_stacks(pid):
+    """Where each thread of @pid is: its kernel stack, and gdb's
+    backtrace where gdb is installed (make deps installs it). For a
+    failure that a test cannot explain otherwise, such as a daemon that
+    never becomes ready."""
+    out = []
+    for tid in sorted(os.listdir("/proc/%d/task" % pid), key=int):
+        d = "/proc/%d/task/%s/" % (pid, tid)
+        try:
+            with open(d + "comm") as f:
+                comm = f.read().strip()
+            with open(d + "stack") as f:
+                stack = f.read()
+        except OSError as e:
+            comm, stack = "?", str(e)
+        out.append("--- thread %s (%s), kernel stack:\n%s" % (tid, comm,
+                                                             stack))
+    if shutil.which("gdb"):
+        try:
+            r = subprocess.run(["gdb", "-batch", "-nx", "-p", str(pid),
+                                "-ex", "thread apply all bt"],
+                               capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL)
+            out.append("--- gdb:\n" + r.stdout + r.stderr)
+        except subprocess.TimeoutExpired:
+            out.append("--- gdb: no answer in 60 s")
+    return "\n".join(out)
+
+
 def wait_for(pred, timeout, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -167,9 +209,12 @@ class Mount:
                self.pid_file] + list(args) + [self.mnt]
         with open(self.log_path, "ab") as log:
             out = log if output is None else output
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                                  stdout=out, stderr=out, timeout=timeout,
-                                  env=env)
+            try:
+                proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
+                                      stdout=out, stderr=out,
+                                      timeout=timeout, env=env)
+            except subprocess.TimeoutExpired:
+                self.not_ready(cmd, timeout)
         if check:
             assert proc.returncode == 0, "credfs failed:\n" + self.log()
             # It returns only once mounted: no waiting here on purpose.
@@ -177,6 +222,16 @@ class Mount:
             with open(self.pid_file) as f:
                 self.pid = int(f.read())
         return proc
+
+    def not_ready(self, cmd, timeout):
+        """The parent of @cmd, waiting for the mount to be ready, was
+        killed after @timeout s: stop its forked daemon too (stop() by
+        PID) and fail with where each of the daemon's threads was."""
+        self.pid = next((pid for pid in processes(cmd)), None)
+        where = "no daemon left" if self.pid is None else \
+            thread_stacks(self.pid)
+        raise AssertionError("credfs was not ready after %d s:\n%s\n%s"
+                             % (timeout, self.log(), where))
 
     def stop(self, sig=None):
         """Unmount and stop the daemon; returns its exit status."""
