@@ -238,8 +238,11 @@ class Mount:
         if self.pid is None:
             return self.exit_status
         if sig is None and is_mounted(self.mnt):
-            subprocess.run(["fusermount3", "-u", self.mnt],
-                           stderr=subprocess.DEVNULL, timeout=10)
+            try:
+                subprocess.run(["fusermount3", "-u", self.mnt],
+                               stderr=subprocess.DEVNULL, timeout=10)
+            except subprocess.TimeoutExpired:
+                pass  # then stopped by signal, and unmounted lazily
         if sig is not None:
             os.kill(self.pid, sig)
         status = reap(self.pid, 10)
