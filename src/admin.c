@@ -85,11 +85,14 @@ static void reload_config(struct admin *a, struct buf *reply)
 	size_t i;
 	int r;
 
-	/* No network I/O while the config loads: discovery from the
-	 * process's cache, whose documents past their age are fetched again
-	 * first (the issuers the running config names). */
+	/* Discovery as at a start, from the process's cache: its documents
+	 * past their age are fetched again first (those the running config
+	 * names; one that cannot be stays in force), and only an issuer or
+	 * MCP server new to this process is asked while the config loads,
+	 * each request bounded by its provider's timeout_s. One that cannot
+	 * be discovered refuses the reload, naming it. */
 	discovery_refresh(old);
-	if (config_load_offline(a->config_path, &cfg, err, sizeof(err)) < 0 ||
+	if (config_load(a->config_path, &cfg, err, sizeof(err)) < 0 ||
 	    config_set_read_path(cfg, a->cache_kernel, err, sizeof(err)) < 0) {
 		log_error("reload: %s; the running configuration stays in "
 			  "force",

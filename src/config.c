@@ -942,24 +942,18 @@ bool config_can_apply(const struct config *a, const struct config *b, char *why,
 	return true;
 }
 
-static int load_secrets(struct config *cfg, bool offline, char *err,
-			size_t errlen)
+int config_load_secrets(struct config *cfg, char *err, size_t errlen)
 {
 	size_t i;
 	int r;
 
 	for (i = 0; i < cfg->n_providers; i++) {
-		r = provider_load_secrets(&cfg->providers[i], cfg->path,
-					  offline, err, errlen);
+		r = provider_load_secrets(&cfg->providers[i], cfg->path, err,
+					  errlen);
 		if (r < 0)
 			return r;
 	}
 	return 0;
-}
-
-int config_load_secrets(struct config *cfg, char *err, size_t errlen)
-{
-	return load_secrets(cfg, false, err, errlen);
 }
 
 int config_read(const char *path, struct config **out, char *err, size_t errlen)
@@ -1030,8 +1024,7 @@ static int check_audit_log(const struct config *cfg, char *err, size_t errlen)
 	return r;
 }
 
-static int load(const char *path, bool offline, struct config **out,
-		char *err, size_t errlen)
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
 	int r = config_read(path, out, err, errlen);
 
@@ -1039,23 +1032,12 @@ static int load(const char *path, bool offline, struct config **out,
 		return r;
 	r = check_audit_log(*out, err, errlen);
 	if (r == 0)
-		r = load_secrets(*out, offline, err, errlen);
+		r = config_load_secrets(*out, err, errlen);
 	if (r < 0) {
 		config_free(*out);
 		*out = NULL;
 	}
 	return r;
-}
-
-int config_load(const char *path, struct config **out, char *err, size_t errlen)
-{
-	return load(path, false, out, err, errlen);
-}
-
-int config_load_offline(const char *path, struct config **out, char *err,
-			size_t errlen)
-{
-	return load(path, true, out, err, errlen);
 }
 
 void config_free(struct config *cfg)

@@ -202,16 +202,12 @@ const struct provider_conf *config_provider(const struct config *cfg,
 int config_read(const char *path, struct config **out, char *err,
 		size_t errlen);
 
-/* Read @path, parse it and load the client secrets (and with an issuer,
- * its discovery document: network I/O the first time). 0 or -errno + @err. */
+/* Read @path, parse it and load the client secrets (and with an issuer
+ * or an MCP resource, its discovery documents: from the process's cache,
+ * else fetched, network I/O bounded by the provider's timeout_s per
+ * request). At a start and at every reload. 0 or -errno + @err. */
 int config_load(const char *path, struct config **out, char *err,
 		size_t errlen);
-
-/* config_load() with no network I/O, for a reload in a running daemon:
- * discovery documents only from what this process fetched before (a new
- * issuer is refused, naming it). 0 or -errno + @err. */
-int config_load_offline(const char *path, struct config **out, char *err,
-			size_t errlen);
 
 /* Read every provider's client secret file. 0 or -errno + @err. */
 int config_load_secrets(struct config *cfg, char *err, size_t errlen);

@@ -81,11 +81,11 @@ bool conf_host_is_loopback(const char *host);
 /* provider.c: one provider object. 0 or -EINVAL/-ENOMEM. */
 int provider_parse(struct ctx *c, const char *name, const json_t *obj,
 		   struct provider_conf *p);
-/* Read @p's client secret or private key, and with an issuer, discover
- * its endpoints (OpenID Connect Discovery; with @offline only from the
- * process's cache). 0 or -errno with @err. */
+/* Read @p's client secret or private key, and with an issuer or an MCP
+ * resource, discover its endpoints (discovery_get(): the process's
+ * cache, else the network). 0 or -errno with @err. */
 int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
-			  bool offline, char *err, size_t errlen);
+			  char *err, size_t errlen);
 /* Free what @p holds, wiping secrets. */
 void provider_free(struct provider_conf *p);
 

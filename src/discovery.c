@@ -287,8 +287,8 @@ static struct discovered *find(const char *issuer)
 	return d;
 }
 
-int discovery_get(const struct provider_conf *p, bool offline, json_t **out,
-		  char *why, size_t whylen)
+int discovery_get(const struct provider_conf *p, json_t **out, char *why,
+		  size_t whylen)
 {
 	struct discovered *d;
 	int r;
@@ -299,15 +299,6 @@ int discovery_get(const struct provider_conf *p, bool offline, json_t **out,
 	pthread_mutex_unlock(&discovery_lock);
 	if (*out)
 		return 0;
-	if (offline) {
-		snprintf(why, whylen,
-			 "%s was not discovered when the daemon started, and "
-			 "a reload does no network I/O: restart credfs to use "
-			 "a new %s",
-			 key_of(p),
-			 p->discover_resource ? "MCP server" : "issuer");
-		return -ENOENT;
-	}
 	r = fetch(p, out, why, whylen);
 	if (r < 0)
 		return r;

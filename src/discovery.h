@@ -1,11 +1,12 @@
 /*
- * discovery: OpenID Connect Discovery 1.0 documents, by issuer. A
- * document is fetched once and kept for the process; past its
- * provider's discovery_max_age_s (default one day) a reload fetches it
- * again before it reads the config (discovery_refresh()), and loading a
- * config on reload only ever reads this cache, so a reload never waits
- * on the network while it parses, and an issuer that is down at a
- * reload leaves the document it had in force.
+ * discovery: OpenID Connect Discovery 1.0 documents by issuer, and MCP
+ * authorization documents by resource. A document is fetched once, the
+ * first time a config names it (at a start, or at the reload that adds
+ * it), and kept for the process; past its provider's
+ * discovery_max_age_s (default one day) a reload fetches it again before
+ * it reads the config (discovery_refresh()). A reload reads a document
+ * it has from this cache, so an issuer that is down at a reload leaves
+ * the document it had in force.
  */
 #ifndef CREDFS_DISCOVERY_H
 #define CREDFS_DISCOVERY_H
@@ -20,10 +21,11 @@ struct provider_conf;
 
 #define DISCOVERY_MAX_AGE_MS (86400 * 1000LL)
 
-/* @p's issuer's document (a new reference): from the cache; else, unless
- * @offline, fetched and cached. 0 or -errno with the reason in @why. */
-int discovery_get(const struct provider_conf *p, bool offline,
-		  struct json_t **out, char *why, size_t whylen);
+/* @p's issuer's document (a new reference): from the cache; else fetched
+ * (each request bounded by @p's timeout) and cached. 0 or -errno with the
+ * reason in @why. */
+int discovery_get(const struct provider_conf *p, struct json_t **out, char *why,
+		  size_t whylen);
 
 /* Fetch again the documents of @cfg's issuers that are older than their
  * provider's discovery_max_age_ms. One that cannot be fetched stays as

@@ -861,15 +861,15 @@ static int apply_discovery(struct ctx *c, struct provider_conf *p,
 	return 0;
 }
 
-static int discover(struct provider_conf *p, const char *cfg_path,
-		    bool offline, char *err, size_t errlen)
+static int discover(struct provider_conf *p, const char *cfg_path, char *err,
+		    size_t errlen)
 {
 	struct ctx c = {.err = err, .errlen = errlen, .file = cfg_path};
 	char why[OAUTH_ERROR_TEXT];
 	json_t *doc = NULL;
 	int r;
 
-	r = discovery_get(p, offline, &doc, why, sizeof(why));
+	r = discovery_get(p, &doc, why, sizeof(why));
 	if (r < 0 && p->discover_resource) {
 		snprintf(err, errlen,
 			 "%s: providers.%s.resource: MCP authorization "
@@ -890,7 +890,7 @@ static int discover(struct provider_conf *p, const char *cfg_path,
 }
 
 int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
-			  bool offline, char *err, size_t errlen)
+			  char *err, size_t errlen)
 {
 	struct buf b;
 	int r;
@@ -901,7 +901,7 @@ int provider_load_secrets(struct provider_conf *p, const char *cfg_path,
 			return r;
 	}
 	if (p->issuer || p->discover_resource) {
-		r = discover(p, cfg_path, offline, err, errlen);
+		r = discover(p, cfg_path, err, errlen);
 		if (r < 0)
 			return r;
 	}

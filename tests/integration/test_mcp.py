@@ -464,3 +464,54 @@ def test_an_upgrade_needs_no_discovery(mount, provider, mcp_server,
     assert r.returncode != 0
     assert "providers.mcp.resource: MCP authorization discovery failed" \
         in m.log()
+
+
+def test_a_reload_adds_an_mcp_server(mount, provider, mcp_server, tmp_path):
+    """An MCP server added to the config of a running daemon is
+    discovered by the reload (SIGHUP), not refused until a restart. One
+    that cannot be discovered refuses that reload, naming it, and the
+    running configuration goes on serving."""
+    from test_handoff import free_port
+    url, _ = mcp_server
+    m = mount()
+    c = mcp_config(m, tmp_path / "store", url)
+    mcp = c["providers"].pop("mcp")
+    c["providers"]["idp"] = m.provider_conf()
+    c["tenants"]["acme"]["credentials"] = {"idp": {"scopes": ["read"]}}
+    setup_store(m, c)
+    m.start()
+    tok = m.token("acme", "idp")
+
+    def reload():
+        m.write_config(c)
+        n = m.log().count("SIGHUP: ")
+        os.kill(m.pid, signal.SIGHUP)
+        wait_for(lambda: m.log().count("SIGHUP: ") > n, 30,
+                 what="the reload")
+
+    c["providers"]["mcp"] = dict(
+        mcp, resource="http://127.0.0.1:%d/mcp" % free_port())
+    c["tenants"]["acme"]["credentials"]["mcp"] = {"scopes": ["read"]}
+    reload()
+    assert m.metrics("credfs_config_last_reload_successful") == [0]
+    assert "providers.mcp.resource: MCP authorization discovery failed" \
+        in m.log()
+    assert m.token("acme", "idp") == tok
+    assert not os.path.exists(m.path("tenants", "acme", "mcp"))
+
+    c["providers"]["mcp"] = mcp
+    reload()
+    assert m.metrics("credfs_config_last_reload_successful") == [1], m.log()
+    assert ctl(m, "register", "acme", "mcp").returncode == 0
+    (cid,) = [x for x in provider.public_clients if x.startswith("dyn-")]
+    r = ctl(m, "add", "acme", "mcp",
+            input=provider.mint_refresh_token(cid, "read") + "\n")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: m.status("acme", "mcp")["state"] == "valid", 10)
+    # The daemon's refresh went to the discovered token endpoint, for
+    # the server's resource (RFC 8707).
+    assert provider.issued(m.token("acme", "mcp"))
+    assert provider.token_requests("refresh_token")[-1][3] == cid
+    assert provider.resources_sent[-1] == ("refresh_token", url)
+    assert m.status("acme", "mcp")["resource"] == url
+    assert m.token("acme", "idp") == tok

@@ -14,6 +14,7 @@ import pytest
 
 from fake_provider import FakeProvider
 from harness import CLIENT_ID, CLIENT_SECRET, CREDFSCTL, open_errno, wait_for
+from test_handoff import free_port
 
 # preset -> (does the fake rotate refresh tokens, extra config keys)
 PRESETS = {
@@ -157,16 +158,43 @@ def test_oidc_discovery(mount, provider):
     wait_for(lambda: "SIGHUP: " in m.log(), 10, what="the reload")
     assert m.metrics("credfs_config_last_reload_successful") == [1]
     assert provider.discovery_requests == 1
-    # A reload does no network I/O at all: another issuer is refused,
-    # named, without asking it; the running configuration stays.
+    tok = m.token("acme", "corp")
+
+    def reload(config):
+        m.write_config(config)
+        n = m.log().count("SIGHUP: ")
+        os.kill(m.pid, signal.SIGHUP)
+        wait_for(lambda: m.log().count("SIGHUP: ") > n, 20,
+                 what="the reload")
+
+    # An issuer new to the daemon, added by a reload, is discovered then
+    # (and only it: the running one's document is still the cached one),
+    # without a restart.
     other = FakeProvider(clients={CLIENT_ID: CLIENT_SECRET}).start()
     try:
-        m.write_config(oidc_config(m, issuer=other.url))
-        os.kill(m.pid, signal.SIGHUP)
-        wait_for(lambda: "a reload does no network I/O" in m.log(), 10,
-                 what="the refused reload")
-        assert other.discovery_requests == 0
-        assert provider.issued(m.token("acme", "corp"))
+        c = oidc_config(m)
+        c["providers"]["corp2"] = dict(c["providers"]["corp"],
+                                       issuer=other.url)
+        c["tenants"]["acme"]["credentials"]["corp2"] = {"scopes": ["read"]}
+        reload(c)
+        assert m.metrics("credfs_config_last_reload_successful") == [1], \
+            m.log()
+        assert other.discovery_requests == 1
+        assert provider.discovery_requests == 1
+        assert other.issued(m.token("acme", "corp2"))
+        assert m.token("acme", "corp") == tok
+        # One that cannot be discovered refuses the reload, naming it;
+        # the running configuration stays, every credential served.
+        c["providers"]["corp3"] = dict(c["providers"]["corp"],
+                                       issuer="http://127.0.0.1:%d"
+                                       % free_port())
+        reload(c)
+        assert m.metrics("credfs_config_last_reload_successful") == [0]
+        assert "reload: %s: providers.corp3.issuer: OpenID Connect " \
+            "discovery failed: " % m.config_path in m.log()
+        assert "the running configuration stays in force" in m.log()
+        assert m.token("acme", "corp") == tok
+        assert other.issued(m.token("acme", "corp2"))
     finally:
         other.stop()
     m.stop()
