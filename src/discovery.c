@@ -1,17 +1,21 @@
 /*
  * discovery: OpenID Connect Discovery 1.0 documents, fetched by issuer,
- * cached for the process with an age (discovery.h).
+ * cached for the process with an age, and saved sealed beside the store
+ * for a cold start (discovery.h).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
 
 #include "config.h"
+#include "crypto.h"
 #include "discovery.h"
 #include "http.h"
 #include "log.h"
@@ -27,6 +31,24 @@ struct discovered {
 
 static pthread_mutex_t discovery_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct discovered *discovery_cache;
+
+/* The documents read back from the saved file (discovery_read_saved()),
+ * each with fetched_ms in real time: used only when fetching fails. */
+static struct discovered *saved_docs;
+/* Where the cache is saved (discovery_save_to()), and under which key;
+ * NULL: nowhere. Under save_lock. */
+static char *save_dir;
+static uint8_t save_key[CRYPTO_KEY_BYTES];
+static bool save_due; /* fetched since it was last saved; discovery_lock */
+static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define SAVED_NAME "discovery.sealed"
+#define SAVED_MAGIC "CFSD\001"
+#define SAVED_MAGIC_LEN 5
+/* Sealed under a key of the master key's own: not a tenant name. */
+#define SAVED_KEY_INFO "-discovery-"
+#define SAVED_AAD "credfs-discovery-v1"
+#define SAVED_MAX_BYTES (4u << 20)
 
 /*
  * GET @url, one of @p's metadata documents, as a JSON object: 0 with it in
@@ -276,21 +298,178 @@ static int fetch(const struct provider_conf *p, json_t **out, char *why,
 				    : fetch_discovery(p, out, why, whylen);
 }
 
-/* The cache's entry for @issuer, under discovery_lock. */
-static struct discovered *find(const char *issuer)
+/* @list's entry for @issuer, under discovery_lock. */
+static struct discovered *find_in(struct discovered *list, const char *issuer)
 {
 	struct discovered *d;
 
-	for (d = discovery_cache; d; d = d->next)
+	for (d = list; d; d = d->next)
 		if (!strcmp(d->issuer, issuer))
 			break;
 	return d;
 }
 
+static struct discovered *find(const char *issuer)
+{
+	return find_in(discovery_cache, issuer);
+}
+
+/* Add @doc (a reference of its own) as @key's to @list, under
+ * discovery_lock. 0 or -ENOMEM. */
+static int add_to(struct discovered **list, const char *key, json_t *doc,
+		  int64_t fetched_ms)
+{
+	struct discovered *d = calloc(1, sizeof(*d));
+
+	if (d)
+		d->issuer = strdup(key);
+	if (!d || !d->issuer) {
+		free(d);
+		return -ENOMEM;
+	}
+	d->doc = json_incref(doc);
+	d->fetched_ms = fetched_ms;
+	d->next = *list;
+	*list = d;
+	return 0;
+}
+
+/* @p's saved document, when fetching it failed with @why: into *@out,
+ * with when it was fetched in *@fetched_ms (monotonic), said in the log.
+ * false when none was saved. */
+static bool take_saved(const struct provider_conf *p, const char *why,
+		       json_t **out, int64_t *fetched_ms)
+{
+	struct discovered *d;
+	char when[32];
+	int64_t age = 0;
+
+	pthread_mutex_lock(&discovery_lock);
+	d = find_in(saved_docs, key_of(p));
+	if (d) {
+		*out = json_incref(d->doc);
+		age = time_real_ms() - d->fetched_ms;
+		time_rfc3339(d->fetched_ms, when);
+	}
+	pthread_mutex_unlock(&discovery_lock);
+	if (!d)
+		return false;
+	if (age < 0)
+		age = 0;
+	*fetched_ms = time_mono_ms() - age;
+	log_warn("providers.%s.%s: %s could not be discovered (%s); using the "
+		 "document saved when it was fetched at %s (%lld s ago)",
+		 p->name, p->discover_resource ? "resource" : "issuer",
+		 key_of(p), why, when, (long long)(age / 1000));
+	return true;
+}
+
+/* Write @len bytes to @name in the directory @dir durably: a temp file,
+ * fsync, rename over @name, fsync of the directory. 0 or -errno. */
+static int write_durably(const char *dir, const char *name, const void *data,
+			 size_t len)
+{
+	char tmp[256];
+	const char *p = data;
+	int dirfd, fd, r = 0;
+	size_t done = 0;
+
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid());
+	fd = openat(dirfd, tmp,
+		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+	if (fd < 0)
+		r = -errno;
+	while (r == 0 && done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			done += (size_t)n;
+	}
+	if (fd >= 0 && r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (fd >= 0 && close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dirfd, tmp, 0);
+	else if (fsync(dirfd) < 0)
+		r = -errno;
+	close(dirfd);
+	return r;
+}
+
+/* The cache, sealed, to save_dir when something was fetched since it was
+ * last saved. A failure is said and tried again at the next fetch. */
+static void save_cache(void)
+{
+	int64_t now_real = time_real_ms(), now_mono = time_mono_ms();
+	struct discovered *d;
+	char *text = NULL;
+	struct buf b;
+	json_t *o;
+	int r;
+
+	pthread_mutex_lock(&save_lock);
+	pthread_mutex_lock(&discovery_lock);
+	if (!save_dir || !save_due) {
+		pthread_mutex_unlock(&discovery_lock);
+		pthread_mutex_unlock(&save_lock);
+		return;
+	}
+	save_due = false;
+	o = discovery_cache ? json_object() : NULL; /* nothing to save */
+	if (!o) {
+		pthread_mutex_unlock(&discovery_lock);
+		pthread_mutex_unlock(&save_lock);
+		return;
+	}
+	for (d = discovery_cache; o && d; d = d->next)
+		if (json_object_set_new(
+			    o, d->issuer,
+			    json_pack("{s:O, s:I}", "doc", d->doc, "fetched_ms",
+				      (json_int_t)(now_real -
+						   (now_mono -
+						    d->fetched_ms)))) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+	pthread_mutex_unlock(&discovery_lock);
+	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	buf_init(&b, SAVED_MAX_BYTES);
+	r = text ? buf_append(&b, SAVED_MAGIC, SAVED_MAGIC_LEN) : -ENOMEM;
+	if (r == 0)
+		r = crypto_seal(save_key, SAVED_AAD, strlen(SAVED_AAD), text,
+				strlen(text), &b);
+	if (r == 0)
+		r = write_durably(save_dir, SAVED_NAME, b.data, b.len);
+	if (r < 0) {
+		log_warn("%s/%s: the discovery documents could not be saved "
+			 "(%s): a cold start while an issuer or MCP server is "
+			 "down would not start",
+			 save_dir, SAVED_NAME, strerror(-r));
+		pthread_mutex_lock(&discovery_lock);
+		save_due = true;
+		pthread_mutex_unlock(&discovery_lock);
+	}
+	buf_free(&b);
+	free(text);
+	pthread_mutex_unlock(&save_lock);
+}
+
 int discovery_get(const struct provider_conf *p, json_t **out, char *why,
 		  size_t whylen)
 {
+	int64_t fetched_ms = time_mono_ms();
 	struct discovered *d;
+	bool fetched;
 	int r;
 
 	pthread_mutex_lock(&discovery_lock);
@@ -300,21 +479,17 @@ int discovery_get(const struct provider_conf *p, json_t **out, char *why,
 	if (*out)
 		return 0;
 	r = fetch(p, out, why, whylen);
-	if (r < 0)
+	fetched = r == 0;
+	if (!fetched && !take_saved(p, why, out, &fetched_ms))
 		return r;
-	d = calloc(1, sizeof(*d));
-	if (d)
-		d->issuer = strdup(key_of(p));
-	if (!d || !d->issuer) {
-		free(d);
-		return 0; /* used once, not cached */
-	}
-	d->doc = json_incref(*out);
-	d->fetched_ms = time_mono_ms();
 	pthread_mutex_lock(&discovery_lock);
-	d->next = discovery_cache;
-	discovery_cache = d;
+	/* Not cached when out of memory: used once. */
+	if (!find(key_of(p)) &&
+	    add_to(&discovery_cache, key_of(p), *out, fetched_ms) == 0 &&
+	    fetched)
+		save_due = true;
 	pthread_mutex_unlock(&discovery_lock);
+	save_cache();
 	return 0;
 }
 
@@ -351,6 +526,7 @@ size_t discovery_refresh(const struct config *cfg)
 		old = d->doc; /* entries are never removed: still @d */
 		d->doc = doc;
 		d->fetched_ms = time_mono_ms();
+		save_due = true;
 		pthread_mutex_unlock(&discovery_lock);
 		json_decref(old);
 		log_info("providers.%s.%s: discovery document fetched "
@@ -358,6 +534,7 @@ size_t discovery_refresh(const struct config *cfg)
 			 p->name, p->discover_resource ? "resource" : "issuer");
 		n++;
 	}
+	save_cache();
 	return n;
 }
 
@@ -382,7 +559,6 @@ json_t *discovery_export(void)
 
 void discovery_import(const json_t *o)
 {
-	struct discovered *d;
 	const char *key;
 	json_t *e, *doc;
 	json_int_t age;
@@ -393,17 +569,94 @@ void discovery_import(const json_t *o)
 		if (!json_is_object(doc) || age < 0)
 			continue;
 		pthread_mutex_lock(&discovery_lock);
-		d = find(key) ? NULL : calloc(1, sizeof(*d));
-		if (d && !(d->issuer = strdup(key))) {
-			free(d);
-			d = NULL;
-		}
-		if (d) {
-			d->doc = json_incref(doc);
-			d->fetched_ms = time_mono_ms() - age;
-			d->next = discovery_cache;
-			discovery_cache = d;
-		}
+		if (!find(key))
+			(void)add_to(&discovery_cache, key, doc,
+				     time_mono_ms() - age);
 		pthread_mutex_unlock(&discovery_lock);
 	}
+}
+
+int discovery_read_saved(const char *dir, const uint8_t *master)
+{
+	uint8_t key[CRYPTO_KEY_BYTES];
+	struct buf b, pt = {0};
+	json_t *o = NULL, *e, *doc;
+	const char *name;
+	char path[4096];
+	json_int_t at;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, SAVED_NAME);
+	r = file_read_capped(path, SAVED_MAX_BYTES, true, &b);
+	if (r == -ENOENT)
+		return 0; /* nothing saved yet */
+	if (r < 0) {
+		log_warn("%s: %s: the saved discovery documents are not used",
+			 path, file_read_error(r, "4 MiB"));
+		return r;
+	}
+	r = crypto_tenant_key(master, SAVED_KEY_INFO, key);
+	if (r == 0 && (b.len < SAVED_MAGIC_LEN ||
+		       memcmp(b.data, SAVED_MAGIC, SAVED_MAGIC_LEN)))
+		r = -EPROTO;
+	if (r == 0)
+		r = crypto_open(key, SAVED_AAD, strlen(SAVED_AAD),
+				b.data + SAVED_MAGIC_LEN,
+				b.len - SAVED_MAGIC_LEN, &pt);
+	explicit_bzero(key, sizeof(key));
+	buf_free(&b);
+	if (r == 0) {
+		o = json_loadb(pt.data, pt.len, JSON_REJECT_DUPLICATES, NULL);
+		r = json_is_object(o) ? 0 : -EPROTO;
+	}
+	buf_free(&pt);
+	if (r < 0) {
+		log_warn("%s: %s: the saved discovery documents are not used "
+			 "(a start with every issuer and MCP server reachable "
+			 "saves them again)",
+			 path,
+			 r == -EBADMSG ? "not authentic (altered, or sealed "
+					 "under another master key)"
+				       : "not a saved discovery file");
+		json_decref(o);
+		return r;
+	}
+	pthread_mutex_lock(&discovery_lock);
+	json_object_foreach (o, name, e) {
+		doc = json_object_get(e, "doc");
+		at = json_integer_value(json_object_get(e, "fetched_ms"));
+		if (json_is_object(doc) && at > 0 && !find_in(saved_docs, name))
+			(void)add_to(&saved_docs, name, doc, at);
+	}
+	pthread_mutex_unlock(&discovery_lock);
+	json_decref(o);
+	return 0;
+}
+
+int discovery_save_to(const char *dir, const uint8_t *master)
+{
+	char *copy = dir ? strdup(dir) : NULL;
+	bool saving;
+	int r = 0;
+
+	if (dir && !copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&save_lock);
+	free(save_dir);
+	save_dir = copy;
+	if (master)
+		r = crypto_tenant_key(master, SAVED_KEY_INFO, save_key);
+	else
+		explicit_bzero(save_key, sizeof(save_key));
+	if (r < 0) {
+		free(save_dir);
+		save_dir = NULL;
+	}
+	saving = save_dir != NULL;
+	pthread_mutex_unlock(&save_lock);
+	pthread_mutex_lock(&discovery_lock);
+	save_due = saving; /* what this process starts on */
+	pthread_mutex_unlock(&discovery_lock);
+	save_cache();
+	return r;
 }

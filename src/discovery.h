@@ -44,4 +44,25 @@ struct json_t *discovery_export(void);
  * not parse are left out. */
 void discovery_import(const struct json_t *o);
 
+/*
+ * Saved documents, for a cold start (a boot, a restart) while an issuer or
+ * MCP server cannot be reached: the daemon keeps the cache in the file
+ * discovery.sealed of its store directory, sealed (AES-256-GCM) under a
+ * key derived from the store's master key, so that nobody who can write
+ * that directory can send refresh tokens elsewhere.
+ *
+ * discovery_read_saved(): read @dir's file with @master, before the first
+ * config_load(). Its documents are used only when fetching one fails,
+ * each as old as it is, said in the log. A file that is missing is 0; one
+ * that does not open (altered, another master key) is said in the log
+ * and not used: -EBADMSG, -EPROTO or -errno.
+ */
+int discovery_read_saved(const char *dir, const uint8_t *master);
+
+/* Save the cache to @dir's file, sealed under @master (copied as a key
+ * derived from it), now and after every fetch from now on; NULL: no more.
+ * A write that fails is said in the log and tried again at the next
+ * fetch. 0 or -errno. */
+int discovery_save_to(const char *dir, const uint8_t *master);
+
 #endif

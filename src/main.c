@@ -617,6 +617,7 @@ static int open_state(struct daemon *d)
 			log_error("%s", err);
 			return r;
 		}
+		(void)discovery_save_to(cfg->store_dir, d->key);
 	}
 	/* A resumed mount's numbering is the image's: the kernel's node ids
 	 * name what they named, whatever the configuration added or took
@@ -1076,6 +1077,7 @@ static void stop(struct daemon *d)
 	cred_table_free(d->t);
 	audit_free(d->audit);
 	store_close(d->store);
+	(void)discovery_save_to(NULL, NULL);
 	key_free(d->key);
 	free(d->mount_opts);
 	fuse_opt_free_args(&d->args);
@@ -1083,6 +1085,23 @@ static void stop(struct daemon *d)
 		close(d->init_fd);
 	if (d->wrote_pid && !d->handed_over)
 		unlink(d->o->pid_file);
+}
+
+/* The discovery documents the last daemon on @config_path's store saved
+ * (discovery_read_saved()), if it names a store whose key can be read:
+ * what is wrong with the config or the key is said by the full load. */
+static void read_saved_discovery(const char *config_path)
+{
+	struct config *cfg = NULL;
+	uint8_t *key = NULL;
+	char err[1024];
+
+	if (config_read(config_path, &cfg, err, sizeof(err)) == 0 &&
+	    cfg->store_dir &&
+	    key_load(cfg->store_key_file, &key, err, sizeof(err)) == 0)
+		(void)discovery_read_saved(cfg->store_dir, key);
+	key_free(key);
+	config_free(cfg);
 }
 
 static int run(struct opts *o, struct config *cfg, int *ready_fd,
@@ -1267,9 +1286,12 @@ int main(int argc, char **argv)
 	if (config_path)
 		o.config = config_path;
 	/* An upgrade or a crash restart starts on the discovery documents
-	 * the mount had: no issuer or MCP server need be reachable. */
+	 * the mount had: no issuer or MCP server need be reachable. A cold
+	 * start fetches them, falling back on those saved by the last
+	 * daemon on this store. */
 	if (h.image)
 		discovery_import(json_object_get(h.image, "discovery"));
+	read_saved_discovery(o.config);
 	r = config_load(o.config, &cfg, err, sizeof(err));
 	if (r < 0) {
 		fprintf(stderr, "credfs: %s\n", err);

@@ -439,7 +439,8 @@ def test_an_upgrade_needs_no_discovery(mount, provider, mcp_server,
                                        tmp_path):
     """The discovery documents go along in the state image: an upgrade
     (SIGUSR2) with the MCP server and its authorization server's metadata
-    both down still takes over and serves. A cold start cannot, and says
+    both down still takes over and serves. So does a cold start, on the
+    documents saved beside the store; with none saved it cannot, and says
     which server it could not discover."""
     from test_handoff import upgrade
     url, server = mcp_server
@@ -460,6 +461,13 @@ def test_an_upgrade_needs_no_discovery(mount, provider, mcp_server,
     assert m.token("acme", "mcp") == token
     assert m.status("acme", "mcp")["resource"] == url
     m.stop()
+    m.start()
+    assert "providers.mcp.resource: %s could not be discovered" % url \
+        in m.log()
+    assert m.token("acme", "mcp") == token
+    assert m.status("acme", "mcp")["resource"] == url
+    m.stop()
+    os.unlink(tmp_path / "store" / "discovery.sealed")
     r = m.start(check=False)
     assert r.returncode != 0
     assert "providers.mcp.resource: MCP authorization discovery failed" \

@@ -201,6 +201,59 @@ def test_oidc_discovery(mount, provider):
     m.check_log_clean()
 
 
+def test_a_cold_start_with_the_issuer_down_uses_the_saved_document(
+        mount, provider, tmp_path):
+    """A daemon with a store saves the discovery documents it has, sealed,
+    in the store's directory. A cold start while the issuer cannot be
+    discovered starts on the saved one (said in the log) and serves. One
+    altered, or sealed under another master key, is not used: the start
+    is refused, naming the issuer, as with nothing saved."""
+    from test_refresh import ctl, setup_store
+    store = tmp_path / "store"
+    saved = store / "discovery.sealed"
+    m = mount()
+    c = oidc_config(m)
+    c["store"] = {"dir": str(store), "key_file": str(m.tmp / "master.key")}
+    setup_store(m, c)
+    m.start()
+    assert provider.issued(m.token("acme", "corp"))
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert b"token_endpoint" not in saved.read_bytes()  # sealed
+    m.stop()
+
+    provider.discovery_status = 503
+    m.start()
+    assert "providers.corp.issuer: %s could not be discovered" \
+        % provider.url in m.log()
+    assert "using the document saved when it was fetched at" in m.log()
+    assert provider.discovery_requests == 2
+    tok = m.token("acme", "corp")
+    assert provider.issued(tok)  # from the saved token endpoint
+    r = ctl(m, "refresh", "acme", "corp")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert m.token("acme", "corp") != tok
+    m.stop()
+
+    data = bytearray(saved.read_bytes())
+    data[-1] ^= 1
+    saved.write_bytes(bytes(data))
+    r = m.start(check=False)
+    assert r.returncode != 0
+    log = m.log()
+    assert "%s: not authentic (altered, or sealed under another master " \
+        "key): the saved discovery documents are not used" % saved in log
+    assert "providers.corp.issuer: OpenID Connect discovery failed" in log
+    # Reachable again: a start fetches it and saves it anew.
+    provider.discovery_status = 200
+    m.start()
+    assert provider.issued(m.token("acme", "corp"))
+    m.stop()
+    provider.discovery_status = 503
+    m.start()
+    assert provider.issued(m.token("acme", "corp"))
+    m.check_log_clean()
+
+
 def test_discovery_documents_are_fetched_again_past_their_age(mount,
                                                              provider):
     """discovery_max_age_s: past it, a reload fetches the issuer's document
