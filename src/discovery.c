@@ -4,22 +4,20 @@
  * for a cold start (discovery.h).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
 
 #include "config.h"
-#include "crypto.h"
 #include "discovery.h"
 #include "http.h"
 #include "log.h"
 #include "oauth.h"
+#include "sealed.h"
 #include "util.h"
 
 struct discovered {
@@ -38,17 +36,11 @@ static struct discovered *saved_docs;
 /* Where the cache is saved (discovery_save_to()), and under which key;
  * NULL: nowhere. Under save_lock. */
 static char *save_dir;
-static uint8_t save_key[CRYPTO_KEY_BYTES];
+static struct sealed_key save_key;
 static bool save_due; /* fetched since it was last saved; discovery_lock */
 static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define SAVED_NAME "discovery.sealed"
-#define SAVED_MAGIC "CFSD\001"
-#define SAVED_MAGIC_LEN 5
-/* Sealed under a key of the master key's own: not a tenant name. */
-#define SAVED_KEY_INFO "-discovery-"
-#define SAVED_AAD "credfs-discovery-v1"
-#define SAVED_MAX_BYTES (4u << 20)
 
 /*
  * GET @url, one of @p's metadata documents, as a JSON object: 0 with it in
@@ -364,55 +356,12 @@ static bool take_saved(const struct provider_conf *p, const char *why,
 	return true;
 }
 
-/* Write @len bytes to @name in the directory @dir durably: a temp file,
- * fsync, rename over @name, fsync of the directory. 0 or -errno. */
-static int write_durably(const char *dir, const char *name, const void *data,
-			 size_t len)
-{
-	char tmp[256];
-	const char *p = data;
-	int dirfd, fd, r = 0;
-	size_t done = 0;
-
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return -errno;
-	snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid());
-	fd = openat(dirfd, tmp,
-		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-		    0600);
-	if (fd < 0)
-		r = -errno;
-	while (r == 0 && done < len) {
-		ssize_t n = write(fd, p + done, len - done);
-
-		if (n < 0 && errno != EINTR)
-			r = -errno;
-		else if (n > 0)
-			done += (size_t)n;
-	}
-	if (fd >= 0 && r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (fd >= 0 && close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-		r = -errno;
-	if (r < 0)
-		unlinkat(dirfd, tmp, 0);
-	else if (fsync(dirfd) < 0)
-		r = -errno;
-	close(dirfd);
-	return r;
-}
-
 /* The cache, sealed, to save_dir when something was fetched since it was
  * last saved. A failure is said and tried again at the next fetch. */
 static void save_cache(void)
 {
 	int64_t now_real = time_real_ms(), now_mono = time_mono_ms();
 	struct discovered *d;
-	char *text = NULL;
-	struct buf b;
 	json_t *o;
 	int r;
 
@@ -441,15 +390,8 @@ static void save_cache(void)
 			o = NULL;
 		}
 	pthread_mutex_unlock(&discovery_lock);
-	text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	r = o ? sealed_write(save_dir, SAVED_NAME, &save_key, o) : -ENOMEM;
 	json_decref(o);
-	buf_init(&b, SAVED_MAX_BYTES);
-	r = text ? buf_append(&b, SAVED_MAGIC, SAVED_MAGIC_LEN) : -ENOMEM;
-	if (r == 0)
-		r = crypto_seal(save_key, SAVED_AAD, strlen(SAVED_AAD), text,
-				strlen(text), &b);
-	if (r == 0)
-		r = write_durably(save_dir, SAVED_NAME, b.data, b.len);
 	if (r < 0) {
 		log_warn("%s/%s: the discovery documents could not be saved "
 			 "(%s): a cold start while an issuer or MCP server is "
@@ -459,8 +401,6 @@ static void save_cache(void)
 		save_due = true;
 		pthread_mutex_unlock(&discovery_lock);
 	}
-	buf_free(&b);
-	free(text);
 	pthread_mutex_unlock(&save_lock);
 }
 
@@ -578,47 +518,23 @@ void discovery_import(const json_t *o)
 
 int discovery_read_saved(const char *dir, const uint8_t *master)
 {
-	uint8_t key[CRYPTO_KEY_BYTES];
-	struct buf b, pt = {0};
 	json_t *o = NULL, *e, *doc;
+	struct sealed_key k;
 	const char *name;
-	char path[4096];
 	json_int_t at;
 	int r;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, SAVED_NAME);
-	r = file_read_capped(path, SAVED_MAX_BYTES, true, &b);
+	r = sealed_key_derive(master, "discovery", &k);
+	if (r == 0)
+		r = sealed_read(dir, SAVED_NAME, &k, &o);
+	sealed_key_clear(&k);
 	if (r == -ENOENT)
 		return 0; /* nothing saved yet */
 	if (r < 0) {
-		log_warn("%s: %s: the saved discovery documents are not used",
-			 path, file_read_error(r, "4 MiB"));
-		return r;
-	}
-	r = crypto_tenant_key(master, SAVED_KEY_INFO, key);
-	if (r == 0 && (b.len < SAVED_MAGIC_LEN ||
-		       memcmp(b.data, SAVED_MAGIC, SAVED_MAGIC_LEN)))
-		r = -EPROTO;
-	if (r == 0)
-		r = crypto_open(key, SAVED_AAD, strlen(SAVED_AAD),
-				b.data + SAVED_MAGIC_LEN,
-				b.len - SAVED_MAGIC_LEN, &pt);
-	explicit_bzero(key, sizeof(key));
-	buf_free(&b);
-	if (r == 0) {
-		o = json_loadb(pt.data, pt.len, JSON_REJECT_DUPLICATES, NULL);
-		r = json_is_object(o) ? 0 : -EPROTO;
-	}
-	buf_free(&pt);
-	if (r < 0) {
-		log_warn("%s: %s: the saved discovery documents are not used "
-			 "(a start with every issuer and MCP server reachable "
-			 "saves them again)",
-			 path,
-			 r == -EBADMSG ? "not authentic (altered, or sealed "
-					 "under another master key)"
-				       : "not a saved discovery file");
-		json_decref(o);
+		log_warn("%s/%s: %s: the saved discovery documents are not "
+			 "used (a start with every issuer and MCP server "
+			 "reachable saves them again)",
+			 dir, SAVED_NAME, sealed_read_error(r));
 		return r;
 	}
 	pthread_mutex_lock(&discovery_lock);
@@ -645,9 +561,9 @@ int discovery_save_to(const char *dir, const uint8_t *master)
 	free(save_dir);
 	save_dir = copy;
 	if (master)
-		r = crypto_tenant_key(master, SAVED_KEY_INFO, save_key);
+		r = sealed_key_derive(master, "discovery", &save_key);
 	else
-		explicit_bzero(save_key, sizeof(save_key));
+		sealed_key_clear(&save_key);
 	if (r < 0) {
 		free(save_dir);
 		save_dir = NULL;

@@ -35,6 +35,7 @@
 #include "handoff.h"
 #include "log.h"
 #include "notify.h"
+#include "sealed.h"
 #include "tree.h"
 #include "util.h"
 
@@ -245,6 +246,99 @@ size_t handoff_restore(struct cred_table *t, const json_t *image)
 	}
 	cred_table_exit(t);
 	free(v);
+	return n;
+}
+
+#define STOPPED_NAME "state.sealed"
+
+int handoff_save_stopped(struct cred_table *t, const char *dir,
+			 const uint8_t *master)
+{
+	json_t *j = NULL, *creds = json_array();
+	const struct config *cfg;
+	struct sealed_key k;
+	size_t i;
+	int r;
+
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
+	for (i = 0; creds && i < cfg->n_creds; i++) {
+		struct cred *c = cred_of(t, &cfg->creds[i]);
+		json_t *e = cred_uses_store(c) ? NULL : cred_export(c);
+
+		/* Only those with a token: a start that failed early leaves
+		 * the file it did not take. */
+		if (e && !json_array_size(json_object_get(e, "tokens")))
+			json_decref(e);
+		else if (e && json_array_append_new(creds, e) < 0)
+			break;
+	}
+	cred_table_exit(t);
+	if (creds && !json_array_size(creds)) {
+		json_decref(creds);
+		return 0;
+	}
+	if (creds && i == cfg->n_creds)
+		j = json_pack("{s:i, s:I, s:O}", "credfs_state", IMAGE_VERSION,
+			      "written_ms", (json_int_t)time_real_ms(), "creds",
+			      creds);
+	r = j ? sealed_key_derive(master, "state", &k) : -ENOMEM;
+	if (r == 0)
+		r = sealed_write(dir, STOPPED_NAME, &k, j);
+	sealed_key_clear(&k);
+	json_decref(creds);
+	json_decref(j);
+	return r;
+}
+
+size_t handoff_restore_stopped(struct cred_table *t, const char *dir,
+			       const uint8_t *master)
+{
+	const struct config *cfg;
+	const struct cred_conf *cc;
+	struct sealed_key k;
+	json_t *image = NULL, *e;
+	char path[4096];
+	size_t i, n = 0;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, STOPPED_NAME);
+	r = sealed_key_derive(master, "state", &k);
+	if (r == 0)
+		r = sealed_read(dir, STOPPED_NAME, &k, &image);
+	sealed_key_clear(&k);
+	if (r != -ENOENT && unlink(path) < 0 && errno != ENOENT)
+		log_warn("%s: cannot remove it: %s", path, strerror(errno));
+	if (r == 0 && json_integer_value(json_object_get(
+			      image, "credfs_state")) != IMAGE_VERSION)
+		r = -EPROTO;
+	if (r < 0) {
+		if (r != -ENOENT)
+			log_warn("%s: %s: the tokens of the last stop are not "
+				 "used",
+				 path, sealed_read_error(r));
+		json_decref(image);
+		return 0;
+	}
+	cred_table_enter(t);
+	cfg = cred_table_config(t);
+	json_array_foreach (json_object_get(image, "creds"), i, e) {
+		const char *tenant = json_string_value(
+				   json_object_get(e, "tenant")),
+			   *provider = json_string_value(
+				   json_object_get(e, "provider"));
+
+		cc = tenant && provider
+			     ? config_find_cred(cfg, tenant, provider)
+			     : NULL;
+		if (cc && !cred_uses_store(cred_of(t, cc))) {
+			/* No generation of the last process used again. */
+			cred_import_floor(cred_of(t, cc), e, 0);
+			n += cred_import(t, cred_of(t, cc), e);
+		}
+	}
+	cred_table_exit(t);
+	json_decref(image);
 	return n;
 }
 

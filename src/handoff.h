@@ -50,6 +50,23 @@ void handoff_floors(struct cred_table *t, const struct json_t *image);
  * Returns how many credentials were taken. */
 size_t handoff_restore(struct cred_table *t, const struct json_t *image);
 
+/*
+ * A clean stop to a cold start (a restart, a boot): the client-credentials
+ * credentials' state (their tokens, as an image has them) in the file
+ * state.sealed of the store's directory @dir, sealed under a key of
+ * @master's (sealed.h); the refresh-token credentials' tokens are in
+ * their records already. handoff_save_stopped(): after the refresher
+ * stopped; a stop with no such token writes nothing. 0 or -errno.
+ * handoff_restore_stopped(): at a fresh start, after the store was read:
+ * serve the file's tokens that are still valid (the file is removed
+ * first: one start takes it). Returns how many credentials were taken;
+ * a file that does not open is said in the log.
+ */
+int handoff_save_stopped(struct cred_table *t, const char *dir,
+			 const uint8_t *master);
+size_t handoff_restore_stopped(struct cred_table *t, const char *dir,
+			       const uint8_t *master);
+
 /* The state image of @t and @fs (with open files when @handles), as a
  * sealed memfd, or -errno. @seq orders images. */
 int handoff_image_fd(struct cred_table *t, struct fs *fs,

@@ -638,6 +638,15 @@ static int open_state(struct daemon *d)
 	if (d->store)
 		log_info("store %s: %zu records loaded", cfg->store_dir,
 			 credstore_load_all(d->t));
+	/* A cold start after a clean stop: the client-credentials tokens
+	 * that stop left, while still valid. */
+	if (d->store && !d->resumed) {
+		kept = handoff_restore_stopped(d->t, cfg->store_dir, d->key);
+		if (kept)
+			log_info("%zu client-credentials tokens kept from the "
+				 "last stop",
+				 kept);
+	}
 	if (d->resumed) {
 		kept = h->image ? handoff_restore(d->t, h->image) : 0;
 		fs_import(d->fs, h->image);
@@ -1056,6 +1065,17 @@ static void stop(struct daemon *d)
 	refresher_free(d->sigs.rf);
 	d->sigs.rf = NULL;
 	warn_unpersisted(d->t);
+	/* What a cold start serves with the provider down. */
+	if (!d->handed_over && d->store && d->t) {
+		int r = handoff_save_stopped(d->t, d->cfg->store_dir, d->key);
+
+		if (r < 0)
+			log_warn(
+				"%s: cannot keep the client-credentials tokens "
+				"for the next start (%s): it will request new "
+				"ones",
+				d->cfg->store_dir, strerror(-r));
+	}
 	if (!d->handed_over)
 		fs_stop_waits(d->fs); /* else they are the new process's */
 	if (d->fs)

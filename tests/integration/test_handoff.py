@@ -219,6 +219,47 @@ def test_sigkill_with_the_provider_refusing_everything(mount, provider):
         sd.stop()
 
 
+def test_a_clean_restart_with_the_provider_down_keeps_the_tokens(
+        mount, provider, tmp_path):
+    """A clean stop leaves the client-credentials tokens, sealed, beside
+    the store; a cold start with the provider refusing everything serves
+    the still-valid one (refresh-token credentials have theirs in their
+    records). One start takes the file; an altered one is not used."""
+    store = tmp_path / "store"
+    saved = store / "state.sealed"
+    m = mount()
+    c = simple_config(m, tenants=("acme", "beta"), open_wait_s=1)
+    c["store"] = {"dir": str(store), "key_file": str(m.tmp / "master.key")}
+    setup_store(m, c)
+    m.start()
+    tok = {t: m.token(t, "idp") for t in ("acme", "beta")}
+    m.stop()
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    data = saved.read_bytes()
+    assert not any(t.encode() in data for t in tok.values())  # sealed
+
+    provider.inject("status", count=-1, status=503)
+    asked = token_requests(provider)
+    m.start()
+    assert "2 client-credentials tokens kept from the last stop" in m.log()
+    assert not saved.exists()  # taken
+    assert {t: m.token(t, "idp") for t in tok} == tok
+    assert token_requests(provider) == asked  # nothing asked for them
+    m.stop()  # and left again for the next start
+
+    data = bytearray(saved.read_bytes())
+    data[len(data) // 2] ^= 1
+    saved.write_bytes(bytes(data))
+    provider.clear_faults()
+    m.start()
+    assert "%s: not authentic (altered, or sealed under another master " \
+        "key): the tokens of the last stop are not used" % saved in m.log()
+    fresh = m.token("acme", "idp")
+    assert fresh != tok["acme"] and provider.issued(fresh)
+    m.stop()
+    m.check_log_clean()
+
+
 def test_a_crash_with_another_tree_in_the_config_keeps_the_mount(
         mount, provider):
     """A crash after the configuration gained a tenant and lost one: the

@@ -1,0 +1,140 @@
+/*
+ * sealed: JSON documents sealed beside the store (sealed.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "sealed.h"
+#include "util.h"
+
+#define MAGIC "CFSJ\001"
+#define MAGIC_LEN 5
+/* The state of a clean stop of 100,000 client-credentials tokens fits. */
+#define SEALED_MAX_BYTES (256u << 20)
+
+int sealed_key_derive(const uint8_t *master, const char *purpose,
+		      struct sealed_key *out)
+{
+	char info[64];
+
+	snprintf(info, sizeof(info), "-%s-", purpose);
+	snprintf(out->aad, sizeof(out->aad), "credfs-%s-v1", purpose);
+	return crypto_tenant_key(master, info, out->key);
+}
+
+void sealed_key_clear(struct sealed_key *k)
+{
+	explicit_bzero(k, sizeof(*k));
+}
+
+/* Write @len bytes to @name in @dir durably: a temp file, fsync, rename
+ * over @name, fsync of the directory. 0 or -errno. */
+static int write_durably(const char *dir, const char *name, const void *data,
+			 size_t len)
+{
+	const char *p = data;
+	int dirfd, fd, r = 0;
+	size_t done = 0;
+	char tmp[256];
+
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid());
+	fd = openat(dirfd, tmp,
+		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		    0600);
+	if (fd < 0)
+		r = -errno;
+	while (r == 0 && done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			done += (size_t)n;
+	}
+	if (fd >= 0 && r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (fd >= 0 && close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dirfd, tmp, 0);
+	else if (fsync(dirfd) < 0)
+		r = -errno;
+	close(dirfd);
+	return r;
+}
+
+int sealed_write(const char *dir, const char *name, const struct sealed_key *k,
+		 const json_t *doc)
+{
+	char *text = json_dumps(doc, JSON_COMPACT);
+	struct buf b;
+	int r;
+
+	if (!text)
+		return -ENOMEM;
+	buf_init(&b, SEALED_MAX_BYTES);
+	r = buf_append(&b, MAGIC, MAGIC_LEN);
+	if (r == 0)
+		r = crypto_seal(k->key, k->aad, strlen(k->aad), text,
+				strlen(text), &b);
+	freezero(text, strlen(text));
+	if (r == 0)
+		r = write_durably(dir, name, b.data, b.len);
+	buf_free(&b);
+	return r;
+}
+
+int sealed_read(const char *dir, const char *name, const struct sealed_key *k,
+		json_t **out)
+{
+	struct buf b, pt = {0};
+	char path[4096];
+	int r;
+
+	*out = NULL;
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >=
+	    sizeof(path))
+		return -ENAMETOOLONG;
+	r = file_read_capped(path, SEALED_MAX_BYTES, true, &b);
+	if (r < 0)
+		return r;
+	if (b.len < MAGIC_LEN || memcmp(b.data, MAGIC, MAGIC_LEN))
+		r = -EPROTO;
+	if (r == 0)
+		r = crypto_open(k->key, k->aad, strlen(k->aad),
+				b.data + MAGIC_LEN, b.len - MAGIC_LEN, &pt);
+	buf_free(&b);
+	if (r == 0) {
+		*out = json_loadb(pt.data, pt.len, JSON_REJECT_DUPLICATES,
+				  NULL);
+		if (!json_is_object(*out)) {
+			json_decref(*out);
+			*out = NULL;
+			r = -EPROTO;
+		}
+	}
+	buf_free(&pt);
+	return r;
+}
+
+const char *sealed_read_error(int r)
+{
+	switch (r) {
+	case -EBADMSG:
+		return "not authentic (altered, or sealed under another master "
+		       "key)";
+	case -EPROTO: return "not a sealed credfs file";
+	default: return file_read_error(r, "256 MiB");
+	}
+}
