@@ -76,6 +76,19 @@ def is_mounted(path):
         return any(line.split()[1] == path for line in f)
 
 
+def note_mount(path):
+    """Add @path to the list of mount points in $CREDFS_MOUNT_LOG, if set:
+    .ci/run unmounts those still mounted when it exits (a run killed
+    mid-test), and no other run's."""
+    log = os.environ.get("CREDFS_MOUNT_LOG")
+    if log:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (os.path.realpath(path) + "\n").encode())
+        finally:
+            os.close(fd)
+
+
 def processes(cmd):
     """The PIDs of the processes running exactly the argument list @cmd."""
     want = ("\0".join(cmd) + "\0").encode()
@@ -207,6 +220,7 @@ class Mount:
             self.write_config(config)
         cmd = [self.exe, "--config", self.config_path, "--pid-file",
                self.pid_file] + list(args) + [self.mnt]
+        note_mount(self.mnt)
         with open(self.log_path, "ab") as log:
             out = log if output is None else output
             try:
