@@ -22,6 +22,7 @@
 #include "onboard.h"
 #include "oauth.h"
 #include "record.h"
+#include "sealed.h"
 #include "store.h"
 #include "util.h"
 
@@ -426,6 +427,7 @@ int remove_main(int argc, char **argv)
 /* credfsctl rekey --new-key-file FILE */
 int rekey_main(int argc, char **argv)
 {
+	const char *failed = NULL;
 	uint8_t *new_key = NULL;
 	char err[1024];
 	struct args a;
@@ -462,6 +464,14 @@ int rekey_main(int argc, char **argv)
 		       n, a.new_key_file);
 	else
 		fprintf(stderr, "credfsctl rekey: %s\n", err);
+	/* What a cold start takes from the last daemon, after the records:
+	 * a file left under the old key is only not used. */
+	if (r == 0 && x.cfg->store_dir &&
+	    sealed_rekey(x.cfg->store_dir, x.key, new_key, &failed) < 0)
+		fprintf(stderr,
+			"credfsctl rekey: %s/%s was not sealed again (it "
+			"does not open): the next start does without it\n",
+			x.cfg->store_dir, failed);
 	close_store(&x);
 	key_free(new_key);
 	return r < 0 ? 1 : 0;

@@ -40,7 +40,7 @@ static struct sealed_key save_key;
 static bool save_due; /* fetched since it was last saved; discovery_lock */
 static pthread_mutex_t save_lock = PTHREAD_MUTEX_INITIALIZER;
 
-#define SAVED_NAME "discovery.sealed"
+#define SAVED_NAME SEALED_DISCOVERY
 
 /*
  * GET @url, one of @p's metadata documents, as a JSON object: 0 with it in

@@ -249,7 +249,7 @@ size_t handoff_restore(struct cred_table *t, const json_t *image)
 	return n;
 }
 
-#define STOPPED_NAME "state.sealed"
+#define STOPPED_NAME SEALED_STATE
 
 int handoff_save_stopped(struct cred_table *t, const char *dir,
 			 const uint8_t *master)

@@ -128,6 +128,38 @@ int sealed_read(const char *dir, const char *name, const struct sealed_key *k,
 	return r;
 }
 
+int sealed_rekey(const char *dir, const uint8_t *old_master,
+		 const uint8_t *new_master, const char **failed)
+{
+	static const char *const files[][2] = {
+		{SEALED_DISCOVERY, "discovery"},
+		{SEALED_STATE, "state"},
+	};
+	struct sealed_key old, new;
+	json_t *doc;
+	size_t i;
+	int r = 0;
+
+	for (i = 0; r == 0 && i < ARRAY_SIZE(files); i++) {
+		doc = NULL;
+		r = sealed_key_derive(old_master, files[i][1], &old);
+		if (r == 0)
+			r = sealed_key_derive(new_master, files[i][1], &new);
+		if (r == 0)
+			r = sealed_read(dir, files[i][0], &old, &doc);
+		if (r == 0)
+			r = sealed_write(dir, files[i][0], &new, doc);
+		if (r == -ENOENT)
+			r = 0;
+		if (r < 0)
+			*failed = files[i][0];
+		sealed_key_clear(&old);
+		sealed_key_clear(&new);
+		json_decref(doc);
+	}
+	return r;
+}
+
 const char *sealed_read_error(int r)
 {
 	switch (r) {

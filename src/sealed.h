@@ -21,6 +21,10 @@
 
 struct json_t;
 
+/* The files, each with its purpose. */
+#define SEALED_DISCOVERY "discovery.sealed" /* discovery.c */
+#define SEALED_STATE "state.sealed"	    /* handoff.c */
+
 /* The key and associated data of one purpose ("discovery", "state"). */
 struct sealed_key {
 	uint8_t key[CRYPTO_KEY_BYTES];
@@ -49,5 +53,11 @@ int sealed_read(const char *dir, const char *name, const struct sealed_key *k,
 
 /* What sealed_read()'s -errno @r means, for a log line. */
 const char *sealed_read_error(int r);
+
+/* Seal each file of @dir again under @new_master (credfsctl rekey), what
+ * @old_master opens: 0 when all that were there are; else -errno of the
+ * first that is not, named in *@failed. */
+int sealed_rekey(const char *dir, const uint8_t *old_master,
+		 const uint8_t *new_master, const char **failed);
 
 #endif

@@ -224,7 +224,8 @@ def test_a_clean_restart_with_the_provider_down_keeps_the_tokens(
     """A clean stop leaves the client-credentials tokens, sealed, beside
     the store; a cold start with the provider refusing everything serves
     the still-valid one (refresh-token credentials have theirs in their
-    records). One start takes the file; an altered one is not used."""
+    records), after a rekey too. One start takes the file; an altered one
+    is not used."""
     store = tmp_path / "store"
     saved = store / "state.sealed"
     m = mount()
@@ -237,6 +238,13 @@ def test_a_clean_restart_with_the_provider_down_keeps_the_tokens(
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     data = saved.read_bytes()
     assert not any(t.encode() in data for t in tok.values())  # sealed
+    # credfsctl rekey seals it again under the new key.
+    r = ctl(m, "rekey", "--new-key-file", str(m.tmp / "new.key"))
+    assert r.returncode == 0 and "was not sealed again" not in r.stderr, \
+        r.stderr
+    assert saved.read_bytes() != data
+    c["store"]["key_file"] = str(m.tmp / "new.key")
+    m.write_config(c)
 
     provider.inject("status", count=-1, status=503)
     asked = token_requests(provider)

@@ -220,6 +220,12 @@ def test_a_cold_start_with_the_issuer_down_uses_the_saved_document(
     assert saved.stat().st_mode & 0o777 == 0o600
     assert b"token_endpoint" not in saved.read_bytes()  # sealed
     m.stop()
+    # credfsctl rekey seals it again under the new key.
+    r = ctl(m, "rekey", "--new-key-file", str(m.tmp / "new.key"))
+    assert r.returncode == 0 and "was not sealed again" not in r.stderr, \
+        r.stderr
+    c["store"]["key_file"] = str(m.tmp / "new.key")
+    m.write_config(c)
 
     provider.discovery_status = 503
     m.start()
