@@ -33,53 +33,12 @@ void sealed_key_clear(struct sealed_key *k)
 	explicit_bzero(k, sizeof(*k));
 }
 
-/* Write @len bytes to @name in @dir durably: a temp file, fsync, rename
- * over @name, fsync of the directory. 0 or -errno. */
-static int write_durably(const char *dir, const char *name, const void *data,
-			 size_t len)
-{
-	const char *p = data;
-	int dirfd, fd, r = 0;
-	size_t done = 0;
-	char tmp[256];
-
-	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return -errno;
-	snprintf(tmp, sizeof(tmp), ".%s.%d.tmp", name, (int)getpid());
-	fd = openat(dirfd, tmp,
-		    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-		    0600);
-	if (fd < 0)
-		r = -errno;
-	while (r == 0 && done < len) {
-		ssize_t n = write(fd, p + done, len - done);
-
-		if (n < 0 && errno != EINTR)
-			r = -errno;
-		else if (n > 0)
-			done += (size_t)n;
-	}
-	if (fd >= 0 && r == 0 && fsync(fd) < 0)
-		r = -errno;
-	if (fd >= 0 && close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-		r = -errno;
-	if (r < 0)
-		unlinkat(dirfd, tmp, 0);
-	else if (fsync(dirfd) < 0)
-		r = -errno;
-	close(dirfd);
-	return r;
-}
-
 int sealed_write(const char *dir, const char *name, const struct sealed_key *k,
 		 const json_t *doc)
 {
 	char *text = json_dumps(doc, JSON_COMPACT);
 	struct buf b;
-	int r;
+	int dirfd, r;
 
 	if (!text)
 		return -ENOMEM;
@@ -89,8 +48,13 @@ int sealed_write(const char *dir, const char *name, const struct sealed_key *k,
 		r = crypto_seal(k->key, k->aad, strlen(k->aad), text,
 				strlen(text), &b);
 	freezero(text, strlen(text));
-	if (r == 0)
-		r = write_durably(dir, name, b.data, b.len);
+	if (r == 0) {
+		dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = dirfd < 0 ? -errno
+			      : file_replace_at(dirfd, name, b.data, b.len);
+		if (dirfd >= 0)
+			close(dirfd);
+	}
 	buf_free(&b);
 	return r;
 }

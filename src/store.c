@@ -18,7 +18,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +37,6 @@ struct fstore {
 	int daemon_lock; /* -1 unless STORE_DAEMON */
 	int write_lock;
 	const uint8_t *master;
-	atomic_uint tmp_seq;
 };
 
 /* Take (@op LOCK_EX) or release (LOCK_UN) the write lock: 0 or -errno
@@ -142,62 +140,6 @@ static int read_at(int dirfd, const char *name, struct buf *out)
 	return r;
 }
 
-/* Write @len bytes to a new temp file beside @name under @dirfd (its name
- * in @tmp), fsynced if @sync; the open fd, or -errno. */
-static int write_tmp(struct fstore *s, int dirfd, const char *name,
-		     const void *data, size_t len, bool sync, char tmp[256])
-{
-	const char *p = data;
-	size_t done = 0;
-	int fd, r = 0;
-
-	snprintf(tmp, 256, ".%s.%d.%u.tmp", name, (int)getpid(),
-		 atomic_fetch_add(&s->tmp_seq, 1));
-	fd = openat(dirfd, tmp,
-		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	while (r == 0 && done < len) {
-		ssize_t n = write(fd, p + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			r = -errno;
-		else
-			done += (size_t)n;
-	}
-	if (r == 0 && sync && fsync(fd) < 0)
-		r = -errno;
-	if (r < 0) {
-		close(fd);
-		unlinkat(dirfd, tmp, 0);
-		return r;
-	}
-	return fd;
-}
-
-/* Write @len bytes to @name under @dirfd by temp file, fsync, rename and
- * directory fsync. */
-static int write_at(struct fstore *s, int dirfd, const char *name,
-		    const void *data, size_t len)
-{
-	char tmp[256];
-	int fd = write_tmp(s, dirfd, name, data, len, true, tmp), r = 0;
-
-	if (fd < 0)
-		return fd;
-	if (close(fd) < 0)
-		r = -errno;
-	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-		r = -errno;
-	if (r < 0) {
-		unlinkat(dirfd, tmp, 0);
-		return r;
-	}
-	return fsync(dirfd) < 0 ? -errno : 0;
-}
-
 /* The tenant's directory, created (and made durable) if @create. */
 static int tenant_dir(struct fstore *s, const char *tenant, bool create)
 {
@@ -234,7 +176,8 @@ static int check_key(struct fstore *s, const char *dir, bool create, char *err,
 	if (ret == -ENOENT && create) {
 		ret = record_seal(s->master, KEYCHECK_TENANT, "-", &r, &b);
 		if (ret == 0)
-			ret = write_at(s, s->dirfd, "keycheck", b.data, b.len);
+			ret = file_replace_at(s->dirfd, "keycheck", b.data,
+					      b.len);
 		buf_free(&b);
 		if (ret < 0)
 			snprintf(err, errlen,
@@ -471,7 +414,7 @@ static int file_save(struct store *bs, const char *tenant, const char *provider,
 		record_name(provider, name);
 		ret = check_expect(fd, name, r->generation, expect);
 		if (ret == 0)
-			ret = write_at(s, fd, name, b.data, b.len);
+			ret = file_replace_at(fd, name, b.data, b.len);
 		close(fd);
 	} else {
 		ret = fd;
@@ -513,9 +456,9 @@ static void write_group(struct fstore *s, struct group_item *g, size_t n)
 		w->ret = check_expect(g[i].dirfd, g[i].name, w->r->generation,
 				      w->expect);
 		if (w->ret == 0) {
-			g[i].fd = write_tmp(s, g[i].dirfd, g[i].name,
-					    g[i].sealed.data, g[i].sealed.len,
-					    false, g[i].tmp);
+			g[i].fd = file_write_tmp(
+				g[i].dirfd, g[i].name, g[i].sealed.data,
+				g[i].sealed.len, false, g[i].tmp);
 			if (g[i].fd < 0)
 				w->ret = g[i].fd;
 			else
@@ -732,7 +675,7 @@ static int rekey_one(void *arg, const char *tenant, const char *provider)
 	fd = tenant_dir(k->s, tenant, false);
 	if (fd >= 0) {
 		snprintf(name, sizeof(name), "%s.rek", provider);
-		ret = write_at(k->s, fd, name, b.data, b.len);
+		ret = file_replace_at(fd, name, b.data, b.len);
 		close(fd);
 	} else {
 		ret = fd;
@@ -819,7 +762,7 @@ static int file_rekey(struct store *bs, const uint8_t *new_master, size_t *n,
 		r = record_seal(new_master, KEYCHECK_TENANT, "-", &empty, &b);
 	if (r == 0) {
 		/* The commit point: from here the new key opens the store. */
-		r = write_at(s, s->dirfd, "keycheck", b.data, b.len);
+		r = file_replace_at(s->dirfd, "keycheck", b.data, b.len);
 		buf_free(&b);
 		if (r < 0)
 			snprintf(err, errlen, "cannot write keycheck: %s",

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -326,4 +327,56 @@ bool util_credfs_mounted_on(const char *dir)
 	if (f)
 		fclose(f);
 	return found;
+}
+
+int file_write_tmp(int dirfd, const char *name, const void *data, size_t len,
+		   bool sync, char tmp[256])
+{
+	static atomic_uint seq;
+	const char *p = data;
+	size_t done = 0;
+	int fd, r = 0;
+
+	snprintf(tmp, 256, ".%s.%d.%u.tmp", name, (int)getpid(),
+		 atomic_fetch_add(&seq, 1));
+	fd = openat(dirfd, tmp,
+		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	while (r == 0 && done < len) {
+		ssize_t n = write(fd, p + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = -errno;
+		else
+			done += (size_t)n;
+	}
+	if (r == 0 && sync && fsync(fd) < 0)
+		r = -errno;
+	if (r < 0) {
+		close(fd);
+		unlinkat(dirfd, tmp, 0);
+		return r;
+	}
+	return fd;
+}
+
+int file_replace_at(int dirfd, const char *name, const void *data, size_t len)
+{
+	char tmp[256];
+	int fd = file_write_tmp(dirfd, name, data, len, true, tmp), r = 0;
+
+	if (fd < 0)
+		return fd;
+	if (close(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(dirfd, tmp, 0);
+		return r;
+	}
+	return fsync(dirfd) < 0 ? -errno : 0;
 }

@@ -1,6 +1,7 @@
 /*
  * util: capped byte buffers, wiping, clocks, RFC 3339 time, capped file
- * reads and the name rule for tenants and providers.
+ * reads, durable file replacement and the name rule for tenants and
+ * providers.
  */
 #ifndef CREDFS_UTIL_H
 #define CREDFS_UTIL_H
@@ -62,6 +63,16 @@ void time_rfc3339(int64_t ms, char out[32]);
  */
 int file_read_capped(const char *path, size_t cap, bool private_only,
 		     struct buf *out);
+
+/* Write @len bytes to a new temp file (mode 0600) beside @name under
+ * @dirfd, named in @tmp, fsynced if @sync: the open fd, or -errno. */
+int file_write_tmp(int dirfd, const char *name, const void *data, size_t len,
+		   bool sync, char tmp[256]);
+
+/* Replace @name under @dirfd with @len bytes durably: a temp file, fsync,
+ * rename over @name, fsync of the directory. A crash at any instant
+ * leaves the old file or the new one. 0 or -errno. */
+int file_replace_at(int dirfd, const char *name, const void *data, size_t len);
 
 /* Whether a credfs mount is on @dir (absolute, resolved) now, as
  * /proc/self/mounts says. */
