@@ -1024,15 +1024,20 @@ static int check_audit_log(const struct config *cfg, char *err, size_t errlen)
 	return r;
 }
 
+int config_finish_load(struct config *cfg, char *err, size_t errlen)
+{
+	int r = check_audit_log(cfg, err, errlen);
+
+	return r < 0 ? r : config_load_secrets(cfg, err, errlen);
+}
+
 int config_load(const char *path, struct config **out, char *err, size_t errlen)
 {
 	int r = config_read(path, out, err, errlen);
 
 	if (r < 0)
 		return r;
-	r = check_audit_log(*out, err, errlen);
-	if (r == 0)
-		r = config_load_secrets(*out, err, errlen);
+	r = config_finish_load(*out, err, errlen);
 	if (r < 0) {
 		config_free(*out);
 		*out = NULL;

@@ -209,6 +209,12 @@ int config_read(const char *path, struct config **out, char *err,
 int config_load(const char *path, struct config **out, char *err,
 		size_t errlen);
 
+/* What config_load() does after config_read(): the audit log's directory
+ * checked, the secrets and discovery documents loaded. For a caller that
+ * reads the parsed config first (the daemon, for its saved discovery
+ * documents). 0 or -errno + @err. */
+int config_finish_load(struct config *cfg, char *err, size_t errlen);
+
 /* Read every provider's client secret file. 0 or -errno + @err. */
 int config_load_secrets(struct config *cfg, char *err, size_t errlen);
 

@@ -1107,21 +1107,18 @@ static void stop(struct daemon *d)
 		unlink(d->o->pid_file);
 }
 
-/* The discovery documents the last daemon on @config_path's store saved
- * (discovery_read_saved()), if it names a store whose key can be read:
- * what is wrong with the config or the key is said by the full load. */
-static void read_saved_discovery(const char *config_path)
+/* The discovery documents the last daemon on @cfg's store saved
+ * (discovery_read_saved()), if its key can be read: what is wrong with the
+ * key is said when the store is opened. */
+static void read_saved_discovery(const struct config *cfg)
 {
-	struct config *cfg = NULL;
 	uint8_t *key = NULL;
 	char err[1024];
 
-	if (config_read(config_path, &cfg, err, sizeof(err)) == 0 &&
-	    cfg->store_dir &&
+	if (cfg->store_dir &&
 	    key_load(cfg->store_key_file, &key, err, sizeof(err)) == 0)
 		(void)discovery_read_saved(cfg->store_dir, key);
 	key_free(key);
-	config_free(cfg);
 }
 
 static int run(struct opts *o, struct config *cfg, int *ready_fd,
@@ -1311,8 +1308,11 @@ int main(int argc, char **argv)
 	 * daemon on this store. */
 	if (h.image)
 		discovery_import(json_object_get(h.image, "discovery"));
-	read_saved_discovery(o.config);
-	r = config_load(o.config, &cfg, err, sizeof(err));
+	r = config_read(o.config, &cfg, err, sizeof(err));
+	if (r == 0) {
+		read_saved_discovery(cfg);
+		r = config_finish_load(cfg, err, sizeof(err));
+	}
 	if (r < 0) {
 		fprintf(stderr, "credfs: %s\n", err);
 		goto out;
