@@ -273,6 +273,16 @@ class Mount:
         self.exit_status = status
         return status
 
+    def reload(self, config=None, timeout=30):
+        """SIGHUP, after writing @config if given, and wait until that
+        reload is done, applied or refused (the log's "SIGHUP: " line)."""
+        if config is not None:
+            self.write_config(config)
+        n = self.log().count("SIGHUP: ")
+        os.kill(self.pid, signal.SIGHUP)
+        wait_for(lambda: self.log().count("SIGHUP: ") > n, timeout,
+                 what="the reload")
+
     def log(self):
         try:
             with open(self.log_path, errors="replace") as f:

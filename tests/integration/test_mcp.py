@@ -490,17 +490,10 @@ def test_a_reload_adds_an_mcp_server(mount, provider, mcp_server, tmp_path):
     m.start()
     tok = m.token("acme", "idp")
 
-    def reload():
-        m.write_config(c)
-        n = m.log().count("SIGHUP: ")
-        os.kill(m.pid, signal.SIGHUP)
-        wait_for(lambda: m.log().count("SIGHUP: ") > n, 30,
-                 what="the reload")
-
     c["providers"]["mcp"] = dict(
         mcp, resource="http://127.0.0.1:%d/mcp" % free_port())
     c["tenants"]["acme"]["credentials"]["mcp"] = {"scopes": ["read"]}
-    reload()
+    m.reload(c)
     assert m.metrics("credfs_config_last_reload_successful") == [0]
     assert "providers.mcp.resource: MCP authorization discovery failed" \
         in m.log()
@@ -508,7 +501,7 @@ def test_a_reload_adds_an_mcp_server(mount, provider, mcp_server, tmp_path):
     assert not os.path.exists(m.path("tenants", "acme", "mcp"))
 
     c["providers"]["mcp"] = mcp
-    reload()
+    m.reload(c)
     assert m.metrics("credfs_config_last_reload_successful") == [1], m.log()
     assert ctl(m, "register", "acme", "mcp").returncode == 0
     (cid,) = [x for x in provider.public_clients if x.startswith("dyn-")]

@@ -154,18 +154,10 @@ def test_oidc_discovery(mount, provider):
     assert provider.discovery_requests == 1
     # A reload does not ask the issuer again: the document is cached.
     provider.discovery_status = 503
-    os.kill(m.pid, signal.SIGHUP)
-    wait_for(lambda: "SIGHUP: " in m.log(), 10, what="the reload")
+    m.reload()
     assert m.metrics("credfs_config_last_reload_successful") == [1]
     assert provider.discovery_requests == 1
     tok = m.token("acme", "corp")
-
-    def reload(config):
-        m.write_config(config)
-        n = m.log().count("SIGHUP: ")
-        os.kill(m.pid, signal.SIGHUP)
-        wait_for(lambda: m.log().count("SIGHUP: ") > n, 20,
-                 what="the reload")
 
     # An issuer new to the daemon, added by a reload, is discovered then
     # (and only it: the running one's document is still the cached one),
@@ -176,7 +168,7 @@ def test_oidc_discovery(mount, provider):
         c["providers"]["corp2"] = dict(c["providers"]["corp"],
                                        issuer=other.url)
         c["tenants"]["acme"]["credentials"]["corp2"] = {"scopes": ["read"]}
-        reload(c)
+        m.reload(c)
         assert m.metrics("credfs_config_last_reload_successful") == [1], \
             m.log()
         assert other.discovery_requests == 1
@@ -188,7 +180,7 @@ def test_oidc_discovery(mount, provider):
         c["providers"]["corp3"] = dict(c["providers"]["corp"],
                                        issuer="http://127.0.0.1:%d"
                                        % free_port())
-        reload(c)
+        m.reload(c)
         assert m.metrics("credfs_config_last_reload_successful") == [0]
         assert "reload: %s: providers.corp3.issuer: OpenID Connect " \
             "discovery failed: " % m.config_path in m.log()
